@@ -1,0 +1,121 @@
+//! Command-line and environment configuration of the server.
+//!
+//! Every flag has an environment variable, so the same binary runs from a shell or a
+//! container without a config file.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `crm-comms` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "crm-comms",
+    version,
+    about = "gRPC backend of a CRM's customer-communication module"
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations and serve gRPC (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+}
+
+/// Server settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CRM_LISTEN",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (embedded, default) or `mysql://user:pass@host:port/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://crm.db",
+        global = true
+    )]
+    pub database_url: String,
+    /// Most pooled database connections.
+    #[arg(
+        long,
+        env = "CRM_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_max_connections: u32,
+    /// Seconds a request waits for a database connection before UNAVAILABLE.
+    #[arg(
+        long,
+        env = "CRM_DB_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub db_acquire_timeout_secs: u64,
+    /// Most concurrently open `StreamTimeline` follow streams.
+    #[arg(
+        long,
+        env = "CRM_MAX_FOLLOW_STREAMS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_follow_streams: usize,
+    /// Most concurrent HTTP/2 streams per client connection.
+    #[arg(
+        long,
+        env = "CRM_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_concurrent_streams: u32,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    #[arg(
+        long,
+        env = "CRM_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub shutdown_grace_secs: u64,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+impl Config {
+    /// Settings for tests and embedding: the defaults with this listen address and URL.
+    pub fn new(listen: SocketAddr, database_url: impl Into<String>) -> Self {
+        Config {
+            listen,
+            database_url: database_url.into(),
+            db_max_connections: 16,
+            db_acquire_timeout_secs: 5,
+            max_follow_streams: 256,
+            max_concurrent_streams: 256,
+            shutdown_grace_secs: 10,
+            log: "info".into(),
+        }
+    }
+
+    /// The pool settings.
+    pub fn pool_options(&self) -> crate::db::PoolOptions {
+        crate::db::PoolOptions {
+            max_connections: self.db_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs.max(1)),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Conversions between protobuf well-known types and the database's UTC times.
+//!
+//! The database keeps microseconds (`DATETIME(6)`), so every incoming time is
+//! truncated to whole microseconds before it is stored or compared.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+/// Earliest accepted time (stored dates must fit MySQL's DATETIME range comfortably).
+pub const MIN_TIME: NaiveDateTime = match NaiveDate::from_ymd_opt(1900, 1, 1) {
+    Some(d) => match d.and_hms_opt(0, 0, 0) {
+        Some(t) => t,
+        None => NaiveDateTime::MIN,
+    },
+    None => NaiveDateTime::MIN,
+};
+
+/// Latest accepted time.
+pub const MAX_TIME: NaiveDateTime = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(d) => match d.and_hms_opt(0, 0, 0) {
+        Some(t) => t,
+        None => NaiveDateTime::MAX,
+    },
+    None => NaiveDateTime::MAX,
+};
+
+/// The current UTC time, truncated to microseconds.
+pub fn now() -> NaiveDateTime {
+    truncate_micros(Utc::now().naive_utc())
+}
+
+/// Drops sub-microsecond precision.
+pub fn truncate_micros(t: NaiveDateTime) -> NaiveDateTime {
+    DateTime::from_timestamp_micros(t.and_utc().timestamp_micros()).map_or(t, |d| d.naive_utc())
+}
+
+/// A stored UTC time as a protobuf timestamp.
+pub fn to_timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
+    let utc = t.and_utc();
+    prost_types::Timestamp {
+        seconds: utc.timestamp(),
+        nanos: i32::try_from(utc.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A protobuf timestamp as a UTC time, truncated to microseconds; an error text when
+/// it is malformed or outside 1900-01-01..9999-12-31.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Result<NaiveDateTime, String> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err("nanos must be in 0..999,999,999".to_owned());
+    }
+    let t = DateTime::from_timestamp(ts.seconds, (ts.nanos / 1000 * 1000) as u32)
+        .map(|d| d.naive_utc())
+        .ok_or_else(|| "is out of range".to_owned())?;
+    if !(MIN_TIME..=MAX_TIME).contains(&t) {
+        return Err("must be between 1900-01-01 and 9999-12-31".to_owned());
+    }
+    Ok(t)
+}
+
+/// Microseconds since the Unix epoch of a stored time.
+pub fn micros(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_micros()
+}
+
+/// A stored time from microseconds since the Unix epoch.
+pub fn from_micros(us: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp_micros(us).map(|d| d.naive_utc())
+}
+
+/// A protobuf duration from microseconds.
+pub fn duration_from_micros(us: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: us / 1_000_000,
+        nanos: i32::try_from((us % 1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
+/// Microseconds of a protobuf duration, or an error text when it is malformed.
+pub fn duration_to_micros(d: &prost_types::Duration) -> Result<i64, String> {
+    if d.nanos.abs() >= 1_000_000_000
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err("nanos must be within ±999,999,999 and carry the sign of seconds".to_owned());
+    }
+    d.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(d.nanos / 1000)))
+        .ok_or_else(|| "is out of range".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_round_trips_at_microsecond_precision() {
+        let ts = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_789,
+        };
+        let t = from_timestamp(&ts).unwrap();
+        assert_eq!(
+            to_timestamp(t),
+            prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_000
+            }
+        );
+    }
+
+    #[test]
+    fn out_of_range_timestamps_are_rejected() {
+        let bad = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert!(from_timestamp(&bad).is_err());
+        let neg = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert!(from_timestamp(&neg).is_err());
+    }
+
+    #[test]
+    fn durations_convert_both_ways() {
+        let d = duration_from_micros(90_500_000);
+        assert_eq!((d.seconds, d.nanos), (90, 500_000_000));
+        assert_eq!(duration_to_micros(&d).unwrap(), 90_500_000);
+    }
+}

@@ -1,0 +1,318 @@
+//! Database access: the pool of either backend, chosen at run time by the URL, the
+//! dispatch macro that runs one query body against either, and embedded migrations.
+//!
+//! Queries are written once with diesel's DSL inside [`with_conn!`]; each match arm
+//! expands the same body against its own connection type, so both copies type-check.
+//! The few statements that differ per dialect go through the [`Dialect`] trait.
+
+pub mod communications;
+pub mod customers;
+pub mod schema;
+pub mod tickets;
+pub mod transactions;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use diesel::{sql_types::BigInt, QueryResult, QueryableByName, SqliteConnection};
+use diesel_async::{
+    pooled_connection::{bb8::Pool, AsyncDieselConnectionManager, ManagerConfig},
+    sync_connection_wrapper::SyncConnectionWrapper,
+    AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection,
+};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+
+/// SQLite connection usable from async code (queries run on the blocking pool).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Settings of a SQLite connection: WAL so readers never block the writer, a busy
+/// timeout for other processes writing the same file.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `mysql://user:pass@host:port/db` (MySQL, MariaDB, TiDB).
+    Mysql(String),
+    /// `sqlite://PATH` or `sqlite::memory:`; holds the file path.
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    /// Parses a `DATABASE_URL`, rejecting unknown schemes and empty paths.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(rest) = url.strip_prefix("mysql://") {
+            let (_, after_host) = rest
+                .rsplit_once('@')
+                .map_or(("", rest), |(creds, host)| (creds, host));
+            let Some((host, db)) = after_host.split_once('/') else {
+                bail!("malformed DATABASE_URL {url:?}: expected mysql://user[:password]@host[:port]/database");
+            };
+            if host.is_empty() || db.is_empty() {
+                bail!("malformed DATABASE_URL {url:?}: host and database are required");
+            }
+            Ok(DatabaseUrl::Mysql(url.to_owned()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                bail!("malformed DATABASE_URL {url:?}: expected sqlite://PATH");
+            }
+            Ok(DatabaseUrl::Sqlite(path.to_owned()))
+        } else {
+            bail!("unsupported DATABASE_URL {url:?}: use mysql://... or sqlite://PATH")
+        }
+    }
+}
+
+/// Connection-pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most connections kept open.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of connections to one of the supported databases.
+#[derive(Clone)]
+pub enum Db {
+    /// MySQL / MariaDB through the pure-Rust `mysql_async` driver.
+    Mysql(Pool<AsyncMysqlConnection>),
+    /// Embedded SQLite. Writers take `write_lock` first: SQLite allows one writer at a
+    /// time, and queueing in-process beats spinning on SQLITE_BUSY.
+    Sqlite {
+        /// The connections.
+        pool: Pool<SqliteConn>,
+        /// Serializes this process's write transactions.
+        write_lock: Arc<tokio::sync::Mutex<()>>,
+    },
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Db::Mysql(_) => "Db::Mysql",
+            Db::Sqlite { .. } => "Db::Sqlite",
+        })
+    }
+}
+
+/// Runs `$body` with `$conn: &mut C` bound to a pooled connection of the active
+/// backend. The body is expanded once per backend, so it must compile for both.
+/// Evaluates to the body's value; pool errors return early with `Error`.
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Mysql(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Db::Sqlite { pool, .. } => {
+                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`with_conn!`] for statements that write: on SQLite it first takes the
+/// process-wide write lock.
+#[macro_export]
+macro_rules! with_write_conn {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Mysql(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Db::Sqlite { pool, write_lock } => {
+                let _write = write_lock.lock().await;
+                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// The statements whose SQL differs between MySQL and SQLite.
+pub trait Dialect: AsyncConnection + Send {
+    /// Which backend this is.
+    const BACKEND: Backend;
+
+    /// Id generated by the last INSERT on this connection.
+    fn last_insert_id(&mut self) -> impl Future<Output = QueryResult<i64>> + Send;
+}
+
+/// The two supported backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// MySQL, MariaDB or TiDB.
+    Mysql,
+    /// SQLite.
+    Sqlite,
+}
+
+#[derive(QueryableByName)]
+struct LastId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+impl Dialect for AsyncMysqlConnection {
+    const BACKEND: Backend = Backend::Mysql;
+
+    async fn last_insert_id(&mut self) -> QueryResult<i64> {
+        let row: LastId = diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id")
+            .get_result(self)
+            .await?;
+        Ok(row.id)
+    }
+}
+
+impl Dialect for SqliteConn {
+    const BACKEND: Backend = Backend::Sqlite;
+
+    async fn last_insert_id(&mut self) -> QueryResult<i64> {
+        let row: LastId = diesel::sql_query("SELECT last_insert_rowid() AS id")
+            .get_result(self)
+            .await?;
+        Ok(row.id)
+    }
+}
+
+impl Db {
+    /// Connects to `url`, checks that the database answers, and applies pending
+    /// migrations. Fails with a clear message when the URL is malformed or the
+    /// database is unreachable.
+    pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Db> {
+        let db = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::Mysql(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
+                let pool = Pool::builder()
+                    .max_size(options.max_connections)
+                    .connection_timeout(options.acquire_timeout)
+                    .build_unchecked(manager);
+                Db::Mysql(pool)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|url| {
+                    let url = url.to_owned();
+                    async move {
+                        let mut conn = SqliteConn::establish(&url).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager =
+                    AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
+                let pool = Pool::builder()
+                    .max_size(options.max_connections.min(8))
+                    .connection_timeout(options.acquire_timeout)
+                    .build_unchecked(manager);
+                Db::Sqlite {
+                    pool,
+                    write_lock: Arc::new(tokio::sync::Mutex::new(())),
+                }
+            }
+        };
+        db.migrate(url).await?;
+        Ok(db)
+    }
+
+    /// Which backend this pool talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Mysql(_) => Backend::Mysql,
+            Db::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet, on a dedicated
+    /// connection. Returns the versions applied.
+    pub async fn migrate(&self, url: &str) -> anyhow::Result<Vec<String>> {
+        let applied = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::Mysql(url) => {
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    AsyncMysqlConnection::establish(&url),
+                )
+                .await
+                .context("timed out connecting to MySQL")?
+                .with_context(|| format!("cannot connect to MySQL at {}", redact(&url)))?;
+                run_migrations(conn, MYSQL_MIGRATIONS).await?
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConn::establish(&path)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {path:?}"))?;
+                conn.batch_execute(SQLITE_PRAGMAS)
+                    .await
+                    .with_context(|| format!("cannot configure SQLite database {path:?}"))?;
+                run_migrations(conn, SQLITE_MIGRATIONS).await?
+            }
+        };
+        for version in &applied {
+            tracing::info!(%version, "applied migration");
+        }
+        Ok(applied)
+    }
+
+    /// Checks that a connection can be had and answers `SELECT 1`.
+    pub async fn ping(&self) -> crate::error::Result<()> {
+        with_conn!(self, |conn| {
+            conn.batch_execute("SELECT 1").await?;
+            Ok(())
+        })
+    }
+}
+
+async fn run_migrations<C>(conn: C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
+where
+    C: AsyncConnection + 'static,
+    diesel_async::AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
+{
+    // The harness blocks on the runtime internally, so it runs on the blocking pool.
+    tokio::task::spawn_blocking(move || {
+        let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+        harness
+            .run_pending_migrations(migrations)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+    })
+    .await
+    .context("migration task panicked")?
+}
+
+/// Hides the password of a database URL for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

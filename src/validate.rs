@@ -1,0 +1,359 @@
+//! Field validators and normalizers shared by every service: names, emails, phones,
+//! dates, tags, money, idempotency keys and free text.
+//!
+//! Each returns the normalized value or records a violation naming the field, so a
+//! request's every mistake is reported at once.
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
+
+use crate::error::Violations;
+
+/// Longest accepted idempotency key.
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// A required, trimmed text of 1..=max characters.
+pub fn required_text(v: &mut Violations, field: &str, value: &str, max: usize) -> String {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        v.add(field, "is required");
+    } else {
+        check_len(v, field, trimmed, max);
+    }
+    trimmed.to_owned()
+}
+
+/// An optional text of at most `max` characters (kept as given, trimmed).
+pub fn optional_text(v: &mut Violations, field: &str, value: &str, max: usize) -> String {
+    let trimmed = value.trim();
+    check_len(v, field, trimmed, max);
+    trimmed.to_owned()
+}
+
+fn check_len(v: &mut Violations, field: &str, value: &str, max: usize) {
+    let chars = value.chars().count();
+    if chars > max {
+        v.add(
+            field,
+            format!("must be at most {max} characters (got {chars})"),
+        );
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        v.add(field, "must not contain control characters");
+    }
+}
+
+/// An optional idempotency key: `None` when empty.
+pub fn request_id(v: &mut Violations, field: &str, value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    let chars = value.chars().count();
+    if chars > MAX_REQUEST_ID_CHARS {
+        v.add(
+            field,
+            format!("must be at most {MAX_REQUEST_ID_CHARS} characters (got {chars})"),
+        );
+    }
+    if value.chars().any(char::is_control) || value.trim() != value {
+        v.add(
+            field,
+            "must not contain control characters or surrounding spaces",
+        );
+    }
+    Some(value.to_owned())
+}
+
+/// An email address, lower-cased; empty stays empty unless `required`.
+pub fn email(v: &mut Violations, field: &str, value: &str, required: bool) -> String {
+    let normalized = value.trim().to_lowercase();
+    if normalized.is_empty() {
+        if required {
+            v.add(field, "is required");
+        }
+        return normalized;
+    }
+    if !is_valid_email(&normalized) {
+        v.add(field, format!("{value:?} is not a valid email address"));
+    }
+    normalized
+}
+
+fn is_valid_email(s: &str) -> bool {
+    if s.len() > 254 {
+        return false;
+    }
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
+}
+
+/// A phone number normalized: separators removed, a leading `00` turned into `+`
+/// (E.164 when a country code is given); 5..=20 digits.
+pub fn phone(v: &mut Violations, field: &str, value: &str) -> String {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return String::new();
+    }
+    let compact: String = trimmed
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
+        .collect();
+    let (plus, digits) = match compact.strip_prefix('+') {
+        Some(rest) => (true, rest.to_owned()),
+        None => match compact.strip_prefix("00") {
+            Some(rest) if !rest.is_empty() => (true, rest.to_owned()),
+            _ => (false, compact.clone()),
+        },
+    };
+    let ok = digits.chars().all(|c| c.is_ascii_digit())
+        && (5..=20).contains(&digits.len())
+        && (!plus || (digits.len() <= 15 && !digits.starts_with('0')));
+    if !ok {
+        v.add(
+            field,
+            format!("{value:?} is not a phone number (digits with optional +country code, 5 to 20 digits; E.164 allows at most 15)"),
+        );
+    }
+    if plus {
+        format!("+{digits}")
+    } else {
+        digits
+    }
+}
+
+/// A `YYYY-MM-DD` birth date: a real date, not in the future, not before 1900.
+pub fn birth_date(
+    v: &mut Violations,
+    field: &str,
+    value: &str,
+    today: NaiveDate,
+) -> Option<NaiveDate> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let parsed = (value.len() == 10)
+        .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
+        .flatten();
+    match parsed {
+        None => {
+            v.add(field, format!("{value:?} is not a date in YYYY-MM-DD form"));
+            None
+        }
+        Some(d) if d > today => {
+            v.add(field, "must not be in the future");
+            None
+        }
+        Some(d) if d.year() < 1900 => {
+            v.add(field, "must not be before 1900-01-01");
+            None
+        }
+        Some(d) => Some(d),
+    }
+}
+
+/// Whole years between `birth` and `today`.
+pub fn age(birth: NaiveDate, today: NaiveDate) -> i32 {
+    let mut years = today.year() - birth.year();
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        years -= 1;
+    }
+    years.max(0)
+}
+
+/// Tags: trimmed, 1..=50 characters each, at most 20, duplicates dropped (order kept).
+pub fn tags(v: &mut Violations, field: &str, values: &[String]) -> Vec<String> {
+    if values.len() > 20 {
+        v.add(field, format!("at most 20 tags (got {})", values.len()));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for (i, tag) in values.iter().enumerate() {
+        let t = required_text(v, &format!("{field}[{i}]"), tag, 50);
+        if !t.is_empty() && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// An enum value that must be one of the known, non-zero values.
+pub fn known_enum<E: TryFrom<i32>>(v: &mut Violations, field: &str, value: i32, required: bool) {
+    if value == 0 {
+        if required {
+            v.add(field, "is required");
+        }
+    } else if E::try_from(value).is_err() {
+        v.add(field, format!("{value} is not a known value"));
+    }
+}
+
+/// A time that must lie in the accepted range; `None` when absent.
+pub fn time(
+    v: &mut Violations,
+    field: &str,
+    value: Option<&prost_types::Timestamp>,
+) -> Option<NaiveDateTime> {
+    let ts = value?;
+    match crate::convert::from_timestamp(ts) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            v.add(field, why);
+            None
+        }
+    }
+}
+
+/// An optional `[start, end)` range: end must be after start when both are given.
+pub fn time_range(
+    v: &mut Violations,
+    start_field: &str,
+    start: Option<&prost_types::Timestamp>,
+    end_field: &str,
+    end: Option<&prost_types::Timestamp>,
+) -> (Option<NaiveDateTime>, Option<NaiveDateTime>) {
+    let s = time(v, start_field, start);
+    let e = time(v, end_field, end);
+    if let (Some(s), Some(e)) = (s, e) {
+        if e <= s {
+            v.add(end_field, format!("must be after {start_field}"));
+        }
+    }
+    (s, e)
+}
+
+/// Money with a currency code, nanos in range and consistent signs.
+pub fn money(
+    v: &mut Violations,
+    field: &str,
+    value: Option<&crate::pb::Money>,
+) -> Option<crate::pb::Money> {
+    let Some(m) = value else {
+        v.add(field, "is required");
+        return None;
+    };
+    let mut ok = true;
+    if m.currency_code.len() != 3 || !m.currency_code.chars().all(|c| c.is_ascii_uppercase()) {
+        v.add(
+            format!("{field}.currency_code"),
+            format!(
+                "{:?} is not a three-letter upper-case ISO 4217 code",
+                m.currency_code
+            ),
+        );
+        ok = false;
+    }
+    if !(-999_999_999..=999_999_999).contains(&m.nanos) {
+        v.add(format!("{field}.nanos"), "must be within ±999,999,999");
+        ok = false;
+    } else if (m.units > 0 && m.nanos < 0) || (m.units < 0 && m.nanos > 0) {
+        v.add(format!("{field}.nanos"), "must have the same sign as units");
+        ok = false;
+    }
+    ok.then(|| m.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+    }
+
+    #[test]
+    fn emails_are_lowercased_and_validated() {
+        let mut v = Violations::new();
+        assert_eq!(
+            email(&mut v, "e", " ZhangSan@Example.COM ", false),
+            "zhangsan@example.com"
+        );
+        assert!(v.is_empty());
+        for bad in [
+            "no-at",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            ".a@b.com",
+            "a@-b.com",
+        ] {
+            let mut v = Violations::new();
+            email(&mut v, "e", bad, false);
+            assert!(!v.is_empty(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn phones_are_normalized_to_e164() {
+        let mut v = Violations::new();
+        assert_eq!(phone(&mut v, "p", "+86 138-0000-0000"), "+8613800000000");
+        assert_eq!(phone(&mut v, "p", "0086 13800000000"), "+8613800000000");
+        assert_eq!(phone(&mut v, "p", "(010) 1234 5678"), "01012345678");
+        assert!(v.is_empty());
+        phone(&mut v, "p", "call me");
+        assert!(!v.is_empty());
+    }
+
+    #[test]
+    fn birth_dates_must_be_real_past_dates() {
+        let mut v = Violations::new();
+        assert_eq!(
+            birth_date(&mut v, "b", "1990-02-28", today()),
+            NaiveDate::from_ymd_opt(1990, 2, 28)
+        );
+        assert!(v.is_empty());
+        for bad in [
+            "1990-02-30",
+            "1990-2-3",
+            "2030-01-01",
+            "1800-01-01",
+            "yesterday",
+        ] {
+            let mut v = Violations::new();
+            assert_eq!(birth_date(&mut v, "b", bad, today()), None);
+            assert!(!v.is_empty(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn age_counts_whole_years() {
+        let b = NaiveDate::from_ymd_opt(1990, 11, 26).unwrap();
+        assert_eq!(age(b, today()), 35);
+        let b = NaiveDate::from_ymd_opt(1990, 11, 25).unwrap();
+        assert_eq!(age(b, today()), 36);
+    }
+
+    #[test]
+    fn tags_are_deduplicated_and_bounded() {
+        let mut v = Violations::new();
+        let t = tags(
+            &mut v,
+            "tags",
+            &["vip".into(), " vip ".into(), "新客户".into()],
+        );
+        assert_eq!(t, vec!["vip".to_owned(), "新客户".to_owned()]);
+        assert!(v.is_empty());
+        tags(&mut v, "tags", &["".into()]);
+        assert_eq!(v.into_inner()[0].field, "tags[0]");
+    }
+}

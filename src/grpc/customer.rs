@@ -1,6 +1,6 @@
 //! `crm.v1.CustomerService`: customers, their transactions and service tickets.
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
 use tonic::{Request, Response, Status};
 
 use super::{positive_id, AppState};
@@ -8,6 +8,10 @@ use crate::convert::{now, to_timestamp};
 use crate::db::customers::{
     self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
 };
+use crate::db::tickets::{
+    self, status, TicketFilter, TicketInsertForm, TicketRow, TicketUpdateForm,
+};
+use crate::db::transactions::{self, TransactionFilter, TransactionInsertForm, TransactionRow};
 use crate::error::{Error, Violations};
 use crate::paging;
 use crate::pb::{self, customer_service_server::CustomerService};
@@ -254,36 +258,286 @@ impl CustomerService for CustomerApi {
 
     async fn create_transaction(
         &self,
-        _request: Request<pb::CreateTransactionRequest>,
+        request: Request<pb::CreateTransactionRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
-        Err(Status::unimplemented("todo"))
+        let form = transaction_form(request.into_inner())?;
+        let row = transactions::create(&self.state.db, &form).await?;
+        Ok(Response::new(transaction_to_pb(row)))
     }
 
     async fn list_transactions(
         &self,
-        _request: Request<pb::ListTransactionsRequest>,
+        request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
-        Err(Status::unimplemented("todo"))
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let customer_id = positive_id(&mut v, "customer_id", req.customer_id);
+        let (start, end) = validate::time_range(
+            &mut v,
+            "start_time",
+            req.start_time.as_ref(),
+            "end_time",
+            req.end_time.as_ref(),
+        );
+        let limit = paging::page_size(&mut v, "page_size", req.page_size);
+        let filter = TransactionFilter {
+            customer_id,
+            start,
+            end,
+        };
+        let fp = paging::fingerprint(&filter);
+        let after = decode_position(&mut v, "transactions", fp, &req.page_token);
+        v.finish(())?;
+        let mut page = transactions::list(&self.state.db, &filter, after, limit + 1).await?;
+        let next_page_token = next_token(&mut page, limit, "transactions", fp, |r| {
+            (r.occur_time, r.id)
+        });
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: page.into_iter().map(transaction_to_pb).collect(),
+            next_page_token,
+        }))
     }
 
     async fn create_service_ticket(
         &self,
-        _request: Request<pb::CreateServiceTicketRequest>,
+        request: Request<pb::CreateServiceTicketRequest>,
     ) -> Result<Response<pb::ServiceTicket>, Status> {
-        Err(Status::unimplemented("todo"))
+        let form = ticket_form(request.into_inner())?;
+        let row = tickets::create(&self.state.db, &form).await?;
+        Ok(Response::new(ticket_to_pb(row)))
     }
 
     async fn update_service_ticket(
         &self,
-        _request: Request<pb::UpdateServiceTicketRequest>,
+        request: Request<pb::UpdateServiceTicketRequest>,
     ) -> Result<Response<pb::ServiceTicket>, Status> {
-        Err(Status::unimplemented("todo"))
+        let (id, expected, form) = ticket_update_form(request.get_ref())?;
+        let row = tickets::update(&self.state.db, id, expected, &form, now()).await?;
+        Ok(Response::new(ticket_to_pb(row)))
     }
 
     async fn list_service_tickets(
         &self,
-        _request: Request<pb::ListServiceTicketsRequest>,
+        request: Request<pb::ListServiceTicketsRequest>,
     ) -> Result<Response<pb::ListServiceTicketsResponse>, Status> {
-        Err(Status::unimplemented("todo"))
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        if req.customer_id < 0 {
+            v.add("customer_id", "must be 0 (every customer) or a positive id");
+        }
+        validate::known_enum::<pb::TicketStatus>(&mut v, "status", req.status, false);
+        let limit = paging::page_size(&mut v, "page_size", req.page_size);
+        let filter = TicketFilter {
+            customer_id: (req.customer_id > 0).then_some(req.customer_id),
+            status: (req.status != 0).then_some(req.status),
+        };
+        let fp = paging::fingerprint(&filter);
+        let after = decode_position(&mut v, "service_tickets", fp, &req.page_token);
+        v.finish(())?;
+        let mut page = tickets::list(&self.state.db, &filter, after, limit + 1).await?;
+        let next_page_token = next_token(&mut page, limit, "service_tickets", fp, |r| {
+            (r.open_time, r.id)
+        });
+        Ok(Response::new(pb::ListServiceTicketsResponse {
+            service_tickets: page.into_iter().map(ticket_to_pb).collect(),
+            next_page_token,
+        }))
     }
+}
+
+/// Decodes a `(time, id)` keyset position from a page token; `None` for the first page.
+pub(crate) fn decode_position(
+    v: &mut Violations,
+    kind: &str,
+    fingerprint: u64,
+    token: &str,
+) -> Option<(NaiveDateTime, i64)> {
+    if token.is_empty() {
+        return None;
+    }
+    let (us, id) = v.absorb(paging::decode::<(i64, i64)>(
+        "page_token",
+        kind,
+        fingerprint,
+        token,
+    ))?;
+    match crate::convert::from_micros(us) {
+        Some(t) => Some((t, id)),
+        None => {
+            v.add("page_token", "is not a token issued by this service");
+            None
+        }
+    }
+}
+
+/// Trims a page fetched with one extra row and returns the token of the next page
+/// (empty when this is the last one).
+pub(crate) fn next_token<T>(
+    page: &mut Vec<T>,
+    limit: i64,
+    kind: &str,
+    fingerprint: u64,
+    key: impl Fn(&T) -> (NaiveDateTime, i64),
+) -> String {
+    if page.len() as i64 <= limit {
+        return String::new();
+    }
+    page.truncate(limit as usize);
+    page.last()
+        .map(|last| {
+            let (t, id) = key(last);
+            paging::encode(kind, fingerprint, &(crate::convert::micros(t), id))
+        })
+        .unwrap_or_default()
+}
+
+/// The proto form of a stored transaction.
+pub fn transaction_to_pb(r: TransactionRow) -> pb::Transaction {
+    pb::Transaction {
+        id: r.id,
+        customer_id: r.customer_id,
+        order_number: r.order_number,
+        product: r.product,
+        amount: Some(pb::Money {
+            currency_code: r.currency_code,
+            units: r.amount_units,
+            nanos: r.amount_nanos,
+        }),
+        occur_time: Some(to_timestamp(r.occur_time)),
+        create_time: Some(to_timestamp(r.create_time)),
+    }
+}
+
+/// The proto form of a stored service ticket.
+pub fn ticket_to_pb(r: TicketRow) -> pb::ServiceTicket {
+    pb::ServiceTicket {
+        id: r.id,
+        customer_id: r.customer_id,
+        issue: r.issue,
+        solution: r.solution,
+        status: r.status,
+        open_time: Some(to_timestamp(r.open_time)),
+        resolve_time: r.resolve_time.map(to_timestamp),
+        update_time: Some(to_timestamp(r.update_time)),
+        etag: r.version.to_string(),
+    }
+}
+
+/// Latest accepted occurrence time: a day ahead of now allows for clock skew and
+/// time zones, anything later is a client bug.
+pub(crate) fn occur_time(
+    v: &mut Violations,
+    field: &str,
+    value: Option<&prost_types::Timestamp>,
+    now: NaiveDateTime,
+) -> NaiveDateTime {
+    match validate::time(v, field, value) {
+        Some(t) if t > now + chrono::Duration::days(1) => {
+            v.add(field, "must not be more than one day in the future");
+            t
+        }
+        Some(t) => t,
+        None => now,
+    }
+}
+
+fn transaction_form(req: pb::CreateTransactionRequest) -> Result<TransactionInsertForm, Error> {
+    let mut v = Violations::new();
+    let request_id = validate::request_id(&mut v, "request_id", &req.request_id);
+    let Some(t) = req.transaction else {
+        v.add("transaction", "is required");
+        return Err(Error::InvalidArgument(v.into_inner()));
+    };
+    let now = now();
+    let customer_id = positive_id(&mut v, "transaction.customer_id", t.customer_id);
+    let order_number =
+        validate::required_text(&mut v, "transaction.order_number", &t.order_number, 64);
+    let product = validate::required_text(&mut v, "transaction.product", &t.product, 200);
+    let amount = validate::money(&mut v, "transaction.amount", t.amount.as_ref());
+    let occur_time = occur_time(&mut v, "transaction.occur_time", t.occur_time.as_ref(), now);
+    let amount = v.finish(amount)?.unwrap_or_default();
+    Ok(TransactionInsertForm {
+        customer_id,
+        order_number,
+        product,
+        currency_code: amount.currency_code,
+        amount_units: amount.units,
+        amount_nanos: amount.nanos,
+        occur_time,
+        create_time: now,
+        request_id,
+    })
+}
+
+fn ticket_form(req: pb::CreateServiceTicketRequest) -> Result<TicketInsertForm, Error> {
+    let mut v = Violations::new();
+    let request_id = validate::request_id(&mut v, "request_id", &req.request_id);
+    let Some(t) = req.service_ticket else {
+        v.add("service_ticket", "is required");
+        return Err(Error::InvalidArgument(v.into_inner()));
+    };
+    let now = now();
+    let customer_id = positive_id(&mut v, "service_ticket.customer_id", t.customer_id);
+    let issue = validate::required_text(&mut v, "service_ticket.issue", &t.issue, 4000);
+    let solution = validate::optional_text(&mut v, "service_ticket.solution", &t.solution, 4000);
+    validate::known_enum::<pb::TicketStatus>(&mut v, "service_ticket.status", t.status, false);
+    let status = if t.status == 0 {
+        status::OPEN
+    } else {
+        t.status
+    };
+    if status != status::OPEN && solution.is_empty() {
+        v.add(
+            "service_ticket.solution",
+            "is required for a resolved or closed ticket",
+        );
+    }
+    let open_time = occur_time(
+        &mut v,
+        "service_ticket.open_time",
+        t.open_time.as_ref(),
+        now,
+    );
+    v.finish(TicketInsertForm {
+        customer_id,
+        issue,
+        solution,
+        status,
+        open_time,
+        resolve_time: (status != status::OPEN).then_some(now),
+        create_time: now,
+        update_time: now,
+        version: 1,
+        request_id,
+    })
+}
+
+const TICKET_UPDATABLE: [&str; 3] = ["issue", "solution", "status"];
+
+fn ticket_update_form(
+    req: &pb::UpdateServiceTicketRequest,
+) -> Result<(i64, Option<i64>, TicketUpdateForm), Error> {
+    let mut v = Violations::new();
+    let Some(t) = &req.service_ticket else {
+        v.add("service_ticket", "is required");
+        return Err(Error::InvalidArgument(v.into_inner()));
+    };
+    let id = positive_id(&mut v, "service_ticket.id", t.id);
+    let expected = etag(&mut v, "service_ticket.etag", &t.etag);
+    let mut form = TicketUpdateForm::default();
+    for path in mask_paths(&mut v, req.update_mask.as_ref(), &TICKET_UPDATABLE) {
+        let field = format!("service_ticket.{path}");
+        match path.as_str() {
+            "issue" => form.issue = Some(validate::required_text(&mut v, &field, &t.issue, 4000)),
+            "solution" => {
+                form.solution = Some(validate::optional_text(&mut v, &field, &t.solution, 4000))
+            }
+            "status" => {
+                validate::known_enum::<pb::TicketStatus>(&mut v, &field, t.status, true);
+                form.status = Some(t.status);
+            }
+            _ => {}
+        }
+    }
+    v.finish((id, expected, form))
 }

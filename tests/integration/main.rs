@@ -1,0 +1,9 @@
+//! Black-box integration tests: the real server on an ephemeral port, real SQLite and
+//! real MariaDB, generated clients. One test binary with a module per service.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod harness;
+
+mod customers;
+mod server;

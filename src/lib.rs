@@ -3,6 +3,7 @@
 //! Layout: `grpc` (handlers only), `db` (pool, dispatch, schema, queries per resource),
 //! `analytics` (pure report logic), `config`, `error` (one error, one status mapping).
 
+pub mod analytics;
 pub mod config;
 pub mod convert;
 pub mod db;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod paging;
 pub mod server;
+pub mod timeline;
 pub mod validate;
 
 /// Code generated from `proto/crm/v1/*.proto`.

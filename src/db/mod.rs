@@ -9,6 +9,7 @@ pub mod communications;
 pub mod customers;
 pub mod schema;
 pub mod tickets;
+pub mod timeline;
 pub mod transactions;
 
 use std::{future::Future, sync::Arc, time::Duration};

@@ -12,9 +12,12 @@ use crate::convert::{duration_from_micros, duration_to_micros, now, to_timestamp
 use crate::db::communications::{
     self, BatchOutcome, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
 };
+use crate::db::customers;
+use crate::db::timeline::{Source, TimelineFilter};
 use crate::error::{Error, Violations};
 use crate::paging;
 use crate::pb::{self, communication::Details, communication_service_server::CommunicationService};
+use crate::timeline::TimelineRequest;
 use crate::validate;
 
 /// Largest `content`, in bytes of UTF-8.
@@ -214,7 +217,12 @@ impl Import<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let forms = std::mem::take(&mut self.batch);
+        let mut forms = std::mem::take(&mut self.batch);
+        // Stamp the record time at write time: follow streams find new rows by it.
+        let stamp = now();
+        for form in &mut forms {
+            form.create_time = stamp;
+        }
         let meta = std::mem::take(&mut self.batch_meta);
         self.batch_bytes = 0;
         let outcomes = communications::insert_batch(&self.state.db, forms.clone()).await;
@@ -313,6 +321,8 @@ impl CommunicationService for CommunicationApi {
             index += 1;
         }
         import.flush().await?;
+        // Unknown customers are found at flush time, after later invalid items.
+        import.response.rejected.sort_by_key(|r| r.index);
         tracing::info!(
             items = index,
             accepted = import.response.accepted_count,
@@ -388,12 +398,85 @@ impl CommunicationService for CommunicationApi {
 
     async fn stream_timeline(
         &self,
-        _request: Request<pb::StreamTimelineRequest>,
+        request: Request<pb::StreamTimelineRequest>,
     ) -> Result<Response<Self::StreamTimelineStream>, Status> {
-        Err(Status::unimplemented(
-            "StreamTimeline is not implemented yet",
-        ))
+        let timeline = timeline_request(request.into_inner())?;
+        if let Some(customer_id) = timeline.filter.customer_id {
+            customers::ensure_exists(&self.state.db, customer_id).await?;
+        }
+        let permit = if timeline.follow {
+            let permit = self
+                .state
+                .follow_permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Error::ResourceExhausted {
+                    reason: "TOO_MANY_FOLLOW_STREAMS",
+                    message: "too many open follow streams; retry later".to_owned(),
+                })?;
+            Some(permit)
+        } else {
+            None
+        };
+        let stream = crate::timeline::stream(self.state.clone(), timeline, permit);
+        Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Validates a timeline request; every bad field is reported.
+fn timeline_request(req: pb::StreamTimelineRequest) -> Result<TimelineRequest, Error> {
+    let mut v = Violations::new();
+    if req.customer_id < 0 {
+        v.add("customer_id", "must be 0 (every customer) or a positive id");
+    }
+    let channels = channels(&mut v, "channels", &req.channels);
+    let (start, end) = validate::time_range(
+        &mut v,
+        "start_time",
+        req.start_time.as_ref(),
+        "end_time",
+        req.end_time.as_ref(),
+    );
+    validate::known_enum::<pb::TimelineOrder>(&mut v, "order", req.order, false);
+    let descending = req.order == pb::TimelineOrder::NewestFirst as i32;
+    if req.follow && descending {
+        v.add("follow", "requires TIMELINE_ORDER_OLDEST_FIRST");
+    }
+    if req.follow && end.is_some() {
+        v.add("follow", "cannot be combined with end_time");
+    }
+    let mut sources = vec![Source::Communications];
+    if req.include_transactions {
+        sources.push(Source::Transactions);
+    }
+    if req.include_service_tickets {
+        sources.push(Source::Tickets);
+    }
+    let customer_id = (req.customer_id > 0).then_some(req.customer_id);
+    // Cursors are bound to what defines the event set, not to order or range, so a
+    // client may read newest-first and then follow from the newest cursor.
+    let fingerprint = paging::fingerprint(&(customer_id, &channels, &sources));
+    let resume = if req.resume_cursor.is_empty() {
+        None
+    } else {
+        v.absorb(crate::timeline::decode_cursor(
+            fingerprint,
+            &req.resume_cursor,
+        ))
+    };
+    v.finish(TimelineRequest {
+        filter: TimelineFilter {
+            customer_id,
+            channels,
+            start,
+            end,
+        },
+        sources,
+        descending,
+        resume,
+        follow: req.follow,
+        fingerprint,
+    })
 }
 
 /// A channel filter: known, non-zero channels, sorted and de-duplicated.

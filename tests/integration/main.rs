@@ -5,5 +5,6 @@
 
 mod harness;
 
+mod communications;
 mod customers;
 mod server;

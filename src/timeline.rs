@@ -1,0 +1,317 @@
+//! The customer-360 timeline stream: merges the sources' keyset pages into one total
+//! order `(occur_time, id, source)`, issues resumable cursors, and follows new events.
+//!
+//! A spawned task reads one short page at a time (no connection is held while the
+//! client reads) and feeds a bounded channel, so a slow reader slows the stream and
+//! the server's memory stays flat however long the timeline is.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::convert::{from_micros, micros, now, to_timestamp};
+use crate::db::timeline::{self, After, Event, Key, Source, TimelineFilter};
+use crate::error::Error;
+use crate::grpc::communication::communication_to_pb;
+use crate::grpc::customer::{ticket_to_pb, transaction_to_pb};
+use crate::grpc::AppState;
+use crate::paging;
+use crate::pb;
+
+/// Rows per source per page.
+pub const PAGE_ROWS: i64 = 1000;
+/// Events buffered between the reader task and the client.
+const CHANNEL_EVENTS: usize = 512;
+/// How often a follow stream looks for newly recorded events.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How far back a follow stream re-reads by record time, to catch rows whose
+/// transaction committed after a later-stamped one (and clock skew between replicas).
+pub const LOOKBACK: Duration = Duration::from_secs(3);
+
+/// A validated timeline request.
+#[derive(Debug, Clone)]
+pub struct TimelineRequest {
+    /// Which events.
+    pub filter: TimelineFilter,
+    /// Which sources, communications always first.
+    pub sources: Vec<Source>,
+    /// Newest first instead of oldest first.
+    pub descending: bool,
+    /// Continue strictly after this event.
+    pub resume: Option<Key>,
+    /// Keep following after the history.
+    pub follow: bool,
+    /// Fingerprint of the filters the cursors are bound to.
+    pub fingerprint: u64,
+}
+
+/// Encodes the cursor of an event.
+pub fn encode_cursor(fingerprint: u64, key: &Key) -> String {
+    paging::encode(
+        "timeline",
+        fingerprint,
+        &(micros(key.0), key.1, key.2 as i64),
+    )
+}
+
+/// Decodes a `resume_cursor` issued for the same filters.
+pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Key, Error> {
+    let (us, id, rank) =
+        paging::decode::<(i64, i64, i64)>("resume_cursor", "timeline", fingerprint, cursor)?;
+    match (from_micros(us), Source::from_rank(rank)) {
+        (Some(t), Some(source)) => Ok((t, id, source)),
+        _ => Err(Error::invalid(
+            "resume_cursor",
+            "is not a cursor issued by this service",
+        )),
+    }
+}
+
+/// Starts streaming `request`; the permit (for follow streams) is held until the
+/// stream ends.
+pub fn stream(
+    state: AppState,
+    request: TimelineRequest,
+    permit: Option<OwnedSemaphorePermit>,
+) -> ReceiverStream<Result<pb::TimelineEvent, Status>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        let result = run(&state, &request, &tx, &mut sent).await;
+        let outcome = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => {
+                let text = e.to_string();
+                let _ = tx.send(Err(e.into())).await;
+                text
+            }
+        };
+        tracing::info!(
+            events = sent,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            follow = request.follow,
+            outcome,
+            "timeline stream ended"
+        );
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Why the stream stops early without an error of its own.
+enum Stop {
+    /// The client went away.
+    Gone,
+}
+
+struct Reader {
+    source: Source,
+    buffer: VecDeque<Event>,
+    after: Option<After>,
+    done: bool,
+}
+
+/// The first position to read of `source` so that the merged stream continues
+/// strictly after `resume` in `(time, id, source)` order.
+fn start_after(resume: Option<Key>, source: Source, descending: bool) -> Option<After> {
+    let (time, id, resume_source) = resume?;
+    // Same (time, id) in a later-ranked source still comes after the cursor, so that
+    // source's bound is made inclusive by moving the id by one.
+    let id = match (descending, source.cmp(&resume_source)) {
+        (false, std::cmp::Ordering::Greater) => id - 1,
+        (true, std::cmp::Ordering::Less) => id + 1,
+        _ => id,
+    };
+    Some(After { time, id })
+}
+
+fn shutting_down(state: &AppState) -> bool {
+    *state.shutdown.borrow()
+}
+
+fn shutdown_error() -> Error {
+    Error::Unavailable {
+        reason: "SHUTTING_DOWN",
+        message: "server is shutting down; resume from the last cursor".to_owned(),
+    }
+}
+
+fn to_pb(event: Event, fingerprint: u64) -> pb::TimelineEvent {
+    let key = event.key();
+    let entry = match event {
+        Event::Communication(r) => pb::timeline_event::Entry::Communication(communication_to_pb(r)),
+        Event::Transaction(r) => pb::timeline_event::Entry::Transaction(transaction_to_pb(r)),
+        Event::Ticket(r) => pb::timeline_event::Entry::ServiceTicket(ticket_to_pb(r)),
+    };
+    pb::TimelineEvent {
+        cursor: encode_cursor(fingerprint, &key),
+        occur_time: Some(to_timestamp(key.0)),
+        entry: Some(entry),
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    event: Event,
+    fingerprint: u64,
+    sent: &mut u64,
+) -> Result<(), Stop> {
+    tx.send(Ok(to_pb(event, fingerprint)))
+        .await
+        .map_err(|_| Stop::Gone)?;
+    *sent += 1;
+    Ok(())
+}
+
+async fn run(
+    state: &AppState,
+    req: &TimelineRequest,
+    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    sent: &mut u64,
+) -> Result<(), Error> {
+    let open_time = now();
+    let lookback = chrono::Duration::from_std(LOOKBACK).unwrap_or_default();
+    // Events recorded this recently may also show up in the live phase; remember the
+    // ones sent so none is sent twice.
+    let mut recent: HashMap<(Source, i64), NaiveDateTime> = HashMap::new();
+    let mut readers: Vec<Reader> = req
+        .sources
+        .iter()
+        .map(|&source| Reader {
+            source,
+            buffer: VecDeque::new(),
+            after: start_after(req.resume, source, req.descending),
+            done: false,
+        })
+        .collect();
+
+    loop {
+        for r in readers
+            .iter_mut()
+            .filter(|r| r.buffer.is_empty() && !r.done)
+        {
+            if shutting_down(state) {
+                return Err(shutdown_error());
+            }
+            if tx.is_closed() {
+                return Ok(());
+            }
+            let rows = timeline::page(
+                &state.db,
+                r.source,
+                &req.filter,
+                r.after,
+                req.descending,
+                PAGE_ROWS,
+            )
+            .await?;
+            r.done = (rows.len() as i64) < PAGE_ROWS;
+            if let Some(last) = rows.last() {
+                let (time, id, _) = last.key();
+                r.after = Some(After { time, id });
+            }
+            r.buffer.extend(rows);
+        }
+        let next = readers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.buffer.front().map(|e| (i, e.key())))
+            .reduce(|a, b| {
+                let b_first = if req.descending { b.1 > a.1 } else { b.1 < a.1 };
+                if b_first {
+                    b
+                } else {
+                    a
+                }
+            });
+        let Some((index, _)) = next else { break };
+        let Some(event) = readers[index].buffer.pop_front() else {
+            break;
+        };
+        if req.follow && event.create_time() >= open_time - lookback {
+            recent.insert((event.key().2, event.key().1), event.create_time());
+        }
+        if send(tx, event, req.fingerprint, sent).await.is_err() {
+            return Ok(());
+        }
+    }
+
+    if !req.follow {
+        return Ok(());
+    }
+    follow(state, req, tx, sent, open_time, recent).await
+}
+
+/// The live phase: every `POLL_INTERVAL`, read what was recorded since
+/// `now - LOOKBACK` and send what was not sent yet, in timeline order per poll.
+async fn follow(
+    state: &AppState,
+    req: &TimelineRequest,
+    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    sent: &mut u64,
+    open_time: NaiveDateTime,
+    mut recent: HashMap<(Source, i64), NaiveDateTime>,
+) -> Result<(), Error> {
+    let lookback = chrono::Duration::from_std(LOOKBACK).unwrap_or_default();
+    let mut shutdown = state.shutdown.clone();
+    // Every row recorded at or after `since` is read by the next poll; the first poll
+    // covers everything recorded while the history was being sent.
+    let mut since = open_time - lookback;
+    loop {
+        let poll_time = now();
+        let mut fresh: Vec<Event> = Vec::new();
+        for &source in &req.sources {
+            let mut after = None;
+            loop {
+                let rows = timeline::recorded_since(
+                    &state.db,
+                    source,
+                    &req.filter,
+                    since,
+                    after,
+                    PAGE_ROWS,
+                )
+                .await?;
+                let full = rows.len() as i64 == PAGE_ROWS;
+                if let Some(last) = rows.last() {
+                    after = Some((last.create_time(), last.key().1));
+                }
+                for event in rows {
+                    let (_, id, source) = event.key();
+                    if recent.contains_key(&(source, id)) {
+                        continue;
+                    }
+                    // Older than the resume point and recorded before this stream
+                    // opened: the client had it before resuming.
+                    let before_resume = req.resume.is_some_and(|r| event.key() <= r);
+                    if before_resume && event.create_time() < open_time {
+                        continue;
+                    }
+                    fresh.push(event);
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        fresh.sort_by_key(Event::key);
+        for event in fresh {
+            recent.insert((event.key().2, event.key().1), event.create_time());
+            if send(tx, event, req.fingerprint, sent).await.is_err() {
+                return Ok(());
+            }
+        }
+        since = since.max(poll_time - lookback);
+        recent.retain(|_, created| *created >= since);
+        tokio::select! {
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = tx.closed() => return Ok(()),
+            _ = shutdown.wait_for(|s| *s) => return Err(shutdown_error()),
+        }
+    }
+}

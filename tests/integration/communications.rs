@@ -57,7 +57,7 @@ fn minute(minutes: i64) -> prost_types::Timestamp {
 
 /// (seconds, nanos, id, rank) of a timeline event: its total order.
 fn key(e: &pb::TimelineEvent) -> (i64, i32, i64, u8) {
-    let t = e.occur_time.clone().unwrap();
+    let t = e.occur_time.unwrap();
     let (id, rank) = match e.entry.as_ref().unwrap() {
         Entry::Communication(c) => (c.id, 0),
         Entry::Transaction(t) => (t.id, 1),
@@ -463,7 +463,7 @@ backend_tests! {
                 .await
                 .unwrap()
                 .into_inner();
-            seen.extend(page.communications.iter().map(|x| (x.occur_time.clone().unwrap().seconds, x.id)));
+            seen.extend(page.communications.iter().map(|x| (x.occur_time.unwrap().seconds, x.id)));
             if page.next_page_token.is_empty() {
                 break;
             }

@@ -13,6 +13,7 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_new(&cli.config.log).unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crm_comms::server::run(cli.config).await,
@@ -22,7 +23,6 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
-            eprintln!("crm-comms: {err:#}");
             std::process::ExitCode::FAILURE
         }
     }

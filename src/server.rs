@@ -208,8 +208,9 @@ where
                             .headers()
                             .get("grpc-message")
                             .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        tracing::info!(%method, code = ?code, latency_ms, message, "rpc");
+                            .map(percent_decode)
+                            .unwrap_or_default();
+                        tracing::info!(%method, code = ?code, latency_ms, %message, "rpc");
                     }
                 }
                 Err(err) => {
@@ -218,5 +219,38 @@ where
             }
             result
         })
+    }
+}
+
+/// Decodes the percent-encoding gRPC applies to `grpc-message`.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_messages_are_percent_decoded_for_logs() {
+        assert_eq!(super::percent_decode("a%20b%E5%AD%97%"), "a b字%");
     }
 }

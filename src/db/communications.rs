@@ -346,7 +346,7 @@ pub async fn list(
             query = query.filter(communications::occur_time.lt(end));
         }
         if let Some((t, id)) = after {
-            query = query.filter(
+            query = query.filter(communications::occur_time.le(t)).filter(
                 communications::occur_time
                     .lt(t)
                     .or(communications::occur_time

@@ -247,7 +247,7 @@ pub async fn list(
             query = query.filter(service_tickets::status.eq(s));
         }
         if let Some((t, id)) = after {
-            query = query.filter(
+            query = query.filter(service_tickets::open_time.le(t)).filter(
                 service_tickets::open_time
                     .lt(t)
                     .or(service_tickets::open_time

@@ -108,15 +108,17 @@ macro_rules! keyset {
             q = q.filter($table::$time.lt(e));
         }
         match ($after, $descending) {
+            // The redundant `>=` / `<=` bound gives the optimizer a plain range on the
+            // (customer_id, time, id) index; the OR alone is planned as a ref scan.
             (Some(a), false) => {
-                q = q.filter(
+                q = q.filter($table::$time.ge(a.time)).filter(
                     $table::$time
                         .gt(a.time)
                         .or($table::$time.eq(a.time).and($table::id.gt(a.id))),
                 )
             }
             (Some(a), true) => {
-                q = q.filter(
+                q = q.filter($table::$time.le(a.time)).filter(
                     $table::$time
                         .lt(a.time)
                         .or($table::$time.eq(a.time).and($table::id.lt(a.id))),

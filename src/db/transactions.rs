@@ -156,7 +156,7 @@ pub async fn list(
             query = query.filter(transactions::occur_time.lt(end));
         }
         if let Some((t, id)) = after {
-            query = query.filter(
+            query = query.filter(transactions::occur_time.le(t)).filter(
                 transactions::occur_time
                     .lt(t)
                     .or(transactions::occur_time.eq(t).and(transactions::id.lt(id))),

@@ -8,8 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{communications, customers};
-use super::transactions::ensure_customer;
-use super::{Db, Dialect as _};
+use super::{create_for_customer, ensure_customer, Db, Dialect as _};
 use crate::error::{Error, Result};
 use crate::{with_conn, with_write_conn};
 
@@ -81,18 +80,6 @@ pub struct CommunicationInsertForm {
     pub request_id: Option<String>,
 }
 
-macro_rules! by_request_id {
-    ($conn:expr, $customer:expr, $rid:expr) => {
-        communications::table
-            .filter(communications::customer_id.eq($customer))
-            .filter(communications::request_id.eq($rid))
-            .select(CommunicationRow::as_select())
-            .first($conn)
-            .await
-            .optional()
-    };
-}
-
 macro_rules! live_customers {
     ($conn:expr, $ids:expr) => {
         customers::table
@@ -114,34 +101,7 @@ macro_rules! used_keys {
 /// Records one communication; the customer must exist; a reused `request_id`
 /// returns the first result and writes nothing.
 pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<CommunicationRow> {
-    let result = with_write_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            ensure_customer!(conn, form.customer_id).await?;
-            if let Some(rid) = &form.request_id {
-                if let Some(row) = by_request_id!(conn, form.customer_id, rid)? {
-                    return Ok(row);
-                }
-            }
-            diesel::insert_into(communications::table)
-                .values(form)
-                .execute(conn)
-                .await?;
-            let id = conn.last_insert_id().await?;
-            let row: CommunicationRow = communications::table
-                .find(id)
-                .select(CommunicationRow::as_select())
-                .first(conn)
-                .await?;
-            Ok::<_, Error>(row)
-        })
-        .await
-    });
-    match (result, &form.request_id) {
-        (Err(e), Some(rid)) if e.is_unique_violation() => with_conn!(db, |conn| {
-            by_request_id!(conn, form.customer_id, rid)?.ok_or(e)
-        }),
-        (result, _) => result,
-    }
+    create_for_customer!(db, communications, CommunicationRow, form)
 }
 
 /// What happened to each item of a batch.

@@ -153,6 +153,82 @@ macro_rules! with_write_conn {
     };
 }
 
+/// `Result<()>`: NOT_FOUND unless the customer exists and is not deleted. Expands
+/// inside a `with_conn!` arm; the caller imports diesel's prelude and `RunQueryDsl`.
+macro_rules! ensure_customer {
+    ($conn:expr, $id:expr) => {
+        async {
+            use $crate::db::schema::customers;
+            let found: Option<i64> = customers::table
+                .filter(customers::id.eq($id))
+                .filter(customers::delete_time.is_null())
+                .select(customers::id)
+                .first($conn)
+                .await
+                .optional()?;
+            found.map(|_| ()).ok_or($crate::error::Error::NotFound {
+                resource: "customer",
+                id: $id,
+            })
+        }
+    };
+}
+pub(crate) use ensure_customer;
+
+/// Creates a row of the per-customer `$table` from `$form` (an `Insertable` with
+/// `customer_id` and `request_id`) and evaluates to `Result<$row>`. The customer must
+/// exist; a `request_id` already used for that customer returns the first row and
+/// writes nothing, also when a concurrent duplicate wins the unique-key race.
+macro_rules! create_for_customer {
+    ($db:expr, $table:ident, $row:ty, $form:expr) => {{
+        use $crate::db::schema::$table;
+        let form = $form;
+        let result = $crate::with_write_conn!($db, |conn| {
+            conn.transaction(async |conn| {
+                $crate::db::ensure_customer!(conn, form.customer_id).await?;
+                if let Some(rid) = &form.request_id {
+                    let first: Option<$row> = $table::table
+                        .filter($table::customer_id.eq(form.customer_id))
+                        .filter($table::request_id.eq(rid))
+                        .select(<$row>::as_select())
+                        .first(conn)
+                        .await
+                        .optional()?;
+                    if let Some(row) = first {
+                        return Ok(row);
+                    }
+                }
+                diesel::insert_into($table::table)
+                    .values(form)
+                    .execute(conn)
+                    .await?;
+                let id = conn.last_insert_id().await?;
+                let row: $row = $table::table
+                    .find(id)
+                    .select(<$row>::as_select())
+                    .first(conn)
+                    .await?;
+                Ok::<_, $crate::error::Error>(row)
+            })
+            .await
+        });
+        match (result, &form.request_id) {
+            (Err(e), Some(rid)) if e.is_unique_violation() => $crate::with_conn!($db, |conn| {
+                let first: Option<$row> = $table::table
+                    .filter($table::customer_id.eq(form.customer_id))
+                    .filter($table::request_id.eq(rid))
+                    .select(<$row>::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?;
+                first.ok_or(e)
+            }),
+            (result, _) => result,
+        }
+    }};
+}
+pub(crate) use create_for_customer;
+
 /// The statements whose SQL differs between MySQL and SQLite.
 pub trait Dialect: AsyncConnection + Send {
     /// Which backend this is.

@@ -5,9 +5,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::{customers, service_tickets};
-use super::transactions::ensure_customer;
-use super::{Db, Dialect as _};
+use super::schema::service_tickets;
+use super::{create_for_customer, ensure_customer, Db, Dialect as _};
 use crate::error::{Error, Result};
 use crate::{with_conn, with_write_conn};
 
@@ -112,43 +111,9 @@ macro_rules! load_ticket {
     };
 }
 
-macro_rules! by_request_id {
-    ($conn:expr, $customer:expr, $rid:expr) => {
-        service_tickets::table
-            .filter(service_tickets::customer_id.eq($customer))
-            .filter(service_tickets::request_id.eq($rid))
-            .select(TicketRow::as_select())
-            .first($conn)
-            .await
-            .optional()
-    };
-}
-
 /// Opens a ticket; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TicketInsertForm) -> Result<TicketRow> {
-    let result = with_write_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            ensure_customer!(conn, form.customer_id).await?;
-            if let Some(rid) = &form.request_id {
-                if let Some(row) = by_request_id!(conn, form.customer_id, rid)? {
-                    return Ok(row);
-                }
-            }
-            diesel::insert_into(service_tickets::table)
-                .values(form)
-                .execute(conn)
-                .await?;
-            let id = conn.last_insert_id().await?;
-            load_ticket!(conn, id).await
-        })
-        .await
-    });
-    match (result, &form.request_id) {
-        (Err(e), Some(rid)) if e.is_unique_violation() => with_conn!(db, |conn| {
-            by_request_id!(conn, form.customer_id, rid)?.ok_or(e)
-        }),
-        (result, _) => result,
-    }
+    create_for_customer!(db, service_tickets, TicketRow, form)
 }
 
 /// Applies `changes` when `expected_version` (if any) is current. Moving to RESOLVED

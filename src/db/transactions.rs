@@ -5,10 +5,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::{customers, transactions};
-use super::{Db, Dialect as _};
-use crate::error::{Error, Result};
-use crate::{with_conn, with_write_conn};
+use super::schema::transactions;
+use super::{create_for_customer, ensure_customer, Db, Dialect as _};
+use crate::error::Result;
+use crate::with_conn;
 
 /// A stored transaction.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -58,69 +58,9 @@ pub struct TransactionInsertForm {
     pub request_id: Option<String>,
 }
 
-/// `Result<()>`: NOT_FOUND unless the customer exists and is not deleted.
-macro_rules! ensure_customer {
-    ($conn:expr, $id:expr) => {
-        async {
-            let found: Option<i64> = customers::table
-                .filter(customers::id.eq($id))
-                .filter(customers::delete_time.is_null())
-                .select(customers::id)
-                .first($conn)
-                .await
-                .optional()?;
-            found.map(|_| ()).ok_or(Error::NotFound {
-                resource: "customer",
-                id: $id,
-            })
-        }
-    };
-}
-pub(crate) use ensure_customer;
-
-/// `QueryResult<Option<TransactionRow>>` by idempotency key.
-macro_rules! by_request_id {
-    ($conn:expr, $customer:expr, $rid:expr) => {
-        transactions::table
-            .filter(transactions::customer_id.eq($customer))
-            .filter(transactions::request_id.eq($rid))
-            .select(TransactionRow::as_select())
-            .first($conn)
-            .await
-            .optional()
-    };
-}
-
 /// Records a transaction; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TransactionInsertForm) -> Result<TransactionRow> {
-    let result = with_write_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            ensure_customer!(conn, form.customer_id).await?;
-            if let Some(rid) = &form.request_id {
-                if let Some(row) = by_request_id!(conn, form.customer_id, rid)? {
-                    return Ok(row);
-                }
-            }
-            diesel::insert_into(transactions::table)
-                .values(form)
-                .execute(conn)
-                .await?;
-            let id = conn.last_insert_id().await?;
-            let row: TransactionRow = transactions::table
-                .find(id)
-                .select(TransactionRow::as_select())
-                .first(conn)
-                .await?;
-            Ok::<_, Error>(row)
-        })
-        .await
-    });
-    match (result, &form.request_id) {
-        (Err(e), Some(rid)) if e.is_unique_violation() => with_conn!(db, |conn| {
-            by_request_id!(conn, form.customer_id, rid)?.ok_or(e)
-        }),
-        (result, _) => result,
-    }
+    create_for_customer!(db, transactions, TransactionRow, form)
 }
 
 /// Filters of a transaction listing.

@@ -123,8 +123,8 @@ fn start_after(resume: Option<Key>, source: Source, descending: bool) -> Option<
     // Same (time, id) in a later-ranked source still comes after the cursor, so that
     // source's bound is made inclusive by moving the id by one.
     let id = match (descending, source.cmp(&resume_source)) {
-        (false, std::cmp::Ordering::Greater) => id - 1,
-        (true, std::cmp::Ordering::Less) => id + 1,
+        (false, std::cmp::Ordering::Greater) => id.saturating_sub(1),
+        (true, std::cmp::Ordering::Less) => id.saturating_add(1),
         _ => id,
     };
     Some(After { time, id })

@@ -453,6 +453,71 @@ backend_tests! {
         assert_eq!(app.scalar("SELECT COUNT(*) FROM communications").await, 0);
     }
 
+    async fn concurrent_writers_lose_nothing(app: &TestApp) {
+        let c = new_customer(app, "癸").await;
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let mut client = app.communications();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    client
+                        .log_communication(log(note(c, &format!("w{w} #{i}"), "2024-03-01T00:00:00Z"), &format!("w{w}-{i}")))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        let mut import_items = Vec::new();
+        for i in 0..300 {
+            import_items.push((note(c, "bulk", "2024-03-02T00:00:00Z"), format!("bulk-{i}")));
+        }
+        let imported = import(app, import_items).await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(imported.accepted_count, 300);
+        assert_eq!(app.count_where("communications", "customer_id", c).await, 160 + 300);
+    }
+
+    async fn follow_sees_events_written_by_another_replica(app: &TestApp) {
+    // A second server over the same database stands in for another replica.
+    let c = new_customer(app, "壬").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = crm_comms::config::Config::new(addr, app.database_url.clone());
+    let db = crm_comms::db::Db::connect(&app.database_url, &config.pool_options())
+        .await
+        .unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
+    let mut other = pb::communication_service_client::CommunicationServiceClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let mut stream = app
+        .communications()
+        .stream_timeline(pb::StreamTimelineRequest {
+            customer_id: c,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sent = other
+        .log_communication(log(note(c, "from replica B", "2024-01-01T00:00:00Z"), ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("within a second or so")
+        .unwrap()
+        .unwrap();
+    assert_eq!(key(&e).2, sent.id);
+}
+
     async fn list_paginates_newest_first_across_pages(app: &TestApp) {
         let c = seed_mixed(app, "庚", 120).await;
         let mut seen = Vec::new();
@@ -504,45 +569,4 @@ async fn follow_streams_are_limited_and_end_on_shutdown() {
     let status = end.unwrap_err();
     assert_status(&status, Code::Unavailable, "SHUTTING_DOWN");
     app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follow_sees_events_written_by_another_replica() {
-    // Two servers over one SQLite file stand in for two replicas of one database.
-    let app = TestApp::start(Backend::Sqlite).await.unwrap();
-    let c = new_customer(&app, "壬").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = crm_comms::config::Config::new(addr, app.database_url.clone());
-    let db = crm_comms::db::Db::connect(&app.database_url, &config.pool_options())
-        .await
-        .unwrap();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
-    let mut other = pb::communication_service_client::CommunicationServiceClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
-    let mut stream = app
-        .communications()
-        .stream_timeline(pb::StreamTimelineRequest {
-            customer_id: c,
-            follow: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let sent = other
-        .log_communication(log(note(c, "from replica B", "2024-01-01T00:00:00Z"), ""))
-        .await
-        .unwrap()
-        .into_inner();
-    let e = tokio::time::timeout(Duration::from_secs(3), stream.message())
-        .await
-        .expect("within a second or so")
-        .unwrap()
-        .unwrap();
-    assert_eq!(key(&e).2, sent.id);
 }

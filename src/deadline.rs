@@ -85,12 +85,26 @@ mod tests {
         assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
         assert_eq!(parse_grpc_timeout("1m"), Some(Duration::from_millis(1)));
         assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
     }
 
     #[test]
     fn rejects_malformed_values() {
-        for bad in ["", "m", "10", "10x", "-1m", "1.5S", "123456789S", " 1S", "1 S", "1é"] {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "10x",
+            "-1m",
+            "1.5S",
+            "123456789S",
+            " 1S",
+            "1 S",
+            "1é",
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }

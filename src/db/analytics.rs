@@ -120,7 +120,8 @@ macro_rules! load_sql {
         match $db {
             Db::Mysql(pool) => {
                 let mut pooled = pool.get().await.map_err(Error::from)?;
-                let mut q = diesel::sql_query(sql.text.clone()).into_boxed::<diesel::mysql::Mysql>();
+                let mut q =
+                    diesel::sql_query(sql.text.clone()).into_boxed::<diesel::mysql::Mysql>();
                 for b in &sql.binds {
                     q = match b {
                         Bind::I64(v) => q.bind::<BigInt, _>(*v),
@@ -314,7 +315,9 @@ fn bucket_sql(backend: Backend, scope: &Scope, plan: &BucketPlan) -> Sql {
         .push(&epoch_secs(backend, "occur_time"))
         .push(" + ");
     shift_case(&mut key, plan, KEY_OFFSET_SECS);
-    key.push(")").push(div(backend)).bind(Bind::I64(plan.unit_secs()));
+    key.push(")")
+        .push(div(backend))
+        .bind(Bind::I64(plan.unit_secs()));
     sql.push(&int(backend, &key.text));
     sql.binds.extend(key.binds);
     sql.push(" AS k, channel, COUNT(*) AS n FROM communications WHERE ")
@@ -376,7 +379,10 @@ pub async fn frequency(
     }
 
     deadline.check("the totals query")?;
-    if let Some(t) = load_sql!(db, &totals_sql(scope), TotalsRow).into_iter().next() {
+    if let Some(t) = load_sql!(db, &totals_sql(scope), TotalsRow)
+        .into_iter()
+        .next()
+    {
         if t.n != figures.total {
             // Rows written between the two statements; the buckets are authoritative.
             tracing::debug!(buckets = figures.total, totals = t.n, "concurrent writes");
@@ -624,7 +630,9 @@ impl ContentScan {
             let all = self.hits.keywords.iter().chain(&self.hits.patterns);
             for (i, &hit) in all.enumerate() {
                 if hit {
-                    if let (Some(m), Some(c)) = (self.messages.get_mut(i), self.customers.get_mut(i)) {
+                    if let (Some(m), Some(c)) =
+                        (self.messages.get_mut(i), self.customers.get_mut(i))
+                    {
                         *m += 1;
                         c.insert(row.customer_id);
                     }
@@ -694,7 +702,11 @@ pub async fn content_page(
 
 /// Scans the content in scope page by page: matching, term counting and samples run
 /// on the blocking pool while the next page is read. Checks `deadline` before each page.
-pub async fn content(db: &Db, params: &ContentParams, deadline: Deadline) -> Result<ContentFigures> {
+pub async fn content(
+    db: &Db,
+    params: &ContentParams,
+    deadline: Deadline,
+) -> Result<ContentFigures> {
     let mut scan = ContentScan::new(params);
     deadline.check("the first page of content")?;
     let mut page = content_page(db, &params.scope, None, CONTENT_PAGE_ROWS).await?;
@@ -838,7 +850,10 @@ pub async fn insights(
     }
 
     deadline.check("the totals query")?;
-    if let Some(t) = load_sql!(db, &totals_sql(scope), TotalsRow).into_iter().next() {
+    if let Some(t) = load_sql!(db, &totals_sql(scope), TotalsRow)
+        .into_iter()
+        .next()
+    {
         f.first = t.first_time;
         f.last = t.last_time;
     }
@@ -931,7 +946,10 @@ mod tests {
     #[test]
     fn money_carries_nanos_into_units_exactly() {
         assert_eq!(normalize_money(10, 1_500_000_000), Some((11, 500_000_000)));
-        assert_eq!(normalize_money(-3, -2_250_000_000), Some((-5, -250_000_000)));
+        assert_eq!(
+            normalize_money(-3, -2_250_000_000),
+            Some((-5, -250_000_000))
+        );
         assert_eq!(normalize_money(5, -250_000_000), Some((4, 750_000_000)));
         assert_eq!(normalize_money(0, 0), Some((0, 0)));
         assert_eq!(normalize_money(i64::MAX, 1_000_000_000), None);

@@ -5,5 +5,6 @@
 
 mod harness;
 
+mod analytics;
 mod customers;
 mod server;

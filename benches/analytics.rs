@@ -70,7 +70,8 @@ fn row(rng: &mut Rng) -> Row {
         customer_id: 1 + rng.next() % CUSTOMERS,
         channel: 1 + rng.next() % 5,
         direction: 1 + rng.next() % 2,
-        time: t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        // The text form diesel writes for SQLite (and the service compares against).
+        time: t.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
         content: format!("{a}{n:06}. {b}"),
     }
 }
@@ -104,7 +105,9 @@ async fn seed_mysql(url: &str, rows: usize) {
         conn.query_drop(insert_sql(&mut rng, n)).await.unwrap();
         done += n;
     }
-    conn.query_drop("ANALYZE TABLE communications").await.unwrap();
+    conn.query_drop("ANALYZE TABLE communications")
+        .await
+        .unwrap();
     conn.disconnect().await.unwrap();
 }
 
@@ -142,7 +145,10 @@ async fn time<T, F: std::future::Future<Output = T>>(mut f: impl FnMut() -> F) -
 }
 
 fn ts(secs: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: secs, nanos: 0 }
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
 }
 
 /// Hand-written SQL, run on the same driver the service uses.
@@ -245,7 +251,9 @@ impl Direct {
 }
 
 async fn measure(name: &str, url: &str, direct: Direct, out: &mut Vec<String>) {
-    let db = Db::connect(url, &Default::default()).await.expect("connect");
+    let db = Db::connect(url, &Default::default())
+        .await
+        .expect("connect");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
@@ -279,7 +287,13 @@ async fn measure(name: &str, url: &str, direct: Direct, out: &mut Vec<String>) {
     let sql_counts: Vec<i64> = days.iter().map(|d| d.1).collect();
     let service_counts: Vec<i64> = report.buckets.iter().map(|b| b.count).collect();
     let same = sql_counts == service_counts;
-    out.push(row_line(name, "GetFrequencyReport (1 year, daily)", service, sql, same));
+    out.push(row_line(
+        name,
+        "GetFrequencyReport (1 year, daily)",
+        service,
+        sql,
+        same,
+    ));
     eprintln!(
         "{name}: frequency total {} over {} buckets; SQL days {}; figures equal: {same}",
         report.total_count,
@@ -353,7 +367,11 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bench.db").display().to_string();
         let url = format!("sqlite://{path}");
-        drop(Db::connect(&url, &Default::default()).await.expect("migrate"));
+        drop(
+            Db::connect(&url, &Default::default())
+                .await
+                .expect("migrate"),
+        );
         let t0 = Instant::now();
         let p = path.clone();
         tokio::task::spawn_blocking(move || seed_sqlite(&p, rows))
@@ -377,7 +395,11 @@ async fn main() {
                     .await
                     .unwrap();
                 let url = format!("{base}/{name}");
-                drop(Db::connect(&url, &Default::default()).await.expect("migrate"));
+                drop(
+                    Db::connect(&url, &Default::default())
+                        .await
+                        .expect("migrate"),
+                );
                 let t0 = Instant::now();
                 seed_mysql(&url, rows).await;
                 eprintln!("mariadb: seeded {rows} rows in {:.1?}", t0.elapsed());

@@ -90,6 +90,7 @@ pub fn duration_to_micros(d: &prost_types::Duration) -> Result<i64, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -7,6 +7,7 @@ pub mod analytics;
 pub mod config;
 pub mod convert;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod grpc;
 pub mod paging;

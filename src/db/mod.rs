@@ -5,6 +5,7 @@
 //! expands the same body against its own connection type, so both copies type-check.
 //! The few statements that differ per dialect go through the [`Dialect`] trait.
 
+pub mod analytics;
 pub mod communications;
 pub mod customers;
 pub mod schema;

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod analytics;
 mod communications;
 mod customers;
 mod server;

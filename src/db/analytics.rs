@@ -15,6 +15,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
 use super::schema::{service_tickets, transactions};
+use super::sql::{load_sql, Bind, Sql};
 use super::transactions::TransactionRow;
 use super::{Backend, Db};
 use crate::analytics::buckets::BucketPlan;
@@ -53,34 +54,13 @@ pub struct Scope {
     pub end: NaiveDateTime,
 }
 
-/// A value bound to a `?` placeholder.
-#[derive(Debug, Clone)]
-enum Bind {
-    I64(i64),
-    I32(i32),
-    Time(NaiveDateTime),
-}
-
-/// SQL text with its bound values, in placeholder order.
-#[derive(Debug, Clone, Default)]
-struct Sql {
-    text: String,
-    binds: Vec<Bind>,
-}
-
-impl Sql {
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind(&mut self, b: Bind) -> &mut Self {
-        self.text.push('?');
-        self.binds.push(b);
-        self
-    }
-
+/// Scope filters for a [`Sql`] statement.
+trait ScopeSql {
     /// `occur_time` range, customers, channels and direction, joined by AND.
+    fn scope(&mut self, scope: &Scope) -> &mut Self;
+}
+
+impl ScopeSql for Sql {
     fn scope(&mut self, scope: &Scope) -> &mut Self {
         self.push("occur_time >= ")
             .bind(Bind::Time(scope.start))
@@ -111,43 +91,6 @@ impl Sql {
         }
         self
     }
-}
-
-/// Loads `$row`s of an [`Sql`] on either backend.
-macro_rules! load_sql {
-    ($db:expr, $sql:expr, $row:ty) => {{
-        let sql: &Sql = $sql;
-        match $db {
-            Db::Mysql(pool) => {
-                let mut pooled = pool.get().await.map_err(Error::from)?;
-                let mut q =
-                    diesel::sql_query(sql.text.clone()).into_boxed::<diesel::mysql::Mysql>();
-                for b in &sql.binds {
-                    q = match b {
-                        Bind::I64(v) => q.bind::<BigInt, _>(*v),
-                        Bind::I32(v) => q.bind::<Integer, _>(*v),
-                        Bind::Time(v) => q.bind::<Timestamp, _>(*v),
-                    };
-                }
-                let rows: Vec<$row> = q.load(&mut *pooled).await?;
-                rows
-            }
-            Db::Sqlite { pool, .. } => {
-                let mut pooled = pool.get().await.map_err(Error::from)?;
-                let mut q =
-                    diesel::sql_query(sql.text.clone()).into_boxed::<diesel::sqlite::Sqlite>();
-                for b in &sql.binds {
-                    q = match b {
-                        Bind::I64(v) => q.bind::<BigInt, _>(*v),
-                        Bind::I32(v) => q.bind::<Integer, _>(*v),
-                        Bind::Time(v) => q.bind::<Timestamp, _>(*v),
-                    };
-                }
-                let rows: Vec<$row> = q.load(&mut *pooled).await?;
-                rows
-            }
-        }
-    }};
 }
 
 /// Whole seconds since the epoch of the UTC `DATETIME` column `col`.

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::{with_conn, with_write_conn};
 
 /// A stored communication.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = communications)]
 pub struct CommunicationRow {
     /// Id.
@@ -103,6 +103,12 @@ macro_rules! used_keys {
 pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<CommunicationRow> {
     create_for_customer!(db, communications, CommunicationRow, form)
 }
+
+/// The columns of [`CommunicationRow`], for hand-built SQL.
+pub const COMMUNICATION_COLUMNS: &str =
+    "id, customer_id, channel, direction, occur_time, content, \
+     outcome, phone_number, call_duration_us, email_address, email_subject, chat_platform, \
+     chat_conversation_id, create_time";
 
 /// What happened to each item of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

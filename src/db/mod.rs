@@ -9,6 +9,7 @@ pub mod analytics;
 pub mod communications;
 pub mod customers;
 pub mod schema;
+pub mod sql;
 pub mod tickets;
 pub mod timeline;
 pub mod transactions;

@@ -6,10 +6,12 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::communications::CommunicationRow;
+use super::communications::{CommunicationRow, COMMUNICATION_COLUMNS};
 use super::schema::{communications, service_tickets, transactions};
+use super::sql::{load_sql, Bind, Sql};
 use super::tickets::TicketRow;
 use super::transactions::TransactionRow;
+use super::Backend;
 use super::Db;
 use crate::error::Result;
 use crate::with_conn;
@@ -134,6 +136,74 @@ macro_rules! keyset {
     }};
 }
 
+/// One keyset page of communications, hand-built so MySQL can be told which index to
+/// walk: when one customer owns most rows MariaDB otherwise plans a `ref` scan on
+/// `customer_id` that re-reads the customer's earlier entries for every page
+/// (quadratic over a long timeline). The redundant `>=` / `<=` bound lets SQLite seek.
+async fn communications_page(
+    db: &Db,
+    filter: &TimelineFilter,
+    after: Option<After>,
+    descending: bool,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    let mut sql = Sql::default();
+    sql.push("SELECT ")
+        .push(COMMUNICATION_COLUMNS)
+        .push(" FROM communications");
+    if db.backend() == Backend::Mysql {
+        sql.push(if filter.customer_id.is_some() {
+            " FORCE INDEX (ix_communications_customer_time)"
+        } else {
+            " FORCE INDEX (ix_communications_time)"
+        });
+    }
+    sql.push(" WHERE 1 = 1");
+    if let Some(c) = filter.customer_id {
+        sql.push(" AND customer_id = ").bind(Bind::I64(c));
+    }
+    if !filter.channels.is_empty() {
+        sql.push(" AND channel IN (");
+        for (i, c) in filter.channels.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(Bind::I32(*c));
+        }
+        sql.push(")");
+    }
+    if let Some(s) = filter.start {
+        sql.push(" AND occur_time >= ").bind(Bind::Time(s));
+    }
+    if let Some(e) = filter.end {
+        sql.push(" AND occur_time < ").bind(Bind::Time(e));
+    }
+    if let Some(a) = after {
+        let (bound, strict, id) = if descending {
+            ("<=", "<", "<")
+        } else {
+            (">=", ">", ">")
+        };
+        sql.push(&format!(" AND occur_time {bound} "))
+            .bind(Bind::Time(a.time))
+            .push(&format!(" AND (occur_time {strict} "))
+            .bind(Bind::Time(a.time))
+            .push(" OR (occur_time = ")
+            .bind(Bind::Time(a.time))
+            .push(&format!(" AND id {id} "))
+            .bind(Bind::I64(a.id))
+            .push("))");
+    }
+    sql.push(if descending {
+        " ORDER BY occur_time DESC, id DESC LIMIT "
+    } else {
+        " ORDER BY occur_time ASC, id ASC LIMIT "
+    })
+    .bind(Bind::I64(limit));
+    let rows = load_sql!(db, &sql, CommunicationRow);
+    Ok(rows.into_iter().map(Event::Communication).collect())
+}
+
 /// One keyset page of `source`, at most `limit` rows, in the given direction.
 pub async fn page(
     db: &Db,
@@ -143,20 +213,13 @@ pub async fn page(
     descending: bool,
     limit: i64,
 ) -> Result<Vec<Event>> {
+    if source == Source::Communications {
+        return communications_page(db, filter, after, descending, limit).await;
+    }
     with_conn!(db, |conn| {
         let events = match source {
-            Source::Communications => {
-                let mut q = communications::table
-                    .select(CommunicationRow::as_select())
-                    .limit(limit)
-                    .into_boxed();
-                if !filter.channels.is_empty() {
-                    q = q.filter(communications::channel.eq_any(filter.channels.clone()));
-                }
-                let q = keyset!(q, communications, occur_time, filter, after, descending);
-                let rows: Vec<CommunicationRow> = q.load(conn).await?;
-                rows.into_iter().map(Event::Communication).collect()
-            }
+            // Served by `communications_page` above.
+            Source::Communications => Vec::new(),
             Source::Transactions => {
                 let q = transactions::table
                     .select(TransactionRow::as_select())

@@ -672,11 +672,11 @@ async fn bench_sqlite(rt_runs: usize, n: usize) -> Result<Report> {
     let size = std::fs::metadata(&path)?.len() as f64 / 1e6;
     report.note(format!("database file {size:.0} MB"));
     report.note(format!(
-        "keyset page plan (server's shape): {}",
+        "keyset page plan without the >= bound: {}",
         sqlite_plan(&path, false)?
     ));
     report.note(format!(
-        "keyset page plan (+ occur_time >= ?): {}",
+        "keyset page plan (server's shape, with the >= bound): {}",
         sqlite_plan(&path, true)?
     ));
 
@@ -975,7 +975,7 @@ async fn bench_mysql_in(url: &str, runs: usize, n: usize) -> Result<Report> {
     let mut conn = mysql_async::Conn::from_url(url).await?;
     let customer_id = mysql_seed(&mut conn, n).await?;
     report.note(format!(
-        "keyset page plan: {}",
+        "keyset page plan without FORCE INDEX (the server adds it): {}",
         mysql_plan(&mut conn).await?
     ));
 

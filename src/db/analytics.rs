@@ -536,6 +536,8 @@ struct ContentScan {
     messages: Vec<i64>,
     customers: Vec<HashSet<i64>>,
     samples: Vec<Sample>,
+    /// `(occur_time, id)` of the newest kept sample.
+    newest_sample: Option<(NaiveDateTime, i64)>,
     hits: Hits,
 }
 
@@ -554,6 +556,7 @@ impl ContentScan {
             customers: vec![HashSet::new(); queries],
             samples: Vec::new(),
             hits: Hits::default(),
+            newest_sample: None,
         }
     }
 
@@ -581,21 +584,38 @@ impl ContentScan {
                     }
                 }
             }
-            if self.samples.len() < self.sample_limit {
-                if let Some(first) = matcher.first_match(&row.content) {
-                    self.samples.push(Sample {
-                        id: row.id,
-                        customer_id: row.customer_id,
-                        occur_time: row.occur_time,
-                        snippet: snippet(&row.content, first.start, first.end, SNIPPET_RADIUS),
-                        matched: first.query,
-                    });
+            // Keep the oldest `sample_limit` matches; rows may arrive in id order.
+            let key = (row.occur_time, row.id);
+            let full = self.samples.len() >= self.sample_limit;
+            if self.sample_limit == 0 || (full && self.newest_sample.is_some_and(|n| key >= n)) {
+                continue;
+            }
+            if let Some(first) = matcher.first_match(&row.content) {
+                let sample = Sample {
+                    id: row.id,
+                    customer_id: row.customer_id,
+                    occur_time: row.occur_time,
+                    snippet: snippet(&row.content, first.start, first.end, SNIPPET_RADIUS),
+                    matched: first.query,
+                };
+                if full {
+                    if let Some(pos) = self
+                        .samples
+                        .iter()
+                        .position(|x| Some((x.occur_time, x.id)) == self.newest_sample)
+                    {
+                        self.samples[pos] = sample;
+                    }
+                } else {
+                    self.samples.push(sample);
                 }
+                self.newest_sample = self.samples.iter().map(|x| (x.occur_time, x.id)).max();
             }
         }
     }
 
-    fn finish(self, top_terms: usize) -> ContentFigures {
+    fn finish(mut self, top_terms: usize) -> ContentFigures {
+        self.samples.sort_by_key(|x| (x.occur_time, x.id));
         let keyword_count = self.matcher.as_ref().map_or(0, |m| m.keyword_count());
         let mut all: Vec<MatchFigures> = self
             .messages
@@ -613,6 +633,87 @@ impl ContentScan {
             patterns,
             top_terms: self.terms.map(|t| t.top(top_terms)).unwrap_or_default(),
             samples: self.samples,
+        }
+    }
+}
+
+/// Ids of the rows in a wide scope, to decide between scanning by time and by id.
+#[derive(QueryableByName)]
+struct IdSpan {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    min_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    max_id: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// For a scope of every customer: `Some((first id - 1, last id))` when the rows in scope
+/// are dense in id order (at least a quarter of the id span), so reading the table in
+/// primary-key order is sequential, instead of one random row lookup per index entry
+/// of the time index (on MariaDB with 1M rows: 33 s by time against a few seconds by id).
+async fn dense_id_span(db: &Db, scope: &Scope) -> Result<Option<(i64, i64)>> {
+    if !scope.customer_ids.is_empty() {
+        return Ok(None);
+    }
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT MIN(id) AS min_id, MAX(id) AS max_id, COUNT(*) AS n FROM communications WHERE ",
+    )
+    .scope(scope);
+    let span: Vec<IdSpan> = load_sql!(db, &sql, IdSpan);
+    Ok(match <[IdSpan]>::first(&span) {
+        Some(IdSpan {
+            min_id: Some(lo),
+            max_id: Some(hi),
+            n,
+        }) if n.saturating_mul(4) >= hi.saturating_sub(*lo).saturating_add(1) => {
+            Some((lo.saturating_sub(1), *hi))
+        }
+        _ => None,
+    })
+}
+
+/// One page of content in scope in primary-key order: ids in `(after, last]`.
+async fn content_page_by_id(
+    db: &Db,
+    scope: &Scope,
+    after: i64,
+    last: i64,
+    limit: i64,
+) -> Result<Vec<ContentRow>> {
+    let mut sql = Sql::default();
+    sql.push("SELECT id, customer_id, occur_time, content FROM communications");
+    sql.push(if db.backend() == Backend::Mysql {
+        " FORCE INDEX (PRIMARY)"
+    } else {
+        " NOT INDEXED"
+    });
+    sql.push(" WHERE id > ")
+        .bind(Bind::I64(after))
+        .push(" AND id <= ")
+        .bind(Bind::I64(last))
+        .push(" AND ")
+        .scope(scope)
+        .push(" ORDER BY id LIMIT ")
+        .bind(Bind::I64(limit));
+    Ok(load_sql!(db, &sql, ContentRow))
+}
+
+/// Where the next content page starts.
+#[derive(Debug, Clone, Copy)]
+enum ContentPosition {
+    /// Time order, strictly after `(occur_time, id)`.
+    Time(Option<(NaiveDateTime, i64)>),
+    /// Id order: ids in `(after, last]`.
+    Id { after: i64, last: i64 },
+}
+
+async fn next_content_page(db: &Db, scope: &Scope, at: ContentPosition) -> Result<Vec<ContentRow>> {
+    match at {
+        ContentPosition::Time(after) => content_page(db, scope, after, CONTENT_PAGE_ROWS).await,
+        ContentPosition::Id { after, last } => {
+            content_page_by_id(db, scope, after, last, CONTENT_PAGE_ROWS).await
         }
     }
 }
@@ -660,11 +761,23 @@ pub async fn content(
     deadline: Deadline,
 ) -> Result<ContentFigures> {
     let mut scan = ContentScan::new(params);
+    deadline.check("the size of the content scan")?;
+    let mut at = match dense_id_span(db, &params.scope).await? {
+        Some((after, last)) => ContentPosition::Id { after, last },
+        None => ContentPosition::Time(None),
+    };
     deadline.check("the first page of content")?;
-    let mut page = content_page(db, &params.scope, None, CONTENT_PAGE_ROWS).await?;
+    let mut page = next_content_page(db, &params.scope, at).await?;
     loop {
-        let next_after = match page.last() {
-            Some(r) if page.len() as i64 == CONTENT_PAGE_ROWS => Some((r.occur_time, r.id)),
+        let next_after = match (page.last(), at) {
+            (Some(r), ContentPosition::Time(_)) if page.len() as i64 == CONTENT_PAGE_ROWS => {
+                Some(ContentPosition::Time(Some((r.occur_time, r.id))))
+            }
+            (Some(r), ContentPosition::Id { last, .. })
+                if page.len() as i64 == CONTENT_PAGE_ROWS =>
+            {
+                Some(ContentPosition::Id { after: r.id, last })
+            }
             _ => None,
         };
         let work = tokio::task::spawn_blocking(move || {
@@ -672,9 +785,10 @@ pub async fn content(
             scan
         });
         let next = match next_after {
-            Some(after) => {
+            Some(next) => {
                 deadline.check("the next page of content")?;
-                Some(content_page(db, &params.scope, Some(after), CONTENT_PAGE_ROWS).await?)
+                at = next;
+                Some(next_content_page(db, &params.scope, next).await?)
             }
             None => None,
         };

@@ -279,6 +279,28 @@ backend_tests! {
         assert_eq!(r.samples[2].customer_id, c);
     }
 
+    async fn samples_are_the_oldest_matches_whatever_the_id_order(app: &TestApp) {
+        let c = new_customer(app, "order").await;
+        // Imported newest first, so ids run against time; the all-customer scan reads in
+        // id order, the one-customer scan in time order.
+        let items: Vec<_> = (0..50)
+            .rev()
+            .map(|i| comm(c, CHAT, &format!("2024-06-01T00:{i:02}:00Z"), &format!("退款 refund #{i}")))
+            .collect();
+        import(app, items).await;
+        for customer_ids in [vec![], vec![c]] {
+            let mut req = content_req("2024-06-01T00:00:00Z", "2024-06-02T00:00:00Z");
+            req.customer_ids = customer_ids.clone();
+            req.keywords = vec!["REFUND".into()];
+            req.sample_limit = 4;
+            let r = app.analytics().get_content_report(req).await.unwrap().into_inner();
+            assert_eq!(r.scanned_count, 50);
+            assert_eq!(r.keywords[0].message_count, 50);
+            let snippets: Vec<_> = r.samples.iter().map(|s| s.snippet.as_str()).collect();
+            assert_eq!(snippets, vec!["退款 refund #0", "退款 refund #1", "退款 refund #2", "退款 refund #3"], "scope {customer_ids:?}");
+        }
+    }
+
     async fn chinese_top_terms_are_words_without_stop_words(app: &TestApp) {
         let c = new_customer(app, "zh").await;
         let texts = [

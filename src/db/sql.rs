@@ -44,39 +44,20 @@ macro_rules! load_sql {
         use diesel::sql_types::{BigInt, Integer, Timestamp};
         use diesel_async::RunQueryDsl;
         use $crate::db::sql::{Bind, Sql};
-        use $crate::db::Db;
-        use $crate::error::Error;
         let sql: &Sql = $sql;
-        match $db {
-            Db::Mysql(pool) => {
-                let mut pooled = pool.get().await.map_err(Error::from)?;
-                let mut q =
-                    diesel::sql_query(sql.text.clone()).into_boxed::<diesel::mysql::Mysql>();
-                for b in &sql.binds {
-                    q = match b {
-                        Bind::I64(v) => q.bind::<BigInt, _>(*v),
-                        Bind::I32(v) => q.bind::<Integer, _>(*v),
-                        Bind::Time(v) => q.bind::<Timestamp, _>(*v),
-                    };
-                }
-                let rows: Vec<$row> = q.load(&mut *pooled).await?;
-                rows
+        $crate::with_conn!($db, |conn| {
+            // The backend of the boxed query is inferred from `conn` in each arm.
+            let mut q = diesel::sql_query(sql.text.clone()).into_boxed();
+            for b in &sql.binds {
+                q = match b {
+                    Bind::I64(v) => q.bind::<BigInt, _>(*v),
+                    Bind::I32(v) => q.bind::<Integer, _>(*v),
+                    Bind::Time(v) => q.bind::<Timestamp, _>(*v),
+                };
             }
-            Db::Sqlite { pool, .. } => {
-                let mut pooled = pool.get().await.map_err(Error::from)?;
-                let mut q =
-                    diesel::sql_query(sql.text.clone()).into_boxed::<diesel::sqlite::Sqlite>();
-                for b in &sql.binds {
-                    q = match b {
-                        Bind::I64(v) => q.bind::<BigInt, _>(*v),
-                        Bind::I32(v) => q.bind::<Integer, _>(*v),
-                        Bind::Time(v) => q.bind::<Timestamp, _>(*v),
-                    };
-                }
-                let rows: Vec<$row> = q.load(&mut *pooled).await?;
-                rows
-            }
-        }
+            let rows: Vec<$row> = q.load(conn).await?;
+            rows
+        })
     }};
 }
 

@@ -29,7 +29,11 @@ pub fn page_size(violations: &mut Violations, field: &str, size: i32) -> i64 {
 
 /// 64-bit FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_continue(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// Continues an FNV-1a hash over more bytes (hashing `a` then `b` equals hashing `a ++ b`).
+fn fnv1a_continue(mut hash: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -68,11 +72,9 @@ pub fn encode<T: Serialize>(kind: &str, filter: u64, position: &T) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Checksum of `SALT ++ payload`, without copying (it runs once per timeline event).
 fn checksum(payload: &[u8]) -> u64 {
-    let mut salted = Vec::with_capacity(SALT.len() + payload.len());
-    salted.extend_from_slice(SALT);
-    salted.extend_from_slice(payload);
-    fnv1a(&salted)
+    fnv1a_continue(fnv1a(SALT), payload)
 }
 
 /// Decodes a token issued by [`encode`] for the same `kind` and `filter`; any other

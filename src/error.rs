@@ -155,7 +155,7 @@ impl From<Error> for Status {
                 tracing::warn!(error = %err, "database unavailable");
                 "database unavailable".to_owned()
             }
-            _ => err.to_string(),
+            _ => truncate(&err.to_string(), MAX_MESSAGE_BYTES),
         };
         let mut metadata = HashMap::new();
         if let Error::NotFound { resource, id } = &err {
@@ -185,10 +185,46 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for Error {
     }
 }
 
+/// Most violations listed in one status; the rest are summed up in a last entry, so a
+/// request with thousands of bad items still gets a status every client accepts
+/// (grpc-core refuses response metadata over 8 KiB).
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest field path or description kept in a violation, in bytes.
+const MAX_VIOLATION_BYTES: usize = 240;
+/// Longest status message sent, in bytes (the `grpc-message` header).
+const MAX_MESSAGE_BYTES: usize = 1024;
+/// Characters of a client's value quoted back in an error.
+pub const QUOTE_CHARS: usize = 40;
+
+/// A client's value quoted for an error message: at most [`QUOTE_CHARS`] characters,
+/// Debug-escaped, with "…" when cut. Error messages never echo a whole input.
+pub fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        Some((i, _)) => format!("{:?}…", &value[..i]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with "…" when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// Collects every invalid field of a request before failing, so a client learns
-/// about all its mistakes at once.
+/// about all its mistakes at once (the first [`MAX_VIOLATIONS`] of them, and how many
+/// more there were).
 #[derive(Debug, Default)]
-pub struct Violations(Vec<Violation>);
+pub struct Violations {
+    listed: Vec<Violation>,
+    omitted: usize,
+}
 
 impl Violations {
     /// An empty collection.
@@ -198,9 +234,13 @@ impl Violations {
 
     /// Records that `field` is invalid.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(Violation {
-            field: field.into(),
-            description: description.into(),
+        if self.listed.len() >= MAX_VIOLATIONS {
+            self.omitted += 1;
+            return;
+        }
+        self.listed.push(Violation {
+            field: truncate(&field.into(), MAX_VIOLATION_BYTES),
+            description: truncate(&description.into(), MAX_VIOLATION_BYTES),
         });
     }
 
@@ -209,7 +249,9 @@ impl Violations {
         match result {
             Ok(v) => Some(v),
             Err(Error::InvalidArgument(vs)) => {
-                self.0.extend(vs);
+                for v in vs {
+                    self.add(v.field, v.description);
+                }
                 None
             }
             Err(other) => {
@@ -221,20 +263,70 @@ impl Violations {
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.listed.is_empty()
     }
 
     /// `Ok(value)` when nothing was recorded, INVALID_ARGUMENT with all of them otherwise.
     pub fn finish<T>(self, value: T) -> Result<T> {
-        if self.0.is_empty() {
+        if self.listed.is_empty() {
             Ok(value)
         } else {
-            Err(Error::InvalidArgument(self.0))
+            Err(Error::InvalidArgument(self.into_inner()))
         }
     }
 
-    /// Takes the recorded violations out.
-    pub fn into_inner(self) -> Vec<Violation> {
-        self.0
+    /// Takes the recorded violations out; past [`MAX_VIOLATIONS`], a last entry with an
+    /// empty field says how many more there were.
+    pub fn into_inner(mut self) -> Vec<Violation> {
+        if self.omitted > 0 {
+            self.listed.push(Violation {
+                field: String::new(),
+                description: format!("and {} more violations not listed", self.omitted),
+            });
+        }
+        self.listed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_keeps_a_short_escaped_prefix() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        let long = "字".repeat(1000);
+        let q = quote(&long);
+        assert_eq!(q, format!("{:?}…", "字".repeat(QUOTE_CHARS)));
+    }
+
+    #[test]
+    fn truncate_cuts_on_char_boundaries() {
+        assert_eq!(truncate("abc", 10), "abc");
+        let t = truncate(&"é".repeat(100), 11);
+        assert!(t.len() <= 11, "{t}");
+        assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn thousands_of_violations_make_a_small_status() {
+        let mut v = Violations::new();
+        for i in 0..10_000 {
+            v.add(format!("update_mask.paths[{i}]{}", "x".repeat(1000)), "y".repeat(100_000));
+        }
+        let err = v.finish(()).unwrap_err();
+        let Error::InvalidArgument(listed) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(listed.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(
+            listed.last().unwrap().description,
+            format!("and {} more violations not listed", 10_000 - MAX_VIOLATIONS)
+        );
+        let status = Status::from(err);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        // Message plus encoded details stay well under grpc-core's 8 KiB metadata limit.
+        assert!(status.details().len() < 6 * 1024, "{}", status.details().len());
     }
 }

@@ -76,7 +76,7 @@ pub fn email(v: &mut Violations, field: &str, value: &str, required: bool) -> St
         return normalized;
     }
     if !is_valid_email(&normalized) {
-        v.add(field, format!("{value:?} is not a valid email address"));
+        v.add(field, format!("{} is not a valid email address", crate::error::quote(value)));
     }
     normalized
 }
@@ -132,7 +132,7 @@ pub fn phone(v: &mut Violations, field: &str, value: &str) -> String {
     if !ok {
         v.add(
             field,
-            format!("{value:?} is not a phone number (digits with optional +country code, 5 to 20 digits; E.164 allows at most 15)"),
+            format!("{} is not a phone number (digits with optional +country code, 5 to 20 digits; E.164 allows at most 15)", crate::error::quote(value)),
         );
     }
     if plus {
@@ -158,7 +158,7 @@ pub fn birth_date(
         .flatten();
     match parsed {
         None => {
-            v.add(field, format!("{value:?} is not a date in YYYY-MM-DD form"));
+            v.add(field, format!("{} is not a date in YYYY-MM-DD form", crate::error::quote(value)));
             None
         }
         Some(d) if d > today => {

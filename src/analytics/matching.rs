@@ -13,8 +13,6 @@ pub const MAX_PATTERN_CHARS: usize = 1_000;
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Upper bound on the compiled size of the combined set of all queries, in bytes.
 const SET_SIZE_LIMIT_CAP: usize = 64 << 20;
-/// How much of an over-long query is quoted in its error message, in characters.
-const QUOTE_CHARS: usize = 40;
 
 /// One rejected keyword or pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +94,8 @@ impl Matcher {
                 errors.push(error(
                     field,
                     format!(
-                        "keyword \"{}\" is {chars} characters long; at most {MAX_KEYWORD_CHARS} are allowed",
-                        quote_prefix(keyword)
+                        "keyword {} is {chars} characters long; at most {MAX_KEYWORD_CHARS} are allowed",
+                        crate::error::quote(keyword)
                     ),
                 ));
                 continue;
@@ -123,8 +121,8 @@ impl Matcher {
                 errors.push(error(
                     field,
                     format!(
-                        "pattern \"{}\" is {chars} characters long; at most {MAX_PATTERN_CHARS} are allowed",
-                        quote_prefix(pattern)
+                        "pattern {} is {chars} characters long; at most {MAX_PATTERN_CHARS} are allowed",
+                        crate::error::quote(pattern)
                     ),
                 ));
                 continue;
@@ -240,13 +238,6 @@ fn compile(source: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-/// The first [`QUOTE_CHARS`] characters of `s`, with "…" when cut.
-fn quote_prefix(s: &str) -> String {
-    match s.char_indices().nth(QUOTE_CHARS) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
 
 /// A one-line explanation of why `text` (a keyword or pattern) did not compile.
 fn describe(kind: &str, text: &str, err: &regex::Error) -> String {
@@ -260,12 +251,15 @@ fn describe(kind: &str, text: &str, err: &regex::Error) -> String {
                 .find(|l| !l.is_empty())
                 .unwrap_or("syntax error");
             let reason = reason.strip_prefix("error: ").unwrap_or(reason);
-            format!("invalid {kind} \"{text}\": {reason}")
+            format!("invalid {kind} {}: {reason}", crate::error::quote(text))
         }
         regex::Error::CompiledTooBig(limit) => {
-            format!("{kind} \"{text}\" is too complex: it compiles to more than {limit} bytes")
+            format!(
+                "{kind} {} is too complex: it compiles to more than {limit} bytes",
+                crate::error::quote(text)
+            )
         }
-        other => format!("invalid {kind} \"{text}\": {other}"),
+        other => format!("invalid {kind} {}: {other}", crate::error::quote(text)),
     }
 }
 

@@ -116,14 +116,21 @@ impl std::fmt::Debug for Db {
 /// Runs `$body` with `$conn: &mut C` bound to a pooled connection of the active
 /// backend. The body is expanded once per backend, so it must compile for both.
 /// Evaluates to the body's value; pool errors return early with `Error`.
+///
+/// A MySQL connection goes back to the pool only when the body ran to its end: if the
+/// caller's future is dropped mid-query (a cancelled call) or the body returns early
+/// with `?`, the connection is discarded, since its protocol state is unknown.
 #[macro_export]
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Db::Mysql(pool) => {
-                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
-                let $conn = &mut *pooled;
-                $body
+                let mut checkout =
+                    $crate::db::MysqlCheckout::new(pool.get().await.map_err($crate::error::Error::from)?);
+                let $conn = checkout.conn();
+                let out = $body;
+                checkout.finish();
+                out
             }
             $crate::db::Db::Sqlite { pool, .. } => {
                 let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
@@ -140,11 +147,7 @@ macro_rules! with_conn {
 macro_rules! with_write_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Mysql(pool) => {
-                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
-                let $conn = &mut *pooled;
-                $body
-            }
+            $crate::db::Db::Mysql(_) => $crate::with_conn!($db, |$conn| $body),
             $crate::db::Db::Sqlite { pool, write_lock } => {
                 let _write = write_lock.lock().await;
                 let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
@@ -153,6 +156,52 @@ macro_rules! with_write_conn {
             }
         }
     };
+}
+
+/// A pooled MySQL connection that returns to the pool only after [`MysqlCheckout::finish`].
+///
+/// Dropping a `mysql_async` query future mid-flight (a client cancel or deadline lands
+/// while the statement runs) leaves unread result packets on the connection; handed
+/// out again, the next call would read them as its own answer (wrong rows, false
+/// NOT_FOUND). A checkout dropped without `finish` marks the connection's transaction
+/// state as failed, which makes the pool's `has_broken` check discard it.
+pub struct MysqlCheckout<'a> {
+    conn: bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncMysqlConnection>>,
+    finished: bool,
+}
+
+impl<'a> MysqlCheckout<'a> {
+    /// Wraps a connection just taken from the pool.
+    pub fn new(
+        conn: bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncMysqlConnection>>,
+    ) -> Self {
+        Self {
+            conn,
+            finished: false,
+        }
+    }
+
+    /// The connection, for the duration of the work.
+    pub fn conn(&mut self) -> &mut AsyncMysqlConnection {
+        &mut self.conn
+    }
+
+    /// The work ran to its end: the connection may be reused.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for MysqlCheckout<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            use diesel_async::TransactionManager;
+            <AsyncMysqlConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(
+                &mut *self.conn,
+            )
+            .set_in_error();
+        }
+    }
 }
 
 /// `Result<()>`: NOT_FOUND unless the customer exists and is not deleted. Expands

@@ -94,7 +94,10 @@ fn time_zone(v: &mut Violations, name: &str) -> Option<Tz> {
     if tz.is_none() {
         v.add(
             "time_zone",
-            format!("{name:?} is not a known IANA time zone (e.g. \"Asia/Shanghai\")"),
+            format!(
+                "{} is not a known IANA time zone (e.g. \"Asia/Shanghai\")",
+                crate::error::quote(name)
+            ),
         );
     }
     tz
@@ -281,7 +284,10 @@ impl AnalyticsService for AnalyticsApi {
                 ),
             );
         }
-        let matcher = if req.keywords.is_empty() && req.patterns.is_empty() {
+        let too_many = req.keywords.len() > MAX_KEYWORDS || req.patterns.len() > MAX_PATTERNS;
+        // Counts are checked before anything is compiled: thousands of queries would
+        // cost minutes of CPU just to be rejected.
+        let matcher = if too_many || (req.keywords.is_empty() && req.patterns.is_empty()) {
             None
         } else {
             match Matcher::new(&req.keywords, &req.patterns) {

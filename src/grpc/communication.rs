@@ -1,18 +1,19 @@
 //! `crm.v1.CommunicationService`: recording communications and streaming timelines.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use chrono::NaiveDateTime;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::customer::{decode_position, next_token, occur_time};
-use super::{positive_id, AppState};
+use super::customer::{decode_position, occur_time, page_token};
+use super::{positive_id, read_page, AppState};
 use crate::convert::{duration_from_micros, duration_to_micros, now, to_timestamp};
 use crate::db::communications::{
     self, BatchOutcome, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
 };
-use crate::db::customers;
+use crate::db::{customers, Db};
 use crate::db::timeline::{Source, TimelineFilter};
 use crate::error::{Error, Violations};
 use crate::paging;
@@ -26,6 +27,16 @@ pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 const IMPORT_BATCH_ROWS: usize = 1000;
 /// Content bytes per import batch, so memory stays bounded with large messages.
 const IMPORT_BATCH_BYTES: usize = 4 << 20;
+/// Batches queued for an import's writer before its reader waits. The request stream
+/// must keep being read while a batch is written: grpc-core clients send one small
+/// DATA frame per message, and h2 ends the whole connection (GOAWAY
+/// ENHANCE_YOUR_CALM) when too many small frames sit unread.
+const IMPORT_QUEUE_BATCHES: usize = 256;
+/// Memory an import's queued batches may take, in KiB (counted as content bytes plus
+/// [`ITEM_OVERHEAD_BYTES`] per item); the reader waits for the writer past it.
+const IMPORT_QUEUE_KIB: u32 = 32 * 1024;
+/// What one queued item costs besides its content, for the queue's memory bound.
+const ITEM_OVERHEAD_BYTES: usize = 512;
 /// Rejections listed in an import response; the rest are only counted.
 const MAX_LISTED_REJECTIONS: usize = 1000;
 
@@ -191,17 +202,53 @@ pub fn communication_form(
     v.finish(form)
 }
 
-/// Accumulates an import's batches and outcome counts.
-struct Import<'a> {
-    state: &'a AppState,
-    batch: Vec<CommunicationInsertForm>,
-    /// Stream index and request id of each batched item.
-    batch_meta: Vec<(i64, String)>,
-    batch_bytes: usize,
+/// One batch of an import on its way to the writer: the forms and, for each, its
+/// stream index and request id.
+struct ImportBatch {
+    forms: Vec<CommunicationInsertForm>,
+    meta: Vec<(i64, String)>,
+    bytes: usize,
+    /// The batch's share of the queue's memory, given back once it is written.
+    _memory: Option<OwnedSemaphorePermit>,
+}
+
+impl ImportBatch {
+    fn new() -> Self {
+        Self {
+            forms: Vec::with_capacity(IMPORT_BATCH_ROWS),
+            meta: Vec::with_capacity(IMPORT_BATCH_ROWS),
+            bytes: 0,
+            _memory: None,
+        }
+    }
+
+    fn push(&mut self, form: CommunicationInsertForm, index: i64, request_id: String) {
+        self.bytes += form.content.len() + ITEM_OVERHEAD_BYTES;
+        self.forms.push(form);
+        self.meta.push((index, request_id));
+    }
+
+    fn is_full(&self) -> bool {
+        self.forms.len() >= IMPORT_BATCH_ROWS || self.bytes >= IMPORT_BATCH_BYTES
+    }
+
+    /// Waits until the queue has room for this batch's memory, then holds it.
+    async fn reserve(mut self, memory: &Arc<Semaphore>) -> Self {
+        let kib = u32::try_from(self.bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(IMPORT_QUEUE_KIB);
+        self._memory = memory.clone().acquire_many_owned(kib).await.ok();
+        self
+    }
+}
+
+/// Outcome counts of an import.
+#[derive(Default)]
+struct ImportTally {
     response: pb::ImportCommunicationsResponse,
 }
 
-impl Import<'_> {
+impl ImportTally {
     fn reject(&mut self, index: i64, request_id: String, reason: String) {
         self.response.rejected_count += 1;
         if self.response.rejected.len() < MAX_LISTED_REJECTIONS {
@@ -213,40 +260,47 @@ impl Import<'_> {
         }
     }
 
-    async fn flush(&mut self) -> Result<(), Error> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let mut forms = std::mem::take(&mut self.batch);
+    /// Adds the writer's counts to the reader's.
+    fn merge(&mut self, other: ImportTally) {
+        let (mine, theirs) = (&mut self.response, other.response);
+        mine.accepted_count += theirs.accepted_count;
+        mine.duplicate_count += theirs.duplicate_count;
+        mine.rejected_count += theirs.rejected_count;
+        let room = MAX_LISTED_REJECTIONS.saturating_sub(mine.rejected.len());
+        mine.rejected.extend(theirs.rejected.into_iter().take(room));
+    }
+}
+
+/// The writer of an import: stores each batch in one transaction, in stream order,
+/// until the reader closes the queue. Runs on its own task, so the request stream is
+/// read while a batch is written. Returns at the first database error; the batches
+/// committed before it stay committed.
+async fn write_batches(
+    db: Db,
+    mut queue: mpsc::Receiver<ImportBatch>,
+) -> Result<ImportTally, Error> {
+    let mut tally = ImportTally::default();
+    while let Some(batch) = queue.recv().await {
+        let ImportBatch {
+            mut forms, meta, ..
+        } = batch;
         // Stamp the record time at write time: follow streams find new rows by it.
         let stamp = now();
         for form in &mut forms {
             form.create_time = stamp;
         }
-        let meta = std::mem::take(&mut self.batch_meta);
-        self.batch_bytes = 0;
-        let outcomes = communications::insert_batch(&self.state.db, forms.clone()).await;
-        let outcomes = match outcomes {
+        let outcomes = match communications::insert_batch(&db, forms.clone()).await {
             Ok(o) => o,
             // A concurrent writer used one of the keys between our check and insert:
             // fall back to one row at a time, which resolves each key exactly.
             Err(e) if e.is_unique_violation() => {
                 let mut out = Vec::with_capacity(forms.len());
                 for form in forms {
-                    out.push(
-                        communications::insert_batch(&self.state.db, vec![form])
-                            .await
-                            .map_or_else(
-                                |e| {
-                                    if e.is_unique_violation() {
-                                        Ok(BatchOutcome::Duplicate)
-                                    } else {
-                                        Err(e)
-                                    }
-                                },
-                                |o| Ok(o.first().copied().unwrap_or(BatchOutcome::Duplicate)),
-                            )?,
-                    );
+                    out.push(match communications::insert_batch(&db, vec![form]).await {
+                        Ok(o) => o.first().copied().unwrap_or(BatchOutcome::Duplicate),
+                        Err(e) if e.is_unique_violation() => BatchOutcome::Duplicate,
+                        Err(e) => return Err(e),
+                    });
                 }
                 out
             }
@@ -254,17 +308,27 @@ impl Import<'_> {
         };
         for (outcome, (index, request_id)) in outcomes.into_iter().zip(meta) {
             match outcome {
-                BatchOutcome::Stored => self.response.accepted_count += 1,
-                BatchOutcome::Duplicate => self.response.duplicate_count += 1,
-                BatchOutcome::UnknownCustomer => self.reject(
+                BatchOutcome::Stored => tally.response.accepted_count += 1,
+                BatchOutcome::Duplicate => tally.response.duplicate_count += 1,
+                BatchOutcome::UnknownCustomer => tally.reject(
                     index,
                     request_id,
                     "communication.customer_id: customer not found".to_owned(),
                 ),
             }
         }
-        Ok(())
     }
+    Ok(tally)
+}
+
+/// Whether a request-stream error is a message that did not decode (the client's
+/// fault) rather than a transport failure. tonic reports both as a `Status`; prost's
+/// decode errors are INTERNAL with this prefix.
+fn is_decode_error(status: &Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
 }
 
 fn reason(err: Error) -> String {
@@ -295,42 +359,71 @@ impl CommunicationService for CommunicationApi {
         request: Request<Streaming<pb::ImportCommunicationsRequest>>,
     ) -> Result<Response<pb::ImportCommunicationsResponse>, Status> {
         let mut stream = request.into_inner();
-        let mut import = Import {
-            state: &self.state,
-            batch: Vec::with_capacity(IMPORT_BATCH_ROWS),
-            batch_meta: Vec::with_capacity(IMPORT_BATCH_ROWS),
-            batch_bytes: 0,
-            response: pb::ImportCommunicationsResponse::default(),
-        };
+        let (queue, batches) = mpsc::channel(IMPORT_QUEUE_BATCHES);
+        let memory = Arc::new(Semaphore::new(IMPORT_QUEUE_KIB as usize));
+        let writer = tokio::spawn(write_batches(self.state.db.clone(), batches));
+        let mut tally = ImportTally::default();
+        let mut batch = ImportBatch::new();
         let mut index: i64 = 0;
-        while let Some(item) = stream.message().await? {
+        let mut malformed = None;
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(status) if is_decode_error(&status) => {
+                    malformed = Some(Error::invalid(
+                        format!("items[{index}]"),
+                        format!(
+                            "item {index} of the request stream is not a valid \
+                             ImportCommunicationsRequest ({}); the items before it were \
+                             stored, nothing after it was read",
+                            status.message()
+                        ),
+                    ));
+                    break;
+                }
+                // The client went away or the transport failed: nothing more to store.
+                // Batches already queued are still written (they were received).
+                Err(status) => return Err(status),
+            };
             let request_id = item.request_id.clone();
             match communication_form(item.communication, &item.request_id, now()) {
                 Ok(form) => {
-                    import.batch_bytes += form.content.len();
-                    import.batch.push(form);
-                    import.batch_meta.push((index, request_id));
-                    if import.batch.len() >= IMPORT_BATCH_ROWS
-                        || import.batch_bytes >= IMPORT_BATCH_BYTES
-                    {
-                        import.flush().await?;
+                    batch.push(form, index, request_id);
+                    if batch.is_full() {
+                        let full = std::mem::replace(&mut batch, ImportBatch::new());
+                        if queue.send(full.reserve(&memory).await).await.is_err() {
+                            // The writer stopped on a database error; reported below.
+                            break;
+                        }
                     }
                 }
-                Err(e) => import.reject(index, request_id, reason(e)),
+                Err(e) => tally.reject(index, request_id, reason(e)),
             }
             index += 1;
         }
-        import.flush().await?;
-        // Unknown customers are found at flush time, after later invalid items.
-        import.response.rejected.sort_by_key(|r| r.index);
+        if !batch.forms.is_empty() {
+            let _ = queue.send(batch.reserve(&memory).await).await;
+        }
+        drop(queue);
+        let written = writer
+            .await
+            .map_err(|e| Error::Internal(format!("import writer failed: {e}")))??;
+        if let Some(err) = malformed {
+            return Err(err.into());
+        }
+        tally.merge(written);
+        let mut response = tally.response;
+        // Unknown customers are found at write time, after later invalid items.
+        response.rejected.sort_by_key(|r| r.index);
         tracing::info!(
             items = index,
-            accepted = import.response.accepted_count,
-            duplicates = import.response.duplicate_count,
-            rejected = import.response.rejected_count,
+            accepted = response.accepted_count,
+            duplicates = response.duplicate_count,
+            rejected = response.rejected_count,
             "import finished"
         );
-        Ok(Response::new(import.response))
+        Ok(Response::new(response))
     }
 
     async fn get_communication(
@@ -373,13 +466,18 @@ impl CommunicationService for CommunicationApi {
         let fp = paging::fingerprint(&filter);
         let after = decode_position(&mut v, "communications", fp, &req.page_token);
         v.finish(())?;
-        let mut page = communications::list(&self.state.db, &filter, after, limit + 1).await?;
-        let next_page_token = next_token(&mut page, limit, "communications", fp, |r| {
-            (r.occur_time, r.id)
-        });
+        let db = &self.state.db;
+        let (communications, last) = read_page(
+            limit,
+            after,
+            |after, n| communications::list(db, &filter, after, n),
+            |r| (r.occur_time, r.id),
+            communication_to_pb,
+        )
+        .await?;
         Ok(Response::new(pb::ListCommunicationsResponse {
-            communications: page.into_iter().map(communication_to_pb).collect(),
-            next_page_token,
+            communications,
+            next_page_token: page_token("communications", fp, last),
         }))
     }
 

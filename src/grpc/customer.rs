@@ -3,7 +3,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use tonic::{Request, Response, Status};
 
-use super::{positive_id, AppState};
+use super::{positive_id, read_page, AppState};
 use crate::convert::{now, to_timestamp};
 use crate::db::customers::{
     self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
@@ -137,6 +137,9 @@ fn update_form(
     v.finish((id, expected, form))
 }
 
+/// Most paths in one `update_mask`, checked before any path is looked at.
+const MAX_MASK_PATHS: usize = 32;
+
 /// The paths of a required field mask, each one of `allowed`; `*` means all of them.
 pub(crate) fn mask_paths(
     v: &mut Violations,
@@ -148,6 +151,13 @@ pub(crate) fn mask_paths(
         v.add(
             "update_mask",
             "is required: name the fields to change, or \"*\"",
+        );
+        return Vec::new();
+    }
+    if paths.len() > MAX_MASK_PATHS {
+        v.add(
+            "update_mask",
+            format!("at most {MAX_MASK_PATHS} paths (got {})", paths.len()),
         );
         return Vec::new();
     }
@@ -163,7 +173,11 @@ pub(crate) fn mask_paths(
         } else {
             v.add(
                 "update_mask",
-                format!("{p:?} cannot be updated; updatable: {}", allowed.join(", ")),
+                format!(
+                    "{} cannot be updated; updatable: {}",
+                    crate::error::quote(p),
+                    allowed.join(", ")
+                ),
             );
         }
     }
@@ -334,13 +348,18 @@ impl CustomerService for CustomerApi {
         let fp = paging::fingerprint(&filter);
         let after = decode_position(&mut v, "service_tickets", fp, &req.page_token);
         v.finish(())?;
-        let mut page = tickets::list(&self.state.db, &filter, after, limit + 1).await?;
-        let next_page_token = next_token(&mut page, limit, "service_tickets", fp, |r| {
-            (r.open_time, r.id)
-        });
+        let db = &self.state.db;
+        let (service_tickets, last) = read_page(
+            limit,
+            after,
+            |after, n| tickets::list(db, &filter, after, n),
+            |r| (r.open_time, r.id),
+            ticket_to_pb,
+        )
+        .await?;
         Ok(Response::new(pb::ListServiceTicketsResponse {
-            service_tickets: page.into_iter().map(ticket_to_pb).collect(),
-            next_page_token,
+            service_tickets,
+            next_page_token: page_token("service_tickets", fp, last),
         }))
     }
 }
@@ -388,6 +407,12 @@ pub(crate) fn next_token<T>(
             let (t, id) = key(last);
             paging::encode(kind, fingerprint, &(crate::convert::micros(t), id))
         })
+        .unwrap_or_default()
+}
+
+/// The page token that continues after `last` (empty when nothing follows).
+pub(crate) fn page_token(kind: &str, fingerprint: u64, last: Option<super::Position>) -> String {
+    last.map(|(t, id)| paging::encode(kind, fingerprint, &(crate::convert::micros(t), id)))
         .unwrap_or_default()
 }
 

@@ -26,6 +26,11 @@ use crate::pb::{
     customer_service_server::CustomerServiceServer,
 };
 
+/// HTTP/2 connection-level flow-control window, in bytes.
+const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// HTTP/2 stream-level flow-control window, in bytes.
+const STREAM_WINDOW_BYTES: u32 = 256 << 10;
+
 /// Connects to the database, binds the listener and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url, &config.pool_options())
@@ -125,6 +130,15 @@ pub async fn serve(
     tracing::info!(listen = %local, backend = ?config.database_url.split(':').next(), "serving gRPC");
     let server = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
+        // h2 ends a connection (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames") once
+        // the small DATA frames it holds unread cost more than half the connection
+        // window (256 bytes minus payload each). grpc-core sends one frame per message,
+        // so a client streaming small items faster than a handler reads them would trip
+        // it with hyper's 1 MiB windows. A 16 MiB connection window (8 MiB budget) and
+        // 256 KiB per stream keep one stream's unread frames of 9 bytes or more within
+        // the budget, however far its reader falls behind.
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)

@@ -215,8 +215,7 @@ backend_tests! {
         }
         let mut comms = app.communications();
         for id in [keep, gone] {
-            // Communications exist once CommunicationService lands; tolerate it absent.
-            let _ = comms.log_communication(pb::LogCommunicationRequest {
+            comms.log_communication(pb::LogCommunicationRequest {
                 communication: Some(pb::Communication {
                     customer_id: id,
                     channel: pb::Channel::Note as i32,
@@ -225,15 +224,22 @@ backend_tests! {
                     ..Default::default()
                 }),
                 request_id: String::new(),
-            }).await;
+            }).await.unwrap();
         }
+        // Every kind of dependent row exists before the purge, so "gone after" proves it.
+        let dependents = ["transactions", "service_tickets", "communications", "customer_tags"];
+        for table in dependents {
+            assert_eq!(app.count_where(table, "customer_id", gone).await, 1, "{table} before purge");
+        }
+        assert_eq!(app.count_where("customers", "id", gone).await, 1);
         client.delete_customer(pb::DeleteCustomerRequest { id: gone, purge: true, etag: String::new() }).await.unwrap();
-        for table in ["transactions", "service_tickets", "communications", "customer_tags"] {
-            assert_eq!(app.count_where(table, "customer_id", gone).await, 0, "{table}");
+        for table in dependents {
+            assert_eq!(app.count_where(table, "customer_id", gone).await, 0, "{table} after purge");
         }
         assert_eq!(app.count_where("customers", "id", gone).await, 0);
-        assert_eq!(app.count_where("transactions", "customer_id", keep).await, 1);
-        assert_eq!(app.count_where("service_tickets", "customer_id", keep).await, 1);
+        for table in ["transactions", "service_tickets", "communications"] {
+            assert_eq!(app.count_where(table, "customer_id", keep).await, 1, "{table} of the other customer");
+        }
         let err = client.get_customer(pb::GetCustomerRequest { id: gone }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         // A soft-deleted customer can still be purged later.
@@ -241,7 +247,9 @@ backend_tests! {
         assert_eq!(app.count_where("customers", "id", keep).await, 1);
         client.delete_customer(pb::DeleteCustomerRequest { id: keep, purge: true, etag: String::new() }).await.unwrap();
         assert_eq!(app.count_where("customers", "id", keep).await, 0);
-        assert_eq!(app.count_where("transactions", "customer_id", keep).await, 0);
+        for table in ["transactions", "service_tickets", "communications"] {
+            assert_eq!(app.count_where(table, "customer_id", keep).await, 0, "{table} after the later purge");
+        }
     }
 
     async fn list_paginates_without_gaps_or_repeats(app: &TestApp) {

@@ -1,10 +1,14 @@
 //! The one test harness: a real server on an ephemeral port over a fresh database
 //! (a temporary SQLite file, or a uniquely named MariaDB database dropped afterwards),
-//! and generated clients connected to it.
+//! and generated clients connected to it; and the registry of tests that `main` turns
+//! into one trial per test and backend.
 
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 
 use crm_comms::{config::Config, db::Db, pb};
 use mysql_async::prelude::Queryable;
@@ -30,6 +34,32 @@ fn mysql_base() -> String {
     std::env::var("CRM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// URL of the database the harness connects to for CREATE / DROP DATABASE.
+fn mysql_admin_url() -> String {
+    format!("{}/test", mysql_base())
+}
+
+/// `url` with any password replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
 /// CI sets this so an unreachable MariaDB fails the run instead of skipping.
 fn mysql_required() -> bool {
     std::env::var("CRM_REQUIRE_MYSQL").is_ok_and(|v| v == "1" || v == "true")
@@ -51,7 +81,9 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Starts a server on `backend`; `None` when MariaDB is unreachable and not required.
+    /// Starts a server on `backend`; `None` when MariaDB is unreachable and not required
+    /// (the runner fails a MySQL trial that gets `None`: its probe found MariaDB up).
+    /// Panics when the server is reachable but the test database cannot be created.
     pub async fn start(backend: Backend) -> Option<TestApp> {
         Self::start_with(backend, |_| {}).await
     }
@@ -71,15 +103,23 @@ impl TestApp {
                     COUNTER.fetch_add(1, Ordering::Relaxed),
                     chrono::Utc::now().timestamp_subsec_micros()
                 );
-                let admin = format!("{}/test", mysql_base());
+                let admin = mysql_admin_url();
                 match create_mysql_database(&admin, &name).await {
                     Ok(()) => {}
-                    Err(e) if !mysql_required() => {
-                        eprintln!("skipping MySQL test: MariaDB unreachable at {admin}: {e} (set CRM_REQUIRE_MYSQL=1 to fail instead)");
+                    Err(MysqlSetupError::Unreachable(e)) if !mysql_required() => {
+                        // The runner marks MySQL trials ignored when the probe fails; a
+                        // server that vanishes mid-run fails the trial (see `run_trial`).
+                        eprintln!("MariaDB unreachable at {}: {e}", redact(&admin));
                         return None;
                     }
-                    Err(e) => panic!(
-                        "MariaDB required (CRM_REQUIRE_MYSQL=1) but unreachable at {admin}: {e}"
+                    Err(MysqlSetupError::Unreachable(e)) => panic!(
+                        "MariaDB required (CRM_REQUIRE_MYSQL=1) but unreachable at {}: {e}",
+                        redact(&admin)
+                    ),
+                    // The server answered: a failed CREATE DATABASE is a broken setup.
+                    Err(MysqlSetupError::Refused(e)) => panic!(
+                        "MariaDB at {} refused to create test database {name}: {e}",
+                        redact(&admin)
                     ),
                 }
                 (format!("{}/{name}", mysql_base()), None, Some(name))
@@ -134,16 +174,43 @@ impl TestApp {
             .expect("connect")
     }
 
-    /// Starts shutdown and waits for the server task to end.
+    /// A fresh connection without tonic's client-side deadline: a `grpc-timeout` header on
+    /// a request through it is enforced by the server alone (tonic's `Channel` also times
+    /// the call out itself and answers CANCELLED, racing the server's answer).
+    pub async fn untimed_channel(&self) -> UntimedChannel {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("http2 handshake");
+        tokio::spawn(conn);
+        UntimedChannel {
+            send,
+            authority: self.addr.to_string(),
+        }
+    }
+
+    /// Starts shutdown and waits for the server task to end; panics unless it ends
+    /// cleanly within 10 s.
     pub async fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.begin_shutdown();
         if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+            tokio::time::timeout(std::time::Duration::from_secs(10), server)
+                .await
+                .expect("server stops within 10 s of shutdown")
+                .expect("server task did not panic")
+                .expect("server ends without error");
         }
     }
 
     /// Signals shutdown without waiting.
     pub fn begin_shutdown(&self) {
+        // Fails only when the server already ended and dropped its receiver.
         let _ = self.shutdown.send(true);
     }
 
@@ -161,8 +228,8 @@ impl TestApp {
                     .await
                     .expect("mysql connect");
                 let v: Option<i64> = conn.query_first(sql).await.expect("query");
-                let _ = conn.disconnect().await;
-                v.unwrap_or(0)
+                conn.disconnect().await.expect("mysql disconnect");
+                v.expect("the query returns one row")
             }
             Backend::Sqlite => {
                 use diesel::{Connection, RunQueryDsl};
@@ -189,47 +256,137 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.begin_shutdown();
         if let Some(name) = self.mysql_database.take() {
-            let admin = format!("{}/test", mysql_base());
+            let admin = mysql_admin_url();
             // Drop runs inside the test's runtime; use a private one on another thread.
-            let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            // Cleanup does not decide a test's outcome, but a failure is reported.
+            let dropped = std::thread::spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                {
-                    rt.block_on(async {
-                        if let Ok(mut conn) = mysql_async::Conn::from_url(admin.as_str()).await {
-                            let _ = conn
-                                .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-                                .await;
-                            let _ = conn.disconnect().await;
-                        }
-                    });
-                }
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async {
+                    let mut conn = mysql_async::Conn::from_url(admin.as_str()).await?;
+                    conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                        .await?;
+                    conn.disconnect().await
+                })
+                .map_err(|e: mysql_async::Error| format!("DROP DATABASE {name}: {e}"))
             })
             .join();
+            match dropped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("warning: test database left behind: {e}"),
+                Err(_) => eprintln!("warning: test database cleanup panicked"),
+            }
         }
     }
 }
 
-async fn create_mysql_database(admin_url: &str, name: &str) -> Result<(), mysql_async::Error> {
-    let mut conn = tokio::time::timeout(
+/// Why a MySQL test database could not be made.
+#[derive(Debug)]
+enum MysqlSetupError {
+    /// No MariaDB answered (refused, timed out, I/O error): skippable unless required.
+    Unreachable(String),
+    /// MariaDB answered but refused (login, CREATE DATABASE, ...): always a failure.
+    Refused(String),
+}
+
+impl std::fmt::Display for MysqlSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MysqlSetupError::Unreachable(e) | MysqlSetupError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Opens an admin connection, classifying a failure as unreachable or refused.
+async fn mysql_admin_connection(admin_url: &str) -> Result<mysql_async::Conn, MysqlSetupError> {
+    match tokio::time::timeout(
         std::time::Duration::from_secs(5),
         mysql_async::Conn::from_url(admin_url),
     )
     .await
-    .map_err(|_| mysql_async::Error::Other("connect timed out".into()))??;
+    {
+        Err(_) => Err(MysqlSetupError::Unreachable(
+            "connect timed out after 5 s".into(),
+        )),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e @ mysql_async::Error::Io(_))) => Err(MysqlSetupError::Unreachable(e.to_string())),
+        Ok(Err(e)) => Err(MysqlSetupError::Refused(e.to_string())),
+    }
+}
+
+async fn create_mysql_database(admin_url: &str, name: &str) -> Result<(), MysqlSetupError> {
+    let mut conn = mysql_admin_connection(admin_url).await?;
     conn.query_drop(format!(
         "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))
-    .await?;
-    conn.disconnect().await?;
+    .await
+    .map_err(|e| MysqlSetupError::Refused(format!("CREATE DATABASE: {e}")))?;
+    conn.disconnect()
+        .await
+        .map_err(|e| MysqlSetupError::Refused(format!("disconnect: {e}")))?;
     Ok(())
 }
 
+/// A client transport to the test server over one HTTP/2 connection, without the
+/// client-side deadline that tonic's `Channel` applies; see [`TestApp::untimed_channel`].
+#[derive(Clone)]
+pub struct UntimedChannel {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+    authority: String,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for UntimedChannel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        // Generated clients send a path only; HTTP/2 needs the scheme and authority.
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *request.uri_mut() = format!("http://{}{path}", self.authority)
+            .parse()
+            .expect("uri");
+        Box::pin(self.send.send_request(request))
+    }
+}
+
+/// The future of one registered test body.
+pub type TestFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// How a registered test runs.
+#[derive(Clone, Copy)]
+pub enum TestBody {
+    /// Once per backend, each against a fresh [`TestApp`] (trials `...::sqlite`, `...::mysql`).
+    PerBackend(for<'a> fn(&'a TestApp) -> TestFuture<'a>),
+    /// Once, starting whatever servers it needs itself.
+    Standalone(fn() -> TestFuture<'static>),
+}
+
+/// One test registered by [`backend_tests!`] or [`standalone_tests!`].
+pub struct RegisteredTest {
+    /// `module_path!()` of the test: the crate name, the file's module, the test's name.
+    pub path: &'static str,
+    /// What to run.
+    pub body: TestBody,
+}
+
+inventory::collect!(RegisteredTest);
+
 /// Runs each test body once against SQLite and once against MariaDB, each on its own
-/// fresh database.
+/// fresh database. Each body becomes two trials, `file::name::sqlite` and
+/// `file::name::mysql`, registered with the runner in `main.rs`.
 #[macro_export]
 macro_rules! backend_tests {
     ($(async fn $name:ident($app:ident: &TestApp) $body:block)*) => {
@@ -239,25 +396,146 @@ macro_rules! backend_tests {
                 use super::*;
                 async fn run($app: &$crate::harness::TestApp) $body
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let app = $crate::harness::TestApp::start($crate::harness::Backend::Sqlite)
-                        .await
-                        .expect("sqlite always starts");
-                    run(&app).await;
+                fn boxed(app: &$crate::harness::TestApp) -> $crate::harness::TestFuture<'_> {
+                    ::std::boxed::Box::pin(run(app))
                 }
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn mysql() {
-                    if let Some(app) =
-                        $crate::harness::TestApp::start($crate::harness::Backend::Mysql).await
-                    {
-                        run(&app).await;
+                ::inventory::submit! {
+                    $crate::harness::RegisteredTest {
+                        path: module_path!(),
+                        body: $crate::harness::TestBody::PerBackend(boxed),
                     }
                 }
             }
         )*
     };
+}
+
+/// Registers tests that start their own server(s) (a trial each, `file::name`), for
+/// what needs a tweaked configuration or a server it can stop.
+#[macro_export]
+macro_rules! standalone_tests {
+    ($(async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run() $body
+
+                fn boxed() -> $crate::harness::TestFuture<'static> {
+                    ::std::boxed::Box::pin(run())
+                }
+
+                ::inventory::submit! {
+                    $crate::harness::RegisteredTest {
+                        path: module_path!(),
+                        body: $crate::harness::TestBody::Standalone(boxed),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// Whether the MySQL trials can run, decided once per test run.
+#[derive(Debug, Clone)]
+pub enum MysqlStatus {
+    /// MariaDB answered the probe.
+    Up,
+    /// No MariaDB answered and none is required: the MySQL trials are ignored.
+    Skipped(String),
+    /// MariaDB is required but unreachable, or answered and refused: the MySQL trials fail.
+    Broken(String),
+}
+
+/// Connects once to the MariaDB server the MySQL trials use.
+pub fn probe_mysql() -> MysqlStatus {
+    let admin = mysql_admin_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("probe runtime");
+    let result = rt.block_on(async {
+        let conn = mysql_admin_connection(&admin).await?;
+        conn.disconnect()
+            .await
+            .map_err(|e| MysqlSetupError::Refused(format!("disconnect: {e}")))
+    });
+    let at = redact(&admin);
+    match result {
+        Ok(()) => MysqlStatus::Up,
+        Err(MysqlSetupError::Unreachable(e)) if !mysql_required() => {
+            MysqlStatus::Skipped(format!("MariaDB unreachable at {at}: {e}"))
+        }
+        Err(MysqlSetupError::Unreachable(e)) => MysqlStatus::Broken(format!(
+            "MariaDB required (CRM_REQUIRE_MYSQL=1) but unreachable at {at}: {e}"
+        )),
+        Err(MysqlSetupError::Refused(e)) => {
+            MysqlStatus::Broken(format!("MariaDB at {at} refused the test login: {e}"))
+        }
+    }
+}
+
+/// Every registered test as trials, sorted by name: one per backend for
+/// [`backend_tests!`], marked ignored on MySQL when `mysql` is [`MysqlStatus::Skipped`].
+pub fn trials(mysql: &MysqlStatus) -> Vec<libtest_mimic::Trial> {
+    let mut trials = Vec::new();
+    for test in inventory::iter::<RegisteredTest> {
+        // Drop the crate name, as libtest does: `customers::purge_leaves_nothing_of_the_customer`.
+        let name = test
+            .path
+            .split_once("::")
+            .map_or(test.path, |(_, rest)| rest);
+        match test.body {
+            TestBody::Standalone(body) => {
+                trials.push(libtest_mimic::Trial::test(name, move || run_trial(body())));
+            }
+            TestBody::PerBackend(body) => {
+                trials.push(libtest_mimic::Trial::test(
+                    format!("{name}::sqlite"),
+                    move || {
+                        run_trial(async move {
+                            let app = TestApp::start(Backend::Sqlite)
+                                .await
+                                .expect("sqlite always starts");
+                            body(&app).await;
+                        })
+                    },
+                ));
+                let status = mysql.clone();
+                let ignored = matches!(mysql, MysqlStatus::Skipped(_));
+                trials.push(
+                    libtest_mimic::Trial::test(format!("{name}::mysql"), move || {
+                        if let MysqlStatus::Broken(why) | MysqlStatus::Skipped(why) = status {
+                            // Skipped trials run only when asked (--ignored): they fail.
+                            return Err(why.into());
+                        }
+                        run_trial(async move {
+                            let app = TestApp::start(Backend::Mysql)
+                                .await
+                                .expect("MariaDB answered the probe but is unreachable now");
+                            body(&app).await;
+                        })
+                    })
+                    .with_ignored_flag(ignored),
+                );
+            }
+        }
+    }
+    trials.sort_by(|a, b| a.name().cmp(b.name()));
+    trials
+}
+
+/// Runs one trial's future on its own runtime (2 workers, like `#[tokio::test]` with
+/// `flavor = "multi_thread", worker_threads = 2`); a panic fails the trial.
+fn run_trial(test: impl Future<Output = ()>) -> Result<(), libtest_mimic::Failed> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("test runtime: {e}"))?
+        .block_on(test);
+    Ok(())
 }
 
 /// Asserts that `status` is INVALID_ARGUMENT whose BadRequest names exactly `fields`
@@ -310,4 +588,60 @@ pub async fn new_customer(app: &TestApp, name: &str) -> i64 {
         .expect("create customer")
         .into_inner()
         .id
+}
+
+/// Runs this test binary on the tests whose names contain `test`, with `env`; returns
+/// whether it succeeded, and its stdout and stderr.
+async fn run_self(test: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args([test, "--test-threads", "1"])
+        .env_remove("CRM_REQUIRE_MYSQL");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+crate::standalone_tests! {
+    async fn unreachable_mariadb_is_reported_ignored_or_failed_never_passed() {
+        // A closed port stands in for a MariaDB that is down. One backend test, run
+        // through this very runner, must count its MySQL half as ignored, not passed.
+        let down = [("CRM_TEST_MYSQL_URL", "mysql://root@127.0.0.1:1")];
+        let both = "customers::purge_leaves_nothing_of_the_customer::";
+        let (ok, out) = run_self(both, &down).await;
+        assert!(ok && out.contains("1 passed; 0 failed; 1 ignored"), "{out}");
+        assert!(out.contains("MariaDB unreachable at mysql://root@127.0.0.1:1/test"), "{out}");
+
+        // Required: the same trial fails, naming the cause.
+        let required = [down[0], ("CRM_REQUIRE_MYSQL", "1")];
+        let (ok, out) = run_self(&format!("{both}mysql"), &required).await;
+        assert!(!ok && out.contains("0 passed; 1 failed; 0 ignored"), "{out}");
+        assert!(out.contains("MariaDB required (CRM_REQUIRE_MYSQL=1) but unreachable"), "{out}");
+
+        // A server that answers but refuses is broken, not absent: the trial fails even
+        // when MariaDB is optional. Only checkable where MariaDB is up.
+        let up = tokio::task::spawn_blocking(probe_mysql).await.expect("join");
+        if matches!(up, MysqlStatus::Up) {
+            let host = mysql_base();
+            let host = host.rsplit_once('@').map_or_else(
+                || host.split_once("://").map_or(host.as_str(), |(_, h)| h),
+                |(_, h)| h,
+            );
+            let refused = format!("mysql://crm_no_such_user:secret@{host}");
+            let (ok, out) = run_self(&format!("{both}mysql"), &[("CRM_TEST_MYSQL_URL", &refused)]).await;
+            assert!(!ok && out.contains("0 passed; 1 failed; 0 ignored"), "{out}");
+            assert!(out.contains("refused the test login"), "{out}");
+            assert!(!out.contains("secret"), "the password is redacted: {out}");
+        }
+    }
 }

@@ -8,4 +8,6 @@ mod harness;
 mod analytics;
 mod communications;
 mod customers;
+mod outage;
+mod robustness;
 mod server;

@@ -32,8 +32,8 @@ pub enum Command {
     Migrate,
 }
 
-/// Server settings.
-#[derive(Debug, Clone, Args)]
+/// Server settings. `Debug` shows the database URL only redacted.
+#[derive(Clone, Args)]
 pub struct Config {
     /// Address to listen on.
     #[arg(
@@ -44,10 +44,12 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
     /// `sqlite://PATH` (embedded, default) or `mysql://user:pass@host:port/db`.
+    /// `--help` does not show the environment's value (it may hold a password).
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://crm.db",
+        hide_env_values = true,
         global = true
     )]
     pub database_url: String,
@@ -96,6 +98,21 @@ pub struct Config {
     pub log: String,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &crate::db::redact(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout_secs", &self.db_acquire_timeout_secs)
+            .field("max_follow_streams", &self.max_follow_streams)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
 impl Config {
     /// Settings for tests and embedding: the defaults with this listen address and URL.
     pub fn new(listen: SocketAddr, database_url: impl Into<String>) -> Self {
@@ -117,5 +134,32 @@ impl Config {
             max_connections: self.db_max_connections.max(1),
             acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn config_debug_redacts_the_database_url() {
+        let config = Config::new("127.0.0.1:1".parse().unwrap(), "mysql://app:hunter2@db/crm");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("mysql://app:***@db/crm"), "{shown}");
+    }
+
+    #[test]
+    fn help_never_shows_the_database_url_from_the_environment() {
+        let cmd = Cli::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .unwrap();
+        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("DATABASE_URL")));
+        assert!(arg.is_hide_env_values_set());
     }
 }

@@ -58,6 +58,14 @@ pub enum Error {
         /// Human-readable explanation.
         message: String,
     },
+    /// A result the request asks for cannot be represented (e.g. a sum past int64).
+    #[error("{message}")]
+    OutOfRange {
+        /// Stable UPPER_SNAKE reason.
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
     /// The call's deadline passed before the work finished.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
@@ -112,6 +120,7 @@ impl Error {
             Error::Aborted(_) => (Code::Aborted, "ETAG_MISMATCH"),
             Error::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
             Error::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
+            Error::OutOfRange { reason, .. } => (Code::OutOfRange, reason),
             Error::DeadlineExceeded(_) => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Error::Unavailable { reason, .. } => (Code::Unavailable, reason),
             Error::Database(e) if is_connection_error(e) => {
@@ -132,14 +141,65 @@ fn not_found_reason(resource: &str) -> &'static str {
     }
 }
 
-fn is_connection_error(e: &diesel::result::Error) -> bool {
+/// Whether a database error means the connection or the server failed (UNAVAILABLE,
+/// worth a retry), rather than the statement.
+///
+/// diesel-async 0.9 turns every `mysql_async` error that is not a server error into
+/// `DatabaseError(Unknown, <Display text>)` and keeps only the message of server
+/// errors (`mysql/error_helper.rs`), so the text is all there is to classify:
+/// `mysql_async` IO errors (EOF, connection reset or refused, broken pipe: the
+/// CR_SERVER_LOST / CR_SERVER_GONE_ERROR cases of libmysql), a closed connection, a
+/// desynchronised protocol, and the server messages of a shutdown or killed
+/// connection. A unit test pins these texts to the `mysql_async` version in use.
+pub(crate) fn is_connection_error(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error as D};
-    matches!(
-        e,
-        D::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | D::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
-            | D::BrokenTransactionManager
-    )
+    match e {
+        D::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | D::BrokenTransactionManager => true,
+        D::RollbackErrorOnCommit {
+            rollback_error,
+            commit_error,
+        } => is_connection_error(rollback_error) || is_connection_error(commit_error),
+        D::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            connection_failure_text(info.message())
+        }
+        _ => false,
+    }
+}
+
+/// Texts of connection-level failures, as diesel-async passes them on (see
+/// [`is_connection_error`]).
+fn connection_failure_text(message: &str) -> bool {
+    /// Prefixes of `mysql_async::Error::Io` (any IO or TLS failure of the socket).
+    const IO_PREFIXES: &[&str] = &["Input/output error:"];
+    /// `mysql_async` driver errors that leave the connection unusable.
+    const DRIVER: &[&str] = &[
+        "Connection to the server is closed.",
+        "Packet out of order.",
+        "Unexpected packet.",
+        "Bad compressed packet header.",
+        "Pool was disconnected.",
+    ];
+    /// Server messages: 1053 ER_SERVER_SHUTDOWN, 1927 ER_CONNECTION_KILLED,
+    /// 4031 ER_CLIENT_INTERACTION_TIMEOUT, 1047 (a Galera node not ready); and the
+    /// libmysql texts of 2006 / 2013 should a proxy pass them through.
+    const SERVER: &[&str] = &[
+        "Server shutdown in progress",
+        "Connection was killed",
+        "The client was disconnected by the server",
+        "WSREP has not yet prepared node",
+        "MySQL server has gone away",
+        "Lost connection to MySQL server",
+        "Lost connection to server",
+    ];
+    // An oversized packet is refused by the codec as an IO error, but it is the
+    // statement's fault: retrying it would fail forever.
+    (IO_PREFIXES.iter().any(|p| message.starts_with(p)) && !message.contains("too large"))
+        || (message.starts_with("Driver error:") && DRIVER.iter().any(|d| message.contains(d)))
+        || SERVER.iter().any(|s| message.starts_with(s))
 }
 
 impl From<Error> for Status {
@@ -328,5 +388,103 @@ mod tests {
         assert!(status.message().len() <= MAX_MESSAGE_BYTES);
         // Message plus encoded details stay well under grpc-core's 8 KiB metadata limit.
         assert!(status.details().len() < 6 * 1024, "{}", status.details().len());
+    }
+}
+
+#[cfg(test)]
+mod connection_error_tests {
+    use diesel::result::{DatabaseErrorKind, Error as D};
+    use std::io::ErrorKind;
+
+    use super::*;
+
+    /// A `mysql_async` error as diesel-async 0.9 hands it over (`ErrorHelper`).
+    fn via_diesel_async(e: mysql_async::Error) -> D {
+        match e {
+            mysql_async::Error::Server(e) => {
+                D::DatabaseError(DatabaseErrorKind::Unknown, Box::new(e.message))
+            }
+            e => D::DatabaseError(DatabaseErrorKind::Unknown, Box::new(e.to_string())),
+        }
+    }
+
+    fn code(e: D) -> Code {
+        Error::Database(e).code_and_reason().0
+    }
+
+    fn io(kind: ErrorKind) -> mysql_async::Error {
+        mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::from(kind)))
+    }
+
+    fn server(code: u16, message: &str) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: message.to_owned(),
+            state: "HY000".to_owned(),
+        })
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable() {
+        for e in [
+            io(ErrorKind::UnexpectedEof),
+            io(ErrorKind::ConnectionReset),
+            io(ErrorKind::ConnectionRefused),
+            io(ErrorKind::ConnectionAborted),
+            io(ErrorKind::BrokenPipe),
+            io(ErrorKind::TimedOut),
+            mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
+            mysql_async::Error::Driver(mysql_async::DriverError::PacketOutOfOrder),
+            mysql_async::Error::Driver(mysql_async::DriverError::UnexpectedPacket {
+                payload: vec![1],
+            }),
+            mysql_async::Error::Driver(mysql_async::DriverError::PoolDisconnected),
+            server(1053, "Server shutdown in progress"),
+            server(1927, "Connection was killed"),
+        ] {
+            let text = e.to_string();
+            assert_eq!(code(via_diesel_async(e)), Code::Unavailable, "{text}");
+        }
+        assert_eq!(code(D::BrokenTransactionManager), Code::Unavailable);
+        assert_eq!(
+            code(D::DatabaseError(
+                DatabaseErrorKind::ClosedConnection,
+                Box::new(String::new())
+            )),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(D::RollbackErrorOnCommit {
+                rollback_error: Box::new(via_diesel_async(io(ErrorKind::UnexpectedEof))),
+                commit_error: Box::new(via_diesel_async(io(ErrorKind::BrokenPipe))),
+            }),
+            Code::Unavailable
+        );
+        let status = Status::from(Error::Database(via_diesel_async(io(ErrorKind::BrokenPipe))));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|i| i.reason.clone()),
+            Some("DATABASE_UNAVAILABLE".to_owned())
+        );
+    }
+
+    #[test]
+    fn statement_errors_stay_internal() {
+        for e in [
+            server(1064, "You have an error in your SQL syntax"),
+            server(1146, "Table 'crm.nope' doesn't exist"),
+            // Only a broken connection counts, not any driver error.
+            mysql_async::Error::Driver(mysql_async::DriverError::PacketTooLarge),
+            mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::other(
+                "packet too large",
+            ))),
+        ] {
+            let text = e.to_string();
+            assert_eq!(code(via_diesel_async(e)), Code::Internal, "{text}");
+        }
+        assert_eq!(code(D::NotFound), Code::Internal);
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::convert::{from_micros, micros, now, to_timestamp};
+use crate::convert::{micros, now, to_timestamp};
 use crate::db::timeline::{self, After, Event, Key, Source, TimelineFilter};
 use crate::error::Error;
 use crate::grpc::communication::communication_to_pb;
@@ -58,17 +58,19 @@ pub fn encode_cursor(fingerprint: u64, key: &Key) -> String {
     )
 }
 
-/// Decodes a `resume_cursor` issued for the same filters.
+/// Decodes a `resume_cursor` issued for the same filters; a position out of range
+/// (time, id or source rank) is INVALID_ARGUMENT on `resume_cursor`.
 pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Key, Error> {
     let (us, id, rank) =
         paging::decode::<(i64, i64, i64)>("resume_cursor", "timeline", fingerprint, cursor)?;
-    match (from_micros(us), Source::from_rank(rank)) {
-        (Some(t), Some(source)) => Ok((t, id, source)),
-        _ => Err(Error::invalid(
+    let (t, id) = paging::position("resume_cursor", us, id)?;
+    let source = Source::from_rank(rank).ok_or_else(|| {
+        Error::invalid(
             "resume_cursor",
-            "is not a cursor issued by this service",
-        )),
-    }
+            "holds a position out of range; it was not issued by this service",
+        )
+    })?;
+    Ok((t, id, source))
 }
 
 /// Starts streaming `request`; the permit (for follow streams) is held until the

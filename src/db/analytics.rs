@@ -866,6 +866,10 @@ struct ChannelRow {
     duration_us: i64,
 }
 
+/// Per-currency sums of one customer's amounts. `units` is summed in two halves,
+/// `units = hi * 2^32 + lo` (both truncating toward zero, so `lo` has the sign of
+/// `units`), because a plain `SUM(amount_units)` passes 64 bits with two large amounts
+/// (SQLite fails, MySQL's CAST clamps). Each half-sum fits 64 bits for up to 2^31 rows.
 #[derive(QueryableByName)]
 struct CurrencyRow {
     #[diesel(sql_type = Text)]
@@ -873,15 +877,23 @@ struct CurrencyRow {
     #[diesel(sql_type = BigInt)]
     n: i64,
     #[diesel(sql_type = BigInt)]
-    units: i64,
+    units_hi: i64,
+    #[diesel(sql_type = BigInt)]
+    units_lo: i64,
     #[diesel(sql_type = BigInt)]
     nanos: i64,
 }
 
-/// `units + nanos / 1e9` normalised so that nanos is within ±999,999,999 and carries
-/// the sign of units; `None` when the units overflow 64 bits.
-pub fn normalize_money(units: i64, nanos: i64) -> Option<(i64, i32)> {
-    let total = i128::from(units) * 1_000_000_000 + i128::from(nanos);
+/// Whole units as `hi * 2^32 + lo`, exactly.
+fn units_from_halves(hi: i64, lo: i64) -> i128 {
+    i128::from(hi) * (1i128 << 32) + i128::from(lo)
+}
+
+/// `units + nanos / 1e9`, computed exactly and normalised so that nanos is within
+/// ±999,999,999 and carries the sign of units; `None` when the units do not fit the
+/// 64 bits of `Money.units`.
+pub fn normalize_money(units: i128, nanos: i128) -> Option<(i64, i32)> {
+    let total = units.checked_mul(1_000_000_000)?.checked_add(nanos)?;
     let u = i64::try_from(total / 1_000_000_000).ok()?;
     let n = i32::try_from(total % 1_000_000_000).ok()?;
     Some((u, n))
@@ -938,10 +950,16 @@ pub async fn insights(
 
     deadline.check("the transaction query")?;
     let mut sql = Sql::default();
+    // `/` (SQLite) and DIV (MySQL) both truncate toward zero, and `%` takes the sign of
+    // the dividend on both, so hi * 2^32 + lo == amount_units for every sign.
     sql.push(&format!(
-        "SELECT currency_code, COUNT(*) AS n, {} AS units, {} AS nanos FROM transactions \
-         WHERE customer_id = ",
-        int(backend, "SUM(amount_units)"),
+        "SELECT currency_code, COUNT(*) AS n, {} AS units_hi, {} AS units_lo, {} AS nanos \
+         FROM transactions WHERE customer_id = ",
+        int(
+            backend,
+            &format!("SUM(amount_units{}4294967296)", div(backend))
+        ),
+        int(backend, "SUM(amount_units % 4294967296)"),
         int(backend, "SUM(amount_nanos)"),
     ))
     .bind(Bind::I64(customer_id))
@@ -952,9 +970,16 @@ pub async fn insights(
     .push(" GROUP BY currency_code ORDER BY currency_code");
     for r in load_sql!(db, &sql, CurrencyRow) {
         f.transaction_count += r.n;
-        let (units, nanos) = normalize_money(r.units, r.nanos).ok_or_else(|| {
-            Error::Internal(format!("{} total overflows 64 bits", r.currency_code))
-        })?;
+        let units = units_from_halves(r.units_hi, r.units_lo);
+        let (units, nanos) =
+            normalize_money(units, i128::from(r.nanos)).ok_or_else(|| Error::OutOfRange {
+                reason: "AMOUNT_OUT_OF_RANGE",
+                message: format!(
+                    "the {} total of this customer's transactions in range does not fit \
+                     Money (64-bit units); narrow start_time/end_time",
+                    r.currency_code
+                ),
+            })?;
         f.totals.push(CurrencyTotal {
             currency_code: r.currency_code,
             units,
@@ -1018,6 +1043,34 @@ mod tests {
         );
         assert_eq!(normalize_money(5, -250_000_000), Some((4, 750_000_000)));
         assert_eq!(normalize_money(0, 0), Some((0, 0)));
-        assert_eq!(normalize_money(i64::MAX, 1_000_000_000), None);
+        assert_eq!(normalize_money(i64::MAX.into(), 1_000_000_000), None);
+        // Past 64 bits on the way, representable at the end.
+        let two_max = 2 * i128::from(i64::MAX);
+        assert_eq!(
+            normalize_money(two_max - i128::from(i64::MAX), 0),
+            Some((i64::MAX, 0))
+        );
+        assert_eq!(normalize_money(two_max, 0), None);
+        assert_eq!(
+            normalize_money(i64::MIN.into(), -999_999_999),
+            Some((i64::MIN, -999_999_999))
+        );
+    }
+
+    #[test]
+    fn units_split_in_halves_rebuild_exactly() {
+        // What the SQL computes per row: truncating division and remainder by 2^32.
+        for units in [
+            0i64,
+            1,
+            -1,
+            4_294_967_296,
+            -4_294_967_297,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let (hi, lo) = (units / 4_294_967_296, units % 4_294_967_296);
+            assert_eq!(units_from_halves(hi, lo), i128::from(units), "{units}");
+        }
     }
 }

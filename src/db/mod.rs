@@ -37,8 +37,8 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
-/// Which database a URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database a URL names. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `mysql://user:pass@host:port/db` (MySQL, MariaDB, TiDB).
     Mysql(String),
@@ -46,27 +46,49 @@ pub enum DatabaseUrl {
     Sqlite(String),
 }
 
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Mysql(url) => f.debug_tuple("Mysql").field(&redact(url)).finish(),
+            DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
+}
+
 impl DatabaseUrl {
-    /// Parses a `DATABASE_URL`, rejecting unknown schemes and empty paths.
+    /// Parses a `DATABASE_URL`, rejecting unknown schemes and empty paths. Errors show
+    /// the URL only through [`redact`].
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         if let Some(rest) = url.strip_prefix("mysql://") {
             let (_, after_host) = rest
                 .rsplit_once('@')
                 .map_or(("", rest), |(creds, host)| (creds, host));
             let Some((host, db)) = after_host.split_once('/') else {
-                bail!("malformed DATABASE_URL {url:?}: expected mysql://user[:password]@host[:port]/database");
+                bail!(
+                    "malformed DATABASE_URL {:?}: expected mysql://user[:password]@host[:port]/database",
+                    redact(url)
+                );
             };
             if host.is_empty() || db.is_empty() {
-                bail!("malformed DATABASE_URL {url:?}: host and database are required");
+                bail!(
+                    "malformed DATABASE_URL {:?}: host and database are required",
+                    redact(url)
+                );
             }
             Ok(DatabaseUrl::Mysql(url.to_owned()))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                bail!("malformed DATABASE_URL {url:?}: expected sqlite://PATH");
+                bail!(
+                    "malformed DATABASE_URL {:?}: expected sqlite://PATH",
+                    redact(url)
+                );
             }
             Ok(DatabaseUrl::Sqlite(path.to_owned()))
         } else {
-            bail!("unsupported DATABASE_URL {url:?}: use mysql://... or sqlite://PATH")
+            bail!(
+                "unsupported DATABASE_URL {:?}: use mysql://... or sqlite://PATH",
+                redact(url)
+            )
         }
     }
 }
@@ -417,16 +439,139 @@ where
     .context("migration task panicked")?
 }
 
-/// Hides the password of a database URL for logs and errors.
+/// A database URL fit for logs and errors: the password (`user:***@`) and the values
+/// of query parameters that look secret (`password=***`) are hidden. Text that does not
+/// start with a plausible `scheme://` is not shown at all (it may be a bare secret).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+    const HIDDEN: &str = "***";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return format!("<{HIDDEN}: not a scheme://... URL>");
+    };
+    let plausible_scheme = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !plausible_scheme {
+        return format!("<{HIDDEN}: not a scheme://... URL>");
+    }
+    // The password may hold '@', ':', '/' or '?' unescaped: everything up to the last
+    // '@' counts as credentials, and everything after the user name is hidden.
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((creds, host)) => match creds.split_once(':') {
+            Some((user, _)) => (format!("{user}:{HIDDEN}@"), host),
+            None => (format!("{creds}@"), host),
+        },
+        None => (String::new(), rest),
+    };
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://{user}{location}");
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if secret_param(key) => format!("{key}={HIDDEN}"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// Whether a URL query parameter's value may be a secret.
+fn secret_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "key", "auth", "cred"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "hunter2";
+
+    #[test]
+    fn redact_hides_passwords_and_keeps_the_rest() {
+        for (url, want) in [
+            (
+                "mysql://app:hunter2@db.example:3306/crm",
+                "mysql://app:***@db.example:3306/crm",
+            ),
+            // A password with '@', ':', '/' and '?' in it, unescaped.
+            (
+                "mysql://app:hu@n:t/e?r2hunter2@db:3306/crm",
+                "mysql://app:***@db:3306/crm",
+            ),
+            ("mysql://app@db/crm", "mysql://app@db/crm"),
+            ("mysql://db/crm", "mysql://db/crm"),
+            (
+                "mysql://app:hunter2@db/crm?ssl-mode=required&password=hunter2",
+                "mysql://app:***@db/crm?ssl-mode=required&password=***",
+            ),
+            ("postgres://app:hunter2@db/crm", "postgres://app:***@db/crm"),
+            ("sqlite:///var/lib/crm.db", "sqlite:///var/lib/crm.db"),
+        ] {
+            assert_eq!(redact(url), want, "{url}");
         }
-        _ => url.to_owned(),
+    }
+
+    #[test]
+    fn redact_hides_text_that_is_not_a_url() {
+        for text in [
+            "hunter2",
+            "app:hunter2@db/crm",
+            "mysql:app:hunter2@db/crm",
+            "app:hunter2@db://crm",
+        ] {
+            let shown = redact(text);
+            assert!(!shown.contains(SECRET), "{text} -> {shown}");
+        }
+    }
+
+    #[test]
+    fn url_parse_errors_never_print_the_password() {
+        for url in [
+            // No database.
+            "mysql://app:hunter2@db.example:3306",
+            "mysql://app:hunter2@db.example:3306/",
+            // No host.
+            "mysql://app:hunter2@/crm",
+            // Unsupported schemes, or none.
+            "postgres://app:hunter2@db/crm",
+            "mariadb://app:hunter2@db/crm",
+            "app:hunter2@db/crm",
+            "hunter2",
+        ] {
+            let err = DatabaseUrl::parse(url).unwrap_err();
+            let text = format!("{err:#} {err:?}");
+            assert!(!text.contains(SECRET), "{url}: {text}");
+            assert!(
+                text.contains("DATABASE_URL"),
+                "{url}: the error still says what is wrong: {text}"
+            );
+        }
+        let err = DatabaseUrl::parse("mysql://app:hunter2@db:3306").unwrap_err();
+        assert!(
+            format!("{err}").contains("mysql://app:***@db:3306"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_url_debug_hides_the_password() {
+        let url = DatabaseUrl::parse("mysql://app:hunter2@db/crm").unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(shown.contains("app:***@db/crm"), "{shown}");
     }
 }

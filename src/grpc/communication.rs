@@ -463,7 +463,13 @@ impl CommunicationService for CommunicationApi {
             start,
             end,
         };
-        let fp = paging::fingerprint(&filter);
+        let fp = paging::Fingerprint::new("communications")
+            .field("customer_id", &filter.customer_id)
+            .field("channels", &filter.channels)
+            .field("direction", &filter.direction)
+            .field("start", &filter.start)
+            .field("end", &filter.end)
+            .finish();
         let after = decode_position(&mut v, "communications", fp, &req.page_token);
         v.finish(())?;
         let db = &self.state.db;
@@ -553,7 +559,12 @@ fn timeline_request(req: pb::StreamTimelineRequest) -> Result<TimelineRequest, E
     let customer_id = (req.customer_id > 0).then_some(req.customer_id);
     // Cursors are bound to what defines the event set, not to order or range, so a
     // client may read newest-first and then follow from the newest cursor.
-    let fingerprint = paging::fingerprint(&(customer_id, &channels, &sources));
+    let ranks: Vec<i64> = sources.iter().map(|s| *s as i64).collect();
+    let fingerprint = paging::Fingerprint::new("timeline")
+        .field("customer_id", &customer_id)
+        .field("channels", &channels)
+        .field("sources", &ranks)
+        .finish();
     let resume = if req.resume_cursor.is_empty() {
         None
     } else {

@@ -241,11 +241,14 @@ impl CustomerService for CustomerApi {
             query: (!query.is_empty()).then_some(query),
             tag: (!tag.is_empty()).then_some(tag),
         };
-        let fp = paging::fingerprint(&(&filter.query, &filter.tag));
+        let fp = paging::Fingerprint::new("customers")
+            .field("query", &filter.query)
+            .field("tag", &filter.tag)
+            .finish();
         let after = if req.page_token.is_empty() {
             0
         } else {
-            v.absorb(paging::decode::<i64>(
+            v.absorb(paging::decode_id(
                 "page_token",
                 "customers",
                 fp,
@@ -299,7 +302,11 @@ impl CustomerService for CustomerApi {
             start,
             end,
         };
-        let fp = paging::fingerprint(&filter);
+        let fp = paging::Fingerprint::new("transactions")
+            .field("customer_id", &filter.customer_id)
+            .field("start", &filter.start)
+            .field("end", &filter.end)
+            .finish();
         let after = decode_position(&mut v, "transactions", fp, &req.page_token);
         v.finish(())?;
         let mut page = transactions::list(&self.state.db, &filter, after, limit + 1).await?;
@@ -345,7 +352,10 @@ impl CustomerService for CustomerApi {
             customer_id: (req.customer_id > 0).then_some(req.customer_id),
             status: (req.status != 0).then_some(req.status),
         };
-        let fp = paging::fingerprint(&filter);
+        let fp = paging::Fingerprint::new("service_tickets")
+            .field("customer_id", &filter.customer_id)
+            .field("status", &filter.status)
+            .finish();
         let after = decode_position(&mut v, "service_tickets", fp, &req.page_token);
         v.finish(())?;
         let db = &self.state.db;
@@ -365,6 +375,7 @@ impl CustomerService for CustomerApi {
 }
 
 /// Decodes a `(time, id)` keyset position from a page token; `None` for the first page.
+/// A position out of range is a violation of `page_token` (see [`paging::position`]).
 pub(crate) fn decode_position(
     v: &mut Violations,
     kind: &str,
@@ -374,19 +385,12 @@ pub(crate) fn decode_position(
     if token.is_empty() {
         return None;
     }
-    let (us, id) = v.absorb(paging::decode::<(i64, i64)>(
+    v.absorb(paging::decode_time_id(
         "page_token",
         kind,
         fingerprint,
         token,
-    ))?;
-    match crate::convert::from_micros(us) {
-        Some(t) => Some((t, id)),
-        None => {
-            v.add("page_token", "is not a token issued by this service");
-            None
-        }
-    }
+    ))
 }
 
 /// Trims a page fetched with one extra row and returns the token of the next page

@@ -18,6 +18,8 @@ mod analytics;
 mod communications;
 mod customers;
 mod hardening;
+mod outage;
+mod robustness;
 mod server;
 
 use std::process::ExitCode;

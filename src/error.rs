@@ -373,7 +373,10 @@ mod tests {
     fn thousands_of_violations_make_a_small_status() {
         let mut v = Violations::new();
         for i in 0..10_000 {
-            v.add(format!("update_mask.paths[{i}]{}", "x".repeat(1000)), "y".repeat(100_000));
+            v.add(
+                format!("update_mask.paths[{i}]{}", "x".repeat(1000)),
+                "y".repeat(100_000),
+            );
         }
         let err = v.finish(()).unwrap_err();
         let Error::InvalidArgument(listed) = &err else {
@@ -387,7 +390,11 @@ mod tests {
         let status = Status::from(err);
         assert!(status.message().len() <= MAX_MESSAGE_BYTES);
         // Message plus encoded details stay well under grpc-core's 8 KiB metadata limit.
-        assert!(status.details().len() < 6 * 1024, "{}", status.details().len());
+        assert!(
+            status.details().len() < 6 * 1024,
+            "{}",
+            status.details().len()
+        );
     }
 }
 

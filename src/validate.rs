@@ -76,7 +76,13 @@ pub fn email(v: &mut Violations, field: &str, value: &str, required: bool) -> St
         return normalized;
     }
     if !is_valid_email(&normalized) {
-        v.add(field, format!("{} is not a valid email address", crate::error::quote(value)));
+        v.add(
+            field,
+            format!(
+                "{} is not a valid email address",
+                crate::error::quote(value)
+            ),
+        );
     }
     normalized
 }
@@ -158,7 +164,13 @@ pub fn birth_date(
         .flatten();
     match parsed {
         None => {
-            v.add(field, format!("{} is not a date in YYYY-MM-DD form", crate::error::quote(value)));
+            v.add(
+                field,
+                format!(
+                    "{} is not a date in YYYY-MM-DD form",
+                    crate::error::quote(value)
+                ),
+            );
             None
         }
         Some(d) if d > today => {

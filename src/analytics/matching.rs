@@ -238,7 +238,6 @@ fn compile(source: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-
 /// A one-line explanation of why `text` (a keyword or pattern) did not compile.
 fn describe(kind: &str, text: &str, err: &regex::Error) -> String {
     match err {

@@ -147,8 +147,9 @@ macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Db::Mysql(pool) => {
-                let mut checkout =
-                    $crate::db::MysqlCheckout::new(pool.get().await.map_err($crate::error::Error::from)?);
+                let mut checkout = $crate::db::MysqlCheckout::new(
+                    pool.get().await.map_err($crate::error::Error::from)?,
+                );
                 let $conn = checkout.conn();
                 let out = $body;
                 checkout.finish();

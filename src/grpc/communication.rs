@@ -13,8 +13,8 @@ use crate::convert::{duration_from_micros, duration_to_micros, now, to_timestamp
 use crate::db::communications::{
     self, BatchOutcome, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
 };
-use crate::db::{customers, Db};
 use crate::db::timeline::{Source, TimelineFilter};
+use crate::db::{customers, Db};
 use crate::error::{Error, Violations};
 use crate::paging;
 use crate::pb::{self, communication::Details, communication_service_server::CommunicationService};

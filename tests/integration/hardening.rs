@@ -436,6 +436,10 @@ async fn raw_import(app: &TestApp, messages: impl Iterator<Item = Vec<u8>>) -> (
             .and_then(|t| t.get("grpc-status")?.to_str().ok()?.parse().ok())
             .expect("grpc-status"),
     };
-    let message = if data.len() >= 5 { data[5..].to_vec() } else { Vec::new() };
+    let message = if data.len() >= 5 {
+        data[5..].to_vec()
+    } else {
+        Vec::new()
+    };
     (status, message)
 }

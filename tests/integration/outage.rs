@@ -251,218 +251,219 @@ async fn count(url: &str, sql: &str) -> i64 {
 /// How many times the database is killed.
 const KILLS: usize = 3;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_killed_mid_traffic_answers_unavailable_and_loses_nothing() {
-    let Some(mut mariadb) = PrivateMariaDb::install() else {
-        return;
-    };
-    let started = Instant::now();
-    mariadb.start().await;
-    {
-        let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str())
+crate::standalone_tests! {
+    async fn database_killed_mid_traffic_answers_unavailable_and_loses_nothing() {
+        let Some(mut mariadb) = PrivateMariaDb::install() else {
+            return;
+        };
+        let started = Instant::now();
+        mariadb.start().await;
+        {
+            let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str())
+                .await
+                .expect("connect");
+            conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4")
+                .await
+                .expect("create database");
+            let _ = conn.disconnect().await;
+        }
+        let url = mariadb.url("crm");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::new(addr, url.clone());
+        // Calls during the outage wait this long for a connection, then UNAVAILABLE.
+        config.db_acquire_timeout_secs = 1;
+        config.db_max_connections = 8;
+        let db = Db::connect(&url, &config.pool_options())
             .await
             .expect("connect");
-        conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4")
+        let (shutdown, rx) = watch::channel(false);
+        let server = tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
             .await
-            .expect("create database");
-        let _ = conn.disconnect().await;
-    }
-    let url = mariadb.url("crm");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut config = Config::new(addr, url.clone());
-    // Calls during the outage wait this long for a connection, then UNAVAILABLE.
-    config.db_acquire_timeout_secs = 1;
-    config.db_max_connections = 8;
-    let db = Db::connect(&url, &config.pool_options())
-        .await
-        .expect("connect");
-    let (shutdown, rx) = watch::channel(false);
-    let server = tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect to server");
-    let customer_id = CustomerServiceClient::new(channel.clone())
-        .create_customer(pb::CreateCustomerRequest {
-            customer: Some(pb::Customer {
-                name: "outage".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create customer")
-        .into_inner()
-        .id;
+            .expect("connect to server");
+        let customer_id = CustomerServiceClient::new(channel.clone())
+            .create_customer(pb::CreateCustomerRequest {
+                customer: Some(pb::Customer {
+                    name: "outage".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create customer")
+            .into_inner()
+            .id;
 
-    // Writers: LogCommunication with unique keys, and imports without keys, until told
-    // to stop. Each remembers which keys were stored and which failed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..3 {
-        let (stop, channel) = (stop.clone(), channel.clone());
-        writers.push(tokio::spawn(async move {
-            let mut client = CommunicationServiceClient::new(channel);
-            let mut outcomes = Outcomes::default();
-            let mut stored: HashMap<String, i64> = HashMap::new();
-            let mut failed: Vec<String> = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("w{w}-{i}");
-                i += 1;
-                let result = log_once(&mut client, customer_id, &key).await;
-                outcomes.record(&result);
-                match result {
-                    Ok(id) => {
-                        stored.insert(key, id);
+        // Writers: LogCommunication with unique keys, and imports without keys, until told
+        // to stop. Each remembers which keys were stored and which failed.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..3 {
+            let (stop, channel) = (stop.clone(), channel.clone());
+            writers.push(tokio::spawn(async move {
+                let mut client = CommunicationServiceClient::new(channel);
+                let mut outcomes = Outcomes::default();
+                let mut stored: HashMap<String, i64> = HashMap::new();
+                let mut failed: Vec<String> = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-{i}");
+                    i += 1;
+                    let result = log_once(&mut client, customer_id, &key).await;
+                    outcomes.record(&result);
+                    match result {
+                        Ok(id) => {
+                            stored.insert(key, id);
+                        }
+                        Err(_) => failed.push(key),
                     }
-                    Err(_) => failed.push(key),
                 }
-            }
-            (outcomes, stored, failed)
-        }));
-    }
-    let importer = {
-        let (stop, channel) = (stop.clone(), channel.clone());
-        tokio::spawn(async move {
-            let mut client = CommunicationServiceClient::new(channel);
-            let mut outcomes = Outcomes::default();
-            let mut accepted: Vec<(usize, i64)> = Vec::new();
-            let mut j = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let result = import_once(&mut client, customer_id, j, 300).await;
-                outcomes.record(&result);
-                if let Ok(n) = result {
-                    accepted.push((j, n));
+                (outcomes, stored, failed)
+            }));
+        }
+        let importer = {
+            let (stop, channel) = (stop.clone(), channel.clone());
+            tokio::spawn(async move {
+                let mut client = CommunicationServiceClient::new(channel);
+                let mut outcomes = Outcomes::default();
+                let mut accepted: Vec<(usize, i64)> = Vec::new();
+                let mut j = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let result = import_once(&mut client, customer_id, j, 300).await;
+                    outcomes.record(&result);
+                    if let Ok(n) = result {
+                        accepted.push((j, n));
+                    }
+                    j += 1;
                 }
-                j += 1;
-            }
-            (outcomes, accepted)
-        })
-    };
+                (outcomes, accepted)
+            })
+        };
 
-    // Three outages, each killing whatever statements are in flight; the pool must
-    // recover from each one.
-    let mut outage = Duration::ZERO;
-    for _ in 0..KILLS {
+        // Three outages, each killing whatever statements are in flight; the pool must
+        // recover from each one.
+        let mut outage = Duration::ZERO;
+        for _ in 0..KILLS {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            mariadb.kill();
+            let killed = Instant::now();
+            // Long enough for new calls to time out waiting for a connection.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            mariadb.start().await;
+            outage += killed.elapsed();
+        }
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        mariadb.kill();
-        let killed = Instant::now();
-        // Long enough for new calls to time out waiting for a connection.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        mariadb.start().await;
-        outage += killed.elapsed();
-    }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut outcomes = Vec::new();
-    let mut stored: HashMap<String, i64> = HashMap::new();
-    let mut failed: Vec<String> = Vec::new();
-    for writer in writers {
-        let (o, s, f) = writer.await.expect("writer");
-        outcomes.push(o);
-        stored.extend(s);
-        failed.extend(f);
-    }
-    let (import_outcomes, accepted) = importer.await.expect("importer");
-    outcomes.push(import_outcomes);
-
-    let mut errors: HashMap<Code, (usize, String)> = HashMap::new();
-    for o in &outcomes {
-        for (code, (n, example)) in &o.errors {
-            let e = errors.entry(*code).or_insert_with(|| (0, example.clone()));
-            e.0 += n;
+        stop.store(true, Ordering::Relaxed);
+        let mut outcomes = Vec::new();
+        let mut stored: HashMap<String, i64> = HashMap::new();
+        let mut failed: Vec<String> = Vec::new();
+        for writer in writers {
+            let (o, s, f) = writer.await.expect("writer");
+            outcomes.push(o);
+            stored.extend(s);
+            failed.extend(f);
         }
-    }
-    let ok: usize = outcomes.iter().map(|o| o.ok).sum();
-    eprintln!(
-        "outage: {ok} calls succeeded, errors by code: {:?}",
-        errors
-            .iter()
-            .map(|(c, (n, _))| (*c, *n))
-            .collect::<Vec<_>>()
-    );
-    assert!(ok > 0, "no call succeeded before the kill");
-    assert!(
-        errors.get(&Code::Unavailable).is_some_and(|(n, _)| *n > 0),
-        "the outage produced no UNAVAILABLE: {errors:?}"
-    );
-    for (code, (n, example)) in &errors {
-        assert_eq!(
-            *code,
-            Code::Unavailable,
-            "{n} calls failed with {code:?} during the outage, e.g. {example}"
-        );
-    }
-    eprintln!("outage: the database was down {outage:?} in all");
+        let (import_outcomes, accepted) = importer.await.expect("importer");
+        outcomes.push(import_outcomes);
 
-    // Back up on the same data directory: every call succeeds again, and retrying each
-    // key stores it once (a failed call may or may not have committed).
-    let mut client = CommunicationServiceClient::new(channel.clone());
-    let retry = |key: String| {
-        let mut client = client.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match log_once(&mut client, customer_id, &key).await {
-                    Ok(id) => return id,
-                    Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(s) => panic!("{key} after the restart: {s:?}"),
-                }
+        let mut errors: HashMap<Code, (usize, String)> = HashMap::new();
+        for o in &outcomes {
+            for (code, (n, example)) in &o.errors {
+                let e = errors.entry(*code).or_insert_with(|| (0, example.clone()));
+                e.0 += n;
             }
         }
-    };
-    for (key, id) in &stored {
-        assert_eq!(retry(key.clone()).await, *id, "{key} was not kept");
-    }
-    for key in &failed {
-        retry(key.clone()).await;
-    }
-    let keys = stored.len() + failed.len();
-    let rows = count(
-        &url,
-        &format!(
-            "SELECT COUNT(*) FROM communications WHERE customer_id = {customer_id} \
-             AND request_id IS NOT NULL"
-        ),
-    )
-    .await;
-    assert_eq!(rows, keys as i64, "each key is stored exactly once");
-    let distinct = count(
-        &url,
-        &format!(
-            "SELECT COUNT(DISTINCT request_id) FROM communications \
-             WHERE customer_id = {customer_id}"
-        ),
-    )
-    .await;
-    assert_eq!(distinct, keys as i64);
-    // Every import that answered OK kept all it accepted.
-    for (j, n) in &accepted {
-        let kept = count(
+        let ok: usize = outcomes.iter().map(|o| o.ok).sum();
+        eprintln!(
+            "outage: {ok} calls succeeded, errors by code: {:?}",
+            errors
+                .iter()
+                .map(|(c, (n, _))| (*c, *n))
+                .collect::<Vec<_>>()
+        );
+        assert!(ok > 0, "no call succeeded before the kill");
+        assert!(
+            errors.get(&Code::Unavailable).is_some_and(|(n, _)| *n > 0),
+            "the outage produced no UNAVAILABLE: {errors:?}"
+        );
+        for (code, (n, example)) in &errors {
+            assert_eq!(
+                *code,
+                Code::Unavailable,
+                "{n} calls failed with {code:?} during the outage, e.g. {example}"
+            );
+        }
+        eprintln!("outage: the database was down {outage:?} in all");
+
+        // Back up on the same data directory: every call succeeds again, and retrying each
+        // key stores it once (a failed call may or may not have committed).
+        let mut client = CommunicationServiceClient::new(channel.clone());
+        let retry = |key: String| {
+            let mut client = client.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match log_once(&mut client, customer_id, &key).await {
+                        Ok(id) => return id,
+                        Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(s) => panic!("{key} after the restart: {s:?}"),
+                    }
+                }
+            }
+        };
+        for (key, id) in &stored {
+            assert_eq!(retry(key.clone()).await, *id, "{key} was not kept");
+        }
+        for key in &failed {
+            retry(key.clone()).await;
+        }
+        let keys = stored.len() + failed.len();
+        let rows = count(
             &url,
-            &format!("SELECT COUNT(*) FROM communications WHERE content LIKE 'imp{j}-%'"),
+            &format!(
+                "SELECT COUNT(*) FROM communications WHERE customer_id = {customer_id} \
+                 AND request_id IS NOT NULL"
+            ),
         )
         .await;
-        assert_eq!(kept, *n, "import {j} answered OK with {n} accepted");
-    }
-    assert_eq!(
-        import_once(&mut client, customer_id, usize::MAX, 10)
-            .await
-            .expect("import after the restart"),
-        10
-    );
-    eprintln!(
-        "outage test: {} keys, {} imports, {:?} in all",
-        keys,
-        accepted.len(),
-        started.elapsed()
-    );
+        assert_eq!(rows, keys as i64, "each key is stored exactly once");
+        let distinct = count(
+            &url,
+            &format!(
+                "SELECT COUNT(DISTINCT request_id) FROM communications \
+                 WHERE customer_id = {customer_id}"
+            ),
+        )
+        .await;
+        assert_eq!(distinct, keys as i64);
+        // Every import that answered OK kept all it accepted.
+        for (j, n) in &accepted {
+            let kept = count(
+                &url,
+                &format!("SELECT COUNT(*) FROM communications WHERE content LIKE 'imp{j}-%'"),
+            )
+            .await;
+            assert_eq!(kept, *n, "import {j} answered OK with {n} accepted");
+        }
+        assert_eq!(
+            import_once(&mut client, customer_id, usize::MAX, 10)
+                .await
+                .expect("import after the restart"),
+            10
+        );
+        eprintln!(
+            "outage test: {} keys, {} imports, {:?} in all",
+            keys,
+            accepted.len(),
+            started.elapsed()
+        );
 
-    let _ = shutdown.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        let _ = shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
 }

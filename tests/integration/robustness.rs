@@ -331,37 +331,38 @@ fn run_binary(args: &[&str], url: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn database_passwords_are_never_printed() {
-    const SECRET: &str = "hunter2";
-    let (ok, help) = run_binary(&["--help"], "mysql://app:hunter2@127.0.0.1:1/crm");
-    assert!(ok, "{help}");
-    assert!(help.contains("DATABASE_URL"), "{help}");
-    assert!(!help.contains(SECRET), "--help shows the password: {help}");
+crate::standalone_tests! {
+    async fn database_passwords_are_never_printed() {
+        const SECRET: &str = "hunter2";
+        let (ok, help) = run_binary(&["--help"], "mysql://app:hunter2@127.0.0.1:1/crm");
+        assert!(ok, "{help}");
+        assert!(help.contains("DATABASE_URL"), "{help}");
+        assert!(!help.contains(SECRET), "--help shows the password: {help}");
 
-    for (args, url) in [
-        // No database.
-        (&["migrate"][..], "mysql://app:hunter2@127.0.0.1:1"),
-        (&["serve"][..], "mysql://app:hunter2@127.0.0.1:1/"),
-        // Unsupported scheme, or none.
-        (&["migrate"][..], "postgres://app:hunter2@127.0.0.1:1/crm"),
-        (&["serve"][..], "app:hunter2@127.0.0.1:1/crm"),
-        // Well-formed, but nothing listens there.
-        (&["migrate"][..], "mysql://app:hunter2@127.0.0.1:1/crm"),
-        (
-            &["serve"][..],
-            "mysql://app:hu@nter2@127.0.0.1:1/crm?password=hunter2",
-        ),
-    ] {
-        let (ok, text) = run_binary(args, url);
-        assert!(!ok, "{args:?} {url} succeeded: {text}");
-        assert!(
-            text.contains("DATABASE_URL") || text.contains("***"),
-            "{args:?} {url}: says nothing useful: {text}"
-        );
-        assert!(
-            !text.contains(SECRET),
-            "{args:?} {url} printed the password: {text}"
-        );
+        for (args, url) in [
+            // No database.
+            (&["migrate"][..], "mysql://app:hunter2@127.0.0.1:1"),
+            (&["serve"][..], "mysql://app:hunter2@127.0.0.1:1/"),
+            // Unsupported scheme, or none.
+            (&["migrate"][..], "postgres://app:hunter2@127.0.0.1:1/crm"),
+            (&["serve"][..], "app:hunter2@127.0.0.1:1/crm"),
+            // Well-formed, but nothing listens there.
+            (&["migrate"][..], "mysql://app:hunter2@127.0.0.1:1/crm"),
+            (
+                &["serve"][..],
+                "mysql://app:hu@nter2@127.0.0.1:1/crm?password=hunter2",
+            ),
+        ] {
+            let (ok, text) = run_binary(args, url);
+            assert!(!ok, "{args:?} {url} succeeded: {text}");
+            assert!(
+                text.contains("DATABASE_URL") || text.contains("***"),
+                "{args:?} {url}: says nothing useful: {text}"
+            );
+            assert!(
+                !text.contains(SECRET),
+                "{args:?} {url} printed the password: {text}"
+            );
+        }
     }
 }

@@ -8,4 +8,5 @@ mod harness;
 mod analytics;
 mod communications;
 mod customers;
+mod follow;
 mod server;

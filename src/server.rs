@@ -86,11 +86,12 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let follow = FollowHub::start(db.clone(), shutdown.clone());
     let state = AppState {
-        db: db.clone(),
+        db,
         follow_permits: Arc::new(tokio::sync::Semaphore::new(config.max_follow_streams)),
         shutdown: shutdown.clone(),
-        follow: FollowHub::start(db.clone(), shutdown.clone()),
+        follow,
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));

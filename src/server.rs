@@ -10,9 +10,14 @@ use std::{
 };
 
 use anyhow::Context;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{server::NamedService, transport::Server, Code};
+use tonic::{
+    server::NamedService,
+    transport::{server::TcpIncoming, Server},
+    Code,
+};
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -25,6 +30,7 @@ use crate::pb::{
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
+use crate::timeline::FollowHub;
 
 /// HTTP/2 connection-level flow-control window, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
@@ -85,10 +91,12 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let follow = FollowHub::start(db.clone(), shutdown.clone());
     let state = AppState {
         db,
         follow_permits: Arc::new(tokio::sync::Semaphore::new(config.max_follow_streams)),
         shutdown: shutdown.clone(),
+        follow,
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));
@@ -141,15 +149,14 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
-        .layer(RpcLogLayer)
+        .layer(RpcLogLayer::default())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(customer)
         .add_service(communication)
         .add_service(analytics)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+        .serve_with_incoming_shutdown(incoming(listener), stopping);
     tokio::pin!(server);
 
     let mut drain = shutdown;
@@ -167,21 +174,74 @@ pub async fn serve(
     Ok(())
 }
 
-/// Tower layer that logs one line per RPC: method, gRPC code, latency.
-#[derive(Debug, Clone, Copy)]
-struct RpcLogLayer;
+/// The accepted connections of `listener`, each with TCP_NODELAY set: the builder's
+/// `tcp_nodelay` does not reach `serve_with_incoming*`, and without it every response
+/// written in more than one piece waits for Nagle's algorithm (~40 ms a page).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// What the log line of one RPC says.
+#[derive(Debug, Clone, PartialEq)]
+struct RpcRecord {
+    /// The request path, `/package.Service/Method`.
+    method: String,
+    /// The final gRPC status code.
+    code: Code,
+    /// The decoded `grpc-message` (empty when OK).
+    message: String,
+    /// From the request to the end of the response body.
+    latency_ms: f64,
+}
+
+/// Where the log lines go: `tracing` in the server, a recorder in tests.
+type LogSink = Arc<dyn Fn(&RpcRecord) + Send + Sync>;
+
+/// Writes the log line of one RPC through `tracing`.
+fn log_rpc(record: &RpcRecord) {
+    let RpcRecord {
+        method,
+        code,
+        message,
+        latency_ms,
+    } = record;
+    if *code == Code::Ok {
+        tracing::info!(%method, code = ?code, latency_ms, "rpc");
+    } else {
+        tracing::info!(%method, code = ?code, latency_ms, %message, "rpc");
+    }
+}
+
+/// Tower layer that logs one line per RPC when it ends: method, gRPC code (from the
+/// trailers, or the headers of a trailers-only response), message, latency.
+#[derive(Clone)]
+struct RpcLogLayer {
+    sink: LogSink,
+}
+
+impl Default for RpcLogLayer {
+    fn default() -> Self {
+        RpcLogLayer {
+            sink: Arc::new(log_rpc),
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for RpcLogLayer {
     type Service = RpcLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcLog { inner }
+        RpcLog {
+            inner,
+            sink: Arc::clone(&self.sink),
+        }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct RpcLog<S> {
     inner: S,
+    sink: LogSink,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcLog<S>
@@ -189,50 +249,152 @@ where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display,
+    ResBody: Body + Unpin,
+    ResBody::Error: std::fmt::Display,
 {
-    type Response = S::Response;
+    type Response = http::Response<LoggedBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let method = request.uri().path().to_owned();
-        let start = Instant::now();
+        let mut call = PendingLog {
+            method: request.uri().path().to_owned(),
+            start: Instant::now(),
+            sink: Arc::clone(&self.sink),
+        };
         let future = self.inner.call(request);
         Box::pin(async move {
-            let result = future.await;
-            let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-            match &result {
+            match future.await {
                 Ok(response) => {
-                    // Errors are sent trailers-only, with grpc-status in the headers;
-                    // a successful call (or an open stream) has none there yet.
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|s| s.parse::<i32>().ok())
-                        .map_or(Code::Ok, Code::from);
-                    if code == Code::Ok {
-                        tracing::info!(%method, code = ?code, latency_ms, "rpc");
-                    } else {
-                        let message = response
-                            .headers()
-                            .get("grpc-message")
-                            .and_then(|v| v.to_str().ok())
-                            .map(percent_decode)
-                            .unwrap_or_default();
-                        tracing::info!(%method, code = ?code, latency_ms, %message, "rpc");
-                    }
+                    let (parts, body) = response.into_parts();
+                    // Errors before the first message are sent trailers-only, with
+                    // grpc-status in the headers; otherwise it comes in the trailers.
+                    let pending = match status_of(&parts.headers) {
+                        Some((code, message)) => {
+                            call.finish(code, message);
+                            None
+                        }
+                        None => Some(call),
+                    };
+                    Ok(http::Response::from_parts(
+                        parts,
+                        LoggedBody {
+                            inner: body,
+                            pending,
+                        },
+                    ))
                 }
                 Err(err) => {
-                    tracing::warn!(%method, latency_ms, error = %err, "rpc transport error")
+                    let latency_ms = call.start.elapsed().as_secs_f64() * 1000.0;
+                    let method = std::mem::take(&mut call.method);
+                    tracing::warn!(%method, latency_ms, error = %err, "rpc transport error");
+                    Err(err)
                 }
             }
-            result
         })
+    }
+}
+
+/// The log line of an RPC whose status is not known yet.
+struct PendingLog {
+    method: String,
+    start: Instant,
+    sink: LogSink,
+}
+
+impl PendingLog {
+    fn finish(self, code: Code, message: String) {
+        (self.sink)(&RpcRecord {
+            method: self.method,
+            code,
+            message,
+            latency_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+/// The gRPC status in `headers` (trailers, or the headers of a trailers-only response).
+fn status_of(headers: &HeaderMap) -> Option<(Code, String)> {
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<i32>().ok())
+        .map(Code::from)?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    Some((code, message))
+}
+
+/// A response body that writes the RPC's log line when it ends: at the trailers, at
+/// a body error, or when it is dropped early (the client went away).
+struct LoggedBody<B> {
+    inner: B,
+    pending: Option<PendingLog>,
+}
+
+impl<B> LoggedBody<B> {
+    fn finish(&mut self, code: Code, message: String) {
+        if let Some(call) = self.pending.take() {
+            call.finish(code, message);
+        }
+    }
+}
+
+impl<B> Body for LoggedBody<B>
+where
+    B: Body + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let (code, message) = status_of(trailers).unwrap_or_else(|| {
+                        (Code::Unknown, "trailers without grpc-status".to_owned())
+                    });
+                    this.finish(code, message);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => this.finish(Code::Unknown, e.to_string()),
+            Poll::Ready(None) => this.finish(
+                Code::Unknown,
+                "response ended without grpc-status".to_owned(),
+            ),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        self.finish(
+            Code::Cancelled,
+            "the client went away before the response ended".to_owned(),
+        );
     }
 }
 
@@ -263,8 +425,159 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use tokio_stream::StreamExt;
+    use tonic::codegen::Bytes;
+    use tower::{Layer, Service};
+
+    use super::*;
+
     #[test]
     fn grpc_messages_are_percent_decoded_for_logs() {
         assert_eq!(super::percent_decode("a%20b%E5%AD%97%"), "a b字%");
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let stream = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accept");
+        assert!(stream.nodelay().expect("nodelay"), "TCP_NODELAY not set");
+    }
+
+    /// A response body made of the given frames.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+        }
+    }
+
+    fn grpc_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, http::HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    /// Calls a fake service answering `headers` then `frames` through the log layer,
+    /// returning the response and what was logged.
+    async fn call_logged(
+        headers: HeaderMap,
+        frames: Vec<Frame<Bytes>>,
+    ) -> (
+        http::Response<LoggedBody<Frames>>,
+        Arc<Mutex<Vec<RpcRecord>>>,
+    ) {
+        let logged = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logged);
+        let layer = RpcLogLayer {
+            sink: Arc::new(move |r: &RpcRecord| sink.lock().expect("lock").push(r.clone())),
+        };
+        // Called once: the frames move into the one response.
+        let frames = Mutex::new(Some(frames));
+        let inner = tower::service_fn(move |_: http::Request<()>| {
+            let frames = frames.lock().expect("lock").take().unwrap_or_default();
+            let mut response = http::Response::new(Frames(frames.into()));
+            *response.headers_mut() = headers.clone();
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        let mut service = layer.layer(inner);
+        let request = http::Request::builder()
+            .uri("/crm.v1.CommunicationService/StreamTimeline")
+            .body(())
+            .expect("request");
+        let response = service.call(request).await.expect("response");
+        (response, logged)
+    }
+
+    async fn drain(body: &mut LoggedBody<Frames>) {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+        {
+            frame.expect("frame");
+        }
+    }
+
+    fn codes(logged: &Mutex<Vec<RpcRecord>>) -> Vec<(Code, String)> {
+        logged
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| (r.code, r.message.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_with_an_error_is_logged_with_the_trailer_status() {
+        let frames = vec![
+            Frame::data(Bytes::from_static(b"event")),
+            Frame::trailers(grpc_headers(&[
+                ("grpc-status", "14"),
+                ("grpc-message", "resume%20from%20the%20last%20cursor"),
+            ])),
+        ];
+        let headers = grpc_headers(&[("content-type", "application/grpc")]);
+        let (response, logged) = call_logged(headers, frames).await;
+        assert!(codes(&logged).is_empty(), "logged before the stream ended");
+        let mut body = response.into_body();
+        drain(&mut body).await;
+        assert_eq!(
+            codes(&logged),
+            [(Code::Unavailable, "resume from the last cursor".to_owned())]
+        );
+        drop(body);
+        let records = logged.lock().expect("lock").clone();
+        assert_eq!(records.len(), 1, "logged twice: {records:?}");
+        assert_eq!(
+            records[0].method,
+            "/crm.v1.CommunicationService/StreamTimeline"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successful_stream_is_logged_ok_when_it_ends() {
+        let frames = vec![
+            Frame::data(Bytes::from_static(b"event")),
+            Frame::trailers(grpc_headers(&[("grpc-status", "0")])),
+        ];
+        let (response, logged) = call_logged(HeaderMap::new(), frames).await;
+        let mut body = response.into_body();
+        drain(&mut body).await;
+        assert_eq!(codes(&logged), [(Code::Ok, String::new())]);
+    }
+
+    #[tokio::test]
+    async fn a_trailers_only_error_is_logged_from_the_headers() {
+        let headers = grpc_headers(&[("grpc-status", "5"), ("grpc-message", "customer%207")]);
+        let (response, logged) = call_logged(headers, Vec::new()).await;
+        assert_eq!(codes(&logged), [(Code::NotFound, "customer 7".to_owned())]);
+        drop(response);
+        assert_eq!(codes(&logged).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_before_its_end_is_logged_cancelled() {
+        let frames = vec![Frame::data(Bytes::from_static(b"event"))];
+        let (response, logged) = call_logged(HeaderMap::new(), frames).await;
+        drop(response);
+        let got = codes(&logged);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, Code::Cancelled);
     }
 }

@@ -3,12 +3,17 @@
 //!
 //! A spawned task reads one short page at a time (no connection is held while the
 //! client reads) and feeds a bounded channel, so a slow reader slows the stream and
-//! the server's memory stays flat however long the timeline is.
+//! the server's memory stays flat however long the timeline is. Follow streams then
+//! take new events from the server's one [`FollowHub`] instead of polling themselves.
+
+pub mod hub;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -21,16 +26,27 @@ use crate::grpc::customer::{ticket_to_pb, transaction_to_pb};
 use crate::grpc::AppState;
 use crate::paging;
 use crate::pb;
+pub use hub::FollowHub;
+use hub::Recorded;
 
 /// Rows per source per page.
 pub const PAGE_ROWS: i64 = 1000;
 /// Events buffered between the reader task and the client.
 const CHANNEL_EVENTS: usize = 512;
-/// How often a follow stream looks for newly recorded events.
+/// How often the follow hub looks for newly recorded events.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// How far back a follow stream re-reads by record time, to catch rows whose
+/// How far back follow reads re-read by record time, to catch rows whose
 /// transaction committed after a later-stamped one (and clock skew between replicas).
 pub const LOOKBACK: Duration = Duration::from_secs(3);
+/// How many times a follow stream that fell behind the hub before sending any live
+/// event (while sending its history) re-reads the database instead of ending with
+/// `FOLLOW_LAGGED`.
+const HANDOVER_ATTEMPTS: u32 = 8;
+
+/// [`LOOKBACK`] as a `chrono` duration.
+fn lookback() -> chrono::Duration {
+    chrono::Duration::from_std(LOOKBACK).unwrap_or_default()
+}
 
 /// A validated timeline request.
 #[derive(Debug, Clone)]
@@ -176,10 +192,12 @@ async fn run(
     tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
     sent: &mut u64,
 ) -> Result<(), Error> {
+    // Subscribe before reading anything: what the hub finds from now on reaches this
+    // stream, and the history and one catch-up read cover what was recorded before.
+    let live = req.follow.then(|| state.follow.subscribe());
     let open_time = now();
-    let lookback = chrono::Duration::from_std(LOOKBACK).unwrap_or_default();
-    // Events recorded this recently may also show up in the live phase; remember the
-    // ones sent so none is sent twice.
+    // Events recorded this recently may also come from the catch-up read or the hub;
+    // remember the ones sent so none is sent twice.
     let mut recent: HashMap<(Source, i64), NaiveDateTime> = HashMap::new();
     let mut readers: Vec<Reader> = req
         .sources
@@ -235,22 +253,43 @@ async fn run(
         let Some(event) = readers[index].buffer.pop_front() else {
             break;
         };
-        if req.follow && event.create_time() >= open_time - lookback {
-            recent.insert((event.key().2, event.key().1), event.create_time());
+        if req.follow && event.create_time() >= open_time - lookback() {
+            recent.insert(identity(&event), event.create_time());
         }
         if send(tx, event, req.fingerprint, sent).await.is_err() {
             return Ok(());
         }
     }
 
-    if !req.follow {
-        return Ok(());
+    match live {
+        Some(live) => follow(state, req, tx, sent, open_time, recent, live).await,
+        None => Ok(()),
     }
-    follow(state, req, tx, sent, open_time, recent).await
 }
 
-/// The live phase: every `POLL_INTERVAL`, read what was recorded since
-/// `now - LOOKBACK` and send what was not sent yet, in timeline order per poll.
+/// `(source, id)`: what identifies an event across reads.
+fn identity(event: &Event) -> (Source, i64) {
+    let (_, id, source) = event.key();
+    (source, id)
+}
+
+/// Whether a newly recorded event belongs on this follow stream.
+fn wanted(req: &TimelineRequest, open_time: NaiveDateTime, event: &Event) -> bool {
+    // At or before the resume point and recorded before this stream opened: the
+    // client had it before resuming.
+    let had_it = req.resume.is_some_and(|r| event.key() <= r) && event.create_time() < open_time;
+    req.sources.contains(&event.key().2) && req.filter.matches(event) && !had_it
+}
+
+fn lagged_error() -> Error {
+    Error::Unavailable {
+        reason: "FOLLOW_LAGGED",
+        message: "the follow stream fell behind new events; resume from the last cursor".to_owned(),
+    }
+}
+
+/// The live phase: one catch-up read of what was recorded since `open_time - LOOKBACK`,
+/// then the hub's events, filtered in memory, each sent once.
 async fn follow(
     state: &AppState,
     req: &TimelineRequest,
@@ -258,62 +297,102 @@ async fn follow(
     sent: &mut u64,
     open_time: NaiveDateTime,
     mut recent: HashMap<(Source, i64), NaiveDateTime>,
+    mut live: broadcast::Receiver<Arc<Recorded>>,
 ) -> Result<(), Error> {
-    let lookback = chrono::Duration::from_std(LOOKBACK).unwrap_or_default();
     let mut shutdown = state.shutdown.clone();
-    // Every row recorded at or after `since` is read by the next poll; the first poll
-    // covers everything recorded while the history was being sent.
-    let mut since = open_time - lookback;
+    // The hub sends nothing again that was recorded before `window`; `recent` holds
+    // every event sent that was recorded since.
+    let mut window = open_time - lookback();
+    if !catch_up(state, req, tx, sent, open_time, window, &mut recent).await? {
+        return Ok(());
+    }
+    // Falling behind the hub before sending any live event (while the history and the
+    // catch-up were being sent) is repaired: subscribe again and repeat the catch-up
+    // read from `window`. Once live events flow, a stream that falls behind ends.
+    let mut repairs_left = HANDOVER_ATTEMPTS;
+    let mut sent_live = false;
     loop {
-        let poll_time = now();
-        let mut fresh: Vec<Event> = Vec::new();
-        for &source in &req.sources {
-            let mut after = None;
-            loop {
-                let rows = timeline::recorded_since(
-                    &state.db,
-                    source,
-                    &req.filter,
-                    since,
-                    after,
-                    PAGE_ROWS,
-                )
-                .await?;
-                let full = rows.len() as i64 == PAGE_ROWS;
-                if let Some(last) = rows.last() {
-                    after = Some((last.create_time(), last.key().1));
-                }
-                for event in rows {
-                    let (_, id, source) = event.key();
-                    if recent.contains_key(&(source, id)) {
-                        continue;
-                    }
-                    // Older than the resume point and recorded before this stream
-                    // opened: the client had it before resuming.
-                    let before_resume = req.resume.is_some_and(|r| event.key() <= r);
-                    if before_resume && event.create_time() < open_time {
-                        continue;
-                    }
-                    fresh.push(event);
-                }
-                if !full {
-                    break;
-                }
-            }
-        }
-        fresh.sort_by_key(Event::key);
-        for event in fresh {
-            recent.insert((event.key().2, event.key().1), event.create_time());
-            if send(tx, event, req.fingerprint, sent).await.is_err() {
-                return Ok(());
-            }
-        }
-        since = since.max(poll_time - lookback);
-        recent.retain(|_, created| *created >= since);
-        tokio::select! {
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        let message = tokio::select! {
+            m = live.recv() => m,
             () = tx.closed() => return Ok(()),
             _ = shutdown.wait_for(|s| *s) => return Err(shutdown_error()),
+        };
+        let recorded = match message {
+            Ok(recorded) => recorded,
+            Err(RecvError::Lagged(_)) if !sent_live && repairs_left > 0 => {
+                repairs_left -= 1;
+                live = state.follow.subscribe();
+                if !catch_up(state, req, tx, sent, open_time, window, &mut recent).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Events were dropped for this stream: end it rather than skip them.
+            Err(RecvError::Lagged(_)) => return Err(lagged_error()),
+            Err(RecvError::Closed) => return Err(shutdown_error()),
+        };
+        if recorded.window_start > window {
+            window = recorded.window_start;
+            recent.retain(|_, created| *created >= window);
+        }
+        let event = &recorded.event;
+        // Recorded before the window this stream's reads cover: the history had it (a
+        // hub that was already running reaches back a little further).
+        let before_window = event.create_time() < window;
+        if before_window || !wanted(req, open_time, event) || recent.contains_key(&identity(event))
+        {
+            continue;
+        }
+        sent_live = true;
+        if send(tx, event.clone(), req.fingerprint, sent)
+            .await
+            .is_err()
+        {
+            return Ok(());
         }
     }
+}
+
+/// Reads what was recorded since `since` for this stream's filters and sends, in
+/// timeline order, what was not sent yet. `false` when the client is gone.
+async fn catch_up(
+    state: &AppState,
+    req: &TimelineRequest,
+    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    sent: &mut u64,
+    open_time: NaiveDateTime,
+    since: NaiveDateTime,
+    recent: &mut HashMap<(Source, i64), NaiveDateTime>,
+) -> Result<bool, Error> {
+    let mut fresh: Vec<Event> = Vec::new();
+    for &source in &req.sources {
+        let mut after = None;
+        loop {
+            if shutting_down(state) {
+                return Err(shutdown_error());
+            }
+            let rows =
+                timeline::recorded_since(&state.db, source, &req.filter, since, after, PAGE_ROWS)
+                    .await?;
+            let full = rows.len() as i64 == PAGE_ROWS;
+            if let Some(last) = rows.last() {
+                after = Some((last.create_time(), last.key().1));
+            }
+            fresh.extend(
+                rows.into_iter()
+                    .filter(|e| wanted(req, open_time, e) && !recent.contains_key(&identity(e))),
+            );
+            if !full {
+                break;
+            }
+        }
+    }
+    fresh.sort_by_key(Event::key);
+    for event in fresh {
+        recent.insert(identity(&event), event.create_time());
+        if send(tx, event, req.fingerprint, sent).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

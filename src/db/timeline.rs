@@ -86,6 +86,23 @@ pub struct TimelineFilter {
     pub end: Option<NaiveDateTime>,
 }
 
+impl TimelineFilter {
+    /// Whether `event` passes this filter, exactly as the reads of this module apply
+    /// it: follow streams filter the hub's events of every customer in memory.
+    pub fn matches(&self, event: &Event) -> bool {
+        let (customer_id, channel) = match event {
+            Event::Communication(r) => (r.customer_id, Some(r.channel)),
+            Event::Transaction(r) => (r.customer_id, None),
+            Event::Ticket(r) => (r.customer_id, None),
+        };
+        let time = event.key().0;
+        self.customer_id.is_none_or(|c| c == customer_id)
+            && channel.is_none_or(|c| self.channels.is_empty() || self.channels.contains(&c))
+            && self.start.is_none_or(|s| time >= s)
+            && self.end.is_none_or(|e| time < e)
+    }
+}
+
 /// Where a page starts: strictly after `(time, id)` in the page's direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct After {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use crate::db::Db;
+use crate::timeline::FollowHub;
 
 /// State shared by every service: the pool and server-wide limits.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub follow_permits: Arc<Semaphore>,
     /// Becomes `true` when shutdown starts; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The one poller that feeds every follow stream.
+    pub follow: FollowHub,
 }
 
 /// The `customer_id` of a request: positive, or a violation.

@@ -8,7 +8,9 @@ Environment:
   CRM_REQUIRE_MYSQL   1 or true: an unreachable MariaDB fails instead of skipping
 """
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -46,14 +48,9 @@ def _generate_stubs() -> None:
         raise RuntimeError(f"protoc failed on {protos}")
 
 
+atexit.register(shutil.rmtree, STUB_DIR, True)
 _generate_stubs()
 sys.path.insert(0, STUB_DIR)
-
-
-def pytest_unconfigure(config):
-    import shutil
-
-    shutil.rmtree(STUB_DIR, ignore_errors=True)
 
 
 def _server_binary() -> Path:

@@ -248,11 +248,14 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for Error {
 /// Most violations listed in one status; the rest are summed up in a last entry, so a
 /// request with thousands of bad items still gets a status every client accepts
 /// (grpc-core refuses response metadata over 8 KiB).
-pub const MAX_VIOLATIONS: usize = 20;
-/// Longest field path or description kept in a violation, in bytes.
-const MAX_VIOLATION_BYTES: usize = 240;
-/// Longest status message sent, in bytes (the `grpc-message` header).
-const MAX_MESSAGE_BYTES: usize = 1024;
+pub const MAX_VIOLATIONS: usize = 12;
+/// Longest field path kept in a violation, in bytes.
+const MAX_FIELD_BYTES: usize = 100;
+/// Longest description kept in a violation, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 160;
+/// Longest status message sent, in bytes (the `grpc-message` header, which is
+/// percent-encoded: up to three times longer on the wire).
+const MAX_MESSAGE_BYTES: usize = 512;
 /// Characters of a client's value quoted back in an error.
 pub const QUOTE_CHARS: usize = 40;
 
@@ -299,8 +302,8 @@ impl Violations {
             return;
         }
         self.listed.push(Violation {
-            field: truncate(&field.into(), MAX_VIOLATION_BYTES),
-            description: truncate(&description.into(), MAX_VIOLATION_BYTES),
+            field: truncate(&field.into(), MAX_FIELD_BYTES),
+            description: truncate(&description.into(), MAX_DESCRIPTION_BYTES),
         });
     }
 

@@ -145,6 +145,11 @@ pub async fn serve(
         // it with hyper's 1 MiB windows. A 16 MiB connection window (8 MiB budget) and
         // 256 KiB per stream keep one stream's unread frames of 9 bytes or more within
         // the budget, however far its reader falls behind.
+        // A client that cancels many calls at once resets streams the server has not
+        // accepted yet; h2 closes the whole connection (GOAWAY "too_many_resets") past
+        // 20 such resets by default, failing the client's other calls with it. As many
+        // as the client may have open is fair; a rapid-reset flood beyond it still ends.
+        .http2_max_pending_accept_reset_streams(Some(config.max_concurrent_streams as usize))
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

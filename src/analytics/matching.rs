@@ -427,7 +427,7 @@ mod tests {
             "{}",
             errs[5].message
         );
-        assert!(errs[5].message.contains(r"(?:\w{1000}){1000}"));
+        assert!(errs[5].message.contains(r"(?:\\w{1000}){1000}"));
         assert!(errs[6].message.contains("(?P<x"));
         // Exactly at the limits is fine.
         assert!(Matcher::new(

@@ -325,7 +325,9 @@ def test_malformed_item_mid_import_is_invalid_argument(server):
         f"{rpc_failure(error)} ({stored_by_failed_import} rows stored)"
     )
     assert str(VALID_BEFORE_MALFORMED) in (error.details() or ""), rpc_failure(error)
-    assert stored_by_failed_import <= VALID_BEFORE_MALFORMED
+    # Documented in communication.proto: every valid item before the malformed one is
+    # stored, nothing from it on.
+    assert stored_by_failed_import == VALID_BEFORE_MALFORMED
     assert server.scalar("SELECT COUNT(*) FROM communications WHERE request_id = 'bad-item'") == 0
 
     # Finishing it safely: the same items with the same request ids store the rest once.

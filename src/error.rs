@@ -85,12 +85,32 @@ pub enum Error {
     Internal(String),
 }
 
+/// The violations as one line for the status message: as many as fit in about 400
+/// bytes, then how many more there are (the BadRequest detail lists them).
 fn describe(violations: &[Violation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
+    const BUDGET: usize = 400;
+    let mut out = String::new();
+    let mut shown = 0usize;
+    for v in violations {
+        let part = if v.field.is_empty() {
+            v.description.clone()
+        } else {
+            format!("{}: {}", v.field, v.description)
+        };
+        if shown > 0 && out.len() + part.len() + 2 > BUDGET {
+            break;
+        }
+        if shown > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&part);
+        shown += 1;
+    }
+    let rest = violations.len() - shown;
+    if rest > 0 {
+        out.push_str(&format!("; and {rest} more in the BadRequest details"));
+    }
+    out
 }
 
 impl Error {

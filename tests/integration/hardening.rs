@@ -336,7 +336,16 @@ backend_tests! {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("more violations not listed"), "{}", err.message());
+        assert!(err.message().contains("more in the BadRequest details"), "{}", err.message());
+        let listed = tonic_types::StatusExt::get_error_details(&err)
+            .bad_request()
+            .map(|b| b.field_violations.clone())
+            .unwrap_or_default();
+        assert_eq!(listed.len(), crm_comms::error::MAX_VIOLATIONS + 1);
+        assert_eq!(
+            listed.last().map(|v| v.description.as_str()),
+            Some(format!("and {} more violations not listed", 900 - crm_comms::error::MAX_VIOLATIONS).as_str())
+        );
         assert!(err.message().len() <= 512 && err.details().len() < 4096);
     }
 

@@ -352,6 +352,13 @@ impl Db {
                 let pool = Pool::builder()
                     .max_size(options.max_connections)
                     .connection_timeout(options.acquire_timeout)
+                    // No `SELECT 1` on check-out: bb8 puts a connection back as healthy
+                    // when the `get()` future is dropped during that ping, with its
+                    // answer still unread (the next caller then reads it: "can't parse:
+                    // buf doesn't have enough data"). A connection that died meanwhile
+                    // fails its first statement instead (UNAVAILABLE, retryable) and
+                    // is discarded; it also saves a round trip per call.
+                    .test_on_check_out(false)
                     .build_unchecked(manager);
                 Db::Mysql(pool)
             }

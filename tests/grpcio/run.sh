@@ -36,10 +36,9 @@ fi
 
 if [ -z "${CRM_COMMS_BIN:-}" ]; then
   export CRM_COMMS_BIN="$target/debug/crm-comms"
-  if [ ! -x "$CRM_COMMS_BIN" ]; then
-    log "building the server (cargo build --bin crm-comms)"
-    cargo build --bin crm-comms
-  fi
+  # Always (a no-op when fresh): a stale binary would test yesterday's server.
+  log "building the server (cargo build --bin crm-comms)"
+  cargo build --quiet --bin crm-comms
 fi
 log "server: $CRM_COMMS_BIN"
 

@@ -100,6 +100,17 @@ backend_tests! {
             let answer = query_n(&db, "SELECT 42 AS n").await.unwrap();
             assert_eq!(answer, 42, "round {round}");
         }
+        // Cancels at every moment of a short call: taking the connection from the pool
+        // (where bb8 used to ping it), sending, reading. Each next answer must be its own.
+        for round in 0..200u64 {
+            let _ = tokio::time::timeout(
+                Duration::from_micros(round * 3 % 900),
+                query_n(&db, "SELECT 7 AS n"),
+            )
+            .await;
+            let answer = query_n(&db, "SELECT 42 AS n").await.unwrap();
+            assert_eq!(answer, 42, "short round {round}");
+        }
     }
 
     async fn cancelled_calls_never_poison_pooled_connections(app: &TestApp) {

@@ -19,7 +19,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::{bail, Context};
 use diesel::{sql_types::BigInt, QueryResult, QueryableByName, SqliteConnection};
 use diesel_async::{
-    pooled_connection::{bb8::Pool, AsyncDieselConnectionManager, ManagerConfig},
+    pooled_connection::{bb8::Pool, AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
     sync_connection_wrapper::SyncConnectionWrapper,
     AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection,
 };
@@ -31,6 +31,25 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// The check-out ping of a pooled MySQL connection (`SELECT 1`), safe to cancel.
+///
+/// bb8 pings a connection when `get()` hands it out; if the caller's future is dropped
+/// during that ping, bb8 puts the connection back as healthy with the answer unread
+/// (the next caller then reads it: "can't parse: buf doesn't have enough data"). The
+/// connection is marked failed for the duration of the ping, so a cut-off ping leaves it
+/// failed and the pool discards it.
+async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection) -> QueryResult<()> {
+    use diesel::IntoSql;
+    use diesel_async::TransactionManager;
+    type Tm = <AsyncMysqlConnection as AsyncConnection>::TransactionManager;
+    Tm::transaction_manager_status_mut(conn).set_in_error();
+    diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>())
+        .get_result::<i32>(conn)
+        .await?;
+    *Tm::transaction_manager_status_mut(conn) = Default::default();
+    Ok(())
+}
 
 /// Settings of a SQLite connection: WAL so readers never block the writer, a busy
 /// timeout for other processes writing the same file.
@@ -348,17 +367,16 @@ impl Db {
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Db> {
         let db = match DatabaseUrl::parse(url)? {
             DatabaseUrl::Mysql(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
+                let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
+                config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+                    cancel_safe_ping(conn).boxed()
+                }));
+                let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
+                    url, config,
+                );
                 let pool = Pool::builder()
                     .max_size(options.max_connections)
                     .connection_timeout(options.acquire_timeout)
-                    // No `SELECT 1` on check-out: bb8 puts a connection back as healthy
-                    // when the `get()` future is dropped during that ping, with its
-                    // answer still unread (the next caller then reads it: "can't parse:
-                    // buf doesn't have enough data"). A connection that died meanwhile
-                    // fails its first statement instead (UNAVAILABLE, retryable) and
-                    // is discarded; it also saves a round trip per call.
-                    .test_on_check_out(false)
                     .build_unchecked(manager);
                 Db::Mysql(pool)
             }

@@ -8,26 +8,10 @@ use crm_comms::pb::{self, communication::Details, timeline_event::Entry};
 use crm_comms::timeline;
 use tonic::Code;
 
-use crate::harness::{assert_invalid, assert_status, new_customer, ts, Backend, TestApp};
+use crate::harness::{
+    assert_invalid, assert_status, log, new_customer, note, ts, Backend, TestApp,
+};
 use crate::{backend_tests, standalone_tests};
-
-fn note(customer_id: i64, content: &str, occur: &str) -> pb::Communication {
-    pb::Communication {
-        customer_id,
-        channel: pb::Channel::Note as i32,
-        direction: pb::Direction::Outbound as i32,
-        occur_time: Some(ts(occur)),
-        content: content.into(),
-        ..Default::default()
-    }
-}
-
-fn log(c: pb::Communication, request_id: &str) -> pb::LogCommunicationRequest {
-    pb::LogCommunicationRequest {
-        communication: Some(c),
-        request_id: request_id.into(),
-    }
-}
 
 /// Imports `items` (communication, request_id) in one client stream.
 async fn import(

@@ -10,7 +10,7 @@ use crm_comms::timeline::{hub::BUFFER_EVENTS, LOOKBACK, POLL_INTERVAL};
 use tonic::{Code, Streaming};
 
 use crate::backend_tests;
-use crate::harness::{assert_status, new_customer, ts, TestApp};
+use crate::harness::{assert_status, new_customer, note, ts, TestApp};
 
 /// Connection checkouts the server's pool has served so far (one per query), and the
 /// connections in use right now.
@@ -23,17 +23,6 @@ fn pool_usage(db: &Db) -> (u64, u32) {
         state.statistics.get_started,
         state.connections - state.idle_connections,
     )
-}
-
-fn note(customer_id: i64, content: &str, occur: &str) -> pb::Communication {
-    pb::Communication {
-        customer_id,
-        channel: pb::Channel::Note as i32,
-        direction: pb::Direction::Outbound as i32,
-        occur_time: Some(ts(occur)),
-        content: content.into(),
-        ..Default::default()
-    }
 }
 
 async fn log(app: &TestApp, c: pb::Communication) -> i64 {

@@ -13,31 +13,13 @@ use prost::Message;
 use tonic::Code;
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, new_customer, ts, Backend, TestApp};
-
-fn communication(customer_id: i64, content: &str, when: &str) -> pb::Communication {
-    pb::Communication {
-        customer_id,
-        channel: pb::Channel::Chat as i32,
-        direction: pb::Direction::Inbound as i32,
-        occur_time: Some(ts(when)),
-        content: content.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn log(c: pb::Communication, request_id: &str) -> pb::LogCommunicationRequest {
-    pb::LogCommunicationRequest {
-        communication: Some(c),
-        request_id: request_id.to_owned(),
-    }
-}
+use crate::harness::{assert_invalid, log, new_customer, note, ts, Backend, TestApp};
 
 /// Imports `n` communications of `customer_id` with `content`, through the API.
 async fn import(app: &TestApp, customer_id: i64, n: usize, content: &str) {
     let items: Vec<pb::ImportCommunicationsRequest> = (0..n)
         .map(|i| pb::ImportCommunicationsRequest {
-            communication: Some(communication(
+            communication: Some(note(
                 customer_id,
                 &format!("{content} #{i}"),
                 "2024-05-01T08:00:00Z",
@@ -172,12 +154,12 @@ backend_tests! {
         for i in 0..40 {
             let key = format!("after-storm-{i}");
             let first = communications
-                .log_communication(log(communication(other, "hello", "2024-05-02T08:00:00Z"), &key))
+                .log_communication(log(note(other, "hello", "2024-05-02T08:00:00Z"), &key))
                 .await
                 .unwrap()
                 .into_inner();
             let again = communications
-                .log_communication(log(communication(other, "hello", "2024-05-02T08:00:00Z"), &key))
+                .log_communication(log(note(other, "hello", "2024-05-02T08:00:00Z"), &key))
                 .await
                 .unwrap()
                 .into_inner();
@@ -201,12 +183,12 @@ backend_tests! {
         let mut customers = app.customers();
         for (a, b) in pairs {
             let first = communications
-                .log_communication(log(communication(customer, a, "2024-05-01T08:00:00Z"), a))
+                .log_communication(log(note(customer, a, "2024-05-01T08:00:00Z"), a))
                 .await
                 .unwrap()
                 .into_inner();
             let second = communications
-                .log_communication(log(communication(customer, b, "2024-05-01T08:00:00Z"), b))
+                .log_communication(log(note(customer, b, "2024-05-01T08:00:00Z"), b))
                 .await
                 .unwrap()
                 .into_inner();
@@ -214,7 +196,7 @@ backend_tests! {
             assert_eq!(second.content, b);
             // The same key again still finds its own row.
             let retry = communications
-                .log_communication(log(communication(customer, "retry", "2024-05-01T08:00:00Z"), b))
+                .log_communication(log(note(customer, "retry", "2024-05-01T08:00:00Z"), b))
                 .await
                 .unwrap()
                 .into_inner();
@@ -249,7 +231,7 @@ backend_tests! {
         let customer = new_customer(app, "bulk").await;
         let n = 100_000;
         let items = (0..n).map(|i| pb::ImportCommunicationsRequest {
-            communication: Some(communication(customer, &format!("m{i}"), "2024-05-01T08:00:00Z")),
+            communication: Some(note(customer, &format!("m{i}"), "2024-05-01T08:00:00Z")),
             request_id: format!("k{i}"),
         });
         let (status, response) = raw_import(app, items.map(|m| m.encode_to_vec())).await;
@@ -263,7 +245,7 @@ backend_tests! {
         let customer = new_customer(app, "malformed").await;
         let valid = (0..1500).map(|i| {
             pb::ImportCommunicationsRequest {
-                communication: Some(communication(customer, &format!("ok {i}"), "2024-05-01T08:00:00Z")),
+                communication: Some(note(customer, &format!("ok {i}"), "2024-05-01T08:00:00Z")),
                 request_id: String::new(),
             }
             .encode_to_vec()
@@ -273,7 +255,7 @@ backend_tests! {
         let bad = vec![0x0a, 0x04, 0x2a, 0x02, 0xff, 0xfe];
         let after = (0..10).map(|i| {
             pb::ImportCommunicationsRequest {
-                communication: Some(communication(customer, &format!("late {i}"), "2024-05-01T08:00:00Z")),
+                communication: Some(note(customer, &format!("late {i}"), "2024-05-01T08:00:00Z")),
                 request_id: String::new(),
             }
             .encode_to_vec()

@@ -645,3 +645,23 @@ crate::standalone_tests! {
         }
     }
 }
+
+/// A note (outbound) of `customer_id` with `content`, occurring at `occur` (RFC 3339).
+pub fn note(customer_id: i64, content: &str, occur: &str) -> pb::Communication {
+    pb::Communication {
+        customer_id,
+        channel: pb::Channel::Note as i32,
+        direction: pb::Direction::Outbound as i32,
+        occur_time: Some(ts(occur)),
+        content: content.into(),
+        ..Default::default()
+    }
+}
+
+/// A LogCommunication request for `c` with idempotency key `request_id` ("" for none).
+pub fn log(c: pb::Communication, request_id: &str) -> pb::LogCommunicationRequest {
+    pb::LogCommunicationRequest {
+        communication: Some(c),
+        request_id: request_id.into(),
+    }
+}

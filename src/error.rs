@@ -269,6 +269,16 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for Error {
 /// request with thousands of bad items still gets a status every client accepts
 /// (grpc-core refuses response metadata over 8 KiB).
 pub const MAX_VIOLATIONS: usize = 12;
+/// Most violations listed for the items of one repeated field (`customer_ids[3]`,
+/// `customer_ids[7]`, ...), so that a long bad list cannot hide another bad field.
+const MAX_PER_FIELD: usize = 3;
+
+/// The field a violation's path names, without item indexes: `keywords[3]` ->
+/// `keywords`.
+fn field_root(path: &str) -> &str {
+    path.split('[').next().unwrap_or(path)
+}
+
 /// Longest field path kept in a violation, in bytes.
 const MAX_FIELD_BYTES: usize = 100;
 /// Longest description kept in a violation, in bytes.
@@ -317,12 +327,18 @@ impl Violations {
 
     /// Records that `field` is invalid.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        if self.listed.len() >= MAX_VIOLATIONS {
+        let field = field.into();
+        let same_field = self
+            .listed
+            .iter()
+            .filter(|v| field_root(&v.field) == field_root(&field))
+            .count();
+        if self.listed.len() >= MAX_VIOLATIONS || same_field >= MAX_PER_FIELD {
             self.omitted += 1;
             return;
         }
         self.listed.push(Violation {
-            field: truncate(&field.into(), MAX_FIELD_BYTES),
+            field: truncate(&field, MAX_FIELD_BYTES),
             description: truncate(&description.into(), MAX_DESCRIPTION_BYTES),
         });
     }
@@ -396,10 +412,7 @@ mod tests {
     fn thousands_of_violations_make_a_small_status() {
         let mut v = Violations::new();
         for i in 0..10_000 {
-            v.add(
-                format!("update_mask.paths[{i}]{}", "x".repeat(1000)),
-                "y".repeat(100_000),
-            );
+            v.add(format!("f{i}_{}", "x".repeat(1000)), "y".repeat(100_000));
         }
         let err = v.finish(()).unwrap_err();
         let Error::InvalidArgument(listed) = &err else {
@@ -412,11 +425,32 @@ mod tests {
         );
         let status = Status::from(err);
         assert!(status.message().len() <= MAX_MESSAGE_BYTES);
-        // Message plus encoded details stay well under grpc-core's 8 KiB metadata limit.
+        // Message (percent-encoded, at most 3x) plus details (base64, 4/3x) stay under
+        // grpc-core's 8 KiB metadata limit.
         assert!(
-            status.details().len() < 6 * 1024,
+            status.details().len() < 4 * 1024,
             "{}",
             status.details().len()
+        );
+    }
+
+    #[test]
+    fn a_long_bad_list_does_not_hide_another_bad_field() {
+        let mut v = Violations::new();
+        for i in 0..900 {
+            v.add(format!("customer_ids[{i}]"), "must be a positive id");
+        }
+        v.add("time_zone", "\"X\" is not a known IANA time zone");
+        let fields: Vec<String> = v.into_inner().into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "customer_ids[0]",
+                "customer_ids[1]",
+                "customer_ids[2]",
+                "time_zone",
+                ""
+            ]
         );
     }
 }

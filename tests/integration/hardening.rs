@@ -316,7 +316,8 @@ backend_tests! {
         assert!(err.message().len() < 300, "{}", err.message());
         assert!(err.details().len() < 2048, "{}", err.details().len());
 
-        // Many bad items: the first ones are named, the rest counted, the status stays small.
+        // Many bad items: the first ones are named, the rest counted, another bad field
+        // still named, and the status stays small.
         let err = app
             .analytics()
             .get_frequency_report(pb::GetFrequencyReportRequest {
@@ -324,21 +325,28 @@ backend_tests! {
                 start_time: Some(ts("2024-01-01T00:00:00Z")),
                 end_time: Some(ts("2024-02-01T00:00:00Z")),
                 granularity: pb::Granularity::Day as i32,
+                time_zone: "X".repeat(5000),
                 ..Default::default()
             })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("more in the BadRequest details"), "{}", err.message());
-        let listed = tonic_types::StatusExt::get_error_details(&err)
+        let listed: Vec<(String, String)> = tonic_types::StatusExt::get_error_details(&err)
             .bad_request()
-            .map(|b| b.field_violations.clone())
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| (v.field.clone(), v.description.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
-        assert_eq!(listed.len(), crm_comms::error::MAX_VIOLATIONS + 1);
+        let fields: Vec<&str> = listed.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
-            listed.last().map(|v| v.description.as_str()),
-            Some(format!("and {} more violations not listed", 900 - crm_comms::error::MAX_VIOLATIONS).as_str())
+            fields,
+            ["customer_ids[0]", "customer_ids[1]", "customer_ids[2]", "time_zone", ""]
         );
+        assert_eq!(listed[4].1, "and 897 more violations not listed");
+        assert!(err.message().contains("time_zone") && err.message().contains("897 more"));
         assert!(err.message().len() <= 512 && err.details().len() < 4096);
     }
 

@@ -1,7 +1,9 @@
 //! crm-comms: the gRPC backend of a CRM's customer-communication module.
 //!
-//! Layout: `grpc` (handlers only), `db` (pool, dispatch, schema, queries per resource),
+//! Layout: `grpc` (transport: handlers, validation, proto conversions), `service` (use
+//! cases: import, timeline), `db` (pool, dispatch, schema, queries per resource),
 //! `analytics` (pure report logic), `config`, `error` (one error, one status mapping).
+//! Dependencies point one way: grpc -> service -> {db, analytics}.
 
 pub mod analytics;
 pub mod config;
@@ -12,7 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod paging;
 pub mod server;
-pub mod timeline;
+pub mod service;
 pub mod validate;
 
 /// Code generated from `proto/crm/v1/*.proto`.

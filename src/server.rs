@@ -30,7 +30,7 @@ use crate::pb::{
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
-use crate::timeline::FollowHub;
+use crate::service::timeline::{FollowHub, Timeline};
 
 /// HTTP/2 connection-level flow-control window, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
@@ -93,10 +93,13 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let follow = FollowHub::start(db.clone(), shutdown.clone());
     let state = AppState {
+        timeline: Timeline {
+            db: db.clone(),
+            follow,
+            follow_permits: Arc::new(tokio::sync::Semaphore::new(config.max_follow_streams)),
+            shutdown: shutdown.clone(),
+        },
         db,
-        follow_permits: Arc::new(tokio::sync::Semaphore::new(config.max_follow_streams)),
-        shutdown: shutdown.clone(),
-        follow,
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));

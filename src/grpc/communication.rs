@@ -1,45 +1,25 @@
 //! `crm.v1.CommunicationService`: recording communications and streaming timelines.
-
-use std::{pin::Pin, sync::Arc};
+//! The import engine is `crate::service::import`, the timeline use case
+//! `crate::service::timeline` (its transport side is [`super::timeline`]).
 
 use chrono::NaiveDateTime;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::customer::{decode_position, occur_time, page_token};
+use super::timeline::{response_stream, timeline_request, TimelineStream};
 use super::{positive_id, read_page, AppState};
 use crate::convert::{duration_from_micros, duration_to_micros, now, to_timestamp};
 use crate::db::communications::{
-    self, BatchOutcome, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
+    self, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
 };
-use crate::db::timeline::{Source, TimelineFilter};
-use crate::db::{customers, Db};
 use crate::error::{Error, Violations};
 use crate::paging;
 use crate::pb::{self, communication::Details, communication_service_server::CommunicationService};
-use crate::timeline::TimelineRequest;
+use crate::service::import::{Import, ImportReport, Rejection};
 use crate::validate;
 
 /// Largest `content`, in bytes of UTF-8.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
-/// Items per import batch (one multi-row INSERT, one transaction).
-const IMPORT_BATCH_ROWS: usize = 1000;
-/// Content bytes per import batch, so memory stays bounded with large messages.
-const IMPORT_BATCH_BYTES: usize = 4 << 20;
-/// Batches queued for an import's writer before its reader waits. The request stream
-/// must keep being read while a batch is written: grpc-core clients send one small
-/// DATA frame per message, and h2 ends the whole connection (GOAWAY
-/// ENHANCE_YOUR_CALM) when too many small frames sit unread.
-const IMPORT_QUEUE_BATCHES: usize = 256;
-/// Memory an import's queued batches may take, in KiB (counted as content bytes plus
-/// [`ITEM_OVERHEAD_BYTES`] per item); the reader waits for the writer past it.
-const IMPORT_QUEUE_KIB: u32 = 32 * 1024;
-/// What one queued item costs besides its content, for the queue's memory bound.
-const ITEM_OVERHEAD_BYTES: usize = 512;
-/// Rejections listed in an import response; the rest are only counted.
-const MAX_LISTED_REJECTIONS: usize = 1000;
-
 /// Implementation of `crm.v1.CommunicationService`.
 #[derive(Debug, Clone)]
 pub struct CommunicationApi {
@@ -52,9 +32,6 @@ impl CommunicationApi {
         Self { state }
     }
 }
-
-/// The stream type of `StreamTimeline`.
-pub type TimelineStream = Pin<Box<dyn Stream<Item = Result<pb::TimelineEvent, Status>> + Send>>;
 
 /// The proto form of a stored communication.
 pub fn communication_to_pb(r: CommunicationRow) -> pb::Communication {
@@ -202,125 +179,6 @@ pub fn communication_form(
     v.finish(form)
 }
 
-/// One batch of an import on its way to the writer: the forms and, for each, its
-/// stream index and request id.
-struct ImportBatch {
-    forms: Vec<CommunicationInsertForm>,
-    meta: Vec<(i64, String)>,
-    bytes: usize,
-    /// The batch's share of the queue's memory, given back once it is written.
-    _memory: Option<OwnedSemaphorePermit>,
-}
-
-impl ImportBatch {
-    fn new() -> Self {
-        Self {
-            forms: Vec::with_capacity(IMPORT_BATCH_ROWS),
-            meta: Vec::with_capacity(IMPORT_BATCH_ROWS),
-            bytes: 0,
-            _memory: None,
-        }
-    }
-
-    fn push(&mut self, form: CommunicationInsertForm, index: i64, request_id: String) {
-        self.bytes += form.content.len() + ITEM_OVERHEAD_BYTES;
-        self.forms.push(form);
-        self.meta.push((index, request_id));
-    }
-
-    fn is_full(&self) -> bool {
-        self.forms.len() >= IMPORT_BATCH_ROWS || self.bytes >= IMPORT_BATCH_BYTES
-    }
-
-    /// Waits until the queue has room for this batch's memory, then holds it.
-    async fn reserve(mut self, memory: &Arc<Semaphore>) -> Self {
-        let kib = u32::try_from(self.bytes.div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .min(IMPORT_QUEUE_KIB);
-        self._memory = memory.clone().acquire_many_owned(kib).await.ok();
-        self
-    }
-}
-
-/// Outcome counts of an import.
-#[derive(Default)]
-struct ImportTally {
-    response: pb::ImportCommunicationsResponse,
-}
-
-impl ImportTally {
-    fn reject(&mut self, index: i64, request_id: String, reason: String) {
-        self.response.rejected_count += 1;
-        if self.response.rejected.len() < MAX_LISTED_REJECTIONS {
-            self.response.rejected.push(pb::ImportRejection {
-                index,
-                request_id,
-                reason,
-            });
-        }
-    }
-
-    /// Adds the writer's counts to the reader's.
-    fn merge(&mut self, other: ImportTally) {
-        let (mine, theirs) = (&mut self.response, other.response);
-        mine.accepted_count += theirs.accepted_count;
-        mine.duplicate_count += theirs.duplicate_count;
-        mine.rejected_count += theirs.rejected_count;
-        let room = MAX_LISTED_REJECTIONS.saturating_sub(mine.rejected.len());
-        mine.rejected.extend(theirs.rejected.into_iter().take(room));
-    }
-}
-
-/// The writer of an import: stores each batch in one transaction, in stream order,
-/// until the reader closes the queue. Runs on its own task, so the request stream is
-/// read while a batch is written. Returns at the first database error; the batches
-/// committed before it stay committed.
-async fn write_batches(
-    db: Db,
-    mut queue: mpsc::Receiver<ImportBatch>,
-) -> Result<ImportTally, Error> {
-    let mut tally = ImportTally::default();
-    while let Some(batch) = queue.recv().await {
-        let ImportBatch {
-            mut forms, meta, ..
-        } = batch;
-        // Stamp the record time at write time: follow streams find new rows by it.
-        let stamp = now();
-        for form in &mut forms {
-            form.create_time = stamp;
-        }
-        let outcomes = match communications::insert_batch(&db, forms.clone()).await {
-            Ok(o) => o,
-            // A concurrent writer used one of the keys between our check and insert:
-            // fall back to one row at a time, which resolves each key exactly.
-            Err(e) if e.is_unique_violation() => {
-                let mut out = Vec::with_capacity(forms.len());
-                for form in forms {
-                    out.push(match communications::insert_batch(&db, vec![form]).await {
-                        Ok(o) => o.first().copied().unwrap_or(BatchOutcome::Duplicate),
-                        Err(e) if e.is_unique_violation() => BatchOutcome::Duplicate,
-                        Err(e) => return Err(e),
-                    });
-                }
-                out
-            }
-            Err(e) => return Err(e),
-        };
-        for (outcome, (index, request_id)) in outcomes.into_iter().zip(meta) {
-            match outcome {
-                BatchOutcome::Stored => tally.response.accepted_count += 1,
-                BatchOutcome::Duplicate => tally.response.duplicate_count += 1,
-                BatchOutcome::UnknownCustomer => tally.reject(
-                    index,
-                    request_id,
-                    "communication.customer_id: customer not found".to_owned(),
-                ),
-            }
-        }
-    }
-    Ok(tally)
-}
-
 /// Whether a request-stream error is a message that did not decode (the client's
 /// fault) rather than a transport failure. tonic reports both as a `Status`; prost's
 /// decode errors are INTERNAL with this prefix.
@@ -329,17 +187,6 @@ fn is_decode_error(status: &Status) -> bool {
         && status
             .message()
             .starts_with("failed to decode Protobuf message")
-}
-
-fn reason(err: Error) -> String {
-    match err {
-        Error::InvalidArgument(vs) => vs
-            .iter()
-            .map(|v| format!("{}: {}", v.field, v.description))
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
-    }
 }
 
 #[tonic::async_trait]
@@ -359,18 +206,14 @@ impl CommunicationService for CommunicationApi {
         request: Request<Streaming<pb::ImportCommunicationsRequest>>,
     ) -> Result<Response<pb::ImportCommunicationsResponse>, Status> {
         let mut stream = request.into_inner();
-        let (queue, batches) = mpsc::channel(IMPORT_QUEUE_BATCHES);
-        let memory = Arc::new(Semaphore::new(IMPORT_QUEUE_KIB as usize));
-        let writer = tokio::spawn(write_batches(self.state.db.clone(), batches));
-        let mut tally = ImportTally::default();
-        let mut batch = ImportBatch::new();
-        let mut index: i64 = 0;
+        let mut import = Import::start(self.state.db.clone());
         let mut malformed = None;
         loop {
             let item = match stream.message().await {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
                 Err(status) if is_decode_error(&status) => {
+                    let index = import.index();
                     malformed = Some(Error::invalid(
                         format!("items[{index}]"),
                         format!(
@@ -387,43 +230,14 @@ impl CommunicationService for CommunicationApi {
                 Err(status) => return Err(status),
             };
             let request_id = item.request_id.clone();
-            match communication_form(item.communication, &item.request_id, now()) {
-                Ok(form) => {
-                    batch.push(form, index, request_id);
-                    if batch.is_full() {
-                        let full = std::mem::replace(&mut batch, ImportBatch::new());
-                        if queue.send(full.reserve(&memory).await).await.is_err() {
-                            // The writer stopped on a database error; reported below.
-                            break;
-                        }
-                    }
-                }
-                Err(e) => tally.reject(index, request_id, reason(e)),
+            let form = communication_form(item.communication, &item.request_id, now());
+            if !import.push(request_id, form).await {
+                // The writer stopped on a database error; `finish` reports it.
+                break;
             }
-            index += 1;
         }
-        if !batch.forms.is_empty() {
-            let _ = queue.send(batch.reserve(&memory).await).await;
-        }
-        drop(queue);
-        let written = writer
-            .await
-            .map_err(|e| Error::Internal(format!("import writer failed: {e}")))??;
-        if let Some(err) = malformed {
-            return Err(err.into());
-        }
-        tally.merge(written);
-        let mut response = tally.response;
-        // Unknown customers are found at write time, after later invalid items.
-        response.rejected.sort_by_key(|r| r.index);
-        tracing::info!(
-            items = index,
-            accepted = response.accepted_count,
-            duplicates = response.duplicate_count,
-            rejected = response.rejected_count,
-            "import finished"
-        );
-        Ok(Response::new(response))
+        let report = import.finish(malformed).await?;
+        Ok(Response::new(report.into()))
     }
 
     async fn get_communication(
@@ -504,88 +318,29 @@ impl CommunicationService for CommunicationApi {
         &self,
         request: Request<pb::StreamTimelineRequest>,
     ) -> Result<Response<Self::StreamTimelineStream>, Status> {
-        let timeline = timeline_request(request.into_inner())?;
-        if let Some(customer_id) = timeline.filter.customer_id {
-            customers::ensure_exists(&self.state.db, customer_id).await?;
-        }
-        let permit = if timeline.follow {
-            let permit = self
-                .state
-                .follow_permits
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Error::ResourceExhausted {
-                    reason: "TOO_MANY_FOLLOW_STREAMS",
-                    message: "too many open follow streams; retry later".to_owned(),
-                })?;
-            Some(permit)
-        } else {
-            None
-        };
-        let stream = crate::timeline::stream(self.state.clone(), timeline, permit);
-        Ok(Response::new(Box::pin(stream)))
+        let (timeline, fingerprint) = timeline_request(request.into_inner())?;
+        let events = self.state.timeline.open(timeline).await?;
+        Ok(Response::new(response_stream(events, fingerprint)))
     }
 }
 
-/// Validates a timeline request; every bad field is reported.
-fn timeline_request(req: pb::StreamTimelineRequest) -> Result<TimelineRequest, Error> {
-    let mut v = Violations::new();
-    if req.customer_id < 0 {
-        v.add("customer_id", "must be 0 (every customer) or a positive id");
+impl From<ImportReport> for pb::ImportCommunicationsResponse {
+    fn from(r: ImportReport) -> Self {
+        pb::ImportCommunicationsResponse {
+            accepted_count: r.accepted_count,
+            duplicate_count: r.duplicate_count,
+            rejected: r.rejected.into_iter().map(rejection_to_pb).collect(),
+            rejected_count: r.rejected_count,
+        }
     }
-    let channels = channels(&mut v, "channels", &req.channels);
-    let (start, end) = validate::time_range(
-        &mut v,
-        "start_time",
-        req.start_time.as_ref(),
-        "end_time",
-        req.end_time.as_ref(),
-    );
-    validate::known_enum::<pb::TimelineOrder>(&mut v, "order", req.order, false);
-    let descending = req.order == pb::TimelineOrder::NewestFirst as i32;
-    if req.follow && descending {
-        v.add("follow", "requires TIMELINE_ORDER_OLDEST_FIRST");
+}
+
+fn rejection_to_pb(r: Rejection) -> pb::ImportRejection {
+    pb::ImportRejection {
+        index: r.index,
+        request_id: r.request_id,
+        reason: r.reason,
     }
-    if req.follow && end.is_some() {
-        v.add("follow", "cannot be combined with end_time");
-    }
-    let mut sources = vec![Source::Communications];
-    if req.include_transactions {
-        sources.push(Source::Transactions);
-    }
-    if req.include_service_tickets {
-        sources.push(Source::Tickets);
-    }
-    let customer_id = (req.customer_id > 0).then_some(req.customer_id);
-    // Cursors are bound to what defines the event set, not to order or range, so a
-    // client may read newest-first and then follow from the newest cursor.
-    let ranks: Vec<i64> = sources.iter().map(|s| *s as i64).collect();
-    let fingerprint = paging::Fingerprint::new("timeline")
-        .field("customer_id", &customer_id)
-        .field("channels", &channels)
-        .field("sources", &ranks)
-        .finish();
-    let resume = if req.resume_cursor.is_empty() {
-        None
-    } else {
-        v.absorb(crate::timeline::decode_cursor(
-            fingerprint,
-            &req.resume_cursor,
-        ))
-    };
-    v.finish(TimelineRequest {
-        filter: TimelineFilter {
-            customer_id,
-            channels,
-            start,
-            end,
-        },
-        sources,
-        descending,
-        resume,
-        follow: req.follow,
-        fingerprint,
-    })
 }
 
 /// A channel filter: known, non-zero channels, sorted and de-duplicated.

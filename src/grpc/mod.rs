@@ -1,30 +1,24 @@
-//! gRPC handlers, one module per service: validate, convert, call storage, map errors.
+//! gRPC handlers, one module per service: validate, convert, call a use case in
+//! `crate::service` (or storage), map errors. The only layer that names tonic or pb.
 //!
 //! Handlers stay thin; validation and proto conversions live next to them in
-//! `convert`-style helpers, storage in `crate::db`.
+//! `convert`-style helpers, use cases in `crate::service`, storage in `crate::db`.
 
 pub mod analytics;
 pub mod communication;
 pub mod customer;
-
-use std::sync::Arc;
-
-use tokio::sync::{watch, Semaphore};
+pub mod timeline;
 
 use crate::db::Db;
-use crate::timeline::FollowHub;
+use crate::service::timeline::Timeline;
 
-/// State shared by every service: the pool and server-wide limits.
+/// State shared by every service: the pool and the use cases' server-wide state.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The database.
     pub db: Db,
-    /// Permits for open follow streams; none left means RESOURCE_EXHAUSTED.
-    pub follow_permits: Arc<Semaphore>,
-    /// Becomes `true` when shutdown starts; long-lived streams end on it.
-    pub shutdown: watch::Receiver<bool>,
-    /// The one poller that feeds every follow stream.
-    pub follow: FollowHub,
+    /// The timeline use case: follow hub, follow-stream limit, shutdown signal.
+    pub timeline: Timeline,
 }
 
 /// The `customer_id` of a request: positive, or a violation.

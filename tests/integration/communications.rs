@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crm_comms::pb::{self, communication::Details, timeline_event::Entry};
-use crm_comms::timeline;
+use crm_comms::service::timeline;
 use tonic::Code;
 
 use crate::harness::{

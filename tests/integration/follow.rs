@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crm_comms::db::Db;
 use crm_comms::pb::{self, timeline_event::Entry};
-use crm_comms::timeline::{hub::BUFFER_EVENTS, LOOKBACK, POLL_INTERVAL};
+use crm_comms::service::timeline::{hub::BUFFER_EVENTS, LOOKBACK, POLL_INTERVAL};
 use tonic::{Code, Streaming};
 
 use crate::backend_tests;

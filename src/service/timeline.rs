@@ -1,5 +1,7 @@
-//! The customer-360 timeline stream: merges the sources' keyset pages into one total
-//! order `(occur_time, id, source)`, issues resumable cursors, and follows new events.
+//! The customer-360 timeline use case: merges the sources' keyset pages into one total
+//! order `(occur_time, id, source)`, resumes strictly after a key, and follows new
+//! events. It streams domain [`Event`]s (each with its [`Key`]); the gRPC layer turns
+//! them into `TimelineEvent`s and their keys into cursors.
 //!
 //! A spawned task reads one short page at a time (no connection is held while the
 //! client reads) and feeds a bounded channel, so a slow reader slows the stream and
@@ -14,18 +16,13 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 
-use crate::convert::{micros, now, to_timestamp};
+use crate::convert::now;
 use crate::db::timeline::{self, After, Event, Key, Source, TimelineFilter};
+use crate::db::{customers, Db};
 use crate::error::Error;
-use crate::grpc::communication::communication_to_pb;
-use crate::grpc::customer::{ticket_to_pb, transaction_to_pb};
-use crate::grpc::AppState;
-use crate::paging;
-use crate::pb;
 pub use hub::FollowHub;
 use hub::Recorded;
 
@@ -48,6 +45,23 @@ fn lookback() -> chrono::Duration {
     chrono::Duration::from_std(LOOKBACK).unwrap_or_default()
 }
 
+/// What the timeline use case needs of the server: the database, the follow hub, the
+/// follow-stream limit and the shutdown signal. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// The database.
+    pub db: Db,
+    /// The one poller that feeds every follow stream.
+    pub follow: FollowHub,
+    /// Permits for open follow streams; none left means RESOURCE_EXHAUSTED.
+    pub follow_permits: Arc<Semaphore>,
+    /// Becomes `true` when shutdown starts; streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The events of one timeline stream, in timeline order; an error ends it.
+pub type EventStream = ReceiverStream<Result<Event, Error>>;
+
 /// A validated timeline request.
 #[derive(Debug, Clone)]
 pub struct TimelineRequest {
@@ -61,41 +75,40 @@ pub struct TimelineRequest {
     pub resume: Option<Key>,
     /// Keep following after the history.
     pub follow: bool,
-    /// Fingerprint of the filters the cursors are bound to.
-    pub fingerprint: u64,
 }
 
-/// Encodes the cursor of an event.
-pub fn encode_cursor(fingerprint: u64, key: &Key) -> String {
-    paging::encode(
-        "timeline",
-        fingerprint,
-        &(micros(key.0), key.1, key.2 as i64),
-    )
-}
-
-/// Decodes a `resume_cursor` issued for the same filters; a position out of range
-/// (time, id or source rank) is INVALID_ARGUMENT on `resume_cursor`.
-pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Key, Error> {
-    let (us, id, rank) =
-        paging::decode::<(i64, i64, i64)>("resume_cursor", "timeline", fingerprint, cursor)?;
-    let (t, id) = paging::position("resume_cursor", us, id)?;
-    let source = Source::from_rank(rank).ok_or_else(|| {
-        Error::invalid(
-            "resume_cursor",
-            "holds a position out of range; it was not issued by this service",
-        )
-    })?;
-    Ok((t, id, source))
+impl Timeline {
+    /// Opens a timeline stream: the customer, if one is named, must exist, and a follow
+    /// stream takes one of the follow permits (none left is RESOURCE_EXHAUSTED) and
+    /// holds it until the stream ends.
+    pub async fn open(&self, request: TimelineRequest) -> Result<EventStream, Error> {
+        if let Some(customer_id) = request.filter.customer_id {
+            customers::ensure_exists(&self.db, customer_id).await?;
+        }
+        let permit = if request.follow {
+            let permit = self
+                .follow_permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Error::ResourceExhausted {
+                    reason: "TOO_MANY_FOLLOW_STREAMS",
+                    message: "too many open follow streams; retry later".to_owned(),
+                })?;
+            Some(permit)
+        } else {
+            None
+        };
+        Ok(stream(self.clone(), request, permit))
+    }
 }
 
 /// Starts streaming `request`; the permit (for follow streams) is held until the
 /// stream ends.
-pub fn stream(
-    state: AppState,
+fn stream(
+    state: Timeline,
     request: TimelineRequest,
     permit: Option<OwnedSemaphorePermit>,
-) -> ReceiverStream<Result<pb::TimelineEvent, Status>> {
+) -> EventStream {
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
     tokio::spawn(async move {
         let _permit = permit;
@@ -106,7 +119,7 @@ pub fn stream(
             Ok(()) => "ok".to_owned(),
             Err(e) => {
                 let text = e.to_string();
-                let _ = tx.send(Err(e.into())).await;
+                let _ = tx.send(Err(e)).await;
                 text
             }
         };
@@ -148,7 +161,7 @@ fn start_after(resume: Option<Key>, source: Source, descending: bool) -> Option<
     Some(After { time, id })
 }
 
-fn shutting_down(state: &AppState) -> bool {
+fn shutting_down(state: &Timeline) -> bool {
     *state.shutdown.borrow()
 }
 
@@ -159,37 +172,20 @@ fn shutdown_error() -> Error {
     }
 }
 
-fn to_pb(event: Event, fingerprint: u64) -> pb::TimelineEvent {
-    let key = event.key();
-    let entry = match event {
-        Event::Communication(r) => pb::timeline_event::Entry::Communication(communication_to_pb(r)),
-        Event::Transaction(r) => pb::timeline_event::Entry::Transaction(transaction_to_pb(r)),
-        Event::Ticket(r) => pb::timeline_event::Entry::ServiceTicket(ticket_to_pb(r)),
-    };
-    pb::TimelineEvent {
-        cursor: encode_cursor(fingerprint, &key),
-        occur_time: Some(to_timestamp(key.0)),
-        entry: Some(entry),
-    }
-}
-
 async fn send(
-    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    tx: &mpsc::Sender<Result<Event, Error>>,
     event: Event,
-    fingerprint: u64,
     sent: &mut u64,
 ) -> Result<(), Stop> {
-    tx.send(Ok(to_pb(event, fingerprint)))
-        .await
-        .map_err(|_| Stop::Gone)?;
+    tx.send(Ok(event)).await.map_err(|_| Stop::Gone)?;
     *sent += 1;
     Ok(())
 }
 
 async fn run(
-    state: &AppState,
+    state: &Timeline,
     req: &TimelineRequest,
-    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    tx: &mpsc::Sender<Result<Event, Error>>,
     sent: &mut u64,
 ) -> Result<(), Error> {
     // Subscribe before reading anything: what the hub finds from now on reaches this
@@ -256,7 +252,7 @@ async fn run(
         if req.follow && event.create_time() >= open_time - lookback() {
             recent.insert(identity(&event), event.create_time());
         }
-        if send(tx, event, req.fingerprint, sent).await.is_err() {
+        if send(tx, event, sent).await.is_err() {
             return Ok(());
         }
     }
@@ -291,9 +287,9 @@ fn lagged_error() -> Error {
 /// The live phase: one catch-up read of what was recorded since `open_time - LOOKBACK`,
 /// then the hub's events, filtered in memory, each sent once.
 async fn follow(
-    state: &AppState,
+    state: &Timeline,
     req: &TimelineRequest,
-    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    tx: &mpsc::Sender<Result<Event, Error>>,
     sent: &mut u64,
     open_time: NaiveDateTime,
     mut recent: HashMap<(Source, i64), NaiveDateTime>,
@@ -344,10 +340,7 @@ async fn follow(
             continue;
         }
         sent_live = true;
-        if send(tx, event.clone(), req.fingerprint, sent)
-            .await
-            .is_err()
-        {
+        if send(tx, event.clone(), sent).await.is_err() {
             return Ok(());
         }
     }
@@ -356,9 +349,9 @@ async fn follow(
 /// Reads what was recorded since `since` for this stream's filters and sends, in
 /// timeline order, what was not sent yet. `false` when the client is gone.
 async fn catch_up(
-    state: &AppState,
+    state: &Timeline,
     req: &TimelineRequest,
-    tx: &mpsc::Sender<Result<pb::TimelineEvent, Status>>,
+    tx: &mpsc::Sender<Result<Event, Error>>,
     sent: &mut u64,
     open_time: NaiveDateTime,
     since: NaiveDateTime,
@@ -390,7 +383,7 @@ async fn catch_up(
     fresh.sort_by_key(Event::key);
     for event in fresh {
         recent.insert(identity(&event), event.create_time());
-        if send(tx, event, req.fingerprint, sent).await.is_err() {
+        if send(tx, event, sent).await.is_err() {
             return Ok(false);
         }
     }

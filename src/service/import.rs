@@ -1,0 +1,294 @@
+//! The import use case: validated communications arrive one at a time, in stream
+//! order; they are batched (one multi-row INSERT, one transaction per batch) and
+//! written by a writer task of their own while the caller keeps reading its stream,
+//! with the queued batches' memory bounded. Duplicates are counted, and unknown
+//! customers and invalid items are reported as rejections in stream order.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::convert::now;
+use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
+use crate::db::Db;
+use crate::error::Error;
+
+/// Items per import batch (one multi-row INSERT, one transaction).
+const IMPORT_BATCH_ROWS: usize = 1000;
+/// Content bytes per import batch, so memory stays bounded with large messages.
+const IMPORT_BATCH_BYTES: usize = 4 << 20;
+/// Batches queued for an import's writer before its reader waits. The request stream
+/// must keep being read while a batch is written: grpc-core clients send one small
+/// DATA frame per message, and h2 ends the whole connection (GOAWAY
+/// ENHANCE_YOUR_CALM) when too many small frames sit unread.
+const IMPORT_QUEUE_BATCHES: usize = 256;
+/// Memory an import's queued batches may take, in KiB (counted as content bytes plus
+/// [`ITEM_OVERHEAD_BYTES`] per item); the reader waits for the writer past it.
+const IMPORT_QUEUE_KIB: u32 = 32 * 1024;
+/// What one queued item costs besides its content, for the queue's memory bound.
+const ITEM_OVERHEAD_BYTES: usize = 512;
+/// Rejections listed in an import report; the rest are only counted.
+pub const MAX_LISTED_REJECTIONS: usize = 1000;
+
+/// Why one item of an import was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 0-based position of the item in the stream.
+    pub index: i64,
+    /// The item's request id, if it had one.
+    pub request_id: String,
+    /// What was wrong, naming the field.
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Items stored.
+    pub accepted_count: i64,
+    /// Items not stored because their request id had been used already.
+    pub duplicate_count: i64,
+    /// Items rejected, in stream order; at most [`MAX_LISTED_REJECTIONS`].
+    pub rejected: Vec<Rejection>,
+    /// Every rejected item, listed or not.
+    pub rejected_count: i64,
+}
+
+/// One batch of an import on its way to the writer: the forms and, for each, its
+/// stream index and request id.
+struct ImportBatch {
+    forms: Vec<CommunicationInsertForm>,
+    meta: Vec<(i64, String)>,
+    bytes: usize,
+    /// The batch's share of the queue's memory, given back once it is written.
+    _memory: Option<OwnedSemaphorePermit>,
+}
+
+impl ImportBatch {
+    fn new() -> Self {
+        Self {
+            forms: Vec::with_capacity(IMPORT_BATCH_ROWS),
+            meta: Vec::with_capacity(IMPORT_BATCH_ROWS),
+            bytes: 0,
+            _memory: None,
+        }
+    }
+
+    fn push(&mut self, form: CommunicationInsertForm, index: i64, request_id: String) {
+        self.bytes += form.content.len() + ITEM_OVERHEAD_BYTES;
+        self.forms.push(form);
+        self.meta.push((index, request_id));
+    }
+
+    fn is_full(&self) -> bool {
+        self.forms.len() >= IMPORT_BATCH_ROWS || self.bytes >= IMPORT_BATCH_BYTES
+    }
+
+    /// Waits until the queue has room for this batch's memory, then holds it.
+    async fn reserve(mut self, memory: &Arc<Semaphore>) -> Self {
+        let kib = u32::try_from(self.bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(IMPORT_QUEUE_KIB);
+        self._memory = memory.clone().acquire_many_owned(kib).await.ok();
+        self
+    }
+}
+
+/// Outcome counts of an import.
+#[derive(Default)]
+struct ImportTally {
+    report: ImportReport,
+}
+
+impl ImportTally {
+    fn reject(&mut self, index: i64, request_id: String, reason: String) {
+        self.report.rejected_count += 1;
+        if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
+            self.report.rejected.push(Rejection {
+                index,
+                request_id,
+                reason,
+            });
+        }
+    }
+
+    /// Adds the writer's counts to the reader's.
+    fn merge(&mut self, other: ImportTally) {
+        let (mine, theirs) = (&mut self.report, other.report);
+        mine.accepted_count += theirs.accepted_count;
+        mine.duplicate_count += theirs.duplicate_count;
+        mine.rejected_count += theirs.rejected_count;
+        let room = MAX_LISTED_REJECTIONS.saturating_sub(mine.rejected.len());
+        mine.rejected.extend(theirs.rejected.into_iter().take(room));
+    }
+}
+
+/// The writer of an import: stores each batch in one transaction, in stream order,
+/// until the reader closes the queue. Runs on its own task, so the request stream is
+/// read while a batch is written. Returns at the first database error; the batches
+/// committed before it stay committed.
+async fn write_batches(
+    db: Db,
+    mut queue: mpsc::Receiver<ImportBatch>,
+) -> Result<ImportTally, Error> {
+    let mut tally = ImportTally::default();
+    while let Some(batch) = queue.recv().await {
+        let ImportBatch {
+            mut forms, meta, ..
+        } = batch;
+        // Stamp the record time at write time: follow streams find new rows by it.
+        let stamp = now();
+        for form in &mut forms {
+            form.create_time = stamp;
+        }
+        let outcomes = match communications::insert_batch(&db, forms.clone()).await {
+            Ok(o) => o,
+            // A concurrent writer used one of the keys between our check and insert:
+            // fall back to one row at a time, which resolves each key exactly.
+            Err(e) if e.is_unique_violation() => {
+                let mut out = Vec::with_capacity(forms.len());
+                for form in forms {
+                    out.push(match communications::insert_batch(&db, vec![form]).await {
+                        Ok(o) => o.first().copied().unwrap_or(BatchOutcome::Duplicate),
+                        Err(e) if e.is_unique_violation() => BatchOutcome::Duplicate,
+                        Err(e) => return Err(e),
+                    });
+                }
+                out
+            }
+            Err(e) => return Err(e),
+        };
+        for (outcome, (index, request_id)) in outcomes.into_iter().zip(meta) {
+            match outcome {
+                BatchOutcome::Stored => tally.report.accepted_count += 1,
+                BatchOutcome::Duplicate => tally.report.duplicate_count += 1,
+                BatchOutcome::UnknownCustomer => tally.reject(
+                    index,
+                    request_id,
+                    "communication.customer_id: customer not found".to_owned(),
+                ),
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// The reason text of a rejected item: its violations as `field: description`.
+fn reason(err: Error) -> String {
+    match err {
+        Error::InvalidArgument(vs) => vs
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+/// One running import: the caller [`push`](Import::push)es each item of its stream in
+/// order, then [`finish`](Import::finish)es. Dropping it unfinished (the client went
+/// away) stops batching; batches already queued are still written.
+pub struct Import {
+    queue: mpsc::Sender<ImportBatch>,
+    memory: Arc<Semaphore>,
+    writer: JoinHandle<Result<ImportTally, Error>>,
+    tally: ImportTally,
+    batch: ImportBatch,
+    index: i64,
+}
+
+impl std::fmt::Debug for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Import")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl Import {
+    /// Starts an import into `db`, spawning its writer.
+    pub fn start(db: Db) -> Import {
+        let (queue, batches) = mpsc::channel(IMPORT_QUEUE_BATCHES);
+        Import {
+            queue,
+            memory: Arc::new(Semaphore::new(IMPORT_QUEUE_KIB as usize)),
+            writer: tokio::spawn(write_batches(db, batches)),
+            tally: ImportTally::default(),
+            batch: ImportBatch::new(),
+            index: 0,
+        }
+    }
+
+    /// The 0-based stream index of the next item (the number of items taken so far).
+    pub fn index(&self) -> i64 {
+        self.index
+    }
+
+    /// Takes the next item of the stream: its request id and its validated form, or
+    /// the error that rejects it. `false` when the writer stopped on a database error
+    /// (reported by [`finish`](Import::finish)): read nothing more.
+    pub async fn push(
+        &mut self,
+        request_id: String,
+        item: Result<CommunicationInsertForm, Error>,
+    ) -> bool {
+        match item {
+            Ok(form) => {
+                self.batch.push(form, self.index, request_id);
+                if self.batch.is_full() {
+                    let full = std::mem::replace(&mut self.batch, ImportBatch::new());
+                    if self
+                        .queue
+                        .send(full.reserve(&self.memory).await)
+                        .await
+                        .is_err()
+                    {
+                        // The writer stopped on a database error; reported by `finish`.
+                        return false;
+                    }
+                }
+            }
+            Err(e) => self.tally.reject(self.index, request_id, reason(e)),
+        }
+        self.index += 1;
+        true
+    }
+
+    /// Writes what is left and waits for the writer. A database error is returned
+    /// first (the batches committed before it stay committed); then `malformed`, the
+    /// error that stopped the caller's reading, if any; else the report, rejections in
+    /// stream order.
+    pub async fn finish(self, malformed: Option<Error>) -> Result<ImportReport, Error> {
+        let Import {
+            queue,
+            memory,
+            writer,
+            mut tally,
+            batch,
+            index,
+        } = self;
+        if !batch.forms.is_empty() {
+            let _ = queue.send(batch.reserve(&memory).await).await;
+        }
+        drop(queue);
+        let written = writer
+            .await
+            .map_err(|e| Error::Internal(format!("import writer failed: {e}")))??;
+        if let Some(err) = malformed {
+            return Err(err);
+        }
+        tally.merge(written);
+        let mut report = tally.report;
+        // Unknown customers are found at write time, after later invalid items.
+        report.rejected.sort_by_key(|r| r.index);
+        tracing::info!(
+            items = index,
+            accepted = report.accepted_count,
+            duplicates = report.duplicate_count,
+            rejected = report.rejected_count,
+            "import finished"
+        );
+        Ok(report)
+    }
+}

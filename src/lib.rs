@@ -1,7 +1,8 @@
 //! crm-comms: the gRPC backend of a CRM's customer-communication module.
 //!
-//! Layout: `grpc` (handlers only), `db` (pool, dispatch, schema, queries per resource),
-//! `analytics` (pure report logic), `config`, `error` (one error, one status mapping).
+//! Layout: `grpc` (handlers only), `service` (use cases: grpc -> service -> {db,
+//! analytics}), `db` (pool, dispatch, schema, queries per resource), `analytics` (pure
+//! report logic), `config`, `error` (one error, one status mapping).
 
 pub mod analytics;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod paging;
 pub mod server;
+pub mod service;
 pub mod timeline;
 pub mod validate;
 

@@ -1,7 +1,9 @@
 //! Pure-logic analytics helpers (no I/O) used by the CRM analytics RPCs.
-//! Owns calendar bucketing, contact-gap statistics, content matching and top terms.
+//! Owns calendar bucketing, contact-gap statistics, content matching, top terms and the
+//! content scan that combines them page by page.
 
 pub mod buckets;
+pub mod content;
 pub mod gaps;
 pub mod matching;
 pub mod terms;

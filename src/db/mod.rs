@@ -5,9 +5,9 @@
 //! expands the same body against its own connection type, so both copies type-check.
 //! The few statements that differ per dialect go through the [`Dialect`] trait.
 
-pub mod analytics;
 pub mod communications;
 pub mod customers;
+pub mod reports;
 pub mod schema;
 pub mod sql;
 pub mod tickets;

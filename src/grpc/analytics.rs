@@ -1,6 +1,10 @@
 //! `crm.v1.AnalyticsService`: frequency, content and per-customer reports.
-//! Validates every field at once, derives the call's deadline, and converts the figures.
+//!
+//! Transport only: each handler reads the call's deadline, turns the request into a
+//! validated query of `service::reports` (every violation at once), runs the report and
+//! converts its figures into the response.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Months, NaiveDateTime, Utc};
@@ -10,30 +14,19 @@ use tonic::{Request, Response, Status};
 use super::communication::channels;
 use super::customer::{customer_to_pb, transaction_to_pb};
 use super::{positive_id, AppState};
-use crate::analytics::buckets::{parse_time_zone, span_days, BucketPlan, Granularity};
+use crate::analytics::buckets::{parse_time_zone, Granularity};
+use crate::analytics::content::MatchFigures;
 use crate::analytics::matching::Matcher;
-use crate::convert::{duration_from_micros, now, to_timestamp, MIN_TIME};
-use crate::db::analytics::{self as queries, ContentParams, FrequencyParams, Scope};
-use crate::db::customers;
+use crate::convert::{duration_from_micros, now, to_timestamp};
 use crate::deadline::Deadline;
 use crate::error::{Error, Violations};
 use crate::pb::{self, analytics_service_server::AnalyticsService};
+use crate::service::reports::{
+    self, max_range_months, ContentQuery, ContentReport, FrequencyQuery, FrequencyReport,
+    InsightsQuery, InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_SCOPE_CUSTOMERS,
+    MAX_TOP_N, MAX_TOP_TERMS,
+};
 use crate::validate;
-
-/// Most customers in one report's scope.
-pub const MAX_SCOPE_CUSTOMERS: usize = 1000;
-/// Most keywords in one content report.
-pub const MAX_KEYWORDS: usize = 50;
-/// Most patterns in one content report.
-pub const MAX_PATTERNS: usize = 20;
-/// Largest `top_n`.
-pub const MAX_TOP_N: i32 = 1000;
-/// Largest `top_terms`.
-pub const MAX_TOP_TERMS: i32 = 200;
-/// Largest `sample_limit`.
-pub const MAX_SAMPLES: i32 = 100;
-/// Top terms of customer insights when the request leaves it 0.
-const DEFAULT_INSIGHT_TERMS: usize = 10;
 
 /// Implementation of `crm.v1.AnalyticsService`.
 #[derive(Debug, Clone)]
@@ -48,8 +41,24 @@ impl AnalyticsApi {
     }
 }
 
-fn utc(t: NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
+/// The call's deadline. One that leaves no time is answered before any work (regex
+/// compiles included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
+fn report_deadline<T>(request: &Request<T>) -> Result<Deadline, Error> {
+    let deadline = Deadline::from_metadata(request.metadata(), tokio::time::Instant::now());
+    deadline.check("the report")?;
+    Ok(deadline)
+}
+
+/// `value` when nothing was recorded in `v`, INVALID_ARGUMENT with every violation
+/// otherwise.
+fn finish<T>(v: Violations, value: Option<T>) -> Result<T, Error> {
+    match value {
+        Some(value) if v.is_empty() => Ok(value),
+        _ => Err(v
+            .finish(())
+            .err()
+            .unwrap_or_else(|| Error::Internal("validation failed without a violation".into()))),
+    }
 }
 
 /// A required `[start, end)` range, at most `max_months` long when given.
@@ -143,7 +152,7 @@ fn granularity(v: &mut Violations, value: i32) -> Granularity {
     }
 }
 
-fn channel_counts(counts: &std::collections::BTreeMap<i32, i64>) -> Vec<pb::ChannelCount> {
+fn channel_counts(counts: &BTreeMap<i32, i64>) -> Vec<pb::ChannelCount> {
     counts
         .iter()
         .filter(|(_, &n)| n > 0)
@@ -165,103 +174,79 @@ fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     to_timestamp(t.naive_utc())
 }
 
-#[tonic::async_trait]
-impl AnalyticsService for AnalyticsApi {
-    async fn get_frequency_report(
-        &self,
-        request: Request<pb::GetFrequencyReportRequest>,
-    ) -> Result<Response<pb::GetFrequencyReportResponse>, Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), tokio::time::Instant::now());
-        // A deadline that leaves no time is answered before any work (regex compiles
-        // included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
-        deadline.check("the report")?;
-        let req = request.into_inner();
+impl TryFrom<pb::GetFrequencyReportRequest> for FrequencyQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::GetFrequencyReportRequest) -> Result<Self, Error> {
         let mut v = Violations::new();
         let ids = customer_ids(&mut v, &req.customer_ids);
         let granularity = granularity(&mut v, req.granularity);
-        let months = if granularity == Granularity::Hour {
-            12
-        } else {
-            120
-        };
         let range = required_range(
             &mut v,
             req.start_time.as_ref(),
             req.end_time.as_ref(),
-            Some(months),
+            Some(max_range_months(granularity)),
         );
         let tz = time_zone(&mut v, &req.time_zone);
         let channels = channels(&mut v, "channels", &req.channels);
         validate::known_enum::<pb::Direction>(&mut v, "direction", req.direction, false);
         let top_n = bounded(&mut v, "top_n", req.top_n, MAX_TOP_N);
-        let (Some((start, end)), Some(tz), true) = (range, tz, v.is_empty()) else {
-            return Err(v.finish(()).err().unwrap_or_else(|| {
-                Error::Internal("validation failed without a violation".into())
-            }))?;
-        };
-        let plan = BucketPlan::new(tz, granularity, utc(start), utc(end));
-        let params = FrequencyParams {
-            gap_stats: req.include_gap_stats || ids.len() == 1,
-            scope: Scope {
-                customer_ids: ids,
-                channels,
-                direction: (req.direction != 0).then_some(req.direction),
-                start,
-                end,
-            },
-            plan,
-            top_n: top_n as i64,
-        };
-        let f = queries::frequency(&self.state.db, &params, deadline).await?;
+        let ((start, end), time_zone) = finish(v, range.zip(tz))?;
+        Ok(FrequencyQuery {
+            customer_ids: ids,
+            channels,
+            direction: (req.direction != 0).then_some(req.direction),
+            start,
+            end,
+            time_zone,
+            granularity,
+            top_n,
+            include_gap_stats: req.include_gap_stats,
+        })
+    }
+}
 
-        let days = span_days(tz, utc(start), utc(end));
-        let per_day = |n: i64| n as f64 / days as f64;
-        let buckets = params
-            .plan
-            .buckets()
-            .iter()
-            .zip(&f.buckets)
-            .map(|(b, c)| pb::FrequencyBucket {
-                start_time: Some(ts(b.start)),
-                end_time: Some(ts(b.end)),
-                count: c.count,
-                channel_counts: channel_counts(&c.channels),
-            })
-            .collect();
-        Ok(Response::new(pb::GetFrequencyReportResponse {
-            total_count: f.total,
-            span_days: i32::try_from(days).unwrap_or(i32::MAX),
-            per_day_average: per_day(f.total),
-            channel_counts: channel_counts(&f.channels),
-            buckets,
-            first_contact_time: f.first.map(to_timestamp),
-            last_contact_time: f.last.map(to_timestamp),
-            mean_gap: f.mean_gap_us.map(duration_from_micros),
-            median_gap: f.median_gap_us.map(duration_from_micros),
-            customer_count: f.customer_count,
-            top_customers: f
+impl From<FrequencyReport> for pb::GetFrequencyReportResponse {
+    fn from(r: FrequencyReport) -> Self {
+        pb::GetFrequencyReportResponse {
+            total_count: r.total,
+            span_days: i32::try_from(r.span_days).unwrap_or(i32::MAX),
+            per_day_average: r.per_day_average,
+            channel_counts: channel_counts(&r.channels),
+            buckets: r
+                .buckets
+                .iter()
+                .map(|(b, c)| pb::FrequencyBucket {
+                    start_time: Some(ts(b.start)),
+                    end_time: Some(ts(b.end)),
+                    count: c.count,
+                    channel_counts: channel_counts(&c.channels),
+                })
+                .collect(),
+            first_contact_time: r.first.map(to_timestamp),
+            last_contact_time: r.last.map(to_timestamp),
+            mean_gap: r.mean_gap_us.map(duration_from_micros),
+            median_gap: r.median_gap_us.map(duration_from_micros),
+            customer_count: r.customer_count,
+            top_customers: r
                 .top
                 .into_iter()
                 .map(|t| pb::CustomerFrequency {
-                    customer_id: t.customer_id,
-                    count: t.count,
-                    per_day_average: per_day(t.count),
-                    last_contact_time: Some(to_timestamp(t.last_time)),
+                    customer_id: t.customer.customer_id,
+                    count: t.customer.count,
+                    per_day_average: t.per_day_average,
+                    last_contact_time: Some(to_timestamp(t.customer.last_time)),
                 })
                 .collect(),
-            time_zone: tz.name().to_owned(),
-        }))
+            time_zone: r.time_zone.name().to_owned(),
+        }
     }
+}
 
-    async fn get_content_report(
-        &self,
-        request: Request<pb::GetContentReportRequest>,
-    ) -> Result<Response<pb::GetContentReportResponse>, Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), tokio::time::Instant::now());
-        // A deadline that leaves no time is answered before any work (regex compiles
-        // included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
-        deadline.check("the report")?;
-        let req = request.into_inner();
+impl TryFrom<pb::GetContentReportRequest> for ContentQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::GetContentReportRequest) -> Result<Self, Error> {
         let mut v = Violations::new();
         let ids = customer_ids(&mut v, &req.customer_ids);
         let range = required_range(&mut v, req.start_time.as_ref(), req.end_time.as_ref(), None);
@@ -302,41 +287,40 @@ impl AnalyticsService for AnalyticsApi {
         };
         let top_terms = bounded(&mut v, "top_terms", req.top_terms, MAX_TOP_TERMS);
         let sample_limit = bounded(&mut v, "sample_limit", req.sample_limit, MAX_SAMPLES);
-        let (Some((start, end)), true) = (range, v.is_empty()) else {
-            return Err(v.finish(()).err().unwrap_or_else(|| {
-                Error::Internal("validation failed without a violation".into())
-            }))?;
-        };
-        let params = ContentParams {
-            scope: Scope {
-                customer_ids: ids,
-                channels,
-                direction: None,
-                start,
-                end,
-            },
+        let (start, end) = finish(v, range)?;
+        Ok(ContentQuery {
+            customer_ids: ids,
+            channels,
+            start,
+            end,
+            keywords: req.keywords,
+            patterns: req.patterns,
             matcher,
             top_terms,
             sample_limit,
-        };
-        let f = queries::content(&self.state.db, &params, deadline).await?;
-        let counts = |queries: &[String], figures: Vec<queries::MatchFigures>| {
-            queries
-                .iter()
-                .zip(figures)
-                .map(|(q, m)| pb::MatchCount {
-                    query: q.clone(),
-                    message_count: m.messages,
-                    customer_count: m.customers,
-                })
-                .collect()
-        };
-        Ok(Response::new(pb::GetContentReportResponse {
-            scanned_count: f.scanned,
-            keywords: counts(&req.keywords, f.keywords),
-            patterns: counts(&req.patterns, f.patterns),
-            top_terms: term_counts(f.top_terms),
-            samples: f
+        })
+    }
+}
+
+fn match_counts(figures: Vec<(String, MatchFigures)>) -> Vec<pb::MatchCount> {
+    figures
+        .into_iter()
+        .map(|(query, m)| pb::MatchCount {
+            query,
+            message_count: m.messages,
+            customer_count: m.customers,
+        })
+        .collect()
+}
+
+impl From<ContentReport> for pb::GetContentReportResponse {
+    fn from(r: ContentReport) -> Self {
+        pb::GetContentReportResponse {
+            scanned_count: r.scanned,
+            keywords: match_counts(r.keywords),
+            patterns: match_counts(r.patterns),
+            top_terms: term_counts(r.top_terms),
+            samples: r
                 .samples
                 .into_iter()
                 .map(|s| pb::ContentSample {
@@ -347,18 +331,14 @@ impl AnalyticsService for AnalyticsApi {
                     matched: s.matched,
                 })
                 .collect(),
-        }))
+        }
     }
+}
 
-    async fn get_customer_insights(
-        &self,
-        request: Request<pb::GetCustomerInsightsRequest>,
-    ) -> Result<Response<pb::GetCustomerInsightsResponse>, Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), tokio::time::Instant::now());
-        // A deadline that leaves no time is answered before any work (regex compiles
-        // included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
-        deadline.check("the report")?;
-        let req = request.into_inner();
+impl TryFrom<pb::GetCustomerInsightsRequest> for InsightsQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::GetCustomerInsightsRequest) -> Result<Self, Error> {
         let mut v = Violations::new();
         let customer_id = positive_id(&mut v, "customer_id", req.customer_id);
         let (start, end) = validate::time_range(
@@ -368,45 +348,32 @@ impl AnalyticsService for AnalyticsApi {
             "end_time",
             req.end_time.as_ref(),
         );
-        let top_terms = match bounded(&mut v, "top_terms", req.top_terms, MAX_TOP_TERMS) {
-            0 => DEFAULT_INSIGHT_TERMS,
-            n => n,
-        };
+        let top_terms = bounded(&mut v, "top_terms", req.top_terms, MAX_TOP_TERMS);
         let tz = time_zone(&mut v, &req.time_zone);
         let now = now();
-        let end = end.unwrap_or(now);
-        if let Some(s) = start {
-            if req.end_time.is_none() && s >= end {
+        if let (Some(s), None) = (start, req.end_time.as_ref()) {
+            if s >= now {
                 v.add("start_time", "must be before end_time (default: now)");
             }
         }
-        let (Some(tz), true) = (tz, v.is_empty()) else {
-            return Err(v.finish(()).err().unwrap_or_else(|| {
-                Error::Internal("validation failed without a violation".into())
-            }))?;
-        };
-        let customer = customers::get(&self.state.db, customer_id).await?;
-        let scope = Scope {
-            customer_ids: vec![customer_id],
-            channels: Vec::new(),
-            direction: None,
-            start: start.unwrap_or(MIN_TIME),
+        let time_zone = finish(v, tz)?;
+        Ok(InsightsQuery {
+            customer_id,
+            start,
             end,
-        };
-        let f = queries::insights(&self.state.db, customer_id, &scope, top_terms, deadline).await?;
+            now,
+            time_zone,
+            top_terms,
+        })
+    }
+}
 
-        // Without a start the range begins at the customer's first record: its creation,
-        // or an earlier (imported) communication.
-        let range_start = start.unwrap_or_else(|| {
-            f.first.map_or(customer.row.create_time, |t| {
-                t.min(customer.row.create_time)
-            })
-        });
-        let days = span_days(tz, utc(range_start), utc(end.max(range_start)));
-        Ok(Response::new(pb::GetCustomerInsightsResponse {
-            customer: Some(customer_to_pb(customer)),
-            total_count: f.total,
-            channels: f
+impl From<InsightsReport> for pb::GetCustomerInsightsResponse {
+    fn from(r: InsightsReport) -> Self {
+        pb::GetCustomerInsightsResponse {
+            customer: Some(customer_to_pb(r.customer)),
+            total_count: r.total,
+            channels: r
                 .channels
                 .iter()
                 .map(|c| pb::ChannelInsight {
@@ -415,15 +382,15 @@ impl AnalyticsService for AnalyticsApi {
                     total_duration: Some(duration_from_micros(c.duration_us)),
                 })
                 .collect(),
-            per_day_average: f.total as f64 / days as f64,
-            first_contact_time: f.first.map(to_timestamp),
-            last_contact_time: f.last.map(to_timestamp),
-            days_since_last_contact: f.last.map(|t| (now - t).num_days().max(0)),
-            mean_gap: f.mean_gap_us.map(duration_from_micros),
-            top_terms: term_counts(f.top_terms),
+            per_day_average: r.per_day_average,
+            first_contact_time: r.first.map(to_timestamp),
+            last_contact_time: r.last.map(to_timestamp),
+            days_since_last_contact: r.days_since_last_contact,
+            mean_gap: r.mean_gap_us.map(duration_from_micros),
+            top_terms: term_counts(r.top_terms),
             transactions: Some(pb::TransactionSummary {
-                count: f.transaction_count,
-                totals: f
+                count: r.transaction_count,
+                totals: r
                     .totals
                     .into_iter()
                     .map(|t| pb::Money {
@@ -432,13 +399,46 @@ impl AnalyticsService for AnalyticsApi {
                         nanos: t.nanos,
                     })
                     .collect(),
-                last_order: f.last_order.map(transaction_to_pb),
+                last_order: r.last_order.map(transaction_to_pb),
             }),
             service_tickets: Some(pb::TicketSummary {
-                total_count: f.ticket_count,
-                open_count: f.open_tickets,
-                mean_resolution_time: f.mean_resolution_us.map(duration_from_micros),
+                total_count: r.ticket_count,
+                open_count: r.open_tickets,
+                mean_resolution_time: r.mean_resolution_us.map(duration_from_micros),
             }),
-        }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for AnalyticsApi {
+    async fn get_frequency_report(
+        &self,
+        request: Request<pb::GetFrequencyReportRequest>,
+    ) -> Result<Response<pb::GetFrequencyReportResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let query = FrequencyQuery::try_from(request.into_inner())?;
+        let report = reports::frequency(&self.state.db, query, deadline).await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn get_content_report(
+        &self,
+        request: Request<pb::GetContentReportRequest>,
+    ) -> Result<Response<pb::GetContentReportResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let query = ContentQuery::try_from(request.into_inner())?;
+        let report = reports::content(&self.state.db, query, deadline).await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn get_customer_insights(
+        &self,
+        request: Request<pb::GetCustomerInsightsRequest>,
+    ) -> Result<Response<pb::GetCustomerInsightsResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let query = InsightsQuery::try_from(request.into_inner())?;
+        let report = reports::insights(&self.state.db, query, deadline).await?;
+        Ok(Response::new(report.into()))
     }
 }

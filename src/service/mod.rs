@@ -1,9 +1,12 @@
 //! Use cases, between the transport and storage: what the server does, in domain terms.
 //!
 //! Layer rule: `grpc -> service -> {db, analytics, model}`. A service takes validated
-//! domain requests and returns domain results and [`crate::error::Error`]s; it names no
-//! tonic or pb type (the gRPC layer converts both ways and maps errors to statuses) and
-//! writes no SQL (it calls `crate::db`). Nothing below it imports it.
+//! domain requests and returns domain results and [`crate::error::Error`]s: it applies
+//! defaults and limits, checks the call's deadline between steps, drives `db` (which
+//! returns rows and plain structs) and the pure logic of `analytics`. It names no tonic
+//! or pb type (the gRPC layer converts both ways and maps errors to statuses) and writes
+//! no SQL. Nothing below it imports it.
 
 pub mod import;
+pub mod reports;
 pub mod timeline;

@@ -406,11 +406,13 @@ backend_tests! {
         }
 
         // Below the 50 ms margin the internal deadline is the arrival: answered at once.
-        for value in ["1m", "5m", "20m", "40m", "40000u"] {
+        // (Not 1-5 ms: tonic's own server-side timer answers CANCELLED "Timeout expired" at
+        // the timeout, and on a loaded machine the handler may not even be polled by then.)
+        for value in ["30m", "40m", "45000u"] {
             let err = untimed.get_content_report(with_timeout(value, req.clone())).await.unwrap_err();
             assert_status(&err, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
         }
-        let r = with_timeout("10m", freq("2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", pb::Granularity::Hour, "UTC"));
+        let r = with_timeout("40m", freq("2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", pb::Granularity::Hour, "UTC"));
         assert_status(&untimed.get_frequency_report(r).await.unwrap_err(), Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
 
         // The server still answers normally afterwards, with a generous deadline too.

@@ -1,0 +1,607 @@
+//! The report use cases: frequency, content and customer insights.
+//!
+//! Each takes a validated query and the call's [`Deadline`], applies the report's
+//! defaults, reads what it needs through `db::reports` (checking the deadline before
+//! each statement or page), and computes the figures with `analytics`: buckets of the
+//! caller's calendar, per-day averages, gap statistics, the content scan (run on the
+//! blocking pool while the next page is read) and exact money totals.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
+use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
+use crate::analytics::gaps::{mean_gap_micros, GapStats};
+use crate::analytics::matching::Matcher;
+use crate::convert::{micros, MIN_TIME};
+use crate::db::customers::{self, Customer};
+use crate::db::reports::{self as queries, ContentPosition, ContentRow, Scope, TopCustomer};
+use crate::db::tickets::status;
+use crate::db::transactions::TransactionRow;
+use crate::db::Db;
+use crate::deadline::Deadline;
+use crate::error::{Error, Result};
+
+/// Most customers in one report's scope.
+pub const MAX_SCOPE_CUSTOMERS: usize = 1000;
+/// Most keywords in one content report.
+pub const MAX_KEYWORDS: usize = 50;
+/// Most patterns in one content report.
+pub const MAX_PATTERNS: usize = 20;
+/// Largest `top_n`.
+pub const MAX_TOP_N: i32 = 1000;
+/// Largest `top_terms`.
+pub const MAX_TOP_TERMS: i32 = 200;
+/// Largest `sample_limit`.
+pub const MAX_SAMPLES: i32 = 100;
+/// Top terms of customer insights when the query leaves it 0.
+pub const DEFAULT_INSIGHT_TERMS: usize = 10;
+/// Rows per keyset page of a content scan.
+pub const CONTENT_PAGE_ROWS: i64 = 2_000;
+/// Rows per keyset page of a gap scan (three small columns per row).
+pub const GAP_PAGE_ROWS: i64 = 20_000;
+
+/// Longest range of a frequency report, in months: one year of hours, ten years of
+/// anything coarser.
+pub fn max_range_months(granularity: Granularity) -> u32 {
+    if granularity == Granularity::Hour {
+        12
+    } else {
+        120
+    }
+}
+
+fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+// ---------------------------------------------------------------------------------
+// Frequency
+
+/// A validated frequency report request.
+#[derive(Debug, Clone)]
+pub struct FrequencyQuery {
+    /// Customers, sorted and distinct; empty for every customer.
+    pub customer_ids: Vec<i64>,
+    /// Channels; empty for all.
+    pub channels: Vec<i32>,
+    /// Direction; `None` for both.
+    pub direction: Option<i32>,
+    /// Inclusive start (UTC).
+    pub start: NaiveDateTime,
+    /// Exclusive end (UTC), at most [`max_range_months`] after `start`.
+    pub end: NaiveDateTime,
+    /// The caller's zone, whose calendar the buckets follow.
+    pub time_zone: Tz,
+    /// Bucket size.
+    pub granularity: Granularity,
+    /// How many top customers (0 = none).
+    pub top_n: usize,
+    /// Whether gap statistics were asked for (always computed for one customer).
+    pub include_gap_stats: bool,
+}
+
+/// Count of one bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketCount {
+    /// Communications in the bucket.
+    pub count: i64,
+    /// Per channel, channels with no contact left out.
+    pub channels: BTreeMap<i32, i64>,
+}
+
+/// A top customer with its per-day average.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerFrequency {
+    /// Count and last contact.
+    pub customer: TopCustomer,
+    /// Communications per day of the range.
+    pub per_day_average: f64,
+}
+
+/// A frequency report.
+#[derive(Debug, Clone)]
+pub struct FrequencyReport {
+    /// Every bucket of the range with its count.
+    pub buckets: Vec<(Bucket, BucketCount)>,
+    /// Sum of the buckets.
+    pub total: i64,
+    /// Calendar days of the range in the zone.
+    pub span_days: i64,
+    /// `total` per day.
+    pub per_day_average: f64,
+    /// Per channel over the whole range.
+    pub channels: BTreeMap<i32, i64>,
+    /// Distinct customers.
+    pub customer_count: i64,
+    /// Earliest communication.
+    pub first: Option<NaiveDateTime>,
+    /// Latest communication.
+    pub last: Option<NaiveDateTime>,
+    /// Mean gap in microseconds, when computed and defined.
+    pub mean_gap_us: Option<i64>,
+    /// Median gap in microseconds, when computed and defined.
+    pub median_gap_us: Option<i64>,
+    /// Most contacted customers.
+    pub top: Vec<CustomerFrequency>,
+    /// The zone of the buckets.
+    pub time_zone: Tz,
+}
+
+/// Computes a frequency report; checks `deadline` before each statement.
+pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result<FrequencyReport> {
+    let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
+    let gap_stats_wanted = q.include_gap_stats || q.customer_ids.len() == 1;
+    let scope = Scope {
+        customer_ids: q.customer_ids,
+        channels: q.channels,
+        direction: q.direction,
+        start: q.start,
+        end: q.end,
+    };
+    let mut buckets = vec![BucketCount::default(); plan.buckets().len()];
+    let mut channels = BTreeMap::new();
+    let mut total = 0;
+
+    deadline.check("the bucket query")?;
+    for row in queries::bucket_counts(db, &scope, &plan).await? {
+        let Some(i) = plan.bucket_for_key(row.key, row.shift_secs) else {
+            tracing::warn!(
+                key = row.key,
+                shift = row.shift_secs,
+                "bucket key outside the plan"
+            );
+            continue;
+        };
+        if let Some(bucket) = buckets.get_mut(i) {
+            bucket.count += row.count;
+            *bucket.channels.entry(row.channel).or_insert(0) += row.count;
+            *channels.entry(row.channel).or_insert(0) += row.count;
+            total += row.count;
+        }
+    }
+
+    deadline.check("the totals query")?;
+    let totals = queries::totals(db, &scope).await?;
+    if let Some(t) = totals {
+        if t.count != total {
+            // Rows written between the two statements; the buckets are authoritative.
+            tracing::debug!(buckets = total, totals = t.count, "concurrent writes");
+        }
+    }
+
+    let mut top = Vec::new();
+    if q.top_n > 0 {
+        deadline.check("the top-customers query")?;
+        top = queries::top_customers(db, &scope, q.top_n as i64).await?;
+    }
+
+    let (mut mean_gap_us, mut median_gap_us) = (None, None);
+    if gap_stats_wanted {
+        let gaps = gap_stats(db, &scope, deadline).await?;
+        mean_gap_us = gaps.mean_micros();
+        median_gap_us = gaps.median_micros();
+    }
+
+    let days = span_days(q.time_zone, utc(q.start), utc(q.end));
+    let per_day = |n: i64| n as f64 / days as f64;
+    Ok(FrequencyReport {
+        buckets: plan.buckets().iter().copied().zip(buckets).collect(),
+        total,
+        span_days: days,
+        per_day_average: per_day(total),
+        channels,
+        customer_count: totals.map_or(0, |t| t.customers),
+        first: totals.and_then(|t| t.first),
+        last: totals.and_then(|t| t.last),
+        mean_gap_us,
+        median_gap_us,
+        top: top
+            .into_iter()
+            .map(|customer| CustomerFrequency {
+                per_day_average: per_day(customer.count),
+                customer,
+            })
+            .collect(),
+        time_zone: q.time_zone,
+    })
+}
+
+/// Reads `(customer_id, occur_time)` of every row in scope, in keyset pages ordered by
+/// `(customer_id, occur_time, id)`, into gap statistics; checks `deadline` before each.
+pub async fn gap_stats(db: &Db, scope: &Scope, deadline: Deadline) -> Result<GapStats> {
+    let mut stats = GapStats::new();
+    let mut after: Option<(i64, NaiveDateTime, i64)> = None;
+    loop {
+        deadline.check("the next page of timestamps")?;
+        let rows = queries::gap_page(db, scope, after, GAP_PAGE_ROWS).await?;
+        for r in &rows {
+            stats.push(r.customer_id, micros(r.occur_time));
+        }
+        match rows.last() {
+            Some(r) if rows.len() as i64 == GAP_PAGE_ROWS => {
+                after = Some((r.customer_id, r.occur_time, r.id));
+            }
+            _ => return Ok(stats),
+        }
+    }
+}
+
+/// Mean gap between consecutive contacts of the same customer, from the sums the
+/// database computes.
+pub async fn mean_gap(db: &Db, scope: &Scope) -> Result<Option<i64>> {
+    let Some(s) = queries::span_sums(db, scope).await? else {
+        return Ok(None);
+    };
+    let total = i128::from(s.secs) * 1_000_000 + i128::from(s.micros);
+    Ok(mean_gap_micros(total, s.gaps))
+}
+
+// ---------------------------------------------------------------------------------
+// Content
+
+/// A validated content report request.
+#[derive(Debug, Clone)]
+pub struct ContentQuery {
+    /// Customers, sorted and distinct; empty for every customer.
+    pub customer_ids: Vec<i64>,
+    /// Channels; empty for all.
+    pub channels: Vec<i32>,
+    /// Inclusive start (UTC).
+    pub start: NaiveDateTime,
+    /// Exclusive end (UTC).
+    pub end: NaiveDateTime,
+    /// Keywords, as given.
+    pub keywords: Vec<String>,
+    /// Patterns, as given.
+    pub patterns: Vec<String>,
+    /// The keywords and patterns compiled; `None` when there are none.
+    pub matcher: Option<Arc<Matcher>>,
+    /// How many top terms (0 = do not tokenize).
+    pub top_terms: usize,
+    /// How many samples.
+    pub sample_limit: usize,
+}
+
+/// A content report.
+#[derive(Debug, Clone)]
+pub struct ContentReport {
+    /// Communications read.
+    pub scanned: i64,
+    /// Each keyword with its matches.
+    pub keywords: Vec<(String, MatchFigures)>,
+    /// Each pattern with its matches.
+    pub patterns: Vec<(String, MatchFigures)>,
+    /// Top terms, count descending, ties by term.
+    pub top_terms: Vec<(String, u64)>,
+    /// Oldest matching communications first.
+    pub samples: Vec<Sample>,
+}
+
+/// Computes a content report.
+pub async fn content(db: &Db, q: ContentQuery, deadline: Deadline) -> Result<ContentReport> {
+    let scope = Scope {
+        customer_ids: q.customer_ids,
+        channels: q.channels,
+        direction: None,
+        start: q.start,
+        end: q.end,
+    };
+    let scan = ContentScan::new(q.matcher, q.top_terms > 0, q.sample_limit);
+    let f = scan_content(db, &scope, scan, deadline)
+        .await?
+        .finish(q.top_terms);
+    let named = |queries: Vec<String>, figures: Vec<MatchFigures>| {
+        queries.into_iter().zip(figures).collect()
+    };
+    Ok(ContentReport {
+        scanned: f.scanned,
+        keywords: named(q.keywords, f.keywords),
+        patterns: named(q.patterns, f.patterns),
+        top_terms: f.top_terms,
+        samples: f.samples,
+    })
+}
+
+impl ScannedRow for ContentRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn customer_id(&self) -> i64 {
+        self.customer_id
+    }
+    fn occur_time(&self) -> NaiveDateTime {
+        self.occur_time
+    }
+    fn content(&self) -> &str {
+        &self.content
+    }
+}
+
+/// Feeds the content in scope to `scan` page by page: the scan of one page runs on the
+/// blocking pool while the next page is read. Checks `deadline` before each page.
+pub async fn scan_content(
+    db: &Db,
+    scope: &Scope,
+    mut scan: ContentScan,
+    deadline: Deadline,
+) -> Result<ContentScan> {
+    deadline.check("the size of the content scan")?;
+    let mut at = ContentPosition::start(db, scope).await?;
+    deadline.check("the first page of content")?;
+    let mut page = queries::next_content_page(db, scope, at, CONTENT_PAGE_ROWS).await?;
+    loop {
+        let next_after = at.after_page(&page, CONTENT_PAGE_ROWS);
+        let work = tokio::task::spawn_blocking(move || {
+            scan.feed(&page);
+            scan
+        });
+        let next = match next_after {
+            Some(next) => {
+                deadline.check("the next page of content")?;
+                at = next;
+                Some(queries::next_content_page(db, scope, next, CONTENT_PAGE_ROWS).await?)
+            }
+            None => None,
+        };
+        scan = work
+            .await
+            .map_err(|e| Error::Internal(format!("content scan task failed: {e}")))?;
+        match next {
+            Some(rows) => page = rows,
+            None => return Ok(scan),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Customer insights
+
+/// A validated customer insights request.
+#[derive(Debug, Clone)]
+pub struct InsightsQuery {
+    /// The customer.
+    pub customer_id: i64,
+    /// Inclusive start; `None` for the customer's first record.
+    pub start: Option<NaiveDateTime>,
+    /// Exclusive end; `None` for `now`.
+    pub end: Option<NaiveDateTime>,
+    /// The time of the request.
+    pub now: NaiveDateTime,
+    /// The caller's zone, whose calendar days the average counts.
+    pub time_zone: Tz,
+    /// How many top terms; 0 for [`DEFAULT_INSIGHT_TERMS`].
+    pub top_terms: usize,
+}
+
+/// Contacts of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelFigures {
+    /// The channel.
+    pub channel: i32,
+    /// Communications.
+    pub count: i64,
+    /// Summed call duration in microseconds.
+    pub duration_us: i64,
+}
+
+/// Totals of one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrencyTotal {
+    /// ISO 4217 code.
+    pub currency_code: String,
+    /// Whole units.
+    pub units: i64,
+    /// Billionths, same sign as `units`.
+    pub nanos: i32,
+}
+
+/// A customer's insights.
+#[derive(Debug, Clone)]
+pub struct InsightsReport {
+    /// The customer.
+    pub customer: Customer,
+    /// Per channel, in channel order.
+    pub channels: Vec<ChannelFigures>,
+    /// Communications in range.
+    pub total: i64,
+    /// `total` per calendar day of the range in the zone.
+    pub per_day_average: f64,
+    /// Earliest communication.
+    pub first: Option<NaiveDateTime>,
+    /// Latest communication.
+    pub last: Option<NaiveDateTime>,
+    /// Whole days from the latest communication to now.
+    pub days_since_last_contact: Option<i64>,
+    /// Mean gap in microseconds.
+    pub mean_gap_us: Option<i64>,
+    /// Top terms.
+    pub top_terms: Vec<(String, u64)>,
+    /// Transactions in range.
+    pub transaction_count: i64,
+    /// Per currency, by code.
+    pub totals: Vec<CurrencyTotal>,
+    /// Most recent transaction in range.
+    pub last_order: Option<TransactionRow>,
+    /// Tickets opened in range.
+    pub ticket_count: i64,
+    /// Of which still open.
+    pub open_tickets: i64,
+    /// Mean open-to-resolution time of resolved or closed tickets, microseconds.
+    pub mean_resolution_us: Option<i64>,
+}
+
+/// Whole units as `hi * 2^32 + lo`, exactly.
+fn units_from_halves(hi: i64, lo: i64) -> i128 {
+    i128::from(hi) * (1i128 << 32) + i128::from(lo)
+}
+
+/// `units + nanos / 1e9`, computed exactly and normalised so that nanos is within
+/// ±999,999,999 and carries the sign of units; `None` when the units do not fit the
+/// 64 bits of `Money.units`.
+pub fn normalize_money(units: i128, nanos: i128) -> Option<(i64, i32)> {
+    let total = units.checked_mul(1_000_000_000)?.checked_add(nanos)?;
+    let u = i64::try_from(total / 1_000_000_000).ok()?;
+    let n = i32::try_from(total % 1_000_000_000).ok()?;
+    Some((u, n))
+}
+
+/// Computes one customer's insights over `[start, end)`.
+pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<InsightsReport> {
+    let end = q.end.unwrap_or(q.now);
+    let top_terms = match q.top_terms {
+        0 => DEFAULT_INSIGHT_TERMS,
+        n => n,
+    };
+    let customer = customers::get(db, q.customer_id).await?;
+    let scope = Scope {
+        customer_ids: vec![q.customer_id],
+        channels: Vec::new(),
+        direction: None,
+        start: q.start.unwrap_or(MIN_TIME),
+        end,
+    };
+
+    deadline.check("the channel query")?;
+    let mut total = 0;
+    let mut channels = Vec::new();
+    for r in queries::channel_counts(db, &scope).await? {
+        total += r.n;
+        channels.push(ChannelFigures {
+            channel: r.channel,
+            count: r.n,
+            duration_us: r.duration_us,
+        });
+    }
+
+    deadline.check("the totals query")?;
+    let (first, last) = queries::totals(db, &scope)
+        .await?
+        .map_or((None, None), |t| (t.first, t.last));
+    deadline.check("the gap query")?;
+    let mean_gap_us = mean_gap(db, &scope).await?;
+
+    let mut terms = Vec::new();
+    if top_terms > 0 {
+        let scan = ContentScan::new(None, true, 0);
+        terms = scan_content(db, &scope, scan, deadline)
+            .await?
+            .finish(top_terms)
+            .top_terms;
+    }
+
+    deadline.check("the transaction query")?;
+    let mut transaction_count = 0;
+    let mut totals = Vec::new();
+    for r in queries::currency_sums(db, q.customer_id, scope.start, scope.end).await? {
+        transaction_count += r.n;
+        let units = units_from_halves(r.units_hi, r.units_lo);
+        let (units, nanos) =
+            normalize_money(units, i128::from(r.nanos)).ok_or_else(|| Error::OutOfRange {
+                reason: "AMOUNT_OUT_OF_RANGE",
+                message: format!(
+                    "the {} total of this customer's transactions in range does not fit \
+                     Money (64-bit units); narrow start_time/end_time",
+                    r.currency_code
+                ),
+            })?;
+        totals.push(CurrencyTotal {
+            currency_code: r.currency_code,
+            units,
+            nanos,
+        });
+    }
+
+    deadline.check("the ticket query")?;
+    let (last_order, tickets) =
+        queries::last_order_and_tickets(db, q.customer_id, scope.start, scope.end).await?;
+    let open_tickets = tickets
+        .iter()
+        .filter(|(s, _, _)| *s == status::OPEN)
+        .count() as i64;
+    let resolved: Vec<i64> = tickets
+        .iter()
+        .filter(|(s, _, _)| *s != status::OPEN)
+        .filter_map(|(_, open, resolve)| resolve.map(|r| (micros(r) - micros(*open)).max(0)))
+        .collect();
+    let mean_resolution_us = if resolved.is_empty() {
+        None
+    } else {
+        let sum: i128 = resolved.iter().map(|&us| i128::from(us)).sum();
+        i64::try_from(sum / resolved.len() as i128).ok()
+    };
+
+    // Without a start the range begins at the customer's first record: its creation,
+    // or an earlier (imported) communication.
+    let range_start = q.start.unwrap_or_else(|| {
+        first.map_or(customer.row.create_time, |t| {
+            t.min(customer.row.create_time)
+        })
+    });
+    let days = span_days(q.time_zone, utc(range_start), utc(end.max(range_start)));
+    Ok(InsightsReport {
+        customer,
+        channels,
+        total,
+        per_day_average: total as f64 / days as f64,
+        first,
+        last,
+        days_since_last_contact: last.map(|t| (q.now - t).num_days().max(0)),
+        mean_gap_us,
+        top_terms: terms,
+        transaction_count,
+        totals,
+        last_order,
+        ticket_count: tickets.len() as i64,
+        open_tickets,
+        mean_resolution_us,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_carries_nanos_into_units_exactly() {
+        assert_eq!(normalize_money(10, 1_500_000_000), Some((11, 500_000_000)));
+        assert_eq!(
+            normalize_money(-3, -2_250_000_000),
+            Some((-5, -250_000_000))
+        );
+        assert_eq!(normalize_money(5, -250_000_000), Some((4, 750_000_000)));
+        assert_eq!(normalize_money(0, 0), Some((0, 0)));
+        assert_eq!(normalize_money(i64::MAX.into(), 1_000_000_000), None);
+        // Past 64 bits on the way, representable at the end.
+        let two_max = 2 * i128::from(i64::MAX);
+        assert_eq!(
+            normalize_money(two_max - i128::from(i64::MAX), 0),
+            Some((i64::MAX, 0))
+        );
+        assert_eq!(normalize_money(two_max, 0), None);
+        assert_eq!(
+            normalize_money(i64::MIN.into(), -999_999_999),
+            Some((i64::MIN, -999_999_999))
+        );
+    }
+
+    #[test]
+    fn units_split_in_halves_rebuild_exactly() {
+        // What the SQL computes per row: truncating division and remainder by 2^32.
+        for units in [
+            0i64,
+            1,
+            -1,
+            4_294_967_296,
+            -4_294_967_297,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let (hi, lo) = (units / 4_294_967_296, units % 4_294_967_296);
+            assert_eq!(units_from_halves(hi, lo), i128::from(units), "{units}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! Database access: the pool of either backend, chosen at run time by the URL, the
 //! dispatch macro that runs one query body against either, and embedded migrations.
 //!
-//! Queries are written once with diesel's DSL inside [`with_conn!`]; each match arm
-//! expands the same body against its own connection type, so both copies type-check.
+//! Queries are written once with diesel's DSL inside [`with_conn!`](crate::with_conn!);
+//! each match arm expands the same body against its own connection type, so both copies
+//! type-check.
 //! The few statements that differ per dialect go through the [`Dialect`] trait.
 
 pub mod communications;
@@ -183,7 +184,7 @@ macro_rules! with_conn {
     };
 }
 
-/// Like [`with_conn!`] for statements that write: on SQLite it first takes the
+/// Like [`with_conn!`](crate::with_conn!) for statements that write: on SQLite it first takes the
 /// process-wide write lock.
 #[macro_export]
 macro_rules! with_write_conn {

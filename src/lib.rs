@@ -1,21 +1,19 @@
 //! crm-comms: the gRPC backend of a CRM's customer-communication module.
 //!
-//! Layout: `grpc` (transport: handlers, validation, proto conversions), `service` (use
-//! cases: import, timeline), `db` (pool, dispatch, schema, queries per resource),
-//! `analytics` (pure report logic), `config`, `error` (one error, one status mapping).
-//! Dependencies point one way: grpc -> service -> {db, analytics}.
+//! Layout: `grpc` (transport: handlers, validation, page tokens, proto conversions),
+//! `service` (use cases: import, timeline, reports), `db` (pool, dispatch, schema, queries
+//! per resource), `analytics` (pure report logic), `model` (time helpers, deadlines),
+//! `config`, `server`, `error` (one error, one status mapping). Dependencies point one
+//! way: grpc -> service -> {db, analytics, model}.
 
 pub mod analytics;
 pub mod config;
-pub mod convert;
 pub mod db;
-pub mod deadline;
 pub mod error;
 pub mod grpc;
-pub mod paging;
+pub mod model;
 pub mod server;
 pub mod service;
-pub mod validate;
 
 /// Code generated from `proto/crm/v1/*.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -17,16 +17,17 @@ use super::{positive_id, AppState};
 use crate::analytics::buckets::{parse_time_zone, Granularity};
 use crate::analytics::content::MatchFigures;
 use crate::analytics::matching::Matcher;
-use crate::convert::{duration_from_micros, now, to_timestamp};
-use crate::deadline::Deadline;
 use crate::error::{Error, Violations};
+use crate::grpc::convert::{duration_from_micros, to_timestamp};
+use crate::grpc::validate;
+use crate::model::deadline::{parse_grpc_timeout, Deadline};
+use crate::model::time::now;
 use crate::pb::{self, analytics_service_server::AnalyticsService};
 use crate::service::reports::{
     self, max_range_months, ContentQuery, ContentReport, FrequencyQuery, FrequencyReport,
     InsightsQuery, InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_SCOPE_CUSTOMERS,
     MAX_TOP_N, MAX_TOP_TERMS,
 };
-use crate::validate;
 
 /// Implementation of `crm.v1.AnalyticsService`.
 #[derive(Debug, Clone)]
@@ -44,7 +45,14 @@ impl AnalyticsApi {
 /// The call's deadline. One that leaves no time is answered before any work (regex
 /// compiles included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
 fn report_deadline<T>(request: &Request<T>) -> Result<Deadline, Error> {
-    let deadline = Deadline::from_metadata(request.metadata(), tokio::time::Instant::now());
+    let deadline = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(Deadline::none(), |t| {
+            Deadline::for_timeout(tokio::time::Instant::now(), t)
+        });
     deadline.check("the report")?;
     Ok(deadline)
 }

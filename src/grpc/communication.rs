@@ -8,15 +8,16 @@ use tonic::{Request, Response, Status, Streaming};
 use super::customer::{decode_position, occur_time, page_token};
 use super::timeline::{response_stream, timeline_request, TimelineStream};
 use super::{positive_id, read_page, AppState};
-use crate::convert::{duration_from_micros, duration_to_micros, now, to_timestamp};
 use crate::db::communications::{
     self, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
 };
 use crate::error::{Error, Violations};
-use crate::paging;
+use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
+use crate::grpc::paging;
+use crate::grpc::validate;
+use crate::model::time::now;
 use crate::pb::{self, communication::Details, communication_service_server::CommunicationService};
 use crate::service::import::{Import, ImportReport, Rejection};
-use crate::validate;
 
 /// Largest `content`, in bytes of UTF-8.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;

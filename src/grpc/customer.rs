@@ -4,7 +4,6 @@ use chrono::{NaiveDate, NaiveDateTime};
 use tonic::{Request, Response, Status};
 
 use super::{positive_id, read_page, AppState};
-use crate::convert::{now, to_timestamp};
 use crate::db::customers::{
     self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
 };
@@ -13,9 +12,11 @@ use crate::db::tickets::{
 };
 use crate::db::transactions::{self, TransactionFilter, TransactionInsertForm, TransactionRow};
 use crate::error::{Error, Violations};
-use crate::paging;
+use crate::grpc::convert::to_timestamp;
+use crate::grpc::paging;
+use crate::grpc::validate;
+use crate::model::time::now;
 use crate::pb::{self, customer_service_server::CustomerService};
-use crate::validate;
 
 /// Implementation of `crm.v1.CustomerService`.
 #[derive(Debug, Clone)]
@@ -409,14 +410,14 @@ pub(crate) fn next_token<T>(
     page.last()
         .map(|last| {
             let (t, id) = key(last);
-            paging::encode(kind, fingerprint, &(crate::convert::micros(t), id))
+            paging::encode(kind, fingerprint, &(crate::model::time::micros(t), id))
         })
         .unwrap_or_default()
 }
 
 /// The page token that continues after `last` (empty when nothing follows).
 pub(crate) fn page_token(kind: &str, fingerprint: u64, last: Option<super::Position>) -> String {
-    last.map(|(t, id)| paging::encode(kind, fingerprint, &(crate::convert::micros(t), id)))
+    last.map(|(t, id)| paging::encode(kind, fingerprint, &(crate::model::time::micros(t), id)))
         .unwrap_or_default()
 }
 

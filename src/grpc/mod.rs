@@ -6,8 +6,11 @@
 
 pub mod analytics;
 pub mod communication;
+pub mod convert;
 pub mod customer;
+pub mod paging;
 pub mod timeline;
+pub mod validate;
 
 use crate::db::Db;
 use crate::service::timeline::Timeline;

@@ -9,13 +9,14 @@ use tonic::Status;
 
 use super::communication::{channels, communication_to_pb};
 use super::customer::{ticket_to_pb, transaction_to_pb};
-use crate::convert::{micros, to_timestamp};
 use crate::db::timeline::{Event, Key, Source, TimelineFilter};
 use crate::error::{Error, Violations};
-use crate::paging;
+use crate::grpc::convert::to_timestamp;
+use crate::grpc::paging;
+use crate::grpc::validate;
+use crate::model::time::micros;
 use crate::pb;
 use crate::service::timeline::{EventStream, TimelineRequest};
-use crate::validate;
 
 /// The stream type of `StreamTimeline`.
 pub type TimelineStream = Pin<Box<dyn Stream<Item = Result<pb::TimelineEvent, Status>> + Send>>;

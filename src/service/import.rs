@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::convert::now;
 use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
 use crate::db::Db;
 use crate::error::Error;
+use crate::model::time::now;
 
 /// Items per import batch (one multi-row INSERT, one transaction).
 const IMPORT_BATCH_ROWS: usize = 1000;

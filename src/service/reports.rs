@@ -16,14 +16,14 @@ use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
-use crate::convert::{micros, MIN_TIME};
 use crate::db::customers::{self, Customer};
 use crate::db::reports::{self as queries, ContentPosition, ContentRow, Scope, TopCustomer};
 use crate::db::tickets::status;
 use crate::db::transactions::TransactionRow;
 use crate::db::Db;
-use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::model::deadline::Deadline;
+use crate::model::time::{micros, MIN_TIME};
 
 /// Most customers in one report's scope.
 pub const MAX_SCOPE_CUSTOMERS: usize = 1000;

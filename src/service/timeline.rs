@@ -19,10 +19,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::convert::now;
 use crate::db::timeline::{self, After, Event, Key, Source, TimelineFilter};
 use crate::db::{customers, Db};
 use crate::error::Error;
+use crate::model::time::now;
 pub use hub::FollowHub;
 use hub::Recorded;
 

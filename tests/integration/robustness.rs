@@ -3,7 +3,7 @@
 //! that must never be printed.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use crm_comms::{paging, pb};
+use crm_comms::{grpc::paging, pb};
 use serde::Serialize;
 use tonic::{Code, Status};
 

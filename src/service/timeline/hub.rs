@@ -10,10 +10,10 @@ use chrono::NaiveDateTime;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{lookback, POLL_INTERVAL};
-use crate::convert::now;
 use crate::db::timeline::{self, Event, Source, TimelineFilter};
 use crate::db::Db;
 use crate::error::Error;
+use crate::model::time::now;
 
 /// New events the hub keeps for subscribers that have not read them yet; a subscriber
 /// further behind than this has lagged and its stream ends with `FOLLOW_LAGGED`.

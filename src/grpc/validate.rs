@@ -227,7 +227,7 @@ pub fn time(
     value: Option<&prost_types::Timestamp>,
 ) -> Option<NaiveDateTime> {
     let ts = value?;
-    match crate::convert::from_timestamp(ts) {
+    match crate::grpc::convert::from_timestamp(ts) {
         Ok(t) => Some(t),
         Err(why) => {
             v.add(field, why);

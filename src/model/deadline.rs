@@ -1,5 +1,5 @@
-//! Call deadlines: parsing the `grpc-timeout` header and the internal deadline that
-//! long reports check between queries, so they end with DEADLINE_EXCEEDED in time.
+//! Call deadlines: parsing the `grpc-timeout` header value and the internal deadline
+//! that long reports check between queries, so they end with DEADLINE_EXCEEDED in time.
 
 use std::time::Duration;
 
@@ -50,16 +50,6 @@ impl Deadline {
     pub fn for_timeout(arrival: Instant, timeout: Duration) -> Self {
         let margin = (timeout / 5).max(MIN_MARGIN);
         Deadline(Some(arrival + timeout.saturating_sub(margin)))
-    }
-
-    /// The deadline of a request, from its `grpc-timeout` header (none when absent or
-    /// malformed), counted from `arrival`.
-    pub fn from_metadata(metadata: &tonic::metadata::MetadataMap, arrival: Instant) -> Self {
-        metadata
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map_or(Deadline::none(), |t| Deadline::for_timeout(arrival, t))
     }
 
     /// DEADLINE_EXCEEDED when the deadline has passed; `what` says what was about to start.

@@ -14,8 +14,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use chrono::NaiveDateTime;
 
-use crate::convert::{from_micros, micros, MAX_TIME, MIN_TIME};
 use crate::error::{Error, Violations};
+use crate::model::time::{from_micros, micros, MAX_TIME, MIN_TIME};
 
 /// Page size used when the request says 0.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;

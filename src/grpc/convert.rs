@@ -1,37 +1,9 @@
-//! Conversions between protobuf well-known types and the database's UTC times.
-//!
-//! The database keeps microseconds (`DATETIME(6)`), so every incoming time is
-//! truncated to whole microseconds before it is stored or compared.
+//! Conversions between protobuf well-known types (`Timestamp`, `Duration`) and the
+//! service's UTC times (see [`crate::model::time`]).
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime};
 
-/// Earliest accepted time (stored dates must fit MySQL's DATETIME range comfortably).
-pub const MIN_TIME: NaiveDateTime = match NaiveDate::from_ymd_opt(1900, 1, 1) {
-    Some(d) => match d.and_hms_opt(0, 0, 0) {
-        Some(t) => t,
-        None => NaiveDateTime::MIN,
-    },
-    None => NaiveDateTime::MIN,
-};
-
-/// Latest accepted time.
-pub const MAX_TIME: NaiveDateTime = match NaiveDate::from_ymd_opt(9999, 12, 31) {
-    Some(d) => match d.and_hms_opt(0, 0, 0) {
-        Some(t) => t,
-        None => NaiveDateTime::MAX,
-    },
-    None => NaiveDateTime::MAX,
-};
-
-/// The current UTC time, truncated to microseconds.
-pub fn now() -> NaiveDateTime {
-    truncate_micros(Utc::now().naive_utc())
-}
-
-/// Drops sub-microsecond precision.
-pub fn truncate_micros(t: NaiveDateTime) -> NaiveDateTime {
-    DateTime::from_timestamp_micros(t.and_utc().timestamp_micros()).map_or(t, |d| d.naive_utc())
-}
+use crate::model::time::{MAX_TIME, MIN_TIME};
 
 /// A stored UTC time as a protobuf timestamp.
 pub fn to_timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
@@ -55,16 +27,6 @@ pub fn from_timestamp(ts: &prost_types::Timestamp) -> Result<NaiveDateTime, Stri
         return Err("must be between 1900-01-01 and 9999-12-31".to_owned());
     }
     Ok(t)
-}
-
-/// Microseconds since the Unix epoch of a stored time.
-pub fn micros(t: NaiveDateTime) -> i64 {
-    t.and_utc().timestamp_micros()
-}
-
-/// A stored time from microseconds since the Unix epoch.
-pub fn from_micros(us: i64) -> Option<NaiveDateTime> {
-    DateTime::from_timestamp_micros(us).map(|d| d.naive_utc())
 }
 
 /// A protobuf duration from microseconds.

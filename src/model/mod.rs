@@ -1,0 +1,5 @@
+//! Domain values shared by every layer, with no I/O and no transport types: the call
+//! deadline and the service's UTC time helpers.
+
+pub mod deadline;
+pub mod time;

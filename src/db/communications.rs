@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::schema::{communications, customers};
 use super::{create_for_customer, ensure_customer, Db, Dialect as _};
 use crate::error::{Error, Result};
-use crate::{with_conn, with_write_conn};
+use crate::with_conn;
 
 /// A stored communication.
 #[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
@@ -250,7 +250,7 @@ pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
 
 /// Deletes one communication by id; NOT_FOUND if absent.
 pub async fn delete(db: &Db, id: i64) -> Result<()> {
-    with_write_conn!(db, |conn| {
+    with_conn!(db, write, |conn| {
         let n = diesel::delete(communications::table.find(id))
             .execute(conn)
             .await?;

@@ -8,7 +8,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
 use super::{Db, Dialect as _};
 use crate::error::{Error, Result};
-use crate::{with_conn, with_write_conn};
+use crate::with_conn;
 
 /// A stored customer.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -206,7 +206,7 @@ macro_rules! replace_tags {
 
 /// Creates a customer; with a `request_id` already used, returns the first result.
 pub async fn create(db: &Db, form: &CustomerInsertForm, now: NaiveDateTime) -> Result<Customer> {
-    let result = with_write_conn!(db, |conn| {
+    let result = with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
             if let Some(rid) = &form.request_id {
                 if let Some(id) = id_by_request_id!(conn, rid)? {
@@ -277,7 +277,7 @@ pub async fn update(
     changes: &CustomerUpdateForm,
     now: NaiveDateTime,
 ) -> Result<Customer> {
-    with_write_conn!(db, |conn| {
+    with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
                 let current = load_customer!(conn, id, false).await?;
                 let version = current.row.version;
@@ -334,7 +334,7 @@ pub async fn delete(
     expected_version: Option<i64>,
     now: NaiveDateTime,
 ) -> Result<()> {
-    with_write_conn!(db, |conn| {
+    with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
             let current = load_customer!(conn, id, purge).await?;
             if let Some(expected) = expected_version {

@@ -159,12 +159,22 @@ impl std::fmt::Debug for Db {
 /// backend. The body is expanded once per backend, so it must compile for both.
 /// Evaluates to the body's value; pool errors return early with `Error`.
 ///
+/// `with_conn!(db, write, |conn| ..)` is for statements that write: on SQLite it first
+/// takes the process-wide write lock (SQLite allows one writer; queueing in-process
+/// beats spinning on SQLITE_BUSY). MySQL needs no lock.
+///
 /// A MySQL connection goes back to the pool only when the body ran to its end: if the
 /// caller's future is dropped mid-query (a cancelled call) or the body returns early
 /// with `?`, the connection is discarded, since its protocol state is unknown.
 #[macro_export]
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@dispatch $db, false, |$conn| $body)
+    };
+    ($db:expr, write, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@dispatch $db, true, |$conn| $body)
+    };
+    (@dispatch $db:expr, $write:expr, |$conn:ident| $body:expr) => {
         match $db {
             $crate::db::Db::Mysql(pool) => {
                 let mut checkout = $crate::db::MysqlCheckout::new(
@@ -175,24 +185,12 @@ macro_rules! with_conn {
                 checkout.finish();
                 out
             }
-            $crate::db::Db::Sqlite { pool, .. } => {
-                let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
-                let $conn = &mut *pooled;
-                $body
-            }
-        }
-    };
-}
-
-/// Like [`with_conn!`](crate::with_conn!) for statements that write: on SQLite it first takes the
-/// process-wide write lock.
-#[macro_export]
-macro_rules! with_write_conn {
-    ($db:expr, |$conn:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Mysql(_) => $crate::with_conn!($db, |$conn| $body),
             $crate::db::Db::Sqlite { pool, write_lock } => {
-                let _write = write_lock.lock().await;
+                let _write = if $write {
+                    Some(write_lock.lock().await)
+                } else {
+                    None
+                };
                 let mut pooled = pool.get().await.map_err($crate::error::Error::from)?;
                 let $conn = &mut *pooled;
                 $body
@@ -290,7 +288,7 @@ macro_rules! create_for_customer {
                 first
             }};
         }
-        let result = $crate::with_write_conn!($db, |conn| {
+        let result = $crate::with_conn!($db, write, |conn| {
             conn.transaction(async |conn| {
                 $crate::db::ensure_customer!(conn, form.customer_id).await?;
                 if let Some(rid) = &form.request_id {

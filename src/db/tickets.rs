@@ -8,7 +8,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::schema::service_tickets;
 use super::{create_for_customer, ensure_customer, Db, Dialect as _};
 use crate::error::{Error, Result};
-use crate::{with_conn, with_write_conn};
+use crate::with_conn;
 
 /// `TicketStatus` values as stored.
 pub mod status {
@@ -126,7 +126,7 @@ pub async fn update(
     changes: &TicketUpdateForm,
     now: NaiveDateTime,
 ) -> Result<TicketRow> {
-    with_write_conn!(db, |conn| {
+    with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
             let current = load_ticket!(conn, id).await?;
             if let Some(expected) = expected_version {

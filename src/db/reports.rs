@@ -698,3 +698,80 @@ pub async fn last_order_and_tickets(
         Ok::<_, Error>((last_order, tickets))
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The reports' SQL text per backend, pinned: a refactor of the builders must send
+    //! byte-identical statements (or change these on purpose).
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::analytics::buckets::Granularity;
+
+    fn scope() -> Scope {
+        Scope {
+            customer_ids: vec![7, 9],
+            channels: vec![1, 3],
+            direction: Some(1),
+            start: Utc
+                .with_ymd_and_hms(2024, 3, 9, 0, 0, 0)
+                .unwrap()
+                .naive_utc(),
+            end: Utc
+                .with_ymd_and_hms(2024, 3, 12, 0, 0, 0)
+                .unwrap()
+                .naive_utc(),
+        }
+    }
+
+    /// Three days of New York around the March 2024 DST change: two offset segments.
+    fn plan() -> BucketPlan {
+        BucketPlan::new(
+            chrono_tz::America::New_York,
+            Granularity::Day,
+            Utc.with_ymd_and_hms(2024, 3, 9, 5, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2024, 3, 12, 4, 0, 0).unwrap(),
+        )
+    }
+
+    #[test]
+    fn bucket_sql_is_pinned_per_backend() {
+        let mysql = bucket_sql(Backend::Mysql, &scope(), &plan());
+        assert_eq!(mysql.text, PINNED_BUCKET_MYSQL);
+        let sqlite = bucket_sql(Backend::Sqlite, &scope(), &plan());
+        assert_eq!(sqlite.text, PINNED_BUCKET_SQLITE);
+        // Every value is bound, the same ones on both backends.
+        assert_eq!(format!("{:?}", mysql.binds), format!("{:?}", sqlite.binds));
+        assert_eq!(mysql.binds.len(), mysql.text.matches('?').count());
+    }
+
+    #[test]
+    fn totals_and_top_sql_are_pinned() {
+        assert_eq!(totals_sql(&scope()).text, PINNED_TOTALS);
+        let top = top_sql(&scope(), 5);
+        assert_eq!(top.text, PINNED_TOP);
+        assert_eq!(top.binds.len(), top.text.matches('?').count());
+    }
+
+    const PINNED_BUCKET_MYSQL: &str =
+        "SELECT CAST(CASE WHEN occur_time < ? THEN ? ELSE ? END AS SIGNED) AS s, \
+     CAST((TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', occur_time) + CASE WHEN \
+     occur_time < ? THEN ? ELSE ? END) DIV ? AS SIGNED) AS k, channel, COUNT(*) AS n FROM \
+     communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) \
+     AND channel IN (?, ?) AND direction = ? GROUP BY s, k, channel";
+    const PINNED_BUCKET_SQLITE: &str =
+        "SELECT CASE WHEN occur_time < ? THEN ? ELSE ? END AS s, (CAST(strftime('%s', \
+     occur_time) AS INTEGER) + CASE WHEN occur_time < ? THEN ? ELSE ? END) / ? AS k, \
+     channel, COUNT(*) AS n FROM communications WHERE occur_time >= ? AND occur_time < ? \
+     AND customer_id IN (?, ?) AND channel IN (?, ?) AND direction = ? GROUP BY s, k, \
+     channel";
+    const PINNED_TOTALS: &str =
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT customer_id) AS customers, MIN(occur_time) AS \
+     first_time, MAX(occur_time) AS last_time FROM communications WHERE occur_time >= ? \
+     AND occur_time < ? AND customer_id IN (?, ?) AND channel IN (?, ?) AND direction = ?";
+    const PINNED_TOP: &str =
+        "SELECT customer_id, COUNT(*) AS n, MAX(occur_time) AS last_time FROM communications \
+     WHERE occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) AND channel IN \
+     (?, ?) AND direction = ? GROUP BY customer_id ORDER BY n DESC, customer_id LIMIT ?";
+}

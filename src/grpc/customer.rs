@@ -407,12 +407,7 @@ pub(crate) fn next_token<T>(
         return String::new();
     }
     page.truncate(limit as usize);
-    page.last()
-        .map(|last| {
-            let (t, id) = key(last);
-            paging::encode(kind, fingerprint, &(crate::model::time::micros(t), id))
-        })
-        .unwrap_or_default()
+    page_token(kind, fingerprint, page.last().map(key))
 }
 
 /// The page token that continues after `last` (empty when nothing follows).

@@ -60,7 +60,8 @@ pub struct ImportReport {
 struct ImportBatch {
     forms: Vec<CommunicationInsertForm>,
     meta: Vec<(i64, String)>,
-    bytes: usize,
+    /// Content bytes of the forms (the batch is full at [`IMPORT_BATCH_BYTES`]).
+    content_bytes: usize,
     /// The batch's share of the queue's memory, given back once it is written.
     _memory: Option<OwnedSemaphorePermit>,
 }
@@ -70,24 +71,25 @@ impl ImportBatch {
         Self {
             forms: Vec::with_capacity(IMPORT_BATCH_ROWS),
             meta: Vec::with_capacity(IMPORT_BATCH_ROWS),
-            bytes: 0,
+            content_bytes: 0,
             _memory: None,
         }
     }
 
     fn push(&mut self, form: CommunicationInsertForm, index: i64, request_id: String) {
-        self.bytes += form.content.len() + ITEM_OVERHEAD_BYTES;
+        self.content_bytes += form.content.len();
         self.forms.push(form);
         self.meta.push((index, request_id));
     }
 
     fn is_full(&self) -> bool {
-        self.forms.len() >= IMPORT_BATCH_ROWS || self.bytes >= IMPORT_BATCH_BYTES
+        self.forms.len() >= IMPORT_BATCH_ROWS || self.content_bytes >= IMPORT_BATCH_BYTES
     }
 
     /// Waits until the queue has room for this batch's memory, then holds it.
     async fn reserve(mut self, memory: &Arc<Semaphore>) -> Self {
-        let kib = u32::try_from(self.bytes.div_ceil(1024))
+        let memory_bytes = self.content_bytes + self.forms.len() * ITEM_OVERHEAD_BYTES;
+        let kib = u32::try_from(memory_bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .min(IMPORT_QUEUE_KIB);
         self._memory = memory.clone().acquire_many_owned(kib).await.ok();

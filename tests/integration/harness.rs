@@ -604,6 +604,11 @@ async fn run_self(test: &str, env: &[(&str, &str)]) -> (bool, String) {
         .await
         .expect("join")
         .expect("run the test binary");
+    outcome(&out)
+}
+
+/// Whether a finished process succeeded, and its stdout followed by its stderr.
+pub fn outcome(out: &std::process::Output) -> (bool, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

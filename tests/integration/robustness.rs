@@ -323,12 +323,7 @@ fn run_binary(args: &[&str], url: &str) -> (bool, String) {
         .env("CRM_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crate::harness::outcome(&out)
 }
 
 crate::standalone_tests! {

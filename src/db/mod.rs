@@ -163,9 +163,10 @@ impl std::fmt::Debug for Db {
 /// takes the process-wide write lock (SQLite allows one writer; queueing in-process
 /// beats spinning on SQLITE_BUSY). MySQL needs no lock.
 ///
-/// A MySQL connection goes back to the pool only when the body ran to its end: if the
-/// caller's future is dropped mid-query (a cancelled call) or the body returns early
-/// with `?`, the connection is discarded, since its protocol state is unknown.
+/// A MySQL connection goes back to the pool only when the body ran to its end without a
+/// database error: if the caller's future is dropped mid-query (a cancelled call) or a
+/// statement failed, the connection is discarded, since its protocol state is unknown.
+/// The body must evaluate to `crate::error::Result<_>`.
 #[macro_export]
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
@@ -181,8 +182,11 @@ macro_rules! with_conn {
                     pool.get().await.map_err($crate::error::Error::from)?,
                 );
                 let $conn = checkout.conn();
-                let out = $body;
-                checkout.finish();
+                // The body runs in its own block, so an early `?` return still reaches
+                // `finish`, which keeps the connection unless the work was cut off or
+                // failed in the database (a failed statement may leave rows unread).
+                let out = async { $body }.await;
+                checkout.finish(&out);
                 out
             }
             $crate::db::Db::Sqlite { pool, write_lock } => {
@@ -227,9 +231,14 @@ impl<'a> MysqlCheckout<'a> {
         &mut self.conn
     }
 
-    /// The work ran to its end: the connection may be reused.
-    pub fn finish(&mut self) {
-        self.finished = true;
+    /// The work ran to its end with `outcome`: the connection may be reused unless a
+    /// statement failed in the database (its result may be partly unread). Domain
+    /// outcomes such as NOT_FOUND keep the connection.
+    pub fn finish<T>(&mut self, outcome: &crate::error::Result<T>) {
+        self.finished = !matches!(
+            outcome,
+            Err(crate::error::Error::Database(_) | crate::error::Error::Internal(_))
+        );
     }
 }
 

@@ -56,8 +56,8 @@ macro_rules! load_sql {
                 };
             }
             let rows: Vec<$row> = q.load(conn).await?;
-            rows
-        })
+            Ok::<_, $crate::error::Error>(rows)
+        })?
     }};
 }
 

@@ -7,9 +7,11 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::query::{self, Sql, Table};
 use super::schema::{communications, customers};
-use super::{create_for_customer, ensure_customer, Db, Dialect as _};
+use super::{create_for_customer, Conn as _, Db};
 use crate::error::{Error, Result};
+pub use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
 /// A stored communication.
@@ -80,31 +82,23 @@ pub struct CommunicationInsertForm {
     pub request_id: Option<String>,
 }
 
-macro_rules! live_customers {
-    ($conn:expr, $ids:expr) => {
-        customers::table
-            .filter(customers::id.eq_any($ids))
-            .filter(customers::delete_time.is_null())
-            .select(customers::id)
-    };
-}
-
-macro_rules! used_keys {
-    ($conn:expr, $customers:expr, $keys:expr) => {
-        communications::table
-            .filter(communications::customer_id.eq_any($customers))
-            .filter(communications::request_id.eq_any($keys))
-            .select((communications::customer_id, communications::request_id))
-    };
-}
+/// The communications table for the statement builders.
+pub const COMMUNICATIONS: Table = Table {
+    name: "communications",
+    resource: "communication",
+    columns: COMMUNICATION_COLUMNS,
+    time: "occur_time",
+    has_channel: true,
+    order: &["occur_time", "id"],
+};
 
 /// Records one communication; the customer must exist; a reused `request_id`
 /// returns the first result and writes nothing.
 pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<CommunicationRow> {
-    create_for_customer!(db, communications, CommunicationRow, form)
+    create_for_customer!(db, communications, COMMUNICATIONS, CommunicationRow, form)
 }
 
-/// The columns of [`CommunicationRow`], for hand-built SQL.
+/// The columns of [`CommunicationRow`], in its field order.
 pub const COMMUNICATION_COLUMNS: &str =
     "id, customer_id, channel, direction, occur_time, content, \
      outcome, phone_number, call_duration_us, email_address, email_subject, chat_platform, \
@@ -138,69 +132,29 @@ pub async fn insert_batch(
         ids
     };
     let keys: Vec<String> = forms.iter().filter_map(|f| f.request_id.clone()).collect();
-    match db {
-        Db::Mysql(pool) => {
-            let mut pooled = pool.get().await?;
-            let conn = &mut *pooled;
-            conn.transaction(async |conn| {
-                let live: Vec<i64> = live_customers!(conn, &customer_ids).load(conn).await?;
-                let used: Vec<(i64, Option<String>)> =
-                    used_keys!(conn, &customer_ids, &keys).load(conn).await?;
-                let (outcomes, rows) = plan_batch(forms, &live, used);
-                if !rows.is_empty() {
-                    diesel::insert_into(communications::table)
-                        .values(&rows)
-                        .execute(conn)
-                        .await?;
-                }
-                Ok(outcomes)
-            })
-            .await
-        }
-        Db::Sqlite { pool, write_lock } => {
-            let _write = write_lock.lock().await;
-            let mut pooled = pool.get().await?;
-            // Multi-row INSERT does not compile through the async wrapper on SQLite;
-            // run the whole batch with sync diesel on the blocking pool.
-            pooled
-                .spawn_blocking(move |conn| {
-                    sync_sqlite::insert_batch(conn, forms, &customer_ids, &keys)
-                })
-                .await
-                .map_err(Error::from)
-        }
-    }
-}
-
-/// The SQLite batch path, with diesel's synchronous query API.
-mod sync_sqlite {
-    use diesel::prelude::*;
-
-    use super::{plan_batch, BatchOutcome, CommunicationInsertForm};
-    use crate::db::schema::{communications, customers};
-
-    /// Checks customers and keys and inserts the batch in one IMMEDIATE transaction.
-    pub(super) fn insert_batch(
-        conn: &mut SqliteConnection,
-        forms: Vec<CommunicationInsertForm>,
-        customer_ids: &[i64],
-        keys: &[String],
-    ) -> QueryResult<Vec<BatchOutcome>> {
-        conn.immediate_transaction(|conn| {
-            let live: Vec<i64> = live_customers!(conn, customer_ids).load(conn)?;
-            let used: Vec<(i64, Option<String>)> =
-                used_keys!(conn, customer_ids, keys).load(conn)?;
+    with_conn!(db, write, |conn| {
+        conn.transaction(async |conn| {
+            let live: Vec<i64> = customers::table
+                .filter(customers::id.eq_any(&customer_ids))
+                .filter(customers::delete_time.is_null())
+                .select(customers::id)
+                .load(conn)
+                .await?;
+            let used: Vec<(i64, Option<String>)> = communications::table
+                .filter(communications::customer_id.eq_any(&customer_ids))
+                .filter(communications::request_id.eq_any(&keys))
+                .select((communications::customer_id, communications::request_id))
+                .load(conn)
+                .await?;
             let (outcomes, rows) = plan_batch(forms, &live, used);
             if !rows.is_empty() {
-                diesel::insert_into(communications::table)
-                    .values(&rows)
-                    .execute(conn)?;
+                conn.insert_communications(rows).await?;
             }
-            Ok(outcomes)
+            Ok::<_, Error>(outcomes)
         })
-    }
+        .await
+    })
 }
-
 /// Decides per item: store, duplicate (key used before or earlier in the batch), or
 /// unknown customer. Pure, so both backends share it.
 fn plan_batch(
@@ -234,18 +188,7 @@ fn plan_batch(
 
 /// One communication by id.
 pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
-    with_conn!(db, |conn| {
-        let row: Option<CommunicationRow> = communications::table
-            .find(id)
-            .select(CommunicationRow::as_select())
-            .first(conn)
-            .await
-            .optional()?;
-        row.ok_or(Error::NotFound {
-            resource: "communication",
-            id,
-        })
-    })
+    with_conn!(db, |conn| query::by_id(conn, &COMMUNICATIONS, id).await)
 }
 
 /// Deletes one communication by id; NOT_FOUND if absent.
@@ -265,61 +208,29 @@ pub async fn delete(db: &Db, id: i64) -> Result<()> {
     })
 }
 
-/// Filters of a communication listing.
-#[derive(Debug, Clone, Default)]
-pub struct CommunicationFilter {
-    /// Owner; `None` for every customer.
-    pub customer_id: Option<i64>,
-    /// Channels; empty for all.
-    pub channels: Vec<i32>,
-    /// Direction; `None` for both.
-    pub direction: Option<i32>,
-    /// Inclusive lower bound of `occur_time`.
-    pub start: Option<NaiveDateTime>,
-    /// Exclusive upper bound of `occur_time`.
-    pub end: Option<NaiveDateTime>,
+/// The statement of one listing page: newest first, strictly after `after`.
+fn list_sql(filter: &CommunicationFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
+    let mut sql = COMMUNICATIONS.select();
+    sql.filter(&COMMUNICATIONS, filter);
+    let keyset = COMMUNICATIONS.keyset(true);
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, limit);
+    sql
 }
 
 /// One page, newest first, strictly after the `(occur_time, id)` position `after`.
+/// With one customer in the filter, NOT_FOUND unless that customer exists.
 pub async fn list(
     db: &Db,
     filter: &CommunicationFilter,
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<CommunicationRow>> {
+    let sql = list_sql(filter, after, limit);
     with_conn!(db, |conn| {
-        if let Some(customer_id) = filter.customer_id {
-            ensure_customer!(conn, customer_id).await?;
+        if let Some(customer_id) = filter.single_customer() {
+            query::ensure_customer(conn, customer_id).await?;
         }
-        let mut query = communications::table
-            .select(CommunicationRow::as_select())
-            .order((communications::occur_time.desc(), communications::id.desc()))
-            .limit(limit)
-            .into_boxed();
-        if let Some(customer_id) = filter.customer_id {
-            query = query.filter(communications::customer_id.eq(customer_id));
-        }
-        if !filter.channels.is_empty() {
-            query = query.filter(communications::channel.eq_any(filter.channels.clone()));
-        }
-        if let Some(d) = filter.direction {
-            query = query.filter(communications::direction.eq(d));
-        }
-        if let Some(start) = filter.start {
-            query = query.filter(communications::occur_time.ge(start));
-        }
-        if let Some(end) = filter.end {
-            query = query.filter(communications::occur_time.lt(end));
-        }
-        if let Some((t, id)) = after {
-            query = query.filter(communications::occur_time.le(t)).filter(
-                communications::occur_time
-                    .lt(t)
-                    .or(communications::occur_time
-                        .eq(t)
-                        .and(communications::id.lt(id))),
-            );
-        }
-        Ok(query.load(conn).await?)
+        Ok(conn.load_sql(&sql).await?)
     })
 }

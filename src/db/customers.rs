@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
-use super::{Db, Dialect as _};
+use super::{query, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::with_conn;
 
@@ -254,19 +254,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Customer> {
 
 /// Fails with NOT_FOUND unless the customer exists and is not deleted.
 pub async fn ensure_exists(db: &Db, id: i64) -> Result<()> {
-    with_conn!(db, |conn| {
-        let found: Option<i64> = customers::table
-            .filter(customers::id.eq(id))
-            .filter(customers::delete_time.is_null())
-            .select(customers::id)
-            .first(conn)
-            .await
-            .optional()?;
-        found.map(|_| ()).ok_or(Error::NotFound {
-            resource: "customer",
-            id,
-        })
-    })
+    with_conn!(db, |conn| query::ensure_customer(conn, id).await)
 }
 
 /// Applies `changes` when `expected_version` (if any) is current; ABORTED otherwise.

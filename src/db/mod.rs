@@ -1,24 +1,33 @@
-//! Database access: the pool of either backend, chosen at run time by the URL, the
-//! dispatch macro that runs one query body against either, and embedded migrations.
+//! Database access: the pool of either backend, chosen at run time by the URL, the one
+//! dispatch macro that runs a query body against either, and embedded migrations.
 //!
-//! Queries are written once with diesel's DSL inside [`with_conn!`](crate::with_conn!);
-//! each match arm expands the same body against its own connection type, so both copies
-//! type-check.
-//! The few statements that differ per dialect go through the [`Dialect`] trait.
+//! Layout: [`dialect`] owns every difference between the backends (SQL fragments, index
+//! hints, driver operations behind the [`Conn`] trait); [`query`] is the statement
+//! builder with the one filter -> WHERE writer and the one keyset helper; one module per
+//! resource (`customers`, `communications`, `transactions`, `tickets`), `timeline` for
+//! the timeline's reads and `reports` for the aggregate statements. Storage returns rows
+//! and plain structs; it imports neither `service` nor `grpc`, and runs no analytics.
+//!
+//! Queries are written once, with diesel's DSL or a [`query::Sql`], inside
+//! [`with_conn!`](crate::with_conn!); each match arm expands the same body against its
+//! own connection type, so both copies type-check.
 
 pub mod communications;
 pub mod customers;
+pub mod dialect;
+pub mod query;
 pub mod reports;
 pub mod schema;
-pub mod sql;
 pub mod tickets;
 pub mod timeline;
 pub mod transactions;
 
-use std::{future::Future, sync::Arc, time::Duration};
+pub use dialect::{Backend, Conn};
+
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
-use diesel::{sql_types::BigInt, QueryResult, QueryableByName, SqliteConnection};
+use diesel::{QueryResult, SqliteConnection};
 use diesel_async::{
     pooled_connection::{bb8::Pool, AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
     sync_connection_wrapper::SyncConnectionWrapper,
@@ -254,54 +263,24 @@ impl Drop for MysqlCheckout<'_> {
     }
 }
 
-/// `Result<()>`: NOT_FOUND unless the customer exists and is not deleted. Expands
-/// inside a `with_conn!` arm; the caller imports diesel's prelude and `RunQueryDsl`.
-macro_rules! ensure_customer {
-    ($conn:expr, $id:expr) => {
-        async {
-            use $crate::db::schema::customers;
-            let found: Option<i64> = customers::table
-                .filter(customers::id.eq($id))
-                .filter(customers::delete_time.is_null())
-                .select(customers::id)
-                .first($conn)
-                .await
-                .optional()?;
-            found.map(|_| ()).ok_or($crate::error::Error::NotFound {
-                resource: "customer",
-                id: $id,
-            })
-        }
-    };
-}
-pub(crate) use ensure_customer;
-
-/// Creates a row of the per-customer `$table` from `$form` (an `Insertable` with
-/// `customer_id` and `request_id`) and evaluates to `Result<$row>`. The customer must
-/// exist; a `request_id` already used for that customer returns the first row and
-/// writes nothing, also when a concurrent duplicate wins the unique-key race.
+/// Creates a row of the per-customer `$table` (a [`query::Table`] const `$desc`, rows
+/// `$row`) from `$form` (an `Insertable` with `customer_id` and `request_id`) and
+/// evaluates to `Result<$row>`. The customer must exist; a `request_id` already used for
+/// that customer returns the first row and writes nothing, also when a concurrent
+/// duplicate wins the unique-key race. A macro because the INSERT is diesel's DSL, which
+/// type-checks per connection inside `with_conn!`.
 macro_rules! create_for_customer {
-    ($db:expr, $table:ident, $row:ty, $form:expr) => {{
-        use $crate::db::schema::$table;
+    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr) => {{
+        use $crate::db::{query, schema::$table, Conn as _};
         let form = $form;
-        // The row this customer created with the key `$rid`, if any.
-        macro_rules! first_by_key {
-            ($conn:expr, $rid:expr) => {{
-                let first: Option<$row> = $table::table
-                    .filter($table::customer_id.eq(form.customer_id))
-                    .filter($table::request_id.eq($rid))
-                    .select(<$row>::as_select())
-                    .first($conn)
-                    .await
-                    .optional()?;
-                first
-            }};
-        }
+        let desc: &query::Table = &$desc;
         let result = $crate::with_conn!($db, write, |conn| {
             conn.transaction(async |conn| {
-                $crate::db::ensure_customer!(conn, form.customer_id).await?;
+                query::ensure_customer(conn, form.customer_id).await?;
                 if let Some(rid) = &form.request_id {
-                    if let Some(row) = first_by_key!(conn, rid) {
+                    let first: Option<$row> =
+                        query::by_request_id(conn, desc, form.customer_id, rid).await?;
+                    if let Some(row) = first {
                         return Ok(row);
                     }
                 }
@@ -310,63 +289,23 @@ macro_rules! create_for_customer {
                     .execute(conn)
                     .await?;
                 let id = conn.last_insert_id().await?;
-                let row: $row = $table::table
-                    .find(id)
-                    .select(<$row>::as_select())
-                    .first(conn)
-                    .await?;
-                Ok::<_, $crate::error::Error>(row)
+                query::by_id::<_, $row>(conn, desc, id).await
             })
             .await
         });
         match (result, &form.request_id) {
             (Err(e), Some(rid)) if e.is_unique_violation() => {
-                $crate::with_conn!($db, |conn| { first_by_key!(conn, rid).ok_or(e) })
+                $crate::with_conn!($db, |conn| {
+                    let first: Option<$row> =
+                        query::by_request_id(conn, desc, form.customer_id, rid).await?;
+                    first.ok_or(e)
+                })
             }
             (result, _) => result,
         }
     }};
 }
 pub(crate) use create_for_customer;
-
-/// The statements whose SQL differs between MySQL and SQLite.
-pub trait Dialect: AsyncConnection + Send {
-    /// Id generated by the last INSERT on this connection.
-    fn last_insert_id(&mut self) -> impl Future<Output = QueryResult<i64>> + Send;
-}
-
-/// The two supported backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// MySQL, MariaDB or TiDB.
-    Mysql,
-    /// SQLite.
-    Sqlite,
-}
-
-#[derive(QueryableByName)]
-struct LastId {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-}
-
-impl Dialect for AsyncMysqlConnection {
-    async fn last_insert_id(&mut self) -> QueryResult<i64> {
-        let row: LastId = diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id")
-            .get_result(self)
-            .await?;
-        Ok(row.id)
-    }
-}
-
-impl Dialect for SqliteConn {
-    async fn last_insert_id(&mut self) -> QueryResult<i64> {
-        let row: LastId = diesel::sql_query("SELECT last_insert_rowid() AS id")
-            .get_result(self)
-            .await?;
-        Ok(row.id)
-    }
-}
 
 impl Db {
     /// Connects to `url`, checks that the database answers, and applies pending

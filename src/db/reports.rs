@@ -12,106 +12,21 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
+use super::communications::COMMUNICATIONS;
+use super::dialect::{Backend, Index};
+use super::query::{self, Bind, Keyset, Sql};
 use super::schema::{service_tickets, transactions};
-use super::sql::{load_sql, Bind, Sql};
 use super::transactions::TransactionRow;
-use super::{Backend, Db};
+use super::Db;
 use crate::analytics::buckets::BucketPlan;
 use crate::error::{Error, Result};
+use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
 /// Added to `epoch seconds + shift` before the integer division of the bucket key, so the
 /// dividend is positive (integer division then floors on every backend) for any time
 /// after 1700. A multiple of both key units (3600 and 86400).
 const KEY_OFFSET_SECS: i64 = 100_000 * 86_400;
-
-/// Which communications a report covers.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    /// Customers; empty for every customer.
-    pub customer_ids: Vec<i64>,
-    /// Channels; empty for all.
-    pub channels: Vec<i32>,
-    /// Direction; `None` for both.
-    pub direction: Option<i32>,
-    /// Inclusive lower bound of `occur_time` (UTC).
-    pub start: NaiveDateTime,
-    /// Exclusive upper bound of `occur_time` (UTC).
-    pub end: NaiveDateTime,
-}
-
-/// Scope filters for a [`Sql`] statement.
-trait ScopeSql {
-    /// `occur_time` range, customers, channels and direction, joined by AND.
-    fn scope(&mut self, scope: &Scope) -> &mut Self;
-}
-
-impl ScopeSql for Sql {
-    fn scope(&mut self, scope: &Scope) -> &mut Self {
-        self.push("occur_time >= ")
-            .bind(Bind::Time(scope.start))
-            .push(" AND occur_time < ")
-            .bind(Bind::Time(scope.end));
-        if !scope.customer_ids.is_empty() {
-            self.push(" AND customer_id IN (");
-            for (i, id) in scope.customer_ids.iter().enumerate() {
-                if i > 0 {
-                    self.push(", ");
-                }
-                self.bind(Bind::I64(*id));
-            }
-            self.push(")");
-        }
-        if !scope.channels.is_empty() {
-            self.push(" AND channel IN (");
-            for (i, c) in scope.channels.iter().enumerate() {
-                if i > 0 {
-                    self.push(", ");
-                }
-                self.bind(Bind::I32(*c));
-            }
-            self.push(")");
-        }
-        if let Some(d) = scope.direction {
-            self.push(" AND direction = ").bind(Bind::I32(d));
-        }
-        self
-    }
-}
-
-/// Whole seconds since the epoch of the UTC `DATETIME` column `col`.
-fn epoch_secs(backend: Backend, col: &str) -> String {
-    match backend {
-        // Not UNIX_TIMESTAMP: that depends on the session time zone.
-        Backend::Mysql => format!("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {col})"),
-        Backend::Sqlite => format!("CAST(strftime('%s', {col}) AS INTEGER)"),
-    }
-}
-
-/// Exact microseconds since the epoch of a stored time expression (SQLite text
-/// `YYYY-MM-DD HH:MM:SS[.f{1,9}]`; `strftime('%f')` only has milliseconds).
-fn sqlite_epoch_micros(expr: &str) -> String {
-    format!(
-        "(CAST(strftime('%s', {expr}) AS INTEGER) * 1000000 + CASE WHEN length({expr}) > 20 \
-         THEN CAST(substr({expr} || '000000', 21, 6) AS INTEGER) ELSE 0 END)"
-    )
-}
-
-/// `expr` as a 64-bit integer column (MySQL's SUM and CASE give DECIMAL).
-fn int(backend: Backend, expr: &str) -> String {
-    match backend {
-        Backend::Mysql => format!("CAST({expr} AS SIGNED)"),
-        Backend::Sqlite => expr.to_owned(),
-    }
-}
-
-/// Integer division of non-negative operands.
-fn div(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Mysql => " DIV ",
-        Backend::Sqlite => " / ",
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Frequency
@@ -212,72 +127,76 @@ fn shift_case(sql: &mut Sql, plan: &BucketPlan, add: i64) {
 }
 
 /// The one bucket query: `(shift, key, channel) -> count` over the scope.
-fn bucket_sql(backend: Backend, scope: &Scope, plan: &BucketPlan) -> Sql {
+fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) -> Sql {
     let mut sql = Sql::default();
     sql.push("SELECT ");
     let mut shift = Sql::default();
     shift_case(&mut shift, plan, 0);
-    sql.push(&int(backend, &shift.text));
+    sql.push(&backend.int(&shift.text));
     sql.binds.extend(shift.binds);
     sql.push(" AS s, ");
     let mut key = Sql::default();
     key.push("(")
-        .push(&epoch_secs(backend, "occur_time"))
+        .push(&backend.epoch_secs("occur_time"))
         .push(" + ");
     shift_case(&mut key, plan, KEY_OFFSET_SECS);
     key.push(")")
-        .push(div(backend))
+        .push(backend.div())
         .bind(Bind::I64(plan.unit_secs()));
-    sql.push(&int(backend, &key.text));
+    sql.push(&backend.int(&key.text));
     sql.binds.extend(key.binds);
-    sql.push(" AS k, channel, COUNT(*) AS n FROM communications WHERE ")
-        .scope(scope)
+    sql.push(" AS k, channel, COUNT(*) AS n FROM communications")
+        .filter(&COMMUNICATIONS, scope)
         .push(" GROUP BY s, k, channel");
     sql
 }
 
-fn totals_sql(scope: &Scope) -> Sql {
+fn totals_sql(scope: &CommunicationFilter) -> Sql {
     let mut sql = Sql::default();
     sql.push(
         "SELECT COUNT(*) AS n, COUNT(DISTINCT customer_id) AS customers, \
          MIN(occur_time) AS first_time, MAX(occur_time) AS last_time \
-         FROM communications WHERE ",
+         FROM communications",
     )
-    .scope(scope);
+    .filter(&COMMUNICATIONS, scope);
     sql
 }
 
-fn top_sql(scope: &Scope, n: i64) -> Sql {
+fn top_sql(scope: &CommunicationFilter, n: i64) -> Sql {
     let mut sql = Sql::default();
     sql.push(
         "SELECT customer_id, COUNT(*) AS n, MAX(occur_time) AS last_time \
-         FROM communications WHERE ",
+         FROM communications",
     )
-    .scope(scope)
+    .filter(&COMMUNICATIONS, scope)
     .push(" GROUP BY customer_id ORDER BY n DESC, customer_id LIMIT ")
     .bind(Bind::I64(n));
     sql
 }
 
 /// Communications in scope per `(shift, key, channel)` of `plan`, in one statement.
-pub async fn bucket_counts(db: &Db, scope: &Scope, plan: &BucketPlan) -> Result<Vec<KeyCount>> {
+pub async fn bucket_counts(
+    db: &Db,
+    scope: &CommunicationFilter,
+    plan: &BucketPlan,
+) -> Result<Vec<KeyCount>> {
     let unit_offset = KEY_OFFSET_SECS / plan.unit_secs();
-    Ok(
-        load_sql!(db, &bucket_sql(db.backend(), scope, plan), KeyRow)
-            .into_iter()
-            .map(|row| KeyCount {
-                shift_secs: row.s,
-                key: row.k - unit_offset,
-                channel: row.channel,
-                count: row.n,
-            })
-            .collect(),
-    )
+    let rows: Vec<KeyRow> = query::load(db, &bucket_sql(db.backend(), scope, plan)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| KeyCount {
+            shift_secs: row.s,
+            key: row.k - unit_offset,
+            channel: row.channel,
+            count: row.n,
+        })
+        .collect())
 }
 
 /// Count, distinct customers, first and last time of the communications in scope.
-pub async fn totals(db: &Db, scope: &Scope) -> Result<Option<Totals>> {
-    Ok(load_sql!(db, &totals_sql(scope), TotalsRow)
+pub async fn totals(db: &Db, scope: &CommunicationFilter) -> Result<Option<Totals>> {
+    Ok(query::load::<TotalsRow>(db, &totals_sql(scope))
+        .await?
         .into_iter()
         .next()
         .map(|t| Totals {
@@ -289,8 +208,13 @@ pub async fn totals(db: &Db, scope: &Scope) -> Result<Option<Totals>> {
 }
 
 /// The `n` customers with the most communications in scope, most first, ties by id.
-pub async fn top_customers(db: &Db, scope: &Scope, n: i64) -> Result<Vec<TopCustomer>> {
-    Ok(load_sql!(db, &top_sql(scope, n), TopRow)
+pub async fn top_customers(
+    db: &Db,
+    scope: &CommunicationFilter,
+    n: i64,
+) -> Result<Vec<TopCustomer>> {
+    let rows: Vec<TopRow> = query::load(db, &top_sql(scope, n)).await?;
+    Ok(rows
         .into_iter()
         .map(|r| TopCustomer {
             customer_id: r.customer_id,
@@ -314,38 +238,36 @@ pub struct GapRow {
     pub id: i64,
 }
 
+/// The statement of [`gap_page`]. MariaDB otherwise may pick the time index plus a
+/// filesort per page.
+fn gap_sql(
+    backend: Backend,
+    scope: &CommunicationFilter,
+    after: Option<(i64, NaiveDateTime, i64)>,
+    limit: i64,
+) -> Sql {
+    let mut sql = Sql::from("SELECT customer_id, occur_time, id FROM communications");
+    sql.push(backend.index_hint(Index::CustomerTime))
+        .filter(&COMMUNICATIONS, scope);
+    let keyset = Keyset {
+        columns: &["customer_id", "occur_time", "id"],
+        descending: false,
+    };
+    let after = after.map(|(c, t, id)| [Bind::I64(c), Bind::Time(t), Bind::I64(id)]);
+    keyset.after(&mut sql, after.as_ref().map(|a| &a[..]));
+    keyset.order_limit(&mut sql, limit);
+    sql
+}
+
 /// One page of `(customer_id, occur_time, id)` in scope, ordered by all three, strictly
 /// after `after`.
 pub async fn gap_page(
     db: &Db,
-    scope: &Scope,
+    scope: &CommunicationFilter,
     after: Option<(i64, NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<GapRow>> {
-    let backend = db.backend();
-    let mut sql = Sql::default();
-    sql.push("SELECT customer_id, occur_time, id FROM communications");
-    if backend == Backend::Mysql {
-        // MariaDB otherwise may pick the time index plus a filesort per page.
-        sql.push(" FORCE INDEX (ix_communications_customer_time)");
-    }
-    sql.push(" WHERE ").scope(scope);
-    if let Some((c, t, id)) = after {
-        sql.push(" AND customer_id >= ")
-            .bind(Bind::I64(c))
-            .push(" AND (customer_id > ")
-            .bind(Bind::I64(c))
-            .push(" OR occur_time > ")
-            .bind(Bind::Time(t))
-            .push(" OR (occur_time = ")
-            .bind(Bind::Time(t))
-            .push(" AND id > ")
-            .bind(Bind::I64(id))
-            .push("))");
-    }
-    sql.push(" ORDER BY customer_id, occur_time, id LIMIT ")
-        .bind(Bind::I64(limit));
-    Ok(load_sql!(db, &sql, GapRow))
+    query::load(db, &gap_sql(db.backend(), scope, after, limit)).await
 }
 
 /// Sums behind the mean gap between consecutive contacts of the same customer: the
@@ -371,41 +293,34 @@ struct SpanRow {
     gaps: Option<i64>,
 }
 
+/// The statement of [`span_sums`]. Seconds and microseconds are summed apart so that no
+/// sum overflows 64 bits.
+fn span_sql(backend: Backend, scope: &CommunicationFilter) -> Sql {
+    let span = backend.micros_between("MIN(occur_time)", "MAX(occur_time)");
+    let (div, modulo) = (backend.div(), backend.modulo());
+    let mut sql = Sql::from(
+        format!(
+            "SELECT {} AS secs, {} AS micros, {} AS gaps FROM (SELECT {span} AS span, \
+             COUNT(*) AS n FROM communications",
+            backend.int(&format!("SUM(span{div}1000000)")),
+            backend.int(&format!("SUM(span{modulo}1000000)")),
+            backend.int("SUM(n - 1)"),
+        )
+        .as_str(),
+    );
+    sql.filter(&COMMUNICATIONS, scope)
+        .push(" GROUP BY customer_id) t");
+    sql
+}
+
 /// The per-customer span sums of the scope, computed in SQL (see [`SpanSums`]).
-pub async fn span_sums(db: &Db, scope: &Scope) -> Result<Option<SpanSums>> {
-    let backend = db.backend();
-    let span = match backend {
-        Backend::Mysql => "TIMESTAMPDIFF(MICROSECOND, MIN(occur_time), MAX(occur_time))".to_owned(),
-        Backend::Sqlite => format!(
-            "({} - {})",
-            sqlite_epoch_micros("MAX(occur_time)"),
-            sqlite_epoch_micros("MIN(occur_time)")
-        ),
-    };
-    let d = div(backend);
-    let modulo = match backend {
-        Backend::Mysql => " MOD ",
-        Backend::Sqlite => " % ",
-    };
-    let mut sql = Sql::default();
-    // Seconds and microseconds are summed apart so that no sum overflows 64 bits.
-    sql.push(&format!(
-        "SELECT {} AS secs, {} AS micros, {} AS gaps FROM (SELECT {span} AS span, \
-         COUNT(*) AS n FROM communications WHERE ",
-        int(backend, &format!("SUM(span{d}1000000)")),
-        int(backend, &format!("SUM(span{modulo}1000000)")),
-        int(backend, "SUM(n - 1)"),
-    ))
-    .scope(scope)
-    .push(" GROUP BY customer_id) t");
-    Ok(load_sql!(db, &sql, SpanRow)
-        .into_iter()
-        .next()
-        .map(|row| SpanSums {
-            secs: row.secs.unwrap_or(0),
-            micros: row.micros.unwrap_or(0),
-            gaps: row.gaps.unwrap_or(0),
-        }))
+pub async fn span_sums(db: &Db, scope: &CommunicationFilter) -> Result<Option<SpanSums>> {
+    let rows: Vec<SpanRow> = query::load(db, &span_sql(db.backend(), scope)).await?;
+    Ok(rows.into_iter().next().map(|row| SpanSums {
+        secs: row.secs.unwrap_or(0),
+        micros: row.micros.unwrap_or(0),
+        gaps: row.gaps.unwrap_or(0),
+    }))
 }
 
 // ---------------------------------------------------------------------------------
@@ -443,16 +358,14 @@ struct IdSpan {
 /// are dense in id order (at least a quarter of the id span), so reading the table in
 /// primary-key order is sequential, instead of one random row lookup per index entry
 /// of the time index (on MariaDB with 1M rows: 33 s by time against a few seconds by id).
-pub async fn dense_id_span(db: &Db, scope: &Scope) -> Result<Option<(i64, i64)>> {
+pub async fn dense_id_span(db: &Db, scope: &CommunicationFilter) -> Result<Option<(i64, i64)>> {
     if !scope.customer_ids.is_empty() {
         return Ok(None);
     }
-    let mut sql = Sql::default();
-    sql.push(
-        "SELECT MIN(id) AS min_id, MAX(id) AS max_id, COUNT(*) AS n FROM communications WHERE ",
-    )
-    .scope(scope);
-    let span: Vec<IdSpan> = load_sql!(db, &sql, IdSpan);
+    let mut sql =
+        Sql::from("SELECT MIN(id) AS min_id, MAX(id) AS max_id, COUNT(*) AS n FROM communications");
+    sql.filter(&COMMUNICATIONS, scope);
+    let span: Vec<IdSpan> = query::load(db, &sql).await?;
     Ok(match <[IdSpan]>::first(&span) {
         Some(IdSpan {
             min_id: Some(lo),
@@ -465,30 +378,45 @@ pub async fn dense_id_span(db: &Db, scope: &Scope) -> Result<Option<(i64, i64)>>
     })
 }
 
+/// The content columns of a [`ContentRow`].
+const CONTENT_COLUMNS: &str = "SELECT id, customer_id, occur_time, content FROM communications";
+
+/// The statement of [`content_page_by_id`].
+fn content_by_id_sql(
+    backend: Backend,
+    scope: &CommunicationFilter,
+    after: i64,
+    last: i64,
+    limit: i64,
+) -> Sql {
+    let mut sql = Sql::from(CONTENT_COLUMNS);
+    sql.push(backend.index_hint(Index::Primary))
+        .filter(&COMMUNICATIONS, scope)
+        .and()
+        .push("id <= ")
+        .bind(Bind::I64(last));
+    let keyset = Keyset {
+        columns: &["id"],
+        descending: false,
+    };
+    keyset.after(&mut sql, Some(&[Bind::I64(after)]));
+    keyset.order_limit(&mut sql, limit);
+    sql
+}
+
 /// One page of content in scope in primary-key order: ids in `(after, last]`.
 pub async fn content_page_by_id(
     db: &Db,
-    scope: &Scope,
+    scope: &CommunicationFilter,
     after: i64,
     last: i64,
     limit: i64,
 ) -> Result<Vec<ContentRow>> {
-    let mut sql = Sql::default();
-    sql.push("SELECT id, customer_id, occur_time, content FROM communications");
-    sql.push(if db.backend() == Backend::Mysql {
-        " FORCE INDEX (PRIMARY)"
-    } else {
-        " NOT INDEXED"
-    });
-    sql.push(" WHERE id > ")
-        .bind(Bind::I64(after))
-        .push(" AND id <= ")
-        .bind(Bind::I64(last))
-        .push(" AND ")
-        .scope(scope)
-        .push(" ORDER BY id LIMIT ")
-        .bind(Bind::I64(limit));
-    Ok(load_sql!(db, &sql, ContentRow))
+    query::load(
+        db,
+        &content_by_id_sql(db.backend(), scope, after, last, limit),
+    )
+    .await
 }
 
 /// Where the next content page starts.
@@ -508,7 +436,7 @@ pub enum ContentPosition {
 impl ContentPosition {
     /// Where a scope's scan starts: in id order when [`dense_id_span`] found the rows
     /// dense, by time otherwise.
-    pub async fn start(db: &Db, scope: &Scope) -> Result<Self> {
+    pub async fn start(db: &Db, scope: &CommunicationFilter) -> Result<Self> {
         Ok(match dense_id_span(db, scope).await? {
             Some((after, last)) => ContentPosition::Id { after, last },
             None => ContentPosition::Time(None),
@@ -533,7 +461,7 @@ impl ContentPosition {
 /// One page of at most `limit` rows of content in scope, from `at`.
 pub async fn next_content_page(
     db: &Db,
-    scope: &Scope,
+    scope: &CommunicationFilter,
     at: ContentPosition,
     limit: i64,
 ) -> Result<Vec<ContentRow>> {
@@ -545,39 +473,35 @@ pub async fn next_content_page(
     }
 }
 
+/// The statement of [`content_page`]. With a range covering most of the table MariaDB
+/// picks a full scan plus a filesort for every page; the index already has the order.
+fn content_sql(
+    backend: Backend,
+    scope: &CommunicationFilter,
+    after: Option<(NaiveDateTime, i64)>,
+    limit: i64,
+) -> Sql {
+    let mut sql = Sql::from(CONTENT_COLUMNS);
+    sql.push(backend.index_hint(if scope.single_customer().is_some() {
+        Index::CustomerTime
+    } else {
+        Index::Time
+    }))
+    .filter(&COMMUNICATIONS, scope);
+    let keyset = COMMUNICATIONS.keyset(false);
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, limit);
+    sql
+}
+
 /// One page of content in scope, oldest first, strictly after `(occur_time, id)`.
 pub async fn content_page(
     db: &Db,
-    scope: &Scope,
+    scope: &CommunicationFilter,
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<ContentRow>> {
-    let mut sql = Sql::default();
-    let mut page_scope = scope.clone();
-    if let Some((t, _)) = after {
-        page_scope.start = t;
-    }
-    sql.push("SELECT id, customer_id, occur_time, content FROM communications");
-    if db.backend() == Backend::Mysql {
-        // With a range covering most of the table MariaDB picks a full scan plus a
-        // filesort for every page; the index already has the page order.
-        sql.push(if scope.customer_ids.len() == 1 {
-            " FORCE INDEX (ix_communications_customer_time)"
-        } else {
-            " FORCE INDEX (ix_communications_time)"
-        });
-    }
-    sql.push(" WHERE ").scope(&page_scope);
-    if let Some((t, id)) = after {
-        sql.push(" AND (occur_time > ")
-            .bind(Bind::Time(t))
-            .push(" OR id > ")
-            .bind(Bind::I64(id))
-            .push(")");
-    }
-    sql.push(" ORDER BY occur_time, id LIMIT ")
-        .bind(Bind::I64(limit));
-    Ok(load_sql!(db, &sql, ContentRow))
+    query::load(db, &content_sql(db.backend(), scope, after, limit)).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -598,16 +522,18 @@ pub struct ChannelRow {
 }
 
 /// Communications in scope per channel, in channel order, with summed call durations.
-pub async fn channel_counts(db: &Db, scope: &Scope) -> Result<Vec<ChannelRow>> {
+pub async fn channel_counts(db: &Db, scope: &CommunicationFilter) -> Result<Vec<ChannelRow>> {
     let backend = db.backend();
-    let mut sql = Sql::default();
-    sql.push(&format!(
-        "SELECT channel, COUNT(*) AS n, {} AS duration_us FROM communications WHERE ",
-        int(backend, "COALESCE(SUM(call_duration_us), 0)")
-    ))
-    .scope(scope)
-    .push(" GROUP BY channel ORDER BY channel");
-    Ok(load_sql!(db, &sql, ChannelRow))
+    let mut sql = Sql::from(
+        format!(
+            "SELECT channel, COUNT(*) AS n, {} AS duration_us FROM communications",
+            backend.int("COALESCE(SUM(call_duration_us), 0)")
+        )
+        .as_str(),
+    );
+    sql.filter(&COMMUNICATIONS, scope)
+        .push(" GROUP BY channel ORDER BY channel");
+    query::load(db, &sql).await
 }
 
 /// Per-currency sums of one customer's amounts. `units` is summed in two halves,
@@ -641,26 +567,29 @@ pub async fn currency_sums(
     end: NaiveDateTime,
 ) -> Result<Vec<CurrencyRow>> {
     let backend = db.backend();
-    let mut sql = Sql::default();
     // `/` (SQLite) and DIV (MySQL) both truncate toward zero, and `%` takes the sign of
     // the dividend on both, so hi * 2^32 + lo == amount_units for every sign.
-    sql.push(&format!(
-        "SELECT currency_code, COUNT(*) AS n, {} AS units_hi, {} AS units_lo, {} AS nanos \
-         FROM transactions WHERE customer_id = ",
-        int(
-            backend,
-            &format!("SUM(amount_units{}4294967296)", div(backend))
-        ),
-        int(backend, "SUM(amount_units % 4294967296)"),
-        int(backend, "SUM(amount_nanos)"),
-    ))
-    .bind(Bind::I64(customer_id))
-    .push(" AND occur_time >= ")
-    .bind(Bind::Time(start))
-    .push(" AND occur_time < ")
-    .bind(Bind::Time(end))
-    .push(" GROUP BY currency_code ORDER BY currency_code");
-    Ok(load_sql!(db, &sql, CurrencyRow))
+    let mut sql = Sql::from(
+        format!(
+            "SELECT currency_code, COUNT(*) AS n, {} AS units_hi, {} AS units_lo, {} AS nanos \
+             FROM transactions",
+            backend.int(&format!("SUM(amount_units{}4294967296)", backend.div())),
+            backend.int("SUM(amount_units % 4294967296)"),
+            backend.int("SUM(amount_nanos)"),
+        )
+        .as_str(),
+    );
+    sql.and()
+        .push("customer_id = ")
+        .bind(Bind::I64(customer_id))
+        .and()
+        .push("occur_time >= ")
+        .bind(Bind::Time(start))
+        .and()
+        .push("occur_time < ")
+        .bind(Bind::Time(end))
+        .push(" GROUP BY currency_code ORDER BY currency_code");
+    query::load(db, &sql).await
 }
 
 /// Status, open and resolve time of one service ticket.
@@ -709,19 +638,21 @@ mod tests {
     use super::*;
     use crate::analytics::buckets::Granularity;
 
-    fn scope() -> Scope {
-        Scope {
+    fn scope() -> CommunicationFilter {
+        CommunicationFilter {
             customer_ids: vec![7, 9],
             channels: vec![1, 3],
             direction: Some(1),
-            start: Utc
-                .with_ymd_and_hms(2024, 3, 9, 0, 0, 0)
-                .unwrap()
-                .naive_utc(),
-            end: Utc
-                .with_ymd_and_hms(2024, 3, 12, 0, 0, 0)
-                .unwrap()
-                .naive_utc(),
+            start: Some(
+                Utc.with_ymd_and_hms(2024, 3, 9, 0, 0, 0)
+                    .unwrap()
+                    .naive_utc(),
+            ),
+            end: Some(
+                Utc.with_ymd_and_hms(2024, 3, 12, 0, 0, 0)
+                    .unwrap()
+                    .naive_utc(),
+            ),
         }
     }
 
@@ -752,6 +683,57 @@ mod tests {
         let top = top_sql(&scope(), 5);
         assert_eq!(top.text, PINNED_TOP);
         assert_eq!(top.binds.len(), top.text.matches('?').count());
+    }
+
+    #[test]
+    fn page_readers_are_pinned_per_backend() {
+        let t = scope().start.unwrap();
+        let gap = gap_sql(Backend::Mysql, &scope(), Some((7, t, 3)), 100);
+        assert_eq!(
+            gap.text,
+            "SELECT customer_id, occur_time, id FROM communications FORCE INDEX \
+             (ix_communications_customer_time) WHERE occur_time >= ? AND occur_time < ? AND \
+             customer_id IN (?, ?) AND channel IN (?, ?) AND direction = ? AND customer_id >= ? \
+             AND (customer_id > ? OR (customer_id = ? AND (occur_time > ? OR (occur_time = ? AND \
+             id > ?)))) ORDER BY customer_id ASC, occur_time ASC, id ASC LIMIT ?"
+        );
+        let by_id = content_by_id_sql(Backend::Sqlite, &scope(), 10, 99, 500);
+        assert_eq!(
+            by_id.text,
+            "SELECT id, customer_id, occur_time, content FROM communications NOT INDEXED WHERE \
+             occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) AND channel IN (?, ?) \
+             AND direction = ? AND id <= ? AND id > ? ORDER BY id ASC LIMIT ?"
+        );
+        let by_id = content_by_id_sql(Backend::Mysql, &scope(), 10, 99, 500);
+        assert!(by_id
+            .text
+            .contains("FROM communications FORCE INDEX (PRIMARY) WHERE"));
+        let content = content_sql(Backend::Mysql, &scope(), Some((t, 3)), 500);
+        assert_eq!(
+            content.text,
+            "SELECT id, customer_id, occur_time, content FROM communications FORCE INDEX \
+             (ix_communications_time) WHERE occur_time >= ? AND occur_time < ? AND customer_id \
+             IN (?, ?) AND channel IN (?, ?) AND direction = ? AND occur_time >= ? AND \
+             (occur_time > ? OR (occur_time = ? AND id > ?)) ORDER BY occur_time ASC, id ASC \
+             LIMIT ?"
+        );
+        let span = span_sql(Backend::Mysql, &scope());
+        assert_eq!(
+            span.text,
+            "SELECT CAST(SUM(span DIV 1000000) AS SIGNED) AS secs, CAST(SUM(span MOD 1000000) \
+             AS SIGNED) AS micros, CAST(SUM(n - 1) AS SIGNED) AS gaps FROM (SELECT \
+             TIMESTAMPDIFF(MICROSECOND, MIN(occur_time), MAX(occur_time)) AS span, COUNT(*) AS \
+             n FROM communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN \
+             (?, ?) AND channel IN (?, ?) AND direction = ? GROUP BY customer_id) t"
+        );
+        for sql in [gap, by_id, content, span] {
+            assert_eq!(
+                sql.binds.len(),
+                sql.text.matches('?').count(),
+                "{}",
+                sql.text
+            );
+        }
     }
 
     const PINNED_BUCKET_MYSQL: &str =

@@ -5,10 +5,23 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::query::{self, Bind, Sql, Table};
 use super::schema::service_tickets;
-use super::{create_for_customer, ensure_customer, Db, Dialect as _};
+use super::{create_for_customer, Conn as _, Db};
 use crate::error::{Error, Result};
+use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
+
+/// The service tickets table for the statement builders (pages by `open_time`).
+pub const TICKETS: Table = Table {
+    name: "service_tickets",
+    resource: "service ticket",
+    columns: "id, customer_id, issue, solution, status, open_time, resolve_time, \
+              create_time, update_time, version",
+    time: "open_time",
+    has_channel: false,
+    order: &["open_time", "id"],
+};
 
 /// `TicketStatus` values as stored.
 pub mod status {
@@ -21,7 +34,7 @@ pub mod status {
 }
 
 /// A stored service ticket.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = service_tickets)]
 pub struct TicketRow {
     /// Id.
@@ -94,26 +107,9 @@ struct TicketChangeset {
     version: i64,
 }
 
-macro_rules! load_ticket {
-    ($conn:expr, $id:expr) => {
-        async {
-            let row: Option<TicketRow> = service_tickets::table
-                .find($id)
-                .select(TicketRow::as_select())
-                .first($conn)
-                .await
-                .optional()?;
-            row.ok_or(Error::NotFound {
-                resource: "service ticket",
-                id: $id,
-            })
-        }
-    };
-}
-
 /// Opens a ticket; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TicketInsertForm) -> Result<TicketRow> {
-    create_for_customer!(db, service_tickets, TicketRow, form)
+    create_for_customer!(db, service_tickets, TICKETS, TicketRow, form)
 }
 
 /// Applies `changes` when `expected_version` (if any) is current. Moving to RESOLVED
@@ -128,7 +124,7 @@ pub async fn update(
 ) -> Result<TicketRow> {
     with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
-            let current = load_ticket!(conn, id).await?;
+            let current: TicketRow = query::by_id(conn, &TICKETS, id).await?;
             if let Some(expected) = expected_version {
                 if expected != current.version {
                     return Err(Error::Aborted(format!(
@@ -171,7 +167,7 @@ pub async fn update(
                     "service ticket {id} was changed concurrently; read it again"
                 )));
             }
-            load_ticket!(conn, id).await
+            query::by_id(conn, &TICKETS, id).await
         })
         .await
     })
@@ -186,40 +182,36 @@ pub struct TicketFilter {
     pub status: Option<i32>,
 }
 
-/// One page, newest `open_time` first, strictly after the position `after`.
+/// The statement of one listing page: newest `open_time` first, strictly after `after`.
+fn list_sql(filter: &TicketFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
+    let mut sql = TICKETS.select();
+    let customers = CommunicationFilter {
+        customer_ids: filter.customer_id.into_iter().collect(),
+        ..CommunicationFilter::default()
+    };
+    sql.filter(&TICKETS, &customers);
+    if let Some(s) = filter.status {
+        sql.and().push("status = ").bind(Bind::I32(s));
+    }
+    let keyset = TICKETS.keyset(true);
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, limit);
+    sql
+}
+
+/// One page, newest `open_time` first, strictly after the position `after`. With a
+/// customer in the filter, NOT_FOUND unless that customer exists.
 pub async fn list(
     db: &Db,
     filter: &TicketFilter,
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<TicketRow>> {
+    let sql = list_sql(filter, after, limit);
     with_conn!(db, |conn| {
         if let Some(customer_id) = filter.customer_id {
-            ensure_customer!(conn, customer_id).await?;
+            query::ensure_customer(conn, customer_id).await?;
         }
-        let mut query = service_tickets::table
-            .select(TicketRow::as_select())
-            .order((
-                service_tickets::open_time.desc(),
-                service_tickets::id.desc(),
-            ))
-            .limit(limit)
-            .into_boxed();
-        if let Some(customer_id) = filter.customer_id {
-            query = query.filter(service_tickets::customer_id.eq(customer_id));
-        }
-        if let Some(s) = filter.status {
-            query = query.filter(service_tickets::status.eq(s));
-        }
-        if let Some((t, id)) = after {
-            query = query.filter(service_tickets::open_time.le(t)).filter(
-                service_tickets::open_time
-                    .lt(t)
-                    .or(service_tickets::open_time
-                        .eq(t)
-                        .and(service_tickets::id.lt(id))),
-            );
-        }
-        Ok(query.load(conn).await?)
+        Ok(conn.load_sql(&sql).await?)
     })
 }

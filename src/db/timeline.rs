@@ -3,18 +3,15 @@
 //! for follow streams. Each call borrows a pooled connection for one short query.
 
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 
-use super::communications::{CommunicationRow, COMMUNICATION_COLUMNS};
-use super::schema::{communications, service_tickets, transactions};
-use super::sql::{load_sql, Bind, Sql};
-use super::tickets::TicketRow;
-use super::transactions::TransactionRow;
-use super::Backend;
+use super::communications::{CommunicationRow, COMMUNICATIONS};
+use super::dialect::{Backend, Index};
+use super::query::{self, Keyset, Sql, Table};
+use super::tickets::{TicketRow, TICKETS};
+use super::transactions::{TransactionRow, TRANSACTIONS};
 use super::Db;
 use crate::error::Result;
-use crate::with_conn;
+use crate::model::filter::CommunicationFilter;
 
 /// What a timeline event is; also its tie-breaker rank after `(occur_time, id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,6 +25,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// The table this source reads.
+    pub fn table(self) -> &'static Table {
+        match self {
+            Source::Communications => &COMMUNICATIONS,
+            Source::Transactions => &TRANSACTIONS,
+            Source::Tickets => &TICKETS,
+        }
+    }
+
     /// The source with this rank.
     pub fn from_rank(rank: i64) -> Option<Source> {
         match rank {
@@ -63,6 +69,17 @@ impl Event {
         }
     }
 
+    /// Whether this event passes `filter`, exactly as the reads of this module apply
+    /// it: follow streams filter the hub's events of every customer in memory.
+    pub fn is_in(&self, filter: &CommunicationFilter) -> bool {
+        let (customer_id, channel, direction) = match self {
+            Event::Communication(r) => (r.customer_id, Some(r.channel), Some(r.direction)),
+            Event::Transaction(r) => (r.customer_id, None, None),
+            Event::Ticket(r) => (r.customer_id, None, None),
+        };
+        filter.admits(customer_id, channel, direction, self.key().0)
+    }
+
     /// When the row was recorded.
     pub fn create_time(&self) -> NaiveDateTime {
         match self {
@@ -70,36 +87,6 @@ impl Event {
             Event::Transaction(r) => r.create_time,
             Event::Ticket(r) => r.create_time,
         }
-    }
-}
-
-/// Which events a timeline contains.
-#[derive(Debug, Clone, Default)]
-pub struct TimelineFilter {
-    /// One customer, or `None` for all.
-    pub customer_id: Option<i64>,
-    /// Communication channels; empty for all.
-    pub channels: Vec<i32>,
-    /// Inclusive lower bound of `occur_time`.
-    pub start: Option<NaiveDateTime>,
-    /// Exclusive upper bound of `occur_time`.
-    pub end: Option<NaiveDateTime>,
-}
-
-impl TimelineFilter {
-    /// Whether `event` passes this filter, exactly as the reads of this module apply
-    /// it: follow streams filter the hub's events of every customer in memory.
-    pub fn matches(&self, event: &Event) -> bool {
-        let (customer_id, channel) = match event {
-            Event::Communication(r) => (r.customer_id, Some(r.channel)),
-            Event::Transaction(r) => (r.customer_id, None),
-            Event::Ticket(r) => (r.customer_id, None),
-        };
-        let time = event.key().0;
-        self.customer_id.is_none_or(|c| c == customer_id)
-            && channel.is_none_or(|c| self.channels.is_empty() || self.channels.contains(&c))
-            && self.start.is_none_or(|s| time >= s)
-            && self.end.is_none_or(|e| time < e)
     }
 }
 
@@ -112,152 +99,95 @@ pub struct After {
     pub id: i64,
 }
 
-/// Applies filters, the keyset bound and the order to a boxed query of `$table`,
-/// whose time column is `$time`.
-macro_rules! keyset {
-    ($query:expr, $table:ident, $time:ident, $filter:expr, $after:expr, $descending:expr) => {{
-        let mut q = $query;
-        if let Some(c) = $filter.customer_id {
-            q = q.filter($table::customer_id.eq(c));
-        }
-        if let Some(s) = $filter.start {
-            q = q.filter($table::$time.ge(s));
-        }
-        if let Some(e) = $filter.end {
-            q = q.filter($table::$time.lt(e));
-        }
-        match ($after, $descending) {
-            // The redundant `>=` / `<=` bound gives the optimizer a plain range on the
-            // (customer_id, time, id) index; the OR alone is planned as a ref scan.
-            (Some(a), false) => {
-                q = q.filter($table::$time.ge(a.time)).filter(
-                    $table::$time
-                        .gt(a.time)
-                        .or($table::$time.eq(a.time).and($table::id.gt(a.id))),
-                )
-            }
-            (Some(a), true) => {
-                q = q.filter($table::$time.le(a.time)).filter(
-                    $table::$time
-                        .lt(a.time)
-                        .or($table::$time.eq(a.time).and($table::id.lt(a.id))),
-                )
-            }
-            (None, _) => {}
-        }
-        if $descending {
-            q.order(($table::$time.desc(), $table::id.desc()))
-        } else {
-            q.order(($table::$time.asc(), $table::id.asc()))
-        }
-    }};
-}
-
-/// One keyset page of communications, hand-built so MySQL can be told which index to
-/// walk: when one customer owns most rows MariaDB otherwise plans a `ref` scan on
-/// `customer_id` that re-reads the customer's earlier entries for every page
-/// (quadratic over a long timeline). The redundant `>=` / `<=` bound lets SQLite seek.
-async fn communications_page(
-    db: &Db,
-    filter: &TimelineFilter,
+/// The statement of one keyset page of `source`. Communications name their index on
+/// MySQL: when one customer owns most rows MariaDB otherwise plans a `ref` scan on
+/// `customer_id` that re-reads the customer's earlier entries for every page (quadratic
+/// over a long timeline).
+fn page_sql(
+    backend: Backend,
+    source: Source,
+    filter: &CommunicationFilter,
     after: Option<After>,
     descending: bool,
     limit: i64,
-) -> Result<Vec<Event>> {
-    let mut sql = Sql::default();
-    sql.push("SELECT ")
-        .push(COMMUNICATION_COLUMNS)
-        .push(" FROM communications");
-    if db.backend() == Backend::Mysql {
-        sql.push(if filter.customer_id.is_some() {
-            " FORCE INDEX (ix_communications_customer_time)"
+) -> Sql {
+    let table = source.table();
+    let mut sql = table.select();
+    if source == Source::Communications {
+        sql.push(backend.index_hint(if filter.single_customer().is_some() {
+            Index::CustomerTime
         } else {
-            " FORCE INDEX (ix_communications_time)"
-        });
+            Index::Time
+        }));
     }
-    sql.push(" WHERE 1 = 1");
-    if let Some(c) = filter.customer_id {
-        sql.push(" AND customer_id = ").bind(Bind::I64(c));
-    }
-    if !filter.channels.is_empty() {
-        sql.push(" AND channel IN (");
-        for (i, c) in filter.channels.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(Bind::I32(*c));
-        }
-        sql.push(")");
-    }
-    if let Some(s) = filter.start {
-        sql.push(" AND occur_time >= ").bind(Bind::Time(s));
-    }
-    if let Some(e) = filter.end {
-        sql.push(" AND occur_time < ").bind(Bind::Time(e));
-    }
-    if let Some(a) = after {
-        let (bound, strict, id) = if descending {
-            ("<=", "<", "<")
-        } else {
-            (">=", ">", ">")
-        };
-        sql.push(&format!(" AND occur_time {bound} "))
-            .bind(Bind::Time(a.time))
-            .push(&format!(" AND (occur_time {strict} "))
-            .bind(Bind::Time(a.time))
-            .push(" OR (occur_time = ")
-            .bind(Bind::Time(a.time))
-            .push(&format!(" AND id {id} "))
-            .bind(Bind::I64(a.id))
-            .push("))");
-    }
-    sql.push(if descending {
-        " ORDER BY occur_time DESC, id DESC LIMIT "
-    } else {
-        " ORDER BY occur_time ASC, id ASC LIMIT "
-    })
-    .bind(Bind::I64(limit));
-    let rows = load_sql!(db, &sql, CommunicationRow);
-    Ok(rows.into_iter().map(Event::Communication).collect())
+    sql.filter(table, filter);
+    let keyset = table.keyset(descending);
+    keyset.after_row(&mut sql, after.map(|a| (a.time, a.id)));
+    keyset.order_limit(&mut sql, limit);
+    sql
 }
 
 /// One keyset page of `source`, at most `limit` rows, in the given direction.
 pub async fn page(
     db: &Db,
     source: Source,
-    filter: &TimelineFilter,
+    filter: &CommunicationFilter,
     after: Option<After>,
     descending: bool,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    if source == Source::Communications {
-        return communications_page(db, filter, after, descending, limit).await;
-    }
-    with_conn!(db, |conn| {
-        let events = match source {
-            // Served by `communications_page` above.
-            Source::Communications => Vec::new(),
-            Source::Transactions => {
-                let q = transactions::table
-                    .select(TransactionRow::as_select())
-                    .limit(limit)
-                    .into_boxed();
-                let q = keyset!(q, transactions, occur_time, filter, after, descending);
-                let rows: Vec<TransactionRow> = q.load(conn).await?;
-                rows.into_iter().map(Event::Transaction).collect()
-            }
-            Source::Tickets => {
-                let q = service_tickets::table
-                    .select(TicketRow::as_select())
-                    .limit(limit)
-                    .into_boxed();
-                let q = keyset!(q, service_tickets, open_time, filter, after, descending);
-                let rows: Vec<TicketRow> = q.load(conn).await?;
-                rows.into_iter().map(Event::Ticket).collect()
-            }
-        };
-        Ok(events)
+    let sql = page_sql(db.backend(), source, filter, after, descending, limit);
+    load_events(db, source, &sql).await
+}
+
+/// The rows of `sql`, a statement over `source`'s table, as events.
+async fn load_events(db: &Db, source: Source, sql: &Sql) -> Result<Vec<Event>> {
+    Ok(match source {
+        Source::Communications => query::load(db, sql)
+            .await?
+            .into_iter()
+            .map(Event::Communication)
+            .collect(),
+        Source::Transactions => query::load(db, sql)
+            .await?
+            .into_iter()
+            .map(Event::Transaction)
+            .collect(),
+        Source::Tickets => query::load(db, sql)
+            .await?
+            .into_iter()
+            .map(Event::Ticket)
+            .collect(),
     })
+}
+
+/// The statement of [`recorded_since`]: the filter's customers, channels and lower time
+/// bound (not its end: a follow stream's end is checked on each event), rows recorded
+/// at or after `since`, in `(create_time, id)` order after `after`.
+fn recorded_since_sql(
+    source: Source,
+    filter: &CommunicationFilter,
+    since: NaiveDateTime,
+    after: Option<(NaiveDateTime, i64)>,
+    limit: i64,
+) -> Sql {
+    let table = source.table();
+    let mut sql = table.select();
+    let open_ended = CommunicationFilter {
+        end: None,
+        ..filter.clone()
+    };
+    sql.filter(table, &open_ended);
+    sql.and()
+        .push("create_time >= ")
+        .bind(query::Bind::Time(since));
+    let keyset = Keyset {
+        columns: &["create_time", "id"],
+        descending: false,
+    };
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, limit);
+    sql
 }
 
 /// Rows of `source` matching `filter` recorded at or after `since`, in
@@ -265,64 +195,109 @@ pub async fn page(
 pub async fn recorded_since(
     db: &Db,
     source: Source,
-    filter: &TimelineFilter,
+    filter: &CommunicationFilter,
     since: NaiveDateTime,
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    macro_rules! since {
-        ($q:expr, $table:ident) => {{
-            let mut q = $q.filter($table::create_time.ge(since));
-            if let Some(c) = filter.customer_id {
-                q = q.filter($table::customer_id.eq(c));
-            }
-            if let Some((t, id)) = after {
-                q = q.filter(
-                    $table::create_time
-                        .gt(t)
-                        .or($table::create_time.eq(t).and($table::id.gt(id))),
-                );
-            }
-            q.order(($table::create_time.asc(), $table::id.asc()))
-                .limit(limit)
-        }};
+    let sql = recorded_since_sql(source, filter, since, after, limit);
+    load_events(db, source, &sql).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The timeline's statements per backend, pinned.
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn at(day: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2024, 3, day)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
     }
-    with_conn!(db, |conn| {
-        let events = match source {
-            Source::Communications => {
-                let mut q = communications::table
-                    .select(CommunicationRow::as_select())
-                    .into_boxed();
-                if !filter.channels.is_empty() {
-                    q = q.filter(communications::channel.eq_any(filter.channels.clone()));
-                }
-                if let Some(s) = filter.start {
-                    q = q.filter(communications::occur_time.ge(s));
-                }
-                let rows: Vec<CommunicationRow> = since!(q, communications).load(conn).await?;
-                rows.into_iter().map(Event::Communication).collect()
-            }
-            Source::Transactions => {
-                let mut q = transactions::table
-                    .select(TransactionRow::as_select())
-                    .into_boxed();
-                if let Some(s) = filter.start {
-                    q = q.filter(transactions::occur_time.ge(s));
-                }
-                let rows: Vec<TransactionRow> = since!(q, transactions).load(conn).await?;
-                rows.into_iter().map(Event::Transaction).collect()
-            }
-            Source::Tickets => {
-                let mut q = service_tickets::table
-                    .select(TicketRow::as_select())
-                    .into_boxed();
-                if let Some(s) = filter.start {
-                    q = q.filter(service_tickets::open_time.ge(s));
-                }
-                let rows: Vec<TicketRow> = since!(q, service_tickets).load(conn).await?;
-                rows.into_iter().map(Event::Ticket).collect()
-            }
-        };
-        Ok(events)
-    })
+
+    fn filter() -> CommunicationFilter {
+        CommunicationFilter {
+            channels: vec![1, 2],
+            start: Some(at(1)),
+            end: Some(at(9)),
+            ..CommunicationFilter::customer(7)
+        }
+    }
+
+    #[test]
+    fn communications_page_is_pinned_per_backend() {
+        let after = Some(After {
+            time: at(3),
+            id: 40,
+        });
+        let mysql = page_sql(
+            Backend::Mysql,
+            Source::Communications,
+            &filter(),
+            after,
+            false,
+            100,
+        );
+        let sqlite = page_sql(
+            Backend::Sqlite,
+            Source::Communications,
+            &filter(),
+            after,
+            false,
+            100,
+        );
+        let tail = " WHERE occur_time >= ? AND occur_time < ? AND customer_id IN (?) AND \
+                    channel IN (?, ?) AND occur_time >= ? AND (occur_time > ? OR (occur_time = ? \
+                    AND id > ?)) ORDER BY occur_time ASC, id ASC LIMIT ?";
+        let select = format!("SELECT {} FROM communications", COMMUNICATIONS.columns);
+        assert_eq!(
+            mysql.text,
+            format!("{select} FORCE INDEX (ix_communications_customer_time){tail}")
+        );
+        assert_eq!(sqlite.text, format!("{select}{tail}"));
+        assert_eq!(mysql.binds, sqlite.binds);
+        assert_eq!(mysql.binds.len(), mysql.text.matches('?').count());
+        // Every customer: the time index.
+        let all = CommunicationFilter::default();
+        let mysql = page_sql(Backend::Mysql, Source::Communications, &all, None, true, 5);
+        assert_eq!(
+            mysql.text,
+            format!(
+                "{select} FORCE INDEX (ix_communications_time) ORDER BY occur_time DESC, id DESC \
+                 LIMIT ?"
+            )
+        );
+    }
+
+    #[test]
+    fn tickets_page_by_open_time_ignores_channels() {
+        let sql = page_sql(Backend::Mysql, Source::Tickets, &filter(), None, true, 5);
+        assert_eq!(
+            sql.text,
+            format!(
+                "SELECT {} FROM service_tickets WHERE open_time >= ? AND open_time < ? AND \
+                 customer_id IN (?) ORDER BY open_time DESC, id DESC LIMIT ?",
+                TICKETS.columns
+            )
+        );
+    }
+
+    #[test]
+    fn recorded_since_is_pinned() {
+        let sql = recorded_since_sql(Source::Transactions, &filter(), at(2), Some((at(4), 8)), 50);
+        assert_eq!(
+            sql.text,
+            format!(
+                "SELECT {} FROM transactions WHERE occur_time >= ? AND customer_id IN (?) AND \
+                 create_time >= ? AND create_time >= ? AND (create_time > ? OR (create_time = ? \
+                 AND id > ?)) ORDER BY create_time ASC, id ASC LIMIT ?",
+                TRANSACTIONS.columns
+            )
+        );
+        assert_eq!(sql.binds.len(), sql.text.matches('?').count());
+    }
 }

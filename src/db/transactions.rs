@@ -5,14 +5,26 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::transactions;
-use super::{create_for_customer, ensure_customer, Db, Dialect as _};
+use super::query::{self, Sql, Table};
+use super::{create_for_customer, Conn as _, Db};
 use crate::error::Result;
+use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
+/// The transactions table for the statement builders.
+pub const TRANSACTIONS: Table = Table {
+    name: "transactions",
+    resource: "transaction",
+    columns: "id, customer_id, order_number, product, currency_code, amount_units, \
+              amount_nanos, occur_time, create_time",
+    time: "occur_time",
+    has_channel: false,
+    order: &["occur_time", "id"],
+};
+
 /// A stored transaction.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = transactions)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = super::schema::transactions)]
 pub struct TransactionRow {
     /// Id.
     pub id: i64,
@@ -36,7 +48,7 @@ pub struct TransactionRow {
 
 /// A new transaction, validated.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = transactions)]
+#[diesel(table_name = super::schema::transactions)]
 pub struct TransactionInsertForm {
     /// Owner.
     pub customer_id: i64,
@@ -60,7 +72,7 @@ pub struct TransactionInsertForm {
 
 /// Records a transaction; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TransactionInsertForm) -> Result<TransactionRow> {
-    create_for_customer!(db, transactions, TransactionRow, form)
+    create_for_customer!(db, transactions, TRANSACTIONS, TransactionRow, form)
 }
 
 /// Filters of a transaction listing.
@@ -74,34 +86,38 @@ pub struct TransactionFilter {
     pub end: Option<NaiveDateTime>,
 }
 
-/// One page, newest first, strictly after the `(occur_time, id)` position `after`.
+impl From<&TransactionFilter> for CommunicationFilter {
+    /// The same customer and time range, for the one WHERE writer.
+    fn from(f: &TransactionFilter) -> Self {
+        CommunicationFilter {
+            start: f.start,
+            end: f.end,
+            ..CommunicationFilter::customer(f.customer_id)
+        }
+    }
+}
+
+/// The statement of one listing page: newest first, strictly after `after`.
+fn list_sql(filter: &TransactionFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
+    let mut sql = TRANSACTIONS.select();
+    sql.filter(&TRANSACTIONS, &filter.into());
+    let keyset = TRANSACTIONS.keyset(true);
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, limit);
+    sql
+}
+
+/// One page, newest first, strictly after the `(occur_time, id)` position `after`;
+/// NOT_FOUND unless the customer exists.
 pub async fn list(
     db: &Db,
     filter: &TransactionFilter,
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<TransactionRow>> {
+    let sql = list_sql(filter, after, limit);
     with_conn!(db, |conn| {
-        ensure_customer!(conn, filter.customer_id).await?;
-        let mut query = transactions::table
-            .filter(transactions::customer_id.eq(filter.customer_id))
-            .select(TransactionRow::as_select())
-            .order((transactions::occur_time.desc(), transactions::id.desc()))
-            .limit(limit)
-            .into_boxed();
-        if let Some(start) = filter.start {
-            query = query.filter(transactions::occur_time.ge(start));
-        }
-        if let Some(end) = filter.end {
-            query = query.filter(transactions::occur_time.lt(end));
-        }
-        if let Some((t, id)) = after {
-            query = query.filter(transactions::occur_time.le(t)).filter(
-                transactions::occur_time
-                    .lt(t)
-                    .or(transactions::occur_time.eq(t).and(transactions::id.lt(id))),
-            );
-        }
-        Ok(query.load(conn).await?)
+        query::ensure_customer(conn, filter.customer_id).await?;
+        Ok(conn.load_sql(&sql).await?)
     })
 }

@@ -271,15 +271,16 @@ impl CommunicationService for CommunicationApi {
             req.end_time.as_ref(),
         );
         let limit = paging::page_size(&mut v, "page_size", req.page_size);
+        let customer_id = (req.customer_id > 0).then_some(req.customer_id);
         let filter = CommunicationFilter {
-            customer_id: (req.customer_id > 0).then_some(req.customer_id),
+            customer_ids: customer_id.into_iter().collect(),
             channels,
             direction: (req.direction != 0).then_some(req.direction),
             start,
             end,
         };
         let fp = paging::Fingerprint::new("communications")
-            .field("customer_id", &filter.customer_id)
+            .field("customer_id", &customer_id)
             .field("channels", &filter.channels)
             .field("direction", &filter.direction)
             .field("start", &filter.start)

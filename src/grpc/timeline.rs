@@ -9,11 +9,12 @@ use tonic::Status;
 
 use super::communication::{channels, communication_to_pb};
 use super::customer::{ticket_to_pb, transaction_to_pb};
-use crate::db::timeline::{Event, Key, Source, TimelineFilter};
+use crate::db::timeline::{Event, Key, Source};
 use crate::error::{Error, Violations};
 use crate::grpc::convert::to_timestamp;
 use crate::grpc::paging;
 use crate::grpc::validate;
+use crate::model::filter::CommunicationFilter;
 use crate::model::time::micros;
 use crate::pb;
 use crate::service::timeline::{EventStream, TimelineRequest};
@@ -114,9 +115,10 @@ pub fn timeline_request(req: pb::StreamTimelineRequest) -> Result<(TimelineReque
         v.absorb(decode_cursor(fingerprint, &req.resume_cursor))
     };
     let request = TimelineRequest {
-        filter: TimelineFilter {
-            customer_id,
+        filter: CommunicationFilter {
+            customer_ids: customer_id.into_iter().collect(),
             channels,
+            direction: None,
             start,
             end,
         },

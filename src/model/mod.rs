@@ -1,5 +1,6 @@
 //! Domain values shared by every layer, with no I/O and no transport types: the call
-//! deadline and the service's UTC time helpers.
+//! deadline, the communications filter and the service's UTC time helpers.
 
 pub mod deadline;
+pub mod filter;
 pub mod time;

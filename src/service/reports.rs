@@ -17,12 +17,13 @@ use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
 use crate::db::customers::{self, Customer};
-use crate::db::reports::{self as queries, ContentPosition, ContentRow, Scope, TopCustomer};
+use crate::db::reports::{self as queries, ContentPosition, ContentRow, TopCustomer};
 use crate::db::tickets::status;
 use crate::db::transactions::TransactionRow;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::model::deadline::Deadline;
+use crate::model::filter::CommunicationFilter;
 use crate::model::time::{micros, MIN_TIME};
 
 /// Most customers in one report's scope.
@@ -135,12 +136,12 @@ pub struct FrequencyReport {
 pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result<FrequencyReport> {
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
     let gap_stats_wanted = q.include_gap_stats || q.customer_ids.len() == 1;
-    let scope = Scope {
+    let scope = CommunicationFilter {
         customer_ids: q.customer_ids,
         channels: q.channels,
         direction: q.direction,
-        start: q.start,
-        end: q.end,
+        start: Some(q.start),
+        end: Some(q.end),
     };
     let mut buckets = vec![BucketCount::default(); plan.buckets().len()];
     let mut channels = BTreeMap::new();
@@ -212,7 +213,11 @@ pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result
 
 /// Reads `(customer_id, occur_time)` of every row in scope, in keyset pages ordered by
 /// `(customer_id, occur_time, id)`, into gap statistics; checks `deadline` before each.
-pub async fn gap_stats(db: &Db, scope: &Scope, deadline: Deadline) -> Result<GapStats> {
+pub async fn gap_stats(
+    db: &Db,
+    scope: &CommunicationFilter,
+    deadline: Deadline,
+) -> Result<GapStats> {
     let mut stats = GapStats::new();
     let mut after: Option<(i64, NaiveDateTime, i64)> = None;
     loop {
@@ -232,7 +237,7 @@ pub async fn gap_stats(db: &Db, scope: &Scope, deadline: Deadline) -> Result<Gap
 
 /// Mean gap between consecutive contacts of the same customer, from the sums the
 /// database computes.
-pub async fn mean_gap(db: &Db, scope: &Scope) -> Result<Option<i64>> {
+pub async fn mean_gap(db: &Db, scope: &CommunicationFilter) -> Result<Option<i64>> {
     let Some(s) = queries::span_sums(db, scope).await? else {
         return Ok(None);
     };
@@ -283,12 +288,12 @@ pub struct ContentReport {
 
 /// Computes a content report.
 pub async fn content(db: &Db, q: ContentQuery, deadline: Deadline) -> Result<ContentReport> {
-    let scope = Scope {
+    let scope = CommunicationFilter {
         customer_ids: q.customer_ids,
         channels: q.channels,
         direction: None,
-        start: q.start,
-        end: q.end,
+        start: Some(q.start),
+        end: Some(q.end),
     };
     let scan = ContentScan::new(q.matcher, q.top_terms > 0, q.sample_limit);
     let f = scan_content(db, &scope, scan, deadline)
@@ -325,7 +330,7 @@ impl ScannedRow for ContentRow {
 /// blocking pool while the next page is read. Checks `deadline` before each page.
 pub async fn scan_content(
     db: &Db,
-    scope: &Scope,
+    scope: &CommunicationFilter,
     mut scan: ContentScan,
     deadline: Deadline,
 ) -> Result<ContentScan> {
@@ -457,12 +462,11 @@ pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<I
         n => n,
     };
     let customer = customers::get(db, q.customer_id).await?;
-    let scope = Scope {
-        customer_ids: vec![q.customer_id],
-        channels: Vec::new(),
-        direction: None,
-        start: q.start.unwrap_or(MIN_TIME),
-        end,
+    let start = q.start.unwrap_or(MIN_TIME);
+    let scope = CommunicationFilter {
+        start: Some(start),
+        end: Some(end),
+        ..CommunicationFilter::customer(q.customer_id)
     };
 
     deadline.check("the channel query")?;
@@ -496,7 +500,7 @@ pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<I
     deadline.check("the transaction query")?;
     let mut transaction_count = 0;
     let mut totals = Vec::new();
-    for r in queries::currency_sums(db, q.customer_id, scope.start, scope.end).await? {
+    for r in queries::currency_sums(db, q.customer_id, start, end).await? {
         transaction_count += r.n;
         let units = units_from_halves(r.units_hi, r.units_lo);
         let (units, nanos) =
@@ -517,7 +521,7 @@ pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<I
 
     deadline.check("the ticket query")?;
     let (last_order, tickets) =
-        queries::last_order_and_tickets(db, q.customer_id, scope.start, scope.end).await?;
+        queries::last_order_and_tickets(db, q.customer_id, start, end).await?;
     let open_tickets = tickets
         .iter()
         .filter(|(s, _, _)| *s == status::OPEN)

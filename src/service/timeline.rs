@@ -19,9 +19,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::db::timeline::{self, After, Event, Key, Source, TimelineFilter};
+use crate::db::timeline::{self, After, Event, Key, Source};
 use crate::db::{customers, Db};
 use crate::error::Error;
+use crate::model::filter::CommunicationFilter;
 use crate::model::time::now;
 pub use hub::FollowHub;
 use hub::Recorded;
@@ -66,7 +67,7 @@ pub type EventStream = ReceiverStream<Result<Event, Error>>;
 #[derive(Debug, Clone)]
 pub struct TimelineRequest {
     /// Which events.
-    pub filter: TimelineFilter,
+    pub filter: CommunicationFilter,
     /// Which sources, communications always first.
     pub sources: Vec<Source>,
     /// Newest first instead of oldest first.
@@ -82,7 +83,7 @@ impl Timeline {
     /// stream takes one of the follow permits (none left is RESOURCE_EXHAUSTED) and
     /// holds it until the stream ends.
     pub async fn open(&self, request: TimelineRequest) -> Result<EventStream, Error> {
-        if let Some(customer_id) = request.filter.customer_id {
+        if let Some(customer_id) = request.filter.single_customer() {
             customers::ensure_exists(&self.db, customer_id).await?;
         }
         let permit = if request.follow {
@@ -274,7 +275,7 @@ fn wanted(req: &TimelineRequest, open_time: NaiveDateTime, event: &Event) -> boo
     // At or before the resume point and recorded before this stream opened: the
     // client had it before resuming.
     let had_it = req.resume.is_some_and(|r| event.key() <= r) && event.create_time() < open_time;
-    req.sources.contains(&event.key().2) && req.filter.matches(event) && !had_it
+    req.sources.contains(&event.key().2) && event.is_in(&req.filter) && !had_it
 }
 
 fn lagged_error() -> Error {

@@ -10,9 +10,10 @@ use chrono::NaiveDateTime;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{lookback, POLL_INTERVAL};
-use crate::db::timeline::{self, Event, Source, TimelineFilter};
+use crate::db::timeline::{self, Event, Source};
 use crate::db::Db;
 use crate::error::Error;
+use crate::model::filter::CommunicationFilter;
 use crate::model::time::now;
 
 /// New events the hub keeps for subscribers that have not read them yet; a subscriber
@@ -172,7 +173,7 @@ async fn read_since(
     since: NaiveDateTime,
     recent: &HashMap<(Source, i64), NaiveDateTime>,
 ) -> Result<Vec<Event>, Error> {
-    let everything = TimelineFilter::default();
+    let everything = CommunicationFilter::default();
     let mut fresh = Vec::new();
     for source in SOURCES {
         let mut after = None;

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use crm_comms::config::Config;
@@ -14,7 +16,6 @@ use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
 use diesel::{Connection, RunQueryDsl};
 use mysql_async::prelude::Queryable;
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::Channel;
 
 const CUSTOMERS: u64 = 1000;
 const BATCH: usize = 2000;
@@ -128,11 +129,6 @@ fn seed_sqlite(path: &str, rows: usize) {
     diesel::sql_query("ANALYZE").execute(&mut conn).unwrap();
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 async fn time<T, F: std::future::Future<Output = T>>(mut f: impl FnMut() -> F) -> (Duration, T) {
     let mut times = Vec::new();
     let mut last = None;
@@ -141,14 +137,7 @@ async fn time<T, F: std::future::Future<Output = T>>(mut f: impl FnMut() -> F) -
         last = Some(f().await);
         times.push(t0.elapsed());
     }
-    (median(times), last.unwrap())
-}
-
-fn ts(secs: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: secs,
-        nanos: 0,
-    }
+    (common::median_by_key(times, |t| *t), last.unwrap())
 }
 
 /// Hand-written SQL, run on the same driver the service uses.
@@ -263,16 +252,13 @@ async fn measure(name: &str, url: &str, direct: Direct, out: &mut Vec<String>) {
         listener,
         rx,
     ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let client = AnalyticsServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let channel = common::connect(&addr.to_string()).await.unwrap();
+    let client =
+        AnalyticsServiceClient::new(channel).max_decoding_message_size(common::MAX_MESSAGE_BYTES);
 
     let freq_req = pb::GetFrequencyReportRequest {
-        start_time: Some(ts(START)),
-        end_time: Some(ts(END)),
+        start_time: Some(common::timestamp(START, 0)),
+        end_time: Some(common::timestamp(END, 0)),
         granularity: pb::Granularity::Day as i32,
         time_zone: "UTC".into(),
         ..Default::default()
@@ -302,8 +288,8 @@ async fn measure(name: &str, url: &str, direct: Direct, out: &mut Vec<String>) {
     );
 
     let content_req = pb::GetContentReportRequest {
-        start_time: Some(ts(START)),
-        end_time: Some(ts(END)),
+        start_time: Some(common::timestamp(START, 0)),
+        end_time: Some(common::timestamp(END, 0)),
         keywords: KEYWORDS.iter().map(|k| (*k).to_owned()).collect(),
         patterns: vec![PATTERN.to_owned()],
         sample_limit: 10,
@@ -356,45 +342,35 @@ fn row_line(db: &str, op: &str, service: Duration, sql: Duration, same: bool) ->
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let rows: usize = std::env::var("CRM_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows = common::env_usize("CRM_BENCH_ROWS", 1_000_000);
     let only = std::env::var("CRM_BENCH_ONLY").unwrap_or_default();
     let mut out = Vec::new();
 
     if only.is_empty() || only == "sqlite" {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bench.db").display().to_string();
-        let url = format!("sqlite://{path}");
+        let db = common::TempSqlite::new().unwrap();
         drop(
-            Db::connect(&url, &Default::default())
+            Db::connect(&db.url, &Default::default())
                 .await
                 .expect("migrate"),
         );
         let t0 = Instant::now();
-        let p = path.clone();
+        let p = db.path.clone();
         tokio::task::spawn_blocking(move || seed_sqlite(&p, rows))
             .await
             .unwrap();
         eprintln!("sqlite: seeded {rows} rows in {:.1?}", t0.elapsed());
-        measure("SQLite", &url, Direct::Sqlite(path), &mut out).await;
+        measure("SQLite", &db.url, Direct::Sqlite(db.path.clone()), &mut out).await;
     }
 
     if only.is_empty() || only == "mysql" {
-        let base = std::env::var("CRM_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-        let name = format!("crm_bench_{}", std::process::id());
-        match mysql_async::Conn::from_url(format!("{base}/test")).await {
+        let base = common::mysql_base_url("CRM_TEST_MYSQL_URL");
+        let name = common::run_database_name("crm_bench");
+        match mysql_async::Conn::from_url(common::admin_url(&base)).await {
             Err(e) => eprintln!("skipping MariaDB: unreachable at {base}: {e}"),
             Ok(mut admin) => {
-                admin
-                    .query_drop(format!(
-                        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                    ))
+                let url = common::create_database(&mut admin, &base, &name)
                     .await
                     .unwrap();
-                let url = format!("{base}/{name}");
                 drop(
                     Db::connect(&url, &Default::default())
                         .await
@@ -404,10 +380,7 @@ async fn main() {
                 seed_mysql(&url, rows).await;
                 eprintln!("mariadb: seeded {rows} rows in {:.1?}", t0.elapsed());
                 measure("MariaDB", &url, Direct::Mysql(url.clone()), &mut out).await;
-                admin
-                    .query_drop(format!("DROP DATABASE `{name}`"))
-                    .await
-                    .unwrap();
+                common::drop_database(&mut admin, &name).await.unwrap();
                 let _ = admin.disconnect().await;
             }
         }

@@ -9,6 +9,8 @@
 //   CRM_BENCH_RUNS       timed runs per figure, the median is printed (default 3)
 //   CRM_BENCH_DB         `sqlite`, `mysql` or both (default)
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -213,12 +215,6 @@ impl Run {
     }
 }
 
-/// The run with the median time.
-fn median(mut v: Vec<Run>) -> Run {
-    v.sort_by_key(|r| r.elapsed);
-    v[v.len() / 2]
-}
-
 struct Line {
     db: &'static str,
     what: &'static str,
@@ -245,7 +241,7 @@ impl Report {
 
     fn add(&mut self, what: &'static str, runs: Vec<Run>) {
         let runs_len = runs.len();
-        let run = median(runs);
+        let run = common::median_by_key(runs, |r| r.elapsed);
         println!(
             "  {what}: {} events, {:.2} s, {:.0} events/s (median of {})",
             run.events,
@@ -349,23 +345,9 @@ impl Server {
     }
 
     async fn client(&self) -> Result<CommunicationServiceClient<Channel>> {
-        let started = Instant::now();
-        loop {
-            match Channel::from_shared(format!("http://{}", self.addr))?
-                .connect()
-                .await
-            {
-                Ok(ch) => {
-                    return Ok(
-                        CommunicationServiceClient::new(ch).max_decoding_message_size(64 << 20)
-                    )
-                }
-                Err(e) if started.elapsed() > Duration::from_secs(10) => {
-                    bail!("cannot connect to the server: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+        let channel = common::connect(&self.addr).await?;
+        Ok(CommunicationServiceClient::new(channel)
+            .max_decoding_message_size(common::MAX_MESSAGE_BYTES))
     }
 
     /// Peak resident set (`VmHWM`) of the server process, in MB.
@@ -412,9 +394,9 @@ async fn stream_timeline(
     let request = StreamTimelineRequest {
         customer_id,
         order: TimelineOrder::OldestFirst as i32,
-        end_time: end.map(|t| prost_types::Timestamp {
-            seconds: t.and_utc().timestamp(),
-            nanos: t.and_utc().timestamp_subsec_nanos() as i32,
+        end_time: end.map(|t| {
+            let t = t.and_utc();
+            common::timestamp(t.timestamp(), t.timestamp_subsec_nanos() as i32)
         }),
         ..Default::default()
     };
@@ -663,21 +645,20 @@ fn sqlite_plan(path: &str, bound: bool) -> Result<String> {
 async fn bench_sqlite(rt_runs: usize, n: usize) -> Result<Report> {
     println!("== sqlite ==");
     let mut report = Report::new("sqlite");
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bench.db").display().to_string();
-    let url = format!("sqlite://{path}");
-    migrate(&url)?;
+    let db = common::TempSqlite::new()?;
+    let (path, url) = (&db.path, &db.url);
+    migrate(url)?;
     let p = path.clone();
     let customer_id = tokio::task::spawn_blocking(move || sqlite_seed(&p, n)).await??;
-    let size = std::fs::metadata(&path)?.len() as f64 / 1e6;
+    let size = std::fs::metadata(path)?.len() as f64 / 1e6;
     report.note(format!("database file {size:.0} MB"));
     report.note(format!(
         "keyset page plan without the >= bound: {}",
-        sqlite_plan(&path, false)?
+        sqlite_plan(path, false)?
     ));
     report.note(format!(
         "keyset page plan (server's shape, with the >= bound): {}",
-        sqlite_plan(&path, true)?
+        sqlite_plan(path, true)?
     ));
 
     let mut bounded = Vec::new();
@@ -700,8 +681,8 @@ async fn bench_sqlite(rt_runs: usize, n: usize) -> Result<Report> {
     }
     report.add("driver keyset pages (baseline)", bounded);
     report.add("driver single query (load_iter)", single);
-    measure_service(&mut report, &url, customer_id, n, rt_runs).await?;
-    drop(dir);
+    measure_service(&mut report, url, customer_id, n, rt_runs).await?;
+    drop(db);
     Ok(report)
 }
 
@@ -937,10 +918,9 @@ async fn mysql_plan(conn: &mut mysql_async::Conn) -> Result<String> {
 
 async fn bench_mysql(runs: usize, n: usize) -> Result<Option<Report>> {
     println!("== mariadb ==");
-    let base = std::env::var("CRM_BENCH_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let base = common::mysql_base_url("CRM_BENCH_MYSQL_URL");
     let base = base.trim_end_matches('/').to_owned();
-    let admin_url = format!("{base}/test");
+    let admin_url = common::admin_url(&base);
     let connect = mysql_async::Conn::from_url(admin_url.clone());
     let mut admin = match tokio::time::timeout(Duration::from_secs(5), connect).await {
         Ok(Ok(c)) => c,
@@ -953,17 +933,10 @@ async fn bench_mysql(runs: usize, n: usize) -> Result<Option<Report>> {
             return Ok(None);
         }
     };
-    let name = format!("crm_bench_timeline_{}", std::process::id());
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        ))
-        .await?;
-    let url = format!("{base}/{name}");
+    let name = common::run_database_name("crm_bench_timeline");
+    let url = common::create_database(&mut admin, &base, &name).await?;
     let result = bench_mysql_in(&url, runs, n).await;
-    admin
-        .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-        .await?;
+    common::drop_database(&mut admin, &name).await?;
     admin.disconnect().await?;
     println!("  dropped database {name}");
     result.map(Some)
@@ -1004,17 +977,10 @@ async fn bench_mysql_in(url: &str, runs: usize, n: usize) -> Result<Report> {
 
 // ---------------------------------------------------------------------------------------
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; nothing else is expected.
-    let n = env_usize("CRM_BENCH_ROWS", 1_000_000).max(1);
-    let runs = env_usize("CRM_BENCH_RUNS", 3).max(1);
+    let n = common::env_usize("CRM_BENCH_ROWS", 1_000_000).max(1);
+    let runs = common::env_usize("CRM_BENCH_RUNS", 3).max(1);
     let which = std::env::var("CRM_BENCH_DB").unwrap_or_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

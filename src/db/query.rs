@@ -298,16 +298,8 @@ where
 #[allow(clippy::unwrap_used)]
 mod tests {
     //! The builders' text, pinned: every keyset page and filtered read is assembled here.
-    use chrono::NaiveDate;
-
     use super::*;
-
-    fn at(day: u32) -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(2024, 3, day)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-    }
+    use crate::model::time::march_2024 as at;
 
     const T: Table = Table {
         name: "t",

@@ -208,16 +208,8 @@ pub async fn recorded_since(
 #[allow(clippy::unwrap_used)]
 mod tests {
     //! The timeline's statements per backend, pinned.
-    use chrono::NaiveDate;
-
     use super::*;
-
-    fn at(day: u32) -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(2024, 3, day)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-    }
+    use crate::model::time::march_2024 as at;
 
     fn filter() -> CommunicationFilter {
         CommunicationFilter {

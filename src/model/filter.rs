@@ -59,16 +59,8 @@ impl CommunicationFilter {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use chrono::NaiveDate;
-
     use super::*;
-
-    fn at(day: u32) -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(2024, 3, day)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-    }
+    use crate::model::time::march_2024 as at;
 
     #[test]
     fn admits_applies_every_field() {

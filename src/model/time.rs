@@ -41,3 +41,11 @@ pub fn micros(t: NaiveDateTime) -> i64 {
 pub fn from_micros(us: i64) -> Option<NaiveDateTime> {
     DateTime::from_timestamp_micros(us).map(|d| d.naive_utc())
 }
+
+/// Midnight UTC of a day of March 2024, for tests.
+#[cfg(test)]
+pub(crate) fn march_2024(day: u32) -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2024, 3, day)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or(NaiveDateTime::MIN)
+}

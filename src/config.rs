@@ -93,6 +93,16 @@ pub struct Config {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+    /// Whether reports read the rollups (pre-aggregated counts) where they answer
+    /// exactly; `false` reads every row from the base table (to verify the rollups).
+    #[arg(
+        long,
+        env = "CRM_REPORT_ROLLUPS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub report_rollups: bool,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -108,6 +118,7 @@ impl std::fmt::Debug for Config {
             .field("max_follow_streams", &self.max_follow_streams)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("report_rollups", &self.report_rollups)
             .field("log", &self.log)
             .finish()
     }
@@ -124,6 +135,7 @@ impl Config {
             max_follow_streams: 256,
             max_concurrent_streams: 256,
             shutdown_grace_secs: 10,
+            report_rollups: true,
             log: "info".into(),
         }
     }

@@ -30,6 +30,7 @@ use crate::pb::{
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
+use crate::service::reports::ReportSource;
 use crate::service::timeline::{FollowHub, Timeline};
 
 /// HTTP/2 connection-level flow-control window, in bytes.
@@ -100,6 +101,11 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         },
         db,
+        report_source: if config.report_rollups {
+            ReportSource::Rollups
+        } else {
+            ReportSource::BaseTable
+        },
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));

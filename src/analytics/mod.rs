@@ -6,4 +6,5 @@ pub mod buckets;
 pub mod content;
 pub mod gaps;
 pub mod matching;
+pub mod rollup;
 pub mod terms;

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::query::{self, Sql, Table};
+use super::rollups::{self, Contribution, Deltas};
 use super::schema::{communications, customers};
 use super::{create_for_customer, Conn as _, Db};
 use crate::error::{Error, Result};
@@ -95,7 +96,14 @@ pub const COMMUNICATIONS: Table = Table {
 /// Records one communication; the customer must exist; a reused `request_id`
 /// returns the first result and writes nothing.
 pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<CommunicationRow> {
-    create_for_customer!(db, communications, COMMUNICATIONS, CommunicationRow, form)
+    create_for_customer!(
+        db,
+        communications,
+        COMMUNICATIONS,
+        CommunicationRow,
+        form,
+        after_insert = |conn, row| rollups::add(conn, &Deltas::of([row.into()], 1)).await
+    )
 }
 
 /// The columns of [`CommunicationRow`], in its field order.
@@ -103,6 +111,17 @@ pub const COMMUNICATION_COLUMNS: &str =
     "id, customer_id, channel, direction, occur_time, content, \
      outcome, phone_number, call_duration_us, email_address, email_subject, chat_platform, \
      chat_conversation_id, create_time";
+
+impl From<&CommunicationInsertForm> for Contribution {
+    fn from(f: &CommunicationInsertForm) -> Self {
+        Contribution {
+            customer_id: f.customer_id,
+            channel: f.channel,
+            direction: f.direction,
+            occur_time: f.occur_time,
+        }
+    }
+}
 
 /// What happened to each item of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +167,9 @@ pub async fn insert_batch(
                 .await?;
             let (outcomes, rows) = plan_batch(forms, &live, used);
             if !rows.is_empty() {
+                let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
                 conn.insert_communications(rows).await?;
+                rollups::add(conn, &deltas).await?;
             }
             Ok::<_, Error>(outcomes)
         })
@@ -191,20 +212,20 @@ pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
     with_conn!(db, |conn| query::by_id(conn, &COMMUNICATIONS, id).await)
 }
 
-/// Deletes one communication by id; NOT_FOUND if absent.
+/// Deletes one communication by id (and its count in the rollups); NOT_FOUND if absent.
 pub async fn delete(db: &Db, id: i64) -> Result<()> {
     with_conn!(db, write, |conn| {
-        let n = diesel::delete(communications::table.find(id))
-            .execute(conn)
-            .await?;
-        if n == 0 {
-            Err(Error::NotFound {
-                resource: "communication",
-                id,
-            })
-        } else {
-            Ok(())
-        }
+        conn.transaction(async |conn| {
+            let row: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
+            let n = diesel::delete(communications::table.find(id))
+                .execute(conn)
+                .await?;
+            if n == 1 {
+                rollups::remove(conn, &[(&row).into()]).await?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await
     })
 }
 

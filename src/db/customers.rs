@@ -333,6 +333,7 @@ pub async fn delete(
                 }
             }
             if purge {
+                super::rollups::remove_customer(conn, id).await?;
                 diesel::delete(communications::table.filter(communications::customer_id.eq(id)))
                     .execute(conn)
                     .await?;

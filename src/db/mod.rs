@@ -17,6 +17,7 @@ pub mod customers;
 pub mod dialect;
 pub mod query;
 pub mod reports;
+pub mod rollups;
 pub mod schema;
 pub mod tickets;
 pub mod timeline;
@@ -267,10 +268,23 @@ impl Drop for MysqlCheckout<'_> {
 /// `$row`) from `$form` (an `Insertable` with `customer_id` and `request_id`) and
 /// evaluates to `Result<$row>`. The customer must exist; a `request_id` already used for
 /// that customer returns the first row and writes nothing, also when a concurrent
-/// duplicate wins the unique-key race. A macro because the INSERT is diesel's DSL, which
-/// type-checks per connection inside `with_conn!`.
+/// duplicate wins the unique-key race. With `after_insert = |conn, row| ..`, that
+/// `Result<()>` body runs in the same transaction right after a new row is stored. A
+/// macro because the INSERT is diesel's DSL, which type-checks per connection inside
+/// `with_conn!`.
 macro_rules! create_for_customer {
-    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr) => {{
+    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr) => {
+        $crate::db::create_for_customer!(
+            $db,
+            $table,
+            $desc,
+            $row,
+            $form,
+            after_insert = |_conn, _row| Ok::<(), $crate::error::Error>(())
+        )
+    };
+    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr,
+     after_insert = |$c:ident, $r:ident| $after:expr) => {{
         use $crate::db::{query, schema::$table, Conn as _};
         let form = $form;
         let desc: &query::Table = &$desc;
@@ -289,7 +303,12 @@ macro_rules! create_for_customer {
                     .execute(conn)
                     .await?;
                 let id = conn.last_insert_id().await?;
-                query::by_id::<_, $row>(conn, desc, id).await
+                let row: $row = query::by_id(conn, desc, id).await?;
+                {
+                    let ($c, $r) = (&mut *conn, &row);
+                    $after?;
+                }
+                Ok(row)
             })
             .await
         });
@@ -353,6 +372,9 @@ impl Db {
             }
         };
         db.migrate(url).await?;
+        rollups::ensure_built(&db, crate::model::time::now())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot build the rollups: {e}"))?;
         Ok(db)
     }
 

@@ -7,18 +7,19 @@
 //! epoch arithmetic differs per backend. Everything returns rows or plain structs: what
 //! the figures mean (buckets, gaps, matches, money) is `service::reports`'s business.
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
 use super::communications::COMMUNICATIONS;
 use super::dialect::{Backend, Index};
-use super::query::{self, Bind, Keyset, Sql};
+use super::query::{self, Bind, IdRow, Keyset, Sql, Table};
 use super::schema::{service_tickets, transactions};
 use super::transactions::TransactionRow;
 use super::Db;
 use crate::analytics::buckets::BucketPlan;
+use crate::analytics::rollup::SLOT_SECS;
 use crate::error::{Error, Result};
 use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
@@ -102,9 +103,15 @@ struct TopRow {
     last_time: NaiveDateTime,
 }
 
-/// `CASE WHEN occur_time < seg1.end THEN shift1 ... ELSE shiftN END`, each shift plus
-/// `add`.
-fn shift_case(sql: &mut Sql, plan: &BucketPlan, add: i64) {
+/// `CASE WHEN <col> < seg1.end THEN shift1 ... ELSE shiftN END`, each shift plus `add`;
+/// `end` binds a segment's end as the column compares.
+fn shift_case(
+    sql: &mut Sql,
+    plan: &BucketPlan,
+    add: i64,
+    col: &str,
+    end: impl Fn(DateTime<Utc>) -> Bind,
+) {
     let segments = plan.segments();
     let Some((last, rest)) = segments.split_last() else {
         sql.bind(Bind::I64(add));
@@ -116,8 +123,8 @@ fn shift_case(sql: &mut Sql, plan: &BucketPlan, add: i64) {
     }
     sql.push("CASE");
     for seg in rest {
-        sql.push(" WHEN occur_time < ")
-            .bind(Bind::Time(seg.end.naive_utc()))
+        sql.push(&format!(" WHEN {col} < "))
+            .bind(end(seg.end))
             .push(" THEN ")
             .bind(Bind::I64(seg.shift_secs + add));
     }
@@ -126,28 +133,85 @@ fn shift_case(sql: &mut Sql, plan: &BucketPlan, add: i64) {
         .push(" END");
 }
 
-/// The one bucket query: `(shift, key, channel) -> count` over the scope.
-fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) -> Sql {
-    let mut sql = Sql::default();
-    sql.push("SELECT ");
+/// `SELECT <shift> AS s, <key> AS k` of a bucket query whose rows are at `secs` (an
+/// epoch-seconds expression) and compare with segment ends as `col` does.
+fn shift_and_key(
+    backend: Backend,
+    plan: &BucketPlan,
+    secs: &str,
+    col: &str,
+    end: impl Fn(DateTime<Utc>) -> Bind + Copy,
+) -> Sql {
+    let mut sql = Sql::from("SELECT ");
     let mut shift = Sql::default();
-    shift_case(&mut shift, plan, 0);
+    shift_case(&mut shift, plan, 0, col, end);
     sql.push(&backend.int(&shift.text));
     sql.binds.extend(shift.binds);
     sql.push(" AS s, ");
     let mut key = Sql::default();
-    key.push("(")
-        .push(&backend.epoch_secs("occur_time"))
-        .push(" + ");
-    shift_case(&mut key, plan, KEY_OFFSET_SECS);
+    key.push("(").push(secs).push(" + ");
+    shift_case(&mut key, plan, KEY_OFFSET_SECS, col, end);
     key.push(")")
         .push(backend.div())
         .bind(Bind::I64(plan.unit_secs()));
     sql.push(&backend.int(&key.text));
     sql.binds.extend(key.binds);
-    sql.push(" AS k, channel, COUNT(*) AS n FROM communications")
+    sql.push(" AS k");
+    sql
+}
+
+/// The one bucket query: `(shift, key, channel) -> count` over the scope.
+fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) -> Sql {
+    let secs = backend.epoch_secs("occur_time");
+    let mut sql = shift_and_key(backend, plan, &secs, "occur_time", |t| {
+        Bind::Time(t.naive_utc())
+    });
+    sql.push(", channel, COUNT(*) AS n FROM communications")
         .filter(&COMMUNICATIONS, scope)
         .push(" GROUP BY s, k, channel");
+    sql
+}
+
+/// The rollup table of 15-minute slots, for the statement builders.
+const SLOTS: Table = Table {
+    name: "communication_slots",
+    resource: "slot",
+    columns: "slot, channel, direction, shard, n",
+    time: "slot",
+    has_channel: true,
+    order: &["slot"],
+};
+
+/// The bucket query over the slot rollup: slots `[lo, hi)`, the scope's channels and
+/// direction (its customers and times are not used: the caller reads whole slots of every
+/// customer). The same `(shift, key, channel) -> count` rows as [`bucket_sql`].
+fn slot_bucket_sql(
+    backend: Backend,
+    scope: &CommunicationFilter,
+    plan: &BucketPlan,
+    lo: i64,
+    hi: i64,
+) -> Sql {
+    let mut sql = shift_and_key(backend, plan, &format!("slot * {SLOT_SECS}"), "slot", |t| {
+        Bind::I64(t.timestamp().div_euclid(SLOT_SECS))
+    });
+    let kinds = CommunicationFilter {
+        channels: scope.channels.clone(),
+        direction: scope.direction,
+        ..CommunicationFilter::default()
+    };
+    sql.push(&format!(
+        ", channel, {} AS n FROM communication_slots",
+        backend.int("SUM(n)")
+    ))
+    .and()
+    .push("slot >= ")
+    .bind(Bind::I64(lo))
+    .and()
+    .push("slot < ")
+    .bind(Bind::I64(hi))
+    .filter(&SLOTS, &kinds)
+    .push(" GROUP BY s, k, channel");
     sql
 }
 
@@ -180,17 +244,34 @@ pub async fn bucket_counts(
     scope: &CommunicationFilter,
     plan: &BucketPlan,
 ) -> Result<Vec<KeyCount>> {
-    let unit_offset = KEY_OFFSET_SECS / plan.unit_secs();
     let rows: Vec<KeyRow> = query::load(db, &bucket_sql(db.backend(), scope, plan)).await?;
-    Ok(rows
-        .into_iter()
+    Ok(key_counts(rows, plan))
+}
+
+/// The same rows as [`bucket_counts`] for the whole slots `[lo, hi)` of every customer,
+/// read from the slot rollup; `plan` must fit slots ([`crate::analytics::rollup::slots_fit`]).
+pub async fn slot_bucket_counts(
+    db: &Db,
+    scope: &CommunicationFilter,
+    plan: &BucketPlan,
+    (lo, hi): (i64, i64),
+) -> Result<Vec<KeyCount>> {
+    let sql = slot_bucket_sql(db.backend(), scope, plan, lo, hi);
+    let rows: Vec<KeyRow> = query::load(db, &sql).await?;
+    Ok(key_counts(rows, plan))
+}
+
+/// Bucket rows with the key offset taken off again.
+fn key_counts(rows: Vec<KeyRow>, plan: &BucketPlan) -> Vec<KeyCount> {
+    let unit_offset = KEY_OFFSET_SECS / plan.unit_secs();
+    rows.into_iter()
         .map(|row| KeyCount {
             shift_secs: row.s,
             key: row.k - unit_offset,
             channel: row.channel,
             count: row.n,
         })
-        .collect())
+        .collect()
 }
 
 /// Count, distinct customers, first and last time of the communications in scope.
@@ -222,6 +303,117 @@ pub async fn top_customers(
             last_time: r.last_time,
         })
         .collect())
+}
+
+/// The statement of [`top_customers_from_rollup`]: whole months from `customer_months`,
+/// the edges from the base table, summed per customer.
+fn top_rollup_sql(months: (i64, i64), edges: &[(NaiveDateTime, NaiveDateTime)], n: i64) -> Sql {
+    let mut sql = Sql::from(
+        "SELECT customer_id, SUM(c) AS n, MAX(lt) AS last_time FROM (SELECT customer_id, n AS \
+         c, last_time AS lt FROM customer_months WHERE month >= ",
+    );
+    sql.bind(Bind::I64(months.0))
+        .push(" AND month < ")
+        .bind(Bind::I64(months.1));
+    for (start, end) in edges {
+        sql.push(
+            " UNION ALL SELECT customer_id, COUNT(*) AS c, MAX(occur_time) AS lt FROM \
+             communications WHERE occur_time >= ",
+        )
+        .bind(Bind::Time(*start))
+        .push(" AND occur_time < ")
+        .bind(Bind::Time(*end))
+        .push(" GROUP BY customer_id");
+    }
+    sql.push(") t GROUP BY customer_id ORDER BY n DESC, customer_id LIMIT ")
+        .bind(Bind::I64(n));
+    sql
+}
+
+/// The statement of [`customer_count_from_rollup`].
+fn customer_count_rollup_sql(months: (i64, i64), edges: &[(NaiveDateTime, NaiveDateTime)]) -> Sql {
+    let mut sql = Sql::from(
+        "SELECT COUNT(DISTINCT customer_id) AS id FROM (SELECT customer_id FROM customer_months \
+         WHERE month >= ",
+    );
+    sql.bind(Bind::I64(months.0))
+        .push(" AND month < ")
+        .bind(Bind::I64(months.1));
+    for (start, end) in edges {
+        sql.push(" UNION ALL SELECT customer_id FROM communications WHERE occur_time >= ")
+            .bind(Bind::Time(*start))
+            .push(" AND occur_time < ")
+            .bind(Bind::Time(*end));
+    }
+    sql.push(") t");
+    sql
+}
+
+/// The `n` most contacted customers of every customer's communications in the whole
+/// months `[lo, hi)` plus the `edges` (ranges outside them), most first, ties by id. The
+/// same answer as [`top_customers`] over the union of those ranges, without channel or
+/// direction filters.
+pub async fn top_customers_from_rollup(
+    db: &Db,
+    months: (i64, i64),
+    edges: &[(NaiveDateTime, NaiveDateTime)],
+    n: i64,
+) -> Result<Vec<TopCustomer>> {
+    let rows: Vec<TopRow> = query::load(db, &top_rollup_sql(months, edges, n)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TopCustomer {
+            customer_id: r.customer_id,
+            count: r.n,
+            last_time: r.last_time,
+        })
+        .collect())
+}
+
+/// Distinct customers with communications in the whole months `[lo, hi)` or the
+/// `edges`, from the customer-month rollup and the base table.
+pub async fn customer_count_from_rollup(
+    db: &Db,
+    months: (i64, i64),
+    edges: &[(NaiveDateTime, NaiveDateTime)],
+) -> Result<i64> {
+    let rows: Vec<IdRow> = query::load(db, &customer_count_rollup_sql(months, edges)).await?;
+    Ok(<[IdRow]>::first(&rows).map_or(0, |r| r.id))
+}
+
+/// One time.
+#[derive(QueryableByName)]
+struct TimeRow {
+    #[diesel(sql_type = Timestamp)]
+    occur_time: NaiveDateTime,
+}
+
+/// The first or last `occur_time` in scope, walking the time index from one end (it
+/// stops at the first row that passes the filters).
+fn edge_time_sql(backend: Backend, scope: &CommunicationFilter, last: bool) -> Sql {
+    let mut sql = Sql::from("SELECT occur_time FROM communications");
+    sql.push(backend.index_hint(Index::Time))
+        .filter(&COMMUNICATIONS, scope)
+        .push(if last {
+            " ORDER BY occur_time DESC LIMIT 1"
+        } else {
+            " ORDER BY occur_time ASC LIMIT 1"
+        });
+    sql
+}
+
+/// The earliest and latest `occur_time` in scope, each from one end of the time index.
+pub async fn first_and_last(
+    db: &Db,
+    scope: &CommunicationFilter,
+) -> Result<(Option<NaiveDateTime>, Option<NaiveDateTime>)> {
+    let backend = db.backend();
+    let first: Vec<TimeRow> = query::load(db, &edge_time_sql(backend, scope, false)).await?;
+    let last: Vec<TimeRow> = query::load(db, &edge_time_sql(backend, scope, true)).await?;
+    Ok((
+        <[TimeRow]>::first(&first).map(|r| r.occur_time),
+        <[TimeRow]>::first(&last).map(|r| r.occur_time),
+    ))
 }
 
 /// One row of a gap page.

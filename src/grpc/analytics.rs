@@ -426,7 +426,8 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetFrequencyReportResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = FrequencyQuery::try_from(request.into_inner())?;
-        let report = reports::frequency(&self.state.db, query, deadline).await?;
+        let report =
+            reports::frequency(&self.state.db, query, self.state.report_source, deadline).await?;
         Ok(Response::new(report.into()))
     }
 

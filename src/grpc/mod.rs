@@ -22,6 +22,8 @@ pub struct AppState {
     pub db: Db,
     /// The timeline use case: follow hub, follow-stream limit, shutdown signal.
     pub timeline: Timeline,
+    /// Where reports read their counts from.
+    pub report_source: crate::service::reports::ReportSource,
 }
 
 /// The `customer_id` of a request: positive, or a violation.

@@ -16,8 +16,9 @@ use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
+use crate::analytics::rollup::{month_split, slot_split, slots_fit};
 use crate::db::customers::{self, Customer};
-use crate::db::reports::{self as queries, ContentPosition, ContentRow, TopCustomer};
+use crate::db::reports::{self as queries, ContentPosition, ContentRow, KeyCount, TopCustomer};
 use crate::db::tickets::status;
 use crate::db::transactions::TransactionRow;
 use crate::db::Db;
@@ -132,10 +133,62 @@ pub struct FrequencyReport {
     pub time_zone: Tz,
 }
 
+/// Where reports read their counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSource {
+    /// The rollups where they answer exactly (every customer; zones whose offsets are
+    /// whole quarter hours), the base table for the rest.
+    Rollups,
+    /// Always the base table (to verify the rollups, or to work around them).
+    BaseTable,
+}
+
+/// The bucket rows of a frequency report: from the slot rollup for the whole slots of
+/// the range and the base table for its edges when `rollups`, else all from the base table.
+async fn bucket_rows(
+    db: &Db,
+    scope: &CommunicationFilter,
+    plan: &BucketPlan,
+    range: (NaiveDateTime, NaiveDateTime),
+    rollups: bool,
+    deadline: Deadline,
+) -> Result<Vec<KeyCount>> {
+    deadline.check("the bucket query")?;
+    if !rollups {
+        return queries::bucket_counts(db, scope, plan).await;
+    }
+    let split = slot_split(range.0, range.1);
+    let mut rows = match split.units {
+        Some(slots) => queries::slot_bucket_counts(db, scope, plan, slots).await?,
+        None => Vec::new(),
+    };
+    for (start, end) in split.edges {
+        deadline.check("the bucket query of an edge")?;
+        let edge = CommunicationFilter {
+            start: Some(start),
+            end: Some(end),
+            ..scope.clone()
+        };
+        rows.extend(queries::bucket_counts(db, &edge, plan).await?);
+    }
+    Ok(rows)
+}
+
 /// Computes a frequency report; checks `deadline` before each statement.
-pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result<FrequencyReport> {
+pub async fn frequency(
+    db: &Db,
+    q: FrequencyQuery,
+    source: ReportSource,
+    deadline: Deadline,
+) -> Result<FrequencyReport> {
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
     let gap_stats_wanted = q.include_gap_stats || q.customer_ids.len() == 1;
+    // Rollups hold every customer; a report on chosen customers reads their rows through
+    // the (customer_id, occur_time) index instead.
+    let rollups = source == ReportSource::Rollups && q.customer_ids.is_empty();
+    let slots = rollups && slots_fit(&plan);
+    // The customer-month rollup counts every channel and direction.
+    let months = rollups && q.channels.is_empty() && q.direction.is_none();
     let scope = CommunicationFilter {
         customer_ids: q.customer_ids,
         channels: q.channels,
@@ -147,8 +200,8 @@ pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result
     let mut channels = BTreeMap::new();
     let mut total = 0;
 
-    deadline.check("the bucket query")?;
-    for row in queries::bucket_counts(db, &scope, &plan).await? {
+    let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), slots, deadline).await?;
+    for row in rows {
         let Some(i) = plan.bucket_for_key(row.key, row.shift_secs) else {
             tracing::warn!(
                 key = row.key,
@@ -166,18 +219,42 @@ pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result
     }
 
     deadline.check("the totals query")?;
-    let totals = queries::totals(db, &scope).await?;
-    if let Some(t) = totals {
-        if t.count != total {
-            // Rows written between the two statements; the buckets are authoritative.
-            tracing::debug!(buckets = total, totals = t.count, "concurrent writes");
+    let month_split = month_split(q.start, q.end);
+    let (customer_count, first, last) = match (months, month_split.units) {
+        (true, Some(units)) => {
+            let customers =
+                queries::customer_count_from_rollup(db, units, &month_split.edges).await?;
+            deadline.check("the first and last contact")?;
+            let (first, last) = queries::first_and_last(db, &scope).await?;
+            (customers, first, last)
         }
-    }
+        _ => {
+            let totals = queries::totals(db, &scope).await?;
+            if let Some(t) = totals {
+                if t.count != total {
+                    // Rows written between the two statements; the buckets are
+                    // authoritative.
+                    tracing::debug!(buckets = total, totals = t.count, "concurrent writes");
+                }
+            }
+            (
+                totals.map_or(0, |t| t.customers),
+                totals.and_then(|t| t.first),
+                totals.and_then(|t| t.last),
+            )
+        }
+    };
 
     let mut top = Vec::new();
     if q.top_n > 0 {
         deadline.check("the top-customers query")?;
-        top = queries::top_customers(db, &scope, q.top_n as i64).await?;
+        let n = q.top_n as i64;
+        top = match (months, month_split.units) {
+            (true, Some(units)) => {
+                queries::top_customers_from_rollup(db, units, &month_split.edges, n).await?
+            }
+            _ => queries::top_customers(db, &scope, n).await?,
+        };
     }
 
     let (mut mean_gap_us, mut median_gap_us) = (None, None);
@@ -195,9 +272,9 @@ pub async fn frequency(db: &Db, q: FrequencyQuery, deadline: Deadline) -> Result
         span_days: days,
         per_day_average: per_day(total),
         channels,
-        customer_count: totals.map_or(0, |t| t.customers),
-        first: totals.and_then(|t| t.first),
-        last: totals.and_then(|t| t.last),
+        customer_count,
+        first,
+        last,
         mean_gap_us,
         median_gap_us,
         top: top

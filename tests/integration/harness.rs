@@ -220,6 +220,32 @@ impl TestApp {
         self.scalar(&sql).await
     }
 
+    /// Runs a statement that returns no rows, straight on the database.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Mysql => {
+                let mut conn = mysql_async::Conn::from_url(self.database_url.as_str())
+                    .await
+                    .expect("mysql connect");
+                conn.query_drop(sql).await.expect("statement");
+                conn.disconnect().await.expect("mysql disconnect");
+            }
+            Backend::Sqlite => {
+                use diesel::{Connection, RunQueryDsl};
+                let path = self.database_url.trim_start_matches("sqlite://").to_owned();
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = diesel::SqliteConnection::establish(&path).expect("sqlite");
+                    diesel::sql_query(sql)
+                        .execute(&mut conn)
+                        .expect("statement");
+                })
+                .await
+                .expect("join");
+            }
+        }
+    }
+
     /// Runs a `SELECT` returning one integer, straight on the database.
     pub async fn scalar(&self, sql: &str) -> i64 {
         match self.backend {

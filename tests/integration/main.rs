@@ -21,6 +21,7 @@ mod follow;
 mod hardening;
 mod outage;
 mod robustness;
+mod rollups;
 mod server;
 
 use std::process::ExitCode;

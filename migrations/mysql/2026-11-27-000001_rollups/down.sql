@@ -1,0 +1,3 @@
+DROP TABLE rollup_state;
+DROP TABLE customer_months;
+DROP TABLE communication_slots;

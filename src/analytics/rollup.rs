@@ -1,0 +1,236 @@
+//! The arithmetic of the pre-aggregated counts (rollups): which 15-minute slot and which
+//! calendar month a communication counts in, which shard of a slot a writer adds to,
+//! and how a report range splits into whole rollup units plus edges that are read from
+//! the base table.
+//!
+//! Why 15 minutes: every UTC offset in use today (and every DST change) is a multiple of
+//! 15 minutes (+05:45 Kathmandu, +08:45 Eucla, -09:30 Marquesas), so a slot never
+//! straddles a local hour, day, week or month boundary. Zones whose offsets in the range
+//! are not (local mean time before about 1920) are answered from the base table.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
+
+use super::buckets::BucketPlan;
+
+/// Seconds of one rollup slot.
+pub const SLOT_SECS: i64 = 900;
+
+/// Rows a slot's count is spread over, so that concurrent writers of one slot, channel
+/// and direction update different rows (a communication adds to shard
+/// `customer_id mod SHARDS`, so its removal finds the same row).
+pub const SHARDS: i64 = 8;
+
+/// The slot of an instant: `floor(unix seconds / 900)`.
+pub fn slot_of(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp().div_euclid(SLOT_SECS)
+}
+
+/// The first instant of a slot.
+pub fn slot_start(slot: i64) -> NaiveDateTime {
+    DateTime::from_timestamp(slot.saturating_mul(SLOT_SECS), 0)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .naive_utc()
+}
+
+/// The shard a customer's communications count in.
+pub fn shard_of(customer_id: i64) -> i64 {
+    customer_id.rem_euclid(SHARDS)
+}
+
+/// The UTC calendar month of an instant, as `year * 12 + month0`.
+pub fn month_of(t: NaiveDateTime) -> i64 {
+    i64::from(t.year()) * 12 + i64::from(t.month0())
+}
+
+/// Midnight UTC of the first day of a month index.
+pub fn month_start(month: i64) -> NaiveDateTime {
+    let (year, month0) = (month.div_euclid(12), month.rem_euclid(12));
+    i32::try_from(year)
+        .ok()
+        .and_then(|y| NaiveDate::from_ymd_opt(y, month0 as u32 + 1, 1))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or(NaiveDateTime::MIN)
+}
+
+/// A range `[start, end)` split into whole units `[lo, hi)` of a rollup (slots or months)
+/// and the parts before and after them, which the base table answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Whole units inside the range, `lo..hi`; `None` when there are none.
+    pub units: Option<(i64, i64)>,
+    /// Parts of the range outside the whole units, each `[start, end)`, non-empty.
+    pub edges: Vec<(NaiveDateTime, NaiveDateTime)>,
+}
+
+/// Splits `[start, end)` over units whose index and start are given.
+fn split(
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    unit_of: impl Fn(NaiveDateTime) -> i64,
+    unit_start: impl Fn(i64) -> NaiveDateTime,
+) -> Split {
+    if start >= end {
+        return Split {
+            units: None,
+            edges: Vec::new(),
+        };
+    }
+    // First unit starting at or after `start`; last unit ending at or before `end`.
+    let first = unit_of(start);
+    let lo = if unit_start(first) == start {
+        first
+    } else {
+        first + 1
+    };
+    let hi = unit_of(end);
+    if lo >= hi {
+        return Split {
+            units: None,
+            edges: vec![(start, end)],
+        };
+    }
+    let mut edges = Vec::new();
+    if unit_start(lo) > start {
+        edges.push((start, unit_start(lo)));
+    }
+    if unit_start(hi) < end {
+        edges.push((unit_start(hi), end));
+    }
+    Split {
+        units: Some((lo, hi)),
+        edges,
+    }
+}
+
+/// `[start, end)` as whole 15-minute slots plus edges.
+pub fn slot_split(start: NaiveDateTime, end: NaiveDateTime) -> Split {
+    split(start, end, slot_of, slot_start)
+}
+
+/// `[start, end)` as whole UTC calendar months plus edges.
+pub fn month_split(start: NaiveDateTime, end: NaiveDateTime) -> Split {
+    split(start, end, month_of, month_start)
+}
+
+/// Whether the slot rollup can answer `plan` exactly: every offset of the zone in the
+/// range is a whole number of slots, and every offset change falls on a slot boundary.
+pub fn slots_fit(plan: &BucketPlan) -> bool {
+    let segments = plan.segments();
+    let inner_ends = segments.len().saturating_sub(1);
+    segments.iter().all(|s| s.shift_secs % SLOT_SECS == 0)
+        && segments[..inner_ends]
+            .iter()
+            .all(|s| s.end.timestamp().rem_euclid(SLOT_SECS) == 0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::analytics::buckets::Granularity;
+
+    fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> NaiveDateTime {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .unwrap()
+            .naive_utc()
+    }
+
+    #[test]
+    fn slots_and_months_floor() {
+        assert_eq!(
+            slot_start(slot_of(t(2024, 3, 9, 10, 14, 59))),
+            t(2024, 3, 9, 10, 0, 0)
+        );
+        assert_eq!(
+            slot_start(slot_of(t(2024, 3, 9, 10, 15, 0))),
+            t(2024, 3, 9, 10, 15, 0)
+        );
+        // Before 1970 the slot still floors.
+        assert_eq!(
+            slot_start(slot_of(t(1950, 1, 1, 0, 7, 0))),
+            t(1950, 1, 1, 0, 0, 0)
+        );
+        assert_eq!(
+            month_start(month_of(t(2024, 12, 31, 23, 59, 59))),
+            t(2024, 12, 1, 0, 0, 0)
+        );
+        assert_eq!(
+            month_start(month_of(t(2024, 12, 31, 0, 0, 0)) + 1),
+            t(2025, 1, 1, 0, 0, 0)
+        );
+        assert_eq!(shard_of(17), 1);
+        assert_eq!(shard_of(-1), SHARDS - 1);
+    }
+
+    #[test]
+    fn split_keeps_whole_units_and_names_the_edges() {
+        // Shanghai's year: local midnight is 16:00 UTC the day before.
+        let s = month_split(t(2023, 12, 31, 16, 0, 0), t(2024, 12, 31, 16, 0, 0));
+        assert_eq!(
+            s.units,
+            Some((
+                month_of(t(2024, 1, 1, 0, 0, 0)),
+                month_of(t(2024, 12, 1, 0, 0, 0))
+            ))
+        );
+        assert_eq!(
+            s.edges,
+            vec![
+                (t(2023, 12, 31, 16, 0, 0), t(2024, 1, 1, 0, 0, 0)),
+                (t(2024, 12, 1, 0, 0, 0), t(2024, 12, 31, 16, 0, 0)),
+            ]
+        );
+        // Aligned: no edges.
+        let s = slot_split(t(2024, 1, 1, 0, 0, 0), t(2024, 1, 2, 0, 0, 0));
+        assert_eq!(s.edges, vec![]);
+        assert_eq!(s.units.map(|(lo, hi)| hi - lo), Some(96));
+        // Inside one unit: one edge, no units.
+        let s = slot_split(t(2024, 1, 1, 0, 1, 0), t(2024, 1, 1, 0, 14, 0));
+        assert_eq!(s.units, None);
+        assert_eq!(
+            s.edges,
+            vec![(t(2024, 1, 1, 0, 1, 0), t(2024, 1, 1, 0, 14, 0))]
+        );
+        // Empty range.
+        assert_eq!(
+            slot_split(t(2024, 1, 1, 0, 0, 0), t(2024, 1, 1, 0, 0, 0)).edges,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn split_covers_the_range_exactly() {
+        let start = t(2024, 2, 10, 3, 7, 11);
+        let end = t(2024, 5, 3, 21, 52, 2);
+        for s in [slot_split(start, end), month_split(start, end)] {
+            let (lo, hi) = s.units.unwrap();
+            assert_eq!(s.edges.len(), 2);
+            assert_eq!(s.edges[0].0, start);
+            assert_eq!(s.edges[1].1, end);
+            assert!(lo < hi);
+        }
+        let s = month_split(start, end);
+        assert_eq!(s.edges[0].1, month_start(s.units.unwrap().0));
+        assert_eq!(s.edges[1].0, month_start(s.units.unwrap().1));
+    }
+
+    #[test]
+    fn slots_fit_quarter_hour_zones_and_not_local_mean_time() {
+        let plan = |tz, y| {
+            BucketPlan::new(
+                tz,
+                Granularity::Day,
+                Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(y + 1, 1, 1, 0, 0, 0).unwrap(),
+            )
+        };
+        assert!(slots_fit(&plan(chrono_tz::Asia::Kathmandu, 2024)));
+        assert!(slots_fit(&plan(chrono_tz::America::New_York, 2024)));
+        assert!(slots_fit(&plan(chrono_tz::Australia::Eucla, 2024)));
+        assert!(slots_fit(&plan(chrono_tz::Pacific::Marquesas, 2024)));
+        // Kathmandu kept local mean time (+05:41:16) until 1920.
+        assert!(!slots_fit(&plan(chrono_tz::Asia::Kathmandu, 1919)));
+    }
+}

@@ -1,0 +1,345 @@
+//! The rollup tables (`communication_slots`, `customer_months`): kept exact inside the
+//! transaction of every write path (log, import, delete, purge), and built once for the
+//! rows a database already holds when a server first starts with them.
+//!
+//! A communication counts `+1` in its 15-minute slot (shard `customer_id mod 8`, so
+//! concurrent writers of one slot update different rows) and in its customer's UTC month.
+//! Each write adds its rows with one multi-row upsert per table; writers always touch
+//! `customer_months` before `communication_slots`, each in primary-key order, so two
+//! writers never wait on each other in a cycle.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use diesel::QueryableByName;
+use diesel_async::AsyncConnection;
+
+use super::communications::CommunicationRow;
+use super::dialect::{Backend, Conn};
+use super::query::{Bind, IdRow, Sql};
+use super::Db;
+use crate::analytics::rollup::{month_of, month_start, shard_of, slot_of, SHARDS, SLOT_SECS};
+use crate::error::{Error, Result};
+use crate::with_conn;
+
+/// The name of the rollup set in `rollup_state`.
+const ROLLUP_SET: &str = "communications-v1";
+
+/// Rows per upsert statement (five or four values each).
+const UPSERT_ROWS: usize = 1_000;
+
+/// Base-table rows aggregated per statement while building.
+const BUILD_CHUNK_IDS: i64 = 500_000;
+
+/// What one communication contributes: its slot key and its customer-month key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contribution {
+    /// Owner.
+    pub customer_id: i64,
+    /// `Channel` value.
+    pub channel: i32,
+    /// `Direction` value.
+    pub direction: i32,
+    /// When it happened (UTC).
+    pub occur_time: NaiveDateTime,
+}
+
+impl From<&CommunicationRow> for Contribution {
+    fn from(r: &CommunicationRow) -> Self {
+        Contribution {
+            customer_id: r.customer_id,
+            channel: r.channel,
+            direction: r.direction,
+            occur_time: r.occur_time,
+        }
+    }
+}
+
+/// Summed contributions, keyed in primary-key order of each table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deltas {
+    /// `(slot, channel, direction, shard) -> count`.
+    slots: BTreeMap<(i64, i32, i32, i64), i64>,
+    /// `(month, customer_id) -> (count, latest time)`.
+    months: BTreeMap<(i64, i64), (i64, NaiveDateTime)>,
+}
+
+impl Deltas {
+    /// The sums of `rows`, each counted `sign` (1 to add, -1 to remove).
+    pub fn of(rows: impl IntoIterator<Item = Contribution>, sign: i64) -> Self {
+        let mut d = Deltas::default();
+        for r in rows {
+            let slot = (
+                slot_of(r.occur_time),
+                r.channel,
+                r.direction,
+                shard_of(r.customer_id),
+            );
+            *d.slots.entry(slot).or_insert(0) += sign;
+            let month = d
+                .months
+                .entry((month_of(r.occur_time), r.customer_id))
+                .or_insert((0, r.occur_time));
+            month.0 += sign;
+            month.1 = month.1.max(r.occur_time);
+        }
+        d
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// The upserts that add `deltas` (months first, then slots; primary-key order).
+fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
+    let mut out = Vec::new();
+    let months: Vec<_> = deltas.months.iter().collect();
+    for chunk in months.chunks(UPSERT_ROWS) {
+        let mut sql =
+            Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) VALUES ");
+        for (i, ((month, customer), (n, last))) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.list([
+                Bind::I64(*month),
+                Bind::I64(*customer),
+                Bind::I64(*n),
+                Bind::Time(*last),
+            ]);
+        }
+        sql.push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
+        out.push(sql);
+    }
+    let slots: Vec<_> = deltas.slots.iter().collect();
+    for chunk in slots.chunks(UPSERT_ROWS) {
+        let mut sql = Sql::from(
+            "INSERT INTO communication_slots (slot, channel, direction, shard, n) VALUES ",
+        );
+        for (i, ((slot, channel, direction, shard), n)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.list([
+                Bind::I64(*slot),
+                Bind::I32(*channel),
+                Bind::I32(*direction),
+                Bind::I64(*shard),
+                Bind::I64(**n),
+            ]);
+        }
+        sql.push(&backend.upsert("slot, channel, direction, shard", &["n"], &[]));
+        out.push(sql);
+    }
+    out
+}
+
+/// Adds stored communications to the rollups, in the caller's transaction.
+pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
+    for sql in add_sql(C::BACKEND, deltas) {
+        conn.execute_sql(&sql).await?;
+    }
+    Ok(())
+}
+
+/// Removes communications that the caller's transaction has just deleted: their counts
+/// go down, each touched customer-month gets its latest time again from the remaining
+/// rows, and customer-months left empty are deleted.
+pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> {
+    let deltas = Deltas::of(rows.iter().copied(), -1);
+    add(conn, &deltas).await?;
+    for (month, customer_id) in deltas.months.keys() {
+        let mut sql = Sql::from(
+            "UPDATE customer_months SET last_time = COALESCE((SELECT MAX(occur_time) FROM \
+             communications WHERE customer_id = ",
+        );
+        sql.bind(Bind::I64(*customer_id))
+            .push(" AND occur_time >= ")
+            .bind(Bind::Time(month_start(*month)))
+            .push(" AND occur_time < ")
+            .bind(Bind::Time(month_start(month + 1)))
+            .push("), last_time)")
+            .and()
+            .push("month = ")
+            .bind(Bind::I64(*month))
+            .and()
+            .push("customer_id = ")
+            .bind(Bind::I64(*customer_id));
+        conn.execute_sql(&sql).await?;
+    }
+    let mut sql = Sql::from("DELETE FROM customer_months");
+    sql.and().push("n <= 0");
+    conn.execute_sql(&sql).await?;
+    Ok(())
+}
+
+/// Removes every communication of one customer (a purge, before it deletes them).
+pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<()>
+where
+    SlotCount: QueryableByName<C::Backend>,
+{
+    let mut sql = Sql::from(&*format!(
+        "SELECT {} AS slot, channel, direction, COUNT(*) AS n FROM communications",
+        slot_expr(C::BACKEND)
+    ));
+    sql.and()
+        .push("customer_id = ")
+        .bind(Bind::I64(customer_id))
+        .push(" GROUP BY slot, channel, direction");
+    let rows: Vec<SlotCount> = conn.load_sql(&sql).await?;
+    let shard = shard_of(customer_id);
+    let deltas = Deltas {
+        slots: rows
+            .into_iter()
+            .map(|r| ((r.slot, r.channel, r.direction, shard), -r.n))
+            .collect(),
+        months: BTreeMap::new(),
+    };
+    add(conn, &deltas).await?;
+    let mut sql = Sql::from("DELETE FROM customer_months");
+    sql.and()
+        .push("customer_id = ")
+        .bind(Bind::I64(customer_id));
+    conn.execute_sql(&sql).await?;
+    Ok(())
+}
+
+/// A slot count read back from the base table.
+#[derive(Debug, diesel::QueryableByName)]
+pub struct SlotCount {
+    /// The slot.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub slot: i64,
+    /// `Channel` value.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub channel: i32,
+    /// `Direction` value.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub direction: i32,
+    /// Communications.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+/// The slot of `occur_time` in SQL: `floor(unix seconds / 900)`, exact for any stored
+/// time (the dividend is made positive so that integer division floors).
+fn slot_expr(backend: Backend) -> String {
+    const OFFSET_SLOTS: i64 = 100_000 * 86_400 / SLOT_SECS;
+    backend.int(&format!(
+        "({} + {}){}{SLOT_SECS} - {OFFSET_SLOTS}",
+        backend.epoch_secs("occur_time"),
+        OFFSET_SLOTS * SLOT_SECS,
+        backend.div()
+    ))
+}
+
+/// The statements that aggregate the base-table rows with ids in `(lo, hi]` into both
+/// rollups.
+fn build_sql(backend: Backend, lo: i64, hi: i64) -> [Sql; 2] {
+    let range = |sql: &mut Sql| {
+        sql.push(" WHERE id > ")
+            .bind(Bind::I64(lo))
+            .push(" AND id <= ")
+            .bind(Bind::I64(hi));
+    };
+    let mut months = Sql::from(&*format!(
+        "INSERT INTO customer_months (month, customer_id, n, last_time) SELECT {} AS m, \
+         customer_id, COUNT(*), MAX(occur_time) FROM communications",
+        backend.month_index("occur_time")
+    ));
+    range(&mut months);
+    months
+        .push(" GROUP BY m, customer_id")
+        .push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
+    let mut slots = Sql::from(&*format!(
+        "INSERT INTO communication_slots (slot, channel, direction, shard, n) SELECT {} AS s, \
+         channel, direction, customer_id{}{SHARDS} AS h, COUNT(*) FROM communications",
+        slot_expr(backend),
+        backend.modulo()
+    ));
+    range(&mut slots);
+    slots
+        .push(" GROUP BY s, channel, direction, h")
+        .push(&backend.upsert("slot, channel, direction, shard", &["n"], &[]));
+    [months, slots]
+}
+
+/// Builds the rollups from the base table unless `rollup_state` says they are built:
+/// once per database, at start, before serving (progress in the log). The whole build is
+/// one transaction that first claims the state row, so a second server starting at the
+/// same time waits for it and then finds the rollups built.
+pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
+    let mut check = Sql::from("SELECT COUNT(*) AS id FROM rollup_state");
+    check
+        .and()
+        .push("name = ")
+        .bind(Bind::Text(ROLLUP_SET.to_owned()));
+    let built: Vec<IdRow> = super::query::load(db, &check).await?;
+    if built.first().is_some_and(|r| r.id > 0) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let backend = db.backend();
+    let result = with_conn!(db, write, |conn| {
+        conn.transaction(async |conn| {
+            let mut claim = Sql::from("INSERT INTO rollup_state (name, built_time) VALUES ");
+            claim.list([Bind::Text(ROLLUP_SET.to_owned()), Bind::Time(now)]);
+            conn.execute_sql(&claim).await?;
+            conn.execute_sql(&Sql::from("DELETE FROM customer_months"))
+                .await?;
+            conn.execute_sql(&Sql::from("DELETE FROM communication_slots"))
+                .await?;
+            let span: Vec<IdRow> = conn
+                .load_sql(&Sql::from(
+                    "SELECT COALESCE(MAX(id), 0) AS id FROM communications",
+                ))
+                .await?;
+            let last = span.first().map_or(0, |r| r.id);
+            let mut lo = 0;
+            while lo < last {
+                let hi = lo.saturating_add(BUILD_CHUNK_IDS).min(last);
+                for sql in build_sql(backend, lo, hi) {
+                    conn.execute_sql(&sql).await?;
+                }
+                tracing::info!(
+                    done_ids = hi,
+                    of_ids = last,
+                    secs = started.elapsed().as_secs(),
+                    "building rollups"
+                );
+                lo = hi;
+            }
+            Ok::<_, Error>(last)
+        })
+        .await
+    });
+    match result {
+        Ok(last) => {
+            tracing::info!(
+                up_to_id = last,
+                secs = started.elapsed().as_secs_f64(),
+                "rollups built"
+            );
+            Ok(())
+        }
+        // Another server claimed the build and finished it.
+        Err(e) if e.is_unique_violation() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the rollups again from the base table, whatever state they are in (an
+/// operator's repair; also what tests use to check the build against maintenance).
+pub async fn rebuild(db: &Db, now: NaiveDateTime) -> Result<()> {
+    let mut forget = Sql::from("DELETE FROM rollup_state");
+    forget
+        .and()
+        .push("name = ")
+        .bind(Bind::Text(ROLLUP_SET.to_owned()));
+    with_conn!(db, write, |conn| Ok::<_, Error>(
+        conn.execute_sql(&forget).await?
+    ))?;
+    ensure_built(db, now).await
+}

@@ -133,6 +133,15 @@ impl Error {
         )
     }
 
+    /// Whether the database gave up on the transaction because of a concurrent one (a
+    /// deadlock, a lock wait timeout, SQLite's busy file): running it again is safe.
+    pub fn is_transaction_conflict(&self) -> bool {
+        match self {
+            Error::Database(e) => is_transaction_conflict(e),
+            _ => false,
+        }
+    }
+
     fn code_and_reason(&self) -> (Code, &'static str) {
         match self {
             Error::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
@@ -146,6 +155,11 @@ impl Error {
             Error::Database(e) if is_connection_error(e) => {
                 (Code::Unavailable, "DATABASE_UNAVAILABLE")
             }
+            // Still conflicting after the retries of `db::retry_conflicts`: ABORTED is
+            // gRPC's "retry at a higher level".
+            Error::Database(e) if is_transaction_conflict(e) => {
+                (Code::Aborted, "TRANSACTION_CONFLICT")
+            }
             Error::Database(_) | Error::Internal(_) => (Code::Internal, "INTERNAL"),
         }
     }
@@ -158,6 +172,26 @@ fn not_found_reason(resource: &str) -> &'static str {
         "service ticket" => "SERVICE_TICKET_NOT_FOUND",
         "transaction" => "TRANSACTION_NOT_FOUND",
         _ => "NOT_FOUND",
+    }
+}
+
+/// Whether the database refused a transaction because of a concurrent one; see
+/// [`Error::is_transaction_conflict`].
+pub(crate) fn is_transaction_conflict(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error as D};
+    match e {
+        D::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        D::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let m = info.message();
+            // MySQL/MariaDB/TiDB 1213 and 1205 (diesel-async keeps only the text), TiDB's
+            // optimistic write conflict, SQLite's SQLITE_BUSY.
+            m.contains("Deadlock found")
+                || m.contains("Lock wait timeout exceeded")
+                || m.contains("Write conflict")
+                || m.contains("database is locked")
+        }
+        D::RollbackErrorOnCommit { commit_error, .. } => is_transaction_conflict(commit_error),
+        _ => false,
     }
 }
 
@@ -550,5 +584,35 @@ mod connection_error_tests {
             assert_eq!(code(via_diesel_async(e)), Code::Internal, "{text}");
         }
         assert_eq!(code(D::NotFound), Code::Internal);
+    }
+
+    #[test]
+    fn transaction_conflicts_are_aborted() {
+        for e in [
+            server(
+                1213,
+                "Deadlock found when trying to get lock; try restarting transaction",
+            ),
+            server(
+                1205,
+                "Lock wait timeout exceeded; try restarting transaction",
+            ),
+        ] {
+            let text = e.to_string();
+            let e = Error::Database(via_diesel_async(e));
+            assert!(e.is_transaction_conflict(), "{text}");
+            let status = Status::from(e);
+            assert_eq!(status.code(), Code::Aborted, "{text}");
+            assert_eq!(
+                status
+                    .get_error_details()
+                    .error_info()
+                    .map(|i| i.reason.clone()),
+                Some("TRANSACTION_CONFLICT".to_owned())
+            );
+        }
+        assert!(
+            !Error::Database(via_diesel_async(server(1064, "syntax"))).is_transaction_conflict()
+        );
     }
 }

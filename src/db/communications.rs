@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
 use super::schema::{communications, customers};
-use super::{create_for_customer, Conn as _, Db};
+use super::{create_for_customer, retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 pub use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
@@ -96,14 +96,17 @@ pub const COMMUNICATIONS: Table = Table {
 /// Records one communication; the customer must exist; a reused `request_id`
 /// returns the first result and writes nothing.
 pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<CommunicationRow> {
-    create_for_customer!(
-        db,
-        communications,
-        COMMUNICATIONS,
-        CommunicationRow,
-        form,
-        after_insert = |conn, row| rollups::add(conn, &Deltas::of([row.into()], 1)).await
-    )
+    retry_conflicts(|| async {
+        create_for_customer!(
+            db,
+            communications,
+            COMMUNICATIONS,
+            CommunicationRow,
+            form,
+            after_insert = |conn, row| rollups::add(conn, &Deltas::of([row.into()], 1)).await
+        )
+    })
+    .await
 }
 
 /// The columns of [`CommunicationRow`], in its field order.
@@ -151,17 +154,27 @@ pub async fn insert_batch(
         ids
     };
     let keys: Vec<String> = forms.iter().filter_map(|f| f.request_id.clone()).collect();
+    retry_conflicts(|| with_batch(db, &forms, &customer_ids, &keys)).await
+}
+
+/// One attempt of [`insert_batch`].
+async fn with_batch(
+    db: &Db,
+    forms: &[CommunicationInsertForm],
+    customer_ids: &[i64],
+    keys: &[String],
+) -> Result<Vec<BatchOutcome>> {
     with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
             let live: Vec<i64> = customers::table
-                .filter(customers::id.eq_any(&customer_ids))
+                .filter(customers::id.eq_any(customer_ids))
                 .filter(customers::delete_time.is_null())
                 .select(customers::id)
                 .load(conn)
                 .await?;
             let used: Vec<(i64, Option<String>)> = communications::table
-                .filter(communications::customer_id.eq_any(&customer_ids))
-                .filter(communications::request_id.eq_any(&keys))
+                .filter(communications::customer_id.eq_any(customer_ids))
+                .filter(communications::request_id.eq_any(keys))
                 .select((communications::customer_id, communications::request_id))
                 .load(conn)
                 .await?;
@@ -179,7 +192,7 @@ pub async fn insert_batch(
 /// Decides per item: store, duplicate (key used before or earlier in the batch), or
 /// unknown customer. Pure, so both backends share it.
 fn plan_batch(
-    forms: Vec<CommunicationInsertForm>,
+    forms: &[CommunicationInsertForm],
     live_customers: &[i64],
     used: Vec<(i64, Option<String>)>,
 ) -> (Vec<BatchOutcome>, Vec<CommunicationInsertForm>) {
@@ -202,7 +215,7 @@ fn plan_batch(
             }
         }
         outcomes.push(BatchOutcome::Stored);
-        rows.push(form);
+        rows.push(form.clone());
     }
     (outcomes, rows)
 }
@@ -214,19 +227,22 @@ pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
 
 /// Deletes one communication by id (and its count in the rollups); NOT_FOUND if absent.
 pub async fn delete(db: &Db, id: i64) -> Result<()> {
-    with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
-            let row: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
-            let n = diesel::delete(communications::table.find(id))
-                .execute(conn)
-                .await?;
-            if n == 1 {
-                rollups::remove(conn, &[(&row).into()]).await?;
-            }
-            Ok::<_, Error>(())
+    retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            conn.transaction(async |conn| {
+                let row: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
+                let n = diesel::delete(communications::table.find(id))
+                    .execute(conn)
+                    .await?;
+                if n == 1 {
+                    rollups::remove(conn, &[(&row).into()]).await?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await
         })
-        .await
     })
+    .await
 }
 
 /// The statement of one listing page: newest first, strictly after `after`.

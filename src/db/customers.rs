@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
-use super::{query, Conn as _, Db};
+use super::{query, retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::with_conn;
 
@@ -322,47 +322,54 @@ pub async fn delete(
     expected_version: Option<i64>,
     now: NaiveDateTime,
 ) -> Result<()> {
-    with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
-            let current = load_customer!(conn, id, purge).await?;
-            if let Some(expected) = expected_version {
-                if expected != current.row.version {
-                    return Err(Error::Aborted(format!(
-                        "customer {id} was changed concurrently: etag {expected} is stale"
-                    )));
+    retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            conn.transaction(async |conn| {
+                let current = load_customer!(conn, id, purge).await?;
+                if let Some(expected) = expected_version {
+                    if expected != current.row.version {
+                        return Err(Error::Aborted(format!(
+                            "customer {id} was changed concurrently: etag {expected} is stale"
+                        )));
+                    }
                 }
-            }
-            if purge {
-                super::rollups::remove_customer(conn, id).await?;
-                diesel::delete(communications::table.filter(communications::customer_id.eq(id)))
+                if purge {
+                    super::rollups::remove_customer(conn, id).await?;
+                    diesel::delete(
+                        communications::table.filter(communications::customer_id.eq(id)),
+                    )
                     .execute(conn)
                     .await?;
-                diesel::delete(transactions::table.filter(transactions::customer_id.eq(id)))
+                    diesel::delete(transactions::table.filter(transactions::customer_id.eq(id)))
+                        .execute(conn)
+                        .await?;
+                    diesel::delete(
+                        service_tickets::table.filter(service_tickets::customer_id.eq(id)),
+                    )
                     .execute(conn)
                     .await?;
-                diesel::delete(service_tickets::table.filter(service_tickets::customer_id.eq(id)))
-                    .execute(conn)
-                    .await?;
-                diesel::delete(customer_tags::table.filter(customer_tags::customer_id.eq(id)))
-                    .execute(conn)
-                    .await?;
-                diesel::delete(customers::table.filter(customers::id.eq(id)))
-                    .execute(conn)
-                    .await?;
-            } else {
-                diesel::update(customers::table.filter(customers::id.eq(id)))
-                    .set((
-                        customers::delete_time.eq(Some(now)),
-                        customers::update_time.eq(now),
-                        customers::version.eq(current.row.version + 1),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok(())
+                    diesel::delete(customer_tags::table.filter(customer_tags::customer_id.eq(id)))
+                        .execute(conn)
+                        .await?;
+                    diesel::delete(customers::table.filter(customers::id.eq(id)))
+                        .execute(conn)
+                        .await?;
+                } else {
+                    diesel::update(customers::table.filter(customers::id.eq(id)))
+                        .set((
+                            customers::delete_time.eq(Some(now)),
+                            customers::update_time.eq(now),
+                            customers::version.eq(current.row.version + 1),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
         })
-        .await
     })
+    .await
 }
 
 /// One page of customers with `id > after`, ascending by id.

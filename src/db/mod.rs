@@ -213,6 +213,27 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs a write transaction again, up to three attempts in all with a short growing
+/// pause, while the database refuses it because of a concurrent one (a deadlock or lock
+/// wait timeout between upserts of the same rollup rows, SQLite's busy file): the refused
+/// attempt rolled back, so the retry writes exactly once. Other outcomes return at once.
+pub async fn retry_conflicts<T, Fut>(mut attempt: impl FnMut() -> Fut) -> crate::error::Result<T>
+where
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transaction_conflict() && retries < 2 => {
+                retries += 1;
+                tracing::debug!(retries, error = %e, "transaction conflict, retrying");
+                tokio::time::sleep(Duration::from_millis(5 << retries)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// A pooled MySQL connection that returns to the pool only after [`MysqlCheckout::finish`].
 ///
 /// Dropping a `mysql_async` query future mid-flight (a client cancel or deadline lands
@@ -494,6 +515,51 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "hunter2";
+
+    fn conflict() -> crate::error::Error {
+        crate::error::Error::Database(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new(
+                "Deadlock found when trying to get lock; try restarting transaction".to_owned(),
+            ),
+        ))
+    }
+
+    #[tokio::test]
+    async fn retry_conflicts_runs_a_refused_transaction_again_at_most_twice() {
+        let attempts = std::cell::Cell::new(0);
+        let out = retry_conflicts(|| async {
+            attempts.set(attempts.get() + 1);
+            if attempts.get() < 3 {
+                Err(conflict())
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!((out.unwrap(), attempts.get()), (7, 3));
+
+        attempts.set(0);
+        let out: crate::error::Result<()> = retry_conflicts(|| async {
+            attempts.set(attempts.get() + 1);
+            Err(conflict())
+        })
+        .await;
+        assert!(out.unwrap_err().is_transaction_conflict());
+        assert_eq!(attempts.get(), 3, "three attempts in all");
+
+        attempts.set(0);
+        let out: crate::error::Result<()> = retry_conflicts(|| async {
+            attempts.set(attempts.get() + 1);
+            Err(crate::error::Error::NotFound {
+                resource: "customer",
+                id: 1,
+            })
+        })
+        .await;
+        assert!(out.is_err());
+        assert_eq!(attempts.get(), 1, "other errors are not retried");
+    }
 
     #[test]
     fn redact_hides_passwords_and_keeps_the_rest() {

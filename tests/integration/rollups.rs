@@ -286,9 +286,8 @@ backend_tests! {
     async fn concurrent_writers_of_one_slot_lose_no_count(app: &TestApp) {
         let customers = customers(app, 16).await;
         let mut writers = Vec::new();
-        for w in 0..16_usize {
+        for &customer_id in &customers {
             let mut client = app.communications();
-            let customer_id = customers[w];
             writers.push(tokio::spawn(async move {
                 for i in 0..25 {
                     let c = pb::Communication {

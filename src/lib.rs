@@ -1,7 +1,7 @@
 //! crm-comms: the gRPC backend of a CRM's customer-communication module.
 //!
 //! Layout: `grpc` (transport: handlers, validation, page tokens, proto conversions),
-//! `service` (use cases: import, timeline, reports), `db` (pool, dispatch, schema, the
+//! `service` (use cases: import, timeline, reports, the demo seeder), `db` (pool, dispatch, schema, the
 //! per-backend dialect, the statement builder, queries per resource), `analytics` (pure
 //! report logic), `model` (the communications filter, time helpers, deadlines),
 //! `config`, `server`, `error` (one error, one status mapping). Dependencies point one

@@ -1,4 +1,5 @@
-//! The `crm-comms` binary: `serve` (default) or `migrate`.
+//! The `crm-comms` binary: `serve` (default), `migrate` or `seed-demo` (which draws
+//! its progress bars here, on stderr).
 
 use anyhow::Context;
 use clap::Parser;
@@ -39,6 +40,7 @@ async fn run() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crm_comms::server::run(cli.config).await,
         Command::Migrate => migrate(&cli.config).await,
+        Command::SeedDemo(args) => seed_demo(&cli.config, &args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -56,4 +58,99 @@ async fn migrate(config: &crm_comms::config::Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot migrate {}", crm_comms::db::redact(url)))?;
     tracing::info!(database = %crm_comms::db::redact(url), "migrations are up to date");
     Ok(())
+}
+
+async fn seed_demo(
+    config: &crm_comms::config::Config,
+    args: &crm_comms::config::SeedDemoArgs,
+) -> anyhow::Result<()> {
+    use crm_comms::model::time::{now, truncate_micros};
+    use crm_comms::service::demo::{self, DemoSpec};
+
+    let url = crm_comms::db::redact(&config.database_url);
+    let spec = DemoSpec {
+        customers: args.customers,
+        communications: args.communications,
+        seed: args.seed,
+        end: args.end.map_or_else(
+            || DemoSpec::default_end(now()),
+            |end| truncate_micros(end.naive_utc()),
+        ),
+        days: args.days,
+    };
+    let db = crm_comms::db::Db::connect(&config.database_url, &config.pool_options())
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    eprintln!(
+        "seeding {url}: {} customers, {} communications over {} days before {}, seed {}",
+        spec.customers,
+        spec.communications,
+        spec.days,
+        spec.end
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        spec.seed
+    );
+    let report = demo::seed(&db, &spec, &mut Bars::default())
+        .await
+        .with_context(|| format!("cannot seed {url}"))?;
+    println!(
+        "seeded {url}: {} customers, {} orders, {} service tickets, {} communications = \
+         {} rows in {:.1} s ({:.0} rows/s)",
+        report.customers,
+        report.orders,
+        report.tickets,
+        report.communications,
+        report.rows(),
+        report.elapsed().as_secs_f64(),
+        report.rate()
+    );
+    Ok(())
+}
+
+/// `seed-demo`'s progress: a bar per phase with rate and ETA on stderr (drawn only on
+/// a terminal), then a line per finished phase.
+#[derive(Default)]
+struct Bars {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl crm_comms::service::demo::Progress for Bars {
+    fn start(&mut self, phase: crm_comms::service::demo::Phase, total: u64) {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix:>14} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} {rate} ETA {eta}",
+        ) {
+            bar.set_style(style.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                },
+            ));
+        }
+        bar.set_prefix(phase.label());
+        self.bar = Some(bar);
+    }
+
+    fn advance(&mut self, rows: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(rows);
+        }
+    }
+
+    fn finish(&mut self, report: &crm_comms::service::demo::PhaseReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!(
+            "{:>14}: {:>9} rows in {:>6.1} s ({:.0} rows/s)",
+            report.phase.label(),
+            report.rows,
+            report.elapsed.as_secs_f64(),
+            report.rate()
+        );
+    }
 }

@@ -633,6 +633,19 @@ async fn run_self(test: &str, env: &[(&str, &str)]) -> (bool, String) {
     outcome(&out)
 }
 
+/// Runs the `crm-comms` binary with `args` and `DATABASE_URL` set to `url`; returns
+/// whether it succeeded, and its stdout and stderr.
+pub fn run_binary(args: &[&str], url: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-comms"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "debug")
+        .env("CRM_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run the crm-comms binary");
+    outcome(&out)
+}
+
 /// Whether a finished process succeeded, and its stdout followed by its stderr.
 pub fn outcome(out: &std::process::Output) -> (bool, String) {
     let text = format!(

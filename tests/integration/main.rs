@@ -17,6 +17,7 @@ mod harness;
 mod analytics;
 mod communications;
 mod customers;
+mod demo;
 mod follow;
 mod hardening;
 mod outage;

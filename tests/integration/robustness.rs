@@ -8,7 +8,7 @@ use serde::Serialize;
 use tonic::{Code, Status};
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, assert_status, new_customer, ts, TestApp};
+use crate::harness::{assert_invalid, assert_status, new_customer, run_binary, ts, TestApp};
 
 /// Microseconds since the epoch of June 1st of `year`, 00:00 UTC.
 fn year(year: i32) -> i64 {
@@ -311,19 +311,6 @@ backend_tests! {
         }).await.unwrap().into_inner();
         assert_eq!(r.transactions.unwrap().totals, vec![money(i64::MAX, 0)]);
     }
-}
-
-/// Runs the binary with `DATABASE_URL` set to `url` and returns (success, stdout +
-/// stderr).
-fn run_binary(args: &[&str], url: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-comms"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "debug")
-        .env("CRM_LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    crate::harness::outcome(&out)
 }
 
 crate::standalone_tests! {

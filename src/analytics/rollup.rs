@@ -17,8 +17,12 @@ pub const SLOT_SECS: i64 = 900;
 
 /// Rows a slot's count is spread over, so that concurrent writers of one slot, channel
 /// and direction update different rows (a communication adds to shard
-/// `customer_id mod SHARDS`, so its removal finds the same row).
+/// `customer_id mod SHARDS`). Compaction later folds shards into shard 0; a removal
+/// after that adds -1 to its shard, which reads still sum correctly.
 pub const SHARDS: i64 = 8;
+
+/// Slots younger than this many slots keep their shards (writers of "now" use them).
+pub const COMPACT_AFTER_SLOTS: i64 = 2;
 
 /// The slot of an instant: `floor(unix seconds / 900)`.
 pub fn slot_of(t: NaiveDateTime) -> i64 {

@@ -17,8 +17,8 @@ use diesel_async::AsyncConnection;
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
 use super::query::{Bind, IdRow, Sql};
-use super::Db;
-use crate::analytics::rollup::{month_of, month_start, shard_of, slot_of, SHARDS, SLOT_SECS};
+use super::{retry_conflicts, Db};
+use crate::analytics::rollup::{month_of, month_start, shard_of, slot_of, SLOT_SECS};
 use crate::error::{Error, Result};
 use crate::with_conn;
 
@@ -253,15 +253,15 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> [Sql; 2] {
     months
         .push(" GROUP BY m, customer_id")
         .push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
+    // Built counts go to shard 0, as compaction leaves them.
     let mut slots = Sql::from(&*format!(
         "INSERT INTO communication_slots (slot, channel, direction, shard, n) SELECT {} AS s, \
-         channel, direction, customer_id{}{SHARDS} AS h, COUNT(*) FROM communications",
+         channel, direction, 0, COUNT(*) FROM communications",
         slot_expr(backend),
-        backend.modulo()
     ));
     range(&mut slots);
     slots
-        .push(" GROUP BY s, channel, direction, h")
+        .push(" GROUP BY s, channel, direction")
         .push(&backend.upsert("slot, channel, direction, shard", &["n"], &[]));
     [months, slots]
 }
@@ -342,4 +342,38 @@ pub async fn rebuild(db: &Db, now: NaiveDateTime) -> Result<()> {
         conn.execute_sql(&forget).await?
     ))?;
     ensure_built(db, now).await
+}
+
+/// The statements of [`compact`]: shards 1.. of the slots before `before` folded into
+/// shard 0, then deleted.
+fn compact_sql(backend: Backend, before: i64) -> [Sql; 2] {
+    let mut fold = Sql::from(
+        "INSERT INTO communication_slots (slot, channel, direction, shard, n) SELECT slot, \
+         channel, direction, 0, SUM(n) FROM communication_slots WHERE shard > 0 AND slot < ",
+    );
+    fold.bind(Bind::I64(before))
+        .push(" GROUP BY slot, channel, direction")
+        .push(&backend.upsert("slot, channel, direction, shard", &["n"], &[]));
+    let mut delete = Sql::from("DELETE FROM communication_slots WHERE shard > 0 AND slot < ");
+    delete.bind(Bind::I64(before));
+    [fold, delete]
+}
+
+/// Folds the shards of slots that writers no longer touch (before `before`) into shard
+/// 0, so reports read one row per slot, channel and direction. One transaction: on
+/// MySQL the INSERT ... SELECT locks the rows it reads, so a concurrent write to them
+/// waits and is not lost between the fold and the delete; SQLite has one writer.
+/// Returns the shard rows folded.
+pub async fn compact(db: &Db, before: i64) -> Result<usize> {
+    let [fold, delete] = compact_sql(db.backend(), before);
+    retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            conn.transaction(async |conn| {
+                conn.execute_sql(&fold).await?;
+                Ok::<_, Error>(conn.execute_sql(&delete).await?)
+            })
+            .await
+        })
+    })
+    .await
 }

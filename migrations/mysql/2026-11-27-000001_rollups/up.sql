@@ -11,7 +11,9 @@ CREATE TABLE communication_slots (
   direction INT NOT NULL,
   shard INT NOT NULL,
   n BIGINT NOT NULL,
-  PRIMARY KEY (slot, channel, direction, shard)
+  PRIMARY KEY (slot, channel, direction, shard),
+  -- compaction folds shards 1.. of old slots into shard 0
+  KEY ix_communication_slots_shard (shard, slot)
 ) ENGINE=InnoDB;
 
 -- Communications per customer and UTC calendar month (year * 12 + month - 1), with the

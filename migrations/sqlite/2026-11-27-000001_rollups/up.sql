@@ -13,6 +13,8 @@ CREATE TABLE communication_slots (
   n BIGINT NOT NULL,
   PRIMARY KEY (slot, channel, direction, shard)
 ) WITHOUT ROWID;
+-- compaction folds shards 1.. of old slots into shard 0
+CREATE INDEX ix_communication_slots_shard ON communication_slots (shard, slot);
 
 -- Communications per customer and UTC calendar month (year * 12 + month - 1), with the
 -- latest time; rows whose count reaches 0 are deleted.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::analytics::rollup::{slot_of, COMPACT_AFTER_SLOTS};
+use crate::analytics::rollup::COMPACT_AFTER_SECS;
 use crate::db::{rollups, Db};
 use crate::model::time::now;
 
@@ -21,7 +21,7 @@ pub async fn run_compactor(db: Db, mut shutdown: watch::Receiver<bool>) {
             () = tokio::time::sleep(COMPACT_INTERVAL) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let before = slot_of(now()) - COMPACT_AFTER_SLOTS;
+        let before = now() - chrono::Duration::seconds(COMPACT_AFTER_SECS);
         match rollups::compact(&db, before).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "compacted rollup shards"),

@@ -150,9 +150,24 @@ fn unit_key(tier: Tier) -> String {
     format!("{}, channel, direction, shard", tier.column)
 }
 
-/// Adds stored communications to the rollups, in the caller's transaction.
+/// Rows up to which [`add`] sends its upserts as one multi-statement round trip.
+const INLINE_ROWS: usize = 64;
+
+/// Adds stored communications to the rollups, in the caller's transaction. A small
+/// write (a single log, a delete) sends its three upserts in one round trip, with the
+/// values (numbers and times the service computed) written in; larger ones bind them.
 pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
-    for sql in add_sql(C::BACKEND, deltas) {
+    let statements = add_sql(C::BACKEND, deltas);
+    let rows = deltas.months.len() + deltas.units.iter().map(BTreeMap::len).sum::<usize>();
+    if rows <= INLINE_ROWS {
+        let inlined: Option<Vec<String>> =
+            statements.iter().map(|s| s.inline(C::BACKEND)).collect();
+        if let Some(inlined) = inlined {
+            conn.batch_execute(&inlined.join(";\n")).await?;
+            return Ok(());
+        }
+    }
+    for sql in statements {
         conn.execute_sql(&sql).await?;
     }
     Ok(())

@@ -198,9 +198,18 @@ pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> 
             .bind(Bind::I64(*customer_id));
         conn.execute_sql(&sql).await?;
     }
-    let mut sql = Sql::from("DELETE FROM customer_months");
-    sql.and().push("n <= 0");
-    conn.execute_sql(&sql).await?;
+    for (month, customer_id) in deltas.months.keys() {
+        let mut sql = Sql::from("DELETE FROM customer_months");
+        sql.and()
+            .push("month = ")
+            .bind(Bind::I64(*month))
+            .and()
+            .push("customer_id = ")
+            .bind(Bind::I64(*customer_id))
+            .and()
+            .push("n <= 0");
+        conn.execute_sql(&sql).await?;
+    }
     Ok(())
 }
 

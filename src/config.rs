@@ -39,6 +39,10 @@ pub enum Command {
     /// The same --seed, --end and sizes always give identical data. Refuses a database
     /// that already holds customers.
     SeedDemo(SeedDemoArgs),
+    /// Build the rollups (pre-aggregated counts behind the reports) again from the
+    /// stored communications, then exit. A repair for a database written to behind the
+    /// service's back; run it while no server writes to the database.
+    RebuildRollups,
 }
 
 /// Options of `seed-demo`.

@@ -1,5 +1,5 @@
-//! The `crm-comms` binary: `serve` (default), `migrate` or `seed-demo` (which draws
-//! its progress bars here, on stderr).
+//! The `crm-comms` binary: `serve` (default), `migrate`, `seed-demo` (which draws its
+//! progress bars here, on stderr) or `rebuild-rollups`.
 
 use anyhow::Context;
 use clap::Parser;
@@ -41,6 +41,7 @@ async fn run() -> std::process::ExitCode {
         Command::Serve => crm_comms::server::run(cli.config).await,
         Command::Migrate => migrate(&cli.config).await,
         Command::SeedDemo(args) => seed_demo(&cli.config, &args).await,
+        Command::RebuildRollups => rebuild_rollups(&cli.config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -49,6 +50,17 @@ async fn run() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn rebuild_rollups(config: &crm_comms::config::Config) -> anyhow::Result<()> {
+    let url = &config.database_url;
+    let db = crm_comms::db::Db::connect(url, &config.pool_options())
+        .await
+        .with_context(|| format!("cannot open {}", crm_comms::db::redact(url)))?;
+    crm_comms::db::rollups::rebuild(&db, crm_comms::model::time::now())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot rebuild the rollups: {e}"))?;
+    Ok(())
 }
 
 async fn migrate(config: &crm_comms::config::Config) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::Channel;
 
 use crate::backend_tests;
-use crate::harness::{log, new_customer, ts, TestApp};
+use crate::harness::{log, new_customer, run_binary, ts, TestApp};
 
 /// Deterministic xorshift so every run generates the same data.
 struct Rng(u64);
@@ -363,6 +363,19 @@ backend_tests! {
         assert_eq!(app.scalar(slots).await, slot_sum);
         assert_eq!(app.scalar(months).await, month_sum);
         assert_eq!(app.scalar(hours).await, hour_sum);
+        let (mut base, _stop) = base_table_server(app).await;
+        assert_same_reports(app, &mut base, &customers).await;
+    }
+
+    async fn rebuild_rollups_repairs_counts_changed_behind_the_service(app: &TestApp) {
+        let customers = customers(app, 5).await;
+        let mut rng = Rng(0x1234_5678_9abc_def0);
+        import(app, (0..800).map(|_| generated(&mut rng, &customers)).collect()).await;
+        app.execute("UPDATE communication_hours SET n = n + 5").await;
+        app.execute("DELETE FROM customer_months").await;
+        let (ok, output) = run_binary(&["rebuild-rollups"], &app.database_url);
+        assert!(ok, "{output}");
+        assert!(output.contains("rollups built"), "{output}");
         let (mut base, _stop) = base_table_server(app).await;
         assert_same_reports(app, &mut base, &customers).await;
     }

@@ -300,7 +300,12 @@ pub async fn top_customers(
     scope: &CommunicationFilter,
     n: i64,
 ) -> Result<Vec<TopCustomer>> {
-    let rows: Vec<TopRow> = query::load(db, &top_sql(scope, n)).await?;
+    load_top(db, &top_sql(scope, n)).await
+}
+
+/// The rows of a top-customers statement.
+async fn load_top(db: &Db, sql: &Sql) -> Result<Vec<TopCustomer>> {
+    let rows: Vec<TopRow> = query::load(db, sql).await?;
     Ok(rows
         .into_iter()
         .map(|r| TopCustomer {
@@ -365,15 +370,7 @@ pub async fn top_customers_from_rollup(
     edges: &[(NaiveDateTime, NaiveDateTime)],
     n: i64,
 ) -> Result<Vec<TopCustomer>> {
-    let rows: Vec<TopRow> = query::load(db, &top_rollup_sql(months, edges, n)).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TopCustomer {
-            customer_id: r.customer_id,
-            count: r.n,
-            last_time: r.last_time,
-        })
-        .collect())
+    load_top(db, &top_rollup_sql(months, edges, n)).await
 }
 
 /// Distinct customers with communications in the whole months `[lo, hi)` or the

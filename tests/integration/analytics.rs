@@ -9,7 +9,7 @@ use tonic_types::StatusExt;
 
 use crate::backend_tests;
 use crate::harness::{
-    assert_invalid, assert_status, new_customer, ts, AnalyticsServiceClient, TestApp,
+    assert_invalid, assert_status, import, new_customer, ts, AnalyticsServiceClient, TestApp,
 };
 
 const PHONE: i32 = pb::Channel::Phone as i32;
@@ -25,22 +25,6 @@ fn comm(customer_id: i64, channel: i32, at: &str, content: &str) -> pb::Communic
         content: content.to_owned(),
         ..Default::default()
     }
-}
-
-/// Stores `items` through ImportCommunications and checks that all were accepted.
-async fn import(app: &TestApp, items: Vec<pb::Communication>) {
-    let n = items.len() as i64;
-    let stream = tokio_stream::iter(items.into_iter().map(|c| pb::ImportCommunicationsRequest {
-        communication: Some(c),
-        request_id: String::new(),
-    }));
-    let resp = app
-        .communications()
-        .import_communications(stream)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resp.accepted_count, n, "{resp:?}");
 }
 
 /// Stores one communication at each instant.

@@ -633,6 +633,22 @@ async fn run_self(test: &str, env: &[(&str, &str)]) -> (bool, String) {
     outcome(&out)
 }
 
+/// Stores `items` through ImportCommunications and checks that all were accepted.
+pub async fn import(app: &TestApp, items: Vec<pb::Communication>) {
+    let n = items.len() as i64;
+    let stream = tokio_stream::iter(items.into_iter().map(|c| pb::ImportCommunicationsRequest {
+        communication: Some(c),
+        request_id: String::new(),
+    }));
+    let resp = app
+        .communications()
+        .import_communications(stream)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.accepted_count, n, "{resp:?}");
+}
+
 /// Runs the `crm-comms` binary with `args` and `DATABASE_URL` set to `url`; returns
 /// whether it succeeded, and its stdout and stderr.
 pub fn run_binary(args: &[&str], url: &str) -> (bool, String) {

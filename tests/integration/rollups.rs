@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::Channel;
 
 use crate::backend_tests;
-use crate::harness::{log, new_customer, run_binary, ts, TestApp};
+use crate::harness::{import, log, new_customer, run_binary, ts, TestApp};
 
 /// Deterministic xorshift so every run generates the same data.
 struct Rng(u64);
@@ -59,22 +59,6 @@ fn generated(rng: &mut Rng, customers: &[i64]) -> pb::Communication {
         content: "generated".into(),
         ..Default::default()
     }
-}
-
-/// Stores `items` through ImportCommunications.
-async fn import(app: &TestApp, items: Vec<pb::Communication>) {
-    let n = items.len() as i64;
-    let stream = tokio_stream::iter(items.into_iter().map(|c| pb::ImportCommunicationsRequest {
-        communication: Some(c),
-        request_id: String::new(),
-    }));
-    let resp = app
-        .communications()
-        .import_communications(stream)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resp.accepted_count, n, "{resp:?}");
 }
 
 /// A second server on the same database whose reports read only the base table.

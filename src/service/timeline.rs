@@ -146,6 +146,58 @@ struct Reader {
     buffer: VecDeque<Event>,
     after: Option<After>,
     done: bool,
+    /// The read of the page after `buffer`, started when `buffer` was filled, so the
+    /// database works while the buffered events are sent.
+    next: Option<tokio::task::JoinHandle<Result<Vec<Event>, Error>>>,
+}
+
+impl Reader {
+    /// Starts reading the page after `after` in the background.
+    fn prefetch(&mut self, state: &Timeline, req: &TimelineRequest) {
+        let (db, filter, source, after, descending) = (
+            state.db.clone(),
+            req.filter.clone(),
+            self.source,
+            self.after,
+            req.descending,
+        );
+        self.next = Some(tokio::spawn(async move {
+            timeline::page(&db, source, &filter, after, descending, PAGE_ROWS).await
+        }));
+    }
+
+    /// The next page: the prefetched one, or read now.
+    async fn next_page(
+        &mut self,
+        state: &Timeline,
+        req: &TimelineRequest,
+    ) -> Result<Vec<Event>, Error> {
+        match self.next.take() {
+            Some(read) => read
+                .await
+                .map_err(|e| Error::Internal(format!("timeline page read failed: {e}")))?,
+            None => {
+                timeline::page(
+                    &state.db,
+                    self.source,
+                    &req.filter,
+                    self.after,
+                    req.descending,
+                    PAGE_ROWS,
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // A stream that ends early (client gone, error) stops its background read.
+        if let Some(read) = self.next.take() {
+            read.abort();
+        }
+    }
 }
 
 /// The first position to read of `source` so that the merged stream continues
@@ -204,6 +256,7 @@ async fn run(
             buffer: VecDeque::new(),
             after: start_after(req.resume, source, req.descending),
             done: false,
+            next: None,
         })
         .collect();
 
@@ -218,21 +271,16 @@ async fn run(
             if tx.is_closed() {
                 return Ok(());
             }
-            let rows = timeline::page(
-                &state.db,
-                r.source,
-                &req.filter,
-                r.after,
-                req.descending,
-                PAGE_ROWS,
-            )
-            .await?;
+            let rows = r.next_page(state, req).await?;
             r.done = (rows.len() as i64) < PAGE_ROWS;
             if let Some(last) = rows.last() {
                 let (time, id, _) = last.key();
                 r.after = Some(After { time, id });
             }
             r.buffer.extend(rows);
+            if !r.done {
+                r.prefetch(state, req);
+            }
         }
         let next = readers
             .iter()

@@ -334,7 +334,9 @@ async fn measure(name: &str, url: &str, direct: Direct, out: &mut Vec<String>) {
 /// Builds the rollups for the rows seeded behind the service's back (the seed writes
 /// with plain SQL), as a server upgrading an existing database does at start.
 async fn build_rollups(name: &str, url: &str) {
-    let db = Db::connect(url, &Default::default()).await.expect("connect");
+    let db = Db::connect(url, &Default::default())
+        .await
+        .expect("connect");
     let t0 = Instant::now();
     crm_comms::db::rollups::rebuild(&db, crm_comms::model::time::now())
         .await

@@ -1759,8 +1759,12 @@ fn machine() -> Machine {
     }
 }
 
-fn print_table(args: &Args, m: &Machine, figures: &[Figure], elapsed: Duration) {
-    println!(
+/// The table (markdown) of every figure, with the machine and the notes.
+fn table(args: &Args, m: &Machine, figures: &[Figure], elapsed: Duration) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
         "\nScale benchmark: {} communications, {} customers (seed-demo --seed 42, 2025), \
          median of {} runs; {} CPUs ({}), {:.1} GB, kernel {}, MariaDB {}, SQLite {}\n",
         args.communications,
@@ -1773,9 +1777,12 @@ fn print_table(args: &Args, m: &Machine, figures: &[Figure], elapsed: Duration) 
         m.mariadb.as_deref().unwrap_or("-"),
         m.sqlite
     );
-    println!("ratio: speed = service speed / baseline speed (higher is better); cost = service / baseline (lower is better)\n");
-    println!("| db | figure | service | baseline | baseline is | ratio | target | met | same |");
-    println!("|---|---|---:|---:|---|---:|---|---|---|");
+    let _ = writeln!(o,"ratio: speed = service speed / baseline speed (higher is better); cost = service / baseline (lower is better)\n");
+    let _ = writeln!(
+        o,
+        "| db | figure | service | baseline | baseline is | ratio | target | met | same |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---:|---|---:|---|---|---|");
     for f in figures {
         let (kind, cmp) = match f.ratio_kind {
             RatioKind::Speed => ("speed", ">="),
@@ -1793,7 +1800,8 @@ fn print_table(args: &Args, m: &Machine, figures: &[Figure], elapsed: Duration) 
                 format!("{v:.2}")
             }
         };
-        println!(
+        let _ = writeln!(
+            o,
             "| {} | {} | {} {} | {} {} | {} | {kind} {:.2}x | {} | {} | {} |",
             f.db,
             f.figure,
@@ -1810,9 +1818,10 @@ fn print_table(args: &Args, m: &Machine, figures: &[Figure], elapsed: Duration) 
         );
     }
     for f in figures.iter().filter(|f| !f.note.is_empty()) {
-        println!("- {} / {}: {}", f.db, f.figure, f.note);
+        let _ = writeln!(o, "- {} / {}: {}", f.db, f.figure, f.note);
     }
-    println!("\n(total run {:.0} s)", elapsed.as_secs_f64());
+    let _ = writeln!(o, "\n(total run {:.0} s)", elapsed.as_secs_f64());
+    o
 }
 
 async fn run(args: &Args) -> Result<(Machine, Vec<Figure>)> {
@@ -1857,9 +1866,11 @@ fn main() -> Result<()> {
             "figures": figures,
             "seconds": started.elapsed().as_secs_f64(),
         });
+        // The table still goes to stderr, so one run gives both.
+        eprint!("{}", table(&args, &m, &figures, started.elapsed()));
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_table(&args, &m, &figures, started.elapsed());
+        print!("{}", table(&args, &m, &figures, started.elapsed()));
     }
     Ok(())
 }

@@ -93,6 +93,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let follow = FollowHub::start(db.clone(), shutdown.clone());
+    tokio::spawn(crate::service::maintenance::run_compactor(
+        db.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),

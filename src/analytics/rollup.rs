@@ -15,21 +15,93 @@ use super::buckets::BucketPlan;
 /// Seconds of one rollup slot.
 pub const SLOT_SECS: i64 = 900;
 
+/// Seconds of one rollup hour.
+pub const HOUR_SECS: i64 = 3600;
+
+/// A level of the time rollups: `communication_slots` (15 minutes) or
+/// `communication_hours`, keyed by `floor(unix seconds / secs)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    /// The rollup table.
+    pub table: &'static str,
+    /// Its time-unit column.
+    pub column: &'static str,
+    /// Seconds of one unit.
+    pub secs: i64,
+}
+
+/// 15-minute slots: exact for every zone in use.
+pub const SLOTS: Tier = Tier {
+    table: "communication_slots",
+    column: "slot",
+    secs: SLOT_SECS,
+};
+
+/// Hours: exact for zones whose offsets in the range are whole hours (most of them).
+pub const HOURS: Tier = Tier {
+    table: "communication_hours",
+    column: "hour",
+    secs: HOUR_SECS,
+};
+
+impl Tier {
+    /// The unit of an instant: `floor(unix seconds / secs)`.
+    pub fn unit_of(self, t: NaiveDateTime) -> i64 {
+        t.and_utc().timestamp().div_euclid(self.secs)
+    }
+
+    /// The first instant of a unit.
+    pub fn unit_start(self, unit: i64) -> NaiveDateTime {
+        DateTime::from_timestamp(unit.saturating_mul(self.secs), 0)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            .naive_utc()
+    }
+
+    /// `[start, end)` as whole units plus edges.
+    pub fn split(self, start: NaiveDateTime, end: NaiveDateTime) -> Split {
+        split(start, end, |t| self.unit_of(t), |u| self.unit_start(u))
+    }
+
+    /// Whether this tier answers `plan` exactly: every offset of the zone in the range is
+    /// a whole number of units, and every offset change falls on a unit boundary.
+    pub fn fits(self, plan: &BucketPlan) -> bool {
+        let segments = plan.segments();
+        let inner_ends = segments.len().saturating_sub(1);
+        segments.iter().all(|s| s.shift_secs % self.secs == 0)
+            && segments[..inner_ends]
+                .iter()
+                .all(|s| s.end.timestamp().rem_euclid(self.secs) == 0)
+    }
+
+    /// The coarsest tier that answers `plan` exactly, if any.
+    pub fn for_plan(plan: &BucketPlan) -> Option<Tier> {
+        [HOURS, SLOTS].into_iter().find(|tier| tier.fits(plan))
+    }
+}
+
 /// Rows a slot's count is spread over, so that concurrent writers of one slot, channel
 /// and direction update different rows (a communication adds to shard
-/// `customer_id mod SHARDS`, so its removal finds the same row).
+/// `customer_id mod SHARDS`). Compaction later folds shards into shard 0; a removal
+/// after that adds -1 to its shard, which reads still sum correctly.
 pub const SHARDS: i64 = 8;
+
+/// Rollup units that ended less than this many seconds ago keep their shards (writers
+/// of "now" use them).
+pub const COMPACT_AFTER_SECS: i64 = 2 * 3600;
 
 /// The slot of an instant: `floor(unix seconds / 900)`.
 pub fn slot_of(t: NaiveDateTime) -> i64 {
-    t.and_utc().timestamp().div_euclid(SLOT_SECS)
+    SLOTS.unit_of(t)
 }
 
 /// The first instant of a slot.
 pub fn slot_start(slot: i64) -> NaiveDateTime {
-    DateTime::from_timestamp(slot.saturating_mul(SLOT_SECS), 0)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        .naive_utc()
+    SLOTS.unit_start(slot)
+}
+
+/// The hour of an instant: `floor(unix seconds / 3600)`.
+pub fn hour_of(t: NaiveDateTime) -> i64 {
+    HOURS.unit_of(t)
 }
 
 /// The shard a customer's communications count in.
@@ -104,23 +176,12 @@ fn split(
 
 /// `[start, end)` as whole 15-minute slots plus edges.
 pub fn slot_split(start: NaiveDateTime, end: NaiveDateTime) -> Split {
-    split(start, end, slot_of, slot_start)
+    SLOTS.split(start, end)
 }
 
 /// `[start, end)` as whole UTC calendar months plus edges.
 pub fn month_split(start: NaiveDateTime, end: NaiveDateTime) -> Split {
     split(start, end, month_of, month_start)
-}
-
-/// Whether the slot rollup can answer `plan` exactly: every offset of the zone in the
-/// range is a whole number of slots, and every offset change falls on a slot boundary.
-pub fn slots_fit(plan: &BucketPlan) -> bool {
-    let segments = plan.segments();
-    let inner_ends = segments.len().saturating_sub(1);
-    segments.iter().all(|s| s.shift_secs % SLOT_SECS == 0)
-        && segments[..inner_ends]
-            .iter()
-            .all(|s| s.end.timestamp().rem_euclid(SLOT_SECS) == 0)
 }
 
 #[cfg(test)]
@@ -217,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn slots_fit_quarter_hour_zones_and_not_local_mean_time() {
+    fn the_coarsest_exact_tier_is_chosen_per_zone() {
         let plan = |tz, y| {
             BucketPlan::new(
                 tz,
@@ -226,11 +287,16 @@ mod tests {
                 Utc.with_ymd_and_hms(y + 1, 1, 1, 0, 0, 0).unwrap(),
             )
         };
-        assert!(slots_fit(&plan(chrono_tz::Asia::Kathmandu, 2024)));
-        assert!(slots_fit(&plan(chrono_tz::America::New_York, 2024)));
-        assert!(slots_fit(&plan(chrono_tz::Australia::Eucla, 2024)));
-        assert!(slots_fit(&plan(chrono_tz::Pacific::Marquesas, 2024)));
+        let tier = |tz, y| Tier::for_plan(&plan(tz, y));
+        assert_eq!(tier(chrono_tz::Asia::Kathmandu, 2024), Some(SLOTS));
+        assert_eq!(tier(chrono_tz::Asia::Kolkata, 2024), Some(SLOTS));
+        assert_eq!(tier(chrono_tz::America::New_York, 2024), Some(HOURS));
+        assert_eq!(tier(chrono_tz::Asia::Shanghai, 2024), Some(HOURS));
+        assert_eq!(tier(chrono_tz::Australia::Eucla, 2024), Some(SLOTS));
+        assert_eq!(tier(chrono_tz::Pacific::Marquesas, 2024), Some(SLOTS));
+        // Lord Howe moves by half an hour at DST: slots.
+        assert_eq!(tier(chrono_tz::Australia::Lord_Howe, 2024), Some(SLOTS));
         // Kathmandu kept local mean time (+05:41:16) until 1920.
-        assert!(!slots_fit(&plan(chrono_tz::Asia::Kathmandu, 1919)));
+        assert_eq!(tier(chrono_tz::Asia::Kathmandu, 1919), None);
     }
 }

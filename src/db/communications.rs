@@ -126,6 +126,27 @@ impl From<&CommunicationInsertForm> for Contribution {
     }
 }
 
+impl super::Stored<CommunicationRow> for CommunicationInsertForm {
+    fn stored(&self, id: i64) -> CommunicationRow {
+        CommunicationRow {
+            id,
+            customer_id: self.customer_id,
+            channel: self.channel,
+            direction: self.direction,
+            occur_time: self.occur_time,
+            content: self.content.clone(),
+            outcome: self.outcome.clone(),
+            phone_number: self.phone_number.clone(),
+            call_duration_us: self.call_duration_us,
+            email_address: self.email_address.clone(),
+            email_subject: self.email_subject.clone(),
+            chat_platform: self.chat_platform.clone(),
+            chat_conversation_id: self.chat_conversation_id.clone(),
+            create_time: self.create_time,
+        }
+    }
+}
+
 /// What happened to each item of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {

@@ -285,6 +285,13 @@ impl Drop for MysqlCheckout<'_> {
     }
 }
 
+/// An insert form that knows the row it stores (every value is stored as given: times
+/// are already whole microseconds), so a create needs no SELECT back.
+pub trait Stored<R> {
+    /// The row this form stored under `id`.
+    fn stored(&self, id: i64) -> R;
+}
+
 /// Creates a row of the per-customer `$table` (a [`query::Table`] const `$desc`, rows
 /// `$row`) from `$form` (an `Insertable` with `customer_id` and `request_id`) and
 /// evaluates to `Result<$row>`. The customer must exist; a `request_id` already used for
@@ -324,7 +331,8 @@ macro_rules! create_for_customer {
                     .execute(conn)
                     .await?;
                 let id = conn.last_insert_id().await?;
-                let row: $row = query::by_id(conn, desc, id).await?;
+                // The row as stored, without reading it back.
+                let row: $row = $crate::db::Stored::stored(form, id);
                 {
                     let ($c, $r) = (&mut *conn, &row);
                     $after?;

@@ -63,6 +63,29 @@ impl Sql {
         self
     }
 
+    /// The statement with every value written in as a literal, for sending several
+    /// statements in one round trip; `None` when a value is text (text is only ever
+    /// bound). The statement must have no `?` other than its placeholders.
+    pub fn inline(&self, backend: super::Backend) -> Option<String> {
+        let mut out = String::with_capacity(self.text.len() + 8 * self.binds.len());
+        let mut binds = self.binds.iter();
+        for piece in self.text.split_inclusive('?') {
+            match piece.strip_suffix('?') {
+                Some(head) => {
+                    out.push_str(head);
+                    match binds.next()? {
+                        Bind::I64(v) => out.push_str(&v.to_string()),
+                        Bind::I32(v) => out.push_str(&v.to_string()),
+                        Bind::Time(t) => out.push_str(&backend.time_literal(*t)),
+                        Bind::Text(_) => return None,
+                    }
+                }
+                None => out.push_str(piece),
+            }
+        }
+        binds.next().is_none().then_some(out)
+    }
+
     /// Starts the next condition of the WHERE clause: ` WHERE ` the first time, ` AND `
     /// after that. The caller appends the condition.
     pub fn and(&mut self) -> &mut Self {
@@ -355,6 +378,33 @@ mod tests {
              (occur_time = ? AND id < ?))"
         );
         assert_eq!(sql.binds.len(), sql.text.matches('?').count());
+    }
+
+    #[test]
+    fn inline_writes_numbers_and_times_and_refuses_text() {
+        let mut sql = Sql::from("INSERT INTO t VALUES ");
+        sql.list([
+            Bind::I64(-7),
+            Bind::I32(3),
+            Bind::Time(at(9) + chrono::Duration::microseconds(1_500)),
+        ]);
+        assert_eq!(
+            sql.inline(super::super::Backend::Mysql).unwrap(),
+            "INSERT INTO t VALUES (-7, 3, '2024-03-09 00:00:00.001500')"
+        );
+        assert_eq!(
+            sql.inline(super::super::Backend::Sqlite).unwrap(),
+            "INSERT INTO t VALUES (-7, 3, '2024-03-09 00:00:00.001500')"
+        );
+        let mut whole = Sql::from("SELECT ");
+        whole.bind(Bind::Time(at(9)));
+        assert_eq!(
+            whole.inline(super::super::Backend::Sqlite).unwrap(),
+            "SELECT '2024-03-09 00:00:00'"
+        );
+        let mut text = Sql::from("SELECT ");
+        text.bind(Bind::Text("x'; DROP TABLE t; --".into()));
+        assert_eq!(text.inline(super::super::Backend::Mysql), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::schema::{service_tickets, transactions};
 use super::transactions::TransactionRow;
 use super::Db;
 use crate::analytics::buckets::BucketPlan;
-use crate::analytics::rollup::SLOT_SECS;
+use crate::analytics::rollup::Tier;
 use crate::error::{Error, Result};
 use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
@@ -172,45 +172,50 @@ fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) 
     sql
 }
 
-/// The rollup table of 15-minute slots, for the statement builders.
-const SLOTS: Table = Table {
-    name: "communication_slots",
-    resource: "slot",
-    columns: "slot, channel, direction, shard, n",
-    time: "slot",
-    has_channel: true,
-    order: &["slot"],
-};
-
-/// The bucket query over the slot rollup: slots `[lo, hi)`, the scope's channels and
-/// direction (its customers and times are not used: the caller reads whole slots of every
-/// customer). The same `(shift, key, channel) -> count` rows as [`bucket_sql`].
-fn slot_bucket_sql(
+/// The bucket query over a time rollup `tier`: its units `[lo, hi)`, the scope's
+/// channels and direction (its customers and times are not used: the caller reads whole
+/// units of every customer). The same `(shift, key, channel) -> count` rows as
+/// [`bucket_sql`].
+fn tier_bucket_sql(
     backend: Backend,
+    tier: Tier,
     scope: &CommunicationFilter,
     plan: &BucketPlan,
-    lo: i64,
-    hi: i64,
+    (lo, hi): (i64, i64),
 ) -> Sql {
-    let mut sql = shift_and_key(backend, plan, &format!("slot * {SLOT_SECS}"), "slot", |t| {
-        Bind::I64(t.timestamp().div_euclid(SLOT_SECS))
-    });
+    let unit = tier.column;
+    let mut sql = shift_and_key(
+        backend,
+        plan,
+        &format!("{unit} * {}", tier.secs),
+        unit,
+        |t| Bind::I64(t.timestamp().div_euclid(tier.secs)),
+    );
     let kinds = CommunicationFilter {
         channels: scope.channels.clone(),
         direction: scope.direction,
         ..CommunicationFilter::default()
     };
+    let table = Table {
+        name: tier.table,
+        resource: "rollup",
+        columns: "",
+        time: unit,
+        has_channel: true,
+        order: &[],
+    };
     sql.push(&format!(
-        ", channel, {} AS n FROM communication_slots",
-        backend.int("SUM(n)")
+        ", channel, {} AS n FROM {}",
+        backend.int("SUM(n)"),
+        tier.table
     ))
     .and()
-    .push("slot >= ")
+    .push(&format!("{unit} >= "))
     .bind(Bind::I64(lo))
     .and()
-    .push("slot < ")
+    .push(&format!("{unit} < "))
     .bind(Bind::I64(hi))
-    .filter(&SLOTS, &kinds)
+    .filter(&table, &kinds)
     .push(" GROUP BY s, k, channel");
     sql
 }
@@ -248,15 +253,16 @@ pub async fn bucket_counts(
     Ok(key_counts(rows, plan))
 }
 
-/// The same rows as [`bucket_counts`] for the whole slots `[lo, hi)` of every customer,
-/// read from the slot rollup; `plan` must fit slots ([`crate::analytics::rollup::slots_fit`]).
-pub async fn slot_bucket_counts(
+/// The same rows as [`bucket_counts`] for the whole units `[lo, hi)` of `tier`, every
+/// customer, read from that rollup; the tier must fit the plan ([`Tier::fits`]).
+pub async fn tier_bucket_counts(
     db: &Db,
+    tier: Tier,
     scope: &CommunicationFilter,
     plan: &BucketPlan,
-    (lo, hi): (i64, i64),
+    units: (i64, i64),
 ) -> Result<Vec<KeyCount>> {
-    let sql = slot_bucket_sql(db.backend(), scope, plan, lo, hi);
+    let sql = tier_bucket_sql(db.backend(), tier, scope, plan, units);
     let rows: Vec<KeyRow> = query::load(db, &sql).await?;
     Ok(key_counts(rows, plan))
 }

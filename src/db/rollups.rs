@@ -17,8 +17,8 @@ use diesel_async::AsyncConnection;
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
 use super::query::{Bind, IdRow, Sql};
-use super::Db;
-use crate::analytics::rollup::{month_of, month_start, shard_of, slot_of, SHARDS, SLOT_SECS};
+use super::{retry_conflicts, Db};
+use crate::analytics::rollup::{month_of, month_start, shard_of, Tier, HOURS, SLOTS};
 use crate::error::{Error, Result};
 use crate::with_conn;
 
@@ -58,8 +58,8 @@ impl From<&CommunicationRow> for Contribution {
 /// Summed contributions, keyed in primary-key order of each table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Deltas {
-    /// `(slot, channel, direction, shard) -> count`.
-    slots: BTreeMap<(i64, i32, i32, i64), i64>,
+    /// Per time tier (slots, then hours): `(unit, channel, direction, shard) -> count`.
+    units: [BTreeMap<(i64, i32, i32, i64), i64>; 2],
     /// `(month, customer_id) -> (count, latest time)`.
     months: BTreeMap<(i64, i64), (i64, NaiveDateTime)>,
 }
@@ -69,13 +69,15 @@ impl Deltas {
     pub fn of(rows: impl IntoIterator<Item = Contribution>, sign: i64) -> Self {
         let mut d = Deltas::default();
         for r in rows {
-            let slot = (
-                slot_of(r.occur_time),
-                r.channel,
-                r.direction,
-                shard_of(r.customer_id),
-            );
-            *d.slots.entry(slot).or_insert(0) += sign;
+            for (tier, units) in TIERS.iter().zip(d.units.iter_mut()) {
+                let key = (
+                    tier.unit_of(r.occur_time),
+                    r.channel,
+                    r.direction,
+                    shard_of(r.customer_id),
+                );
+                *units.entry(key).or_insert(0) += sign;
+            }
             let month = d
                 .months
                 .entry((month_of(r.occur_time), r.customer_id))
@@ -88,11 +90,15 @@ impl Deltas {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.months.is_empty()
     }
 }
 
-/// The upserts that add `deltas` (months first, then slots; primary-key order).
+/// The time tiers, in the order writers touch them.
+const TIERS: [Tier; 2] = [SLOTS, HOURS];
+
+/// The upserts that add `deltas` (months first, then slots, then hours; primary-key
+/// order).
 fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     let mut out = Vec::new();
     let months: Vec<_> = deltas.months.iter().collect();
@@ -113,32 +119,55 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
         sql.push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
         out.push(sql);
     }
-    let slots: Vec<_> = deltas.slots.iter().collect();
-    for chunk in slots.chunks(UPSERT_ROWS) {
-        let mut sql = Sql::from(
-            "INSERT INTO communication_slots (slot, channel, direction, shard, n) VALUES ",
-        );
-        for (i, ((slot, channel, direction, shard), n)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
+    for (tier, units) in TIERS.iter().zip(&deltas.units) {
+        let units: Vec<_> = units.iter().collect();
+        for chunk in units.chunks(UPSERT_ROWS) {
+            let mut sql = Sql::from(&*format!(
+                "INSERT INTO {} ({}, channel, direction, shard, n) VALUES ",
+                tier.table, tier.column
+            ));
+            for (i, ((unit, channel, direction, shard), n)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.list([
+                    Bind::I64(*unit),
+                    Bind::I32(*channel),
+                    Bind::I32(*direction),
+                    Bind::I64(*shard),
+                    Bind::I64(**n),
+                ]);
             }
-            sql.list([
-                Bind::I64(*slot),
-                Bind::I32(*channel),
-                Bind::I32(*direction),
-                Bind::I64(*shard),
-                Bind::I64(**n),
-            ]);
+            sql.push(&backend.upsert(&unit_key(*tier), &["n"], &[]));
+            out.push(sql);
         }
-        sql.push(&backend.upsert("slot, channel, direction, shard", &["n"], &[]));
-        out.push(sql);
     }
     out
 }
 
-/// Adds stored communications to the rollups, in the caller's transaction.
+/// The primary key of a time tier's table.
+fn unit_key(tier: Tier) -> String {
+    format!("{}, channel, direction, shard", tier.column)
+}
+
+/// Rows up to which [`add`] sends its upserts as one multi-statement round trip.
+const INLINE_ROWS: usize = 64;
+
+/// Adds stored communications to the rollups, in the caller's transaction. A small
+/// write (a single log, a delete) sends its three upserts in one round trip, with the
+/// values (numbers and times the service computed) written in; larger ones bind them.
 pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
-    for sql in add_sql(C::BACKEND, deltas) {
+    let statements = add_sql(C::BACKEND, deltas);
+    let rows = deltas.months.len() + deltas.units.iter().map(BTreeMap::len).sum::<usize>();
+    if rows <= INLINE_ROWS {
+        let inlined: Option<Vec<String>> =
+            statements.iter().map(|s| s.inline(C::BACKEND)).collect();
+        if let Some(inlined) = inlined {
+            conn.batch_execute(&inlined.join(";\n")).await?;
+            return Ok(());
+        }
+    }
+    for sql in statements {
         conn.execute_sql(&sql).await?;
     }
     Ok(())
@@ -180,23 +209,23 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
 where
     SlotCount: QueryableByName<C::Backend>,
 {
-    let mut sql = Sql::from(&*format!(
-        "SELECT {} AS slot, channel, direction, COUNT(*) AS n FROM communications",
-        slot_expr(C::BACKEND)
-    ));
-    sql.and()
-        .push("customer_id = ")
-        .bind(Bind::I64(customer_id))
-        .push(" GROUP BY slot, channel, direction");
-    let rows: Vec<SlotCount> = conn.load_sql(&sql).await?;
     let shard = shard_of(customer_id);
-    let deltas = Deltas {
-        slots: rows
+    let mut deltas = Deltas::default();
+    for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {
+        let mut sql = Sql::from(&*format!(
+            "SELECT {} AS slot, channel, direction, COUNT(*) AS n FROM communications",
+            unit_expr(C::BACKEND, *tier)
+        ));
+        sql.and()
+            .push("customer_id = ")
+            .bind(Bind::I64(customer_id))
+            .push(" GROUP BY slot, channel, direction");
+        let rows: Vec<SlotCount> = conn.load_sql(&sql).await?;
+        *units = rows
             .into_iter()
             .map(|r| ((r.slot, r.channel, r.direction, shard), -r.n))
-            .collect(),
-        months: BTreeMap::new(),
-    };
+            .collect();
+    }
     add(conn, &deltas).await?;
     let mut sql = Sql::from("DELETE FROM customer_months");
     sql.and()
@@ -206,10 +235,10 @@ where
     Ok(())
 }
 
-/// A slot count read back from the base table.
+/// A time-unit count read back from the base table.
 #[derive(Debug, diesel::QueryableByName)]
 pub struct SlotCount {
-    /// The slot.
+    /// The slot or hour.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub slot: i64,
     /// `Channel` value.
@@ -223,21 +252,22 @@ pub struct SlotCount {
     pub n: i64,
 }
 
-/// The slot of `occur_time` in SQL: `floor(unix seconds / 900)`, exact for any stored
-/// time (the dividend is made positive so that integer division floors).
-fn slot_expr(backend: Backend) -> String {
-    const OFFSET_SLOTS: i64 = 100_000 * 86_400 / SLOT_SECS;
+/// The unit of `occur_time` in a time tier, in SQL: `floor(unix seconds / secs)`, exact
+/// for any stored time (the dividend is made positive so that integer division floors).
+fn unit_expr(backend: Backend, tier: Tier) -> String {
+    let offset_units = 100_000 * 86_400 / tier.secs;
     backend.int(&format!(
-        "({} + {}){}{SLOT_SECS} - {OFFSET_SLOTS}",
+        "({} + {}){}{} - {offset_units}",
         backend.epoch_secs("occur_time"),
-        OFFSET_SLOTS * SLOT_SECS,
-        backend.div()
+        offset_units * tier.secs,
+        backend.div(),
+        tier.secs
     ))
 }
 
-/// The statements that aggregate the base-table rows with ids in `(lo, hi]` into both
-/// rollups.
-fn build_sql(backend: Backend, lo: i64, hi: i64) -> [Sql; 2] {
+/// The statements that aggregate the base-table rows with ids in `(lo, hi]` into every
+/// rollup (time tiers into shard 0, as compaction leaves them).
+fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
     let range = |sql: &mut Sql| {
         sql.push(" WHERE id > ")
             .bind(Bind::I64(lo))
@@ -253,17 +283,22 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> [Sql; 2] {
     months
         .push(" GROUP BY m, customer_id")
         .push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
-    let mut slots = Sql::from(&*format!(
-        "INSERT INTO communication_slots (slot, channel, direction, shard, n) SELECT {} AS s, \
-         channel, direction, customer_id{}{SHARDS} AS h, COUNT(*) FROM communications",
-        slot_expr(backend),
-        backend.modulo()
-    ));
-    range(&mut slots);
-    slots
-        .push(" GROUP BY s, channel, direction, h")
-        .push(&backend.upsert("slot, channel, direction, shard", &["n"], &[]));
-    [months, slots]
+    let mut out = vec![months];
+    for tier in TIERS {
+        let mut units = Sql::from(&*format!(
+            "INSERT INTO {} ({}, channel, direction, shard, n) SELECT {} AS u, channel, \
+             direction, 0, COUNT(*) FROM communications",
+            tier.table,
+            tier.column,
+            unit_expr(backend, tier),
+        ));
+        range(&mut units);
+        units
+            .push(" GROUP BY u, channel, direction")
+            .push(&backend.upsert(&unit_key(tier), &["n"], &[]));
+        out.push(units);
+    }
+    out
 }
 
 /// Builds the rollups from the base table unless `rollup_state` says they are built:
@@ -289,8 +324,10 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
             conn.execute_sql(&claim).await?;
             conn.execute_sql(&Sql::from("DELETE FROM customer_months"))
                 .await?;
-            conn.execute_sql(&Sql::from("DELETE FROM communication_slots"))
-                .await?;
+            for tier in TIERS {
+                conn.execute_sql(&Sql::from(&*format!("DELETE FROM {}", tier.table)))
+                    .await?;
+            }
             let span: Vec<IdRow> = conn
                 .load_sql(&Sql::from(
                     "SELECT COALESCE(MAX(id), 0) AS id FROM communications",
@@ -342,4 +379,53 @@ pub async fn rebuild(db: &Db, now: NaiveDateTime) -> Result<()> {
         conn.execute_sql(&forget).await?
     ))?;
     ensure_built(db, now).await
+}
+
+/// The statements of [`compact`]: per time tier, shards 1.. of the units before the
+/// one holding `before` folded into shard 0, then deleted.
+fn compact_sql(backend: Backend, before: NaiveDateTime) -> Vec<Sql> {
+    let mut out = Vec::new();
+    for tier in TIERS {
+        let (table, unit) = (tier.table, tier.column);
+        let cutoff = tier.unit_of(before);
+        let mut fold = Sql::from(&*format!(
+            "INSERT INTO {table} ({unit}, channel, direction, shard, n) SELECT {unit}, \
+             channel, direction, 0, SUM(n) FROM {table} WHERE shard > 0 AND {unit} < "
+        ));
+        fold.bind(Bind::I64(cutoff))
+            .push(&format!(" GROUP BY {unit}, channel, direction"))
+            .push(&backend.upsert(&unit_key(tier), &["n"], &[]));
+        let mut delete = Sql::from(&*format!(
+            "DELETE FROM {table} WHERE shard > 0 AND {unit} < "
+        ));
+        delete.bind(Bind::I64(cutoff));
+        out.extend([fold, delete]);
+    }
+    out
+}
+
+/// Folds the shards of time units that writers no longer touch (before the one holding
+/// `before`) into shard 0, so reports read one row per unit, channel and direction. One
+/// transaction: on MySQL the INSERT ... SELECT locks the rows it reads, so a concurrent
+/// write to them waits and is not lost between the fold and the delete; SQLite has one
+/// writer. Returns the shard rows folded.
+pub async fn compact(db: &Db, before: NaiveDateTime) -> Result<usize> {
+    let statements = compact_sql(db.backend(), before);
+    retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            conn.transaction(async |conn| {
+                let mut folded = 0;
+                for (i, sql) in statements.iter().enumerate() {
+                    let n = conn.execute_sql(sql).await?;
+                    // Every second statement is a delete: the rows folded.
+                    if i % 2 == 1 {
+                        folded += n;
+                    }
+                }
+                Ok::<_, Error>(folded)
+            })
+            .await
+        })
+    })
+    .await
 }

@@ -107,6 +107,23 @@ struct TicketChangeset {
     version: i64,
 }
 
+impl super::Stored<TicketRow> for TicketInsertForm {
+    fn stored(&self, id: i64) -> TicketRow {
+        TicketRow {
+            id,
+            customer_id: self.customer_id,
+            issue: self.issue.clone(),
+            solution: self.solution.clone(),
+            status: self.status,
+            open_time: self.open_time,
+            resolve_time: self.resolve_time,
+            create_time: self.create_time,
+            update_time: self.update_time,
+            version: self.version,
+        }
+    }
+}
+
 /// Opens a ticket; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TicketInsertForm) -> Result<TicketRow> {
     create_for_customer!(db, service_tickets, TICKETS, TicketRow, form)

@@ -70,6 +70,22 @@ pub struct TransactionInsertForm {
     pub request_id: Option<String>,
 }
 
+impl super::Stored<TransactionRow> for TransactionInsertForm {
+    fn stored(&self, id: i64) -> TransactionRow {
+        TransactionRow {
+            id,
+            customer_id: self.customer_id,
+            order_number: self.order_number.clone(),
+            product: self.product.clone(),
+            currency_code: self.currency_code.clone(),
+            amount_units: self.amount_units,
+            amount_nanos: self.amount_nanos,
+            occur_time: self.occur_time,
+            create_time: self.create_time,
+        }
+    }
+}
+
 /// Records a transaction; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TransactionInsertForm) -> Result<TransactionRow> {
     create_for_customer!(db, transactions, TRANSACTIONS, TransactionRow, form)

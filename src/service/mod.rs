@@ -9,5 +9,6 @@
 
 pub mod demo;
 pub mod import;
+pub mod maintenance;
 pub mod reports;
 pub mod timeline;

@@ -16,7 +16,7 @@ use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
-use crate::analytics::rollup::{month_split, slot_split, slots_fit};
+use crate::analytics::rollup::{month_split, Tier};
 use crate::db::customers::{self, Customer};
 use crate::db::reports::{self as queries, ContentPosition, ContentRow, KeyCount, TopCustomer};
 use crate::db::tickets::status;
@@ -143,23 +143,24 @@ pub enum ReportSource {
     BaseTable,
 }
 
-/// The bucket rows of a frequency report: from the slot rollup for the whole slots of
-/// the range and the base table for its edges when `rollups`, else all from the base table.
+/// The bucket rows of a frequency report: with a rollup `tier`, its whole units of the
+/// range from the rollup and the edges from the base table; without, all from the base
+/// table.
 async fn bucket_rows(
     db: &Db,
     scope: &CommunicationFilter,
     plan: &BucketPlan,
     range: (NaiveDateTime, NaiveDateTime),
-    rollups: bool,
+    tier: Option<Tier>,
     deadline: Deadline,
 ) -> Result<Vec<KeyCount>> {
     deadline.check("the bucket query")?;
-    if !rollups {
+    let Some(tier) = tier else {
         return queries::bucket_counts(db, scope, plan).await;
-    }
-    let split = slot_split(range.0, range.1);
+    };
+    let split = tier.split(range.0, range.1);
     let mut rows = match split.units {
-        Some(slots) => queries::slot_bucket_counts(db, scope, plan, slots).await?,
+        Some(units) => queries::tier_bucket_counts(db, tier, scope, plan, units).await?,
         None => Vec::new(),
     };
     for (start, end) in split.edges {
@@ -186,7 +187,7 @@ pub async fn frequency(
     // Rollups hold every customer; a report on chosen customers reads their rows through
     // the (customer_id, occur_time) index instead.
     let rollups = source == ReportSource::Rollups && q.customer_ids.is_empty();
-    let slots = rollups && slots_fit(&plan);
+    let tier = if rollups { Tier::for_plan(&plan) } else { None };
     // The customer-month rollup counts every channel and direction.
     let months = rollups && q.channels.is_empty() && q.direction.is_none();
     let scope = CommunicationFilter {
@@ -200,7 +201,7 @@ pub async fn frequency(
     let mut channels = BTreeMap::new();
     let mut total = 0;
 
-    let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), slots, deadline).await?;
+    let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), tier, deadline).await?;
     for row in rows {
         let Some(i) = plan.bucket_for_key(row.key, row.shift_secs) else {
             tracing::warn!(

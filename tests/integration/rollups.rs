@@ -267,14 +267,39 @@ backend_tests! {
             "a purged customer leaves no rollup rows"
         );
         assert_eq!(app.scalar("SELECT COUNT(*) FROM customer_months WHERE n <= 0").await, 0);
-        assert_eq!(
-            app.scalar("SELECT COALESCE(SUM(n), 0) FROM communication_slots").await,
-            app.scalar("SELECT COUNT(*) FROM communications").await
-        );
+        for table in ["communication_slots", "communication_hours"] {
+            assert_eq!(
+                app.scalar(&format!("SELECT COALESCE(SUM(n), 0) FROM {table}")).await,
+                app.scalar("SELECT COUNT(*) FROM communications").await,
+                "{table}"
+            );
+        }
+
+        // Compaction folds every shard into shard 0; removals after it still add up.
+        let folded = crm_comms::db::rollups::compact(&app.db, crm_comms::model::time::MAX_TIME).await.unwrap();
+        assert!(folded > 0);
+        for table in ["communication_slots", "communication_hours"] {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE shard > 0");
+            assert_eq!(app.scalar(&sql).await, 0, "{table}");
+        }
+        assert_same_reports(app, &mut base, &customers[1..]).await;
+        for id in logged.iter().skip(25) {
+            // Some belonged to the purged customer.
+            let deleted = app
+                .communications()
+                .delete_communication(pb::DeleteCommunicationRequest { id: *id })
+                .await;
+            assert!(
+                deleted.is_ok() || deleted.as_ref().unwrap_err().code() == tonic::Code::NotFound,
+                "{deleted:?}"
+            );
+        }
+        assert_same_reports(app, &mut base, &customers[1..]).await;
 
         // The reports do read the rollups: a count changed behind the service's back
         // shows in the rollup answer and not in the base-table one.
         app.execute("UPDATE communication_slots SET n = n + 1000").await;
+        app.execute("UPDATE communication_hours SET n = n + 1000").await;
         app.execute("UPDATE customer_months SET n = n + 1000").await;
         let year = requests(&customers)[0].clone();
         let fast = app.analytics().get_frequency_report(year.clone()).await.unwrap().into_inner();
@@ -324,15 +349,20 @@ backend_tests! {
         let customers = customers(app, 8).await;
         let mut rng = Rng(0x0bad_cafe_0000_0042);
         import(app, (0..1500).map(|_| generated(&mut rng, &customers)).collect()).await;
-        let slots = "SELECT COALESCE(SUM(n * (slot % 97 + 1) * (shard + 1)), 0) FROM communication_slots";
+        let slots = "SELECT COALESCE(SUM(n * (slot % 97 + 1) * (channel * 3 + direction)), 0) \
+                     FROM communication_slots";
         let months = "SELECT COALESCE(SUM(n * (month % 89 + 1) * (customer_id % 13 + 1)), 0) \
                       FROM customer_months";
+        let hours = "SELECT COALESCE(SUM(n * (hour % 89 + 1) * (channel * 3 + direction)), 0) \
+                     FROM communication_hours";
         let (slot_sum, month_sum) = (app.scalar(slots).await, app.scalar(months).await);
+        let hour_sum = app.scalar(hours).await;
         crm_comms::db::rollups::rebuild(&app.db, crm_comms::model::time::now())
             .await
             .unwrap();
         assert_eq!(app.scalar(slots).await, slot_sum);
         assert_eq!(app.scalar(months).await, month_sum);
+        assert_eq!(app.scalar(hours).await, hour_sum);
         let (mut base, _stop) = base_table_server(app).await;
         assert_same_reports(app, &mut base, &customers).await;
     }

@@ -13,6 +13,20 @@ CREATE TABLE communication_slots (
   n BIGINT NOT NULL,
   PRIMARY KEY (slot, channel, direction, shard)
 ) WITHOUT ROWID;
+-- compaction folds shards 1.. of old slots into shard 0
+CREATE INDEX ix_communication_slots_shard ON communication_slots (shard, slot);
+
+-- The same per UTC hour (floor(unix seconds / 3600)): reports in zones whose offsets are
+-- whole hours read 4x fewer rows.
+CREATE TABLE communication_hours (
+  hour BIGINT NOT NULL,
+  channel INT NOT NULL,
+  direction INT NOT NULL,
+  shard INT NOT NULL,
+  n BIGINT NOT NULL,
+  PRIMARY KEY (hour, channel, direction, shard)
+) WITHOUT ROWID;
+CREATE INDEX ix_communication_hours_shard ON communication_hours (shard, hour);
 
 -- Communications per customer and UTC calendar month (year * 12 + month - 1), with the
 -- latest time; rows whose count reaches 0 are deleted.

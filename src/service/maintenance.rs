@@ -1,0 +1,31 @@
+//! Background upkeep while the server runs: folding the rollup shards of slots that
+//! writers no longer touch, so reports read one row per slot, channel and direction.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::analytics::rollup::COMPACT_AFTER_SECS;
+use crate::db::{rollups, Db};
+use crate::model::time::now;
+
+/// Time between two compactions.
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Compacts the slot rollup every [`COMPACT_INTERVAL`] until `shutdown` turns true. A
+/// failed round (the database away) is logged and tried again next time: reads are exact
+/// with or without compaction, only slower.
+pub async fn run_compactor(db: Db, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(COMPACT_INTERVAL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let before = now() - chrono::Duration::seconds(COMPACT_AFTER_SECS);
+        match rollups::compact(&db, before).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "compacted rollup shards"),
+            Err(e) => tracing::warn!(error = %e, "rollup compaction failed; retrying later"),
+        }
+    }
+}

@@ -45,24 +45,29 @@ use tonic::transport::Channel;
 const SERVER: &str = env!("CARGO_BIN_EXE_crm-comms");
 /// Keywords of the content figure (one Chinese).
 const KEYWORDS: [&str; 3] = ["refund", "退款", "invoice"];
-/// 2025-01-01T00:00:00Z and 2026-01-01T00:00:00Z: the seeded year in UTC.
+/// 2025-01-01T00:00:00Z: start of the seeded year in UTC.
 const YEAR_START: i64 = 1_735_689_600;
+/// 2026-01-01T00:00:00Z: its end (exclusive).
 const YEAR_END: i64 = 1_767_225_600;
-/// UTC offsets of Asia/Shanghai (+8:00) and Asia/Kathmandu (+5:45), in seconds.
+/// UTC offset of Asia/Shanghai (+8:00), in seconds.
 const SHANGHAI: i64 = 8 * 3600;
+/// UTC offset of Asia/Kathmandu (+5:45), in seconds.
 const KATHMANDU: i64 = 5 * 3600 + 45 * 60;
 /// Rows per multi-row INSERT of the driver's import baseline.
 const INSERT_BATCH: usize = 1000;
 /// Requests per timed ListCommunications page (median taken).
 const PAGE_REPEATS: usize = 20;
-/// Page size of the ListCommunications walk, and the deep page timed.
+/// Page size of the ListCommunications walk.
 const PAGE_SIZE: i32 = 100;
+/// The deep page timed against page 1.
 const DEEP_PAGE: usize = 1000;
 /// Customers of the write-path scratch database.
 const SCRATCH_CUSTOMERS: u32 = 100;
+/// Every column of `communications`, in `CommunicationRow`'s order.
 const COLUMNS: &str = "id, customer_id, channel, direction, occur_time, content, outcome, \
      phone_number, call_duration_us, email_address, email_subject, chat_platform, \
      chat_conversation_id, create_time";
+/// The columns a write sets (all but the id and the request id).
 const INSERT_COLUMNS: &str = "customer_id, channel, direction, occur_time, content, outcome, \
      phone_number, call_duration_us, email_address, email_subject, chat_platform, \
      chat_conversation_id, create_time";
@@ -75,8 +80,11 @@ const INSERT_COLUMNS: &str = "customer_id, channel, direction, occur_time, conte
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Which {
+    /// SQLite only.
     Sqlite,
+    /// MariaDB only.
     Mysql,
+    /// SQLite, then MariaDB.
     Both,
 }
 
@@ -107,6 +115,7 @@ struct Args {
     p99_clients: usize,
 }
 
+/// `--db`'s value.
 fn parse_which(s: &str) -> Result<Which> {
     Ok(match s {
         "sqlite" => Which::Sqlite,
@@ -117,6 +126,7 @@ fn parse_which(s: &str) -> Result<Which> {
 }
 
 impl Args {
+    /// Reads the environment, then the flags (`--bench`, passed by cargo, is skipped).
     fn parse() -> Result<Args> {
         let env = |n: &str, d: usize| common::env_usize(&format!("CRM_BENCH_{n}"), d);
         let mut a = Args {
@@ -190,19 +200,29 @@ enum RatioKind {
 /// One measured figure with its baseline.
 #[derive(Debug, Clone, Serialize)]
 struct Figure {
+    /// `SQLite` or `MariaDB`.
     db: &'static str,
+    /// What the service did.
     figure: String,
+    /// What the baseline did.
     baseline_is: String,
+    /// Unit of `service` and `baseline`: `ms`, `rows/s`, `events/s` or `MB`.
     unit: &'static str,
+    /// The service's value.
     service: f64,
+    /// The baseline's value.
     baseline: f64,
+    /// See `ratio_kind`.
     ratio: f64,
+    /// How `ratio` is read.
     ratio_kind: RatioKind,
     /// At least this `Speed` or at most this `Cost` ratio; none when the brief sets none.
     target: Option<f64>,
+    /// Whether the target is met.
     met: Option<bool>,
     /// Whether the service's figures equal the baseline's, where compared.
     same: Option<bool>,
+    /// Anything else worth knowing about the figure.
     note: String,
 }
 
@@ -244,17 +264,20 @@ impl Figure {
         }
     }
 
+    /// Records whether the service's numbers equal the baseline's.
     fn same(mut self, same: bool) -> Figure {
         self.same = Some(same);
         self
     }
 
+    /// Adds a note printed under the table.
     fn note(mut self, note: impl Into<String>) -> Figure {
         self.note = note.into();
         self
     }
 }
 
+/// Milliseconds of `d`.
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -282,10 +305,12 @@ async fn timed<T, F: std::future::Future<Output = Result<T>>>(
     ))
 }
 
+/// The median of `v` (the upper middle one for an even count).
 fn median_f64(v: Vec<f64>) -> f64 {
     common::median_by_key(v, |x| (x * 1e6) as i64)
 }
 
+/// The `p` quantile (0..1, nearest rank) of `v`.
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     let idx = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
@@ -295,12 +320,14 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
 /// Deterministic xorshift for random customers and generated rows.
 struct Rng(u64);
 impl Rng {
+    /// The next number.
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
+    /// A random element of `v` (not empty).
     fn pick<T: Copy>(&mut self, v: &[T]) -> T {
         v[(self.next() % v.len() as u64) as usize]
     }
@@ -317,6 +344,8 @@ struct Server {
 }
 
 impl Server {
+    /// Starts `crm-comms serve` on `database_url` and waits until its port answers
+    /// (migrations and any rollup build run first, so this allows a minute).
     async fn start(database_url: &str) -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -347,6 +376,7 @@ impl Server {
         Ok(Server { child, addr })
     }
 
+    /// A new gRPC connection to the server.
     async fn channel(&self) -> Result<Channel> {
         common::connect(&self.addr).await
     }
@@ -404,6 +434,7 @@ fn seed_demo(url: &str, customers: u64, communications: u64) -> Result<()> {
 // The driver (baselines)
 // ---------------------------------------------------------------------------------------
 
+/// A `(text key, count)` row.
 #[derive(QueryableByName)]
 struct KeyCount {
     #[diesel(sql_type = Text)]
@@ -412,6 +443,7 @@ struct KeyCount {
     n: i64,
 }
 
+/// An `(id, count)` row.
 #[derive(QueryableByName)]
 struct IdCount {
     #[diesel(sql_type = BigInt)]
@@ -420,6 +452,7 @@ struct IdCount {
     n: i64,
 }
 
+/// Three nullable counts.
 #[derive(QueryableByName)]
 struct Three {
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -430,12 +463,14 @@ struct Three {
     c: Option<i64>,
 }
 
+/// One count.
 #[derive(QueryableByName)]
 struct One {
     #[diesel(sql_type = BigInt)]
     n: i64,
 }
 
+/// One text value.
 #[derive(QueryableByName)]
 struct OneText {
     #[diesel(sql_type = Text)]
@@ -470,12 +505,14 @@ struct NewComm {
     create_time: NaiveDateTime,
 }
 
+/// A SQLite connection that waits for the write lock instead of failing `BUSY`.
 fn sqlite_conn(path: &str) -> Result<SqliteConnection> {
     let mut c = SqliteConnection::establish(path)?;
     diesel::sql_query("PRAGMA busy_timeout = 30000").execute(&mut c)?;
     Ok(c)
 }
 
+/// A MySQL `DATETIME(6)` parameter.
 fn my_time(t: NaiveDateTime) -> Value {
     Value::Date(
         t.year() as u16,
@@ -488,10 +525,12 @@ fn my_time(t: NaiveDateTime) -> Value {
     )
 }
 
+/// A time in the text form both databases return (`%F %T%.f`).
 fn parse_time(s: &str) -> Result<NaiveDateTime> {
     Ok(NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")?)
 }
 
+/// The parameters of one row of [`insert_sql`], in `INSERT_COLUMNS` order.
 fn my_params(r: &NewComm) -> Vec<Value> {
     vec![
         r.customer_id.into(),
@@ -510,6 +549,7 @@ fn my_params(r: &NewComm) -> Vec<Value> {
     ]
 }
 
+/// A MySQL `INSERT` of `rows` rows, every value a placeholder.
 fn insert_sql(rows: usize) -> String {
     let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
@@ -830,6 +870,7 @@ impl Driver {
 // Generated rows for the write paths
 // ---------------------------------------------------------------------------------------
 
+/// Content templates of the written rows (`{n}`: an order number).
 const CONTENTS: [&str; 4] = [
     "客户来电询问订单 {n} 的退款进度, asked whether the refund was sent; 已答复三天内到账。",
     "Sent the invoice for order {n} again; 客户表示下周确认采购数量。",
@@ -837,6 +878,7 @@ const CONTENTS: [&str; 4] = [
     "Outbound call about overdue invoice {n}, customer promised payment by Friday 周五前付款.",
 ];
 
+/// A random communication of one of `customers` in 2025, every channel with its details.
 fn gen_comm(rng: &mut Rng, customers: &[i64]) -> NewComm {
     let i = rng.next();
     let channel = (i % 5) as i32 + 1;
@@ -882,6 +924,7 @@ fn gen_comm(rng: &mut Rng, customers: &[i64]) -> NewComm {
     r
 }
 
+/// The API form of `r`, as a client sends it.
 fn to_pb(r: &NewComm) -> pb::Communication {
     let t = r.occur_time.and_utc();
     let details = match r.channel {
@@ -923,19 +966,21 @@ fn to_pb(r: &NewComm) -> pb::Communication {
 
 /// Where one backend's measurements run.
 struct Target {
+    /// `SQLite` or `MariaDB`.
     db: &'static str,
     /// The dataset, its URL and its driver.
     url: String,
     driver: Driver,
-    /// The reused timeline database.
+    /// The reused timeline database, its driver and the customer owning the events.
     timeline_url: String,
     timeline_driver: Driver,
     timeline_customer: i64,
-    /// The scratch database for the write paths.
+    /// The scratch database for the write paths, and its driver.
     scratch_url: String,
     scratch_driver: Driver,
 }
 
+/// A frequency report request over `start..end` (Unix seconds), every customer.
 fn freq_request(
     start: i64,
     end: i64,
@@ -966,6 +1011,7 @@ fn bucket_keys(r: &pb::GetFrequencyReportResponse, offset: i64, fmt: &str) -> Ve
         .collect()
 }
 
+/// The report figures, ListCommunications and the p99s, on a server over the dataset.
 async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let runs = args.runs;
     let server = Server::start(&t.url).await?;
@@ -1277,6 +1323,8 @@ where
     Ok(all)
 }
 
+/// StreamTimeline against the driver's read, and the server's peak memory, on the
+/// timeline database.
 async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let n = args.timeline_events;
     let cid = t.timeline_customer;
@@ -1368,6 +1416,8 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
     Ok(())
 }
 
+/// LogCommunication and ImportCommunications against the driver's inserts, on the
+/// scratch database.
 async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let ids = t.scratch_driver.customer_ids().await?;
     let server = Server::start(&t.scratch_url).await?;
@@ -1534,6 +1584,7 @@ async fn rows_of(driver: &Driver, table: &str) -> Option<i64> {
         .ok()
 }
 
+/// Whether database `name` exists.
 async fn mysql_exists(admin: &mut mysql_async::Conn, name: &str) -> Result<bool> {
     let n: Option<i64> = admin
         .exec_first(
@@ -1555,6 +1606,8 @@ fn copy_sql(source: &str, cid: i64, limit: u64) -> String {
     )
 }
 
+/// Seeds or reuses the MariaDB dataset and timeline database and creates the scratch
+/// database; returns the target and the scratch database's name (for dropping it).
 async fn prepare_mysql(
     args: &Args,
     admin: &mut mysql_async::Conn,
@@ -1627,6 +1680,7 @@ async fn prepare_mysql(
     ))
 }
 
+/// Seeds or reuses the SQLite dataset and timeline files and seeds the scratch file.
 async fn prepare_sqlite(args: &Args, scratch: &common::TempSqlite) -> Result<Target> {
     let (n, c) = (args.communications, args.customers);
     let dir = data_dir();
@@ -1700,6 +1754,7 @@ async fn prepare_sqlite(args: &Args, scratch: &common::TempSqlite) -> Result<Tar
     })
 }
 
+/// Every figure of one backend.
 async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     say!("== {}: reports ==", t.db);
     measure_reports(t, args, out).await?;
@@ -1717,14 +1772,21 @@ async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<(
 /// The machine the run is on.
 #[derive(Debug, Default, Serialize)]
 struct Machine {
+    /// CPUs available to the process.
     cpus: usize,
+    /// `model name` of /proc/cpuinfo.
     cpu_model: String,
+    /// Total memory.
     memory_gb: f64,
+    /// `uname -r`.
     kernel: String,
+    /// `SELECT VERSION()`, when MariaDB was measured.
     mariadb: Option<String>,
+    /// `sqlite_version()` of the bundled SQLite.
     sqlite: String,
 }
 
+/// CPU, memory, kernel and SQLite version of this machine (MariaDB's is added later).
 fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -1824,6 +1886,7 @@ fn table(args: &Args, m: &Machine, figures: &[Figure], elapsed: Duration) -> Str
     o
 }
 
+/// Both backends (as asked), in order; MariaDB is skipped when unreachable.
 async fn run(args: &Args) -> Result<(Machine, Vec<Figure>)> {
     let mut m = machine();
     let mut figures = Vec::new();
@@ -1851,6 +1914,7 @@ async fn run(args: &Args) -> Result<(Machine, Vec<Figure>)> {
     Ok((m, figures))
 }
 
+/// Parses the settings, measures, prints the table or the JSON object.
 fn main() -> Result<()> {
     let args = Args::parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

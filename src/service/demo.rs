@@ -271,6 +271,9 @@ pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Resu
     report.communications = write_communications(db, plan, ids, progress).await?;
     let rows = report.communications;
     phase_end(progress, &mut report, Phase::Communications, started, rows);
+    // A bulk load of history: fold the rollup shards it wrote now, rather than leave
+    // them to the first server's compactor.
+    crate::service::maintenance::compact_now(db).await?;
     Ok(report)
 }
 

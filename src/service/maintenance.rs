@@ -7,25 +7,31 @@ use tokio::sync::watch;
 
 use crate::analytics::rollup::COMPACT_AFTER_SECS;
 use crate::db::{rollups, Db};
+use crate::error::Result;
 use crate::model::time::now;
 
 /// Time between two compactions.
 pub const COMPACT_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Compacts the slot rollup every [`COMPACT_INTERVAL`] until `shutdown` turns true. A
-/// failed round (the database away) is logged and tried again next time: reads are exact
-/// with or without compaction, only slower.
+/// Folds the rollup shards of every unit that ended [`COMPACT_AFTER_SECS`] ago or
+/// earlier; returns the shard rows folded.
+pub async fn compact_now(db: &Db) -> Result<usize> {
+    rollups::compact(db, now() - chrono::Duration::seconds(COMPACT_AFTER_SECS)).await
+}
+
+/// Compacts the time rollups at start and then every [`COMPACT_INTERVAL`] until
+/// `shutdown` turns true. A failed round (the database away) is logged and tried again
+/// next time: reads are exact with or without compaction, only slower.
 pub async fn run_compactor(db: Db, mut shutdown: watch::Receiver<bool>) {
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(COMPACT_INTERVAL) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        let before = now() - chrono::Duration::seconds(COMPACT_AFTER_SECS);
-        match rollups::compact(&db, before).await {
+        match compact_now(&db).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "compacted rollup shards"),
             Err(e) => tracing::warn!(error = %e, "rollup compaction failed; retrying later"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COMPACT_INTERVAL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }

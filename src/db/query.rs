@@ -296,24 +296,14 @@ pub struct IdRow {
 }
 
 /// NOT_FOUND unless the customer exists and is not deleted.
-pub async fn ensure_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()>
-where
-    IdRow: QueryableByName<C::Backend>,
-{
-    let mut sql = Sql::from("SELECT id FROM customers");
-    sql.and()
-        .push("id = ")
-        .bind(Bind::I64(id))
-        .and()
-        .push("delete_time IS NULL");
-    let rows: Vec<IdRow> = conn.load_sql(&sql).await?;
-    if rows.is_empty() {
+pub async fn ensure_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()> {
+    if conn.customer_is_live(id).await? {
+        Ok(())
+    } else {
         Err(Error::NotFound {
             resource: "customer",
             id,
         })
-    } else {
-        Ok(())
     }
 }
 

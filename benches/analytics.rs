@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use crm_comms::config::Config;
 use crm_comms::db::Db;
 use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
@@ -40,17 +41,6 @@ const PHRASES: [&str; 12] = [
     "Requested a refund because of late delivery ",
     "发票抬头需要修改，已转财务 ",
 ];
-
-/// Deterministic xorshift so every run seeds the same data.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 struct Row {
     customer_id: u64,

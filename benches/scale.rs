@@ -21,11 +21,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+use common::{Rng, Server};
 use crm_comms::db::communications::CommunicationRow;
 use crm_comms::db::schema::communications;
 use crm_comms::pb::{
@@ -317,89 +318,12 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[idx]
 }
 
-/// Deterministic xorshift for random customers and generated rows.
-struct Rng(u64);
-impl Rng {
-    /// The next number.
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// A random element of `v` (not empty).
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[(self.next() % v.len() as u64) as usize]
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The server process
 // ---------------------------------------------------------------------------------------
 
-/// A `crm-comms serve` process on a free port, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    /// Starts `crm-comms serve` on `database_url` and waits until its port answers
-    /// (migrations and any rollup build run first, so this allows a minute).
-    async fn start(database_url: &str) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(SERVER)
-            .args(["serve", "--listen", &addr, "--database-url", database_url])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("spawn server")?;
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("server exited during startup: {status}");
-            }
-            if std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_millis(200))
-                .is_ok()
-            {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                bail!("server did not answer on {addr} within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Server { child, addr })
-    }
-
-    /// A new gRPC connection to the server.
-    async fn channel(&self) -> Result<Channel> {
-        common::connect(&self.addr).await
-    }
-
-    /// Peak resident set (`VmHWM`) of the server process, in MB.
-    fn peak_mb(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .context("no VmHWM")?
-            .parse()?;
-        Ok(kb / 1024.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// How long a server may take to start (migrations and any rollup build run first).
+const STARTUP: Duration = Duration::from_secs(60);
 
 /// `crm-comms seed-demo` into `url` (output to stderr).
 fn seed_demo(url: &str, customers: u64, communications: u64) -> Result<()> {
@@ -1014,7 +938,7 @@ fn bucket_keys(r: &pb::GetFrequencyReportResponse, offset: i64, fmt: &str) -> Ve
 /// The report figures, ListCommunications and the p99s, on a server over the dataset.
 async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let runs = args.runs;
-    let server = Server::start(&t.url).await?;
+    let server = Server::start(SERVER, &t.url, STARTUP).await?;
     let channel = server.channel().await?;
     let analytics = AnalyticsServiceClient::new(channel.clone())
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
@@ -1355,12 +1279,12 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
     // Peak memory: fresh servers for ~100k and for all events.
     let cut = (n / 10).max(1);
     let cut_end = t.timeline_driver.time_at(cid, cut).await?;
-    let server = Server::start(&t.timeline_url).await?;
+    let server = Server::start(SERVER, &t.timeline_url, STARTUP).await?;
     let cut_events = stream(client(server.channel().await?), Some(cut_end)).await?;
     let cut_peak = server.peak_mb()?;
     drop(server);
 
-    let server = Server::start(&t.timeline_url).await?;
+    let server = Server::start(SERVER, &t.timeline_url, STARTUP).await?;
     let c = client(server.channel().await?);
     let mut full_peak = 0.0;
     let mut times = Vec::new();
@@ -1420,7 +1344,7 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
 /// scratch database.
 async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let ids = t.scratch_driver.customer_ids().await?;
-    let server = Server::start(&t.scratch_url).await?;
+    let server = Server::start(SERVER, &t.scratch_url, STARTUP).await?;
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let clients = args.log_clients;
     let total_log = (clients * args.log_rows) as f64;

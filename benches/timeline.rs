@@ -11,11 +11,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use common::Server;
 use crm_comms::db::communications::CommunicationRow;
 use crm_comms::db::schema::communications;
 use crm_comms::pb::{
@@ -308,69 +309,10 @@ fn print_header() {
 // The server process
 // ---------------------------------------------------------------------------------------
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    async fn start(database_url: &str) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(SERVER)
-            .args(["serve", "--listen", &addr, "--database-url", database_url])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("spawn server")?;
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("server exited during startup: {status}");
-            }
-            let probe =
-                std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_millis(200));
-            if probe.is_ok() {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                bail!("server did not answer on {addr} within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Server { child, addr })
-    }
-
-    async fn client(&self) -> Result<CommunicationServiceClient<Channel>> {
-        let channel = common::connect(&self.addr).await?;
-        Ok(CommunicationServiceClient::new(channel)
-            .max_decoding_message_size(common::MAX_MESSAGE_BYTES))
-    }
-
-    /// Peak resident set (`VmHWM`) of the server process, in MB.
-    fn peak_mb(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .context("no VmHWM")?;
-        let kb: f64 = line
-            .split_whitespace()
-            .nth(1)
-            .context("VmHWM value")?
-            .parse()?;
-        Ok(kb / 1024.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A gRPC client of a bench server, accepting large messages.
+async fn connect_client(server: &Server) -> Result<CommunicationServiceClient<Channel>> {
+    Ok(CommunicationServiceClient::new(server.channel().await?)
+        .max_decoding_message_size(common::MAX_MESSAGE_BYTES))
 }
 
 fn migrate(database_url: &str) -> Result<()> {
@@ -437,8 +379,8 @@ async fn measure_service(
     let cut_end = slot_time(cut, n);
 
     // Fresh server: idle peak, then the peak after a stream of the first `cut` events.
-    let server = Server::start(url).await?;
-    let mut client = server.client().await?;
+    let server = Server::start(SERVER, url, Duration::from_secs(10)).await?;
+    let mut client = connect_client(&server).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = server.peak_mb()?;
     let r = stream_timeline(&mut client, customer_id, Some(cut_end)).await?;
@@ -455,8 +397,8 @@ async fn measure_service(
     drop(server);
 
     // Fresh server: the full stream, peak after the first run; then the other runs.
-    let server = Server::start(url).await?;
-    let mut client = server.client().await?;
+    let server = Server::start(SERVER, url, Duration::from_secs(10)).await?;
+    let mut client = connect_client(&server).await?;
     let mut all = Vec::new();
     let mut full_peak = 0.0;
     for i in 0..runs {

@@ -1,15 +1,17 @@
 //! Helpers shared by the benchmarks (`analytics`, `timeline`): settings from the
 //! environment, the median of timed runs, a temporary SQLite database file, a database of
 //! its own for one run on a MariaDB server, the gRPC channel to the server under test and
-//! the protobuf timestamp of a time.
+//! the protobuf timestamp of a time, the server process under test and a deterministic
+//! random number generator.
 
 // Each bench compiles this module into its own crate and uses only part of it; what the
 // other bench alone uses would warn as dead code.
 #![allow(dead_code)]
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
 use tonic::transport::Channel;
 
@@ -119,5 +121,88 @@ pub async fn connect(addr: &str) -> Result<Channel> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+}
+
+/// Deterministic xorshift, so every run generates the same data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A random element of `v` (not empty).
+    pub fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[(self.next() % v.len() as u64) as usize]
+    }
+}
+
+/// A `crm-comms serve` process (the binary `bin`) on a free port, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts `bin serve` on `database_url` and waits until its port answers, at most
+    /// `startup` (migrations and any rollup build run first).
+    pub async fn start(bin: &str, database_url: &str, startup: Duration) -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", &addr, "--database-url", database_url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("spawn server")?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("server exited during startup: {status}");
+            }
+            if std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_millis(200))
+                .is_ok()
+            {
+                break;
+            }
+            if started.elapsed() > startup {
+                let _ = child.kill();
+                bail!("server did not answer on {addr} within {startup:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Server { child, addr })
+    }
+
+    /// A new gRPC connection to the server.
+    pub async fn channel(&self) -> Result<Channel> {
+        connect(&self.addr).await
+    }
+
+    /// Peak resident set (`VmHWM`) of the server process, in MB.
+    pub fn peak_mb(&self) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .context("no VmHWM")?
+            .parse()?;
+        Ok(kb / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -89,21 +89,6 @@ pub const SHARDS: i64 = 8;
 /// of "now" use them).
 pub const COMPACT_AFTER_SECS: i64 = 2 * 3600;
 
-/// The slot of an instant: `floor(unix seconds / 900)`.
-pub fn slot_of(t: NaiveDateTime) -> i64 {
-    SLOTS.unit_of(t)
-}
-
-/// The first instant of a slot.
-pub fn slot_start(slot: i64) -> NaiveDateTime {
-    SLOTS.unit_start(slot)
-}
-
-/// The hour of an instant: `floor(unix seconds / 3600)`.
-pub fn hour_of(t: NaiveDateTime) -> i64 {
-    HOURS.unit_of(t)
-}
-
 /// The shard a customer's communications count in.
 pub fn shard_of(customer_id: i64) -> i64 {
     customer_id.rem_euclid(SHARDS)
@@ -174,11 +159,6 @@ fn split(
     }
 }
 
-/// `[start, end)` as whole 15-minute slots plus edges.
-pub fn slot_split(start: NaiveDateTime, end: NaiveDateTime) -> Split {
-    SLOTS.split(start, end)
-}
-
 /// `[start, end)` as whole UTC calendar months plus edges.
 pub fn month_split(start: NaiveDateTime, end: NaiveDateTime) -> Split {
     split(start, end, month_of, month_start)
@@ -201,16 +181,16 @@ mod tests {
     #[test]
     fn slots_and_months_floor() {
         assert_eq!(
-            slot_start(slot_of(t(2024, 3, 9, 10, 14, 59))),
+            SLOTS.unit_start(SLOTS.unit_of(t(2024, 3, 9, 10, 14, 59))),
             t(2024, 3, 9, 10, 0, 0)
         );
         assert_eq!(
-            slot_start(slot_of(t(2024, 3, 9, 10, 15, 0))),
+            SLOTS.unit_start(SLOTS.unit_of(t(2024, 3, 9, 10, 15, 0))),
             t(2024, 3, 9, 10, 15, 0)
         );
         // Before 1970 the slot still floors.
         assert_eq!(
-            slot_start(slot_of(t(1950, 1, 1, 0, 7, 0))),
+            SLOTS.unit_start(SLOTS.unit_of(t(1950, 1, 1, 0, 7, 0))),
             t(1950, 1, 1, 0, 0, 0)
         );
         assert_eq!(
@@ -244,11 +224,11 @@ mod tests {
             ]
         );
         // Aligned: no edges.
-        let s = slot_split(t(2024, 1, 1, 0, 0, 0), t(2024, 1, 2, 0, 0, 0));
+        let s = SLOTS.split(t(2024, 1, 1, 0, 0, 0), t(2024, 1, 2, 0, 0, 0));
         assert_eq!(s.edges, vec![]);
         assert_eq!(s.units.map(|(lo, hi)| hi - lo), Some(96));
         // Inside one unit: one edge, no units.
-        let s = slot_split(t(2024, 1, 1, 0, 1, 0), t(2024, 1, 1, 0, 14, 0));
+        let s = SLOTS.split(t(2024, 1, 1, 0, 1, 0), t(2024, 1, 1, 0, 14, 0));
         assert_eq!(s.units, None);
         assert_eq!(
             s.edges,
@@ -256,7 +236,9 @@ mod tests {
         );
         // Empty range.
         assert_eq!(
-            slot_split(t(2024, 1, 1, 0, 0, 0), t(2024, 1, 1, 0, 0, 0)).edges,
+            SLOTS
+                .split(t(2024, 1, 1, 0, 0, 0), t(2024, 1, 1, 0, 0, 0))
+                .edges,
             vec![]
         );
     }
@@ -265,7 +247,7 @@ mod tests {
     fn split_covers_the_range_exactly() {
         let start = t(2024, 2, 10, 3, 7, 11);
         let end = t(2024, 5, 3, 21, 52, 2);
-        for s in [slot_split(start, end), month_split(start, end)] {
+        for s in [SLOTS.split(start, end), month_split(start, end)] {
             let (lo, hi) = s.units.unwrap();
             assert_eq!(s.edges.len(), 2);
             assert_eq!(s.edges[0].0, start);

@@ -239,35 +239,43 @@ where
     q
 }
 
+/// The [`Conn`] methods whose body is the same on both drivers (each expansion
+/// type-checks against its own connection and backend `$db`).
+macro_rules! shared_conn_methods {
+    ($db:ty) => {
+        async fn load_sql<'a, R>(&'a mut self, sql: &'a Sql) -> QueryResult<Vec<R>>
+        where
+            R: QueryableByName<$db> + Send + 'static,
+        {
+            boxed::<$db>(sql).load(self).await
+        }
+
+        async fn execute_sql<'a>(&'a mut self, sql: &'a Sql) -> QueryResult<usize> {
+            boxed::<$db>(sql).execute(self).await
+        }
+
+        async fn last_insert_id(&mut self) -> QueryResult<i64> {
+            diesel::select(diesel::dsl::sql::<BigInt>(
+                Self::BACKEND.last_insert_id_expr(),
+            ))
+            .get_result(self)
+            .await
+        }
+
+        async fn customer_is_live(&mut self, id: i64) -> QueryResult<bool> {
+            live_customer(id)
+                .first::<i64>(self)
+                .await
+                .optional()
+                .map(|c| c.is_some())
+        }
+    };
+}
+
 impl Conn for AsyncMysqlConnection {
     const BACKEND: Backend = Backend::Mysql;
 
-    async fn load_sql<'a, R>(&'a mut self, sql: &'a Sql) -> QueryResult<Vec<R>>
-    where
-        R: QueryableByName<Mysql> + Send + 'static,
-    {
-        boxed::<Mysql>(sql).load(self).await
-    }
-
-    async fn execute_sql<'a>(&'a mut self, sql: &'a Sql) -> QueryResult<usize> {
-        boxed::<Mysql>(sql).execute(self).await
-    }
-
-    async fn last_insert_id(&mut self) -> QueryResult<i64> {
-        diesel::select(diesel::dsl::sql::<BigInt>(
-            Self::BACKEND.last_insert_id_expr(),
-        ))
-        .get_result(self)
-        .await
-    }
-
-    async fn customer_is_live(&mut self, id: i64) -> QueryResult<bool> {
-        live_customer(id)
-            .first::<i64>(self)
-            .await
-            .optional()
-            .map(|c| c.is_some())
-    }
+    shared_conn_methods!(Mysql);
 
     async fn insert_communications(
         &mut self,
@@ -283,32 +291,7 @@ impl Conn for AsyncMysqlConnection {
 impl Conn for SqliteConn {
     const BACKEND: Backend = Backend::Sqlite;
 
-    async fn load_sql<'a, R>(&'a mut self, sql: &'a Sql) -> QueryResult<Vec<R>>
-    where
-        R: QueryableByName<Sqlite> + Send + 'static,
-    {
-        boxed::<Sqlite>(sql).load(self).await
-    }
-
-    async fn execute_sql<'a>(&'a mut self, sql: &'a Sql) -> QueryResult<usize> {
-        boxed::<Sqlite>(sql).execute(self).await
-    }
-
-    async fn last_insert_id(&mut self) -> QueryResult<i64> {
-        diesel::select(diesel::dsl::sql::<BigInt>(
-            Self::BACKEND.last_insert_id_expr(),
-        ))
-        .get_result(self)
-        .await
-    }
-
-    async fn customer_is_live(&mut self, id: i64) -> QueryResult<bool> {
-        live_customer(id)
-            .first::<i64>(self)
-            .await
-            .optional()
-            .map(|c| c.is_some())
-    }
+    shared_conn_methods!(Sqlite);
 
     async fn insert_communications(
         &mut self,

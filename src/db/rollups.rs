@@ -87,11 +87,6 @@ impl Deltas {
         }
         d
     }
-
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.months.is_empty()
-    }
 }
 
 /// The time tiers, in the order writers touch them.

@@ -162,6 +162,17 @@ pub struct Config {
         global = true
     )]
     pub report_rollups: bool,
+    /// Whether content reports answer keywords and top terms from an in-memory index of
+    /// every communication's content (loaded at start, kept current; costs memory:
+    /// roughly 1.5x the stored content); `false` scans the rows in scope each time.
+    #[arg(
+        long,
+        env = "CRM_CONTENT_INDEX",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub content_index: bool,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -178,6 +189,7 @@ impl std::fmt::Debug for Config {
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("report_rollups", &self.report_rollups)
+            .field("content_index", &self.content_index)
             .field("log", &self.log)
             .finish()
     }
@@ -195,6 +207,7 @@ impl Config {
             max_concurrent_streams: 256,
             shutdown_grace_secs: 10,
             report_rollups: true,
+            content_index: true,
             log: "info".into(),
         }
     }

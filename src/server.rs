@@ -30,6 +30,7 @@ use crate::pb::{
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
+use crate::service::content_index::ContentIndexHandle;
 use crate::service::reports::ReportSource;
 use crate::service::timeline::{FollowHub, Timeline};
 
@@ -97,6 +98,9 @@ pub async fn serve(
         db.clone(),
         shutdown.clone(),
     ));
+    let content_index = config
+        .content_index
+        .then(|| ContentIndexHandle::start(db.clone(), shutdown.clone()));
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),
@@ -110,6 +114,7 @@ pub async fn serve(
         } else {
             ReportSource::BaseTable
         },
+        content_index,
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));

@@ -4,6 +4,8 @@
 
 pub mod buckets;
 pub mod content;
+pub mod content_index;
+pub mod fold;
 pub mod gaps;
 pub mod matching;
 pub mod rollup;

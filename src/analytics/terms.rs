@@ -332,7 +332,7 @@ const CHINESE_STOP_WORDS: &[&str] = &[
 ];
 
 /// Counts terms over many texts and reports the most frequent ones.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TermCounter {
     counts: HashMap<String, u64>,
 }
@@ -341,6 +341,13 @@ impl TermCounter {
     /// An empty counter.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A counter holding these counts (a term given twice keeps its last count).
+    pub fn from_counts(counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        TermCounter {
+            counts: counts.into_iter().collect(),
+        }
     }
 
     /// Tokenizes `text` (see [`terms`]) and counts every kept term.

@@ -257,6 +257,8 @@ pub async fn delete(db: &Db, id: i64) -> Result<()> {
                     .await?;
                 if n == 1 {
                     rollups::remove(conn, &[(&row).into()]).await?;
+                    super::content_feed::record_deletion(conn, id, crate::model::time::now())
+                        .await?;
                 }
                 Ok::<_, Error>(())
             })

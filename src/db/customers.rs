@@ -335,6 +335,7 @@ pub async fn delete(
                 }
                 if purge {
                     super::rollups::remove_customer(conn, id).await?;
+                    super::content_feed::record_customer_deletions(conn, id, now).await?;
                     diesel::delete(
                         communications::table.filter(communications::customer_id.eq(id)),
                     )

@@ -13,6 +13,7 @@
 //! own connection type, so both copies type-check.
 
 pub mod communications;
+pub mod content_feed;
 pub mod customers;
 pub mod dialect;
 pub mod query;

@@ -437,7 +437,12 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetContentReportResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = ContentQuery::try_from(request.into_inner())?;
-        let report = reports::content(&self.state.db, query, deadline).await?;
+        let report = reports::content(
+            &self.state.db,
+            query,
+            self.state.content_index.as_ref(),
+            deadline,
+        ).await?;
         Ok(Response::new(report.into()))
     }
 

@@ -24,6 +24,8 @@ pub struct AppState {
     pub timeline: Timeline,
     /// Where reports read their counts from.
     pub report_source: crate::service::reports::ReportSource,
+    /// The in-memory content index; `None` when turned off.
+    pub content_index: Option<crate::service::content_index::ContentIndexHandle>,
 }
 
 /// The `customer_id` of a request: positive, or a violation.

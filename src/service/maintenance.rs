@@ -1,12 +1,13 @@
 //! Background upkeep while the server runs: folding the rollup shards of slots that
-//! writers no longer touch, so reports read one row per slot, channel and direction.
+//! writers no longer touch, so reports read one row per slot, channel and direction;
+//! pruning deletion tombstones older than the content index needs.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::analytics::rollup::COMPACT_AFTER_SECS;
-use crate::db::{rollups, Db};
+use crate::db::{content_feed, rollups, Db};
 use crate::error::Result;
 use crate::model::time::now;
 
@@ -28,6 +29,10 @@ pub async fn run_compactor(db: Db, mut shutdown: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "compacted rollup shards"),
             Err(e) => tracing::warn!(error = %e, "rollup compaction failed; retrying later"),
+        }
+        let expired = now() - crate::service::content_index::TOMBSTONE_KEEP;
+        if let Err(e) = content_feed::prune_deletions(&db, expired).await {
+            tracing::warn!(error = %e, "pruning deletion tombstones failed; retrying later");
         }
         tokio::select! {
             () = tokio::time::sleep(COMPACT_INTERVAL) => {}

@@ -7,6 +7,7 @@
 //! or pb type (the gRPC layer converts both ways and maps errors to statuses) and writes
 //! no SQL. Nothing below it imports it.
 
+pub mod content_index;
 pub mod demo;
 pub mod import;
 pub mod maintenance;

@@ -14,6 +14,9 @@ use chrono_tz::Tz;
 
 use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
+use crate::analytics::content_index::{IndexFigures, IndexQuery};
+use crate::db::content_feed::{self, FeedRow};
+use crate::service::content_index::ContentIndexHandle;
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
 use crate::analytics::rollup::{month_split, Tier};
@@ -364,8 +367,29 @@ pub struct ContentReport {
     pub samples: Vec<Sample>,
 }
 
-/// Computes a content report.
-pub async fn content(db: &Db, q: ContentQuery, deadline: Deadline) -> Result<ContentReport> {
+/// Computes a content report: from the content index when there is one, it is loaded
+/// and the request has no patterns (regular expressions need the original text), else
+/// by scanning the rows in scope.
+pub async fn content(
+    db: &Db,
+    q: ContentQuery,
+    index: Option<&ContentIndexHandle>,
+    deadline: Deadline,
+) -> Result<ContentReport> {
+    if let Some(index) = index.filter(|_| q.patterns.is_empty()) {
+        let asked = IndexQuery {
+            start: q.start.and_utc().timestamp_micros(),
+            end: q.end.and_utc().timestamp_micros(),
+            customers: q.customer_ids.clone(),
+            channels: q.channels.clone(),
+            keywords: q.keywords.clone(),
+            count_terms: q.top_terms > 0,
+            sample_limit: q.sample_limit,
+        };
+        if let Some(f) = index.answer(db, asked, deadline).await? {
+            return indexed_report(db, q, f).await;
+        }
+    }
     let scope = CommunicationFilter {
         customer_ids: q.customer_ids,
         channels: q.channels,
@@ -387,6 +411,41 @@ pub async fn content(db: &Db, q: ContentQuery, deadline: Deadline) -> Result<Con
         top_terms: f.top_terms,
         samples: f.samples,
     })
+}
+
+/// The report of the index's figures; the samples' snippets are cut from the rows
+/// read back by id (a row deleted in between drops out of the samples).
+async fn indexed_report(db: &Db, q: ContentQuery, f: IndexFigures) -> Result<ContentReport> {
+    let mut samples = Vec::new();
+    if !f.samples.is_empty() {
+        let ids: Vec<i64> = f.samples.iter().map(|&(_, id)| id).collect();
+        let rows = content_feed::rows_by_id(db, &ids).await?;
+        let mut scan = ContentScan::new(q.matcher.clone(), false, q.sample_limit);
+        scan.feed(&rows);
+        samples = scan.finish(0).samples;
+    }
+    Ok(ContentReport {
+        scanned: f.scanned,
+        keywords: q.keywords.into_iter().zip(f.keywords).collect(),
+        patterns: Vec::new(),
+        top_terms: f.terms.top(q.top_terms),
+        samples,
+    })
+}
+
+impl ScannedRow for FeedRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn customer_id(&self) -> i64 {
+        self.customer_id
+    }
+    fn occur_time(&self) -> NaiveDateTime {
+        self.occur_time
+    }
+    fn content(&self) -> &str {
+        &self.content
+    }
 }
 
 impl ScannedRow for ContentRow {

@@ -1,0 +1,137 @@
+//! What the in-memory content index (`service::content_index`) reads to fill itself and
+//! stay current, and the tombstones every delete of a communication writes for it.
+//!
+//! The index loads the table by id, then follows it: rows recorded since its watermark
+//! (less a safety margin) through `ix_communications_created`, and tombstones written
+//! since its other watermark through `ix_deleted_communications_time`. Any number of
+//! servers over one database do the same, so each answers from the same rows.
+
+use chrono::NaiveDateTime;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use diesel::QueryableByName;
+
+use super::dialect::Conn;
+use super::query::{self, Bind, Sql};
+use super::Db;
+use crate::error::Result;
+
+/// One communication as the content index takes it.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct FeedRow {
+    /// Id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// Owner.
+    #[diesel(sql_type = BigInt)]
+    pub customer_id: i64,
+    /// Channel.
+    #[diesel(sql_type = Integer)]
+    pub channel: i32,
+    /// When it happened.
+    #[diesel(sql_type = Timestamp)]
+    pub occur_time: NaiveDateTime,
+    /// When it was recorded.
+    #[diesel(sql_type = Timestamp)]
+    pub create_time: NaiveDateTime,
+    /// What was said.
+    #[diesel(sql_type = Text)]
+    pub content: String,
+}
+
+const FEED_COLUMNS: &str =
+    "SELECT id, customer_id, channel, occur_time, create_time, content FROM communications";
+
+/// An id with a time: when a row was recorded, or when it was deleted.
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct Stamped {
+    /// The communication.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// The time.
+    #[diesel(sql_type = Timestamp)]
+    pub time: NaiveDateTime,
+}
+
+#[derive(QueryableByName)]
+struct Latest {
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    time: Option<NaiveDateTime>,
+}
+
+/// Up to `limit` rows with `id > after`, ascending by id.
+pub async fn page_after(db: &Db, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
+    let mut sql = Sql::from(FEED_COLUMNS);
+    sql.push(" WHERE id > ")
+        .bind(Bind::I64(after))
+        .push(&format!(" ORDER BY id LIMIT {limit}"));
+    query::load(db, &sql).await
+}
+
+/// Ids and record times of the rows recorded at or after `since`.
+pub async fn recorded_since(db: &Db, since: NaiveDateTime) -> Result<Vec<Stamped>> {
+    let mut sql = Sql::from("SELECT id, create_time AS time FROM communications");
+    sql.and().push("create_time >= ").bind(Bind::Time(since));
+    query::load(db, &sql).await
+}
+
+/// The rows with these ids (those that still exist).
+pub async fn rows_by_id(db: &Db, ids: &[i64]) -> Result<Vec<FeedRow>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for part in ids.chunks(1_000) {
+        let mut sql = Sql::from(FEED_COLUMNS);
+        sql.and()
+            .push("id IN ")
+            .list(part.iter().map(|&id| Bind::I64(id)));
+        out.extend(query::load::<FeedRow>(db, &sql).await?);
+    }
+    Ok(out)
+}
+
+/// Tombstones written at or after `since` (all of them without one).
+pub async fn deleted_since(db: &Db, since: Option<NaiveDateTime>) -> Result<Vec<Stamped>> {
+    let mut sql = Sql::from("SELECT id, delete_time AS time FROM deleted_communications");
+    if let Some(since) = since {
+        sql.and().push("delete_time >= ").bind(Bind::Time(since));
+    }
+    query::load(db, &sql).await
+}
+
+/// The latest tombstone's time; `None` when there is none.
+pub async fn last_deletion(db: &Db) -> Result<Option<NaiveDateTime>> {
+    let sql = Sql::from("SELECT MAX(delete_time) AS time FROM deleted_communications");
+    let rows: Vec<Latest> = query::load(db, &sql).await?;
+    Ok(rows.into_iter().next().and_then(|r| r.time))
+}
+
+/// Records that communication `id` is deleted, in the caller's transaction.
+pub async fn record_deletion<C: Conn>(conn: &mut C, id: i64, now: NaiveDateTime) -> Result<()> {
+    let mut sql = Sql::from("INSERT INTO deleted_communications (id, delete_time) VALUES (");
+    sql.bind(Bind::I64(id))
+        .push(", ")
+        .bind(Bind::Time(now))
+        .push(")");
+    conn.execute_sql(&sql).await?;
+    Ok(())
+}
+
+/// Records that every communication of `customer_id` is deleted, in the caller's
+/// transaction, before they are.
+pub async fn record_customer_deletions<C: Conn>(
+    conn: &mut C,
+    customer_id: i64,
+    now: NaiveDateTime,
+) -> Result<()> {
+    let mut sql = Sql::from("INSERT INTO deleted_communications (id, delete_time) SELECT id, ");
+    sql.bind(Bind::Time(now))
+        .push(" FROM communications WHERE customer_id = ")
+        .bind(Bind::I64(customer_id));
+    conn.execute_sql(&sql).await?;
+    Ok(())
+}
+
+/// Deletes the tombstones written before `before`; how many.
+pub async fn prune_deletions(db: &Db, before: NaiveDateTime) -> Result<usize> {
+    let mut sql = Sql::from("DELETE FROM deleted_communications");
+    sql.and().push("delete_time < ").bind(Bind::Time(before));
+    crate::with_conn!(db, write, |conn| Ok(conn.execute_sql(&sql).await?))
+}

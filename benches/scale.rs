@@ -114,6 +114,9 @@ struct Args {
     p99_calls: usize,
     /// `--p99-clients` / `CRM_BENCH_P99_CLIENTS` (16): concurrent clients for the p99s.
     p99_clients: usize,
+    /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `writes`
+    /// (every part when empty).
+    only: String,
 }
 
 /// `--db`'s value.
@@ -142,6 +145,7 @@ impl Args {
             import_rows: env("IMPORT_ROWS", 100_000),
             p99_calls: env("P99_CALLS", 2000),
             p99_clients: env("P99_CLIENTS", 16),
+            only: std::env::var("CRM_BENCH_ONLY").unwrap_or_default(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -170,12 +174,20 @@ impl Args {
                 "--import-rows" => a.import_rows = num()?,
                 "--p99-calls" => a.p99_calls = num()?,
                 "--p99-clients" => a.p99_clients = num()?,
+                "--only" => a.only = value.clone(),
                 other => bail!("unknown flag {other}"),
             }
         }
         a.runs = a.runs.max(1);
         a.log_clients = a.log_clients.max(1);
         a.p99_clients = a.p99_clients.max(1);
+        if let Some(bad) = a
+            .only
+            .split(',')
+            .find(|p| !["", "reports", "timeline", "writes"].contains(&p.trim()))
+        {
+            bail!("--only: unknown part {bad} (reports, timeline, writes)");
+        }
         if a.communications == 0 || a.customers == 0 {
             bail!("--communications and --customers must be positive");
         }
@@ -942,6 +954,10 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     let channel = server.channel().await?;
     let analytics = AnalyticsServiceClient::new(channel.clone())
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
+    let index_ready = server
+        .wait_log("content index ready", Duration::from_secs(3600))
+        .await?;
+    say!("  {}", index_ready.trim());
 
     // Frequency, daily in Shanghai and hourly in Kathmandu, over the zone's year 2025.
     for (zone, offset, gran, fmt, mysql_key, sqlite_key, label) in [
@@ -1089,7 +1105,67 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
             Some(5.0),
         )
         .same(same)
-        .note("top_terms 0, sample_limit 0"),
+        .note("top_terms 0, sample_limit 0; from the content index"),
+    );
+
+    // Top terms: the index against the scan it replaces (the same service with
+    // CRM_CONTENT_INDEX=false, one run: it tokenizes every row of the year).
+    let req = pb::GetContentReportRequest {
+        start_time: Some(common::timestamp(YEAR_START, 0)),
+        end_time: Some(common::timestamp(YEAR_END, 0)),
+        top_terms: 20,
+        ..Default::default()
+    };
+    let (service, indexed) = timed(runs, || {
+        let mut c = analytics.clone();
+        let req = req.clone();
+        async move { Ok(c.get_content_report(req).await?.into_inner()) }
+    })
+    .await?;
+    let index_mb = server.peak_mb()?;
+    let scanner = Server::start_with(SERVER, &t.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")])
+        .await?;
+    let scanning = AnalyticsServiceClient::new(scanner.channel().await?)
+        .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
+    let (baseline, scanned) = timed(1, || {
+        let mut c = scanning.clone();
+        let req = req.clone();
+        async move { Ok(c.get_content_report(req).await?.into_inner()) }
+    })
+    .await?;
+    let scan_mb = scanner.peak_mb()?;
+    drop(scanner);
+    let same = indexed.top_terms == scanned.top_terms && indexed.scanned_count == scanned.scanned_count;
+    say!(
+        "  top terms: index {:.1} ms, scan {:.1} ms, same: {same}; peak RSS {index_mb:.0} MB with the index, {scan_mb:.0} MB without",
+        ms(service),
+        ms(baseline)
+    );
+    out.push(
+        Figure::new(
+            t.db,
+            "GetContentReport top 20 terms, 1 year",
+            "the same report scanning the rows (CRM_CONTENT_INDEX=false), 1 run",
+            "ms",
+            ms(service),
+            ms(baseline),
+            RatioKind::Speed,
+            None,
+        )
+        .same(same),
+    );
+    out.push(
+        Figure::new(
+            t.db,
+            "server peak RSS with the content index loaded",
+            "server peak RSS without it, after the scanned top-terms report",
+            "MB",
+            index_mb,
+            scan_mb,
+            RatioKind::Cost,
+            None,
+        )
+        .note(index_ready.trim().to_owned()),
     );
 
     // p99 of a one-customer report vs GetCustomer at the same concurrency.
@@ -1680,12 +1756,19 @@ async fn prepare_sqlite(args: &Args, scratch: &common::TempSqlite) -> Result<Tar
 
 /// Every figure of one backend.
 async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
-    say!("== {}: reports ==", t.db);
-    measure_reports(t, args, out).await?;
-    say!("== {}: timeline ==", t.db);
-    measure_timeline(t, args, out).await?;
-    say!("== {}: writes (scratch database) ==", t.db);
-    measure_writes(t, args, out).await?;
+    let part = |name: &str| args.only.is_empty() || args.only.split(',').any(|p| p.trim() == name);
+    if part("reports") {
+        say!("== {}: reports ==", t.db);
+        measure_reports(t, args, out).await?;
+    }
+    if part("timeline") {
+        say!("== {}: timeline ==", t.db);
+        measure_timeline(t, args, out).await?;
+    }
+    if part("writes") {
+        say!("== {}: writes (scratch database) ==", t.db);
+        measure_writes(t, args, out).await?;
+    }
     Ok(())
 }
 

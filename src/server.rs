@@ -92,15 +92,27 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let content_index = config
+        .content_index
+        .then(|| ContentIndexHandle::start(db.clone(), shutdown.clone()));
+    serve_with_index(config, db, listener, shutdown, content_index).await
+}
+
+/// [`serve`] with a content index made by the caller (`None`: content reports scan),
+/// e.g. one already loaded.
+pub async fn serve_with_index(
+    config: Config,
+    db: Db,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+    content_index: Option<ContentIndexHandle>,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let follow = FollowHub::start(db.clone(), shutdown.clone());
     tokio::spawn(crate::service::maintenance::run_compactor(
         db.clone(),
         shutdown.clone(),
     ));
-    let content_index = config
-        .content_index
-        .then(|| ContentIndexHandle::start(db.clone(), shutdown.clone()));
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),

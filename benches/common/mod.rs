@@ -147,22 +147,50 @@ pub struct Server {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its log lines so far (stderr, the content index's at INFO, the rest at WARN).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts `bin serve` on `database_url` and waits until its port answers, at most
     /// `startup` (migrations and any rollup build run first).
     pub async fn start(bin: &str, database_url: &str, startup: Duration) -> Result<Server> {
+        Self::start_with(bin, database_url, startup, &[]).await
+    }
+
+    /// [`Server::start`] with extra environment variables (settings such as
+    /// `CRM_CONTENT_INDEX=false`).
+    pub async fn start_with(
+        bin: &str,
+        database_url: &str,
+        startup: Duration,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(bin)
             .args(["serve", "--listen", &addr, "--database-url", database_url])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,crm_comms::service::content_index=info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("spawn server")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("    server: {line}");
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
@@ -179,7 +207,28 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Server { child, addr })
+        Ok(Server { child, addr, log })
+    }
+
+    /// Waits until a log line contains `needle`, at most `limit`; the line.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if let Some(line) = found {
+                return Ok(line);
+            }
+            if started.elapsed() > limit {
+                bail!("the server logged no {needle:?} within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A new gRPC connection to the server.

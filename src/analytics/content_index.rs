@@ -283,18 +283,56 @@ impl ContentIndex {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
         fold_into(row.content, &mut text);
-        let term_ids: Vec<u32> = terms(row.content)
-            .into_iter()
-            .map(|t| self.intern(t))
-            .collect();
-        self.open_ids.insert(row.id, self.open.len());
-        self.open.push(&row, &text, &term_ids);
+        self.push(&row, &text, terms(row.content));
         self.scratch = text;
+        true
+    }
+
+    /// Adds many rows, folding and tokenizing them (the costly part) in up to `threads`
+    /// threads first; how many were new.
+    pub fn insert_all(&mut self, rows: &[IndexRow<'_>], threads: usize) -> usize {
+        let fresh: Vec<&IndexRow<'_>> = rows.iter().filter(|r| !self.contains(r.id)).collect();
+        let prepare = |part: &[&IndexRow<'_>]| -> Vec<(Vec<u8>, Vec<String>)> {
+            part.iter()
+                .map(|r| {
+                    let mut text = Vec::new();
+                    fold_into(r.content, &mut text);
+                    (text, terms(r.content))
+                })
+                .collect()
+        };
+        let threads = threads.clamp(1, 8);
+        let prepared: Vec<(Vec<u8>, Vec<String>)> = if threads == 1 || fresh.len() < 256 {
+            prepare(&fresh)
+        } else {
+            let per = fresh.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = fresh.chunks(per).map(|p| s.spawn(move || prepare(p))).collect();
+                parts
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        let mut added = 0;
+        for (row, (text, words)) in fresh.iter().zip(prepared) {
+            // A row given twice in `rows` is added once.
+            if !self.contains(row.id) {
+                self.push(row, &text, words);
+                added += 1;
+            }
+        }
+        added
+    }
+
+    fn push(&mut self, row: &IndexRow<'_>, text: &[u8], words: Vec<String>) {
+        let term_ids: Vec<u32> = words.into_iter().map(|t| self.intern(t)).collect();
+        self.open_ids.insert(row.id, self.open.len());
+        self.open.push(row, text, &term_ids);
         self.live_rows += 1;
         if self.open.len() >= CHUNK_ROWS || self.open.text.len() >= CHUNK_TEXT_BYTES {
             self.seal();
         }
-        true
     }
 
     fn intern(&mut self, term: String) -> u32 {
@@ -751,6 +789,29 @@ mod tests {
         assert!(index.contains(12_001));
         for q in queries() {
             assert_eq!(index.query(&q, 2, &|| false).unwrap(), reference(&rows, &q));
+        }
+    }
+
+    #[test]
+    fn inserting_in_threads_equals_inserting_one_by_one() {
+        let rows = rows(CHUNK_ROWS as i64 + 700, 5);
+        let one = index_of(&rows);
+        let mut many = ContentIndex::new();
+        let batch: Vec<IndexRow<'_>> = rows
+            .iter()
+            .chain(rows.iter().take(10))
+            .map(|r| IndexRow {
+                id: r.id,
+                customer_id: r.customer,
+                channel: r.channel,
+                occur_micros: r.micros,
+                content: &r.content,
+            })
+            .collect();
+        assert_eq!(many.insert_all(&batch, 3), rows.len());
+        assert_eq!(many.insert_all(&batch[..5], 2), 0);
+        for q in queries() {
+            assert_eq!(many.query(&q, 2, &|| false), one.query(&q, 1, &|| false));
         }
     }
 

@@ -95,6 +95,13 @@ impl ContentIndexHandle {
         self.shared.ready.load(Ordering::Acquire)
     }
 
+    /// Waits until [`Self::is_ready`], checking every 10 ms.
+    pub async fn wait_ready(&self) {
+        while !self.is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn run(self, db: Db, mut shutdown: watch::Receiver<bool>) {
         loop {
             let started = Instant::now();
@@ -239,16 +246,18 @@ impl ContentIndexHandle {
         }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut index = shared.index.write().unwrap_or_else(|e| e.into_inner());
-            for row in &rows {
-                index.insert(IndexRow {
+            let batch: Vec<IndexRow<'_>> = rows
+                .iter()
+                .map(|row| IndexRow {
                     id: row.id,
                     customer_id: row.customer_id,
                     channel: row.channel,
                     occur_micros: row.occur_time.and_utc().timestamp_micros(),
                     content: &row.content,
-                });
-            }
+                })
+                .collect();
+            let mut index = shared.index.write().unwrap_or_else(|e| e.into_inner());
+            index.insert_all(&batch, threads());
         })
         .await
         .map_err(|e| Error::Internal(format!("content index insert failed: {e}")))
@@ -272,7 +281,7 @@ impl ContentIndexHandle {
         self.sync(db).await?;
         deadline.check("the content index")?;
         let shared = self.shared.clone();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = threads();
         let figures = tokio::task::spawn_blocking(move || {
             let index = shared.index.read().unwrap_or_else(|e| e.into_inner());
             index.query(&q, threads, &|| deadline.check("").is_err())
@@ -284,4 +293,9 @@ impl ContentIndexHandle {
             None => deadline.check("the content index scan").map(|()| None),
         }
     }
+}
+
+/// Threads for folding, tokenizing and scanning: the machine's cores.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

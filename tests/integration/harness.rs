@@ -236,6 +236,10 @@ impl TestApp {
                 let sql = sql.to_owned();
                 tokio::task::spawn_blocking(move || {
                     let mut conn = diesel::SqliteConnection::establish(&path).expect("sqlite");
+                    // The servers' own writers (compaction, pruning) may hold the lock.
+                    diesel::sql_query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut conn)
+                        .expect("busy timeout");
                     diesel::sql_query(sql)
                         .execute(&mut conn)
                         .expect("statement");

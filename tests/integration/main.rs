@@ -16,6 +16,7 @@ mod harness;
 
 mod analytics;
 mod communications;
+mod content_index;
 mod customers;
 mod demo;
 mod follow;

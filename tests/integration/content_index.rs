@@ -1,0 +1,269 @@
+//! Content reports answered from the in-memory content index equal the same reports
+//! scanned from the database, on generated data, after every write path (log, import,
+//! delete, purge) made through another server (a second replica), under concurrent
+//! writers, and for a row committed late below ids already seen.
+//!
+//! Each test compares a server whose index is loaded with a server on the same
+//! database that has no index, whole responses.
+
+use crm_comms::config::Config;
+use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
+use crm_comms::service::content_index::ContentIndexHandle;
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::Channel;
+
+use crate::backend_tests;
+use crate::harness::{import, log, new_customer, ts, TestApp};
+
+/// Words the generated texts are made of: cases, Chinese, LIKE's special characters.
+const WORDS: &[&str] = &[
+    "Refund", "refund", "REFUND", "退款", "退款申请", "invoice", "Invoice", "发票", "delivery",
+    "late", "请尽快处理", "配送", "100%", "a_b", "back\\slash", "Ünïcode", "STRASSE", "straße",
+    "订单", "order", "thanks", "谢谢", "客服", "the", "and",
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A communication in 2024 with a generated text.
+fn generated(rng: &mut Rng, customers: &[i64]) -> pb::Communication {
+    let words = 1 + rng.below(10);
+    let content = (0..words)
+        .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+        .collect::<Vec<_>>()
+        .join(if rng.below(3) == 0 { "" } else { " " });
+    pb::Communication {
+        customer_id: customers[rng.below(customers.len() as u64) as usize],
+        channel: 1 + rng.below(4) as i32,
+        direction: 1 + rng.below(2) as i32,
+        occur_time: Some(prost_types::Timestamp {
+            seconds: 1_704_067_200 + rng.below(366 * 86_400) as i64,
+            nanos: 0,
+        }),
+        content,
+        ..Default::default()
+    }
+}
+
+/// A server on `app`'s database with the given content index (`None`: it scans).
+async fn server_with(
+    app: &TestApp,
+    index: Option<ContentIndexHandle>,
+) -> (AnalyticsServiceClient<Channel>, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = Config::new(addr, app.database_url.clone());
+    config.content_index = index.is_some();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(crm_comms::server::serve_with_index(
+        config,
+        app.db.clone(),
+        listener,
+        rx,
+        index,
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (AnalyticsServiceClient::new(channel), tx)
+}
+
+/// A server whose content index is loaded, and a server without one.
+async fn pair(
+    app: &TestApp,
+) -> (
+    AnalyticsServiceClient<Channel>,
+    AnalyticsServiceClient<Channel>,
+    Vec<watch::Sender<bool>>,
+) {
+    let (stop_index, rx) = watch::channel(false);
+    let index = ContentIndexHandle::start(app.db.clone(), rx);
+    tokio::time::timeout(std::time::Duration::from_secs(60), index.wait_ready())
+        .await
+        .expect("the content index loads");
+    let (indexed, stop_a) = server_with(app, Some(index)).await;
+    let (scanned, stop_b) = server_with(app, None).await;
+    (indexed, scanned, vec![stop_index, stop_a, stop_b])
+}
+
+fn requests(customers: &[i64]) -> Vec<pb::GetContentReportRequest> {
+    let keywords: Vec<String> = [
+        "refund", "退款", "INVOICE", "%", "_", "\\", "a_b", "strasse", "ß", "ünï", "k 退",
+        "no such words",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let year = |keywords: Vec<String>| pb::GetContentReportRequest {
+        start_time: Some(ts("2024-01-01T00:00:00Z")),
+        end_time: Some(ts("2025-01-01T00:00:00Z")),
+        keywords,
+        top_terms: 20,
+        sample_limit: 5,
+        ..Default::default()
+    };
+    let mut out = vec![year(keywords.clone()), year(Vec::new())];
+    let mut march = year(keywords.clone());
+    march.start_time = Some(ts("2024-03-01T12:34:56Z"));
+    march.end_time = Some(ts("2024-04-02T00:00:00Z"));
+    march.sample_limit = 100;
+    out.push(march);
+    let mut chats = year(keywords.clone());
+    chats.channels = vec![pb::Channel::Chat as i32, pb::Channel::Email as i32];
+    out.push(chats);
+    let mut some = year(keywords);
+    some.customer_ids = customers[1..4].to_vec();
+    some.top_terms = 200;
+    out.push(some);
+    out
+}
+
+/// Every request answered alike by both servers.
+async fn assert_same(
+    indexed: &mut AnalyticsServiceClient<Channel>,
+    scanned: &mut AnalyticsServiceClient<Channel>,
+    customers: &[i64],
+) {
+    for req in requests(customers) {
+        let fast = indexed
+            .get_content_report(req.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let slow = scanned
+            .get_content_report(req.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(slow.scanned_count > 0, "{req:?}");
+        assert_eq!(fast, slow, "{req:?}");
+    }
+}
+
+async fn customers(app: &TestApp, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(new_customer(app, &format!("content customer {i}")).await);
+    }
+    ids
+}
+
+/// `"YYYY-MM-DD HH:MM:SS.ffffff"`: a time literal both backends store as written.
+fn literal(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+backend_tests! {
+    async fn content_reports_from_the_index_equal_the_scan_after_every_write_path(app: &TestApp) {
+        let customers = customers(app, 10).await;
+        let mut rng = Rng(0x00c0_77e7_5eed_0001);
+        import(app, (0..2500).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let (mut indexed, mut scanned, _stop) = pair(app).await;
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+
+        // Writes through another server (`app`, a second replica), each followed at once
+        // by a report: the index follows before answering.
+        let mut logged = Vec::new();
+        for _ in 0..30 {
+            let c = generated(&mut rng, &customers);
+            let row = app
+                .communications()
+                .log_communication(log(c, ""))
+                .await
+                .unwrap()
+                .into_inner();
+            logged.push(row.id);
+        }
+        import(app, (0..300).map(|_| generated(&mut rng, &customers)).collect()).await;
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+        for id in logged.iter().take(20) {
+            app.communications()
+                .delete_communication(pb::DeleteCommunicationRequest { id: *id })
+                .await
+                .unwrap();
+        }
+        app.customers()
+            .delete_customer(pb::DeleteCustomerRequest {
+                id: customers[0],
+                purge: true,
+                etag: String::new(),
+            })
+            .await
+            .unwrap();
+        assert!(app.scalar("SELECT COUNT(*) FROM deleted_communications").await > 20);
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+
+        // The index does answer: a row changed behind every server's back (no write path
+        // tells the index) shows in the scan and not in the index's answer.
+        app.execute("UPDATE communications SET content = 'refund refund' WHERE content NOT LIKE '%refund%'")
+            .await;
+        let req = requests(&customers)[0].clone();
+        let fast = indexed.get_content_report(req.clone()).await.unwrap().into_inner();
+        let slow = scanned.get_content_report(req).await.unwrap().into_inner();
+        assert_eq!(slow.keywords[0].message_count, slow.scanned_count);
+        assert!(fast.keywords[0].message_count < slow.keywords[0].message_count);
+    }
+
+    async fn content_reports_racing_writers_stay_exact(app: &TestApp) {
+        let customers = customers(app, 8).await;
+        let mut rng = Rng(0x0ace_0000_0000_0007);
+        import(app, (0..500).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let (mut indexed, mut scanned, _stop) = pair(app).await;
+        let mut writers = Vec::new();
+        for w in 0..8u64 {
+            let mut client = app.communications();
+            let customers = customers.clone();
+            writers.push(tokio::spawn(async move {
+                let mut rng = Rng(0x1234_5678 + w);
+                for _ in 0..25 {
+                    let c = generated(&mut rng, &customers);
+                    client.log_communication(log(c, "")).await.unwrap();
+                }
+            }));
+        }
+        let req = requests(&customers)[0].clone();
+        for _ in 0..5 {
+            indexed.get_content_report(req.clone()).await.unwrap();
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+    }
+
+    async fn a_row_committed_late_below_seen_ids_is_counted(app: &TestApp) {
+        let customers = customers(app, 5).await;
+        let mut rng = Rng(0x1a7e_c0de_0000_0003);
+        import(app, (0..50).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let (mut indexed, mut scanned, _stop) = pair(app).await;
+        let max = app.scalar("SELECT MAX(id) FROM communications").await;
+        let now = literal(crm_comms::model::time::now());
+        let insert = |id: i64, content: &str| {
+            format!(
+                "INSERT INTO communications (id, customer_id, channel, direction, occur_time, \
+                 content, outcome, create_time) VALUES ({id}, {}, 1, 1, \
+                 '2024-06-01 10:00:00.000000', '{content}', '', '{now}')",
+                customers[1]
+            )
+        };
+        // A writer that took id max+5 commits first; the index sees it.
+        app.execute(&insert(max + 5, "refund first")).await;
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+        // The writer holding id max+2 commits afterwards.
+        app.execute(&insert(max + 2, "refund late 退款")).await;
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+        let req = requests(&customers)[0].clone();
+        let fast = indexed.get_content_report(req).await.unwrap().into_inner();
+        assert_eq!(fast.scanned_count, 52);
+    }
+}

@@ -31,9 +31,13 @@ use crate::pb::{
     customer_service_server::CustomerServiceServer,
 };
 use crate::service::content_index::ContentIndexHandle;
+use crate::service::log_writer::LogWriter;
 use crate::service::reports::ReportSource;
 use crate::service::timeline::{FollowHub, Timeline};
 
+/// Tasks writing LogCommunication batches: one writes while the others gather the
+/// next calls (SQLite serializes them on its write lock; MySQL overlaps them).
+const LOG_WRITERS: usize = 4;
 /// HTTP/2 connection-level flow-control window, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// HTTP/2 stream-level flow-control window, in bytes.
@@ -113,6 +117,7 @@ pub async fn serve_with_index(
         db.clone(),
         shutdown.clone(),
     ));
+    let log_db = db.clone();
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),
@@ -127,6 +132,7 @@ pub async fn serve_with_index(
             ReportSource::BaseTable
         },
         content_index,
+        log_writer: LogWriter::start(log_db, LOG_WRITERS),
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));

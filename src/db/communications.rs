@@ -241,6 +241,184 @@ fn plan_batch(
     (outcomes, rows)
 }
 
+/// What a logged batch ([`log_batch`]) did with one item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logged {
+    /// Stored as this row (or, for a `request_id` repeated within the batch, the row
+    /// its first use stored).
+    Stored(CommunicationRow),
+    /// Its `request_id` was used by an earlier call: the id of the row that call stored.
+    Existing(i64),
+    /// Its customer does not exist (or was deleted); not stored.
+    UnknownCustomer,
+}
+
+/// Whether one multi-row INSERT always gets consecutive ids, so a batch's ids follow
+/// from `LAST_INSERT_ID()`: SQLite (one writer; `last_insert_rowid()` is the last row),
+/// and InnoDB with `innodb_autoinc_lock_mode` 0 or 1 (MariaDB's default; the first
+/// row). MySQL 8's default mode 2 interleaves ids of concurrent statements, and TiDB
+/// allocates ids per node: there each row gets its own INSERT.
+pub async fn consecutive_ids(db: &Db) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        mode: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    if db.backend() == super::Backend::Sqlite {
+        return Ok(true);
+    }
+    let sql = Sql::from(
+        "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED) AS mode, VERSION() AS version",
+    );
+    let rows: Vec<Mode> = query::load(db, &sql).await?;
+    Ok(<[Mode]>::first(&rows).is_some_and(|m| m.mode <= 1 && !m.version.contains("TiDB")))
+}
+
+/// Stores the communications of many LogCommunication calls in one transaction: one
+/// customer check and one key lookup for all, one multi-row INSERT (one INSERT per row
+/// unless `consecutive`, see [`consecutive_ids`]), one rollup update. The outcome list
+/// matches `forms` by index.
+pub async fn log_batch(
+    db: &Db,
+    forms: &[CommunicationInsertForm],
+    consecutive: bool,
+) -> Result<Vec<Logged>> {
+    let customer_ids: Vec<i64> = {
+        let mut ids: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let keys: Vec<String> = forms.iter().filter_map(|f| f.request_id.clone()).collect();
+    retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            conn.transaction(async |conn| {
+                let live: HashSet<i64> = customers::table
+                    .filter(customers::id.eq_any(&customer_ids))
+                    .filter(customers::delete_time.is_null())
+                    .select(customers::id)
+                    .load::<i64>(conn)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let used: Vec<(i64, Option<String>, i64)> = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    communications::table
+                        .filter(communications::customer_id.eq_any(&customer_ids))
+                        .filter(communications::request_id.eq_any(&keys))
+                        .select((
+                            communications::customer_id,
+                            communications::request_id,
+                            communications::id,
+                        ))
+                        .load(conn)
+                        .await?
+                };
+                let plan = plan_log(forms, &live, used);
+                let fresh: Vec<CommunicationInsertForm> = plan
+                    .iter()
+                    .zip(forms)
+                    .filter(|(p, _)| matches!(p, LogPlan::Store))
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                let mut ids = Vec::with_capacity(fresh.len());
+                if consecutive && fresh.len() > 1 {
+                    let n = fresh.len() as i64;
+                    conn.insert_communications(fresh.clone()).await?;
+                    let reported = conn.last_insert_id().await?;
+                    let first = match backend_of(conn) {
+                        super::Backend::Mysql => reported,
+                        super::Backend::Sqlite => reported - n + 1,
+                    };
+                    ids.extend(first..first + n);
+                } else {
+                    for form in &fresh {
+                        conn.insert_communications(vec![form.clone()]).await?;
+                        ids.push(conn.last_insert_id().await?);
+                    }
+                }
+                if !fresh.is_empty() {
+                    rollups::add(conn, &Deltas::of(fresh.iter().map(Contribution::from), 1))
+                        .await?;
+                }
+                Ok::<_, Error>(resolve_log(plan, forms, &ids))
+            })
+            .await
+        })
+    })
+    .await
+}
+
+/// The backend of a connection (the type differs per `with_conn!` branch).
+fn backend_of<C: super::dialect::Conn>(_: &C) -> super::Backend {
+    C::BACKEND
+}
+
+/// The decision for one item of a logged batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogPlan {
+    Store,
+    Existing(i64),
+    /// Same key as item `usize` of the batch, which is stored.
+    SameAs(usize),
+    UnknownCustomer,
+}
+
+/// Decides per item of a logged batch; pure.
+fn plan_log(
+    forms: &[CommunicationInsertForm],
+    live: &HashSet<i64>,
+    used: Vec<(i64, Option<String>, i64)>,
+) -> Vec<LogPlan> {
+    let mut known: std::collections::HashMap<(i64, String), LogPlan> = used
+        .into_iter()
+        .filter_map(|(c, k, id)| k.map(|k| ((c, k), LogPlan::Existing(id))))
+        .collect();
+    let mut plan = Vec::with_capacity(forms.len());
+    for (i, form) in forms.iter().enumerate() {
+        if !live.contains(&form.customer_id) {
+            plan.push(LogPlan::UnknownCustomer);
+            continue;
+        }
+        if let Some(key) = &form.request_id {
+            let entry = known
+                .entry((form.customer_id, key.clone()))
+                .or_insert(LogPlan::SameAs(i));
+            if *entry != LogPlan::SameAs(i) {
+                plan.push(*entry);
+                continue;
+            }
+        }
+        plan.push(LogPlan::Store);
+    }
+    plan
+}
+
+/// The outcomes, given the ids of the stored items in order.
+fn resolve_log(plan: Vec<LogPlan>, forms: &[CommunicationInsertForm], ids: &[i64]) -> Vec<Logged> {
+    let mut stored: Vec<Option<CommunicationRow>> = vec![None; forms.len()];
+    let mut next = ids.iter();
+    for (i, p) in plan.iter().enumerate() {
+        if *p == LogPlan::Store {
+            if let Some(&id) = next.next() {
+                stored[i] = Some(super::Stored::stored(&forms[i], id));
+            }
+        }
+    }
+    plan.iter()
+        .enumerate()
+        .map(|(i, p)| match *p {
+            LogPlan::Store => stored[i].clone().map_or(Logged::UnknownCustomer, Logged::Stored),
+            LogPlan::SameAs(j) => stored[j].clone().map_or(Logged::UnknownCustomer, Logged::Stored),
+            LogPlan::Existing(id) => Logged::Existing(id),
+            LogPlan::UnknownCustomer => Logged::UnknownCustomer,
+        })
+        .collect()
+}
+
 /// One communication by id.
 pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
     with_conn!(db, |conn| query::by_id(conn, &COMMUNICATIONS, id).await)

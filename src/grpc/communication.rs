@@ -198,7 +198,7 @@ impl CommunicationService for CommunicationApi {
     ) -> Result<Response<pb::Communication>, Status> {
         let req = request.into_inner();
         let form = communication_form(req.communication, &req.request_id, now())?;
-        let row = communications::insert(&self.state.db, &form).await?;
+        let row = self.state.log_writer.log(form).await?;
         Ok(Response::new(communication_to_pb(row)))
     }
 

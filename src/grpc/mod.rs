@@ -24,6 +24,8 @@ pub struct AppState {
     pub timeline: Timeline,
     /// Where reports read their counts from.
     pub report_source: crate::service::reports::ReportSource,
+    /// LogCommunication's batching writer.
+    pub log_writer: crate::service::log_writer::LogWriter,
     /// The in-memory content index; `None` when turned off.
     pub content_index: Option<crate::service::content_index::ContentIndexHandle>,
 }

@@ -10,6 +10,7 @@
 pub mod content_index;
 pub mod demo;
 pub mod import;
+pub mod log_writer;
 pub mod maintenance;
 pub mod reports;
 pub mod timeline;

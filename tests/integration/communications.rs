@@ -467,6 +467,66 @@ backend_tests! {
         assert_eq!(app.count_where("communications", "customer_id", c).await, 160 + 300);
     }
 
+    async fn concurrent_logs_each_get_their_own_answer(app: &TestApp) {
+        // 64 calls at once, so the writer batches them: new rows, keys repeated within
+        // the burst and keys used before it, and unknown customers, interleaved.
+        let a = new_customer(app, "甲").await;
+        let b = new_customer(app, "乙").await;
+        let mut client = app.communications();
+        let before = client
+            .log_communication(log(note(a, "used before", "2024-01-01T00:00:00Z"), "old-key"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut calls = Vec::new();
+        for i in 0..64i64 {
+            let mut client = app.communications();
+            let (customer, key) = match i % 8 {
+                0 => (a, "old-key".to_owned()),
+                1 | 2 => (b, "same-in-burst".to_owned()),
+                3 => (9_999_999, format!("ghost-{i}")),
+                4 => (a, String::new()),
+                _ => (if i % 2 == 0 { a } else { b }, format!("k-{i}")),
+            };
+            let content = format!("burst #{i}");
+            calls.push(tokio::spawn(async move {
+                let c = note(customer, &content, "2024-02-01T00:00:00Z");
+                (i, customer, content, client.log_communication(log(c, &key)).await)
+            }));
+        }
+        let mut same_in_burst = Vec::new();
+        for call in calls {
+            let (i, customer, content, answer) = call.await.unwrap();
+            match i % 8 {
+                0 => assert_eq!(answer.unwrap().into_inner(), before, "call {i}"),
+                1 | 2 => same_in_burst.push(answer.unwrap().into_inner()),
+                3 => assert_status(&answer.unwrap_err(), Code::NotFound, "CUSTOMER_NOT_FOUND"),
+                _ => {
+                    let row = answer.unwrap().into_inner();
+                    assert_eq!((row.customer_id, row.content.as_str()), (customer, content.as_str()));
+                    // The id answered is the row stored.
+                    let stored = client
+                        .get_communication(pb::GetCommunicationRequest { id: row.id })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_eq!(stored, row, "call {i}");
+                }
+            }
+        }
+        // Every use of one key answers the one row stored for it.
+        assert_eq!(same_in_burst.len(), 16);
+        assert!(same_in_burst.iter().all(|r| *r == same_in_burst[0]));
+        let stored = app.count_where("communications", "customer_id", a).await
+            + app.count_where("communications", "customer_id", b).await;
+        // 1 before + 1 for the repeated key + 8 without a key + 24 with their own key.
+        assert_eq!(stored, 1 + 1 + 8 + 24);
+        for table in ["communication_slots", "communication_hours"] {
+            let sum = format!("SELECT COALESCE(SUM(n), 0) FROM {table}");
+            assert_eq!(app.scalar(&sum).await, stored, "{table}");
+        }
+    }
+
     async fn follow_sees_events_written_by_another_replica(app: &TestApp) {
     // A second server over the same database stands in for another replica.
     let c = new_customer(app, "壬").await;

@@ -1,0 +1,148 @@
+//! LogCommunication's writer: calls that arrive together are stored together.
+//!
+//! Each call queues its communication and waits for its own answer. A few writer tasks
+//! take whatever is queued (up to [`MAX_BATCH_ROWS`] rows or [`MAX_BATCH_BYTES`] of
+//! content) and store it with `db::communications::log_batch`: one transaction, one
+//! customer check, one multi-row INSERT, one rollup update for the lot, instead of the
+//! same six statements per call. A lone call is a batch of one, so its latency is what
+//! it was; under concurrency the statements per call fall with the batch size.
+//!
+//! Every call still gets exactly its own answer: its row, the first row of a reused
+//! `request_id`, or NOT_FOUND for an unknown customer. A batch that fails as a whole
+//! for a reason other than the database being away is replayed call by call
+//! (`communications::insert`), so one bad item cannot fail its neighbours.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex, OnceCell};
+
+use crate::db::communications::{self, CommunicationInsertForm, CommunicationRow, Logged};
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// Most rows in one batch.
+pub const MAX_BATCH_ROWS: usize = 128;
+/// A batch is closed once its content reaches this many bytes.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Calls queued before new ones wait for room.
+const QUEUE: usize = 1024;
+
+/// One queued call.
+struct Pending {
+    form: CommunicationInsertForm,
+    reply: oneshot::Sender<Result<CommunicationRow>>,
+}
+
+/// The queue of LogCommunication calls and its writers; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LogWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("customer_id", &self.form.customer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogWriter {
+    /// A queue served by `writers` tasks (at least one) over `db`. The tasks end when
+    /// the last handle is dropped, after the calls already queued.
+    pub fn start(db: Db, writers: usize) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let consecutive = Arc::new(OnceCell::new());
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_loop(db.clone(), rx.clone(), consecutive.clone()));
+        }
+        LogWriter { queue }
+    }
+
+    /// Stores `form` (with the calls queued beside it); its row.
+    pub async fn log(&self, form: CommunicationInsertForm) -> Result<CommunicationRow> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { form, reply })
+            .await
+            .map_err(|_| Error::Internal("the log writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Internal("the log writer dropped a call".into()))?
+    }
+}
+
+/// Takes batches off the queue and stores them until the queue closes.
+async fn write_loop(
+    db: Db,
+    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    consecutive: Arc<OnceCell<bool>>,
+) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut bytes = first.form.content.len();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_ROWS && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(p) => {
+                        bytes += p.form.content.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let consecutive = match consecutive
+            .get_or_try_init(|| communications::consecutive_ids(&db))
+            .await
+        {
+            Ok(&c) => c,
+            Err(_) => false,
+        };
+        write(&db, batch, consecutive).await;
+    }
+}
+
+/// Stores one batch and answers each of its calls.
+async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
+    let forms: Vec<CommunicationInsertForm> = batch.iter().map(|p| p.form.clone()).collect();
+    match communications::log_batch(db, &forms, consecutive).await {
+        Ok(outcomes) => {
+            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                let answer = match outcome {
+                    Logged::Stored(row) => Ok(row),
+                    Logged::Existing(id) => communications::get(db, id).await,
+                    Logged::UnknownCustomer => Err(Error::NotFound {
+                        resource: "customer",
+                        id: pending.form.customer_id,
+                    }),
+                };
+                // The caller may have gone (cancelled): the row is stored all the same.
+                let _ = pending.reply.send(answer);
+            }
+        }
+        Err(Error::Unavailable { reason, message }) => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(Error::Unavailable {
+                    reason,
+                    message: message.clone(),
+                }));
+            }
+        }
+        // E.g. a key another server used after this batch looked: the calls one by one
+        // resolve it (each its own transaction and answer).
+        Err(e) => {
+            tracing::debug!(error = %e, rows = batch.len(), "log batch failed; storing its calls one by one");
+            for pending in batch {
+                let answer = communications::insert(db, &pending.form).await;
+                let _ = pending.reply.send(answer);
+            }
+        }
+    }
+}

@@ -1123,8 +1123,8 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     })
     .await?;
     let index_mb = server.peak_mb()?;
-    let scanner = Server::start_with(SERVER, &t.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")])
-        .await?;
+    let scanner =
+        Server::start_with(SERVER, &t.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")]).await?;
     let scanning = AnalyticsServiceClient::new(scanner.channel().await?)
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
     let (baseline, scanned) = timed(1, || {
@@ -1135,7 +1135,8 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     .await?;
     let scan_mb = scanner.peak_mb()?;
     drop(scanner);
-    let same = indexed.top_terms == scanned.top_terms && indexed.scanned_count == scanned.scanned_count;
+    let same =
+        indexed.top_terms == scanned.top_terms && indexed.scanned_count == scanned.scanned_count;
     say!(
         "  top terms: index {:.1} ms, scan {:.1} ms, same: {same}; peak RSS {index_mb:.0} MB with the index, {scan_mb:.0} MB without",
         ms(service),

@@ -136,12 +136,20 @@ impl Chunk {
     }
 
     fn text_of(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.text_end[i - 1] as usize + 1 };
+        let start = if i == 0 {
+            0
+        } else {
+            self.text_end[i - 1] as usize + 1
+        };
         &self.text[start..self.text_end[i] as usize]
     }
 
     fn terms_of(&self, i: usize) -> &[u32] {
-        let start = if i == 0 { 0 } else { self.terms_end[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.terms_end[i - 1] as usize
+        };
         &self.terms[start..self.terms_end[i] as usize]
     }
 
@@ -307,7 +315,10 @@ impl ContentIndex {
         } else {
             let per = fresh.len().div_ceil(threads);
             std::thread::scope(|s| {
-                let parts: Vec<_> = fresh.chunks(per).map(|p| s.spawn(move || prepare(p))).collect();
+                let parts: Vec<_> = fresh
+                    .chunks(per)
+                    .map(|p| s.spawn(move || prepare(p)))
+                    .collect();
                 parts
                     .into_iter()
                     .flat_map(|h| h.join().unwrap_or_default())
@@ -637,8 +648,24 @@ mod tests {
     }
 
     const WORDS: &[&str] = &[
-        "refund", "Refund", "REFUND", "退款", "invoice", "delivery", "late", "K\u{212A}",
-        "ſtatus", "请", "尽快", "处理", "退款申请", "order", "%", "_x", "\\", "配送",
+        "refund",
+        "Refund",
+        "REFUND",
+        "退款",
+        "invoice",
+        "delivery",
+        "late",
+        "K\u{212A}",
+        "ſtatus",
+        "请",
+        "尽快",
+        "处理",
+        "退款申请",
+        "order",
+        "%",
+        "_x",
+        "\\",
+        "配送",
     ];
 
     fn rows(n: i64, seed: u64) -> Vec<Row> {
@@ -693,8 +720,8 @@ mod tests {
             })
             .cloned()
             .collect();
-        let matcher = (!q.keywords.is_empty())
-            .then(|| Arc::new(Matcher::new(&q.keywords, &[]).unwrap()));
+        let matcher =
+            (!q.keywords.is_empty()).then(|| Arc::new(Matcher::new(&q.keywords, &[]).unwrap()));
         let mut scan = ContentScan::new(matcher, q.count_terms, q.sample_limit);
         scan.feed(&scope);
         let f = scan.finish(usize::MAX);
@@ -785,7 +812,10 @@ mod tests {
         assert!(!index.remove(10_000_000));
         rows.retain(|r| !gone.contains(&r.id));
         assert_eq!(index.len(), rows.len());
-        assert!(!index.contains(1), "a rebuilt chunk forgets its deleted rows");
+        assert!(
+            !index.contains(1),
+            "a rebuilt chunk forgets its deleted rows"
+        );
         assert!(index.contains(12_001));
         for q in queries() {
             assert_eq!(index.query(&q, 2, &|| false).unwrap(), reference(&rows, &q));

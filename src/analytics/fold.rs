@@ -104,9 +104,10 @@ mod tests {
     /// and keywords built from the characters where case folding is tricky.
     #[test]
     fn folded_containment_equals_the_keyword_regex() {
-        let alphabet: Vec<char> = "aAkK\u{212A}sS\u{17F}ßẞσςΣiIıİ\u{345}ιΙ退款\u{13A0}\u{AB70}ǅǆǄ%_\\ "
-            .chars()
-            .collect();
+        let alphabet: Vec<char> =
+            "aAkK\u{212A}sS\u{17F}ßẞσςΣiIıİ\u{345}ιΙ退款\u{13A0}\u{AB70}ǅǆǄ%_\\ "
+                .chars()
+                .collect();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = |n: usize| {
             state ^= state << 13;
@@ -115,7 +116,9 @@ mod tests {
             (state % n as u64) as usize
         };
         for _ in 0..5_000 {
-            let text: String = (0..next(12)).map(|_| alphabet[next(alphabet.len())]).collect();
+            let text: String = (0..next(12))
+                .map(|_| alphabet[next(alphabet.len())])
+                .collect();
             let keyword: String = (0..1 + next(3))
                 .map(|_| alphabet[next(alphabet.len())])
                 .collect();

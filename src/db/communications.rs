@@ -246,7 +246,7 @@ fn plan_batch(
 pub enum Logged {
     /// Stored as this row (or, for a `request_id` repeated within the batch, the row
     /// its first use stored).
-    Stored(CommunicationRow),
+    Stored(Box<CommunicationRow>),
     /// Its `request_id` was used by an earlier call: the id of the row that call stored.
     Existing(i64),
     /// Its customer does not exist (or was deleted); not stored.
@@ -411,8 +411,12 @@ fn resolve_log(plan: Vec<LogPlan>, forms: &[CommunicationInsertForm], ids: &[i64
     plan.iter()
         .enumerate()
         .map(|(i, p)| match *p {
-            LogPlan::Store => stored[i].clone().map_or(Logged::UnknownCustomer, Logged::Stored),
-            LogPlan::SameAs(j) => stored[j].clone().map_or(Logged::UnknownCustomer, Logged::Stored),
+            LogPlan::Store => stored[i]
+                .clone()
+                .map_or(Logged::UnknownCustomer, |r| Logged::Stored(Box::new(r))),
+            LogPlan::SameAs(j) => stored[j]
+                .clone()
+                .map_or(Logged::UnknownCustomer, |r| Logged::Stored(Box::new(r))),
             LogPlan::Existing(id) => Logged::Existing(id),
             LogPlan::UnknownCustomer => Logged::UnknownCustomer,
         })

@@ -442,7 +442,8 @@ impl AnalyticsService for AnalyticsApi {
             query,
             self.state.content_index.as_ref(),
             deadline,
-        ).await?;
+        )
+        .await?;
         Ok(Response::new(report.into()))
     }
 

@@ -116,7 +116,7 @@ async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
                 let answer = match outcome {
-                    Logged::Stored(row) => Ok(row),
+                    Logged::Stored(row) => Ok(*row),
                     Logged::Existing(id) => communications::get(db, id).await,
                     Logged::UnknownCustomer => Err(Error::NotFound {
                         resource: "customer",

@@ -15,11 +15,10 @@ use chrono_tz::Tz;
 use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::content_index::{IndexFigures, IndexQuery};
-use crate::db::content_feed::{self, FeedRow};
-use crate::service::content_index::ContentIndexHandle;
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
 use crate::analytics::rollup::{month_split, Tier};
+use crate::db::content_feed::{self, FeedRow};
 use crate::db::customers::{self, Customer};
 use crate::db::reports::{self as queries, ContentPosition, ContentRow, KeyCount, TopCustomer};
 use crate::db::tickets::status;
@@ -29,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::model::deadline::Deadline;
 use crate::model::filter::CommunicationFilter;
 use crate::model::time::{micros, MIN_TIME};
+use crate::service::content_index::ContentIndexHandle;
 
 /// Most customers in one report's scope.
 pub const MAX_SCOPE_CUSTOMERS: usize = 1000;

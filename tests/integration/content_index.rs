@@ -17,9 +17,31 @@ use crate::harness::{import, log, new_customer, ts, TestApp};
 
 /// Words the generated texts are made of: cases, Chinese, LIKE's special characters.
 const WORDS: &[&str] = &[
-    "Refund", "refund", "REFUND", "退款", "退款申请", "invoice", "Invoice", "发票", "delivery",
-    "late", "请尽快处理", "配送", "100%", "a_b", "back\\slash", "Ünïcode", "STRASSE", "straße",
-    "订单", "order", "thanks", "谢谢", "客服", "the", "and",
+    "Refund",
+    "refund",
+    "REFUND",
+    "退款",
+    "退款申请",
+    "invoice",
+    "Invoice",
+    "发票",
+    "delivery",
+    "late",
+    "请尽快处理",
+    "配送",
+    "100%",
+    "a_b",
+    "back\\slash",
+    "Ünïcode",
+    "STRASSE",
+    "straße",
+    "订单",
+    "order",
+    "thanks",
+    "谢谢",
+    "客服",
+    "the",
+    "and",
 ];
 
 struct Rng(u64);
@@ -98,7 +120,17 @@ async fn pair(
 
 fn requests(customers: &[i64]) -> Vec<pb::GetContentReportRequest> {
     let keywords: Vec<String> = [
-        "refund", "退款", "INVOICE", "%", "_", "\\", "a_b", "strasse", "ß", "ünï", "k 退",
+        "refund",
+        "退款",
+        "INVOICE",
+        "%",
+        "_",
+        "\\",
+        "a_b",
+        "strasse",
+        "ß",
+        "ünï",
+        "k 退",
         "no such words",
     ]
     .iter()

@@ -1356,12 +1356,15 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
     // Peak memory: fresh servers for ~100k and for all events.
     let cut = (n / 10).max(1);
     let cut_end = t.timeline_driver.time_at(cid, cut).await?;
-    let server = Server::start(SERVER, &t.timeline_url, STARTUP).await?;
+    // Without the content index: it would hold the timeline dataset in memory, and this
+    // figure is the memory of streaming.
+    let no_index = [("CRM_CONTENT_INDEX", "false")];
+    let server = Server::start_with(SERVER, &t.timeline_url, STARTUP, &no_index).await?;
     let cut_events = stream(client(server.channel().await?), Some(cut_end)).await?;
     let cut_peak = server.peak_mb()?;
     drop(server);
 
-    let server = Server::start(SERVER, &t.timeline_url, STARTUP).await?;
+    let server = Server::start_with(SERVER, &t.timeline_url, STARTUP, &no_index).await?;
     let c = client(server.channel().await?);
     let mut full_peak = 0.0;
     let mut times = Vec::new();

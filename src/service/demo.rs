@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 
 use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
-use crate::db::customers::{self, CustomerFilter};
+use crate::db::customers;
 use crate::db::{tickets, transactions, Db};
 use crate::error::{Error, Result};
 use generate::{Plan, KEY_CUSTOMERS};
@@ -185,26 +185,26 @@ impl SeedReport {
 }
 
 /// Customers the database holds (not deleted), counted through the listing.
-async fn count_customers(db: &Db) -> Result<u64> {
-    const PAGE: i64 = 1000;
-    let (mut after, mut count) = (0, 0u64);
-    loop {
-        let page = customers::list(db, &CustomerFilter::default(), after, PAGE).await?;
-        count += page.len() as u64;
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE => after = last.row.id,
-            _ => return Ok(count),
-        }
+/// Rows of `table`, deleted customers included (a soft-deleted customer is still data).
+async fn count_rows(db: &Db, table: &str) -> Result<u64> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
     }
+    let sql = crate::db::query::Sql::from(&*format!("SELECT COUNT(*) AS n FROM {table}"));
+    let rows: Vec<Count> = crate::db::query::load(db, &sql).await?;
+    Ok(<[Count]>::first(&rows).map_or(0, |c| c.n.max(0) as u64))
 }
 
 /// Fills `db` with the demo dataset of `spec`, reporting to `progress`. Refuses
 /// (FAILED_PRECONDITION, reason `DATABASE_NOT_EMPTY`) a database that already holds
-/// customers: demo rows never mix with real ones.
+/// customers (deleted ones too) or communications: demo rows never mix with real ones.
 pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Result<SeedReport> {
     spec.check(crate::model::time::now())?;
-    let existing = count_customers(db).await?;
-    if existing > 0 {
+    let existing = count_rows(db, "customers").await?;
+    let communications = count_rows(db, "communications").await?;
+    if existing > 0 || communications > 0 {
         let noun = if existing == 1 {
             "customer"
         } else {
@@ -213,8 +213,9 @@ pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Resu
         return Err(Error::FailedPrecondition {
             reason: "DATABASE_NOT_EMPTY",
             message: format!(
-                "the database already holds {existing} {noun}; demo data goes only into a \
-                 fresh database (a new SQLite file or an empty MySQL database)"
+                "the database already holds {existing} {noun} (deleted ones included) and \
+                 {communications} communications; demo data goes only into a fresh database \
+                 (a new SQLite file or an empty MySQL database)"
             ),
         });
     }

@@ -218,6 +218,14 @@ backend_tests! {
         assert!(out.contains(&app.database_url), "names the database: {out}");
         assert_eq!(customers(app).await.len(), 30);
         assert_eq!(frequency(app).await.total_count, 3000);
+
+        // Deleted customers are still data: a database holding only those refuses too.
+        app.execute("UPDATE customers SET delete_time = create_time").await;
+        assert_eq!(customers(app).await.len(), 0);
+        let (ok, out) = seed_demo(app, "7").await;
+        assert!(!ok, "{out}");
+        assert!(out.contains("already holds 30 customers (deleted ones included)"), "{out}");
+        assert_eq!(app.scalar("SELECT COUNT(*) FROM customers").await, 30);
     }
 
     async fn seed_demo_gives_the_same_data_for_the_same_seed_and_other_data_for_another(

@@ -34,6 +34,18 @@ pub struct MatchFigures {
     pub customers: i64,
 }
 
+/// The figures of each query from its message count and its set of customers.
+pub fn match_figures(messages: &[i64], customers: &[HashSet<i64>]) -> Vec<MatchFigures> {
+    messages
+        .iter()
+        .zip(customers)
+        .map(|(&messages, c)| MatchFigures {
+            messages,
+            customers: c.len() as i64,
+        })
+        .collect()
+}
+
 /// A matching communication with a snippet around its first match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
@@ -159,15 +171,7 @@ impl ContentScan {
     pub fn finish(mut self, top_terms: usize) -> ContentFigures {
         self.samples.sort_by_key(|x| (x.occur_time, x.id));
         let keyword_count = self.matcher.as_ref().map_or(0, |m| m.keyword_count());
-        let mut all: Vec<MatchFigures> = self
-            .messages
-            .iter()
-            .zip(&self.customers)
-            .map(|(&messages, c)| MatchFigures {
-                messages,
-                customers: c.len() as i64,
-            })
-            .collect();
+        let mut all = match_figures(&self.messages, &self.customers);
         let patterns = all.split_off(keyword_count.min(all.len()));
         ContentFigures {
             scanned: self.scanned,

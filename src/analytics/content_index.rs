@@ -17,7 +17,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use memchr::memmem::Finder;
 
-use super::content::MatchFigures;
+use super::content::{match_figures, MatchFigures};
 use super::fold::{fold, fold_into};
 use super::terms::{terms, TermCounter};
 
@@ -489,15 +489,7 @@ impl Partial {
         samples.truncate(sample_limit);
         IndexFigures {
             scanned: self.scanned,
-            keywords: self
-                .messages
-                .iter()
-                .zip(&self.customers)
-                .map(|(&messages, c)| MatchFigures {
-                    messages,
-                    customers: c.len() as i64,
-                })
-                .collect(),
+            keywords: match_figures(&self.messages, &self.customers),
             terms: TermCounter::from_counts(
                 self.term_counts
                     .iter()
@@ -694,16 +686,20 @@ mod tests {
             .collect()
     }
 
+    fn indexed(r: &Row) -> IndexRow<'_> {
+        IndexRow {
+            id: r.id,
+            customer_id: r.customer,
+            channel: r.channel,
+            occur_micros: r.micros,
+            content: &r.content,
+        }
+    }
+
     fn index_of(rows: &[Row]) -> ContentIndex {
         let mut index = ContentIndex::new();
         for r in rows {
-            index.insert(IndexRow {
-                id: r.id,
-                customer_id: r.customer,
-                channel: r.channel,
-                occur_micros: r.micros,
-                content: &r.content,
-            });
+            index.insert(indexed(r));
         }
         index
     }
@@ -794,13 +790,7 @@ mod tests {
         arrival.swap(5, CHUNK_ROWS + 100);
         let mut index = ContentIndex::new();
         for r in arrival.iter().chain(arrival.iter().take(50)) {
-            index.insert(IndexRow {
-                id: r.id,
-                customer_id: r.customer,
-                channel: r.channel,
-                occur_micros: r.micros,
-                content: &r.content,
-            });
+            index.insert(indexed(r));
         }
         assert_eq!(index.len(), rows.len());
         // Delete most of the first chunk (forcing a rebuild) and a few others.
@@ -830,13 +820,7 @@ mod tests {
         let batch: Vec<IndexRow<'_>> = rows
             .iter()
             .chain(rows.iter().take(10))
-            .map(|r| IndexRow {
-                id: r.id,
-                customer_id: r.customer,
-                channel: r.channel,
-                occur_micros: r.micros,
-                content: &r.content,
-            })
+            .map(indexed)
             .collect();
         assert_eq!(many.insert_all(&batch, 3), rows.len());
         assert_eq!(many.insert_all(&batch[..5], 2), 0);

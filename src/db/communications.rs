@@ -158,6 +158,47 @@ pub enum BatchOutcome {
     UnknownCustomer,
 }
 
+/// The two reads before a batch is stored, in its transaction on `$conn`: the live
+/// customers among `$customer_ids` (a set), and `(customer_id, request_id, id)` of the
+/// rows already stored under any of `$keys`. A macro because diesel's DSL type-checks
+/// per connection inside `with_conn!`.
+macro_rules! batch_lookups {
+    ($conn:expr, $customer_ids:expr, $keys:expr) => {{
+        let live: HashSet<i64> = customers::table
+            .filter(customers::id.eq_any($customer_ids))
+            .filter(customers::delete_time.is_null())
+            .select(customers::id)
+            .load::<i64>($conn)
+            .await?
+            .into_iter()
+            .collect();
+        let used: Vec<(i64, Option<String>, i64)> = if $keys.is_empty() {
+            Vec::new()
+        } else {
+            communications::table
+                .filter(communications::customer_id.eq_any($customer_ids))
+                .filter(communications::request_id.eq_any($keys))
+                .select((
+                    communications::customer_id,
+                    communications::request_id,
+                    communications::id,
+                ))
+                .load($conn)
+                .await?
+        };
+        (live, used)
+    }};
+}
+
+/// The distinct customers (sorted) and the request ids of a batch.
+fn batch_keys(forms: &[CommunicationInsertForm]) -> (Vec<i64>, Vec<String>) {
+    let mut ids: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let keys = forms.iter().filter_map(|f| f.request_id.clone()).collect();
+    (ids, keys)
+}
+
 /// Stores a batch in one transaction with one multi-row INSERT. Items whose
 /// `request_id` exists already (or repeats within the batch) and items of unknown
 /// customers are skipped and reported; the outcome list matches `forms` by index.
@@ -168,13 +209,7 @@ pub async fn insert_batch(
     if forms.is_empty() {
         return Ok(Vec::new());
     }
-    let customer_ids: Vec<i64> = {
-        let mut ids: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    };
-    let keys: Vec<String> = forms.iter().filter_map(|f| f.request_id.clone()).collect();
+    let (customer_ids, keys) = batch_keys(&forms);
     retry_conflicts(|| with_batch(db, &forms, &customer_ids, &keys)).await
 }
 
@@ -187,18 +222,7 @@ async fn with_batch(
 ) -> Result<Vec<BatchOutcome>> {
     with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
-            let live: Vec<i64> = customers::table
-                .filter(customers::id.eq_any(customer_ids))
-                .filter(customers::delete_time.is_null())
-                .select(customers::id)
-                .load(conn)
-                .await?;
-            let used: Vec<(i64, Option<String>)> = communications::table
-                .filter(communications::customer_id.eq_any(customer_ids))
-                .filter(communications::request_id.eq_any(keys))
-                .select((communications::customer_id, communications::request_id))
-                .load(conn)
-                .await?;
+            let (live, used) = batch_lookups!(conn, customer_ids, keys);
             let (outcomes, rows) = plan_batch(forms, &live, used);
             if !rows.is_empty() {
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
@@ -214,13 +238,12 @@ async fn with_batch(
 /// unknown customer. Pure, so both backends share it.
 fn plan_batch(
     forms: &[CommunicationInsertForm],
-    live_customers: &[i64],
-    used: Vec<(i64, Option<String>)>,
+    live: &HashSet<i64>,
+    used: Vec<(i64, Option<String>, i64)>,
 ) -> (Vec<BatchOutcome>, Vec<CommunicationInsertForm>) {
-    let live: HashSet<i64> = live_customers.iter().copied().collect();
     let mut seen: HashSet<(i64, String)> = used
         .into_iter()
-        .filter_map(|(c, k)| k.map(|k| (c, k)))
+        .filter_map(|(c, k, _)| k.map(|k| (c, k)))
         .collect();
     let mut outcomes = Vec::with_capacity(forms.len());
     let mut rows = Vec::with_capacity(forms.len());
@@ -285,38 +308,11 @@ pub async fn log_batch(
     forms: &[CommunicationInsertForm],
     consecutive: bool,
 ) -> Result<Vec<Logged>> {
-    let customer_ids: Vec<i64> = {
-        let mut ids: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    };
-    let keys: Vec<String> = forms.iter().filter_map(|f| f.request_id.clone()).collect();
+    let (customer_ids, keys) = batch_keys(forms);
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             conn.transaction(async |conn| {
-                let live: HashSet<i64> = customers::table
-                    .filter(customers::id.eq_any(&customer_ids))
-                    .filter(customers::delete_time.is_null())
-                    .select(customers::id)
-                    .load::<i64>(conn)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let used: Vec<(i64, Option<String>, i64)> = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    communications::table
-                        .filter(communications::customer_id.eq_any(&customer_ids))
-                        .filter(communications::request_id.eq_any(&keys))
-                        .select((
-                            communications::customer_id,
-                            communications::request_id,
-                            communications::id,
-                        ))
-                        .load(conn)
-                        .await?
-                };
+                let (live, used) = batch_lookups!(conn, &customer_ids, &keys);
                 let plan = plan_log(forms, &live, used);
                 let fresh: Vec<CommunicationInsertForm> = plan
                     .iter()

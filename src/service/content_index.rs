@@ -163,34 +163,33 @@ impl ContentIndexHandle {
                 ..Follow::default()
             };
             *self.write() = ContentIndex::new();
-            let mut logged = Instant::now();
-            loop {
-                let page = content_feed::page_after(db, follow.last_id, PAGE_ROWS).await?;
-                let done = page.len() < PAGE_ROWS as usize;
-                self.take(&mut follow, page).await?;
-                if done {
-                    break;
-                }
-                if logged.elapsed() >= Duration::from_secs(10) {
-                    logged = Instant::now();
-                    tracing::info!(rows = self.size().0, "content index loading");
-                }
-            }
+            self.take_new(db, &mut follow, true).await?;
         }
         self.sync(db).await
+    }
+
+    /// Adds every row above `follow.last_id`, page by page; with `log_progress`, says
+    /// how far it is every 10 s.
+    async fn take_new(&self, db: &Db, follow: &mut Follow, log_progress: bool) -> Result<()> {
+        let mut logged = Instant::now();
+        loop {
+            let page = content_feed::page_after(db, follow.last_id, PAGE_ROWS).await?;
+            let done = page.len() < PAGE_ROWS as usize;
+            self.take(follow, page).await?;
+            if done {
+                return Ok(());
+            }
+            if log_progress && logged.elapsed() >= Duration::from_secs(10) {
+                logged = Instant::now();
+                tracing::info!(rows = self.size().0, "content index loading");
+            }
+        }
     }
 
     /// Catches up with the tables: new rows, late commits, tombstones.
     pub async fn sync(&self, db: &Db) -> Result<()> {
         let mut follow = self.shared.follow.lock().await;
-        loop {
-            let page = content_feed::page_after(db, follow.last_id, PAGE_ROWS).await?;
-            let done = page.len() < PAGE_ROWS as usize;
-            self.take(&mut follow, page).await?;
-            if done {
-                break;
-            }
-        }
+        self.take_new(db, &mut follow, false).await?;
         if !follow.gaps.is_empty() {
             let ids: Vec<i64> = follow.gaps.keys().copied().collect();
             let late = content_feed::rows_by_id(db, &ids).await?;

@@ -433,35 +433,26 @@ async fn indexed_report(db: &Db, q: ContentQuery, f: IndexFigures) -> Result<Con
     })
 }
 
-impl ScannedRow for FeedRow {
-    fn id(&self) -> i64 {
-        self.id
-    }
-    fn customer_id(&self) -> i64 {
-        self.customer_id
-    }
-    fn occur_time(&self) -> NaiveDateTime {
-        self.occur_time
-    }
-    fn content(&self) -> &str {
-        &self.content
-    }
+/// The rows a content scan reads: both carry these four columns under the same names.
+macro_rules! scanned_row {
+    ($($row:ty),*) => {$(
+        impl ScannedRow for $row {
+            fn id(&self) -> i64 {
+                self.id
+            }
+            fn customer_id(&self) -> i64 {
+                self.customer_id
+            }
+            fn occur_time(&self) -> NaiveDateTime {
+                self.occur_time
+            }
+            fn content(&self) -> &str {
+                &self.content
+            }
+        }
+    )*};
 }
-
-impl ScannedRow for ContentRow {
-    fn id(&self) -> i64 {
-        self.id
-    }
-    fn customer_id(&self) -> i64 {
-        self.customer_id
-    }
-    fn occur_time(&self) -> NaiveDateTime {
-        self.occur_time
-    }
-    fn content(&self) -> &str {
-        &self.content
-    }
-}
+scanned_row!(ContentRow, FeedRow);
 
 /// Feeds the content in scope to `scan` page by page: the scan of one page runs on the
 /// blocking pool while the next page is read. Checks `deadline` before each page.

@@ -6,14 +6,13 @@
 //! Each test compares a server whose index is loaded with a server on the same
 //! database that has no index, whole responses.
 
-use crm_comms::config::Config;
 use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
 use crm_comms::service::content_index::ContentIndexHandle;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::backend_tests;
-use crate::harness::{import, log, new_customer, ts, TestApp};
+use crate::harness::{delete_then_purge, import, log, log_each, new_customers, ts, TestApp};
 
 /// Words the generated texts are made of: cases, Chinese, LIKE's special characters.
 const WORDS: &[&str] = &[
@@ -75,31 +74,6 @@ fn generated(rng: &mut Rng, customers: &[i64]) -> pb::Communication {
     }
 }
 
-/// A server on `app`'s database with the given content index (`None`: it scans).
-async fn server_with(
-    app: &TestApp,
-    index: Option<ContentIndexHandle>,
-) -> (AnalyticsServiceClient<Channel>, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = Config::new(addr, app.database_url.clone());
-    config.content_index = index.is_some();
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(crm_comms::server::serve_with_index(
-        config,
-        app.db.clone(),
-        listener,
-        rx,
-        index,
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (AnalyticsServiceClient::new(channel), tx)
-}
-
 /// A server whose content index is loaded, and a server without one.
 async fn pair(
     app: &TestApp,
@@ -113,9 +87,13 @@ async fn pair(
     tokio::time::timeout(std::time::Duration::from_secs(60), index.wait_ready())
         .await
         .expect("the content index loads");
-    let (indexed, stop_a) = server_with(app, Some(index)).await;
-    let (scanned, stop_b) = server_with(app, None).await;
-    (indexed, scanned, vec![stop_index, stop_a, stop_b])
+    let (indexed, stop_a) = app.another_server(|_| {}, Some(index)).await;
+    let (scanned, stop_b) = app.another_server(|_| {}, None).await;
+    (
+        AnalyticsServiceClient::new(indexed),
+        AnalyticsServiceClient::new(scanned),
+        vec![stop_index, stop_a, stop_b],
+    )
 }
 
 fn requests(customers: &[i64]) -> Vec<pb::GetContentReportRequest> {
@@ -183,11 +161,7 @@ async fn assert_same(
 }
 
 async fn customers(app: &TestApp, n: usize) -> Vec<i64> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        ids.push(new_customer(app, &format!("content customer {i}")).await);
-    }
-    ids
+    new_customers(app, "content customer", n).await
 }
 
 /// `"YYYY-MM-DD HH:MM:SS.ffffff"`: a time literal both backends store as written.
@@ -205,33 +179,10 @@ backend_tests! {
 
         // Writes through another server (`app`, a second replica), each followed at once
         // by a report: the index follows before answering.
-        let mut logged = Vec::new();
-        for _ in 0..30 {
-            let c = generated(&mut rng, &customers);
-            let row = app
-                .communications()
-                .log_communication(log(c, ""))
-                .await
-                .unwrap()
-                .into_inner();
-            logged.push(row.id);
-        }
+        let logged = log_each(app, (0..30).map(|_| generated(&mut rng, &customers)).collect::<Vec<_>>()).await;
         import(app, (0..300).map(|_| generated(&mut rng, &customers)).collect()).await;
         assert_same(&mut indexed, &mut scanned, &customers).await;
-        for id in logged.iter().take(20) {
-            app.communications()
-                .delete_communication(pb::DeleteCommunicationRequest { id: *id })
-                .await
-                .unwrap();
-        }
-        app.customers()
-            .delete_customer(pb::DeleteCustomerRequest {
-                id: customers[0],
-                purge: true,
-                etag: String::new(),
-            })
-            .await
-            .unwrap();
+        delete_then_purge(app, &logged[..20], customers[0]).await;
         assert!(app.scalar("SELECT COUNT(*) FROM deleted_communications").await > 20);
         assert_same(&mut indexed, &mut scanned, &customers).await;
 

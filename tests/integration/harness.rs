@@ -220,6 +220,35 @@ impl TestApp {
         self.scalar(&sql).await
     }
 
+    /// Another server on this database, its settings adjusted by `tweak`, with this
+    /// content index (`None`: content reports scan); a channel to it and the sender that
+    /// stops it (dropping the sender stops it too).
+    pub async fn another_server(
+        &self,
+        tweak: impl FnOnce(&mut Config),
+        index: Option<crm_comms::service::content_index::ContentIndexHandle>,
+    ) -> (Channel, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::new(addr, self.database_url.clone());
+        config.content_index = index.is_some();
+        tweak(&mut config);
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(crm_comms::server::serve_with_index(
+            config,
+            self.db.clone(),
+            listener,
+            rx,
+            index,
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the other server");
+        (channel, tx)
+    }
+
     /// Runs a statement that returns no rows, straight on the database.
     pub async fn execute(&self, sql: &str) {
         match self.backend {
@@ -635,6 +664,54 @@ async fn run_self(test: &str, env: &[(&str, &str)]) -> (bool, String) {
         .expect("join")
         .expect("run the test binary");
     outcome(&out)
+}
+
+/// `n` new customers named `{prefix} {i}`.
+pub async fn new_customers(app: &TestApp, prefix: &str, n: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(new_customer(app, &format!("{prefix} {i}")).await);
+    }
+    ids
+}
+
+/// Logs each communication (no request id) one call at a time; the ids stored.
+pub async fn log_each(
+    app: &TestApp,
+    items: impl IntoIterator<Item = pb::Communication>,
+) -> Vec<i64> {
+    let mut client = app.communications();
+    let mut ids = Vec::new();
+    for c in items {
+        ids.push(
+            client
+                .log_communication(log(c, ""))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    ids
+}
+
+/// Deletes these communications, then purges customer `purged`: every delete path.
+pub async fn delete_then_purge(app: &TestApp, ids: &[i64], purged: i64) {
+    let mut client = app.communications();
+    for id in ids {
+        client
+            .delete_communication(pb::DeleteCommunicationRequest { id: *id })
+            .await
+            .unwrap();
+    }
+    app.customers()
+        .delete_customer(pb::DeleteCustomerRequest {
+            id: purged,
+            purge: true,
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
 }
 
 /// Stores `items` through ImportCommunications and checks that all were accepted.

@@ -5,13 +5,14 @@
 //! Each test runs a second server on the same database with `report_rollups = false`
 //! and compares whole responses.
 
-use crm_comms::config::Config;
 use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::backend_tests;
-use crate::harness::{import, log, new_customer, run_binary, ts, TestApp};
+use crate::harness::{
+    delete_then_purge, import, log, log_each, new_customers, run_binary, ts, TestApp,
+};
 
 /// Deterministic xorshift so every run generates the same data.
 struct Rng(u64);
@@ -65,23 +66,8 @@ fn generated(rng: &mut Rng, customers: &[i64]) -> pb::Communication {
 async fn base_table_server(
     app: &TestApp,
 ) -> (AnalyticsServiceClient<Channel>, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = Config::new(addr, app.database_url.clone());
-    config.report_rollups = false;
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(crm_comms::server::serve(
-        config,
-        app.db.clone(),
-        listener,
-        rx,
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (AnalyticsServiceClient::new(channel), tx)
+    let (channel, stop) = app.another_server(|c| c.report_rollups = false, None).await;
+    (AnalyticsServiceClient::new(channel), stop)
 }
 
 /// The report shapes compared: every granularity, aligned and unaligned ranges, zones
@@ -196,11 +182,7 @@ async fn assert_same_reports(
 }
 
 async fn customers(app: &TestApp, n: usize) -> Vec<i64> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        ids.push(new_customer(app, &format!("rollup customer {i}")).await);
-    }
-    ids
+    new_customers(app, "rollup customer", n).await
 }
 
 backend_tests! {
@@ -209,37 +191,14 @@ backend_tests! {
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         let items: Vec<_> = (0..3000).map(|_| generated(&mut rng, &customers)).collect();
         import(app, items).await;
-        let mut logged = Vec::new();
-        for _ in 0..40 {
-            let c = generated(&mut rng, &customers);
-            let row = app
-                .communications()
-                .log_communication(log(c, ""))
-                .await
-                .unwrap()
-                .into_inner();
-            logged.push(row.id);
-        }
+        let logged = log_each(app, (0..40).map(|_| generated(&mut rng, &customers)).collect::<Vec<_>>()).await;
         let (mut base, _stop) = base_table_server(app).await;
         let total = app.scalar("SELECT COUNT(*) FROM communications").await;
         assert_eq!(total, 3040);
         assert_same_reports(app, &mut base, &customers).await;
 
         // Deletes: single communications, then a whole customer purged.
-        for id in logged.iter().take(25) {
-            app.communications()
-                .delete_communication(pb::DeleteCommunicationRequest { id: *id })
-                .await
-                .unwrap();
-        }
-        app.customers()
-            .delete_customer(pb::DeleteCustomerRequest {
-                id: customers[0],
-                purge: true,
-                etag: String::new(),
-            })
-            .await
-            .unwrap();
+        delete_then_purge(app, &logged[..25], customers[0]).await;
         assert_same_reports(app, &mut base, &customers[1..]).await;
         assert_eq!(
             app.scalar(&format!(

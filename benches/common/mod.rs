@@ -211,7 +211,9 @@ impl Server {
         let server = Server { child, addr, log };
         // Measure the steady state: the content index loads in the background at start
         // (about 20 s per million rows on two cores), competing for the CPU until then.
-        if !env.contains(&("CRM_CONTENT_INDEX", "false")) {
+        let index_off = env.contains(&("CRM_CONTENT_INDEX", "false"))
+            || std::env::var("CRM_CONTENT_INDEX").is_ok_and(|v| v == "false");
+        if !index_off {
             server
                 .wait_log("content index ready", Duration::from_secs(3600))
                 .await?;

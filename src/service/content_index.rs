@@ -3,8 +3,10 @@
 //! row.
 //!
 //! At start a task loads the communications table by id (reports use the database
-//! meanwhile), then follows it every [`SYNC_INTERVAL`], and each content report follows it
-//! once more before answering, so the answer covers every row committed before the call.
+//! meanwhile), then follows it every [`SYNC_INTERVAL`] while content reports are being
+//! asked for (within [`ACTIVE_FOR`]; an idle server does not poll), and each content
+//! report follows it once more before answering, so the answer covers every row
+//! committed before the call.
 //! Following means:
 //! - **new rows**: ids above the highest one seen, by primary key;
 //! - **late commits**: an id skipped between two seen ids may belong to a transaction that
@@ -21,7 +23,7 @@
 //! (well above InnoDB's 50 s lock wait) and server clocks agree within a few seconds.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,9 @@ use crate::model::deadline::Deadline;
 pub const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
 /// Time between two background syncs.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// Background syncs run while a content report came within this time; an idle server
+/// does not poll (the next report catches up before it answers).
+pub const ACTIVE_FOR: Duration = Duration::from_secs(600);
 /// Tombstones are kept this long (a server that cannot sync for longer reloads).
 pub const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
 /// Rows per page of the initial load and of each sync.
@@ -57,6 +62,9 @@ pub struct ContentIndexHandle {
 struct Shared {
     index: RwLock<ContentIndex>,
     ready: AtomicBool,
+    /// When a content report last used the index: ms since `epoch` (0: never).
+    used_at: AtomicU64,
+    epoch: Instant,
     /// Held while syncing: one sync at a time.
     follow: Mutex<Follow>,
 }
@@ -83,6 +91,8 @@ impl ContentIndexHandle {
             shared: Arc::new(Shared {
                 index: RwLock::new(ContentIndex::new()),
                 ready: AtomicBool::new(false),
+                used_at: AtomicU64::new(0),
+                epoch: Instant::now(),
                 follow: Mutex::new(Follow::default()),
             }),
         };
@@ -125,26 +135,45 @@ impl ContentIndexHandle {
                     }
                 }
             }
-            // Follow until shutdown, or until syncing has failed for so long that
-            // tombstones may have been pruned: then load again from scratch.
+            // Follow while content reports are asked for, until shutdown or until the
+            // index has not synced for so long that tombstones may have been pruned:
+            // then load again from scratch.
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(SYNC_INTERVAL) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
+                if self.is_stale().await {
+                    self.shared.ready.store(false, Ordering::Release);
+                    break;
+                }
+                if !self.recently_used() {
+                    continue;
+                }
                 if let Err(e) = self.sync(&db).await {
                     tracing::warn!(error = %e, "content index sync failed; retrying");
-                    let stale = self.shared.follow.lock().await.synced.is_none_or(|t| {
-                        t.elapsed() > (TOMBSTONE_KEEP / 2).to_std().unwrap_or(Duration::MAX)
-                    });
-                    if stale {
-                        self.shared.ready.store(false, Ordering::Release);
-                        break;
-                    }
                 }
             }
             tracing::warn!("content index out of date for too long; loading it again");
         }
+    }
+
+    /// Whether the last sync is so old that tombstones may have been pruned since.
+    async fn is_stale(&self) -> bool {
+        let keep = (TOMBSTONE_KEEP / 2).to_std().unwrap_or(Duration::MAX);
+        self.shared
+            .follow
+            .lock()
+            .await
+            .synced
+            .is_none_or(|t| t.elapsed() > keep)
+    }
+
+    /// Whether a content report used the index within [`ACTIVE_FOR`].
+    fn recently_used(&self) -> bool {
+        let used = self.shared.used_at.load(Ordering::Relaxed);
+        used > 0
+            && self.shared.epoch.elapsed().as_millis() as u64 - used < ACTIVE_FOR.as_millis() as u64
     }
 
     /// Live rows, approximate heap bytes, distinct terms.
@@ -274,9 +303,11 @@ impl ContentIndexHandle {
         q: IndexQuery,
         deadline: Deadline,
     ) -> Result<Option<IndexFigures>> {
-        if !self.is_ready() {
+        if !self.is_ready() || self.is_stale().await {
             return Ok(None);
         }
+        let now = self.shared.epoch.elapsed().as_millis() as u64;
+        self.shared.used_at.store(now.max(1), Ordering::Relaxed);
         self.sync(db).await?;
         deadline.check("the content index")?;
         let shared = self.shared.clone();

@@ -142,6 +142,35 @@ impl Error {
         }
     }
 
+    /// Whether the failed work certainly left nothing behind, so it may be run again: a
+    /// unique-key violation or a transaction conflict (the statement, and with it the
+    /// transaction, was rolled back). A lost connection may have lost it mid-COMMIT.
+    pub fn is_safe_to_replay(&self) -> bool {
+        self.is_unique_violation() || self.is_transaction_conflict()
+    }
+
+    /// The same failure for another caller of one failed batch: the same code, the
+    /// reason where it is stable, and this error's text (an `Error` is not `Clone`:
+    /// it may hold the database's own error).
+    pub fn for_another_caller(&self) -> Error {
+        match self.code_and_reason() {
+            (Code::Unavailable, reason) => Error::Unavailable {
+                reason,
+                message: match self {
+                    Error::Unavailable { message, .. } => message.clone(),
+                    // The driver's text stays in the log, as for the first caller.
+                    _ => "database unavailable".to_owned(),
+                },
+            },
+            (Code::DeadlineExceeded, _) => Error::DeadlineExceeded(self.to_string()),
+            (Code::ResourceExhausted, reason) => Error::ResourceExhausted {
+                reason,
+                message: self.to_string(),
+            },
+            _ => Error::Internal(self.to_string()),
+        }
+    }
+
     fn code_and_reason(&self) -> (Code, &'static str) {
         match self {
             Error::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
@@ -495,6 +524,31 @@ mod connection_error_tests {
     use std::io::ErrorKind;
 
     use super::*;
+
+    #[test]
+    fn every_caller_of_a_failed_batch_gets_the_same_code() {
+        let away = Error::Unavailable {
+            reason: "DATABASE_UNAVAILABLE",
+            message: "pool timed out".into(),
+        };
+        let copy = away.for_another_caller();
+        assert_eq!(copy.code_and_reason(), away.code_and_reason());
+        assert!(copy.to_string().contains("pool timed out"));
+        let lost = Error::Database(D::BrokenTransactionManager);
+        assert_eq!(
+            lost.for_another_caller().code_and_reason().0,
+            lost.code_and_reason().0
+        );
+        assert!(
+            !lost.is_safe_to_replay(),
+            "a lost transaction may have committed"
+        );
+        let dup = Error::Database(D::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("dup".to_owned()),
+        ));
+        assert!(dup.is_safe_to_replay());
+    }
 
     /// A `mysql_async` error as diesel-async 0.9 hands it over (`ErrorHelper`).
     fn via_diesel_async(e: mysql_async::Error) -> D {

@@ -9,8 +9,9 @@
 //!
 //! Every call still gets exactly its own answer: its row, the first row of a reused
 //! `request_id`, or NOT_FOUND for an unknown customer. A batch that fails as a whole
-//! for a reason other than the database being away is replayed call by call
-//! (`communications::insert`), so one bad item cannot fail its neighbours.
+//! where nothing can have been stored (a key race, a conflict) is replayed call by call
+//! (`communications::insert`); any other failure (the database away, possibly
+//! mid-COMMIT) answers every call with the error rather than risk storing a row twice.
 
 use std::sync::Arc;
 
@@ -127,21 +128,20 @@ async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
                 let _ = pending.reply.send(answer);
             }
         }
-        Err(Error::Unavailable { reason, message }) => {
-            for pending in batch {
-                let _ = pending.reply.send(Err(Error::Unavailable {
-                    reason,
-                    message: message.clone(),
-                }));
-            }
-        }
-        // E.g. a key another server used after this batch looked: the calls one by one
-        // resolve it (each its own transaction and answer).
-        Err(e) => {
+        // A key another server used after this batch looked, or a conflict: nothing was
+        // stored, so the calls one by one resolve it (each its own transaction and answer).
+        Err(e) if e.is_safe_to_replay() => {
             tracing::debug!(error = %e, rows = batch.len(), "log batch failed; storing its calls one by one");
             for pending in batch {
                 let answer = communications::insert(db, &pending.form).await;
                 let _ = pending.reply.send(answer);
+            }
+        }
+        // Anything else (the database away, possibly mid-COMMIT) is not replayed: every
+        // call gets the error, and a client retry with its request_id is safe.
+        Err(e) => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(e.for_another_caller()));
             }
         }
     }

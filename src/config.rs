@@ -136,6 +136,17 @@ pub struct Config {
         global = true
     )]
     pub max_follow_streams: usize,
+    /// Tasks storing LogCommunication batches: one writes while the others gather the
+    /// next calls. Fewer make larger batches (fewer statements per call), more overlap
+    /// more round trips.
+    #[arg(
+        long,
+        env = "CRM_LOG_WRITERS",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        global = true
+    )]
+    pub log_writers: u16,
     /// Most concurrent HTTP/2 streams per client connection.
     #[arg(
         long,
@@ -186,6 +197,7 @@ impl std::fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_secs", &self.db_acquire_timeout_secs)
             .field("max_follow_streams", &self.max_follow_streams)
+            .field("log_writers", &self.log_writers)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("report_rollups", &self.report_rollups)
@@ -204,6 +216,7 @@ impl Config {
             db_max_connections: 16,
             db_acquire_timeout_secs: 5,
             max_follow_streams: 256,
+            log_writers: 4,
             max_concurrent_streams: 256,
             shutdown_grace_secs: 10,
             report_rollups: true,

@@ -35,9 +35,6 @@ use crate::service::log_writer::LogWriter;
 use crate::service::reports::ReportSource;
 use crate::service::timeline::{FollowHub, Timeline};
 
-/// Tasks writing LogCommunication batches: one writes while the others gather the
-/// next calls (SQLite serializes them on its write lock; MySQL overlaps them).
-const LOG_WRITERS: usize = 4;
 /// HTTP/2 connection-level flow-control window, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// HTTP/2 stream-level flow-control window, in bytes.
@@ -132,7 +129,7 @@ pub async fn serve_with_index(
             ReportSource::BaseTable
         },
         content_index,
-        log_writer: LogWriter::start(log_db, LOG_WRITERS),
+        log_writer: LogWriter::start(log_db, usize::from(config.log_writers)),
     };
     let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
     let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));

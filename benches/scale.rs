@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
-use common::{Rng, Server};
+use common::{NewComm, Rng, Server};
 use crm_comms::db::communications::CommunicationRow;
 use crm_comms::db::schema::communications;
 use crm_comms::pb::{
@@ -420,25 +420,6 @@ enum Driver {
     Mysql(String),
     /// diesel's sync `SqliteConnection`, with the file's path.
     Sqlite(String),
-}
-
-/// One communication as both the service and the driver write it.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = communications, treat_none_as_default_value = false)]
-struct NewComm {
-    customer_id: i64,
-    channel: i32,
-    direction: i32,
-    occur_time: NaiveDateTime,
-    content: String,
-    outcome: String,
-    phone_number: Option<String>,
-    call_duration_us: Option<i64>,
-    email_address: Option<String>,
-    email_subject: Option<String>,
-    chat_platform: Option<String>,
-    chat_conversation_id: Option<String>,
-    create_time: NaiveDateTime,
 }
 
 /// A SQLite connection that waits for the write lock instead of failing `BUSY`.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
-use common::Server;
+use common::{NewComm, Server};
 use crm_comms::db::communications::CommunicationRow;
 use crm_comms::db::schema::communications;
 use crm_comms::pb::{
@@ -47,26 +47,6 @@ const COLUMNS: &str = "id, customer_id, channel, direction, occur_time, content,
 // ---------------------------------------------------------------------------------------
 // Generated data
 // ---------------------------------------------------------------------------------------
-
-/// One seeded communication; `Insertable` so diesel writes SQLite times exactly as the
-/// server does (`%F %T%.f`), NULLs written as NULL so one statement holds every row.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = communications, treat_none_as_default_value = false)]
-struct NewComm {
-    customer_id: i64,
-    channel: i32,
-    direction: i32,
-    occur_time: NaiveDateTime,
-    content: String,
-    outcome: String,
-    phone_number: Option<String>,
-    call_duration_us: Option<i64>,
-    email_address: Option<String>,
-    email_subject: Option<String>,
-    chat_platform: Option<String>,
-    chat_conversation_id: Option<String>,
-    create_time: NaiveDateTime,
-}
 
 fn base_time() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2024, 1, 1)

@@ -281,6 +281,16 @@ mod tests {
     }
 
     #[test]
+    fn log_writers_take_one_to_sixty_four() {
+        let cli = Cli::try_parse_from(["crm-comms", "--log-writers", "1"]).unwrap();
+        assert_eq!(cli.config.log_writers, 1);
+        for bad in ["0", "65", "many"] {
+            let err = Cli::try_parse_from(["crm-comms", "--log-writers", bad]).unwrap_err();
+            assert!(err.to_string().contains("--log-writers"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn help_never_shows_the_database_url_from_the_environment() {
         let cmd = Cli::command();
         let arg = cmd

@@ -1,8 +1,8 @@
 //! Helpers shared by the benchmarks (`analytics`, `timeline`): settings from the
 //! environment, the median of timed runs, a temporary SQLite database file, a database of
 //! its own for one run on a MariaDB server, the gRPC channel to the server under test and
-//! the protobuf timestamp of a time, the server process under test and a deterministic
-//! random number generator.
+//! the protobuf timestamp of a time, the server process under test, a deterministic
+//! random number generator and the communication row both write through the driver.
 
 // Each bench compiles this module into its own crate and uses only part of it; what the
 // other bench alone uses would warn as dead code.
@@ -12,8 +12,32 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use chrono::NaiveDateTime;
+use crm_comms::db::schema::communications;
+use diesel::Insertable;
 use mysql_async::prelude::Queryable;
 use tonic::transport::Channel;
+
+/// One communication as the benches write it straight through the driver (the same
+/// columns the service writes); `Insertable` so diesel writes SQLite times exactly as the
+/// server does (`%F %T%.f`), NULLs written as NULL so one statement holds every row.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = communications, treat_none_as_default_value = false)]
+pub struct NewComm {
+    pub customer_id: i64,
+    pub channel: i32,
+    pub direction: i32,
+    pub occur_time: NaiveDateTime,
+    pub content: String,
+    pub outcome: String,
+    pub phone_number: Option<String>,
+    pub call_duration_us: Option<i64>,
+    pub email_address: Option<String>,
+    pub email_subject: Option<String>,
+    pub chat_platform: Option<String>,
+    pub chat_conversation_id: Option<String>,
+    pub create_time: NaiveDateTime,
+}
 
 /// The MariaDB server used when the bench's URL variable is not set.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";

@@ -320,10 +320,11 @@ pub async fn log_batch(
                     .filter(|(p, _)| matches!(p, LogPlan::Store))
                     .map(|(_, f)| f.clone())
                     .collect();
+                let deltas = Deltas::of(fresh.iter().map(Contribution::from), 1);
                 let mut ids = Vec::with_capacity(fresh.len());
                 if consecutive && fresh.len() > 1 {
                     let n = fresh.len() as i64;
-                    conn.insert_communications(fresh.clone()).await?;
+                    conn.insert_communications(fresh).await?;
                     let reported = conn.last_insert_id().await?;
                     let first = match backend_of(conn) {
                         super::Backend::Mysql => reported,
@@ -331,14 +332,13 @@ pub async fn log_batch(
                     };
                     ids.extend(first..first + n);
                 } else {
-                    for form in &fresh {
-                        conn.insert_communications(vec![form.clone()]).await?;
+                    for form in fresh {
+                        conn.insert_communications(vec![form]).await?;
                         ids.push(conn.last_insert_id().await?);
                     }
                 }
-                if !fresh.is_empty() {
-                    rollups::add(conn, &Deltas::of(fresh.iter().map(Contribution::from), 1))
-                        .await?;
+                if !ids.is_empty() {
+                    rollups::add(conn, &deltas).await?;
                 }
                 Ok::<_, Error>(resolve_log(plan, forms, &ids))
             })

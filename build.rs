@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/crm/v1/customer.proto",
         "proto/crm/v1/communication.proto",
         "proto/crm/v1/analytics.proto",
+        "proto/crm/v1/audit.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

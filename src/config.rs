@@ -3,7 +3,7 @@
 //! Every flag has an environment variable, so the same binary runs from a shell or a
 //! container without a config file.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +43,30 @@ pub enum Command {
     /// stored communications, then exit. A repair for a database written to behind the
     /// service's back; run it while no server writes to the database.
     RebuildRollups,
+    /// Bearer tokens: `token new --role writer --name billing` prints a fresh token
+    /// once, and the line to add to the tokens file (which holds only its hash).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new random token; prints the token (give it to the caller; it is not
+    /// stored anywhere) and its tokens-file line.
+    New {
+        /// What the caller may do: reader, writer or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: crate::security::tokens::Role,
+        /// The caller's name, as logged and audited (letters, digits, `-_.@:`).
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<crate::security::tokens::Role, String> {
+    crate::security::tokens::Role::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a role: reader, writer or admin"))
 }
 
 /// Options of `seed-demo`.
@@ -184,6 +208,120 @@ pub struct Config {
         global = true
     )]
     pub content_index: bool,
+    /// Tokens file: one `<role> <name> <sha256-hex-of-token>` per line, `#` comments
+    /// (see `token new`); reloaded on SIGHUP. Without it every caller is anonymous with
+    /// every right, and the server listens on loopback addresses only.
+    #[arg(
+        long,
+        env = "CRM_AUTH_TOKENS_FILE",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, the server speaks TLS only.
+    /// Reloaded on SIGHUP.
+    #[arg(long, env = "CRM_TLS_CERT", global = true, help_heading = "Security")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "CRM_TLS_KEY", global = true, help_heading = "Security")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for mutual TLS: clients must present a certificate signed
+    /// by one; its subject names the caller in the log and the audit trail.
+    #[arg(
+        long,
+        env = "CRM_TLS_CLIENT_CA",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve on a non-loopback address without tokens and TLS (refused otherwise);
+    /// warns at start and every hour.
+    #[arg(long, env = "CRM_INSECURE", global = true, help_heading = "Security")]
+    pub insecure: bool,
+    /// Calls in flight at most (health and reflection aside); past it calls are refused
+    /// at once with RESOURCE_EXHAUSTED rather than queued.
+    #[arg(
+        long,
+        env = "CRM_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub max_in_flight: u32,
+    /// Calls per second per caller (token name; client IP without tokens), on average;
+    /// 0 turns the limit off.
+    #[arg(
+        long,
+        env = "CRM_RATE_LIMIT",
+        default_value_t = 1000,
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub rate_limit: u32,
+    /// Calls a caller may make at once above the rate (the bucket's size).
+    #[arg(
+        long,
+        env = "CRM_RATE_LIMIT_BURST",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub rate_limit_burst: u32,
+    /// Largest request message, in bytes; larger ones are refused with
+    /// RESOURCE_EXHAUSTED from their header, before they are read.
+    #[arg(
+        long,
+        env = "CRM_MAX_REQUEST_BYTES",
+        default_value_t = 4 << 20,
+        value_parser = clap::value_parser!(u32).range(1024..=(64 << 20)),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub max_request_bytes: u32,
+    /// Largest HTTP/2 header list (metadata) of a request, in bytes.
+    #[arg(
+        long,
+        env = "CRM_MAX_HEADER_LIST_BYTES",
+        default_value_t = 16 << 10,
+        value_parser = clap::value_parser!(u32).range(1024..=(1 << 20)),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub max_header_list_bytes: u32,
+    /// Seconds between HTTP/2 pings on an idle connection; a peer that does not answer
+    /// within --http2-keepalive-timeout-secs is disconnected.
+    #[arg(
+        long,
+        env = "CRM_HTTP2_KEEPALIVE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub http2_keepalive_secs: u64,
+    /// Seconds a keepalive ping may go unanswered.
+    #[arg(
+        long,
+        env = "CRM_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub http2_keepalive_timeout_secs: u64,
+    /// Seconds a stream may stall: a timeline whose client reads nothing for this long
+    /// is ended (its follow slot freed), and so is an import that sends nothing.
+    #[arg(
+        long,
+        env = "CRM_STREAM_IDLE_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub stream_idle_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -203,6 +341,22 @@ impl std::fmt::Debug for Config {
             .field("report_rollups", &self.report_rollups)
             .field("content_index", &self.content_index)
             .field("log", &self.log)
+            .field("auth_tokens_file", &self.auth_tokens_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("insecure", &self.insecure)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_header_list_bytes", &self.max_header_list_bytes)
+            .field("http2_keepalive_secs", &self.http2_keepalive_secs)
+            .field(
+                "http2_keepalive_timeout_secs",
+                &self.http2_keepalive_timeout_secs,
+            )
+            .field("stream_idle_secs", &self.stream_idle_secs)
             .finish()
     }
 }
@@ -222,7 +376,25 @@ impl Config {
             report_rollups: true,
             content_index: true,
             log: "info".into(),
+            auth_tokens_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            insecure: false,
+            max_in_flight: 256,
+            rate_limit: 1000,
+            rate_limit_burst: 2000,
+            max_request_bytes: 4 << 20,
+            max_header_list_bytes: 16 << 10,
+            http2_keepalive_secs: 30,
+            http2_keepalive_timeout_secs: 10,
+            stream_idle_secs: 120,
         }
+    }
+
+    /// How long a stream may stall (see `--stream-idle-secs`).
+    pub fn stream_idle(&self) -> Duration {
+        Duration::from_secs(self.stream_idle_secs.max(1))
     }
 
     /// The pool settings.

@@ -58,6 +58,30 @@ pub enum Error {
         /// Human-readable explanation.
         message: String,
     },
+    /// A caller's per-second allowance is used up.
+    #[error("{message}")]
+    RateLimited {
+        /// When the caller may call again.
+        retry_after: std::time::Duration,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The caller is not known: no, a malformed or an unknown bearer token.
+    #[error("{message}")]
+    Unauthenticated {
+        /// Stable UPPER_SNAKE reason.
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The caller is known but its role does not allow the call.
+    #[error("{message}")]
+    PermissionDenied {
+        /// The least role that may make the call.
+        required: crate::security::tokens::Role,
+        /// Human-readable explanation.
+        message: String,
+    },
     /// A result the request asks for cannot be represented (e.g. a sum past int64).
     #[error("{message}")]
     OutOfRange {
@@ -179,6 +203,16 @@ impl Error {
             Error::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
             Error::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
             Error::OutOfRange { reason, .. } => (Code::OutOfRange, reason),
+            Error::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
+            Error::Unauthenticated { reason, .. } => (Code::Unauthenticated, reason),
+            Error::PermissionDenied { required, .. } => (
+                Code::PermissionDenied,
+                match required {
+                    crate::security::tokens::Role::Reader => "READER_ROLE_REQUIRED",
+                    crate::security::tokens::Role::Writer => "WRITER_ROLE_REQUIRED",
+                    crate::security::tokens::Role::Admin => "ADMIN_ROLE_REQUIRED",
+                },
+            ),
             Error::DeadlineExceeded(_) => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
             Error::Unavailable { reason, .. } => (Code::Unavailable, reason),
             Error::Database(e) if is_connection_error(e) => {
@@ -306,6 +340,19 @@ impl From<Error> for Status {
             metadata.insert("id".to_owned(), id.to_string());
         }
         let mut details = ErrorDetails::new();
+        match &err {
+            Error::PermissionDenied { required, .. } => {
+                metadata.insert("required_role".to_owned(), required.to_string());
+            }
+            Error::RateLimited { retry_after, .. } => {
+                metadata.insert(
+                    "retry_after_ms".to_owned(),
+                    retry_after.as_millis().max(1).to_string(),
+                );
+                details.set_retry_info(Some(*retry_after));
+            }
+            _ => {}
+        }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         if let Error::InvalidArgument(violations) = &err {
             details.set_bad_request(

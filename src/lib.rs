@@ -4,7 +4,8 @@
 //! `service` (use cases: import, timeline, reports, the demo seeder), `db` (pool, dispatch, schema, the
 //! per-backend dialect, the statement builder, queries per resource), `analytics` (pure
 //! report logic), `model` (the communications filter, time helpers, deadlines),
-//! `config`, `server`, `error` (one error, one status mapping). Dependencies point one
+//! `security` (tokens, roles, limits, TLS), `config`, `server`, `error` (one error, one
+//! status mapping). Dependencies point one
 //! way: grpc -> service -> {db, analytics, model}.
 
 pub mod analytics;
@@ -13,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod model;
+pub mod security;
 pub mod server;
 pub mod service;
 

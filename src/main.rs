@@ -42,6 +42,9 @@ async fn run() -> std::process::ExitCode {
         Command::Migrate => migrate(&cli.config).await,
         Command::SeedDemo(args) => seed_demo(&cli.config, &args).await,
         Command::RebuildRollups => rebuild_rollups(&cli.config).await,
+        Command::Token(crm_comms::config::TokenCommand::New { role, name }) => {
+            new_token(role, &name)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -50,6 +53,17 @@ async fn run() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `token new`: the token and its tokens-file line on stdout (one each, for scripts),
+/// what to do with them on stderr.
+fn new_token(role: crm_comms::model::caller::Role, name: &str) -> anyhow::Result<()> {
+    let (token, line) = crm_comms::security::tokens::new_token(role, name)?;
+    eprintln!("# the token for `{name}` ({role}); it is shown this once and stored nowhere:");
+    println!("{token}");
+    eprintln!("# add this line to the tokens file (--auth-tokens-file), then SIGHUP the server:");
+    println!("{line}");
+    Ok(())
 }
 
 async fn rebuild_rollups(config: &crm_comms::config::Config) -> anyhow::Result<()> {

@@ -23,13 +23,15 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::db::Db;
 use crate::grpc::{
-    analytics::AnalyticsApi, communication::CommunicationApi, customer::CustomerApi, AppState,
+    analytics::AnalyticsApi, audit::AuditApi, communication::CommunicationApi,
+    customer::CustomerApi, AppState,
 };
 use crate::pb::{
-    analytics_service_server::AnalyticsServiceServer,
+    analytics_service_server::AnalyticsServiceServer, audit_service_server::AuditServiceServer,
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
+use crate::security::{guard::GuardLayer, Security};
 use crate::service::content_index::ContentIndexHandle;
 use crate::service::log_writer::LogWriter;
 use crate::service::reports::ReportSource;
@@ -109,6 +111,9 @@ pub async fn serve_with_index(
     content_index: Option<ContentIndexHandle>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let security = Security::from_config(&config, local)?;
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(security.clone(), shutdown.clone()));
     let follow = FollowHub::start(db.clone(), shutdown.clone());
     tokio::spawn(crate::service::maintenance::run_compactor(
         db.clone(),
@@ -121,7 +126,9 @@ pub async fn serve_with_index(
             follow,
             follow_permits: Arc::new(tokio::sync::Semaphore::new(config.max_follow_streams)),
             shutdown: shutdown.clone(),
+            stream_idle: config.stream_idle(),
         },
+        stream_idle: config.stream_idle(),
         db,
         report_source: if config.report_rollups {
             ReportSource::Rollups
@@ -131,9 +138,17 @@ pub async fn serve_with_index(
         content_index,
         log_writer: LogWriter::start(log_db, usize::from(config.log_writers)),
     };
-    let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()));
-    let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()));
-    let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(state));
+    // The guard refuses larger messages first, from their frame header, with
+    // RESOURCE_EXHAUSTED; tonic's own check (OUT_OF_RANGE) is the backstop.
+    let max_message = config.max_request_bytes as usize;
+    let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()))
+        .max_decoding_message_size(max_message);
+    let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()))
+        .max_decoding_message_size(max_message);
+    let audit = AuditServiceServer::new(AuditApi::new(state.clone()))
+        .max_decoding_message_size(max_message);
+    let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(state))
+        .max_decoding_message_size(max_message);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = [
@@ -141,6 +156,7 @@ pub async fn serve_with_index(
         <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
         <CommunicationServiceServer<CommunicationApi> as NamedService>::NAME,
         <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
+        <AuditServiceServer<AuditApi> as NamedService>::NAME,
     ];
     for name in names {
         health
@@ -168,8 +184,14 @@ pub async fn serve_with_index(
         }
     };
 
-    tracing::info!(listen = %local, backend = ?config.database_url.split(':').next(), "serving gRPC");
-    let server = Server::builder()
+    tracing::info!(
+        listen = %local,
+        backend = config.database_url.split(':').next().unwrap_or_default(),
+        tls = security.tls.as_ref().map_or("off", |t| if t.mutual() { "mutual" } else { "on" }),
+        auth = if security.guard.tokens.is_some() { "tokens" } else { "off (loopback)" },
+        "serving gRPC"
+    );
+    let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         // h2 ends a connection (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames") once
         // the small DATA frames it holds unread cost more than half the connection
@@ -185,16 +207,28 @@ pub async fn serve_with_index(
         .http2_max_pending_accept_reset_streams(Some(config.max_concurrent_streams as usize))
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(Duration::from_secs(config.http2_keepalive_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(
+            config.http2_keepalive_timeout_secs,
+        )))
+        .http2_max_header_list_size(Some(config.max_header_list_bytes))
         .layer(RpcLogLayer::default())
+        .layer(GuardLayer::new(std::sync::Arc::clone(&security.guard)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(customer)
         .add_service(communication)
         .add_service(analytics)
-        .serve_with_incoming_shutdown(incoming(listener), stopping);
+        .add_service(audit);
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &security.tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::security::tls::incoming(listener, Arc::clone(tls)),
+                stopping,
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), stopping)),
+        };
     tokio::pin!(server);
 
     let mut drain = shutdown;
@@ -210,6 +244,28 @@ pub async fn serve_with_index(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Reloads the tokens file and TLS certificates on each SIGHUP until shutdown.
+#[cfg(unix)]
+async fn reload_on_sighup(security: Security, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; tokens and certificates load at start only");
+        return;
+    };
+    loop {
+        tokio::select! {
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the tokens file and TLS certificates");
+                security.reload();
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// The accepted connections of `listener`, each with TCP_NODELAY set: the builder's

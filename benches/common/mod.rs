@@ -199,6 +199,9 @@ impl Server {
             .args(["serve", "--listen", &addr, "--database-url", database_url])
             .env("RUST_LOG", "warn,crm_comms::service::content_index=info")
             .env("NO_COLOR", "1")
+            // The benchmark measures capacity: every client shares one address, so the
+            // per-caller rate limit would measure itself.
+            .env("CRM_RATE_LIMIT", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

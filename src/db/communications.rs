@@ -7,11 +7,13 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
 use super::schema::{communications, customers};
 use super::{create_for_customer, retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
+use crate::model::caller::Caller;
 pub use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
@@ -95,7 +97,11 @@ pub const COMMUNICATIONS: Table = Table {
 
 /// Records one communication; the customer must exist; a reused `request_id`
 /// returns the first result and writes nothing.
-pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<CommunicationRow> {
+pub async fn insert(
+    db: &Db,
+    form: &CommunicationInsertForm,
+    caller: &Caller,
+) -> Result<CommunicationRow> {
     retry_conflicts(|| async {
         create_for_customer!(
             db,
@@ -103,7 +109,11 @@ pub async fn insert(db: &Db, form: &CommunicationInsertForm) -> Result<Communica
             COMMUNICATIONS,
             CommunicationRow,
             form,
-            after_insert = |conn, row| rollups::add(conn, &Deltas::of([row.into()], 1)).await
+            after_insert = |conn, row| {
+                rollups::add(conn, &Deltas::of([row.into()], 1)).await?;
+                let change = Change::new("LogCommunication", row.customer_id, row.id);
+                audit::record(conn, caller, row.create_time, &[change]).await
+            }
         )
     })
     .await
@@ -202,15 +212,19 @@ fn batch_keys(forms: &[CommunicationInsertForm]) -> (Vec<i64>, Vec<String>) {
 /// Stores a batch in one transaction with one multi-row INSERT. Items whose
 /// `request_id` exists already (or repeats within the batch) and items of unknown
 /// customers are skipped and reported; the outcome list matches `forms` by index.
+///
+/// The batch is audited as one `ImportCommunications` record by `caller`: how many rows,
+/// for how many customers (the customer's id when there is one).
 pub async fn insert_batch(
     db: &Db,
     forms: Vec<CommunicationInsertForm>,
+    caller: &Caller,
 ) -> Result<Vec<BatchOutcome>> {
     if forms.is_empty() {
         return Ok(Vec::new());
     }
     let (customer_ids, keys) = batch_keys(&forms);
-    retry_conflicts(|| with_batch(db, &forms, &customer_ids, &keys)).await
+    retry_conflicts(|| with_batch(db, &forms, &customer_ids, &keys, caller)).await
 }
 
 /// One attempt of [`insert_batch`].
@@ -219,6 +233,7 @@ async fn with_batch(
     forms: &[CommunicationInsertForm],
     customer_ids: &[i64],
     keys: &[String],
+    caller: &Caller,
 ) -> Result<Vec<BatchOutcome>> {
     with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
@@ -226,14 +241,30 @@ async fn with_batch(
             let (outcomes, rows) = plan_batch(forms, &live, used);
             if !rows.is_empty() {
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
+                let change = import_change(&rows);
                 conn.insert_communications(rows).await?;
                 rollups::add(conn, &deltas).await?;
+                audit::record(conn, caller, crate::model::time::now(), &[change]).await?;
             }
             Ok::<_, Error>(outcomes)
         })
         .await
     })
 }
+/// The audit record of an import batch storing `rows`.
+fn import_change(rows: &[CommunicationInsertForm]) -> Change {
+    let customers: HashSet<i64> = rows.iter().map(|r| r.customer_id).collect();
+    let only = match customers.iter().next() {
+        Some(&id) if customers.len() == 1 => id,
+        _ => 0,
+    };
+    Change::new("ImportCommunications", only, 0).with_detail(format!(
+        "{} rows for {} customers",
+        rows.len(),
+        customers.len()
+    ))
+}
+
 /// Decides per item: store, duplicate (key used before or earlier in the batch), or
 /// unknown customer. Pure, so both backends share it.
 fn plan_batch(
@@ -303,9 +334,13 @@ pub async fn consecutive_ids(db: &Db) -> Result<bool> {
 /// customer check and one key lookup for all, one multi-row INSERT (one INSERT per row
 /// unless `consecutive`, see [`consecutive_ids`]), one rollup update. The outcome list
 /// matches `forms` by index.
+///
+/// `callers[i]` made the call of `forms[i]`; each stored row is audited as its caller's
+/// `LogCommunication`.
 pub async fn log_batch(
     db: &Db,
     forms: &[CommunicationInsertForm],
+    callers: &[&Caller],
     consecutive: bool,
 ) -> Result<Vec<Logged>> {
     let (customer_ids, keys) = batch_keys(forms);
@@ -339,6 +374,7 @@ pub async fn log_batch(
                 }
                 if !ids.is_empty() {
                     rollups::add(conn, &deltas).await?;
+                    audit_logged(conn, &plan, forms, callers, &ids).await?;
                 }
                 Ok::<_, Error>(resolve_log(plan, forms, &ids))
             })
@@ -347,6 +383,34 @@ pub async fn log_batch(
     })
     .await
 }
+
+/// Audits each stored row of a logged batch as its own caller's `LogCommunication`.
+async fn audit_logged<C: super::dialect::Conn>(
+    conn: &mut C,
+    plan: &[LogPlan],
+    forms: &[CommunicationInsertForm],
+    callers: &[&Caller],
+    ids: &[i64],
+) -> Result<()> {
+    let stored: Vec<(&Caller, Change)> = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p == LogPlan::Store)
+        .zip(ids)
+        .map(|((i, _), &id)| {
+            let caller = callers.get(i).copied().unwrap_or(&SYSTEM);
+            (
+                caller,
+                Change::new("LogCommunication", forms[i].customer_id, id),
+            )
+        })
+        .collect();
+    let entries: Vec<(&Caller, &Change)> = stored.iter().map(|(c, ch)| (*c, ch)).collect();
+    audit::record_each(conn, crate::model::time::now(), &entries).await
+}
+
+/// The caller of a logged row whose caller was not passed (a bug): still audited.
+static SYSTEM: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(|| Caller::system("unknown"));
 
 /// The backend of a connection (the type differs per `with_conn!` branch).
 fn backend_of<C: super::dialect::Conn>(_: &C) -> super::Backend {
@@ -425,7 +489,7 @@ pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
 }
 
 /// Deletes one communication by id (and its count in the rollups); NOT_FOUND if absent.
-pub async fn delete(db: &Db, id: i64) -> Result<()> {
+pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             conn.transaction(async |conn| {
@@ -434,9 +498,11 @@ pub async fn delete(db: &Db, id: i64) -> Result<()> {
                     .execute(conn)
                     .await?;
                 if n == 1 {
+                    let now = crate::model::time::now();
                     rollups::remove(conn, &[(&row).into()]).await?;
-                    super::content_feed::record_deletion(conn, id, crate::model::time::now())
-                        .await?;
+                    super::content_feed::record_deletion(conn, id, now).await?;
+                    let change = Change::new("DeleteCommunication", row.customer_id, id);
+                    audit::record(conn, caller, now, &[change]).await?;
                 }
                 Ok::<_, Error>(())
             })

@@ -5,9 +5,11 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::audit::{self, Change};
 use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
 use super::{query, retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
+use crate::model::caller::Caller;
 use crate::with_conn;
 
 /// A stored customer.
@@ -205,7 +207,12 @@ macro_rules! replace_tags {
 }
 
 /// Creates a customer; with a `request_id` already used, returns the first result.
-pub async fn create(db: &Db, form: &CustomerInsertForm, now: NaiveDateTime) -> Result<Customer> {
+pub async fn create(
+    db: &Db,
+    form: &CustomerInsertForm,
+    now: NaiveDateTime,
+    caller: &Caller,
+) -> Result<Customer> {
     let result = with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
             if let Some(rid) = &form.request_id {
@@ -231,6 +238,7 @@ pub async fn create(db: &Db, form: &CustomerInsertForm, now: NaiveDateTime) -> R
                 .await?;
             let id = conn.last_insert_id().await?;
             replace_tags!(conn, id, form.tags).await?;
+            audit::record(conn, caller, now, &[Change::new("CreateCustomer", id, id)]).await?;
             load_customer!(conn, id, false).await
         })
         .await
@@ -264,6 +272,7 @@ pub async fn update(
     expected_version: Option<i64>,
     changes: &CustomerUpdateForm,
     now: NaiveDateTime,
+    caller: &Caller,
 ) -> Result<Customer> {
     with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
@@ -306,6 +315,8 @@ pub async fn update(
                 if let Some(tags) = &changes.tags {
                     replace_tags!(conn, id, tags).await?;
                 }
+                audit::record(conn, caller, now, &[Change::new("UpdateCustomer", id, id)])
+                    .await?;
                 load_customer!(conn, id, false).await
         })
         .await
@@ -321,6 +332,7 @@ pub async fn delete(
     purge: bool,
     expected_version: Option<i64>,
     now: NaiveDateTime,
+    caller: &Caller,
 ) -> Result<()> {
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
@@ -365,6 +377,12 @@ pub async fn delete(
                         .execute(conn)
                         .await?;
                 }
+                let change = Change::new("DeleteCustomer", id, id).with_detail(if purge {
+                    "purge"
+                } else {
+                    ""
+                });
+                audit::record(conn, caller, now, &[change]).await?;
                 Ok(())
             })
             .await

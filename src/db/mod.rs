@@ -12,6 +12,7 @@
 //! [`with_conn!`](crate::with_conn!); each match arm expands the same body against its
 //! own connection type, so both copies type-check.
 
+pub mod audit;
 pub mod communications;
 pub mod content_feed;
 pub mod customers;

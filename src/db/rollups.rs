@@ -158,7 +158,17 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
         let inlined: Option<Vec<String>> =
             statements.iter().map(|s| s.inline(C::BACKEND)).collect();
         if let Some(inlined) = inlined {
-            conn.batch_execute(&inlined.join(";\n")).await?;
+            // Nothing to change (a purge of a customer without communications): MySQL
+            // refuses an empty batch ("Query was empty").
+            let text = inlined
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(";\n");
+            if !text.is_empty() {
+                conn.batch_execute(&text).await?;
+            }
             return Ok(());
         }
     }

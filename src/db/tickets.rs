@@ -5,10 +5,12 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::audit::{self, Change};
 use super::query::{self, Bind, Sql, Table};
 use super::schema::service_tickets;
 use super::{create_for_customer, Conn as _, Db};
 use crate::error::{Error, Result};
+use crate::model::caller::Caller;
 use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
@@ -125,8 +127,18 @@ impl super::Stored<TicketRow> for TicketInsertForm {
 }
 
 /// Opens a ticket; a reused `request_id` returns the first result.
-pub async fn create(db: &Db, form: &TicketInsertForm) -> Result<TicketRow> {
-    create_for_customer!(db, service_tickets, TICKETS, TicketRow, form)
+pub async fn create(db: &Db, form: &TicketInsertForm, caller: &Caller) -> Result<TicketRow> {
+    create_for_customer!(
+        db,
+        service_tickets,
+        TICKETS,
+        TicketRow,
+        form,
+        after_insert = |conn, row| {
+            let change = Change::new("CreateServiceTicket", row.customer_id, row.id);
+            audit::record(conn, caller, row.create_time, &[change]).await
+        }
+    )
 }
 
 /// Applies `changes` when `expected_version` (if any) is current. Moving to RESOLVED
@@ -138,6 +150,7 @@ pub async fn update(
     expected_version: Option<i64>,
     changes: &TicketUpdateForm,
     now: NaiveDateTime,
+    caller: &Caller,
 ) -> Result<TicketRow> {
     with_conn!(db, write, |conn| {
         conn.transaction(async |conn| {
@@ -184,6 +197,8 @@ pub async fn update(
                     "service ticket {id} was changed concurrently; read it again"
                 )));
             }
+            let change = Change::new("UpdateServiceTicket", current.customer_id, id);
+            audit::record(conn, caller, now, &[change]).await?;
             query::by_id(conn, &TICKETS, id).await
         })
         .await

@@ -5,9 +5,11 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
 use super::{create_for_customer, Conn as _, Db};
 use crate::error::Result;
+use crate::model::caller::Caller;
 use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
@@ -87,8 +89,22 @@ impl super::Stored<TransactionRow> for TransactionInsertForm {
 }
 
 /// Records a transaction; a reused `request_id` returns the first result.
-pub async fn create(db: &Db, form: &TransactionInsertForm) -> Result<TransactionRow> {
-    create_for_customer!(db, transactions, TRANSACTIONS, TransactionRow, form)
+pub async fn create(
+    db: &Db,
+    form: &TransactionInsertForm,
+    caller: &Caller,
+) -> Result<TransactionRow> {
+    create_for_customer!(
+        db,
+        transactions,
+        TRANSACTIONS,
+        TransactionRow,
+        form,
+        after_insert = |conn, row| {
+            let change = Change::new("CreateTransaction", row.customer_id, row.id);
+            audit::record(conn, caller, row.create_time, &[change]).await
+        }
+    )
 }
 
 /// Filters of a transaction listing.

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::customer::{decode_position, occur_time, page_token};
 use super::timeline::{response_stream, timeline_request, TimelineStream};
-use super::{positive_id, read_page, AppState};
+use super::{caller, positive_id, read_page, AppState};
 use crate::db::communications::{
     self, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
 };
@@ -196,9 +196,10 @@ impl CommunicationService for CommunicationApi {
         &self,
         request: Request<pb::LogCommunicationRequest>,
     ) -> Result<Response<pb::Communication>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let form = communication_form(req.communication, &req.request_id, now())?;
-        let row = self.state.log_writer.log(form).await?;
+        let row = self.state.log_writer.log(form, caller).await?;
         Ok(Response::new(communication_to_pb(row)))
     }
 
@@ -206,13 +207,39 @@ impl CommunicationService for CommunicationApi {
         &self,
         request: Request<Streaming<pb::ImportCommunicationsRequest>>,
     ) -> Result<Response<pb::ImportCommunicationsResponse>, Status> {
+        let caller = caller(&request);
         let mut stream = request.into_inner();
-        let mut import = Import::start(self.state.db.clone());
+        let mut import = Import::start(self.state.db.clone(), caller);
         let mut malformed = None;
+        let idle = self.state.stream_idle;
         loop {
-            let item = match stream.message().await {
+            let Ok(next) = tokio::time::timeout(idle, stream.message()).await else {
+                let index = import.index();
+                malformed = Some(Error::ResourceExhausted {
+                    reason: "STREAM_STALLED",
+                    message: format!(
+                        "no item for {} s after item {index}; the items before it were stored",
+                        idle.as_secs()
+                    ),
+                });
+                break;
+            };
+            let item = match next {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
+                // The guard refused an item over the size limit from its header.
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    let index = import.index();
+                    malformed = Some(Error::ResourceExhausted {
+                        reason: "MESSAGE_TOO_LARGE",
+                        message: format!(
+                            "item {index}: {}; the items before it were stored, nothing after \
+                             it was read",
+                            status.message()
+                        ),
+                    });
+                    break;
+                }
                 Err(status) if is_decode_error(&status) => {
                     let index = import.index();
                     malformed = Some(Error::invalid(
@@ -310,7 +337,7 @@ impl CommunicationService for CommunicationApi {
         let mut v = Violations::new();
         let id = positive_id(&mut v, "id", request.get_ref().id);
         v.finish(())?;
-        communications::delete(&self.state.db, id).await?;
+        communications::delete(&self.state.db, id, &caller(&request)).await?;
         Ok(Response::new(()))
     }
 

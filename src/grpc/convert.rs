@@ -39,7 +39,8 @@ pub fn duration_from_micros(us: i64) -> prost_types::Duration {
 
 /// Microseconds of a protobuf duration, or an error text when it is malformed.
 pub fn duration_to_micros(d: &prost_types::Duration) -> Result<i64, String> {
-    if d.nanos.abs() >= 1_000_000_000
+    // A range check, not `nanos.abs()`: that overflows (panics in debug) on i32::MIN.
+    if !(-999_999_999..=999_999_999).contains(&d.nanos)
         || (d.seconds > 0 && d.nanos < 0)
         || (d.seconds < 0 && d.nanos > 0)
     {
@@ -91,5 +92,25 @@ mod tests {
         let d = duration_from_micros(90_500_000);
         assert_eq!((d.seconds, d.nanos), (90, 500_000_000));
         assert_eq!(duration_to_micros(&d).unwrap(), 90_500_000);
+    }
+
+    #[test]
+    fn durations_with_nanos_out_of_range_are_rejected_without_overflow() {
+        // Found by the fuzz suite: `i32::MIN.abs()` overflowed in the check.
+        for (seconds, nanos) in [
+            (0, i32::MIN),
+            (-1, i32::MIN),
+            (1, i32::MAX),
+            (0, 1_000_000_000),
+            (0, -1_000_000_000),
+        ] {
+            let d = prost_types::Duration { seconds, nanos };
+            assert!(duration_to_micros(&d).is_err(), "{d:?}");
+        }
+        let d = prost_types::Duration {
+            seconds: -1,
+            nanos: -999_999_999,
+        };
+        assert_eq!(duration_to_micros(&d).unwrap(), -1_999_999);
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use tonic::{Request, Response, Status};
 
-use super::{positive_id, read_page, AppState};
+use super::{caller, positive_id, read_page, AppState};
 use crate::db::customers::{
     self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
 };
@@ -15,6 +15,7 @@ use crate::error::{Error, Violations};
 use crate::grpc::convert::to_timestamp;
 use crate::grpc::paging;
 use crate::grpc::validate;
+use crate::model::caller::Role;
 use crate::model::time::now;
 use crate::pb::{self, customer_service_server::CustomerService};
 
@@ -191,8 +192,9 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::CreateCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
+        let caller = caller(&request);
         let form = insert_form(request.into_inner())?;
-        let customer = customers::create(&self.state.db, &form, now()).await?;
+        let customer = customers::create(&self.state.db, &form, now(), &caller).await?;
         Ok(Response::new(customer_to_pb(customer)))
     }
 
@@ -212,7 +214,15 @@ impl CustomerService for CustomerApi {
         request: Request<pb::UpdateCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         let (id, expected, form) = update_form(request.get_ref())?;
-        let customer = customers::update(&self.state.db, id, expected, &form, now()).await?;
+        let customer = customers::update(
+            &self.state.db,
+            id,
+            expected,
+            &form,
+            now(),
+            &caller(&request),
+        )
+        .await?;
         Ok(Response::new(customer_to_pb(customer)))
     }
 
@@ -220,12 +230,17 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::DeleteCustomerRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
+        // Refused before anything else is looked at: a writer learns nothing by trying.
+        if req.purge {
+            caller.require(Role::Admin, "DeleteCustomer with purge")?;
+        }
         let mut v = Violations::new();
         let id = positive_id(&mut v, "id", req.id);
         let expected = etag(&mut v, "etag", &req.etag);
         v.finish(())?;
-        customers::delete(&self.state.db, id, req.purge, expected, now()).await?;
+        customers::delete(&self.state.db, id, req.purge, expected, now(), &caller).await?;
         Ok(Response::new(()))
     }
 
@@ -278,8 +293,9 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::CreateTransactionRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
+        let caller = caller(&request);
         let form = transaction_form(request.into_inner())?;
-        let row = transactions::create(&self.state.db, &form).await?;
+        let row = transactions::create(&self.state.db, &form, &caller).await?;
         Ok(Response::new(transaction_to_pb(row)))
     }
 
@@ -324,8 +340,9 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::CreateServiceTicketRequest>,
     ) -> Result<Response<pb::ServiceTicket>, Status> {
+        let caller = caller(&request);
         let form = ticket_form(request.into_inner())?;
-        let row = tickets::create(&self.state.db, &form).await?;
+        let row = tickets::create(&self.state.db, &form, &caller).await?;
         Ok(Response::new(ticket_to_pb(row)))
     }
 
@@ -334,7 +351,15 @@ impl CustomerService for CustomerApi {
         request: Request<pb::UpdateServiceTicketRequest>,
     ) -> Result<Response<pb::ServiceTicket>, Status> {
         let (id, expected, form) = ticket_update_form(request.get_ref())?;
-        let row = tickets::update(&self.state.db, id, expected, &form, now()).await?;
+        let row = tickets::update(
+            &self.state.db,
+            id,
+            expected,
+            &form,
+            now(),
+            &caller(&request),
+        )
+        .await?;
         Ok(Response::new(ticket_to_pb(row)))
     }
 

@@ -5,6 +5,7 @@
 //! `convert`-style helpers, use cases in `crate::service`, storage in `crate::db`.
 
 pub mod analytics;
+pub mod audit;
 pub mod communication;
 pub mod convert;
 pub mod customer;
@@ -28,6 +29,23 @@ pub struct AppState {
     pub log_writer: crate::service::log_writer::LogWriter,
     /// The in-memory content index; `None` when turned off.
     pub content_index: Option<crate::service::content_index::ContentIndexHandle>,
+    /// How long a client stream may send nothing before the call ends.
+    pub stream_idle: std::time::Duration,
+}
+
+/// The caller the guard established for `request`. Every guarded call has one; should
+/// one be missing (a bug), the call gets the least rights.
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> crate::security::guard::Caller {
+    request
+        .extensions()
+        .get::<crate::security::guard::Caller>()
+        .cloned()
+        .unwrap_or_else(|| crate::security::guard::Caller {
+            name: "unknown".to_owned(),
+            role: crate::security::tokens::Role::Reader,
+            peer: None,
+            certificate: None,
+        })
 }
 
 /// The `customer_id` of a request: positive, or a violation.

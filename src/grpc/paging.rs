@@ -403,3 +403,169 @@ mod tests {
         assert!(!v.is_empty());
     }
 }
+
+/// Properties of page tokens over arbitrary input: decoding never panics, and anything
+/// the service did not issue for the same kind and filters is INVALID_ARGUMENT on the
+/// token's field.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod token_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FIELD: &str = "page_token";
+    const KIND: &str = "communications";
+
+    fn config() -> ProptestConfig {
+        // Failures print the minimal input; no regression files in the source tree.
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(256)
+        }
+    }
+
+    /// Whether `result` is INVALID_ARGUMENT naming exactly the token's field.
+    fn is_invalid_token<T>(result: &Result<T, Error>) -> bool {
+        matches!(result, Err(Error::InvalidArgument(v)) if v.len() == 1 && v[0].field == FIELD)
+    }
+
+    /// Microseconds of the stored time range.
+    fn stored_micros() -> std::ops::RangeInclusive<i64> {
+        micros(MIN_TIME)..=micros(MAX_TIME)
+    }
+
+    /// Microseconds anywhere, with weight on the stored range's edges.
+    fn any_micros() -> impl Strategy<Value = i64> {
+        let (lo, hi) = (micros(MIN_TIME), micros(MAX_TIME));
+        prop_oneof![
+            any::<i64>(),
+            stored_micros(),
+            (lo - 2)..=(lo + 2),
+            (hi - 2)..=(hi + 2),
+            Just(i64::MIN),
+            Just(i64::MAX),
+        ]
+    }
+
+    /// Ids anywhere, with weight around 0.
+    fn any_id() -> impl Strategy<Value = i64> {
+        prop_oneof![any::<i64>(), -2i64..=2, Just(i64::MIN), Just(i64::MAX)]
+    }
+
+    /// The `(time, id)` of a position the service issues tokens for.
+    fn in_range(us: i64, id: i64) -> Option<(NaiveDateTime, i64)> {
+        from_micros(us)
+            .filter(|t| (MIN_TIME..=MAX_TIME).contains(t) && id >= 1)
+            .map(|t| (t, id))
+    }
+
+    /// `token` with the character at `index` replaced by `with` (tokens are ASCII).
+    fn replace_char(token: &str, index: usize, with: char) -> String {
+        token
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i == index { with } else { c })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_text_is_never_a_token(filter in any::<u64>(), token in any::<String>()) {
+            prop_assert!(is_invalid_token(&decode_time_id(FIELD, KIND, filter, &token)));
+            prop_assert!(is_invalid_token(&decode_id(FIELD, KIND, filter, &token)));
+            prop_assert!(is_invalid_token(&decode::<serde_json::Value>(FIELD, KIND, filter, &token)));
+        }
+
+        #[test]
+        fn text_of_the_token_alphabet_is_never_a_token(
+            filter in any::<u64>(),
+            token in "[A-Za-z0-9_-]{0,160}",
+        ) {
+            prop_assert!(is_invalid_token(&decode_time_id(FIELD, KIND, filter, &token)));
+            prop_assert!(is_invalid_token(&decode_id(FIELD, KIND, filter, &token)));
+        }
+
+        #[test]
+        fn checksummed_garbage_is_never_a_token(
+            filter in any::<u64>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            // Past base64 and the checksum, into the JSON envelope.
+            let mut bytes = payload.clone();
+            bytes.extend_from_slice(&checksum(&payload).to_be_bytes());
+            let token = URL_SAFE_NO_PAD.encode(bytes);
+            prop_assert!(is_invalid_token(&decode_time_id(FIELD, KIND, filter, &token)));
+            prop_assert!(is_invalid_token(&decode_id(FIELD, KIND, filter, &token)));
+        }
+
+        #[test]
+        fn a_well_formed_token_decodes_only_for_its_kind_filters_and_a_valid_position(
+            filter in any::<u64>(),
+            other_filter in any::<u64>(),
+            same_filter in any::<bool>(),
+            kind in prop_oneof![Just(KIND), Just("customers"), Just("timeline"), Just("")],
+            us in any_micros(),
+            id in any_id(),
+        ) {
+            let issued_for = if same_filter { filter } else { other_filter };
+            let token = encode(kind, issued_for, &(us, id));
+            let result = decode_time_id(FIELD, KIND, filter, &token);
+            match in_range(us, id).filter(|_| kind == KIND && issued_for == filter) {
+                Some(want) => prop_assert_eq!(result.unwrap(), want),
+                None => prop_assert!(is_invalid_token(&result)),
+            }
+            let token = encode(kind, issued_for, &id);
+            let result = decode_id(FIELD, KIND, filter, &token);
+            if kind == KIND && issued_for == filter && id >= 1 {
+                prop_assert_eq!(result.unwrap(), id);
+            } else {
+                prop_assert!(is_invalid_token(&result));
+            }
+            // A token of the other position shape is not one either.
+            prop_assert!(is_invalid_token(&decode_id(FIELD, KIND, filter, &encode(kind, issued_for, &(us, id)))));
+        }
+
+        #[test]
+        fn position_never_panics_and_accepts_exactly_the_stored_range(us in any_micros(), id in any_id()) {
+            match in_range(us, id) {
+                Some(want) => prop_assert_eq!(position(FIELD, us, id).unwrap(), want),
+                None => prop_assert!(is_invalid_token(&position(FIELD, us, id))),
+            }
+        }
+
+        #[test]
+        fn a_token_with_one_character_changed_is_rejected(
+            filter in any::<u64>(),
+            us in stored_micros(),
+            id in 1..=i64::MAX,
+            index in any::<proptest::sample::Index>(),
+            with in any::<char>(),
+        ) {
+            let token = encode(KIND, filter, &(us, id));
+            prop_assert_eq!(decode_time_id(FIELD, KIND, filter, &token).unwrap(), in_range(us, id).unwrap());
+            let i = index.index(token.len());
+            prop_assume!(token.chars().nth(i) != Some(with));
+            let tampered = replace_char(&token, i, with);
+            prop_assert!(is_invalid_token(&decode_time_id(FIELD, KIND, filter, &tampered)));
+        }
+
+        #[test]
+        fn a_token_with_one_bit_flipped_is_rejected(
+            filter in any::<u64>(),
+            us in stored_micros(),
+            id in 1..=i64::MAX,
+            index in any::<proptest::sample::Index>(),
+            bit in 0u32..8,
+        ) {
+            // FNV-1a changes with any one byte of the payload, so this always fails.
+            let mut raw = URL_SAFE_NO_PAD.decode(encode(KIND, filter, &(us, id))).unwrap();
+            let i = index.index(raw.len());
+            raw[i] ^= 1 << bit;
+            let tampered = URL_SAFE_NO_PAD.encode(raw);
+            prop_assert!(is_invalid_token(&decode_time_id(FIELD, KIND, filter, &tampered)));
+        }
+    }
+}

@@ -129,3 +129,129 @@ pub fn timeline_request(req: pb::StreamTimelineRequest) -> Result<(TimelineReque
     };
     v.finish((request, fingerprint))
 }
+
+/// Properties of resume cursors over arbitrary input: decoding never panics, and
+/// anything the service did not issue for the same filters is INVALID_ARGUMENT on
+/// `resume_cursor`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod cursor_properties {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::time::{from_micros, MAX_TIME, MIN_TIME};
+
+    fn config() -> ProptestConfig {
+        // Failures print the minimal input; no regression files in the source tree.
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(256)
+        }
+    }
+
+    /// Whether `result` is INVALID_ARGUMENT naming exactly `resume_cursor`.
+    fn is_invalid_cursor<T>(result: &Result<T, Error>) -> bool {
+        matches!(result, Err(Error::InvalidArgument(v)) if v.len() == 1 && v[0].field == "resume_cursor")
+    }
+
+    fn source() -> impl Strategy<Value = Source> {
+        prop_oneof![
+            Just(Source::Communications),
+            Just(Source::Transactions),
+            Just(Source::Tickets),
+        ]
+    }
+
+    /// The key of an event the service could stream.
+    fn key() -> impl Strategy<Value = Key> {
+        (micros(MIN_TIME)..=micros(MAX_TIME), 1..=i64::MAX, source())
+            .prop_map(|(us, id, s)| (from_micros(us).unwrap(), id, s))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_text_is_never_a_cursor(fingerprint in any::<u64>(), cursor in any::<String>()) {
+            prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint, &cursor)));
+        }
+
+        #[test]
+        fn text_of_the_cursor_alphabet_is_never_a_cursor(
+            fingerprint in any::<u64>(),
+            cursor in "[A-Za-z0-9_-]{0,160}",
+        ) {
+            prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint, &cursor)));
+        }
+
+        #[test]
+        fn any_cursor_in_a_request_is_reported_on_resume_cursor(cursor in "\\PC{1,120}") {
+            let request = pb::StreamTimelineRequest {
+                resume_cursor: cursor,
+                ..Default::default()
+            };
+            let Err(Error::InvalidArgument(violations)) = timeline_request(request) else {
+                return Err(TestCaseError::fail("a made-up cursor was accepted"));
+            };
+            prop_assert!(violations.iter().any(|v| v.field == "resume_cursor"), "{:?}", violations);
+        }
+
+        #[test]
+        fn issued_cursors_round_trip_for_their_filters_only(fingerprint in any::<u64>(), key in key()) {
+            let cursor = encode_cursor(fingerprint, &key);
+            prop_assert_eq!(decode_cursor(fingerprint, &cursor).unwrap(), key);
+            prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint ^ 1, &cursor)));
+        }
+
+        #[test]
+        fn a_forged_cursor_decodes_only_with_a_valid_position(
+            fingerprint in any::<u64>(),
+            us in prop_oneof![any::<i64>(), micros(MIN_TIME)..=micros(MAX_TIME), Just(micros(MIN_TIME) - 1), Just(micros(MAX_TIME) + 1)],
+            id in prop_oneof![any::<i64>(), -2i64..=2],
+            rank in prop_oneof![any::<i64>(), -1i64..=3],
+            kind in prop_oneof![Just("timeline"), Just("communications"), Just("")],
+        ) {
+            let cursor = paging::encode(kind, fingerprint, &(us, id, rank));
+            let valid = from_micros(us)
+                .filter(|t| (MIN_TIME..=MAX_TIME).contains(t) && id >= 1 && kind == "timeline")
+                .zip(Source::from_rank(rank));
+            match valid {
+                Some((t, source)) => prop_assert_eq!(decode_cursor(fingerprint, &cursor).unwrap(), (t, id, source)),
+                None => prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint, &cursor))),
+            }
+        }
+
+        #[test]
+        fn a_cursor_with_one_character_changed_is_rejected(
+            fingerprint in any::<u64>(),
+            key in key(),
+            index in any::<proptest::sample::Index>(),
+            with in any::<char>(),
+        ) {
+            let cursor = encode_cursor(fingerprint, &key);
+            let i = index.index(cursor.len());
+            prop_assume!(cursor.chars().nth(i) != Some(with));
+            let tampered: String = cursor
+                .chars()
+                .enumerate()
+                .map(|(j, c)| if j == i { with } else { c })
+                .collect();
+            prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint, &tampered)));
+        }
+
+        #[test]
+        fn a_cursor_with_one_bit_flipped_is_rejected(
+            fingerprint in any::<u64>(),
+            key in key(),
+            index in any::<proptest::sample::Index>(),
+            bit in 0u32..8,
+        ) {
+            let mut raw = URL_SAFE_NO_PAD.decode(encode_cursor(fingerprint, &key)).unwrap();
+            let i = index.index(raw.len());
+            raw[i] ^= 1 << bit;
+            let tampered = URL_SAFE_NO_PAD.encode(raw);
+            prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint, &tampered)));
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Domain values shared by every layer, with no I/O and no transport types: the call
-//! deadline, the communications filter and the service's UTC time helpers.
+//! deadline, the caller, the communications filter and the service's UTC time helpers.
 
+pub mod caller;
 pub mod deadline;
 pub mod filter;
 pub mod time;

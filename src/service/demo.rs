@@ -20,6 +20,7 @@ use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
 use crate::db::customers;
 use crate::db::{tickets, transactions, Db};
 use crate::error::{Error, Result};
+use crate::model::caller::Caller;
 use generate::{Plan, KEY_CUSTOMERS};
 
 /// Most customers a demo may create.
@@ -232,7 +233,7 @@ pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Resu
     let started = phase_start(progress, Phase::Customers, plan.customers.len());
     let mut ids = Vec::with_capacity(plan.customers.len());
     for (i, c) in plan.customers.iter().enumerate() {
-        let stored = customers::create(db, &plan.customer_form(i), c.created).await?;
+        let stored = customers::create(db, &plan.customer_form(i), c.created, &SEEDER).await?;
         ids.push(stored.row.id);
         progress.advance(1);
     }
@@ -246,11 +247,11 @@ pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Resu
         plan.orders.len() + plan.tickets.len(),
     );
     for k in 0..plan.orders.len() {
-        transactions::create(db, &plan.transaction_form(k, &ids)).await?;
+        transactions::create(db, &plan.transaction_form(k, &ids), &SEEDER).await?;
         progress.advance(1);
     }
     for k in 0..plan.tickets.len() {
-        tickets::create(db, &plan.ticket_form(k, &ids)).await?;
+        tickets::create(db, &plan.ticket_form(k, &ids), &SEEDER).await?;
         progress.advance(1);
     }
     report.orders = plan.orders.len() as u64;
@@ -299,6 +300,10 @@ fn phase_end(
     report.phases.push(done);
 }
 
+/// The seeder's name in the audit trail.
+static SEEDER: std::sync::LazyLock<Caller> =
+    std::sync::LazyLock::new(|| Caller::system("seed-demo"));
+
 /// Writes every planned communication through the import path, in batches of
 /// [`BATCH_ROWS`]: the next batch is generated while the previous one is written.
 async fn write_communications(
@@ -329,7 +334,7 @@ async fn write_communications(
         }
         let db = db.clone();
         pending = Some(tokio::spawn(async move {
-            communications::insert_batch(&db, forms).await
+            communications::insert_batch(&db, forms, &SEEDER).await
         }));
     }
     if let Some(batch) = pending {

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
 use crate::db::Db;
 use crate::error::Error;
+use crate::model::caller::Caller;
 use crate::model::time::now;
 
 /// Items per import batch (one multi-row INSERT, one transaction).
@@ -133,6 +134,7 @@ impl ImportTally {
 async fn write_batches(
     db: Db,
     mut queue: mpsc::Receiver<ImportBatch>,
+    caller: Caller,
 ) -> Result<ImportTally, Error> {
     let mut tally = ImportTally::default();
     while let Some(batch) = queue.recv().await {
@@ -144,18 +146,20 @@ async fn write_batches(
         for form in &mut forms {
             form.create_time = stamp;
         }
-        let outcomes = match communications::insert_batch(&db, forms.clone()).await {
+        let outcomes = match communications::insert_batch(&db, forms.clone(), &caller).await {
             Ok(o) => o,
             // A concurrent writer used one of the keys between our check and insert:
             // fall back to one row at a time, which resolves each key exactly.
             Err(e) if e.is_unique_violation() => {
                 let mut out = Vec::with_capacity(forms.len());
                 for form in forms {
-                    out.push(match communications::insert_batch(&db, vec![form]).await {
-                        Ok(o) => o.first().copied().unwrap_or(BatchOutcome::Duplicate),
-                        Err(e) if e.is_unique_violation() => BatchOutcome::Duplicate,
-                        Err(e) => return Err(e),
-                    });
+                    out.push(
+                        match communications::insert_batch(&db, vec![form], &caller).await {
+                            Ok(o) => o.first().copied().unwrap_or(BatchOutcome::Duplicate),
+                            Err(e) if e.is_unique_violation() => BatchOutcome::Duplicate,
+                            Err(e) => return Err(e),
+                        },
+                    );
                 }
                 out
             }
@@ -210,12 +214,12 @@ impl std::fmt::Debug for Import {
 
 impl Import {
     /// Starts an import into `db`, spawning its writer.
-    pub fn start(db: Db) -> Import {
+    pub fn start(db: Db, caller: Caller) -> Import {
         let (queue, batches) = mpsc::channel(IMPORT_QUEUE_BATCHES);
         Import {
             queue,
             memory: Arc::new(Semaphore::new(IMPORT_QUEUE_KIB as usize)),
-            writer: tokio::spawn(write_batches(db, batches)),
+            writer: tokio::spawn(write_batches(db, batches, caller)),
             tally: ImportTally::default(),
             batch: ImportBatch::new(),
             index: 0,

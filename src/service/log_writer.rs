@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, OnceCell};
 use crate::db::communications::{self, CommunicationInsertForm, CommunicationRow, Logged};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::model::caller::Caller;
 
 /// Most rows in one batch.
 pub const MAX_BATCH_ROWS: usize = 128;
@@ -31,6 +32,7 @@ const QUEUE: usize = 1024;
 /// One queued call.
 struct Pending {
     form: CommunicationInsertForm,
+    caller: Caller,
     reply: oneshot::Sender<Result<CommunicationRow>>,
 }
 
@@ -61,11 +63,19 @@ impl LogWriter {
         LogWriter { queue }
     }
 
-    /// Stores `form` (with the calls queued beside it); its row.
-    pub async fn log(&self, form: CommunicationInsertForm) -> Result<CommunicationRow> {
+    /// Stores `form` for `caller` (with the calls queued beside it); its row.
+    pub async fn log(
+        &self,
+        form: CommunicationInsertForm,
+        caller: Caller,
+    ) -> Result<CommunicationRow> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { form, reply })
+            .send(Pending {
+                form,
+                caller,
+                reply,
+            })
             .await
             .map_err(|_| Error::Internal("the log writer has stopped".into()))?;
         answer
@@ -113,7 +123,8 @@ async fn write_loop(
 /// Stores one batch and answers each of its calls.
 async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
     let forms: Vec<CommunicationInsertForm> = batch.iter().map(|p| p.form.clone()).collect();
-    match communications::log_batch(db, &forms, consecutive).await {
+    let callers: Vec<&Caller> = batch.iter().map(|p| &p.caller).collect();
+    match communications::log_batch(db, &forms, &callers, consecutive).await {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
                 let answer = match outcome {
@@ -133,7 +144,7 @@ async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
         Err(e) if e.is_safe_to_replay() => {
             tracing::debug!(error = %e, rows = batch.len(), "log batch failed; storing its calls one by one");
             for pending in batch {
-                let answer = communications::insert(db, &pending.form).await;
+                let answer = communications::insert(db, &pending.form, &pending.caller).await;
                 let _ = pending.reply.send(answer);
             }
         }

@@ -15,9 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 
 use crate::db::timeline::{self, After, Event, Key, Source};
 use crate::db::{customers, Db};
@@ -58,10 +61,34 @@ pub struct Timeline {
     pub follow_permits: Arc<Semaphore>,
     /// Becomes `true` when shutdown starts; streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// How long a stream may wait for its client to take an event: a client that reads
+    /// nothing for this long loses the stream (and its follow slot).
+    pub stream_idle: Duration,
 }
 
 /// The events of one timeline stream, in timeline order; an error ends it.
-pub type EventStream = ReceiverStream<Result<Event, Error>>;
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
+
+/// Where a stream's reader task puts its events.
+struct Out {
+    tx: mpsc::Sender<Result<Event, Error>>,
+    /// See [`Timeline::stream_idle`].
+    idle: Duration,
+    /// Set when the client read nothing for `idle`: the stream then ends with
+    /// [`stalled_error`] once the client reads again.
+    stalled: Arc<AtomicBool>,
+}
+
+/// Why a stream whose client stopped reading was ended.
+fn stalled_error(idle: Duration) -> Error {
+    Error::ResourceExhausted {
+        reason: "STREAM_STALLED",
+        message: format!(
+            "the client read nothing for {} s; the stream was ended: resume from the last cursor",
+            idle.as_secs()
+        ),
+    }
+}
 
 /// A validated timeline request.
 #[derive(Debug, Clone)]
@@ -111,16 +138,26 @@ fn stream(
     permit: Option<OwnedSemaphorePermit>,
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
+    let idle = state.stream_idle;
+    let stalled = Arc::new(AtomicBool::new(false));
+    let out = Out {
+        tx,
+        idle,
+        stalled: Arc::clone(&stalled),
+    };
     tokio::spawn(async move {
         let _permit = permit;
         let started = std::time::Instant::now();
         let mut sent = 0u64;
-        let result = run(&state, &request, &tx, &mut sent).await;
+        let result = run(&state, &request, &out, &mut sent).await;
         let outcome = match result {
+            Ok(()) if out.stalled.load(Ordering::Relaxed) => "stalled".to_owned(),
             Ok(()) => "ok".to_owned(),
             Err(e) => {
                 let text = e.to_string();
-                let _ = tx.send(Err(e)).await;
+                if out.tx.send_timeout(Err(e), idle).await.is_err() {
+                    out.stalled.store(true, Ordering::Relaxed);
+                }
                 text
             }
         };
@@ -132,12 +169,18 @@ fn stream(
             "timeline stream ended"
         );
     });
-    ReceiverStream::new(rx)
+    // After the last event the task sent, the stall (if any) that ended the stream.
+    let tail = tokio_stream::once(()).filter_map(move |()| {
+        stalled
+            .load(Ordering::Relaxed)
+            .then(|| Err(stalled_error(idle)))
+    });
+    Box::pin(ReceiverStream::new(rx).chain(tail))
 }
 
 /// Why the stream stops early without an error of its own.
 enum Stop {
-    /// The client went away.
+    /// The client went away, or read nothing for the idle bound.
     Gone,
 }
 
@@ -225,12 +268,15 @@ fn shutdown_error() -> Error {
     }
 }
 
-async fn send(
-    tx: &mpsc::Sender<Result<Event, Error>>,
-    event: Event,
-    sent: &mut u64,
-) -> Result<(), Stop> {
-    tx.send(Ok(event)).await.map_err(|_| Stop::Gone)?;
+async fn send(tx: &Out, event: Event, sent: &mut u64) -> Result<(), Stop> {
+    match tx.tx.send_timeout(Ok(event), tx.idle).await {
+        Ok(()) => {}
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            tx.stalled.store(true, Ordering::Relaxed);
+            return Err(Stop::Gone);
+        }
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(Stop::Gone),
+    }
     *sent += 1;
     Ok(())
 }
@@ -238,7 +284,7 @@ async fn send(
 async fn run(
     state: &Timeline,
     req: &TimelineRequest,
-    tx: &mpsc::Sender<Result<Event, Error>>,
+    tx: &Out,
     sent: &mut u64,
 ) -> Result<(), Error> {
     // Subscribe before reading anything: what the hub finds from now on reaches this
@@ -268,7 +314,7 @@ async fn run(
             if shutting_down(state) {
                 return Err(shutdown_error());
             }
-            if tx.is_closed() {
+            if tx.tx.is_closed() {
                 return Ok(());
             }
             let rows = r.next_page(state, req).await?;
@@ -338,7 +384,7 @@ fn lagged_error() -> Error {
 async fn follow(
     state: &Timeline,
     req: &TimelineRequest,
-    tx: &mpsc::Sender<Result<Event, Error>>,
+    tx: &Out,
     sent: &mut u64,
     open_time: NaiveDateTime,
     mut recent: HashMap<(Source, i64), NaiveDateTime>,
@@ -359,7 +405,7 @@ async fn follow(
     loop {
         let message = tokio::select! {
             m = live.recv() => m,
-            () = tx.closed() => return Ok(()),
+            () = tx.tx.closed() => return Ok(()),
             _ = shutdown.wait_for(|s| *s) => return Err(shutdown_error()),
         };
         let recorded = match message {
@@ -400,7 +446,7 @@ async fn follow(
 async fn catch_up(
     state: &Timeline,
     req: &TimelineRequest,
-    tx: &mpsc::Sender<Result<Event, Error>>,
+    tx: &Out,
     sent: &mut u64,
     open_time: NaiveDateTime,
     since: NaiveDateTime,

@@ -20,10 +20,12 @@ mod content_index;
 mod customers;
 mod demo;
 mod follow;
+mod fuzz;
 mod hardening;
 mod outage;
 mod robustness;
 mod rollups;
+mod security;
 mod server;
 
 use std::process::ExitCode;

@@ -101,8 +101,12 @@ class MariaDb:
 class Server:
     """A running `crm-comms` and direct SQL access to the database behind it."""
 
-    def __init__(self, backend: str, workdir: Path) -> None:
+    def __init__(self, backend: str, workdir: Path, extra_args=(), tls_root: bytes | None = None) -> None:
         self.backend = backend
+        # More flags for `crm-comms` (tokens, TLS); with `tls_root` (the CA's PEM) the
+        # channels speak TLS to `localhost`.
+        self.extra_args = list(extra_args)
+        self.tls_root = tls_root
         self.workdir = workdir
         self.mariadb = MariaDb() if backend == "mariadb" else None
         self.database = ""
@@ -159,12 +163,12 @@ class Server:
             self.addr = f"127.0.0.1:{port}"
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [str(binary), "--listen", self.addr, "--database-url", url, "--log", "info"],
+                [str(binary), "--listen", self.addr, "--database-url", url, "--log", "info", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
             log.close()
             if self._wait_healthy(deadline=time.monotonic() + 60):
-                self.channel = grpc.insecure_channel(self.addr)
+                self.channel = self.new_channel()
                 return
             self.stop()
         raise RuntimeError(f"crm-comms did not answer health on {self.backend}:\n{self.log_tail()}")
@@ -173,7 +177,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False  # exited (port taken, bad URL): the caller retries
-            with grpc.insecure_channel(self.addr) as ch:
+            with self.new_channel() as ch:
                 check = ch.unary_unary(
                     "/grpc.health.v1.Health/Check",
                     request_serializer=lambda _: b"",
@@ -187,6 +191,13 @@ class Server:
                     pass
             time.sleep(0.2)
         return False
+
+    def new_channel(self) -> grpc.Channel:
+        """A new channel to the server: TLS (trusting `tls_root`) or plaintext."""
+        if self.tls_root is None:
+            return grpc.insecure_channel(self.addr)
+        port = self.addr.rsplit(":", 1)[1]
+        return grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(root_certificates=self.tls_root))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -1172,6 +1172,54 @@ standalone_tests! {
         }
     }
 
+    async fn a_peer_that_stops_answering_pings_is_disconnected() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _stop) = serve_sqlite(dir.path(), |c| {
+            c.http2_keepalive_secs = 1;
+            c.http2_keepalive_timeout_secs = 1;
+        })
+        .await;
+        // An HTTP/2 client that says hello (preface, empty SETTINGS) and then goes
+        // silent: it never acknowledges anything, as a peer behind a dead link.
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the silent peer was never disconnected");
+        // A ping a second after the connection went quiet, a second to answer it.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(8), "{elapsed:?}");
+
+        // The same silent peer under the defaults (a ping after 30 s) is still connected
+        // 4 s later: the keepalive, not something else, ended the first connection.
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _stop) = serve_sqlite(dir.path(), |_| {}).await;
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let open = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(open.is_err(), "closed under the default keepalive");
+    }
+
     async fn a_server_open_to_the_network_needs_tokens_and_tls_or_insecure() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("crm.db").display());

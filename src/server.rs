@@ -44,6 +44,15 @@ const STREAM_WINDOW_BYTES: u32 = 256 << 10;
 
 /// Connects to the database, binds the listener and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Refuse an unprotected network listener before touching the database.
+    if let crate::security::Exposure::Refused(message) = crate::security::exposure(
+        config.listen,
+        config.auth_tokens_file.is_some(),
+        config.tls_cert.is_some(),
+        config.insecure,
+    ) {
+        anyhow::bail!(message);
+    }
     let db = Db::connect(&config.database_url, &config.pool_options())
         .await
         .with_context(|| {

@@ -25,8 +25,20 @@
 //! `grpc.health.v1.Health/Check`. A table of what each method answered is printed (shown
 //! with `--nocapture`).
 //!
+//! "A rejected request writes nothing": before and after every call the test reads a
+//! footprint of the database straight from it, in one SELECT (row counts of every table
+//! a request writes, soft-deleted customers, and the sums of the optimistic-lock
+//! versions, see [`FOOTPRINT`]). A call answered with any non-OK status must leave it
+//! unchanged. The exception is ImportCommunications, which documents that the valid
+//! items before a malformed or oversized item are stored: there the new communications
+//! must be at most the well-formed items before the first bad one (found by decoding
+//! each item as the server does, and checked against the `items[N]` the server names),
+//! the new audit records at most the batches those items make and at least one when any
+//! was stored, and nothing else may change. The table counts the refused calls of each
+//! method and the rows they wrote (which must be 0).
+//!
 //! Knobs (environment):
-//! - `CRM_FUZZ_CASES`: requests per method and backend (default 150, about 5 s).
+//! - `CRM_FUZZ_CASES`: requests per method and backend (default 150, about 7-9 s).
 //! - `CRM_FUZZ_SEED`: the seed, decimal or `0x` hex (default a fixed seed, printed).
 //! - `CRM_FUZZ_METHODS`: comma-separated method names (`GetContentReport`) to fuzz only
 //!   those.
@@ -61,7 +73,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::backend_tests;
-use crate::harness::{new_customer, ts, TestApp};
+use crate::harness::{new_customer, ts, Backend, TestApp};
 
 /// Requests per method when `CRM_FUZZ_CASES` is unset: the CI-sized run.
 const DEFAULT_CASES: usize = 150;
@@ -1623,6 +1635,314 @@ fn judge(status: &Status, decode_error_allowed: bool) -> Option<String> {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// The database's footprint: "a rejected request writes nothing".
+
+/// What the footprint reads, as (column alias, scalar subquery): the rows of every table
+/// a request can write, the soft-deleted customers, and the sums of the versions that
+/// every update bumps. All in one SELECT: one snapshot, on either backend.
+const FOOTPRINT: [(&str, &str); 10] = [
+    ("customers", "SELECT COUNT(*) FROM customers"),
+    (
+        "deleted_customers",
+        "SELECT COUNT(*) FROM customers WHERE delete_time IS NOT NULL",
+    ),
+    (
+        "customer_versions",
+        "SELECT COALESCE(SUM(version), 0) FROM customers",
+    ),
+    ("customer_tags", "SELECT COUNT(*) FROM customer_tags"),
+    ("communications", "SELECT COUNT(*) FROM communications"),
+    (
+        "deleted_communications",
+        "SELECT COUNT(*) FROM deleted_communications",
+    ),
+    ("transactions", "SELECT COUNT(*) FROM transactions"),
+    ("service_tickets", "SELECT COUNT(*) FROM service_tickets"),
+    (
+        "ticket_versions",
+        "SELECT COALESCE(SUM(version), 0) FROM service_tickets",
+    ),
+    ("audit_records", "SELECT COUNT(*) FROM audit_records"),
+];
+
+/// The footprint's row as SQLite gives it to diesel (the field names are the aliases of
+/// [`FOOTPRINT`], in its order).
+#[derive(diesel::QueryableByName)]
+struct SqliteFootprint {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    customers: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    deleted_customers: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    customer_versions: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    customer_tags: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    communications: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    deleted_communications: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    transactions: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    service_tickets: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    ticket_versions: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    audit_records: i64,
+}
+
+impl SqliteFootprint {
+    fn values(&self) -> Vec<i64> {
+        vec![
+            self.customers,
+            self.deleted_customers,
+            self.customer_versions,
+            self.customer_tags,
+            self.communications,
+            self.deleted_communications,
+            self.transactions,
+            self.service_tickets,
+            self.ticket_versions,
+            self.audit_records,
+        ]
+    }
+}
+
+/// One connection straight to the test's database, beside the server's pool, open for
+/// the whole run (as `TestApp::scalar` reaches it, without connecting per query).
+enum DirectConn {
+    Mysql(mysql_async::Conn),
+    /// Taken out while a blocking task uses it.
+    Sqlite(Option<diesel::SqliteConnection>),
+}
+
+/// Reads the footprint of the test's database.
+struct Footprints {
+    sql: String,
+    conn: DirectConn,
+}
+
+impl Footprints {
+    async fn open(app: &TestApp) -> Footprints {
+        let columns: Vec<String> = FOOTPRINT
+            .iter()
+            .map(|(alias, query)| format!("({query}) AS {alias}"))
+            .collect();
+        let sql = format!("SELECT {}", columns.join(", "));
+        let conn = match app.backend {
+            Backend::Mysql => DirectConn::Mysql(
+                mysql_async::Conn::from_url(app.database_url.as_str())
+                    .await
+                    .expect("mysql connect for footprints"),
+            ),
+            Backend::Sqlite => {
+                use diesel::{Connection, RunQueryDsl};
+                let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+                let conn = tokio::task::spawn_blocking(move || {
+                    let mut conn =
+                        diesel::SqliteConnection::establish(&path).expect("sqlite for footprints");
+                    // The server's writers (compaction) may hold the lock a moment.
+                    diesel::sql_query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut conn)
+                        .expect("busy timeout");
+                    conn
+                })
+                .await
+                .expect("join");
+                DirectConn::Sqlite(Some(conn))
+            }
+        };
+        Footprints { sql, conn }
+    }
+
+    /// The footprint now: one value per [`FOOTPRINT`] column.
+    async fn read(&mut self) -> Vec<i64> {
+        let values = match &mut self.conn {
+            DirectConn::Mysql(conn) => {
+                use mysql_async::prelude::Queryable;
+                let row: mysql_async::Row = conn
+                    .query_first(self.sql.as_str())
+                    .await
+                    .expect("footprint query")
+                    .expect("the footprint query returns one row");
+                (0..row.len())
+                    .map(|i| {
+                        row.get_opt::<i64, _>(i)
+                            .expect("a footprint value")
+                            .unwrap_or_else(|e| panic!("footprint column {i}: {e}"))
+                    })
+                    .collect()
+            }
+            DirectConn::Sqlite(slot) => {
+                use diesel::RunQueryDsl;
+                let mut conn = slot.take().expect("the footprint connection");
+                let sql = self.sql.clone();
+                let (conn, row) = tokio::task::spawn_blocking(move || {
+                    let row = diesel::sql_query(sql)
+                        .get_result::<SqliteFootprint>(&mut conn)
+                        .expect("footprint query");
+                    (conn, row)
+                })
+                .await
+                .expect("join");
+                *slot = Some(conn);
+                row.values()
+            }
+        };
+        assert_eq!(values.len(), FOOTPRINT.len(), "footprint {values:?}");
+        values
+    }
+
+    async fn close(self) {
+        if let DirectConn::Mysql(conn) = self.conn {
+            conn.disconnect().await.expect("mysql disconnect");
+        }
+    }
+}
+
+/// Index of a [`FOOTPRINT`] column.
+fn footprint_column(alias: &str) -> usize {
+    FOOTPRINT
+        .iter()
+        .position(|(a, _)| *a == alias)
+        .unwrap_or_else(|| panic!("no footprint column {alias}"))
+}
+
+/// What a refused ImportCommunications may have stored: the valid items before the
+/// first bad one, in batches.
+#[derive(Debug, Clone, Copy)]
+struct ImportAllowance {
+    /// Well-formed items before the first bad one (all of them when none is bad).
+    prefix: usize,
+    /// Items sent.
+    sent: usize,
+    /// Most batches (one audit record each) the prefix can make.
+    batches: i64,
+}
+
+/// Items per import batch and content bytes per batch (`src/service/import.rs`).
+const IMPORT_BATCH_ROWS: usize = 1000;
+const IMPORT_BATCH_BYTES: usize = 4 << 20;
+
+impl ImportAllowance {
+    /// Finds the first bad item as the server does: one over the request size limit
+    /// (refused from its header) or one that does not decode as an
+    /// `ImportCommunicationsRequest` (tonic decodes with prost, as here).
+    fn of(items: &[Bytes], max_bytes: usize) -> ImportAllowance {
+        let prefix = items
+            .iter()
+            .position(|b| {
+                b.len() > max_bytes || pb::ImportCommunicationsRequest::decode(b.as_ref()).is_err()
+            })
+            .unwrap_or(items.len());
+        // A batch closes at IMPORT_BATCH_ROWS items or IMPORT_BATCH_BYTES of content, and
+        // an item's content is at most its size.
+        let bytes: usize = items[..prefix].iter().map(Bytes::len).sum();
+        let batches = (prefix / IMPORT_BATCH_ROWS + bytes / IMPORT_BATCH_BYTES + 1).min(prefix);
+        ImportAllowance {
+            prefix,
+            sent: items.len(),
+            batches: batches as i64,
+        }
+    }
+
+    /// Why the server's answer disagrees on where the first bad item is, if it does.
+    fn disagreement(&self, items: &[Bytes], max_bytes: usize, outcome: &Outcome) -> Option<String> {
+        let status = match outcome {
+            Outcome::Failed(status) => status,
+            Outcome::Ok(_) if self.prefix < self.sent => {
+                return Some(format!(
+                    "item {} does not decode, yet the import was answered OK",
+                    self.prefix
+                ))
+            }
+            _ => return None,
+        };
+        let named: Vec<String> = status
+            .get_error_details()
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| v.field.clone())
+                    .filter(|f| f.starts_with("items["))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want = format!("items[{}]", self.prefix);
+        if self.prefix == self.sent {
+            return (!named.is_empty())
+                .then(|| format!("every item decodes, yet the server named {named:?}"));
+        }
+        if items[self.prefix].len() > max_bytes {
+            return (status.code() != Code::ResourceExhausted).then(|| {
+                format!(
+                    "item {} is over {max_bytes} bytes, yet the answer is {:?}",
+                    self.prefix,
+                    status.code()
+                )
+            });
+        }
+        (named != [want.clone()]).then(|| {
+            format!("the first item that does not decode is {want}, the server named {named:?}")
+        })
+    }
+}
+
+/// What a refused call changed in the footprint: the rows it wrote that it must not
+/// have (the sum of the changes, a version sum counting one per update), the
+/// communications a refused import stored as documented, and why it is wrong.
+#[derive(Debug, Default)]
+struct Writes {
+    wrote: i64,
+    stored_prefix: i64,
+    why: Option<String>,
+}
+
+fn refused_writes(before: &[i64], after: &[i64], import: Option<ImportAllowance>) -> Writes {
+    let mut delta: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let changes: Vec<String> = FOOTPRINT
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|((alias, _), (b, a))| format!("{alias} {b} -> {a}"))
+        .collect();
+    let mut writes = Writes::default();
+    let mut why = Vec::new();
+    if let Some(allowed) = import {
+        let (c, a) = (
+            footprint_column("communications"),
+            footprint_column("audit_records"),
+        );
+        let (stored, audited) = (delta[c], delta[a]);
+        if (0..=allowed.prefix as i64).contains(&stored)
+            && (0..=allowed.batches).contains(&audited)
+            && (stored > 0) == (audited > 0)
+        {
+            writes.stored_prefix = stored;
+            delta[c] = 0;
+            delta[a] = 0;
+        } else {
+            why.push(format!(
+                "an import refused after {} well-formed items of {} stored {stored} \
+                 communications (at most {}) with {audited} audit records (at most {} \
+                 batches, at least one when any row was stored)",
+                allowed.prefix, allowed.sent, allowed.prefix, allowed.batches
+            ));
+        }
+    }
+    writes.wrote = delta.iter().map(|d| d.abs()).sum();
+    if writes.wrote > 0 {
+        why.push(format!(
+            "a refused call changed the database: {}",
+            changes.join(", ")
+        ));
+    }
+    writes.why = (!why.is_empty()).then(|| why.join("; "));
+    writes
+}
+
 /// Short column names of the table, in column order.
 fn column(code: Code) -> &'static str {
     match code {
@@ -1676,6 +1996,14 @@ struct Tally {
     spoiled: usize,
     items: usize,
     by_column: BTreeMap<&'static str, usize>,
+    /// Calls answered with a non-OK status.
+    refused: usize,
+    /// Rows the refused calls wrote (must be 0), see [`refused_writes`].
+    wrote: i64,
+    /// Communications refused imports stored from before their first bad item.
+    stored_prefix: i64,
+    /// Well-formed items refused imports sent before their first bad item.
+    prefix_items: usize,
 }
 
 /// The table of answers per method.
@@ -1687,8 +2015,8 @@ fn table(stats: &BTreeMap<String, Tally>) -> String {
         .collect();
     let width = stats.keys().map(String::len).max().unwrap_or(6).max(6);
     let mut out = format!(
-        "{:<width$} {:>5} {:>6} {:>4}",
-        "method", "sent", "items", "bad"
+        "{:<width$} {:>5} {:>6} {:>4} {:>7} {:>5}",
+        "method", "sent", "items", "bad", "refused", "wrote"
     );
     for c in &used {
         let _ = write!(out, " {c:>w$}", w = c.len().max(4));
@@ -1698,8 +2026,8 @@ fn table(stats: &BTreeMap<String, Tally>) -> String {
     for (name, t) in stats {
         let _ = write!(
             out,
-            "{name:<width$} {:>5} {:>6} {:>4}",
-            t.sent, t.items, t.spoiled
+            "{name:<width$} {:>5} {:>6} {:>4} {:>7} {:>5}",
+            t.sent, t.items, t.spoiled, t.refused, t.wrote
         );
         for c in &used {
             let n = t.by_column.get(c).copied().unwrap_or(0);
@@ -1710,19 +2038,36 @@ fn table(stats: &BTreeMap<String, Tally>) -> String {
         total.sent += t.sent;
         total.items += t.items;
         total.spoiled += t.spoiled;
+        total.refused += t.refused;
+        total.wrote += t.wrote;
+        total.stored_prefix += t.stored_prefix;
+        total.prefix_items += t.prefix_items;
     }
     let _ = write!(
         out,
-        "{:<width$} {:>5} {:>6} {:>4}",
-        "total", total.sent, total.items, total.spoiled
+        "{:<width$} {:>5} {:>6} {:>4} {:>7} {:>5}",
+        "total", total.sent, total.items, total.spoiled, total.refused, total.wrote
     );
     for c in &used {
         let n = total.by_column.get(c).copied().unwrap_or(0);
         let _ = write!(out, " {n:>w$}", w = c.len().max(4));
     }
     out.push('\n');
+    let _ = writeln!(
+        out,
+        "refused {}, rows written by refused calls {}",
+        total.refused, total.wrote
+    );
+    let _ = writeln!(
+        out,
+        "refused imports stored {} communications of the {} well-formed items before their \
+         first bad one (documented; not counted above)",
+        total.stored_prefix, total.prefix_items
+    );
     out.push_str(
-        "(items: request messages sent; bad: calls with a request spoiled on purpose; CUT: stream dropped by the test while open; \
+        "(items: request messages sent; bad: calls with a request spoiled on purpose; refused: calls answered \
+         with a non-OK status; wrote: rows the refused calls wrote, from the database's footprint before and \
+         after each call, a version sum counting one per update; CUT: stream dropped by the test while open; \
          DECODE*: tonic's INTERNAL for an undecodable request, allowed)\n",
     );
     out
@@ -2018,6 +2363,10 @@ async fn fuzz_every_rpc(app: &TestApp) {
 
     let mut pools = Pools::default();
     seed_data(app, &schema, &mut pools).await;
+    let mut footprints = Footprints::open(app).await;
+    // The harness starts the server with the default limits.
+    let max_request_bytes = crm_comms::config::Config::new(app.addr, app.database_url.clone())
+        .max_request_bytes as usize;
 
     let replay = std::env::var("CRM_FUZZ_REPLAY_HEX").ok();
     let verbose = std::env::var("CRM_FUZZ_VERBOSE").is_ok_and(|v| v == "1");
@@ -2058,9 +2407,13 @@ async fn fuzz_every_rpc(app: &TestApp) {
             tally.items += items.len();
             tally.spoiled += usize::from(spoiled);
 
+            let before = footprints.read().await;
             let outcome = call(app, method, items.clone(), follow).await;
+            let after = footprints.read().await;
+            let import = (method.name == "ImportCommunications")
+                .then(|| ImportAllowance::of(&items, max_request_bytes));
             let decode_error_allowed = spoiled && !method.client_streaming;
-            let (col, why) = match &outcome {
+            let (col, mut why) = match &outcome {
                 Outcome::Ok(_) => ("OK", None),
                 Outcome::Cut(_) => ("CUT", None),
                 Outcome::Hung(why) => ("HUNG", Some(why.clone())),
@@ -2077,6 +2430,24 @@ async fn fuzz_every_rpc(app: &TestApp) {
                 }
             };
             *tally.by_column.entry(col).or_default() += 1;
+            let mut wrong = Vec::new();
+            if let Outcome::Failed(_) = &outcome {
+                let writes = refused_writes(&before, &after, import);
+                tally.refused += 1;
+                tally.wrote += writes.wrote;
+                tally.stored_prefix += writes.stored_prefix;
+                if let Some(allowed) = import {
+                    tally.prefix_items += allowed.prefix;
+                }
+                wrong.extend(writes.why);
+            }
+            if let Some(allowed) = import {
+                wrong.extend(allowed.disagreement(&items, max_request_bytes, &outcome));
+            }
+            if !wrong.is_empty() {
+                wrong.extend(why.take());
+                why = Some(wrong.join("; "));
+            }
             if verbose {
                 let message = match &outcome {
                     Outcome::Failed(status) => status.message().to_owned(),
@@ -2122,6 +2493,7 @@ async fn fuzz_every_rpc(app: &TestApp) {
         }
     }
     let elapsed = started.elapsed();
+    footprints.close().await;
 
     eprintln!(
         "fuzz [{:?}]: seed {seed:#x}, {} calls in {:.1} s\n{}",

@@ -109,11 +109,8 @@ pub async fn insert(
             COMMUNICATIONS,
             CommunicationRow,
             form,
-            after_insert = |conn, row| {
-                rollups::add(conn, &Deltas::of([row.into()], 1)).await?;
-                let change = Change::new("LogCommunication", row.customer_id, row.id);
-                audit::record(conn, caller, row.create_time, &[change]).await
-            }
+            audit = (caller, "LogCommunication"),
+            after_insert = |conn, row| rollups::add(conn, &Deltas::of([row.into()], 1)).await
         )
     })
     .await

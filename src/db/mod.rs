@@ -298,22 +298,24 @@ pub trait Stored<R> {
 /// `$row`) from `$form` (an `Insertable` with `customer_id` and `request_id`) and
 /// evaluates to `Result<$row>`. The customer must exist; a `request_id` already used for
 /// that customer returns the first row and writes nothing, also when a concurrent
-/// duplicate wins the unique-key race. With `after_insert = |conn, row| ..`, that
+/// duplicate wins the unique-key race. A new row is audited as `$method` by `$caller`
+/// (see `db::audit`) in the same transaction. With `after_insert = |conn, row| ..`, that
 /// `Result<()>` body runs in the same transaction right after a new row is stored. A
 /// macro because the INSERT is diesel's DSL, which type-checks per connection inside
 /// `with_conn!`.
 macro_rules! create_for_customer {
-    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr) => {
+    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr, audit = ($caller:expr, $method:expr)) => {
         $crate::db::create_for_customer!(
             $db,
             $table,
             $desc,
             $row,
             $form,
+            audit = ($caller, $method),
             after_insert = |_conn, _row| Ok::<(), $crate::error::Error>(())
         )
     };
-    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr,
+    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr, audit = ($caller:expr, $method:expr),
      after_insert = |$c:ident, $r:ident| $after:expr) => {{
         use $crate::db::{query, schema::$table, Conn as _};
         let form = $form;
@@ -339,6 +341,8 @@ macro_rules! create_for_customer {
                     let ($c, $r) = (&mut *conn, &row);
                     $after?;
                 }
+                let change = $crate::db::audit::Change::new($method, form.customer_id, id);
+                $crate::db::audit::record(conn, $caller, row.create_time, &[change]).await?;
                 Ok(row)
             })
             .await

@@ -134,10 +134,7 @@ pub async fn create(db: &Db, form: &TicketInsertForm, caller: &Caller) -> Result
         TICKETS,
         TicketRow,
         form,
-        after_insert = |conn, row| {
-            let change = Change::new("CreateServiceTicket", row.customer_id, row.id);
-            audit::record(conn, caller, row.create_time, &[change]).await
-        }
+        audit = (caller, "CreateServiceTicket")
     )
 }
 

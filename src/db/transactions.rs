@@ -5,7 +5,6 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
 use super::{create_for_customer, Conn as _, Db};
 use crate::error::Result;
@@ -100,10 +99,7 @@ pub async fn create(
         TRANSACTIONS,
         TransactionRow,
         form,
-        after_insert = |conn, row| {
-            let change = Change::new("CreateTransaction", row.customer_id, row.id);
-            audit::record(conn, caller, row.create_time, &[change]).await
-        }
+        audit = (caller, "CreateTransaction")
     )
 }
 

@@ -85,14 +85,7 @@ impl AuditService for AuditApi {
         v.finish(())?;
         // One extra row tells whether another page exists.
         let mut page = audit::list(&self.state.db, &filter, before, limit + 1).await?;
-        let next_page_token = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last()
-                .map(|r| paging::encode("audit", fp, &r.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = paging::next_id_token(&mut page, limit, "audit", fp, |r| r.id);
         Ok(Response::new(pb::ListAuditRecordsResponse {
             audit_records: page.into_iter().map(audit_record_to_pb).collect(),
             next_page_token,

@@ -275,14 +275,8 @@ impl CustomerService for CustomerApi {
         v.finish(())?;
         // One extra row tells whether another page exists.
         let mut page = customers::list(&self.state.db, &filter, after, limit + 1).await?;
-        let next_page_token = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last()
-                .map(|c| paging::encode("customers", fp, &c.row.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            paging::next_id_token(&mut page, limit, "customers", fp, |c| c.row.id);
         Ok(Response::new(pb::ListCustomersResponse {
             customers: page.into_iter().map(customer_to_pb).collect(),
             next_page_token,

@@ -243,6 +243,25 @@ pub fn decode_id(field: &str, kind: &str, filter: u64, token: &str) -> Result<i6
     Ok(id)
 }
 
+/// The token of the page after `page`, for listings keyed by id: `page` holds up to
+/// `limit + 1` rows (the one extra row says another page exists) and is cut to `limit`;
+/// empty when it was the last page.
+pub fn next_id_token<T>(
+    page: &mut Vec<T>,
+    limit: i64,
+    kind: &str,
+    filter: u64,
+    id: impl Fn(&T) -> i64,
+) -> String {
+    if page.len() as i64 <= limit {
+        return String::new();
+    }
+    page.truncate(limit as usize);
+    page.last()
+        .map(|r| encode(kind, filter, &id(r)))
+        .unwrap_or_default()
+}
+
 /// Decodes a token whose position is a `(time, id)` keyset, like [`decode`], and
 /// validates it with [`position`].
 pub fn decode_time_id(

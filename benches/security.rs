@@ -219,13 +219,16 @@ async fn main() -> Result<()> {
     };
     println!("| figure | plain (loopback, no tokens) | tokens + TLS | ratio |");
     println!("|---|---:|---:|---:|");
-    for (name, unit, pair) in [
-        ("GetCustomer", "calls/s", &gets),
-        ("LogCommunication", "calls/s", &logs),
-        ("new connection + first call", "ms", &conns),
+    for (name, unit, digits, pair) in [
+        ("GetCustomer", "calls/s", 0, &gets),
+        ("LogCommunication", "calls/s", 0, &logs),
+        ("new connection + first call", "ms", 2, &conns),
     ] {
         let (p, s) = (median(&pair[0]), median(&pair[1]));
-        println!("| {name} | {p:.0} {unit} | {s:.0} {unit} | {:.2}x |", s / p);
+        println!(
+            "| {name} | {p:.digits$} {unit} | {s:.digits$} {unit} | {:.2}x |",
+            s / p
+        );
     }
     Ok(())
 }

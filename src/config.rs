@@ -108,6 +108,23 @@ pub struct SeedDemoArgs {
     pub days: u32,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Accepts a log filter only if `tracing`'s `EnvFilter` parses it (a typo would
+/// otherwise silently log at another level).
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{e}: e.g. `info` or `warn,crm_comms=debug`"))
+}
+
 /// Parses an RFC 3339 time (any offset) as UTC.
 fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
@@ -322,9 +339,14 @@ pub struct Config {
         help_heading = "Limits"
     )]
     pub stream_idle_secs: u64,
-    /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `warn,crm_comms=debug`);
+    /// a filter that does not parse is refused at start.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
     pub log: String,
+    /// Log format: `text` (coloured only on a terminal, and never with NO_COLOR set) or
+    /// `json` (one object per line).
+    #[arg(long, env = "CRM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 }
 
 impl std::fmt::Debug for Config {
@@ -341,6 +363,7 @@ impl std::fmt::Debug for Config {
             .field("report_rollups", &self.report_rollups)
             .field("content_index", &self.content_index)
             .field("log", &self.log)
+            .field("log_format", &self.log_format)
             .field("auth_tokens_file", &self.auth_tokens_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -376,6 +399,7 @@ impl Config {
             report_rollups: true,
             content_index: true,
             log: "info".into(),
+            log_format: LogFormat::Text,
             auth_tokens_file: None,
             tls_cert: None,
             tls_key: None,

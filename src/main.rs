@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use crm_comms::config::{Cli, Command};
+use crm_comms::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// How long the runtime waits, once serving has ended, for work still running on
@@ -30,13 +30,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&cli.config.log).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&cli.config);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crm_comms::server::run(cli.config).await,
         Command::Migrate => migrate(&cli.config).await,
@@ -64,6 +58,25 @@ fn new_token(role: crm_comms::model::caller::Role, name: &str) -> anyhow::Result
     eprintln!("# add this line to the tokens file (--auth-tokens-file), then SIGHUP the server:");
     println!("{line}");
     Ok(())
+}
+
+/// Logs to stderr in the configured format; colours only on a terminal without NO_COLOR.
+fn init_logs(config: &crm_comms::config::Config) {
+    use std::io::IsTerminal;
+    // `--log` was parsed by the same filter when the arguments were read.
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+    }
 }
 
 async fn rebuild_rollups(config: &crm_comms::config::Config) -> anyhow::Result<()> {

@@ -31,7 +31,10 @@ use crate::pb::{
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
-use crate::security::{guard::GuardLayer, Security};
+use crate::security::{
+    guard::{CallerName, GuardLayer},
+    Security,
+};
 use crate::service::content_index::ContentIndexHandle;
 use crate::service::log_writer::LogWriter;
 use crate::service::reports::ReportSource;
@@ -67,8 +70,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received; draining");
+        tracing::info!("shutdown signal received; draining (a second signal exits at once)");
         let _ = tx.send(true);
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: exiting now, without waiting for calls in flight");
+        std::process::exit(130);
     });
     serve(config, db, listener, rx).await
 }
@@ -129,6 +135,7 @@ pub async fn serve_with_index(
         shutdown.clone(),
     ));
     let log_db = db.clone();
+    let db_for_health = db.clone();
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),
@@ -182,6 +189,12 @@ pub async fn serve_with_index(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    tokio::spawn(watch_database(
+        db_for_health,
+        health.clone(),
+        names,
+        shutdown.clone(),
+    ));
     let mut stop = shutdown.clone();
     let health_on_stop = health.clone();
     let stopping = async move {
@@ -222,6 +235,9 @@ pub async fn serve_with_index(
         )))
         .http2_max_header_list_size(Some(config.max_header_list_bytes))
         .layer(RpcLogLayer::default())
+        .layer(WatchDrainLayer {
+            shutdown: shutdown.clone(),
+        })
         .layer(GuardLayer::new(std::sync::Arc::clone(&security.guard)))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -253,6 +269,170 @@ pub async fn serve_with_index(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// How often readiness asks the database whether it answers.
+const READINESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the database gets to answer readiness's query.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness that tells the truth: every [`READINESS_INTERVAL`] the database is asked a
+/// trivial query; while it does not answer, health reports NOT_SERVING (overall and for
+/// every service), and SERVING again once it does, with a log line at each change.
+/// Stops at shutdown (which reports NOT_SERVING itself).
+async fn watch_database(
+    db: Db,
+    health: tonic_health::server::HealthReporter,
+    names: [&'static str; 5],
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ready = true;
+    let mut tick = tokio::time::interval(READINESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let answer = match tokio::time::timeout(READINESS_TIMEOUT, db.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} s",
+                READINESS_TIMEOUT.as_secs()
+            )),
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        let status = match (&answer, ready) {
+            (Ok(()), false) => {
+                tracing::warn!("the database answers again; health is SERVING");
+                ServingStatus::Serving
+            }
+            (Err(e), true) => {
+                tracing::error!(error = %e, "the database does not answer; health is NOT_SERVING until it does");
+                ServingStatus::NotServing
+            }
+            _ => continue,
+        };
+        ready = answer.is_ok();
+        for name in names {
+            health.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Tower layer that ends open `Health/Watch` streams shortly after shutdown starts (once
+/// they have sent NOT_SERVING), so watchers do not hold the drain for the whole grace
+/// period. Other responses pass untouched.
+#[derive(Clone)]
+struct WatchDrainLayer {
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S> tower::Layer<S> for WatchDrainLayer {
+    type Service = WatchDrain<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WatchDrain {
+            inner,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct WatchDrain<S> {
+    inner: S,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// How long a health watcher gets after shutdown starts to receive NOT_SERVING.
+const WATCH_DRAIN: Duration = Duration::from_millis(200);
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for WatchDrain<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<EndsOnShutdown<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>> =
+            (request.uri().path() == "/grpc.health.v1.Health/Watch").then(|| {
+                let mut shutdown = self.shutdown.clone();
+                let stop: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+                    let _ = shutdown.wait_for(|s| *s).await;
+                    tokio::time::sleep(WATCH_DRAIN).await;
+                });
+                stop
+            });
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(response.map(|inner| EndsOnShutdown {
+                inner,
+                stop,
+                ended: false,
+            }))
+        })
+    }
+}
+
+/// A response body that, once `stop` completes, ends with UNAVAILABLE trailers.
+struct EndsOnShutdown<B> {
+    inner: B,
+    stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    ended: bool,
+}
+
+impl<B> Body for EndsOnShutdown<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.stop.as_mut().map(|stop| stop.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                this.ended = true;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+                trailers.insert(
+                    "grpc-message",
+                    http::HeaderValue::from_static("server%20is%20shutting%20down"),
+                );
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Reloads the tokens file and TLS certificates on each SIGHUP until shutdown.
@@ -293,8 +473,39 @@ struct RpcRecord {
     code: Code,
     /// The decoded `grpc-message` (empty when OK).
     message: String,
-    /// From the request to the end of the response body.
+    /// From the request to the end of the response body, to 0.1 ms.
     latency_ms: f64,
+    /// The client's address, or `-`.
+    peer: String,
+    /// Who called (the token's name, `anonymous`), or `-` (unknown, health, reflection).
+    caller: String,
+    /// The request's `x-request-id`, as sent or made here; echoed in the response.
+    request_id: String,
+}
+
+/// The header that carries a request's id (taken from the client when it is sane,
+/// otherwise made here), echoed in the response headers.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The id of a request: the client's `x-request-id` when it is 1-128 visible ASCII
+/// characters, otherwise 16 random hex digits.
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(id) = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return id.to_owned();
+    }
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: a clock-based id is still unique enough to follow a call.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    crate::security::tokens::hex(&bytes)
 }
 
 /// Where the log lines go: `tracing` in the server, a recorder in tests.
@@ -307,11 +518,25 @@ fn log_rpc(record: &RpcRecord) {
         code,
         message,
         latency_ms,
+        peer,
+        caller,
+        request_id,
     } = record;
-    if *code == Code::Ok {
-        tracing::info!(%method, code = ?code, latency_ms, "rpc");
-    } else {
-        tracing::info!(%method, code = ?code, latency_ms, %message, "rpc");
+    macro_rules! line {
+        ($level:ident) => {
+            if *code == Code::Ok {
+                tracing::$level!(%method, code = ?code, latency_ms, %peer, %caller, %request_id, "rpc")
+            } else {
+                tracing::$level!(%method, code = ?code, latency_ms, %peer, %caller, %request_id, grpc_message = %message, "rpc")
+            }
+        };
+    }
+    match code {
+        // The server's fault: someone should look.
+        Code::Internal | Code::Unknown | Code::DataLoss => line!(error),
+        // The database or the server is away: worth a look when it repeats.
+        Code::Unavailable => line!(warn),
+        _ => line!(info),
     }
 }
 
@@ -364,16 +589,27 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let request_id = request_id(request.headers());
+        let (peer, _) = crate::security::guard::connection_facts(request.extensions());
         let mut call = PendingLog {
             method: request.uri().path().to_owned(),
             start: Instant::now(),
             sink: Arc::clone(&self.sink),
+            peer: peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            caller: "-".to_owned(),
+            request_id: request_id.clone(),
         };
         let future = self.inner.call(request);
         Box::pin(async move {
             match future.await {
                 Ok(response) => {
-                    let (parts, body) = response.into_parts();
+                    let (mut parts, body) = response.into_parts();
+                    if let Some(name) = parts.extensions.get::<CallerName>() {
+                        call.caller = name.0.clone();
+                    }
+                    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                        parts.headers.insert(REQUEST_ID, value);
+                    }
                     // Errors before the first message are sent trailers-only, with
                     // grpc-status in the headers; otherwise it comes in the trailers.
                     let pending = match status_of(&parts.headers) {
@@ -392,9 +628,9 @@ where
                     ))
                 }
                 Err(err) => {
-                    let latency_ms = call.start.elapsed().as_secs_f64() * 1000.0;
+                    let latency_ms = rounded_ms(call.start.elapsed());
                     let method = std::mem::take(&mut call.method);
-                    tracing::warn!(%method, latency_ms, error = %err, "rpc transport error");
+                    tracing::warn!(%method, latency_ms, peer = %call.peer, request_id = %call.request_id, error = %err, "rpc transport error");
                     Err(err)
                 }
             }
@@ -407,6 +643,9 @@ struct PendingLog {
     method: String,
     start: Instant,
     sink: LogSink,
+    peer: String,
+    caller: String,
+    request_id: String,
 }
 
 impl PendingLog {
@@ -415,9 +654,18 @@ impl PendingLog {
             method: self.method,
             code,
             message,
-            latency_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: rounded_ms(self.start.elapsed()),
+            peer: self.peer,
+            caller: self.caller,
+            request_id: self.request_id,
         });
     }
+}
+
+/// `elapsed` in milliseconds, to 0.1 ms (a log line needs no more, and prints no
+/// floating-point noise).
+fn rounded_ms(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 /// The gRPC status in `headers` (trailers, or the headers of a trailers-only response).

@@ -413,6 +413,17 @@ impl Db {
         Ok(db)
     }
 
+    /// Whether the database answers a trivial query now (readiness).
+    pub async fn ping(&self) -> crate::error::Result<()> {
+        use diesel::IntoSql;
+        with_conn!(self, |conn| {
+            diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>())
+                .get_result::<i32>(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Which backend this pool talks to.
     pub fn backend(&self) -> Backend {
         match self {

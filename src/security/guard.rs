@@ -137,15 +137,25 @@ impl GuardState {
         }
     }
 
-    /// The caller of a guarded request, allowed to call `path` now; or the refusal.
+    /// The caller of a guarded request, allowed to call `path` now; or the refusal, with
+    /// the caller's name when the token was known.
     fn admit(
         &self,
         path: &str,
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
-    ) -> Result<Caller, Error> {
+    ) -> Result<Caller, (Option<String>, Error)> {
         let (peer, certificate) = connection_facts(extensions);
-        let caller = self.authenticate(headers, peer, certificate)?;
+        let caller = self
+            .authenticate(headers, peer, certificate)
+            .map_err(|e| (None, e))?;
+        self.allow(path, &caller)
+            .map_err(|e| (Some(caller.name.clone()), e))?;
+        Ok(caller)
+    }
+
+    /// Whether `caller` may call `path` now: its role, then its rate.
+    fn allow(&self, path: &str, caller: &Caller) -> Result<(), Error> {
         if let Access::Role(role) = access(path) {
             let method = path.rsplit('/').next().unwrap_or(path);
             let what = match method {
@@ -171,12 +181,19 @@ impl GuardState {
                     ),
                 })?;
         }
-        Ok(caller)
+        Ok(())
     }
 }
 
+/// The caller's name, in the extensions of every guarded response (and of refusals
+/// whose token was known), for the RPC log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerName(pub String);
+
 /// The peer address and client-certificate subject of the connection a request came on.
-fn connection_facts(extensions: &http::Extensions) -> (Option<SocketAddr>, Option<String>) {
+pub(crate) fn connection_facts(
+    extensions: &http::Extensions,
+) -> (Option<SocketAddr>, Option<String>) {
     if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
         let certificate = tls
             .peer_certs()
@@ -249,23 +266,31 @@ where
             .and_then(|caller| {
                 let permit = Arc::clone(&state.in_flight)
                     .try_acquire_owned()
-                    .map_err(|_| Error::ResourceExhausted {
-                        reason: "SERVER_OVERLOADED",
-                        message: format!(
-                            "{} calls are in flight, the most this server takes; retry with \
-                             backoff",
-                            state.max_in_flight
-                        ),
+                    .map_err(|_| {
+                        let e = Error::ResourceExhausted {
+                            reason: "SERVER_OVERLOADED",
+                            message: format!(
+                                "{} calls are in flight, the most this server takes; retry \
+                                 with backoff",
+                                state.max_in_flight
+                            ),
+                        };
+                        (Some(caller.name.clone()), e)
                     })?;
                 Ok((caller, permit))
             });
         let (caller, permit) = match admitted {
             Ok(admitted) => admitted,
-            Err(e) => {
-                let response = tonic::Status::from(e).into_http();
+            Err((name, e)) => {
+                let mut response: http::Response<tonic::body::Body> =
+                    tonic::Status::from(e).into_http();
+                if let Some(name) = name {
+                    response.extensions_mut().insert(CallerName(name));
+                }
                 return Box::pin(async move { Ok(response) });
             }
         };
+        let name = CallerName(caller.name.clone());
         request.extensions_mut().insert(caller);
         let check = FrameSizeCheck::new(state.max_request_bytes);
         let request = request.map(|body| {
@@ -280,7 +305,9 @@ where
             // Held until the handler has answered: for a server stream, until its
             // headers; open streams are bounded by their own limits.
             let _permit = permit;
-            future.await
+            let mut response = future.await?;
+            response.extensions_mut().insert(name);
+            Ok(response)
         })
     }
 }

@@ -22,6 +22,7 @@ mod demo;
 mod follow;
 mod fuzz;
 mod hardening;
+mod operations;
 mod outage;
 mod robustness;
 mod rollups;

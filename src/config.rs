@@ -339,6 +339,29 @@ pub struct Config {
         help_heading = "Limits"
     )]
     pub stream_idle_secs: u64,
+    /// Address of the Prometheus metrics listener (`/metrics`, text format), e.g.
+    /// `127.0.0.1:9100`; off when not given.
+    #[arg(
+        long,
+        env = "CRM_METRICS_LISTEN",
+        global = true,
+        help_heading = "Operations"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also serve gRPC-Web (HTTP/1.1 and HTTP/2) for browser tools; cross-origin calls
+    /// stay refused unless --grpc-web-allow-origin names the origin.
+    #[arg(long, env = "CRM_GRPC_WEB", global = true, help_heading = "Operations")]
+    pub grpc_web: bool,
+    /// Origins allowed to call gRPC-Web from a browser (CORS), e.g.
+    /// `https://admin.example.com`; repeat or comma-separate; `*` allows any.
+    #[arg(
+        long,
+        env = "CRM_GRPC_WEB_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        global = true,
+        help_heading = "Operations"
+    )]
+    pub grpc_web_allow_origin: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `warn,crm_comms=debug`);
     /// a filter that does not parse is refused at start.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
@@ -364,6 +387,9 @@ impl std::fmt::Debug for Config {
             .field("content_index", &self.content_index)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("grpc_web", &self.grpc_web)
+            .field("grpc_web_allow_origin", &self.grpc_web_allow_origin)
             .field("auth_tokens_file", &self.auth_tokens_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -400,6 +426,9 @@ impl Config {
             content_index: true,
             log: "info".into(),
             log_format: LogFormat::Text,
+            metrics_listen: None,
+            grpc_web: false,
+            grpc_web_allow_origin: Vec::new(),
             auth_tokens_file: None,
             tls_cert: None,
             tls_key: None,

@@ -322,6 +322,13 @@ fn connection_failure_text(message: &str) -> bool {
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let (code, reason) = err.code_and_reason();
+        if let Error::Database(_) = &err {
+            crate::metrics::db_error(match code {
+                Code::Unavailable => "unavailable",
+                Code::Aborted => "conflict",
+                _ => "other",
+            });
+        }
         let message = match (&err, code) {
             // Internal details stay in the log, not in the response.
             (_, Code::Internal) => {

@@ -14,6 +14,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{
+    codec::CompressionEncoding,
     server::NamedService,
     transport::{server::TcpIncoming, Server},
     Code,
@@ -127,6 +128,15 @@ pub async fn serve_with_index(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let security = Security::from_config(&config, local)?;
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr, db.backend().name())?;
+        let max = config.pool_options().max_connections;
+        crate::metrics::pool_max(match db.backend() {
+            crate::db::Backend::Sqlite => max.min(crate::db::SQLITE_MAX_CONNECTIONS),
+            crate::db::Backend::Mysql => max,
+        });
+        tokio::spawn(sample_pool(db.clone(), shutdown.clone()));
+    }
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(security.clone(), shutdown.clone()));
     let follow = FollowHub::start(db.clone(), shutdown.clone());
@@ -157,14 +167,24 @@ pub async fn serve_with_index(
     // The guard refuses larger messages first, from their frame header, with
     // RESOURCE_EXHAUSTED; tonic's own check (OUT_OF_RANGE) is the backstop.
     let max_message = config.max_request_bytes as usize;
-    let customer = CustomerServiceServer::new(CustomerApi::new(state.clone()))
-        .max_decoding_message_size(max_message);
-    let communication = CommunicationServiceServer::new(CommunicationApi::new(state.clone()))
-        .max_decoding_message_size(max_message);
-    let audit = AuditServiceServer::new(AuditApi::new(state.clone()))
-        .max_decoding_message_size(max_message);
-    let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(state))
-        .max_decoding_message_size(max_message);
+    // Every service takes gzip- and zstd-compressed requests, and compresses responses
+    // for a client that asks (`grpc-accept-encoding`).
+    macro_rules! api {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max_message)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd)
+        };
+    }
+    let customer = api!(CustomerServiceServer::new(CustomerApi::new(state.clone())));
+    let communication = api!(CommunicationServiceServer::new(CommunicationApi::new(
+        state.clone()
+    )));
+    let audit = api!(AuditServiceServer::new(AuditApi::new(state.clone())));
+    let analytics = api!(AnalyticsServiceServer::new(AnalyticsApi::new(state)));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = [
@@ -183,10 +203,12 @@ pub async fn serve_with_index(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(error_detail_types())
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(error_detail_types())
         .build_v1alpha()?;
 
     tokio::spawn(watch_database(
@@ -234,6 +256,12 @@ pub async fn serve_with_index(
             config.http2_keepalive_timeout_secs,
         )))
         .http2_max_header_list_size(Some(config.max_header_list_bytes))
+        // gRPC-Web over HTTP/1.1 only when asked for.
+        .accept_http1(config.grpc_web)
+        .layer(tower::util::option_layer(cors(&config)?))
+        .layer(tower::util::option_layer(
+            config.grpc_web.then(tonic_web::GrpcWebLayer::new),
+        ))
         .layer(RpcLogLayer::default())
         .layer(WatchDrainLayer {
             shutdown: shutdown.clone(),
@@ -269,6 +297,79 @@ pub async fn serve_with_index(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The CORS layer for gRPC-Web from the origins in `--grpc-web-allow-origin`; `None`
+/// (browsers' cross-origin calls refused) when none is given or gRPC-Web is off.
+fn cors(config: &Config) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if !config.grpc_web || config.grpc_web_allow_origin.is_empty() {
+        return Ok(None);
+    }
+    let origins = &config.grpc_web_allow_origin;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                http::HeaderValue::from_str(o)
+                    .with_context(|| format!("--grpc-web-allow-origin {o:?} is not a header value"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    let headers = [
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "authorization",
+        "x-request-id",
+    ]
+    .map(http::HeaderName::from_static);
+    let exposed = [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "x-request-id",
+    ]
+    .map(http::HeaderName::from_static);
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([http::Method::POST, http::Method::OPTIONS])
+            .allow_headers(headers)
+            .expose_headers(exposed)
+            .max_age(Duration::from_secs(86_400)),
+    ))
+}
+
+/// The descriptors of `google.rpc.Status` and the error detail messages (ErrorInfo,
+/// BadRequest, RetryInfo, ...) that every error carries, under their canonical file
+/// names (`google/rpc/status.proto`, `google/rpc/error_details.proto`; tonic-types ships
+/// them without the directory), so `grpcurl` and other reflection clients decode details.
+fn error_detail_types() -> prost_types::FileDescriptorSet {
+    use prost::Message;
+    let mut set = prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default();
+    for file in &mut set.file {
+        if let Some(name @ ("status.proto" | "error_details.proto")) = file.name.as_deref() {
+            file.name = Some(format!("google/rpc/{name}"));
+        }
+    }
+    set
+}
+
+/// Records the pool's state for metrics every 2 s until shutdown.
+async fn sample_pool(db: Db, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => crate::metrics::pool(&db.pool_stats()),
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// How often readiness asks the database whether it answers.
@@ -355,8 +456,10 @@ impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for WatchDrain<
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
+    ResBody: Body<Data = tonic::codegen::Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
 {
-    type Response = http::Response<EndsOnShutdown<ResBody>>;
+    type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -377,10 +480,12 @@ where
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
-            Ok(response.map(|inner| EndsOnShutdown {
-                inner,
-                stop,
-                ended: false,
+            Ok(response.map(|inner| {
+                tonic::body::Body::new(EndsOnShutdown {
+                    inner,
+                    stop,
+                    ended: false,
+                })
             }))
         })
     }
@@ -577,10 +682,10 @@ where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display,
-    ResBody: Body + Unpin,
-    ResBody::Error: std::fmt::Display,
+    ResBody: Body<Data = tonic::codegen::Bytes> + Unpin + Send + 'static,
+    ResBody::Error: std::fmt::Display + Into<tonic::codegen::StdError>,
 {
-    type Response = http::Response<LoggedBody<ResBody>>;
+    type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -591,6 +696,7 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let request_id = request_id(request.headers());
         let (peer, _) = crate::security::guard::connection_facts(request.extensions());
+        crate::metrics::rpc_started();
         let mut call = PendingLog {
             method: request.uri().path().to_owned(),
             start: Instant::now(),
@@ -621,13 +727,14 @@ where
                     };
                     Ok(http::Response::from_parts(
                         parts,
-                        LoggedBody {
+                        tonic::body::Body::new(LoggedBody {
                             inner: body,
                             pending,
-                        },
+                        }),
                     ))
                 }
                 Err(err) => {
+                    crate::metrics::rpc_finished(&call.method, Code::Unknown, call.start.elapsed());
                     let latency_ms = rounded_ms(call.start.elapsed());
                     let method = std::mem::take(&mut call.method);
                     tracing::warn!(%method, latency_ms, peer = %call.peer, request_id = %call.request_id, error = %err, "rpc transport error");
@@ -650,6 +757,7 @@ struct PendingLog {
 
 impl PendingLog {
     fn finish(self, code: Code, message: String) {
+        crate::metrics::rpc_finished(&self.method, code, self.start.elapsed());
         (self.sink)(&RpcRecord {
             method: self.method,
             code,
@@ -833,7 +941,7 @@ mod tests {
         headers: HeaderMap,
         frames: Vec<Frame<Bytes>>,
     ) -> (
-        http::Response<LoggedBody<Frames>>,
+        http::Response<tonic::body::Body>,
         Arc<Mutex<Vec<RpcRecord>>>,
     ) {
         let logged = Arc::new(Mutex::new(Vec::new()));
@@ -858,7 +966,7 @@ mod tests {
         (response, logged)
     }
 
-    async fn drain(body: &mut LoggedBody<Frames>) {
+    async fn drain(body: &mut tonic::body::Body) {
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
         {
             frame.expect("frame");

@@ -105,16 +105,12 @@ pub async fn record_each<C: Conn>(
     for (i, (caller, change)) in entries.iter().enumerate() {
         let peer = caller.peer.map(|p| p.to_string()).unwrap_or_default();
         let certificate = caller.certificate.as_deref().unwrap_or_default();
-        tracing::info!(
-            caller = %caller.name,
-            peer = %peer,
-            certificate,
-            method = change.method,
-            customer_id = change.customer_id,
-            resource_id = change.resource_id,
-            detail = %change.detail,
-            "audit"
-        );
+        // The server's own writers (`seed-demo`) write thousands: their lines are DEBUG.
+        if caller.peer.is_some() {
+            tracing::info!(caller = %caller.name, peer = %peer, certificate, method = change.method, customer_id = change.customer_id, resource_id = change.resource_id, detail = %change.detail, "audit");
+        } else {
+            tracing::debug!(caller = %caller.name, method = change.method, customer_id = change.customer_id, resource_id = change.resource_id, detail = %change.detail, "audit");
+        }
         if i > 0 {
             sql.push(", ");
         }

@@ -31,6 +31,16 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// `mysql` or `sqlite`, as in the database URL's scheme.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Mysql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// An index a statement asks the planner to walk. MySQL gets `FORCE INDEX`: MariaDB
 /// otherwise picks plans that re-read rows for every page (a `ref` scan on
 /// `customer_id`, or a full scan plus a filesort). SQLite's planner needs no hint except

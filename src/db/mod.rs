@@ -64,6 +64,10 @@ async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection) -> QueryResult<()> {
     Ok(())
 }
 
+/// The most connections a SQLite pool opens, whatever `--db-max-connections` says: one
+/// file, one writer at a time, and readers need few.
+pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
+
 /// Settings of a SQLite connection: WAL so readers never block the writer, a busy
 /// timeout for other processes writing the same file.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -156,6 +160,19 @@ pub enum Db {
         /// Serializes this process's write transactions.
         write_lock: Arc<tokio::sync::Mutex<()>>,
     },
+}
+
+/// A snapshot of the pool (see [`Db::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// Check-outs that had to wait, since start.
+    pub waited: u64,
+    /// Check-outs that gave up waiting, since start.
+    pub timed_out: u64,
 }
 
 impl std::fmt::Debug for Db {
@@ -397,7 +414,7 @@ impl Db {
                 let manager =
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
                 let pool = Pool::builder()
-                    .max_size(options.max_connections.min(8))
+                    .max_size(options.max_connections.min(SQLITE_MAX_CONNECTIONS))
                     .connection_timeout(options.acquire_timeout)
                     .build_unchecked(manager);
                 Db::Sqlite {
@@ -411,6 +428,20 @@ impl Db {
             .await
             .map_err(|e| anyhow::anyhow!("cannot build the rollups: {e}"))?;
         Ok(db)
+    }
+
+    /// The pool's connections and its historical waits, for metrics.
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = match self {
+            Db::Mysql(pool) => pool.state(),
+            Db::Sqlite { pool, .. } => pool.state(),
+        };
+        PoolStats {
+            connections: state.connections,
+            idle: state.idle_connections,
+            waited: state.statistics.get_waited,
+            timed_out: state.statistics.get_timed_out,
+        }
     }
 
     /// Whether the database answers a trivial query now (readiness).

@@ -286,6 +286,11 @@ impl Import {
         }
         tally.merge(written);
         let mut report = tally.report;
+        crate::metrics::import_rows(
+            report.accepted_count,
+            report.duplicate_count,
+            report.rejected_count,
+        );
         // Unknown customers are found at write time, after later invalid items.
         report.rejected.sort_by_key(|r| r.index);
         tracing::info!(

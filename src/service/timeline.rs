@@ -147,6 +147,7 @@ fn stream(
     };
     tokio::spawn(async move {
         let _permit = permit;
+        let _open = crate::metrics::OpenStream::new(request.follow);
         let started = std::time::Instant::now();
         let mut sent = 0u64;
         let result = run(&state, &request, &out, &mut sent).await;

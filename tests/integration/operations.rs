@@ -17,8 +17,49 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
-use crate::harness::{Backend, CommunicationServiceClient, CustomerServiceClient, TestApp};
-use crate::standalone_tests;
+use crate::harness::{note, Backend, CommunicationServiceClient, CustomerServiceClient, TestApp};
+use crate::{backend_tests, standalone_tests};
+
+/// `GET path` over HTTP/1.1 from `addr`: the status code and the body.
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the metric line that starts with `series` (name and labels), if any.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// One gRPC-Web frame: flag byte, 4-byte length, payload.
+fn web_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
 
 /// The `crm-comms` binary under test, with its stderr lines collected.
 struct Binary {
@@ -360,5 +401,182 @@ standalone_tests! {
         binary.line("second shutdown signal").await;
         drop(tx);
         let _ = import.await;
+    }
+}
+
+standalone_tests! {
+    async fn metrics_count_rpcs_by_method_and_code_with_latency_streams_imports_and_the_pool() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let binary = Binary::start(&["--metrics-listen", &metrics_addr]);
+        let channel = binary.channel().await;
+        let mut customers = CustomerServiceClient::new(channel.clone());
+        let mut ids = Vec::new();
+        for name in ["甲", "乙"] {
+            let c = customers
+                .create_customer(pb::CreateCustomerRequest { customer: Some(pb::Customer { name: name.into(), ..Default::default() }), request_id: String::new() })
+                .await
+                .unwrap()
+                .into_inner();
+            ids.push(c.id);
+        }
+        assert_eq!(customers.get_customer(pb::GetCustomerRequest { id: 999 }).await.unwrap_err().code(), tonic::Code::NotFound);
+        let items = vec![
+            pb::ImportCommunicationsRequest { communication: Some(note(ids[0], "一", "2024-03-01T00:00:00Z")), request_id: String::new() },
+            pb::ImportCommunicationsRequest { communication: Some(note(ids[1], "二", "2024-03-01T00:00:00Z")), request_id: String::new() },
+            pb::ImportCommunicationsRequest { communication: Some(note(987_654, "ghost", "2024-03-01T00:00:00Z")), request_id: String::new() },
+        ];
+        let mut comms = CommunicationServiceClient::new(channel.clone());
+        comms.import_communications(tokio_stream::iter(items)).await.unwrap();
+        let mut follow = comms
+            .stream_timeline(pb::StreamTimelineRequest { customer_id: ids[0], follow: true, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        follow.message().await.unwrap().unwrap();
+
+        // The pool is sampled every 2 s.
+        let started = Instant::now();
+        let text = loop {
+            let (status, text) = http_get(&metrics_addr, "/metrics").await;
+            assert_eq!(status, 200, "{text}");
+            if metric(&text, "crm_db_pool_max_connections").is_some() || started.elapsed() > Duration::from_secs(10) {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let want = [
+            (r#"crm_rpc_requests_total{method="/crm.v1.CustomerService/CreateCustomer",code="Ok"}"#, 2.0),
+            (r#"crm_rpc_requests_total{method="/crm.v1.CustomerService/GetCustomer",code="NotFound"}"#, 1.0),
+            (r#"crm_rpc_requests_total{method="/crm.v1.CommunicationService/ImportCommunications",code="Ok"}"#, 1.0),
+            (r#"crm_rpc_duration_seconds_count{method="/crm.v1.CustomerService/CreateCustomer"}"#, 2.0),
+            (r#"crm_import_rows_total{outcome="accepted"}"#, 2.0),
+            (r#"crm_import_rows_total{outcome="rejected"}"#, 1.0),
+            (r#"crm_open_streams{kind="follow"}"#, 1.0),
+            (r#"crm_build_info{version="0.1.0",backend="sqlite"}"#, 1.0),
+            ("crm_db_pool_max_connections", 8.0),
+        ];
+        for (series, value) in want {
+            assert_eq!(metric(&text, series), Some(value), "{series} in\n{text}");
+        }
+        // The follow stream itself is in flight.
+        assert_eq!(metric(&text, "crm_rpc_in_flight"), Some(1.0), "{text}");
+        assert!(text.contains(r#"crm_rpc_duration_seconds_bucket{method="/crm.v1.CustomerService/GetCustomer",le="0.005"}"#), "{text}");
+        assert!(metric(&text, r#"crm_db_pool_connections{state="idle"}"#).is_some(), "{text}");
+        drop(follow);
+    }
+
+    async fn reflection_serves_the_error_detail_types_so_tools_can_decode_them() {
+        let Some(app) = TestApp::start(Backend::Sqlite).await else { unreachable!() };
+        use tonic_reflection::pb::v1;
+        let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+        let requests = vec![
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into()),
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol("google.rpc.ErrorInfo".into()),
+            v1::server_reflection_request::MessageRequest::FileByFilename("google/rpc/status.proto".into()),
+        ];
+        let n = requests.len();
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(requests.into_iter().map(|r| v1::ServerReflectionRequest { host: String::new(), message_request: Some(r) })))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut files = Vec::new();
+        for _ in 0..n {
+            let answer = answers.message().await.unwrap().unwrap();
+            let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(found)) = answer.message_response else {
+                panic!("{answer:?}");
+            };
+            use prost::Message;
+            let file = prost_types::FileDescriptorProto::decode(found.file_descriptor_proto[0].as_slice()).unwrap();
+            files.push(file.name().to_owned());
+        }
+        assert_eq!(files, ["google/rpc/error_details.proto", "google/rpc/error_details.proto", "google/rpc/status.proto"]);
+    }
+}
+
+backend_tests! {
+    async fn gzip_and_zstd_requests_are_taken_and_responses_compressed_on_request(app: &TestApp) {
+        use tonic::codec::CompressionEncoding::{Gzip, Zstd};
+        for encoding in [Gzip, Zstd] {
+            let mut client = CustomerServiceClient::new(app.channel.clone())
+                .send_compressed(encoding)
+                .accept_compressed(encoding);
+            let address = "压缩".repeat(200);
+            let created = client
+                .create_customer(pb::CreateCustomerRequest { customer: Some(pb::Customer { name: "压缩".into(), address: address.clone(), ..Default::default() }), request_id: String::new() })
+                .await
+                .unwrap();
+            let sent = created.metadata().get("grpc-encoding").map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(sent.as_deref(), Some(if encoding == Gzip { "gzip" } else { "zstd" }));
+            assert_eq!(created.into_inner().address, address);
+        }
+        // A client that asks for nothing gets plain responses.
+        let plain = app.customers().list_customers(pb::ListCustomersRequest::default()).await.unwrap();
+        assert!(plain.metadata().get("grpc-encoding").is_none());
+    }
+
+    async fn grpc_web_over_http1_works_when_enabled_and_cors_only_for_listed_origins(app: &TestApp) {
+        use http_body_util::BodyExt;
+        use prost::Message;
+        // A server with gRPC-Web on, on the same database, reached over HTTP/1.1.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = crm_comms::config::Config::new(addr, app.database_url.clone());
+        config.content_index = false;
+        config.grpc_web = true;
+        config.grpc_web_allow_origin = vec!["https://admin.example".into()];
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(crm_comms::server::serve(config, app.db.clone(), listener, rx));
+        let tcp = loop {
+            if let Ok(tcp) = TcpStream::connect(addr).await { break tcp; }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let message = pb::CreateCustomerRequest { customer: Some(pb::Customer { name: "网页".into(), ..Default::default() }), request_id: String::new() }.encode_to_vec();
+        let request = http::Request::post(format!("http://{addr}/crm.v1.CustomerService/CreateCustomer"))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .header("origin", "https://admin.example")
+            .body(http_body_util::Full::new(bytes::Bytes::from(web_frame(0, &message))))
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers().get("access-control-allow-origin").unwrap(), "https://admin.example");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        // A data frame with the customer, then a trailer frame (flag 0x80) with grpc-status 0.
+        assert_eq!(body[0], 0);
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let customer = pb::Customer::decode(&body[5..5 + len]).unwrap();
+        assert_eq!(customer.name, "网页");
+        let trailer = &body[5 + len..];
+        assert_eq!(trailer[0], 0x80);
+        assert!(String::from_utf8_lossy(&trailer[5..]).contains("grpc-status:0"), "{:?}", String::from_utf8_lossy(trailer));
+
+        // Another origin gets no CORS grant (the browser refuses to read the answer).
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let preflight = http::Request::builder()
+            .method("OPTIONS")
+            .uri(format!("http://{addr}/crm.v1.CustomerService/CreateCustomer"))
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "POST")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = send.send_request(preflight).await.unwrap();
+        assert!(response.headers().get("access-control-allow-origin").is_none(), "{:?}", response.headers());
+        tx.send(true).unwrap();
+
+        // Off by default: HTTP/1.1 is not spoken at all.
+        let tcp = TcpStream::connect(app.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::post(format!("http://{}/crm.v1.CustomerService/CreateCustomer", app.addr))
+            .header("content-type", "application/grpc-web+proto")
+            .body(http_body_util::Full::new(bytes::Bytes::from(web_frame(0, &message))))
+            .unwrap();
+        assert!(send.send_request(request).await.is_err(), "HTTP/1.1 answered without --grpc-web");
     }
 }

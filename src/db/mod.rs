@@ -162,6 +162,69 @@ pub enum Db {
     },
 }
 
+/// A connection of its own for readiness checks, outside the pool: the checks neither
+/// wait for a busy pool nor count as its work, and a failed check drops the connection
+/// (a check cut off by its timeout may leave it mid-answer) to open a new one next time.
+pub struct Probe {
+    url: String,
+    conn: Option<ProbeConn>,
+}
+
+enum ProbeConn {
+    Mysql(Box<AsyncMysqlConnection>),
+    Sqlite(Box<SqliteConn>),
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("url", &redact(&self.url))
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Probe {
+    /// A probe of the database at `url` (connected at the first check).
+    pub fn new(url: &str) -> Probe {
+        Probe {
+            url: url.to_owned(),
+            conn: None,
+        }
+    }
+
+    /// Whether the database answers `SELECT 1` now.
+    pub async fn check(&mut self) -> crate::error::Result<()> {
+        use diesel::IntoSql;
+        let unavailable = |e: String| crate::error::Error::Unavailable {
+            reason: "DATABASE_UNAVAILABLE",
+            message: e,
+        };
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => match DatabaseUrl::parse(&self.url).map_err(|e| unavailable(e.to_string()))? {
+                DatabaseUrl::Mysql(url) => ProbeConn::Mysql(Box::new(
+                    AsyncMysqlConnection::establish(&url)
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?,
+                )),
+                DatabaseUrl::Sqlite(path) => ProbeConn::Sqlite(Box::new(
+                    SqliteConn::establish(&path)
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?,
+                )),
+            },
+        };
+        let one = diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
+        match &mut conn {
+            ProbeConn::Mysql(c) => one.get_result::<i32>(c.as_mut()).await?,
+            ProbeConn::Sqlite(c) => one.get_result::<i32>(c.as_mut()).await?,
+        };
+        self.conn = Some(conn);
+        Ok(())
+    }
+}
+
 /// A snapshot of the pool (see [`Db::pool_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -442,17 +505,6 @@ impl Db {
             waited: state.statistics.get_waited,
             timed_out: state.statistics.get_timed_out,
         }
-    }
-
-    /// Whether the database answers a trivial query now (readiness).
-    pub async fn ping(&self) -> crate::error::Result<()> {
-        use diesel::IntoSql;
-        with_conn!(self, |conn| {
-            diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>())
-                .get_result::<i32>(conn)
-                .await?;
-            Ok(())
-        })
     }
 
     /// Which backend this pool talks to.

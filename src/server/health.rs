@@ -13,8 +13,6 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
-use crate::db::Db;
-
 /// How often readiness asks the database whether it answers.
 const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 /// How long the database gets to answer readiness's query.
@@ -25,7 +23,7 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 /// every service), and SERVING again once it does, with a log line at each change.
 /// Stops at shutdown (which reports NOT_SERVING itself).
 pub(super) async fn watch_database(
-    db: Db,
+    mut probe: crate::db::Probe,
     health: tonic_health::server::HealthReporter,
     names: [&'static str; 5],
     mut shutdown: watch::Receiver<bool>,
@@ -38,7 +36,7 @@ pub(super) async fn watch_database(
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let answer = match tokio::time::timeout(READINESS_TIMEOUT, db.ping()).await {
+        let answer = match tokio::time::timeout(READINESS_TIMEOUT, probe.check()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(

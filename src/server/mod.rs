@@ -141,7 +141,6 @@ pub async fn serve_with_index(
         shutdown.clone(),
     ));
     let log_db = db.clone();
-    let db_for_health = db.clone();
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),
@@ -208,7 +207,7 @@ pub async fn serve_with_index(
         .build_v1alpha()?;
 
     tokio::spawn(watch_database(
-        db_for_health,
+        crate::db::Probe::new(&config.database_url),
         health.clone(),
         names,
         shutdown.clone(),

@@ -210,7 +210,38 @@ impl TryFrom<pb::GetFrequencyReportRequest> for FrequencyQuery {
             granularity,
             top_n,
             include_gap_stats: req.include_gap_stats,
+            compare_previous_period: req.compare_previous_period,
         })
+    }
+}
+
+/// The proto form of a report's buckets.
+fn frequency_buckets(r: &FrequencyReport) -> Vec<pb::FrequencyBucket> {
+    r.buckets
+        .iter()
+        .map(|(b, c)| pb::FrequencyBucket {
+            start_time: Some(ts(b.start)),
+            end_time: Some(ts(b.end)),
+            count: c.count,
+            channel_counts: channel_counts(&c.channels),
+        })
+        .collect()
+}
+
+/// The preceding period of `current`, and the change from it.
+fn previous_period(current: i64, p: &FrequencyReport) -> pb::PreviousPeriod {
+    let change = current - p.total;
+    pb::PreviousPeriod {
+        start_time: Some(to_timestamp(p.range.0)),
+        end_time: Some(to_timestamp(p.range.1)),
+        total_count: p.total,
+        span_days: i32::try_from(p.span_days).unwrap_or(i32::MAX),
+        per_day_average: p.per_day_average,
+        channel_counts: channel_counts(&p.channels),
+        buckets: frequency_buckets(p),
+        customer_count: p.customer_count,
+        total_change: change,
+        total_change_ratio: (p.total > 0).then(|| change as f64 / p.total as f64),
     }
 }
 
@@ -221,16 +252,8 @@ impl From<FrequencyReport> for pb::GetFrequencyReportResponse {
             span_days: i32::try_from(r.span_days).unwrap_or(i32::MAX),
             per_day_average: r.per_day_average,
             channel_counts: channel_counts(&r.channels),
-            buckets: r
-                .buckets
-                .iter()
-                .map(|(b, c)| pb::FrequencyBucket {
-                    start_time: Some(ts(b.start)),
-                    end_time: Some(ts(b.end)),
-                    count: c.count,
-                    channel_counts: channel_counts(&c.channels),
-                })
-                .collect(),
+            buckets: frequency_buckets(&r),
+            previous_period: r.previous.as_deref().map(|p| previous_period(r.total, p)),
             first_contact_time: r.first.map(to_timestamp),
             last_contact_time: r.last.map(to_timestamp),
             mean_gap: r.mean_gap_us.map(duration_from_micros),

@@ -87,6 +87,18 @@ pub struct FrequencyQuery {
     pub top_n: usize,
     /// Whether gap statistics were asked for (always computed for one customer).
     pub include_gap_stats: bool,
+    /// Whether to add the preceding period of equal length (see [`previous_period`]).
+    pub compare_previous_period: bool,
+}
+
+/// The period of the same length right before `[start, end)`: `[start - (end - start),
+/// start)`. `None` when it would begin before the earliest time the service stores.
+pub fn previous_period(
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+) -> Option<(NaiveDateTime, NaiveDateTime)> {
+    let previous_start = start.checked_sub_signed(end - start)?;
+    (previous_start >= crate::model::time::MIN_TIME).then_some((previous_start, start))
 }
 
 /// Count of one bucket.
@@ -134,6 +146,11 @@ pub struct FrequencyReport {
     pub top: Vec<CustomerFrequency>,
     /// The zone of the buckets.
     pub time_zone: Tz,
+    /// The range reported, `[start, end)` (UTC).
+    pub range: (NaiveDateTime, NaiveDateTime),
+    /// The preceding period of equal length (its totals, channels and buckets; no top
+    /// customers or gaps), when asked for.
+    pub previous: Option<Box<FrequencyReport>>,
 }
 
 /// Where reports read their counts from.
@@ -180,6 +197,41 @@ async fn bucket_rows(
 
 /// Computes a frequency report; checks `deadline` before each statement.
 pub async fn frequency(
+    db: &Db,
+    q: FrequencyQuery,
+    source: ReportSource,
+    deadline: Deadline,
+) -> Result<FrequencyReport> {
+    let previous = match q.compare_previous_period {
+        false => None,
+        true => {
+            let (start, end) = previous_period(q.start, q.end).ok_or_else(|| {
+                Error::invalid(
+                    "compare_previous_period",
+                    "the preceding period would start before 1900-01-01",
+                )
+            })?;
+            Some(FrequencyQuery {
+                start,
+                end,
+                top_n: 0,
+                include_gap_stats: false,
+                compare_previous_period: false,
+                ..q.clone()
+            })
+        }
+    };
+    let mut report = frequency_of(db, q, source, deadline).await?;
+    if let Some(pq) = previous {
+        deadline.check("the preceding period")?;
+        let before = frequency_of(db, pq, source, deadline).await?;
+        report.previous = Some(Box::new(before));
+    }
+    Ok(report)
+}
+
+/// The report of one period (see [`frequency`]).
+async fn frequency_of(
     db: &Db,
     q: FrequencyQuery,
     source: ReportSource,
@@ -289,6 +341,8 @@ pub async fn frequency(
             })
             .collect(),
         time_zone: q.time_zone,
+        range: (q.start, q.end),
+        previous: None,
     })
 }
 
@@ -696,6 +750,25 @@ pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_previous_period_has_the_same_length_and_ends_where_the_range_starts() {
+        let t = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap_or_default()
+        };
+        assert_eq!(
+            previous_period(t("2024-02-01 00:00:00"), t("2024-03-01 00:00:00")),
+            Some((t("2024-01-03 00:00:00"), t("2024-02-01 00:00:00")))
+        );
+        assert_eq!(
+            previous_period(t("2024-03-10 06:30:00"), t("2024-03-10 07:00:00")),
+            Some((t("2024-03-10 06:00:00"), t("2024-03-10 06:30:00")))
+        );
+        assert_eq!(
+            previous_period(t("1901-01-01 00:00:00"), t("1903-01-01 00:00:00")),
+            None
+        );
+    }
 
     #[test]
     fn money_carries_nanos_into_units_exactly() {

@@ -9,7 +9,8 @@ use tonic_types::StatusExt;
 
 use crate::backend_tests;
 use crate::harness::{
-    assert_invalid, assert_status, import, new_customer, ts, AnalyticsServiceClient, TestApp,
+    assert_invalid, assert_status, import, log_each, new_customer, note, ts,
+    AnalyticsServiceClient, TestApp,
 };
 
 const PHONE: i32 = pb::Channel::Phone as i32;
@@ -498,5 +499,75 @@ backend_tests! {
         assert_eq!(r.per_day_average, 1.0);
         assert_eq!(r.transactions.as_ref().unwrap().count, 2);
         assert_eq!(r.service_tickets.unwrap().total_count, 0);
+    }
+}
+
+backend_tests! {
+    async fn the_previous_period_is_the_equal_length_before_with_its_buckets_and_the_change(app: &TestApp) {
+        let c = new_customer(app, "对比").await;
+        let other = new_customer(app, "别人").await;
+        // The report: February 2024 (29 days); the preceding period: 2024-01-03 to 02-01.
+        let times = [
+            "2024-01-02T12:00:00Z", // before the preceding period
+            "2024-01-03T00:00:00Z", // its first instant
+            "2024-01-10T08:00:00Z",
+            "2024-01-31T23:59:59Z", // its last day
+            "2024-02-01T00:00:00Z", // the report's first instant
+            "2024-02-10T08:00:00Z",
+            "2024-02-10T09:00:00Z",
+            "2024-02-29T23:00:00Z",
+            "2024-03-01T00:00:00Z", // after the report
+        ];
+        for t in times {
+            log_each(app, [note(c, "往来", t)]).await;
+        }
+        log_each(app, [note(other, "别人的", "2024-01-10T08:00:00Z")]).await;
+        let request = pb::GetFrequencyReportRequest {
+            customer_ids: vec![c],
+            start_time: Some(ts("2024-02-01T00:00:00Z")),
+            end_time: Some(ts("2024-03-01T00:00:00Z")),
+            granularity: pb::Granularity::Day as i32,
+            time_zone: "UTC".into(),
+            compare_previous_period: true,
+            ..Default::default()
+        };
+        let r = app.analytics().get_frequency_report(request.clone()).await.unwrap().into_inner();
+        assert_eq!(r.total_count, 4);
+        let p = r.previous_period.clone().expect("previous_period");
+        assert_eq!((p.start_time, p.end_time), (Some(ts("2024-01-03T00:00:00Z")), Some(ts("2024-02-01T00:00:00Z"))));
+        assert_eq!((p.total_count, p.span_days, p.customer_count), (3, 29, 1));
+        assert_eq!((p.total_change, p.total_change_ratio), (1, Some(1.0 / 3.0)));
+        assert_eq!(p.buckets.len(), 29);
+        assert_eq!(p.buckets.iter().map(|b| b.count).sum::<i64>(), 3);
+        let counted: Vec<(i64, i64)> = p.buckets.iter().filter(|b| b.count > 0).map(|b| (b.start_time.unwrap().seconds, b.count)).collect();
+        assert_eq!(counted, [(ts("2024-01-03T00:00:00Z").seconds, 1), (ts("2024-01-10T00:00:00Z").seconds, 1), (ts("2024-01-31T00:00:00Z").seconds, 1)]);
+        assert_eq!(p.channel_counts.len(), 1);
+
+        // Every customer: the other customer's January contact counts too; without the
+        // flag nothing is added.
+        let all = pb::GetFrequencyReportRequest { customer_ids: vec![], ..request.clone() };
+        let r = app.analytics().get_frequency_report(all).await.unwrap().into_inner();
+        let p = r.previous_period.unwrap();
+        assert_eq!((r.total_count, p.total_count, p.customer_count, p.total_change), (4, 4, 2, 0));
+        assert_eq!(p.total_change_ratio, Some(0.0));
+        let plain = pb::GetFrequencyReportRequest { compare_previous_period: false, ..request.clone() };
+        assert!(app.analytics().get_frequency_report(plain).await.unwrap().into_inner().previous_period.is_none());
+
+        // A preceding period with no contact: no ratio; one before 1900: refused.
+        let empty = pb::GetFrequencyReportRequest {
+            start_time: Some(ts("2023-02-01T00:00:00Z")),
+            end_time: Some(ts("2023-03-01T00:00:00Z")),
+            ..request.clone()
+        };
+        let p = app.analytics().get_frequency_report(empty).await.unwrap().into_inner().previous_period.unwrap();
+        assert_eq!((p.total_count, p.total_change, p.total_change_ratio), (0, 0, None));
+        let early = pb::GetFrequencyReportRequest {
+            start_time: Some(ts("1901-01-01T00:00:00Z")),
+            end_time: Some(ts("1903-01-01T00:00:00Z")),
+            granularity: pb::Granularity::Month as i32,
+            ..request
+        };
+        let err = app.analytics().get_frequency_report(early).await.unwrap_err();
+        assert_invalid(&err, &["compare_previous_period"]);
     }
 }

@@ -39,6 +39,14 @@ pub enum Error {
         /// The id that was asked for.
         id: i64,
     },
+    /// The resource to create exists already (e.g. a unique name is taken).
+    #[error("{message}")]
+    AlreadyExists {
+        /// Stable UPPER_SNAKE reason.
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
     /// An optimistic-concurrency check failed (stale etag).
     #[error("{0}")]
     Aborted(String),
@@ -200,6 +208,7 @@ impl Error {
             Error::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
             Error::NotFound { resource, .. } => (Code::NotFound, not_found_reason(resource)),
             Error::Aborted(_) => (Code::Aborted, "ETAG_MISMATCH"),
+            Error::AlreadyExists { reason, .. } => (Code::AlreadyExists, reason),
             Error::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
             Error::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
             Error::OutOfRange { reason, .. } => (Code::OutOfRange, reason),
@@ -234,6 +243,7 @@ fn not_found_reason(resource: &str) -> &'static str {
         "communication" => "COMMUNICATION_NOT_FOUND",
         "service ticket" => "SERVICE_TICKET_NOT_FOUND",
         "transaction" => "TRANSACTION_NOT_FOUND",
+        "business hours" => "BUSINESS_HOURS_NOT_FOUND",
         _ => "NOT_FOUND",
     }
 }

@@ -13,6 +13,7 @@
 //! own connection type, so both copies type-check.
 
 pub mod audit;
+pub mod business_hours;
 pub mod communications;
 pub mod content_feed;
 pub mod customers;

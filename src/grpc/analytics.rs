@@ -106,7 +106,7 @@ fn required_range(
     Some((s, e))
 }
 
-fn time_zone(v: &mut Violations, name: &str) -> Option<Tz> {
+pub(crate) fn time_zone(v: &mut Violations, name: &str) -> Option<Tz> {
     let tz = parse_time_zone(name);
     if tz.is_none() {
         v.add(

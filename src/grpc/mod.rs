@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod business_hours;
 pub mod communication;
 pub mod convert;
 pub mod customer;

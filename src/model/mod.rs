@@ -4,4 +4,5 @@
 pub mod caller;
 pub mod deadline;
 pub mod filter;
+pub mod schedule;
 pub mod time;

@@ -45,7 +45,9 @@ pub fn access(path: &str) -> Access {
         | "grpc.reflection.v1.ServerReflection"
         | "grpc.reflection.v1alpha.ServerReflection" => Access::Open,
         "crm.v1.AuditService" => Access::Role(Role::Admin),
-        "crm.v1.CustomerService" | "crm.v1.CommunicationService" => match method {
+        "crm.v1.CustomerService"
+        | "crm.v1.CommunicationService"
+        | "crm.v1.BusinessHoursService" => match method {
             "CreateCustomer"
             | "UpdateCustomer"
             | "DeleteCustomer"
@@ -54,7 +56,10 @@ pub fn access(path: &str) -> Access {
             | "UpdateServiceTicket"
             | "LogCommunication"
             | "ImportCommunications"
-            | "DeleteCommunication" => Access::Role(Role::Writer),
+            | "DeleteCommunication"
+            | "CreateBusinessHours"
+            | "UpdateBusinessHours"
+            | "DeleteBusinessHours" => Access::Role(Role::Writer),
             _ => Access::Role(Role::Reader),
         },
         _ => Access::Role(Role::Reader),

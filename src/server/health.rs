@@ -25,7 +25,7 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) async fn watch_database(
     mut probe: crate::db::Probe,
     health: tonic_health::server::HealthReporter,
-    names: [&'static str; 5],
+    names: [&'static str; 6],
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ready = true;

@@ -17,11 +17,12 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::db::Db;
 use crate::grpc::{
-    analytics::AnalyticsApi, audit::AuditApi, communication::CommunicationApi,
-    customer::CustomerApi, AppState,
+    analytics::AnalyticsApi, audit::AuditApi, business_hours::BusinessHoursApi,
+    communication::CommunicationApi, customer::CustomerApi, AppState,
 };
 use crate::pb::{
     analytics_service_server::AnalyticsServiceServer, audit_service_server::AuditServiceServer,
+    business_hours_service_server::BusinessHoursServiceServer,
     communication_service_server::CommunicationServiceServer,
     customer_service_server::CustomerServiceServer,
 };
@@ -179,6 +180,9 @@ pub async fn serve_with_index(
         state.clone()
     )));
     let audit = api!(AuditServiceServer::new(AuditApi::new(state.clone())));
+    let business_hours = api!(BusinessHoursServiceServer::new(BusinessHoursApi::new(
+        state.clone()
+    )));
     let analytics = api!(AnalyticsServiceServer::new(AnalyticsApi::new(state)));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -188,6 +192,7 @@ pub async fn serve_with_index(
         <CommunicationServiceServer<CommunicationApi> as NamedService>::NAME,
         <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
         <AuditServiceServer<AuditApi> as NamedService>::NAME,
+        <BusinessHoursServiceServer<BusinessHoursApi> as NamedService>::NAME,
     ];
     for name in names {
         health
@@ -268,7 +273,8 @@ pub async fn serve_with_index(
         .add_service(customer)
         .add_service(communication)
         .add_service(analytics)
-        .add_service(audit);
+        .add_service(audit)
+        .add_service(business_hours);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match &security.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(

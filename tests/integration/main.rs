@@ -15,6 +15,7 @@
 mod harness;
 
 mod analytics;
+mod business_hours;
 mod communications;
 mod content_index;
 mod customers;

@@ -60,8 +60,13 @@ impl Access {
     }
 }
 
-/// Calls per second of `calls` GetCustomer calls from `clients` concurrent clients.
-async fn get_rate(access: &Access, clients: usize, calls: usize) -> Result<f64> {
+/// Calls per second of `calls` calls made by `one(channel, access, i)` for i in
+/// 0..calls, spread over `clients` concurrent clients, each on its own connection.
+async fn rate<F, Fut>(access: &Access, clients: usize, calls: usize, one: F) -> Result<f64>
+where
+    F: Fn(Channel, Access, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let mut channels = Vec::new();
     for _ in 0..clients {
         channels.push(access.channel().await?);
@@ -69,15 +74,10 @@ async fn get_rate(access: &Access, clients: usize, calls: usize) -> Result<f64> 
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (c, channel) in channels.into_iter().enumerate() {
-        let access = access.clone();
+        let (access, one) = (access.clone(), one.clone());
         tasks.push(tokio::spawn(async move {
-            let mut client = CustomerServiceClient::new(channel);
             for i in (c..calls).step_by(clients) {
-                let id = 1 + (i as i64 % CUSTOMERS);
-                client
-                    .get_customer(access.request(pb::GetCustomerRequest { id }))
-                    .await
-                    .expect("GetCustomer");
+                one(channel.clone(), access.clone(), i).await;
             }
         }));
     }
@@ -87,41 +87,38 @@ async fn get_rate(access: &Access, clients: usize, calls: usize) -> Result<f64> 
     Ok(calls as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Calls per second of `calls` GetCustomer calls from `clients` concurrent clients.
+async fn get_rate(access: &Access, clients: usize, calls: usize) -> Result<f64> {
+    rate(access, clients, calls, |channel, access, i| async move {
+        let id = 1 + (i as i64 % CUSTOMERS);
+        CustomerServiceClient::new(channel)
+            .get_customer(access.request(pb::GetCustomerRequest { id }))
+            .await
+            .expect("GetCustomer");
+    })
+    .await
+}
+
 /// Calls per second of `calls` LogCommunication calls from `clients` concurrent clients.
 async fn log_rate(access: &Access, clients: usize, calls: usize) -> Result<f64> {
-    let mut channels = Vec::new();
-    for _ in 0..clients {
-        channels.push(access.channel().await?);
-    }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (c, channel) in channels.into_iter().enumerate() {
-        let access = access.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut client = CommunicationServiceClient::new(channel);
-            for i in (c..calls).step_by(clients) {
-                let communication = pb::Communication {
-                    customer_id: 1 + (i as i64 % CUSTOMERS),
-                    channel: pb::Channel::Note as i32,
-                    direction: pb::Direction::Inbound as i32,
-                    occur_time: Some(common::timestamp(1_735_689_600 + i as i64, 0)),
-                    content: format!("客户来电询问订单 {i} 的物流"),
-                    ..Default::default()
-                };
-                client
-                    .log_communication(access.request(pb::LogCommunicationRequest {
-                        communication: Some(communication),
-                        request_id: String::new(),
-                    }))
-                    .await
-                    .expect("LogCommunication");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    Ok(calls as f64 / started.elapsed().as_secs_f64())
+    rate(access, clients, calls, |channel, access, i| async move {
+        let communication = pb::Communication {
+            customer_id: 1 + (i as i64 % CUSTOMERS),
+            channel: pb::Channel::Note as i32,
+            direction: pb::Direction::Inbound as i32,
+            occur_time: Some(common::timestamp(1_735_689_600 + i as i64, 0)),
+            content: format!("客户来电询问订单 {i} 的物流"),
+            ..Default::default()
+        };
+        CommunicationServiceClient::new(channel)
+            .log_communication(access.request(pb::LogCommunicationRequest {
+                communication: Some(communication),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("LogCommunication");
+    })
+    .await
 }
 
 /// Milliseconds per new connection and its first call, sequentially.

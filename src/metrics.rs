@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -28,6 +29,14 @@ use prost::Message;
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
 ];
+
+/// Whether a recorder is installed: without one the per-call functions return at once
+/// instead of building labels for nobody.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Installs the process-wide recorder and serves the Prometheus text format over HTTP on
 /// `addr` (at `/metrics`, or any path but `/health`). One per process.
@@ -41,6 +50,7 @@ pub fn install(addr: SocketAddr, backend: &str) -> anyhow::Result<()> {
         .context("histogram buckets")?
         .install()
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    ENABLED.store(true, Ordering::Relaxed);
     gauge!("crm_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => backend.to_owned())
         .set(1.0);
     tracing::info!(listen = %addr, "serving Prometheus metrics at /metrics");
@@ -89,11 +99,17 @@ pub fn method_label(path: &str) -> String {
 
 /// An RPC started.
 pub fn rpc_started() {
+    if !enabled() {
+        return;
+    }
     gauge!("crm_rpc_in_flight").increment(1.0);
 }
 
 /// An RPC ended with `code` after `elapsed`.
 pub fn rpc_finished(method: &str, code: tonic::Code, elapsed: Duration) {
+    if !enabled() {
+        return;
+    }
     let method = method_label(method);
     gauge!("crm_rpc_in_flight").decrement(1.0);
     counter!("crm_rpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}"))

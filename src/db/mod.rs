@@ -67,7 +67,7 @@ async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection) -> QueryResult<()> {
 
 /// The most connections a SQLite pool opens, whatever `--db-max-connections` says: one
 /// file, one writer at a time, and readers need few.
-pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
 /// Settings of a SQLite connection: WAL so readers never block the writer, a busy
 /// timeout for other processes writing the same file.
@@ -137,6 +137,17 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a request waits for a connection before UNAVAILABLE.
     pub acquire_timeout: Duration,
+}
+
+impl PoolOptions {
+    /// The most connections a pool of `backend` opens: `max_connections`, capped at
+    /// [`SQLITE_MAX_CONNECTIONS`] for SQLite.
+    pub fn max_for(&self, backend: Backend) -> u32 {
+        match backend {
+            Backend::Sqlite => self.max_connections.min(SQLITE_MAX_CONNECTIONS),
+            Backend::Mysql => self.max_connections,
+        }
+    }
 }
 
 impl Default for PoolOptions {
@@ -457,7 +468,7 @@ impl Db {
                     url, config,
                 );
                 let pool = Pool::builder()
-                    .max_size(options.max_connections)
+                    .max_size(options.max_for(Backend::Mysql))
                     .connection_timeout(options.acquire_timeout)
                     .build_unchecked(manager);
                 Db::Mysql(pool)
@@ -478,7 +489,7 @@ impl Db {
                 let manager =
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
                 let pool = Pool::builder()
-                    .max_size(options.max_connections.min(SQLITE_MAX_CONNECTIONS))
+                    .max_size(options.max_for(Backend::Sqlite))
                     .connection_timeout(options.acquire_timeout)
                     .build_unchecked(manager);
                 Db::Sqlite {

@@ -72,16 +72,7 @@ impl AuditService for AuditApi {
             .field("start", &filter.start)
             .field("end", &filter.end)
             .finish();
-        let before = if req.page_token.is_empty() {
-            None
-        } else {
-            v.absorb(paging::decode_id(
-                "page_token",
-                "audit",
-                fp,
-                &req.page_token,
-            ))
-        };
+        let before = paging::after_id(&mut v, "audit", fp, &req.page_token);
         v.finish(())?;
         // One extra row tells whether another page exists.
         let mut page = audit::list(&self.state.db, &filter, before, limit + 1).await?;

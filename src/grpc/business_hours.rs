@@ -200,17 +200,7 @@ impl BusinessHoursService for BusinessHoursApi {
         let mut v = Violations::new();
         let limit = paging::page_size(&mut v, "page_size", req.page_size);
         let fp = paging::Fingerprint::new("business_hours").finish();
-        let after = if req.page_token.is_empty() {
-            0
-        } else {
-            v.absorb(paging::decode_id(
-                "page_token",
-                "business_hours",
-                fp,
-                &req.page_token,
-            ))
-            .unwrap_or(0)
-        };
+        let after = paging::after_id(&mut v, "business_hours", fp, &req.page_token).unwrap_or(0);
         v.finish(())?;
         let mut page = business_hours::list(&self.state.db, after, limit + 1).await?;
         let next_page_token =

@@ -261,17 +261,7 @@ impl CustomerService for CustomerApi {
             .field("query", &filter.query)
             .field("tag", &filter.tag)
             .finish();
-        let after = if req.page_token.is_empty() {
-            0
-        } else {
-            v.absorb(paging::decode_id(
-                "page_token",
-                "customers",
-                fp,
-                &req.page_token,
-            ))
-            .unwrap_or(0)
-        };
+        let after = paging::after_id(&mut v, "customers", fp, &req.page_token).unwrap_or(0);
         v.finish(())?;
         // One extra row tells whether another page exists.
         let mut page = customers::list(&self.state.db, &filter, after, limit + 1).await?;

@@ -243,6 +243,16 @@ pub fn decode_id(field: &str, kind: &str, filter: u64, token: &str) -> Result<i6
     Ok(id)
 }
 
+/// The id a listing keyed by id continues after: `None` for the first page (no token)
+/// and for a token not issued for `kind` and these filters (then a violation on
+/// `page_token` is recorded).
+pub fn after_id(v: &mut Violations, kind: &str, filter: u64, token: &str) -> Option<i64> {
+    if token.is_empty() {
+        return None;
+    }
+    v.absorb(decode_id("page_token", kind, filter, token))
+}
+
 /// The token of the page after `page`, for listings keyed by id: `page` holds up to
 /// `limit + 1` rows (the one extra row says another page exists) and is cut to `limit`;
 /// empty when it was the last page.

@@ -196,19 +196,23 @@ impl GuardState {
 pub struct CallerName(pub String);
 
 /// The peer address and client-certificate subject of the connection a request came on.
-pub(crate) fn connection_facts(
-    extensions: &http::Extensions,
-) -> (Option<SocketAddr>, Option<String>) {
-    if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        let certificate = tls
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| super::tls::subject(c)));
-        return (tls.get_ref().remote_addr(), certificate);
+fn connection_facts(extensions: &http::Extensions) -> (Option<SocketAddr>, Option<String>) {
+    let certificate = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|certs| certs.first().and_then(|c| super::tls::subject(c)));
+    (peer_address(extensions), certificate)
+}
+
+/// The peer address of the connection a request came on (TLS or plain), without
+/// parsing any certificate.
+pub(crate) fn peer_address(extensions: &http::Extensions) -> Option<SocketAddr> {
+    match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        Some(tls) => tls.get_ref().remote_addr(),
+        None => extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr),
     }
-    let peer = extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr);
-    (peer, None)
 }
 
 /// Tower layer applying the guard to every request.

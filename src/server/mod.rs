@@ -127,11 +127,7 @@ pub async fn serve_with_index(
     let security = Security::from_config(&config, local)?;
     if let Some(addr) = config.metrics_listen {
         crate::metrics::install(addr, db.backend().name())?;
-        let max = config.pool_options().max_connections;
-        crate::metrics::pool_max(match db.backend() {
-            crate::db::Backend::Sqlite => max.min(crate::db::SQLITE_MAX_CONNECTIONS),
-            crate::db::Backend::Mysql => max,
-        });
+        crate::metrics::pool_max(config.pool_options().max_for(db.backend()));
         tokio::spawn(sample_pool(db.clone(), shutdown.clone()));
     }
     #[cfg(unix)]

@@ -141,7 +141,7 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let request_id = request_id(request.headers());
-        let (peer, _) = crate::security::guard::connection_facts(request.extensions());
+        let peer = crate::security::guard::peer_address(request.extensions());
         crate::metrics::rpc_started();
         let mut call = PendingLog {
             method: request.uri().path().to_owned(),

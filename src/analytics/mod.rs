@@ -1,8 +1,11 @@
 //! Pure-logic analytics helpers (no I/O) used by the CRM analytics RPCs.
 //! Owns calendar bucketing, contact-gap statistics, content matching, top terms and the
-//! content scan that combines them page by page.
+//! content scan that combines them page by page, business time, response and
+//! resolution waits, and the ranking of customers whose contact rate fell.
 
+pub mod attention;
 pub mod buckets;
+pub mod business_time;
 pub mod content;
 pub mod content_index;
 pub mod fold;
@@ -10,3 +13,4 @@ pub mod gaps;
 pub mod matching;
 pub mod rollup;
 pub mod terms;
+pub mod waits;

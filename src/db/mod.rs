@@ -12,6 +12,7 @@
 //! [`with_conn!`](crate::with_conn!); each match arm expands the same body against its
 //! own connection type, so both copies type-check.
 
+pub mod attention;
 pub mod audit;
 pub mod business_hours;
 pub mod communications;
@@ -22,6 +23,7 @@ pub mod query;
 pub mod reports;
 pub mod rollups;
 pub mod schema;
+pub mod service_levels;
 pub mod tickets;
 pub mod timeline;
 pub mod transactions;

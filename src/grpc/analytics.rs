@@ -1,4 +1,6 @@
-//! `crm.v1.AnalyticsService`: frequency, content and per-customer reports.
+//! `crm.v1.AnalyticsService`: frequency, content and per-customer reports, response and
+//! resolution times, and the attention list (whose conversions are in
+//! `grpc::service_levels`).
 //!
 //! Transport only: each handler reads the call's deadline, turns the request into a
 //! validated query of `service::reports` (every violation at once), runs the report and
@@ -19,15 +21,18 @@ use crate::analytics::content::MatchFigures;
 use crate::analytics::matching::Matcher;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, to_timestamp};
+use crate::grpc::service_levels::{attention_fingerprint, attention_response};
 use crate::grpc::validate;
 use crate::model::deadline::{parse_grpc_timeout, Deadline};
 use crate::model::time::now;
 use crate::pb::{self, analytics_service_server::AnalyticsService};
+use crate::service::attention::{self, AttentionQuery};
 use crate::service::reports::{
     self, max_range_months, ContentQuery, ContentReport, FrequencyQuery, FrequencyReport,
     InsightsQuery, InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_SCOPE_CUSTOMERS,
     MAX_TOP_N, MAX_TOP_TERMS,
 };
+use crate::service::service_levels::{self, WaitQuery};
 
 /// Implementation of `crm.v1.AnalyticsService`.
 #[derive(Debug, Clone)]
@@ -59,7 +64,7 @@ fn report_deadline<T>(request: &Request<T>) -> Result<Deadline, Error> {
 
 /// `value` when nothing was recorded in `v`, INVALID_ARGUMENT with every violation
 /// otherwise.
-fn finish<T>(v: Violations, value: Option<T>) -> Result<T, Error> {
+pub(crate) fn finish<T>(v: Violations, value: Option<T>) -> Result<T, Error> {
     match value {
         Some(value) if v.is_empty() => Ok(value),
         _ => Err(v
@@ -70,7 +75,7 @@ fn finish<T>(v: Violations, value: Option<T>) -> Result<T, Error> {
 }
 
 /// A required `[start, end)` range, at most `max_months` long when given.
-fn required_range(
+pub(crate) fn required_range(
     v: &mut Violations,
     start: Option<&prost_types::Timestamp>,
     end: Option<&prost_types::Timestamp>,
@@ -120,7 +125,7 @@ pub(crate) fn time_zone(v: &mut Violations, name: &str) -> Option<Tz> {
     tz
 }
 
-fn customer_ids(v: &mut Violations, ids: &[i64]) -> Vec<i64> {
+pub(crate) fn customer_ids(v: &mut Violations, ids: &[i64]) -> Vec<i64> {
     if ids.len() > MAX_SCOPE_CUSTOMERS {
         v.add(
             "customer_ids",
@@ -147,7 +152,7 @@ fn bounded(v: &mut Violations, field: &str, value: i32, max: i32) -> usize {
     usize::try_from(value).unwrap_or(0)
 }
 
-fn granularity(v: &mut Violations, value: i32) -> Granularity {
+pub(crate) fn granularity(v: &mut Violations, value: i32) -> Granularity {
     match pb::Granularity::try_from(value) {
         Ok(pb::Granularity::Unspecified | pb::Granularity::Day) => Granularity::Day,
         Ok(pb::Granularity::Hour) => Granularity::Hour,
@@ -478,5 +483,38 @@ impl AnalyticsService for AnalyticsApi {
         let query = InsightsQuery::try_from(request.into_inner())?;
         let report = reports::insights(&self.state.db, query, deadline).await?;
         Ok(Response::new(report.into()))
+    }
+
+    async fn get_response_time_report(
+        &self,
+        request: Request<pb::GetResponseTimeReportRequest>,
+    ) -> Result<Response<pb::GetResponseTimeReportResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let query = WaitQuery::try_from(request.into_inner())?;
+        let report = service_levels::response_times(&self.state.db, query, deadline).await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn get_resolution_time_report(
+        &self,
+        request: Request<pb::GetResolutionTimeReportRequest>,
+    ) -> Result<Response<pb::GetResolutionTimeReportResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let query = WaitQuery::try_from(request.into_inner())?;
+        let report = service_levels::resolution_times(&self.state.db, query, deadline).await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn list_attention_customers(
+        &self,
+        request: Request<pb::ListAttentionCustomersRequest>,
+    ) -> Result<Response<pb::ListAttentionCustomersResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let request = request.into_inner();
+        let filters = attention_fingerprint(&request);
+        let query = AttentionQuery::try_from(request)?;
+        let page =
+            attention::attention(&self.state.db, query, self.state.report_source, deadline).await?;
+        Ok(Response::new(attention_response(filters, page)))
     }
 }

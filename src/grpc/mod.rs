@@ -11,6 +11,7 @@ pub mod communication;
 pub mod convert;
 pub mod customer;
 pub mod paging;
+pub mod service_levels;
 pub mod timeline;
 pub mod validate;
 

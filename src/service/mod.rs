@@ -7,10 +7,12 @@
 //! or pb type (the gRPC layer converts both ways and maps errors to statuses) and writes
 //! no SQL. Nothing below it imports it.
 
+pub mod attention;
 pub mod content_index;
 pub mod demo;
 pub mod import;
 pub mod log_writer;
 pub mod maintenance;
 pub mod reports;
+pub mod service_levels;
 pub mod timeline;

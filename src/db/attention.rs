@@ -1,0 +1,194 @@
+//! Reads behind the attention list: live customers by last contact (one index probe
+//! per customer, `MAX(occur_time)` on `(customer_id, occur_time)`), contacts per
+//! customer over a range (whole months from `customer_months`, edges from the base
+//! table), and the last contact's time and channel of a page of customers.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use diesel::QueryableByName;
+
+use super::query::{self, Bind, IdRow, Keyset, Sql};
+use super::Db;
+use crate::analytics::rollup::Split;
+use crate::error::Result;
+
+/// A customer with its last contact, as the stale list reads it.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct StaleRow {
+    /// The customer.
+    #[diesel(sql_type = BigInt)]
+    pub customer_id: i64,
+    /// Its name.
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    /// Its latest communication; `None` when never contacted.
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    pub last_time: Option<NaiveDateTime>,
+}
+
+/// The live customers in `[select]` with their last contact time, as a derived table
+/// `t (customer_id, name, create_time, last_time)`.
+const LAST_CONTACTS: &str = "SELECT customer_id, name, last_time FROM (SELECT c.id AS \
+     customer_id, c.name AS name, c.create_time AS create_time, (SELECT MAX(x.occur_time) \
+     FROM communications x WHERE x.customer_id = c.id) AS last_time FROM customers c WHERE \
+     c.delete_time IS NULL) t";
+
+/// Live customers never contacted and created before `cutoff`, by id, after id `after`.
+pub async fn never_contacted(
+    db: &Db,
+    cutoff: NaiveDateTime,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StaleRow>> {
+    let mut sql =
+        Sql::from("SELECT c.id AS customer_id, c.name AS name, NULL AS last_time FROM customers c");
+    sql.and()
+        .push("c.delete_time IS NULL")
+        .and()
+        .push("NOT EXISTS (SELECT 1 FROM communications x WHERE x.customer_id = c.id)")
+        .and()
+        .push("c.create_time < ")
+        .bind(Bind::Time(cutoff))
+        .and()
+        .push("c.id > ")
+        .bind(Bind::I64(after))
+        .push(" ORDER BY c.id LIMIT ")
+        .bind(Bind::I64(limit));
+    query::load(db, &sql).await
+}
+
+/// Live customers whose last contact is before `cutoff`, oldest first (ties by id),
+/// strictly after `(last_time, customer_id)` `after`.
+pub async fn stale(
+    db: &Db,
+    cutoff: NaiveDateTime,
+    after: Option<(NaiveDateTime, i64)>,
+    limit: i64,
+) -> Result<Vec<StaleRow>> {
+    let mut sql = Sql::from(LAST_CONTACTS);
+    sql.and().push("last_time < ").bind(Bind::Time(cutoff));
+    let keyset = Keyset {
+        columns: &["last_time", "customer_id"],
+        descending: false,
+    };
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, limit);
+    query::load(db, &sql).await
+}
+
+/// Contacts of one customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct CustomerCount {
+    /// The customer.
+    #[diesel(sql_type = BigInt)]
+    pub customer_id: i64,
+    /// Communications.
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+/// Communications per customer (every customer, every channel and direction) in the
+/// whole months of `split` (from `customer_months`) and its edges (from the base table).
+/// Customers without any are absent.
+pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerCount>> {
+    let mut parts: Vec<Sql> = Vec::new();
+    if let Some((lo, hi)) = split.units {
+        let mut part = Sql::from("SELECT customer_id, n AS c FROM customer_months WHERE month >= ");
+        part.bind(Bind::I64(lo))
+            .push(" AND month < ")
+            .bind(Bind::I64(hi));
+        parts.push(part);
+    }
+    for &(start, end) in &split.edges {
+        let mut part =
+            Sql::from("SELECT customer_id, COUNT(*) AS c FROM communications WHERE occur_time >= ");
+        part.bind(Bind::Time(start))
+            .push(" AND occur_time < ")
+            .bind(Bind::Time(end))
+            .push(" GROUP BY customer_id");
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::from("SELECT customer_id, SUM(c) AS n FROM (");
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push(&part.text);
+        sql.binds.extend(part.binds);
+    }
+    sql.push(") t GROUP BY customer_id");
+    query::load(db, &sql).await
+}
+
+/// Ids of deleted customers (soft-deleted, kept for their history).
+pub async fn deleted_customers(db: &Db) -> Result<Vec<i64>> {
+    let sql = Sql::from("SELECT id FROM customers WHERE delete_time IS NOT NULL");
+    let rows: Vec<IdRow> = query::load(db, &sql).await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+#[derive(QueryableByName)]
+struct NameRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Names of `ids`.
+pub async fn names(db: &Db, ids: &[i64]) -> Result<HashMap<i64, String>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sql = Sql::from("SELECT id, name FROM customers WHERE id IN ");
+    sql.list(ids.iter().map(|&c| Bind::I64(c)));
+    let rows: Vec<NameRow> = query::load(db, &sql).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+}
+
+#[derive(QueryableByName)]
+struct LastRow {
+    #[diesel(sql_type = BigInt)]
+    customer_id: i64,
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Integer)]
+    channel: i32,
+    #[diesel(sql_type = Timestamp)]
+    occur_time: NaiveDateTime,
+}
+
+/// The latest communication's time and channel of each of `ids` that has one (the
+/// highest id among several at that time).
+pub async fn last_contacts(db: &Db, ids: &[i64]) -> Result<HashMap<i64, (NaiveDateTime, i32)>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sql = Sql::from(
+        "SELECT x.customer_id, x.id, x.channel, x.occur_time FROM communications x WHERE \
+         x.customer_id IN ",
+    );
+    sql.list(ids.iter().map(|&c| Bind::I64(c))).push(
+        " AND x.occur_time = (SELECT MAX(y.occur_time) FROM communications y WHERE \
+         y.customer_id = x.customer_id)",
+    );
+    let rows: Vec<LastRow> = query::load(db, &sql).await?;
+    let mut out: HashMap<i64, (i64, NaiveDateTime, i32)> = HashMap::new();
+    for r in rows {
+        let entry = out
+            .entry(r.customer_id)
+            .or_insert((r.id, r.occur_time, r.channel));
+        if r.id > entry.0 {
+            *entry = (r.id, r.occur_time, r.channel);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(c, (_, t, ch))| (c, (t, ch)))
+        .collect())
+}

@@ -1,0 +1,356 @@
+//! Requests and responses of the service-level reports (response and resolution times)
+//! and of the attention list: validation into `service` queries, figures into protos.
+//! The handlers are in `grpc::analytics`.
+
+use chrono::NaiveDateTime;
+
+use super::analytics::{customer_ids, finish, granularity, required_range, time_zone};
+use super::communication::channels;
+use super::paging::{self, Fingerprint};
+use super::positive_id;
+use crate::analytics::waits::WaitFigures;
+use crate::error::{Error, Violations};
+use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
+use crate::grpc::validate;
+use crate::model::time::{micros, now};
+use crate::pb;
+use crate::service::attention::{
+    AttentionItem, AttentionKind, AttentionPage, AttentionPosition, AttentionQuery,
+};
+use crate::service::reports::max_range_months;
+use crate::service::service_levels::{WaitQuery, WaitReport};
+
+/// Longest `stale_days`: a hundred years.
+pub const MAX_STALE_DAYS: i32 = 36_500;
+/// `min_drop_percent` when the request leaves it 0.
+pub const DEFAULT_DROP_PERCENT: u32 = 50;
+/// Page-token kind of the attention list.
+const ATTENTION_KIND: &str = "attention";
+
+/// A positive `sla`, in microseconds.
+fn sla(v: &mut Violations, value: Option<&prost_types::Duration>) -> Option<i64> {
+    let d = value?;
+    match duration_to_micros(d) {
+        Ok(us) if us > 0 => Some(us),
+        Ok(_) => {
+            v.add("sla", "must be positive");
+            None
+        }
+        Err(why) => {
+            v.add("sla", why);
+            None
+        }
+    }
+}
+
+/// `business_hours_id`: 0 for wall-clock time, else a positive id.
+fn schedule(v: &mut Violations, id: i64) -> Option<i64> {
+    (id != 0).then(|| positive_id(v, "business_hours_id", id))
+}
+
+impl TryFrom<pb::GetResponseTimeReportRequest> for WaitQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::GetResponseTimeReportRequest) -> Result<Self, Error> {
+        let mut v = Violations::new();
+        let ids = customer_ids(&mut v, &req.customer_ids);
+        let granularity = granularity(&mut v, req.granularity);
+        let range = required_range(
+            &mut v,
+            req.start_time.as_ref(),
+            req.end_time.as_ref(),
+            Some(max_range_months(granularity)),
+        );
+        let tz = time_zone(&mut v, &req.time_zone);
+        let channels = channels(&mut v, "channels", &req.channels);
+        let business_hours_id = schedule(&mut v, req.business_hours_id);
+        let sla_micros = sla(&mut v, req.sla.as_ref());
+        let ((start, end), time_zone) = finish(v, range.zip(tz))?;
+        Ok(WaitQuery {
+            customer_ids: ids,
+            channels,
+            same_channel: req.same_channel,
+            start,
+            end,
+            time_zone,
+            granularity,
+            business_hours_id,
+            sla_micros,
+        })
+    }
+}
+
+impl TryFrom<pb::GetResolutionTimeReportRequest> for WaitQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::GetResolutionTimeReportRequest) -> Result<Self, Error> {
+        let mut v = Violations::new();
+        let ids = customer_ids(&mut v, &req.customer_ids);
+        let granularity = granularity(&mut v, req.granularity);
+        let range = required_range(
+            &mut v,
+            req.start_time.as_ref(),
+            req.end_time.as_ref(),
+            Some(max_range_months(granularity)),
+        );
+        let tz = time_zone(&mut v, &req.time_zone);
+        let business_hours_id = schedule(&mut v, req.business_hours_id);
+        let sla_micros = sla(&mut v, req.sla.as_ref());
+        let ((start, end), time_zone) = finish(v, range.zip(tz))?;
+        Ok(WaitQuery {
+            customer_ids: ids,
+            channels: Vec::new(),
+            same_channel: false,
+            start,
+            end,
+            time_zone,
+            granularity,
+            business_hours_id,
+            sla_micros,
+        })
+    }
+}
+
+/// The proto form of wait figures.
+fn wait_stats(f: &WaitFigures) -> pb::WaitStats {
+    pb::WaitStats {
+        total_count: f.count,
+        completed_count: f.completed,
+        pending_count: f.pending,
+        mean: f.mean.map(duration_from_micros),
+        median: f.median.map(duration_from_micros),
+        p90: f.p90.map(duration_from_micros),
+        completed_over_sla_count: f.completed_over,
+        pending_over_sla_count: f.pending_over,
+    }
+}
+
+fn wait_buckets(r: &WaitReport) -> Vec<pb::WaitBucket> {
+    r.buckets
+        .iter()
+        .map(|(b, f)| pb::WaitBucket {
+            start_time: Some(to_timestamp(b.start.naive_utc())),
+            end_time: Some(to_timestamp(b.end.naive_utc())),
+            stats: Some(wait_stats(f)),
+        })
+        .collect()
+}
+
+impl From<WaitReport> for pb::GetResponseTimeReportResponse {
+    fn from(r: WaitReport) -> Self {
+        pb::GetResponseTimeReportResponse {
+            total: Some(wait_stats(&r.total)),
+            channels: r
+                .channels
+                .iter()
+                .map(|(&channel, f)| pb::ChannelWaitStats {
+                    channel,
+                    stats: Some(wait_stats(f)),
+                })
+                .collect(),
+            buckets: wait_buckets(&r),
+            time_zone: r.time_zone.name().to_owned(),
+            business_hours_id: r.business_hours_id,
+            as_of: Some(to_timestamp(r.as_of)),
+        }
+    }
+}
+
+impl From<WaitReport> for pb::GetResolutionTimeReportResponse {
+    fn from(r: WaitReport) -> Self {
+        pb::GetResolutionTimeReportResponse {
+            total: Some(wait_stats(&r.total)),
+            buckets: wait_buckets(&r),
+            time_zone: r.time_zone.name().to_owned(),
+            business_hours_id: r.business_hours_id,
+            as_of: Some(to_timestamp(r.as_of)),
+        }
+    }
+}
+
+/// What a page token of the attention list holds: the reference time and where the
+/// previous page stopped.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AttentionCursor {
+    as_of: i64,
+    after: AttentionPosition,
+}
+
+/// The fingerprint of an attention request's filters (the reference time travels in
+/// the token itself).
+fn attention_filters(req: &pb::ListAttentionCustomersRequest) -> u64 {
+    let time = |t: Option<&prost_types::Timestamp>| t.map(|t| (t.seconds, i64::from(t.nanos)));
+    let (start, end, as_of) = (
+        time(req.start_time.as_ref()),
+        time(req.end_time.as_ref()),
+        time(req.as_of.as_ref()),
+    );
+    Fingerprint::new(ATTENTION_KIND)
+        .field("reason", &req.reason)
+        .field("stale_days", &req.stale_days)
+        .field("as_of", &as_of.map(|(s, n)| vec![s, n]))
+        .field(
+            "include_never_contacted",
+            &i32::from(req.include_never_contacted),
+        )
+        .field("start", &start.map(|(s, n)| vec![s, n]))
+        .field("end", &end.map(|(s, n)| vec![s, n]))
+        .field("min_drop_percent", &req.min_drop_percent)
+        .field("min_previous_count", &req.min_previous_count)
+        .finish()
+}
+
+/// A decoded cursor, checked against the list it was issued for.
+fn cursor(
+    v: &mut Violations,
+    req: &pb::ListAttentionCustomersRequest,
+) -> Option<(NaiveDateTime, AttentionPosition)> {
+    if req.page_token.is_empty() {
+        return None;
+    }
+    let decoded: Option<AttentionCursor> = v.absorb(paging::decode(
+        "page_token",
+        ATTENTION_KIND,
+        attention_filters(req),
+        &req.page_token,
+    ));
+    let c = decoded?;
+    let fits = match (req.reason, c.after) {
+        (1, AttentionPosition::Never(id)) => id >= 0,
+        (1, AttentionPosition::Stale(us, id)) => paging::position("page_token", us, id).is_ok(),
+        (2, AttentionPosition::Decline(d)) => d.previous >= 1 && d.current >= 0,
+        _ => false,
+    };
+    let as_of = paging::position("page_token", c.as_of, 1)
+        .ok()
+        .map(|(t, _)| t);
+    match (fits, as_of) {
+        (true, Some(as_of)) => Some((as_of, c.after)),
+        _ => {
+            v.add(
+                "page_token",
+                "holds a position out of range; it was not issued by this service",
+            );
+            None
+        }
+    }
+}
+
+impl TryFrom<pb::ListAttentionCustomersRequest> for AttentionQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::ListAttentionCustomersRequest) -> Result<Self, Error> {
+        let mut v = Violations::new();
+        let limit = paging::page_size(&mut v, "page_size", req.page_size);
+        let resumed = cursor(&mut v, &req);
+        let kind = match pb::AttentionReason::try_from(req.reason) {
+            Ok(pb::AttentionReason::Stale) => {
+                if !(1..=MAX_STALE_DAYS).contains(&req.stale_days) {
+                    v.add(
+                        "stale_days",
+                        format!(
+                            "must be between 1 and {MAX_STALE_DAYS} (got {})",
+                            req.stale_days
+                        ),
+                    );
+                }
+                Some(AttentionKind::Stale {
+                    stale_days: i64::from(req.stale_days),
+                    include_never_contacted: req.include_never_contacted,
+                })
+            }
+            Ok(pb::AttentionReason::Decline) => {
+                let range = required_range(
+                    &mut v,
+                    req.start_time.as_ref(),
+                    req.end_time.as_ref(),
+                    Some(120),
+                );
+                let min_percent = match req.min_drop_percent {
+                    0 => DEFAULT_DROP_PERCENT,
+                    p @ 1..=100 => p.unsigned_abs(),
+                    p => {
+                        v.add(
+                            "min_drop_percent",
+                            format!("must be between 1 and 100 (got {p})"),
+                        );
+                        DEFAULT_DROP_PERCENT
+                    }
+                };
+                if req.min_previous_count < 0 {
+                    v.add("min_previous_count", "must not be negative");
+                }
+                range.map(|(start, end)| AttentionKind::Decline {
+                    start,
+                    end,
+                    min_percent,
+                    min_previous: req.min_previous_count.max(1),
+                })
+            }
+            Ok(pb::AttentionReason::Unspecified) => {
+                v.add("reason", "is required (STALE or DECLINE)");
+                None
+            }
+            Err(_) => {
+                v.add("reason", format!("{} is not a known value", req.reason));
+                None
+            }
+        };
+        let as_of = match (&resumed, req.as_of.as_ref()) {
+            (Some((as_of, _)), _) => Some(*as_of),
+            (None, Some(t)) => validate::time(&mut v, "as_of", Some(t)),
+            (None, None) => Some(now()),
+        };
+        let (kind, as_of) = finish(v, kind.zip(as_of))?;
+        Ok(AttentionQuery {
+            kind,
+            as_of,
+            after: resumed.map(|(_, p)| p),
+            limit: usize::try_from(limit).unwrap_or(50),
+        })
+    }
+}
+
+fn attention_customer(i: AttentionItem) -> pb::AttentionCustomer {
+    let d = i.decline;
+    pb::AttentionCustomer {
+        customer_id: i.customer_id,
+        name: i.name,
+        last_contact_time: i.last_contact.map(|(t, _)| to_timestamp(t)),
+        last_contact_channel: i.last_contact.map_or(0, |(_, c)| c),
+        days_since_last_contact: i.days_since_last_contact,
+        current_count: d.map_or(0, |d| d.current),
+        previous_count: d.map_or(0, |d| d.previous),
+        drop_ratio: d.map_or(0.0, |d| d.ratio()),
+    }
+}
+
+/// The response of one attention page; the token carries the filters' fingerprint.
+pub fn attention_response(
+    req_filters: u64,
+    page: AttentionPage,
+) -> pb::ListAttentionCustomersResponse {
+    let next_page_token = page
+        .next
+        .map(|after| {
+            paging::encode(
+                ATTENTION_KIND,
+                req_filters,
+                &AttentionCursor {
+                    as_of: micros(page.as_of),
+                    after,
+                },
+            )
+        })
+        .unwrap_or_default();
+    pb::ListAttentionCustomersResponse {
+        customers: page.items.into_iter().map(attention_customer).collect(),
+        next_page_token,
+        as_of: Some(to_timestamp(page.as_of)),
+    }
+}
+
+/// The fingerprint of a request's filters, for [`attention_response`].
+pub fn attention_fingerprint(req: &pb::ListAttentionCustomersRequest) -> u64 {
+    attention_filters(req)
+}

@@ -29,6 +29,7 @@ mod robustness;
 mod rollups;
 mod security;
 mod server;
+mod service_levels;
 
 use std::process::ExitCode;
 

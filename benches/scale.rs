@@ -114,8 +114,8 @@ struct Args {
     p99_calls: usize,
     /// `--p99-clients` / `CRM_BENCH_P99_CLIENTS` (16): concurrent clients for the p99s.
     p99_clients: usize,
-    /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `writes`
-    /// (every part when empty).
+    /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `writes`,
+    /// `service_levels` (every part when empty).
     only: String,
 }
 
@@ -184,9 +184,9 @@ impl Args {
         if let Some(bad) = a
             .only
             .split(',')
-            .find(|p| !["", "reports", "timeline", "writes"].contains(&p.trim()))
+            .find(|p| !["", "reports", "timeline", "writes", "service_levels"].contains(&p.trim()))
         {
-            bail!("--only: unknown part {bad} (reports, timeline, writes)");
+            bail!("--only: unknown part {bad} (reports, timeline, writes, service_levels)");
         }
         if a.communications == 0 || a.customers == 0 {
             bail!("--communications and --customers must be positive");
@@ -299,6 +299,9 @@ fn ms(d: Duration) -> f64 {
 macro_rules! say {
     ($($t:tt)*) => { eprintln!($($t)*) };
 }
+
+#[path = "scale_parts/service_levels.rs"]
+mod service_levels;
 
 /// The median duration of `runs` runs of `f`, and the last run's value.
 async fn timed<T, F: std::future::Future<Output = Result<T>>>(
@@ -1753,6 +1756,10 @@ async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<(
     if part("writes") {
         say!("== {}: writes (scratch database) ==", t.db);
         measure_writes(t, args, out).await?;
+    }
+    if part("service_levels") {
+        say!("== {}: service levels and attention ==", t.db);
+        service_levels::measure(t, args, out).await?;
     }
     Ok(())
 }

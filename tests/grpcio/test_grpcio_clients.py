@@ -12,7 +12,7 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from crm.v1 import analytics_pb2 as apb
 from crm.v1 import analytics_pb2_grpc as agrpc
@@ -406,3 +406,78 @@ def test_request_ids_differing_in_case_or_accents_are_distinct(server):
     for table in ("communications", "customers"):
         stored_keys = {r[0] for r in server.query(f"SELECT HEX(request_id) FROM {table} WHERE request_id IS NOT NULL")}
         assert stored_keys == sent, table
+
+
+# -- e. the service-level reports and the attention list from grpcio ------------------
+
+WAITING_CUSTOMERS = 50
+DAY = 86_400
+
+
+def test_response_times_and_attention_pages_from_grpcio(server):
+    """A known timeline imported from grpcio: customer i's inbound message is answered
+    after i + 1 minutes; one more customer is never answered. The report's figures, and
+    every page of the stale list walked with its tokens, match what the timeline says,
+    also after reports cut off by deadlines."""
+    t0 = 1_735_689_600  # 2025-01-01T00:00:00Z
+    ids = [create_customer(server, f"Waiting {i}").id for i in range(WAITING_CUSTOMERS + 1)]
+
+    def message(customer_id: int, at: int, direction: int) -> mpb.ImportCommunicationsRequest:
+        return mpb.ImportCommunicationsRequest(
+            communication=mpb.Communication(
+                customer_id=customer_id,
+                channel=cpb.CHANNEL_CHAT,
+                direction=direction,
+                occur_time=timestamp(at),
+                content="where is my order?" if direction == cpb.DIRECTION_INBOUND else "on its way",
+            )
+        )
+
+    def items():
+        for i in range(WAITING_CUSTOMERS):
+            yield message(ids[i], t0 + 60 * i, cpb.DIRECTION_INBOUND)
+            yield message(ids[i], t0 + 60 * i + 60 * (i + 1), cpb.DIRECTION_OUTBOUND)
+        yield message(ids[-1], t0 + 60 * WAITING_CUSTOMERS, cpb.DIRECTION_INBOUND)
+
+    comms = mgrpc.CommunicationServiceStub(server.channel)
+    assert comms.ImportCommunications(items(), timeout=60).accepted_count == 2 * WAITING_CUSTOMERS + 1
+
+    analytics = agrpc.AnalyticsServiceStub(server.channel)
+    request = apb.GetResponseTimeReportRequest(
+        start_time=timestamp(t0),
+        end_time=timestamp(t0 + DAY),
+        sla=duration_pb2.Duration(seconds=30 * 60),
+    )
+    for cut in range(20):
+        try:
+            analytics.GetResponseTimeReport(request, timeout=0.001 * (cut % 5 + 1))
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), rpc_failure(e)
+    total = analytics.GetResponseTimeReport(request, timeout=30).total
+    assert (total.total_count, total.completed_count, total.pending_count) == (51, 50, 1)
+    # Waits of 1..50 minutes: mean and median 25.5 min, p90 the 45th, 20 over 30 min.
+    assert total.mean.ToSeconds() == 1530 and total.median.ToSeconds() == 1530
+    assert total.p90.ToSeconds() == 45 * 60
+    assert (total.completed_over_sla_count, total.pending_over_sla_count) == (20, 1)
+
+    seen = []
+    token = ""
+    while True:
+        page = analytics.ListAttentionCustomers(
+            apb.ListAttentionCustomersRequest(
+                reason=apb.ATTENTION_REASON_STALE,
+                stale_days=30,
+                as_of=timestamp(t0 + 100 * DAY),
+                page_size=7,
+                page_token=token,
+            ),
+            timeout=30,
+        )
+        assert len(page.customers) <= 7
+        seen.extend((c.last_contact_time.ToSeconds(), c.customer_id) for c in page.customers)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == seen, "oldest last contact first"
+    assert sorted(c for _, c in seen) == sorted(ids), "every customer once"
+    assert all(c.days_since_last_contact == 99 for c in page.customers)

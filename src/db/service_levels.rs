@@ -39,21 +39,47 @@ pub struct ContactRow {
     pub occur_time: NaiveDateTime,
 }
 
-/// One page of the communications in `scope`, ordered by `(occur_time, id)`, strictly
-/// after `after`: a range scan of the covering `(occur_time, id, customer_id, channel,
-/// direction)` index.
+/// Where a page of [`contact_page`] continues: the last row's `(customer_id,
+/// occur_time, id)`.
+pub type ContactPosition = (i64, NaiveDateTime, i64);
+
+/// One page of the communications in `scope`, strictly after `after`. Over every
+/// customer: ordered by `(occur_time, id)`, a range scan of the covering `(occur_time,
+/// id, customer_id, channel, direction)` index. Over listed customers: ordered by
+/// `(customer_id, occur_time, id)` off the `(customer_id, occur_time, ...)` index, which
+/// reads only their rows. Either order keeps each customer's rows in time order, which
+/// is all the reply pairing needs.
 pub async fn contact_page(
     db: &Db,
     scope: &CommunicationFilter,
-    after: Option<(NaiveDateTime, i64)>,
+    after: Option<ContactPosition>,
     limit: i64,
 ) -> Result<Vec<ContactRow>> {
+    let by_customer = !scope.customer_ids.is_empty();
     let mut sql =
         Sql::from("SELECT id, customer_id, channel, direction, occur_time FROM communications");
-    sql.push(db.backend().index_hint(Index::Time))
-        .filter(&COMMUNICATIONS, scope);
-    let keyset = COMMUNICATIONS.keyset(false);
-    keyset.after_row(&mut sql, after);
+    sql.push(db.backend().index_hint(if by_customer {
+        Index::CustomerTime
+    } else {
+        Index::Time
+    }))
+    .filter(&COMMUNICATIONS, scope);
+    let keyset = Keyset {
+        columns: if by_customer {
+            &["customer_id", "occur_time", "id"]
+        } else {
+            &["occur_time", "id"]
+        },
+        descending: false,
+    };
+    let after = after.map(|(c, t, id)| {
+        if by_customer {
+            vec![Bind::I64(c), Bind::Time(t), Bind::I64(id)]
+        } else {
+            vec![Bind::Time(t), Bind::I64(id)]
+        }
+    });
+    keyset.after(&mut sql, after.as_deref());
     keyset.order_limit(&mut sql, limit);
     query::load(db, &sql).await
 }

@@ -3,7 +3,7 @@
 //! time or in a schedule's business hours, overall, per channel and per bucket.
 //!
 //! The response-time report reads the range once off the covering time index, in
-//! `(time, id)` pages, pairing each inbound communication with the next outbound one of
+//! `(time, id)` pages (by customer when the scope lists customers), pairing each inbound communication with the next outbound one of
 //! its customer as the rows go by ([`Replies`]); the messages still waiting at the end of
 //! the range get one grouped index probe per 500 customers for the first reply after it.
 //! Waits are then measured (wall clock, or a [`BusinessClock`]) and summarized
@@ -195,7 +195,7 @@ pub async fn response_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result
         }
         match page.last() {
             Some(last) if page.len() as i64 == WAIT_PAGE_ROWS => {
-                after = Some((last.occur_time, last.id));
+                after = Some((last.customer_id, last.occur_time, last.id));
             }
             _ => break,
         }

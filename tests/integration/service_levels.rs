@@ -182,7 +182,7 @@ backend_tests! {
             .await
             .unwrap()
             .into_inner();
-        let total = r.total.clone().unwrap();
+        let total = r.total.unwrap();
         // Completed: 15, 30, 50, 60, 120, 540 min; pending: message 5.
         assert_eq!((total.total_count, total.completed_count, total.pending_count), (7, 6, 1));
         assert_eq!(secs(&total.mean), Some(815 * MINUTE / 6));
@@ -198,7 +198,7 @@ backend_tests! {
             .channels
             .iter()
             .map(|c| {
-                let s = c.stats.clone().unwrap();
+                let s = c.stats.unwrap();
                 (c.channel, s.completed_count, s.pending_count, secs(&s.median))
             })
             .collect();
@@ -217,7 +217,7 @@ backend_tests! {
             .buckets
             .iter()
             .map(|b| {
-                let s = b.stats.clone().unwrap();
+                let s = b.stats.unwrap();
                 let start = DateTime::<Utc>::from_timestamp(b.start_time.unwrap().seconds, 0).unwrap();
                 (start.to_rfc3339(), s.completed_count, s.pending_count)
             })
@@ -230,7 +230,7 @@ backend_tests! {
                 ("2024-04-07T22:00:00+00:00".to_owned(), 0, 0),
             ]
         );
-        assert_eq!(r.buckets[2].stats.clone().unwrap().mean, None);
+        assert_eq!(r.buckets[2].stats.unwrap().mean, None);
     }
 
     async fn response_times_in_wall_clock_time_and_on_the_same_channel(app: &TestApp) {

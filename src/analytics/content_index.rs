@@ -283,6 +283,27 @@ impl ContentIndex {
         self.locate(id).is_some()
     }
 
+    /// Gives every row of the `merged` customers to `survivor` (a customer merge moved
+    /// their communications); how many rows changed.
+    pub fn reassign_customers(&mut self, merged: &[i64], survivor: i64) -> usize {
+        let mut merged = merged.to_vec();
+        merged.sort_unstable();
+        let mut changed = 0;
+        for chunk in self
+            .sealed
+            .iter_mut()
+            .chain(std::iter::once(&mut self.open))
+        {
+            for customer in chunk.customers.iter_mut() {
+                if merged.binary_search(customer).is_ok() {
+                    *customer = survivor;
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Adds a row; `false` (and nothing changes) when its id is already known.
     pub fn insert(&mut self, row: IndexRow<'_>) -> bool {
         if self.contains(row.id) {

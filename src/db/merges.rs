@@ -633,7 +633,7 @@ pub async fn duplicates(
             groups.push((key, g, members));
         }
     }
-    let mut by_id: HashMap<i64, Customer> = customers::live_by_ids(db, &member_ids)
+    let by_id: HashMap<i64, Customer> = customers::live_by_ids(db, &member_ids)
         .await?
         .into_iter()
         .map(|c| (c.row.id, c))
@@ -651,7 +651,8 @@ pub async fn duplicates(
     let phone_counts = phone_counts(db, email_sets.iter().map(|(p, _)| p.clone())).await?;
     let mut out = Vec::with_capacity(groups.len());
     for (key, g, ids) in groups {
-        let members: Vec<Customer> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        // A customer may be in a phone group and in an email group.
+        let members: Vec<Customer> = ids.iter().filter_map(|id| by_id.get(id).cloned()).collect();
         let complete = members.len() as i64 == g.n;
         let mut matched = vec![key];
         if complete {
@@ -660,10 +661,7 @@ pub async fn duplicates(
             if key == DuplicateKey::Email {
                 if let Some(p) = &phone {
                     if phone_counts.get(p) == Some(&g.n) {
-                        // Listed as the phone group `p`; the members go back for reuse.
-                        for c in members {
-                            by_id.insert(c.row.id, c);
-                        }
+                        // Listed as the phone group `p`.
                         continue;
                     }
                 }

@@ -410,7 +410,8 @@ pub async fn update(
 
 /// Deletes a customer. Without `purge` it is marked deleted (its history stays for
 /// audit); with `purge` the customer and every row carrying its id are erased in one
-/// transaction, which is also allowed on an already deleted customer.
+/// transaction, which is also allowed on an already deleted customer, together with the
+/// rows of the customers merged into it. A merged customer answers [`Error::Merged`].
 pub async fn delete(
     db: &Db,
     id: i64,
@@ -466,6 +467,11 @@ pub async fn delete(
                         .execute(conn)
                         .await?;
                     diesel::delete(customers::table.filter(customers::id.eq(id)))
+                        .execute(conn)
+                        .await?;
+                    // The customers merged into this one were the same person: their
+                    // rows (name, phone, email) go too. Their history is this one's.
+                    diesel::delete(customers::table.filter(customers::merged_into.eq(id)))
                         .execute(conn)
                         .await?;
                 } else {
@@ -649,17 +655,15 @@ pub async fn normalize_stored_phones(
             break;
         }
     }
-    let mut claim = Sql::from("INSERT INTO rollup_state (name, built_time) VALUES ");
+    // Another server may have finished the same work at the same time: its marker stands.
+    let mut claim = Sql::from(&*format!(
+        "{}rollup_state (name, built_time) VALUES ",
+        db.backend().insert_ignore()
+    ));
     claim.list([Bind::Text(marker), Bind::Time(crate::model::time::now())]);
-    match with_conn!(db, write, |conn| Ok::<_, Error>(
+    with_conn!(db, write, |conn| Ok::<_, Error>(
         conn.execute_sql(&claim).await?
-    )) {
-        // Another server finished the same work at the same time.
-        Err(e) if e.is_unique_violation() => {}
-        other => {
-            other?;
-        }
-    }
+    ))?;
     tracing::info!(
         %region,
         converted = outcome.converted,

@@ -474,6 +474,14 @@ backend_tests! {
             assert_merged(&err, id, other);
         }
         assert_eq!(app.count_where("communications", "customer_id", other).await, 5);
+        // Purging the last survivor erases the merged customers' rows too (one person).
+        client.delete_customer(pb::DeleteCustomerRequest { id: other, purge: true, etag: String::new() }).await.unwrap();
+        for id in [m1, m2, s, other] {
+            assert_eq!(app.count_where("customers", "id", id).await, 0, "{id}");
+            let err = client.get_customer(pb::GetCustomerRequest { id }).await.unwrap_err();
+            assert_status(&err, Code::NotFound, "CUSTOMER_NOT_FOUND");
+        }
+        assert_eq!(app.count_where("communications", "customer_id", other).await, 0);
     }
 
     async fn the_survivor_keeps_its_own_tags_first_up_to_the_limit(app: &TestApp) {

@@ -653,7 +653,7 @@ backend_tests! {
             EVERYONE.map(Who::name).join(" | "),
             "---|".repeat(EVERYONE.len())
         );
-        assert_eq!((sent, right), (21 * 6, 21 * 6));
+        assert_eq!((sent, right), (23 * 6, 23 * 6));
     }
 
     async fn a_writer_cannot_purge_and_learns_nothing_by_trying(app: &TestApp) {

@@ -44,6 +44,9 @@ fn assert_merged(status: &Status, id: i64, survivor: i64) {
     assert_eq!(info.metadata["id"], id.to_string(), "{status:?}");
 }
 
+/// A group as `(key, value, matched keys, count, member ids)`.
+type GroupSummary = (i32, String, Vec<i32>, i32, Vec<i64>);
+
 fn merge_request(survivor: i64, merged: &[i64], request_id: &str) -> pb::MergeCustomersRequest {
     pb::MergeCustomersRequest {
         surviving_customer_id: survivor,
@@ -266,7 +269,7 @@ backend_tests! {
             .into_inner();
         assert!(all.next_page_token.is_empty());
         use pb::DuplicateKey::{Email, Name, Phone};
-        let summary: Vec<(i32, String, Vec<i32>, i32, Vec<i64>)> = all
+        let summary: Vec<GroupSummary> = all
             .groups
             .iter()
             .map(|g| (g.key, g.value.clone(), g.matched_keys.clone(), g.customer_count, g.customers.iter().map(|c| c.id).collect()))

@@ -864,6 +864,31 @@ mod tests {
     }
 
     #[test]
+    fn reassigned_rows_answer_for_their_new_customer() {
+        let mut index = ContentIndex::new();
+        for (id, customer) in [(1, 7), (2, 8), (3, 9), (4, 8)] {
+            index.insert(IndexRow {
+                id,
+                customer_id: customer,
+                channel: 1,
+                occur_micros: id * 1_000_000,
+                content: "refund",
+            });
+        }
+        let scoped = |customers: Vec<i64>| IndexQuery {
+            start: 0,
+            end: i64::MAX,
+            customers,
+            keywords: vec!["refund".into()],
+            ..IndexQuery::default()
+        };
+        assert_eq!(index.reassign_customers(&[9, 8], 7), 3);
+        assert_eq!(index.query(&scoped(vec![7]), 1, &|| false).unwrap().scanned, 4);
+        assert_eq!(index.query(&scoped(vec![8, 9]), 1, &|| false).unwrap().scanned, 0);
+        assert_eq!(index.reassign_customers(&[9, 8], 7), 0, "idempotent");
+    }
+
+    #[test]
     fn an_empty_index_answers_zeros() {
         let q = &queries()[0];
         let f = ContentIndex::new().query(q, 2, &|| false).unwrap();

@@ -883,8 +883,17 @@ mod tests {
             ..IndexQuery::default()
         };
         assert_eq!(index.reassign_customers(&[9, 8], 7), 3);
-        assert_eq!(index.query(&scoped(vec![7]), 1, &|| false).unwrap().scanned, 4);
-        assert_eq!(index.query(&scoped(vec![8, 9]), 1, &|| false).unwrap().scanned, 0);
+        assert_eq!(
+            index.query(&scoped(vec![7]), 1, &|| false).unwrap().scanned,
+            4
+        );
+        assert_eq!(
+            index
+                .query(&scoped(vec![8, 9]), 1, &|| false)
+                .unwrap()
+                .scanned,
+            0
+        );
         assert_eq!(index.reassign_customers(&[9, 8], 7), 0, "idempotent");
     }
 

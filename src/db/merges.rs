@@ -546,6 +546,12 @@ async fn groups_after(
 
 /// The live members (ids, ascending) of the groups `values` of `key`; at most
 /// [`MAX_GROUP_MEMBERS`] per group.
+///
+/// Groups are formed by the database's comparison of the column (MySQL's collation may
+/// find `josé@x.cn` and `jose@x.cn` equal, SQLite compares bytes), so a member is
+/// filed under its group's value as the database compared it: small groups are read
+/// together and filed by their stored value, and any group that comes up short (its
+/// members stored differently from its value) is read on its own.
 async fn members(
     db: &Db,
     key: DuplicateKey,
@@ -564,16 +570,24 @@ async fn members(
         }
         sql
     };
-    let (small, large): (Vec<&ValueCount>, Vec<&ValueCount>) = groups
+    let wanted = |g: &ValueCount| (g.n as usize).min(MAX_GROUP_MEMBERS);
+    let small: Vec<&ValueCount> = groups
         .iter()
-        .partition(|g| g.n as usize <= MAX_GROUP_MEMBERS);
-    let mut statements: Vec<Sql> = small.chunks(200).map(|c| select(c, None)).collect();
-    statements.extend(large.iter().map(|g| select(&[g], Some(MAX_GROUP_MEMBERS))));
-    for sql in statements {
-        let rows: Vec<Member> = super::query::load(db, &sql).await?;
+        .filter(|g| g.n as usize <= MAX_GROUP_MEMBERS)
+        .collect();
+    for chunk in small.chunks(200) {
+        let rows: Vec<Member> = super::query::load(db, &select(chunk, None)).await?;
         for m in rows {
             out.entry(m.value).or_default().push(m.id);
         }
+    }
+    for g in groups {
+        if out.get(&g.value).map_or(0, Vec::len) == wanted(g) {
+            continue;
+        }
+        let rows: Vec<Member> =
+            super::query::load(db, &select(&[g], Some(MAX_GROUP_MEMBERS))).await?;
+        out.insert(g.value.clone(), rows.into_iter().map(|m| m.id).collect());
     }
     Ok(out)
 }

@@ -477,6 +477,7 @@ impl DuplicateKey {
         match rank {
             1 => Some(DuplicateKey::Phone),
             2 => Some(DuplicateKey::Email),
+            3 => Some(DuplicateKey::Name),
             _ => None,
         }
     }
@@ -600,9 +601,15 @@ pub async fn duplicates(
     db: &Db,
     after: Option<(DuplicateKey, String)>,
     limit: i64,
+    with_names: bool,
 ) -> Result<(Vec<DuplicateGroup>, Option<(DuplicateKey, String)>)> {
     let mut found: Vec<(DuplicateKey, ValueCount)> = Vec::new();
-    for key in [DuplicateKey::Phone, DuplicateKey::Email] {
+    let mut name_members: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut kinds = vec![DuplicateKey::Phone, DuplicateKey::Email];
+    if with_names {
+        kinds.push(DuplicateKey::Name);
+    }
+    for key in kinds {
         let from = match &after {
             Some((k, _)) if *k > key => continue,
             Some((k, v)) if *k == key => Some(v.as_str()),
@@ -611,6 +618,13 @@ pub async fn duplicates(
         let room = limit + 1 - found.len() as i64;
         if room <= 0 {
             break;
+        }
+        if key == DuplicateKey::Name {
+            for (g, ids) in name_groups_after(db, from, room).await? {
+                name_members.insert(g.value.clone(), ids);
+                found.push((key, g));
+            }
+            continue;
         }
         found.extend(
             groups_after(db, key, from, room)
@@ -628,7 +642,7 @@ pub async fn duplicates(
     // Members of every group, then the customers themselves in one read.
     let mut groups = Vec::with_capacity(found.len());
     let mut member_ids: Vec<i64> = Vec::new();
-    for key in [DuplicateKey::Phone, DuplicateKey::Email] {
+    for key in [DuplicateKey::Phone, DuplicateKey::Email, DuplicateKey::Name] {
         let of_key: Vec<ValueCount> = found
             .iter()
             .filter(|(k, _)| *k == key)
@@ -640,7 +654,11 @@ pub async fn duplicates(
         if of_key.is_empty() {
             continue;
         }
-        let mut ids = members(db, key, &of_key).await?;
+        let mut ids = if key == DuplicateKey::Name {
+            std::mem::take(&mut name_members)
+        } else {
+            members(db, key, &of_key).await?
+        };
         for g in of_key {
             let members = ids.remove(&g.value).unwrap_or_default();
             member_ids.extend(&members);
@@ -686,7 +704,9 @@ pub async fn duplicates(
             if key != DuplicateKey::Email && email.is_some() {
                 matched.push(DuplicateKey::Email);
             }
-            if crate::model::names::all_equal(members.iter().map(|c| c.row.name.as_str())) {
+            if key != DuplicateKey::Name
+                && crate::model::names::all_equal(members.iter().map(|c| c.row.name.as_str()))
+            {
                 matched.push(DuplicateKey::Name);
             }
             matched.sort_by_key(|k| (*k != key, k.rank()));
@@ -700,6 +720,58 @@ pub async fn duplicates(
         });
     }
     Ok((out, next))
+}
+
+/// Live customers read per statement while grouping names.
+const NAME_SCAN_ROWS: i64 = 10_000;
+
+/// The normalized names after `after` (ascending) shared by at least two live customers,
+/// at most `limit`, each with its count and first [`MAX_GROUP_MEMBERS`] ids. Names are
+/// compared after NFKC and case folding, which SQL cannot do: this reads the id and name
+/// of every live customer (in id pages), so it costs a scan of the customers per page.
+async fn name_groups_after(
+    db: &Db,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(ValueCount, Vec<i64>)>> {
+    let mut by_key: BTreeMap<String, (i64, Vec<i64>)> = BTreeMap::new();
+    let mut last = 0i64;
+    loop {
+        let mut sql = Sql::from("SELECT name AS value, id FROM customers");
+        sql.and()
+            .push("delete_time IS NULL")
+            .and()
+            .push("id > ")
+            .bind(Bind::I64(last))
+            .push(" ORDER BY id LIMIT ")
+            .bind(Bind::I64(NAME_SCAN_ROWS));
+        let rows: Vec<Member> = super::query::load(db, &sql).await?;
+        let Some(end) = rows.last().map(|m| m.id) else {
+            break;
+        };
+        let full = rows.len() as i64 == NAME_SCAN_ROWS;
+        for m in rows {
+            let key = crate::model::names::name_key(&m.value);
+            if key.is_empty() || after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            let entry = by_key.entry(key).or_default();
+            entry.0 += 1;
+            if entry.1.len() < MAX_GROUP_MEMBERS {
+                entry.1.push(m.id);
+            }
+        }
+        last = end;
+        if !full {
+            break;
+        }
+    }
+    Ok(by_key
+        .into_iter()
+        .filter(|(_, (n, _))| *n > 1)
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|(value, (n, ids))| (ValueCount { value, n }, ids))
+        .collect())
 }
 
 /// The non-empty value every customer of `ids` has, if they all have the same one.

@@ -360,7 +360,9 @@ impl CustomerService for CustomerApi {
         let req = request.into_inner();
         let mut v = Violations::new();
         let limit = paging::page_size(&mut v, "page_size", req.page_size);
-        let fp = paging::Fingerprint::new("duplicate_customers").finish();
+        let fp = paging::Fingerprint::new("duplicate_customers")
+            .field("include_name_groups", &i64::from(req.include_name_groups))
+            .finish();
         let after = if req.page_token.is_empty() {
             None
         } else {
@@ -379,7 +381,8 @@ impl CustomerService for CustomerApi {
             })
         };
         v.finish(())?;
-        let (groups, next) = merges::duplicates(&self.state.db, after, limit).await?;
+        let (groups, next) =
+            merges::duplicates(&self.state.db, after, limit, req.include_name_groups).await?;
         Ok(Response::new(pb::ListDuplicateCustomersResponse {
             groups: groups.into_iter().map(duplicate_group_to_pb).collect(),
             next_page_token: next

@@ -264,6 +264,9 @@ backend_tests! {
         // (listing both), none on SQLite (bytes differ).
         let accented = customer(app, "José", "", "josé@example.com", &[]).await;
         let plain = customer(app, "Jose", "", "jose@example.com", &[]).await;
+        // Names alone: listed only when asked.
+        let f1 = customer(app, "Wang  Fang", "", "", &[]).await;
+        let f2 = customer(app, "ＷＡＮＧ fang", "13500135000", "", &[]).await;
 
         let mut client = app.customers();
         let all = client
@@ -307,7 +310,7 @@ backend_tests! {
         let mut walked = Vec::new();
         loop {
             let page = client
-                .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: 1, page_token: token.clone() })
+                .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: 1, page_token: token.clone(), ..Default::default() })
                 .await
                 .unwrap()
                 .into_inner();
@@ -321,10 +324,57 @@ backend_tests! {
         let values: Vec<String> = all.groups.iter().map(|g| g.value.clone()).collect();
         assert_eq!(walked, values);
         let err = client
-            .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: -1, page_token: "garbage".into() })
+            .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: -1, page_token: "garbage".into(), ..Default::default() })
             .await
             .unwrap_err();
         assert_invalid(&err, &["page_size", "page_token"]);
+        // With name groups: after the others, by normalized name.
+        let with_names = client
+            .list_duplicate_customers(pb::ListDuplicateCustomersRequest { include_name_groups: true, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<(String, Vec<i32>, Vec<i64>)> = with_names
+            .groups
+            .iter()
+            .filter(|g| g.key == Name as i32)
+            .map(|g| (g.value.clone(), g.matched_keys.clone(), g.customers.iter().map(|c| c.id).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("wang fang".to_owned(), vec![Name as i32], vec![f1, f2]),
+                ("zhang wei".to_owned(), vec![Name as i32, Phone as i32, Email as i32], vec![a1, a2]),
+            ]
+        );
+        assert_eq!(with_names.groups.len(), all.groups.len() + 2);
+        let mut token = String::new();
+        let mut walked = Vec::new();
+        loop {
+            let page = client
+                .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: 2, page_token: token.clone(), include_name_groups: true })
+                .await
+                .unwrap()
+                .into_inner();
+            walked.extend(page.groups.into_iter().map(|g| (g.key, g.value)));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let expected: Vec<(i32, String)> = with_names.groups.iter().map(|g| (g.key, g.value.clone())).collect();
+        assert_eq!(walked, expected);
+        // A token is tied to the flag it was issued with.
+        let first = client
+            .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: 1, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let err = client
+            .list_duplicate_customers(pb::ListDuplicateCustomersRequest { page_size: 1, page_token: first.next_page_token, include_name_groups: true })
+            .await
+            .unwrap_err();
+        assert_invalid(&err, &["page_token"]);
         // After a merge the group is gone.
         client.merge_customers(merge_request(a1, &[a2], "")).await.unwrap();
         let after = client.list_duplicate_customers(pb::ListDuplicateCustomersRequest::default()).await.unwrap().into_inner();

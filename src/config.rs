@@ -225,6 +225,12 @@ pub struct Config {
         global = true
     )]
     pub content_index: bool,
+    /// Region whose numbering plan applies to phone numbers written without a country
+    /// code: a two-letter CLDR code that libphonenumber knows (CN, HK, TW, US, GB, ...);
+    /// anything else is refused at start. Phones are stored in E.164; rows stored before
+    /// are converted once per region at start.
+    #[arg(long, env = "CRM_PHONE_REGION", default_value = "CN", global = true)]
+    pub phone_region: crate::model::phone::PhoneRegion,
     /// Tokens file: one `<role> <name> <sha256-hex-of-token>` per line, `#` comments
     /// (see `token new`); reloaded on SIGHUP. Without it every caller is anonymous with
     /// every right, and the server listens on loopback addresses only.
@@ -385,6 +391,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("report_rollups", &self.report_rollups)
             .field("content_index", &self.content_index)
+            .field("phone_region", &self.phone_region)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
             .field("metrics_listen", &self.metrics_listen)
@@ -424,6 +431,7 @@ impl Config {
             shutdown_grace_secs: 10,
             report_rollups: true,
             content_index: true,
+            phone_region: crate::model::phone::PhoneRegion::default(),
             log: "info".into(),
             log_format: LogFormat::Text,
             metrics_listen: None,
@@ -512,6 +520,22 @@ mod tests {
         for bad in ["0", "65", "many"] {
             let err = Cli::try_parse_from(["crm-comms", "--log-writers", bad]).unwrap_err();
             assert!(err.to_string().contains("--log-writers"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn phone_region_defaults_to_china_and_refuses_unknown_regions() {
+        let cli = Cli::try_parse_from(["crm-comms"]).unwrap();
+        assert_eq!(cli.config.phone_region.to_string(), "CN");
+        let cli = Cli::try_parse_from(["crm-comms", "--phone-region", "hk"]).unwrap();
+        assert_eq!(cli.config.phone_region.to_string(), "HK");
+        for bad in ["ZZ", "china", ""] {
+            let err = Cli::try_parse_from(["crm-comms", "--phone-region", bad]).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("--phone-region") && text.contains("CLDR"),
+                "{bad}: {text}"
+            );
         }
     }
 

@@ -39,6 +39,15 @@ pub enum Error {
         /// The id that was asked for.
         id: i64,
     },
+    /// The customer was merged into another one (`MergeCustomers`): it is gone, and the
+    /// answer names the customer that now holds its history.
+    #[error("customer {id} was merged into customer {merged_into}")]
+    Merged {
+        /// The id that was asked for.
+        id: i64,
+        /// The surviving customer.
+        merged_into: i64,
+    },
     /// The resource to create exists already (e.g. a unique name is taken).
     #[error("{message}")]
     AlreadyExists {
@@ -207,6 +216,7 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
             Error::NotFound { resource, .. } => (Code::NotFound, not_found_reason(resource)),
+            Error::Merged { .. } => (Code::NotFound, "CUSTOMER_MERGED"),
             Error::Aborted(_) => (Code::Aborted, "ETAG_MISMATCH"),
             Error::AlreadyExists { reason, .. } => (Code::AlreadyExists, reason),
             Error::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
@@ -352,9 +362,17 @@ impl From<Error> for Status {
             _ => truncate(&err.to_string(), MAX_MESSAGE_BYTES),
         };
         let mut metadata = HashMap::new();
-        if let Error::NotFound { resource, id } = &err {
-            metadata.insert("resource".to_owned(), (*resource).to_owned());
-            metadata.insert("id".to_owned(), id.to_string());
+        match &err {
+            Error::NotFound { resource, id } => {
+                metadata.insert("resource".to_owned(), (*resource).to_owned());
+                metadata.insert("id".to_owned(), id.to_string());
+            }
+            Error::Merged { id, merged_into } => {
+                metadata.insert("resource".to_owned(), "customer".to_owned());
+                metadata.insert("id".to_owned(), id.to_string());
+                metadata.insert("merged_into".to_owned(), merged_into.to_string());
+            }
+            _ => {}
         }
         let mut details = ErrorDetails::new();
         match &err {
@@ -559,6 +577,23 @@ mod tests {
             "{}",
             status.details().len()
         );
+    }
+
+    #[test]
+    fn a_merged_customer_is_not_found_naming_the_survivor() {
+        let status = Status::from(Error::Merged {
+            id: 7,
+            merged_into: 3,
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "CUSTOMER_MERGED");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata["merged_into"], "3");
+        assert_eq!(info.metadata["id"], "7");
+        assert_eq!(info.metadata["resource"], "customer");
+        assert!(status.message().contains("merged into customer 3"));
     }
 
     #[test]

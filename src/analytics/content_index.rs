@@ -283,6 +283,27 @@ impl ContentIndex {
         self.locate(id).is_some()
     }
 
+    /// Gives every row of the `merged` customers to `survivor` (a customer merge moved
+    /// their communications); how many rows changed.
+    pub fn reassign_customers(&mut self, merged: &[i64], survivor: i64) -> usize {
+        let mut merged = merged.to_vec();
+        merged.sort_unstable();
+        let mut changed = 0;
+        for chunk in self
+            .sealed
+            .iter_mut()
+            .chain(std::iter::once(&mut self.open))
+        {
+            for customer in chunk.customers.iter_mut() {
+                if merged.binary_search(customer).is_ok() {
+                    *customer = survivor;
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Adds a row; `false` (and nothing changes) when its id is already known.
     pub fn insert(&mut self, row: IndexRow<'_>) -> bool {
         if self.contains(row.id) {
@@ -840,6 +861,40 @@ mod tests {
     fn a_cancelled_query_answers_nothing() {
         let index = index_of(&rows(100, 3));
         assert!(index.query(&queries()[0], 1, &|| true).is_none());
+    }
+
+    #[test]
+    fn reassigned_rows_answer_for_their_new_customer() {
+        let mut index = ContentIndex::new();
+        for (id, customer) in [(1, 7), (2, 8), (3, 9), (4, 8)] {
+            index.insert(IndexRow {
+                id,
+                customer_id: customer,
+                channel: 1,
+                occur_micros: id * 1_000_000,
+                content: "refund",
+            });
+        }
+        let scoped = |customers: Vec<i64>| IndexQuery {
+            start: 0,
+            end: i64::MAX,
+            customers,
+            keywords: vec!["refund".into()],
+            ..IndexQuery::default()
+        };
+        assert_eq!(index.reassign_customers(&[9, 8], 7), 3);
+        assert_eq!(
+            index.query(&scoped(vec![7]), 1, &|| false).unwrap().scanned,
+            4
+        );
+        assert_eq!(
+            index
+                .query(&scoped(vec![8, 9]), 1, &|| false)
+                .unwrap()
+                .scanned,
+            0
+        );
+        assert_eq!(index.reassign_customers(&[9, 8], 7), 0, "idempotent");
     }
 
     #[test]

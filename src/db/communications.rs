@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
-use super::schema::{communications, customers};
+use super::schema::communications;
 use super::{create_for_customer, retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
@@ -166,19 +166,14 @@ pub enum BatchOutcome {
 }
 
 /// The two reads before a batch is stored, in its transaction on `$conn`: the live
-/// customers among `$customer_ids` (a set), and `(customer_id, request_id, id)` of the
+/// customers among `$customer_ids` (a set; their rows stay locked until the transaction
+/// ends, see [`query::lock_customer`], so a concurrent merge cannot move them away
+/// before the INSERT), and `(customer_id, request_id, id)` of the
 /// rows already stored under any of `$keys`. A macro because diesel's DSL type-checks
 /// per connection inside `with_conn!`.
 macro_rules! batch_lookups {
     ($conn:expr, $customer_ids:expr, $keys:expr) => {{
-        let live: HashSet<i64> = customers::table
-            .filter(customers::id.eq_any($customer_ids))
-            .filter(customers::delete_time.is_null())
-            .select(customers::id)
-            .load::<i64>($conn)
-            .await?
-            .into_iter()
-            .collect();
+        let live: HashSet<i64> = query::lock_live_customers($conn, $customer_ids).await?;
         let used: Vec<(i64, Option<String>, i64)> = if $keys.is_empty() {
             Vec::new()
         } else {

@@ -159,21 +159,36 @@ macro_rules! id_by_request_id {
 }
 
 /// `Result<Customer>`: a customer with its tags; deleted ones only if `$deleted_ok`.
+/// A merged customer, unless `$deleted_ok`, is [`Error::Merged`] naming the survivor.
 macro_rules! load_customer {
     ($conn:expr, $id:expr, $deleted_ok:expr) => {
         async {
-            let mut query = customers::table
+            let found: Option<(CustomerRow, Option<NaiveDateTime>, Option<i64>)> = customers::table
                 .filter(customers::id.eq($id))
-                .select(CustomerRow::as_select())
-                .into_boxed();
-            if !$deleted_ok {
-                query = query.filter(customers::delete_time.is_null());
-            }
-            let row: Option<CustomerRow> = query.first($conn).await.optional()?;
-            let row = row.ok_or(Error::NotFound {
-                resource: "customer",
-                id: $id,
-            })?;
+                .select((
+                    CustomerRow::as_select(),
+                    customers::delete_time,
+                    customers::merged_into,
+                ))
+                .first($conn)
+                .await
+                .optional()?;
+            let row = match found {
+                Some((_, Some(_), Some(merged_into))) if !$deleted_ok => {
+                    return Err(Error::Merged {
+                        id: $id,
+                        merged_into,
+                    })
+                }
+                Some((row, None, _)) => row,
+                Some((row, Some(_), _)) if $deleted_ok => row,
+                _ => {
+                    return Err(Error::NotFound {
+                        resource: "customer",
+                        id: $id,
+                    })
+                }
+            };
             let tags: Vec<String> = customer_tags::table
                 .filter(customer_tags::customer_id.eq($id))
                 .select(customer_tags::tag)
@@ -182,6 +197,19 @@ macro_rules! load_customer {
                 .await?;
             Ok::<Customer, Error>(Customer { row, tags })
         }
+    };
+}
+
+/// `QueryResult<Option<i64>>`: the customer a customer was merged into.
+macro_rules! merged_into {
+    ($conn:expr, $id:expr) => {
+        customers::table
+            .filter(customers::id.eq($id))
+            .select(customers::merged_into)
+            .first::<Option<i64>>($conn)
+            .await
+            .optional()
+            .map(Option::flatten)
     };
 }
 
@@ -260,9 +288,66 @@ pub async fn get(db: &Db, id: i64) -> Result<Customer> {
     with_conn!(db, |conn| load_customer!(conn, id, false).await)
 }
 
+/// Returns a customer whatever its state (deleted or merged), e.g. a merge's survivor
+/// when the merge is replayed.
+pub async fn get_any(db: &Db, id: i64) -> Result<Customer> {
+    with_conn!(db, |conn| load_customer!(conn, id, true).await)
+}
+
+/// The live customers among `ids`, with their tags, ascending by id.
+pub async fn live_by_ids(db: &Db, ids: &[i64]) -> Result<Vec<Customer>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let chunk = chunk.to_vec();
+        let rows: Vec<CustomerRow> = with_conn!(db, |conn| Ok::<_, Error>(
+            customers::table
+                .filter(customers::id.eq_any(&chunk))
+                .filter(customers::delete_time.is_null())
+                .select(CustomerRow::as_select())
+                .order(customers::id.asc())
+                .load(conn)
+                .await?
+        ))?;
+        out.extend(with_tags(db, rows).await?);
+    }
+    out.sort_by_key(|c| c.row.id);
+    Ok(out)
+}
+
+/// `rows` with their tags, in the same order.
+async fn with_tags(db: &Db, rows: Vec<CustomerRow>) -> Result<Vec<Customer>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let tag_rows: Vec<(i64, String)> = with_conn!(db, |conn| Ok::<_, Error>(
+        customer_tags::table
+            .filter(customer_tags::customer_id.eq_any(&ids))
+            .select((customer_tags::customer_id, customer_tags::tag))
+            .order((customer_tags::customer_id, customer_tags::tag))
+            .load(conn)
+            .await?
+    ))?;
+    let mut tags_by_id: std::collections::HashMap<i64, Vec<String>> =
+        std::collections::HashMap::new();
+    for (cid, tag) in tag_rows {
+        tags_by_id.entry(cid).or_default().push(tag);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let tags = tags_by_id.remove(&row.id).unwrap_or_default();
+            Customer { row, tags }
+        })
+        .collect())
+}
+
 /// Fails with NOT_FOUND unless the customer exists and is not deleted.
 pub async fn ensure_exists(db: &Db, id: i64) -> Result<()> {
     with_conn!(db, |conn| query::ensure_customer(conn, id).await)
+}
+
+/// Why customer `id` is not live: [`Error::Merged`] naming the survivor when it was
+/// merged, NOT_FOUND otherwise (or the error reading that).
+pub async fn why_gone(db: &Db, id: i64) -> Result<Error> {
+    with_conn!(db, |conn| query::customer_gone(conn, id).await)
 }
 
 /// Applies `changes` when `expected_version` (if any) is current; ABORTED otherwise.
@@ -325,7 +410,8 @@ pub async fn update(
 
 /// Deletes a customer. Without `purge` it is marked deleted (its history stays for
 /// audit); with `purge` the customer and every row carrying its id are erased in one
-/// transaction, which is also allowed on an already deleted customer.
+/// transaction, which is also allowed on an already deleted customer, together with the
+/// rows of the customers merged into it. A merged customer answers [`Error::Merged`].
 pub async fn delete(
     db: &Db,
     id: i64,
@@ -337,7 +423,23 @@ pub async fn delete(
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             conn.transaction(async |conn| {
+                // Lock the row, as a merge does, so a delete and a merge of one customer
+                // run one after the other.
+                let mut lock = query::Sql::from("SELECT id FROM customers");
+                lock.and()
+                    .push("id = ")
+                    .bind(query::Bind::I64(id))
+                    .push(super::dialect::backend_of(conn).for_update());
+                let _: Vec<query::IdRow> = conn.load_sql(&lock).await?;
                 let current = load_customer!(conn, id, purge).await?;
+                // A merged customer's history belongs to the survivor now: purging the
+                // merged id would erase nothing of it, so it answers like any other call.
+                if let Some(into) = merged_into!(conn, id)? {
+                    return Err(Error::Merged {
+                        id,
+                        merged_into: into,
+                    });
+                }
                 if let Some(expected) = expected_version {
                     if expected != current.row.version {
                         return Err(Error::Aborted(format!(
@@ -365,6 +467,11 @@ pub async fn delete(
                         .execute(conn)
                         .await?;
                     diesel::delete(customers::table.filter(customers::id.eq(id)))
+                        .execute(conn)
+                        .await?;
+                    // The customers merged into this one were the same person: their
+                    // rows (name, phone, email) go too. Their history is this one's.
+                    diesel::delete(customers::table.filter(customers::merged_into.eq(id)))
                         .execute(conn)
                         .await?;
                 } else {
@@ -443,4 +550,125 @@ pub async fn list(
             })
             .collect())
     })
+}
+
+/// Customers per batch of [`normalize_stored_phones`].
+const PHONE_BATCH: i64 = 1_000;
+
+/// A stored customer's searchable fields, for [`normalize_stored_phones`].
+#[derive(Debug, diesel::QueryableByName)]
+struct PhoneRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    phone: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    email: String,
+}
+
+/// What [`normalize_stored_phones`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhoneMigration {
+    /// Whether it ran (false: done before for this region).
+    pub ran: bool,
+    /// Phones rewritten to E.164.
+    pub converted: u64,
+    /// Phones left as stored because they do not parse as a valid number.
+    pub unparsed: u64,
+}
+
+/// Rewrites every stored customer phone to E.164 under `region`'s rules (see
+/// `model::phone`), with its `search_text`, once per database and region: a marker in
+/// `rollup_state` (`phones-e164:<region>`) says it is done. SQL cannot run
+/// libphonenumber, so this reads the customers in id batches and updates the rows whose
+/// phone changes, each batch its own transaction and each row only if its phone is
+/// still the one read (a concurrent update wins). Idempotent, so an interrupted run
+/// simply starts over. Phones that do not parse stay as stored and are counted.
+pub async fn normalize_stored_phones(
+    db: &Db,
+    region: crate::model::phone::PhoneRegion,
+) -> Result<PhoneMigration> {
+    use query::{Bind, IdRow, Sql};
+    let marker = format!("phones-e164:{region}");
+    let mut check = Sql::from("SELECT COUNT(*) AS id FROM rollup_state");
+    check.and().push("name = ").bind(Bind::Text(marker.clone()));
+    let done: Vec<IdRow> = query::load(db, &check).await?;
+    if <[IdRow]>::first(&done).is_some_and(|r| r.id > 0) {
+        return Ok(PhoneMigration::default());
+    }
+    let mut outcome = PhoneMigration {
+        ran: true,
+        ..PhoneMigration::default()
+    };
+    let mut after = 0i64;
+    loop {
+        let mut page = Sql::from("SELECT id, name, phone, email FROM customers");
+        page.and()
+            .push("id > ")
+            .bind(Bind::I64(after))
+            .and()
+            .push("phone <> '' ORDER BY id LIMIT ")
+            .bind(Bind::I64(PHONE_BATCH));
+        let rows: Vec<PhoneRow> = query::load(db, &page).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let full = rows.len() as i64 == PHONE_BATCH;
+        let mut updates = Vec::new();
+        for row in rows {
+            match crate::model::phone::normalize(region, &row.phone) {
+                Ok(e164) if e164 != row.phone => {
+                    let mut sql = Sql::from("UPDATE customers SET phone = ");
+                    sql.bind(Bind::Text(e164.clone()))
+                        .push(", search_text = ")
+                        .bind(Bind::Text(search_text(&row.name, &e164, &row.email)))
+                        .push(", version = version + 1")
+                        .and()
+                        .push("id = ")
+                        .bind(Bind::I64(row.id))
+                        .and()
+                        .push("phone = ")
+                        .bind(Bind::Text(row.phone));
+                    updates.push(sql);
+                }
+                Ok(_) => {}
+                Err(_) => outcome.unparsed += 1,
+            }
+        }
+        if !updates.is_empty() {
+            outcome.converted += retry_conflicts(|| async {
+                with_conn!(db, write, |conn| {
+                    conn.transaction(async |conn| {
+                        let mut n = 0u64;
+                        for sql in &updates {
+                            n += conn.execute_sql(sql).await? as u64;
+                        }
+                        Ok::<_, Error>(n)
+                    })
+                    .await
+                })
+            })
+            .await?;
+        }
+        if !full {
+            break;
+        }
+    }
+    // Another server may have finished the same work at the same time: its marker stands.
+    let mut claim = Sql::from(&*format!(
+        "{}rollup_state (name, built_time) VALUES ",
+        db.backend().insert_ignore()
+    ));
+    claim.list([Bind::Text(marker), Bind::Time(crate::model::time::now())]);
+    with_conn!(db, write, |conn| Ok::<_, Error>(
+        conn.execute_sql(&claim).await?
+    ))?;
+    tracing::info!(
+        %region,
+        converted = outcome.converted,
+        unparsed = outcome.unparsed,
+        "stored customer phones normalized to E.164 (unparsed ones kept as stored)"
+    );
+    Ok(outcome)
 }

@@ -19,6 +19,7 @@ pub mod communications;
 pub mod content_feed;
 pub mod customers;
 pub mod dialect;
+pub mod merges;
 pub mod query;
 pub mod reports;
 pub mod rollups;
@@ -416,7 +417,7 @@ macro_rules! create_for_customer {
         let desc: &query::Table = &$desc;
         let result = $crate::with_conn!($db, write, |conn| {
             conn.transaction(async |conn| {
-                query::ensure_customer(conn, form.customer_id).await?;
+                query::lock_customer(conn, form.customer_id).await?;
                 if let Some(rid) = &form.request_id {
                     let first: Option<$row> =
                         query::by_request_id(conn, desc, form.customer_id, rid).await?;

@@ -295,16 +295,86 @@ pub struct IdRow {
     pub id: i64,
 }
 
-/// NOT_FOUND unless the customer exists and is not deleted.
-pub async fn ensure_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()> {
+/// NOT_FOUND unless the customer exists and is not deleted; a merged customer's
+/// NOT_FOUND names the customer it was merged into ([`Error::Merged`]).
+pub async fn ensure_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()>
+where
+    IdRow: QueryableByName<C::Backend>,
+{
     if conn.customer_is_live(id).await? {
         Ok(())
     } else {
-        Err(Error::NotFound {
+        Err(customer_gone(conn, id).await?)
+    }
+}
+
+/// [`ensure_customer`] for a write: in the caller's transaction, it also locks the
+/// customer's row until the transaction ends (MySQL `FOR UPDATE`; SQLite's writer holds
+/// the database), so a concurrent `MergeCustomers` cannot move the customer's history
+/// away between this check and the caller's INSERT: the merge waits for this
+/// transaction, or this check waits for the merge and then answers [`Error::Merged`].
+pub async fn lock_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()>
+where
+    IdRow: QueryableByName<C::Backend>,
+{
+    let live = lock_live_customers(conn, &[id]).await?;
+    if live.contains(&id) {
+        Ok(())
+    } else {
+        Err(customer_gone(conn, id).await?)
+    }
+}
+
+/// The live customers among `ids`, their rows locked as [`lock_customer`] does (in
+/// ascending id order, the order every locking writer uses, so two never wait on each
+/// other in a cycle).
+pub async fn lock_live_customers<C: Conn>(
+    conn: &mut C,
+    ids: &[i64],
+) -> Result<std::collections::HashSet<i64>>
+where
+    IdRow: QueryableByName<C::Backend>,
+{
+    if ids.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut sql = Sql::from("SELECT id FROM customers");
+    sql.and()
+        .push("id IN ")
+        .list(sorted.into_iter().map(Bind::I64))
+        .and()
+        .push("delete_time IS NULL ORDER BY id")
+        .push(C::BACKEND.for_update());
+    let rows: Vec<IdRow> = conn.load_sql(&sql).await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Why customer `id` is not live: [`Error::Merged`] when it was merged into another,
+/// NOT_FOUND otherwise.
+pub async fn customer_gone<C: Conn>(conn: &mut C, id: i64) -> Result<Error>
+where
+    IdRow: QueryableByName<C::Backend>,
+{
+    let mut sql = Sql::from("SELECT merged_into AS id FROM customers");
+    sql.and()
+        .push("id = ")
+        .bind(Bind::I64(id))
+        .and()
+        .push("merged_into IS NOT NULL");
+    let rows: Vec<IdRow> = conn.load_sql(&sql).await?;
+    Ok(match rows.first() {
+        Some(r) => Error::Merged {
+            id,
+            merged_into: r.id,
+        },
+        None => Error::NotFound {
             resource: "customer",
             id,
-        })
-    }
+        },
+    })
 }
 
 #[cfg(test)]

@@ -443,3 +443,35 @@ pub async fn compact(db: &Db, before: NaiveDateTime) -> Result<usize> {
     })
     .await
 }
+
+/// Folds the `customer_months` rows of the `merged` customers into the survivor's (counts
+/// summed, latest times kept), in the caller's transaction, when a merge moves their
+/// communications. The time tiers need nothing: see `db::merges`.
+pub async fn merge_customer_months<C: Conn>(
+    conn: &mut C,
+    survivor: i64,
+    merged: &[i64],
+) -> Result<()> {
+    let ids = |sql: &mut Sql| {
+        sql.list(merged.iter().map(|&id| Bind::I64(id)));
+    };
+    let mut fold =
+        Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) SELECT month, ");
+    fold.bind(Bind::I64(survivor)).push(&format!(
+        ", {}, MAX(last_time) FROM customer_months",
+        C::BACKEND.int("SUM(n)")
+    ));
+    fold.and().push("customer_id IN ");
+    ids(&mut fold);
+    fold.push(" GROUP BY month").push(&C::BACKEND.upsert(
+        "month, customer_id",
+        &["n"],
+        &["last_time"],
+    ));
+    conn.execute_sql(&fold).await?;
+    let mut delete = Sql::from("DELETE FROM customer_months");
+    delete.and().push("customer_id IN ");
+    ids(&mut delete);
+    conn.execute_sql(&delete).await?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ diesel::table! {
         create_time -> Timestamp,
         update_time -> Timestamp,
         delete_time -> Nullable<Timestamp>,
+        merged_into -> Nullable<BigInt>,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
 use crate::grpc::paging;
 use crate::grpc::validate;
+use crate::model::phone::PhoneRegion;
 use crate::model::time::now;
 use crate::pb::{self, communication::Details, communication_service_server::CommunicationService};
 use crate::service::import::{Import, ImportReport, Rejection};
@@ -72,6 +73,7 @@ pub fn communication_form(
     communication: Option<pb::Communication>,
     request_id: &str,
     now: NaiveDateTime,
+    region: PhoneRegion,
 ) -> Result<CommunicationInsertForm, Error> {
     let mut v = Violations::new();
     let request_id = validate::request_id(&mut v, "request_id", request_id);
@@ -126,6 +128,7 @@ pub fn communication_form(
                 &mut v,
                 &format!("{field}.phone_number"),
                 &p.phone_number,
+                region,
             ));
             if let Some(d) = p.duration {
                 match duration_to_micros(&d) {
@@ -198,7 +201,12 @@ impl CommunicationService for CommunicationApi {
     ) -> Result<Response<pb::Communication>, Status> {
         let caller = caller(&request);
         let req = request.into_inner();
-        let form = communication_form(req.communication, &req.request_id, now())?;
+        let form = communication_form(
+            req.communication,
+            &req.request_id,
+            now(),
+            self.state.phone_region,
+        )?;
         let row = self.state.log_writer.log(form, caller).await?;
         Ok(Response::new(communication_to_pb(row)))
     }
@@ -258,7 +266,12 @@ impl CommunicationService for CommunicationApi {
                 Err(status) => return Err(status),
             };
             let request_id = item.request_id.clone();
-            let form = communication_form(item.communication, &item.request_id, now());
+            let form = communication_form(
+                item.communication,
+                &item.request_id,
+                now(),
+                self.state.phone_region,
+            );
             if !import.push(request_id, form).await {
                 // The writer stopped on a database error; `finish` reports it.
                 break;

@@ -7,6 +7,7 @@ use super::{caller, positive_id, read_page, AppState};
 use crate::db::customers::{
     self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
 };
+use crate::db::merges::{self, DuplicateGroup, DuplicateKey, MergeForm};
 use crate::db::tickets::{
     self, status, TicketFilter, TicketInsertForm, TicketRow, TicketUpdateForm,
 };
@@ -16,6 +17,7 @@ use crate::grpc::convert::to_timestamp;
 use crate::grpc::paging;
 use crate::grpc::validate;
 use crate::model::caller::Role;
+use crate::model::phone::PhoneRegion;
 use crate::model::time::now;
 use crate::pb::{self, customer_service_server::CustomerService};
 
@@ -73,7 +75,10 @@ pub(crate) fn etag(v: &mut Violations, field: &str, etag: &str) -> Option<i64> {
     }
 }
 
-fn insert_form(req: pb::CreateCustomerRequest) -> Result<CustomerInsertForm, Error> {
+fn insert_form(
+    req: pb::CreateCustomerRequest,
+    region: PhoneRegion,
+) -> Result<CustomerInsertForm, Error> {
     let mut v = Violations::new();
     let request_id = validate::request_id(&mut v, "request_id", &req.request_id);
     let Some(c) = req.customer else {
@@ -86,7 +91,7 @@ fn insert_form(req: pb::CreateCustomerRequest) -> Result<CustomerInsertForm, Err
         gender: c.gender,
         birth_date: validate::birth_date(&mut v, "customer.birth_date", &c.birth_date, today()),
         address: validate::optional_text(&mut v, "customer.address", &c.address, 500),
-        phone: validate::phone(&mut v, "customer.phone", &c.phone),
+        phone: validate::phone(&mut v, "customer.phone", &c.phone, region),
         email: validate::email(&mut v, "customer.email", &c.email, false),
         tags: validate::tags(&mut v, "customer.tags", &c.tags),
         request_id,
@@ -106,6 +111,7 @@ const UPDATABLE: [&str; 7] = [
 
 fn update_form(
     req: &pb::UpdateCustomerRequest,
+    region: PhoneRegion,
 ) -> Result<(i64, Option<i64>, CustomerUpdateForm), Error> {
     let mut v = Violations::new();
     let Some(c) = &req.customer else {
@@ -130,7 +136,7 @@ fn update_form(
             "address" => {
                 form.address = Some(validate::optional_text(&mut v, &field, &c.address, 500))
             }
-            "phone" => form.phone = Some(validate::phone(&mut v, &field, &c.phone)),
+            "phone" => form.phone = Some(validate::phone(&mut v, &field, &c.phone, region)),
             "email" => form.email = Some(validate::email(&mut v, &field, &c.email, false)),
             "tags" => form.tags = Some(validate::tags(&mut v, &field, &c.tags)),
             _ => {}
@@ -193,7 +199,7 @@ impl CustomerService for CustomerApi {
         request: Request<pb::CreateCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         let caller = caller(&request);
-        let form = insert_form(request.into_inner())?;
+        let form = insert_form(request.into_inner(), self.state.phone_region)?;
         let customer = customers::create(&self.state.db, &form, now(), &caller).await?;
         Ok(Response::new(customer_to_pb(customer)))
     }
@@ -213,7 +219,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::UpdateCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
-        let (id, expected, form) = update_form(request.get_ref())?;
+        let (id, expected, form) = update_form(request.get_ref(), self.state.phone_region)?;
         let customer = customers::update(
             &self.state.db,
             id,
@@ -347,6 +353,63 @@ impl CustomerService for CustomerApi {
         Ok(Response::new(ticket_to_pb(row)))
     }
 
+    async fn list_duplicate_customers(
+        &self,
+        request: Request<pb::ListDuplicateCustomersRequest>,
+    ) -> Result<Response<pb::ListDuplicateCustomersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let limit = paging::page_size(&mut v, "page_size", req.page_size);
+        let fp = paging::Fingerprint::new("duplicate_customers")
+            .field("include_name_groups", &i64::from(req.include_name_groups))
+            .finish();
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            v.absorb(paging::decode::<(i32, String)>(
+                "page_token",
+                "duplicate_customers",
+                fp,
+                &req.page_token,
+            ))
+            .and_then(|(rank, value)| match DuplicateKey::from_rank(rank) {
+                Some(key) => Some((key, value)),
+                None => {
+                    v.add("page_token", "is not a token of this listing");
+                    None
+                }
+            })
+        };
+        v.finish(())?;
+        let (groups, next) =
+            merges::duplicates(&self.state.db, after, limit, req.include_name_groups).await?;
+        Ok(Response::new(pb::ListDuplicateCustomersResponse {
+            groups: groups.into_iter().map(duplicate_group_to_pb).collect(),
+            next_page_token: next
+                .map(|(key, value)| paging::encode("duplicate_customers", fp, &(key.rank(), value)))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn merge_customers(
+        &self,
+        request: Request<pb::MergeCustomersRequest>,
+    ) -> Result<Response<pb::MergeCustomersResponse>, Status> {
+        let caller = caller(&request);
+        let form = merge_form(request.into_inner())?;
+        let done = merges::merge(&self.state.db, &form, now(), &caller).await?;
+        Ok(Response::new(pb::MergeCustomersResponse {
+            customer: Some(customer_to_pb(done.customer)),
+            merged_customer_ids: done.merged,
+            communication_count: done.communications,
+            transaction_count: done.transactions,
+            service_ticket_count: done.service_tickets,
+            tag_count: i32::try_from(done.tags_added).unwrap_or(i32::MAX),
+            tags_dropped_count: i32::try_from(done.tags_dropped).unwrap_or(i32::MAX),
+            merge_time: Some(to_timestamp(done.merge_time)),
+        }))
+    }
+
     async fn list_service_tickets(
         &self,
         request: Request<pb::ListServiceTicketsRequest>,
@@ -381,6 +444,69 @@ impl CustomerService for CustomerApi {
             service_tickets,
             next_page_token: page_token("service_tickets", fp, last),
         }))
+    }
+}
+
+/// Validates a merge: survivor and merged ids positive, 1..=100 distinct merged ids, the
+/// survivor not among them.
+fn merge_form(req: pb::MergeCustomersRequest) -> Result<MergeForm, Error> {
+    let mut v = Violations::new();
+    let request_id = validate::request_id(&mut v, "request_id", &req.request_id);
+    let survivor = positive_id(&mut v, "surviving_customer_id", req.surviving_customer_id);
+    let ids = &req.merged_customer_ids;
+    if ids.is_empty() {
+        v.add(
+            "merged_customer_ids",
+            "is required: name at least one customer to merge",
+        );
+    } else if ids.len() > merges::MAX_MERGED {
+        v.add(
+            "merged_customer_ids",
+            format!("at most {} ids (got {})", merges::MAX_MERGED, ids.len()),
+        );
+    }
+    let mut merged: Vec<i64> = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate().take(merges::MAX_MERGED) {
+        let field = format!("merged_customer_ids[{i}]");
+        if id <= 0 {
+            v.add(field, "must be a positive id");
+        } else if id == survivor {
+            v.add(field, "must not be the surviving customer");
+        } else if merged.contains(&id) {
+            v.add(field, format!("repeats customer {id}"));
+        } else {
+            merged.push(id);
+        }
+    }
+    merged.sort_unstable();
+    v.finish(MergeForm {
+        survivor,
+        merged,
+        request_id,
+    })
+}
+
+/// The proto form of a duplicate key.
+fn duplicate_key_to_pb(key: DuplicateKey) -> pb::DuplicateKey {
+    match key {
+        DuplicateKey::Phone => pb::DuplicateKey::Phone,
+        DuplicateKey::Email => pb::DuplicateKey::Email,
+        DuplicateKey::Name => pb::DuplicateKey::Name,
+    }
+}
+
+/// The proto form of a duplicate group.
+fn duplicate_group_to_pb(g: DuplicateGroup) -> pb::DuplicateGroup {
+    pb::DuplicateGroup {
+        key: duplicate_key_to_pb(g.key) as i32,
+        value: g.value,
+        matched_keys: g
+            .matched
+            .into_iter()
+            .map(|k| duplicate_key_to_pb(k) as i32)
+            .collect(),
+        customer_count: i32::try_from(g.count).unwrap_or(i32::MAX),
+        customers: g.customers.into_iter().map(customer_to_pb).collect(),
     }
 }
 

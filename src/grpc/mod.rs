@@ -33,6 +33,8 @@ pub struct AppState {
     pub content_index: Option<crate::service::content_index::ContentIndexHandle>,
     /// How long a client stream may send nothing before the call ends.
     pub stream_idle: std::time::Duration,
+    /// Region of phone numbers written without a country code (`--phone-region`).
+    pub phone_region: crate::model::phone::PhoneRegion,
 }
 
 /// The caller the guard established for `request`. Every guarded call has one; should

@@ -7,6 +7,7 @@
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use crate::error::Violations;
+use crate::model::phone::PhoneRegion;
 
 /// Longest accepted idempotency key.
 pub const MAX_REQUEST_ID_CHARS: usize = 64;
@@ -114,37 +115,25 @@ fn is_valid_email(s: &str) -> bool {
     local_ok && domain_ok
 }
 
-/// A phone number normalized: separators removed, a leading `00` turned into `+`
-/// (E.164 when a country code is given); 5..=20 digits.
-pub fn phone(v: &mut Violations, field: &str, value: &str) -> String {
+/// A phone number in E.164, parsed and validated by libphonenumber's rules (see
+/// [`crate::model::phone`]): national numbers are read in `region`. Empty stays empty.
+pub fn phone(v: &mut Violations, field: &str, value: &str, region: PhoneRegion) -> String {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return String::new();
     }
-    let compact: String = trimmed
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
-        .collect();
-    let (plus, digits) = match compact.strip_prefix('+') {
-        Some(rest) => (true, rest.to_owned()),
-        None => match compact.strip_prefix("00") {
-            Some(rest) if !rest.is_empty() => (true, rest.to_owned()),
-            _ => (false, compact.clone()),
-        },
-    };
-    let ok = digits.chars().all(|c| c.is_ascii_digit())
-        && (5..=20).contains(&digits.len())
-        && (!plus || (digits.len() <= 15 && !digits.starts_with('0')));
-    if !ok {
-        v.add(
-            field,
-            format!("{} is not a phone number (digits with optional +country code, 5 to 20 digits; E.164 allows at most 15)", crate::error::quote(value)),
-        );
-    }
-    if plus {
-        format!("+{digits}")
-    } else {
-        digits
+    match crate::model::phone::normalize(region, trimmed) {
+        Ok(e164) => e164,
+        Err(why) => {
+            let hint = match why {
+                crate::model::phone::PhoneError::NotANumber => {
+                    format!(" (digits, with a +country code unless it is a number of {region})")
+                }
+                _ => String::new(),
+            };
+            v.add(field, format!("{} {why}{hint}", crate::error::quote(value)));
+            trimmed.to_owned()
+        }
     }
 }
 
@@ -318,13 +307,20 @@ mod tests {
 
     #[test]
     fn phones_are_normalized_to_e164() {
+        let cn = PhoneRegion::default();
         let mut v = Violations::new();
-        assert_eq!(phone(&mut v, "p", "+86 138-0000-0000"), "+8613800000000");
-        assert_eq!(phone(&mut v, "p", "0086 13800000000"), "+8613800000000");
-        assert_eq!(phone(&mut v, "p", "(010) 1234 5678"), "01012345678");
+        assert_eq!(
+            phone(&mut v, "p", "+86 138-0000-0000", cn),
+            "+8613800000000"
+        );
+        assert_eq!(phone(&mut v, "p", "0086 13800000000", cn), "+8613800000000");
+        assert_eq!(phone(&mut v, "p", "(010) 1234 5678", cn), "+861012345678");
+        assert_eq!(phone(&mut v, "p", "", cn), "");
         assert!(v.is_empty());
-        phone(&mut v, "p", "call me");
-        assert!(!v.is_empty());
+        phone(&mut v, "p", "call me", cn);
+        phone(&mut v, "q", "1380013800", cn);
+        let fields: Vec<String> = v.into_inner().into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["p", "q"]);
     }
 
     #[test]

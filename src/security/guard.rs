@@ -51,6 +51,7 @@ pub fn access(path: &str) -> Access {
             "CreateCustomer"
             | "UpdateCustomer"
             | "DeleteCustomer"
+            | "MergeCustomers"
             | "CreateTransaction"
             | "CreateServiceTicket"
             | "UpdateServiceTicket"
@@ -398,7 +399,7 @@ mod tests {
                     let name = method.name();
                     let expected = if service.name() == "AuditService" {
                         Role::Admin
-                    } else if ["Create", "Update", "Delete", "Log", "Import"]
+                    } else if ["Create", "Update", "Delete", "Log", "Import", "Merge"]
                         .iter()
                         .any(|p| name.starts_with(p))
                     {

@@ -125,6 +125,10 @@ pub async fn serve_with_index(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let security = Security::from_config(&config, local)?;
+    // Stored phones in E.164 under this region's rules, once per database and region.
+    crate::db::customers::normalize_stored_phones(&db, config.phone_region)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot normalize the stored phone numbers: {e}"))?;
     if let Some(addr) = config.metrics_listen {
         crate::metrics::install(addr, db.backend().name())?;
         crate::metrics::pool_max(config.pool_options().max_for(db.backend()));
@@ -147,6 +151,7 @@ pub async fn serve_with_index(
             stream_idle: config.stream_idle(),
         },
         stream_idle: config.stream_idle(),
+        phone_region: config.phone_region,
         db,
         report_source: if config.report_rollups {
             ReportSource::Rollups

@@ -14,7 +14,9 @@
 //!   again at every sync until a row recorded [`MARGIN`] after it has been seen, by which
 //!   time its transaction has committed or never will;
 //! - **deletes**: tombstones (`deleted_communications`, written by DeleteCommunication and
-//!   purge in the deleting transaction) at or after the latest seen, less [`MARGIN`].
+//!   purge in the deleting transaction) at or after the latest seen, less [`MARGIN`];
+//! - **merges**: `customer_merges` rows at or after the latest seen, less [`MARGIN`]: the
+//!   communications of the merged customers now belong to the survivor.
 //!
 //! Every server over one database follows the same tables the same way, so a second
 //! replica answers from the same rows as the first (and as the database itself): the
@@ -80,6 +82,8 @@ struct Follow {
     gaps: BTreeMap<i64, NaiveDateTime>,
     /// Latest tombstone time seen; `None` before the first read.
     deletions: Option<NaiveDateTime>,
+    /// Latest customer merge seen; `None` before the first read.
+    merges: Option<NaiveDateTime>,
     /// When the last sync succeeded.
     synced: Option<Instant>,
 }
@@ -189,6 +193,8 @@ impl ContentIndexHandle {
             *follow = Follow {
                 // Deletes during the load are caught by the sync after it.
                 deletions: content_feed::last_deletion(db).await?,
+                // Rows read from now on carry their owner after any earlier merge.
+                merges: Some(crate::model::time::now()),
                 ..Follow::default()
             };
             *self.write() = ContentIndex::new();
@@ -236,6 +242,17 @@ impl ContentIndexHandle {
             let mut index = self.write();
             for d in &deleted {
                 index.remove(d.id);
+            }
+        }
+        // Merges re-own rows already indexed. Re-applying one is harmless (its merged
+        // customers own nothing any more), and they apply in commit-time order, so a
+        // chain (a into b, then b into c) ends with c.
+        let merges = crate::db::merges::merges_since(db, follow.merges.map(|t| t - MARGIN)).await?;
+        if let Some(latest) = merges.iter().map(|m| m.0).max() {
+            follow.merges = follow.merges.max(Some(latest));
+            let mut index = self.write();
+            for (_, survivor, merged) in &merges {
+                index.reassign_customers(merged, *survivor);
             }
         }
         follow.synced = Some(Instant::now());

@@ -146,6 +146,7 @@ async fn write_batches(
         for form in &mut forms {
             form.create_time = stamp;
         }
+        let customers: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
         let outcomes = match communications::insert_batch(&db, forms.clone(), &caller).await {
             Ok(o) => o,
             // A concurrent writer used one of the keys between our check and insert:
@@ -165,15 +166,24 @@ async fn write_batches(
             }
             Err(e) => return Err(e),
         };
-        for (outcome, (index, request_id)) in outcomes.into_iter().zip(meta) {
+        for ((outcome, (index, request_id)), customer_id) in
+            outcomes.into_iter().zip(meta).zip(customers)
+        {
             match outcome {
                 BatchOutcome::Stored => tally.report.accepted_count += 1,
                 BatchOutcome::Duplicate => tally.report.duplicate_count += 1,
-                BatchOutcome::UnknownCustomer => tally.reject(
-                    index,
-                    request_id,
-                    "communication.customer_id: customer not found".to_owned(),
-                ),
+                BatchOutcome::UnknownCustomer => {
+                    // A merged customer's rejection names the customer to send it to.
+                    let why = match crate::db::customers::why_gone(&db, customer_id).await {
+                        Ok(merged @ Error::Merged { .. }) => merged.to_string(),
+                        _ => "customer not found".to_owned(),
+                    };
+                    tally.reject(
+                        index,
+                        request_id,
+                        format!("communication.customer_id: {why}"),
+                    )
+                }
             }
         }
     }

@@ -130,10 +130,11 @@ async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
                 let answer = match outcome {
                     Logged::Stored(row) => Ok(*row),
                     Logged::Existing(id) => communications::get(db, id).await,
-                    Logged::UnknownCustomer => Err(Error::NotFound {
-                        resource: "customer",
-                        id: pending.form.customer_id,
-                    }),
+                    Logged::UnknownCustomer => {
+                        match crate::db::customers::why_gone(db, pending.form.customer_id).await {
+                            Ok(gone) | Err(gone) => Err(gone),
+                        }
+                    }
                 };
                 // The caller may have gone (cancelled): the row is stored all the same.
                 let _ = pending.reply.send(answer);

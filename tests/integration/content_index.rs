@@ -197,6 +197,57 @@ backend_tests! {
         assert!(fast.keywords[0].message_count < slow.keywords[0].message_count);
     }
 
+    async fn content_reports_scoped_to_a_survivor_count_the_communications_merged_into_it(app: &TestApp) {
+        let customers = customers(app, 6).await;
+        let mut rng = Rng(0x3e76_e000_0000_0006);
+        import(app, (0..800).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let (mut indexed, mut scanned, _stop) = pair(app).await;
+        // Every request shape, scoped to `scope`, answered alike with and without index.
+        async fn same_for(
+            indexed: &mut AnalyticsServiceClient<Channel>,
+            scanned: &mut AnalyticsServiceClient<Channel>,
+            all: &[i64],
+            scope: &[i64],
+        ) -> i64 {
+            let mut scanned_total = 0;
+            for mut req in requests(all) {
+                req.customer_ids = scope.to_vec();
+                let fast = indexed.get_content_report(req.clone()).await.unwrap().into_inner();
+                let slow = scanned.get_content_report(req.clone()).await.unwrap().into_inner();
+                assert_eq!(fast, slow, "{req:?}");
+                scanned_total += fast.scanned_count;
+            }
+            scanned_total
+        }
+        let survivor = customers[0];
+        let before = same_for(&mut indexed, &mut scanned, &customers, &[survivor]).await;
+        // Merged through another server (`app`): the indexed server learns of it by
+        // following `customer_merges`.
+        app.customers()
+            .merge_customers(pb::MergeCustomersRequest {
+                surviving_customer_id: survivor,
+                merged_customer_ids: vec![customers[1], customers[2]],
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+        let after = same_for(&mut indexed, &mut scanned, &customers, &[survivor]).await;
+        assert!(after > before, "{after} {before}");
+        same_for(&mut indexed, &mut scanned, &customers, &[survivor, customers[4], customers[5]]).await;
+        // A chain: the survivor merged in turn.
+        app.customers()
+            .merge_customers(pb::MergeCustomersRequest {
+                surviving_customer_id: customers[3],
+                merged_customer_ids: vec![survivor],
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+        let last = same_for(&mut indexed, &mut scanned, &customers, &[customers[3]]).await;
+        assert!(last > after, "{last} {after}");
+        assert_eq!(same_for(&mut indexed, &mut scanned, &customers, &[survivor]).await, 0);
+    }
+
     async fn content_reports_racing_writers_stay_exact(app: &TestApp) {
         let customers = customers(app, 8).await;
         let mut rng = Rng(0x0ace_0000_0000_0007);

@@ -310,6 +310,80 @@ backend_tests! {
         assert_same_reports(app, &mut base, &customers).await;
     }
 
+    async fn rollups_stay_exact_after_a_merge_and_deletes_of_moved_communications(app: &TestApp) {
+        let customers = customers(app, 9).await;
+        let mut rng = Rng(0x3e76_e000_0000_0009);
+        import(app, (0..1500).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let logged = log_each(app, (0..60).map(|_| generated(&mut rng, &customers)).collect::<Vec<_>>()).await;
+        // Survivor and merged customers in different shards (customer_id mod 8).
+        let (survivor, merged) = (customers[1], vec![customers[2], customers[3], customers[8]]);
+        let moved: i64 = {
+            let mut n = 0;
+            for id in &merged {
+                n += app.count_where("communications", "customer_id", *id).await;
+            }
+            n
+        };
+        assert!(moved > 0);
+        let done = app
+            .customers()
+            .merge_customers(pb::MergeCustomersRequest {
+                surviving_customer_id: survivor,
+                merged_customer_ids: merged.clone(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(done.communication_count, moved);
+        let live: Vec<i64> = customers.iter().copied().filter(|c| !merged.contains(c)).collect();
+        let (mut base, _stop) = base_table_server(app).await;
+        assert_same_reports(app, &mut base, &live).await;
+        for id in &merged {
+            assert_eq!(app.count_where("customer_months", "customer_id", *id).await, 0);
+        }
+        // Deletes of moved rows count down in the survivor's shard; every sum stays exact.
+        let moved_ids: Vec<i64> = {
+            let mut ids = Vec::new();
+            for id in &logged {
+                let owner = app.scalar(&format!("SELECT customer_id FROM communications WHERE id = {id}")).await;
+                if owner == survivor {
+                    ids.push(*id);
+                }
+            }
+            ids
+        };
+        assert!(!moved_ids.is_empty());
+        for id in &moved_ids {
+            app.communications()
+                .delete_communication(pb::DeleteCommunicationRequest { id: *id })
+                .await
+                .unwrap();
+        }
+        assert_same_reports(app, &mut base, &live).await;
+        assert_eq!(app.scalar("SELECT COUNT(*) FROM customer_months WHERE n <= 0").await, 0);
+        for table in ["communication_slots", "communication_hours"] {
+            assert_eq!(
+                app.scalar(&format!("SELECT COALESCE(SUM(n), 0) FROM {table}")).await,
+                app.scalar("SELECT COUNT(*) FROM communications").await,
+                "{table}"
+            );
+        }
+        // The maintained rollups equal a rebuild from the base table.
+        let slots = "SELECT COALESCE(SUM(n * (slot % 97 + 1) * (channel * 3 + direction)), 0) \
+                     FROM communication_slots";
+        let months = "SELECT COALESCE(SUM(n * (month % 89 + 1) * (customer_id % 13 + 1)), 0) \
+                      FROM customer_months";
+        let hours = "SELECT COALESCE(SUM(n * (hour % 89 + 1) * (channel * 3 + direction)), 0) \
+                     FROM communication_hours";
+        let before = (app.scalar(slots).await, app.scalar(months).await, app.scalar(hours).await);
+        let month_rows = app.scalar("SELECT COUNT(*) FROM customer_months").await;
+        crm_comms::db::rollups::rebuild(&app.db, crm_comms::model::time::now()).await.unwrap();
+        assert_eq!((app.scalar(slots).await, app.scalar(months).await, app.scalar(hours).await), before);
+        assert_eq!(app.scalar("SELECT COUNT(*) FROM customer_months").await, month_rows);
+        assert_same_reports(app, &mut base, &live).await;
+    }
+
     async fn rebuild_rollups_repairs_counts_changed_behind_the_service(app: &TestApp) {
         let customers = customers(app, 5).await;
         let mut rng = Rng(0x1234_5678_9abc_def0);

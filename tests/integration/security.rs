@@ -132,6 +132,8 @@ enum Rpc {
     CreateServiceTicket,
     UpdateServiceTicket,
     ListServiceTickets,
+    ListDuplicateCustomers,
+    MergeCustomers,
     LogCommunication,
     ImportCommunications,
     GetCommunication,
@@ -144,7 +146,7 @@ enum Rpc {
     ListAuditRecords,
 }
 
-const EVERY_RPC: [Rpc; 21] = [
+const EVERY_RPC: [Rpc; 23] = [
     Rpc::CreateCustomer,
     Rpc::GetCustomer,
     Rpc::UpdateCustomer,
@@ -156,6 +158,8 @@ const EVERY_RPC: [Rpc; 21] = [
     Rpc::CreateServiceTicket,
     Rpc::UpdateServiceTicket,
     Rpc::ListServiceTickets,
+    Rpc::ListDuplicateCustomers,
+    Rpc::MergeCustomers,
     Rpc::LogCommunication,
     Rpc::ImportCommunications,
     Rpc::GetCommunication,
@@ -175,6 +179,7 @@ impl Rpc {
             Rpc::CreateCustomer
             | Rpc::UpdateCustomer
             | Rpc::DeleteCustomer
+            | Rpc::MergeCustomers
             | Rpc::CreateTransaction
             | Rpc::CreateServiceTicket
             | Rpc::UpdateServiceTicket
@@ -194,6 +199,8 @@ impl Rpc {
 /// Rows a call acts on, made fresh for each call through the harness server.
 struct Fixture {
     customer: i64,
+    /// A second customer, for MergeCustomers to merge into `customer`.
+    other: i64,
     communication: i64,
     ticket: i64,
 }
@@ -224,8 +231,10 @@ async fn fixture(app: &TestApp) -> Fixture {
         .unwrap()
         .into_inner()
         .id;
+    let other = new_customer(app, "张三 duplicate").await;
     Fixture {
         customer,
+        other,
         communication,
         ticket,
     }
@@ -371,6 +380,26 @@ async fn call(
                     pb::ListServiceTicketsRequest {
                         customer_id: f.customer,
                         ..Default::default()
+                    },
+                    header,
+                ))
+                .await?;
+        }
+        Rpc::ListDuplicateCustomers => {
+            customers
+                .list_duplicate_customers(authed(
+                    pb::ListDuplicateCustomersRequest::default(),
+                    header,
+                ))
+                .await?;
+        }
+        Rpc::MergeCustomers => {
+            customers
+                .merge_customers(authed(
+                    pb::MergeCustomersRequest {
+                        surviving_customer_id: f.customer,
+                        merged_customer_ids: vec![f.other],
+                        request_id: String::new(),
                     },
                     header,
                 ))
@@ -624,7 +653,7 @@ backend_tests! {
             EVERYONE.map(Who::name).join(" | "),
             "---|".repeat(EVERYONE.len())
         );
-        assert_eq!((sent, right), (21 * 6, 21 * 6));
+        assert_eq!((sent, right), (23 * 6, 23 * 6));
     }
 
     async fn a_writer_cannot_purge_and_learns_nothing_by_trying(app: &TestApp) {

@@ -1,0 +1,857 @@
+//! Duplicate customers and their merge: groups of live customers sharing a stored phone
+//! or email, and `MergeCustomers`, which moves a customer's whole history to another.
+//!
+//! A merge is one transaction that first locks every customer it touches (ascending id,
+//! `FOR UPDATE` on the MySQL family; SQLite has one writer). Every write path that
+//! stores a row for a customer locks that customer's row the same way before its INSERT
+//! (`query::lock_customer`, `query::lock_live_customers`), so a write racing a merge
+//! either commits first (and its row is moved) or waits and then finds the customer
+//! merged (and answers NOT_FOUND naming the survivor, having written nothing).
+//!
+//! Rollups stay exact: `customer_months` rows of the merged customers are folded into
+//! the survivor's; the time tiers (`communication_slots`, `communication_hours`) count
+//! per slot, channel and direction, summed over shards, and a moved communication stays
+//! in its slot, so their sums do not change. Their shards are only a spread of writers
+//! (compaction folds them into shard 0 and a delete may leave a shard row negative, as
+//! it already may after compaction), so a later delete of a moved row, counted in the
+//! survivor's shard, keeps every sum exact.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::NaiveDateTime;
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+use diesel::QueryableByName;
+use diesel_async::AsyncConnection;
+
+use super::audit::{self, Change};
+use super::customers::{self, Customer};
+use super::dialect::Conn;
+use super::query::{Bind, IdRow, Sql};
+use super::{retry_conflicts, Db};
+use crate::error::{Error, Result};
+use crate::model::caller::Caller;
+use crate::with_conn;
+
+/// Most customers merged by one call.
+pub const MAX_MERGED: usize = 100;
+/// Most tags a customer carries (as `CreateCustomer` allows).
+pub const MAX_TAGS: usize = 20;
+/// Most members listed per duplicate group.
+pub const MAX_GROUP_MEMBERS: usize = 100;
+
+/// A validated merge request.
+#[derive(Debug, Clone)]
+pub struct MergeForm {
+    /// The customer that remains.
+    pub survivor: i64,
+    /// The customers merged into it: distinct, ascending, without the survivor.
+    pub merged: Vec<i64>,
+    /// Idempotency key, scoped to the survivor.
+    pub request_id: Option<String>,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone)]
+pub struct MergeOutcome {
+    /// The survivor after the merge.
+    pub customer: Customer,
+    /// The customers merged, ascending.
+    pub merged: Vec<i64>,
+    /// Communications moved.
+    pub communications: i64,
+    /// Transactions moved.
+    pub transactions: i64,
+    /// Service tickets moved.
+    pub service_tickets: i64,
+    /// Tags the survivor gained.
+    pub tags_added: i64,
+    /// Tags not kept (the survivor reached [`MAX_TAGS`]).
+    pub tags_dropped: i64,
+    /// When the merge was committed.
+    pub merge_time: NaiveDateTime,
+}
+
+/// A stored merge (`customer_merges`).
+#[derive(Debug, Clone, QueryableByName)]
+pub struct MergeRow {
+    /// The survivor.
+    #[diesel(sql_type = BigInt)]
+    pub customer_id: i64,
+    /// The merged ids, comma-separated, ascending.
+    #[diesel(sql_type = Text)]
+    pub merged_ids: String,
+    /// Communications moved.
+    #[diesel(sql_type = BigInt)]
+    pub communications_moved: i64,
+    /// Transactions moved.
+    #[diesel(sql_type = BigInt)]
+    pub transactions_moved: i64,
+    /// Service tickets moved.
+    #[diesel(sql_type = BigInt)]
+    pub service_tickets_moved: i64,
+    /// Tags the survivor gained.
+    #[diesel(sql_type = BigInt)]
+    pub tags_added: i64,
+    /// Tags not kept.
+    #[diesel(sql_type = BigInt)]
+    pub tags_dropped: i64,
+    /// When.
+    #[diesel(sql_type = Timestamp)]
+    pub merge_time: NaiveDateTime,
+}
+
+impl MergeRow {
+    /// The merged ids.
+    pub fn merged(&self) -> Vec<i64> {
+        self.merged_ids
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+}
+
+const MERGE_COLUMNS: &str = "customer_id, merged_ids, communications_moved, transactions_moved, \
+     service_tickets_moved, tags_added, tags_dropped, merge_time";
+
+/// The state of a customer row a merge locks.
+#[derive(Debug, QueryableByName)]
+struct CustomerState {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    merged_into: Option<i64>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    delete_time: Option<NaiveDateTime>,
+}
+
+/// One tag of one customer.
+#[derive(Debug, QueryableByName)]
+struct TagRow {
+    #[diesel(sql_type = BigInt)]
+    customer_id: i64,
+    #[diesel(sql_type = Text)]
+    tag: String,
+}
+
+/// A text value.
+#[derive(Debug, QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+/// The per-customer tables whose rows move, each with a unique `(customer_id,
+/// request_id)` key.
+const MOVED_TABLES: [&str; 3] = ["communications", "transactions", "service_tickets"];
+
+/// Merges `form.merged` into `form.survivor`; see the module header. With a
+/// `request_id` used before for this survivor, returns that merge's outcome and writes
+/// nothing.
+pub async fn merge(
+    db: &Db,
+    form: &MergeForm,
+    now: NaiveDateTime,
+    caller: &Caller,
+) -> Result<MergeOutcome> {
+    let result = retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            conn.transaction(async |conn| merge_in(conn, form, now, caller).await)
+                .await
+        })
+    })
+    .await;
+    let row = match (result, &form.request_id) {
+        (Ok(row), _) => row,
+        // A concurrent merge with the same key committed first.
+        (Err(e), Some(rid)) if e.is_unique_violation() => {
+            with_conn!(db, |conn| by_request_id(conn, form.survivor, rid).await)?.ok_or(e)?
+        }
+        (Err(e), _) => return Err(e),
+    };
+    outcome(db, row).await
+}
+
+/// The outcome of a stored merge, with the survivor as it is now.
+async fn outcome(db: &Db, row: MergeRow) -> Result<MergeOutcome> {
+    let customer = customers::get_any(db, row.customer_id).await?;
+    Ok(MergeOutcome {
+        customer,
+        merged: row.merged(),
+        communications: row.communications_moved,
+        transactions: row.transactions_moved,
+        service_tickets: row.service_tickets_moved,
+        tags_added: row.tags_added,
+        tags_dropped: row.tags_dropped,
+        merge_time: row.merge_time,
+    })
+}
+
+/// The merge stored under this survivor and key, if any.
+async fn by_request_id<C: Conn>(
+    conn: &mut C,
+    survivor: i64,
+    request_id: &str,
+) -> Result<Option<MergeRow>>
+where
+    MergeRow: QueryableByName<C::Backend>,
+{
+    let mut sql = Sql::from(&*format!("SELECT {MERGE_COLUMNS} FROM customer_merges"));
+    sql.and()
+        .push("customer_id = ")
+        .bind(Bind::I64(survivor))
+        .and()
+        .push("request_id = ")
+        .bind(Bind::Text(request_id.to_owned()));
+    let rows: Vec<MergeRow> = conn.load_sql(&sql).await?;
+    Ok(rows.into_iter().next())
+}
+
+/// `(?, ?, ...)` of ids.
+fn id_list(sql: &mut Sql, ids: &[i64]) {
+    sql.list(ids.iter().map(|&id| Bind::I64(id)));
+}
+
+/// The merge's work, in the caller's transaction; the stored merge row.
+async fn merge_in<C: Conn>(
+    conn: &mut C,
+    form: &MergeForm,
+    now: NaiveDateTime,
+    caller: &Caller,
+) -> Result<MergeRow>
+where
+    MergeRow: QueryableByName<C::Backend>,
+    CustomerState: QueryableByName<C::Backend>,
+    TagRow: QueryableByName<C::Backend>,
+    TextRow: QueryableByName<C::Backend>,
+    IdRow: QueryableByName<C::Backend>,
+{
+    let survivor = form.survivor;
+    let merged = &form.merged;
+    // 1. Lock every customer concerned, ascending (the order of every locking writer).
+    let mut all: Vec<i64> = merged.clone();
+    all.push(survivor);
+    all.sort_unstable();
+    let mut sql = Sql::from("SELECT id, merged_into, delete_time FROM customers");
+    sql.and().push("id IN ");
+    id_list(&mut sql, &all);
+    sql.push(" ORDER BY id").push(C::BACKEND.for_update());
+    let states: Vec<CustomerState> = conn.load_sql(&sql).await?;
+    // 2. A retry of a merge that committed (checked under the locks, so a concurrent
+    // twin has committed or not started).
+    if let Some(rid) = &form.request_id {
+        if let Some(row) = by_request_id(conn, survivor, rid).await? {
+            return Ok(row);
+        }
+    }
+    // 3. Every customer exists and is live; the survivor's answer comes first.
+    let by_id: HashMap<i64, &CustomerState> = states.iter().map(|s| (s.id, s)).collect();
+    for id in std::iter::once(survivor).chain(merged.iter().copied()) {
+        match by_id.get(&id) {
+            None => {
+                return Err(Error::NotFound {
+                    resource: "customer",
+                    id,
+                })
+            }
+            Some(CustomerState {
+                merged_into: Some(into),
+                ..
+            }) => {
+                return Err(Error::Merged {
+                    id,
+                    merged_into: *into,
+                })
+            }
+            Some(CustomerState {
+                delete_time: Some(_),
+                ..
+            }) => {
+                return Err(Error::NotFound {
+                    resource: "customer",
+                    id,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    // 4. Move the rows. An idempotency key a merged customer shares with the survivor
+    // (or with another merged customer) cannot follow its row: the row moves without
+    // it. Other keys move with their rows, so a client that retries with the survivor's
+    // id after NOT_FOUND gets its first row back.
+    let mut moved = [0i64; 3];
+    for (table, count) in MOVED_TABLES.iter().zip(moved.iter_mut()) {
+        let mut clash = Sql::from(&*format!("SELECT request_id AS value FROM {table}"));
+        clash
+            .and()
+            .push("customer_id IN ")
+            .list(all.iter().map(|&id| Bind::I64(id)))
+            .and()
+            .push("request_id IS NOT NULL GROUP BY request_id HAVING COUNT(*) > 1");
+        let clashing: Vec<TextRow> = conn.load_sql(&clash).await?;
+        for keys in clashing.chunks(500) {
+            let mut clear = Sql::from(&*format!("UPDATE {table} SET request_id = NULL"));
+            clear.and().push("customer_id IN ");
+            id_list(&mut clear, merged);
+            clear
+                .and()
+                .push("request_id IN ")
+                .list(keys.iter().map(|k| Bind::Text(k.value.clone())));
+            conn.execute_sql(&clear).await?;
+        }
+        let mut update = Sql::from(&*format!("UPDATE {table} SET customer_id = "));
+        update
+            .bind(Bind::I64(survivor))
+            .and()
+            .push("customer_id IN ");
+        id_list(&mut update, merged);
+        *count = conn.execute_sql(&update).await? as i64;
+    }
+    // 5. Tags: the survivor's own first, then the merged customers' in ascending order,
+    // up to the limit.
+    let mut tags_sql = Sql::from("SELECT customer_id, tag FROM customer_tags");
+    tags_sql.and().push("customer_id IN ");
+    id_list(&mut tags_sql, &all);
+    let tag_rows: Vec<TagRow> = conn.load_sql(&tags_sql).await?;
+    let (tags_added, tags_dropped) = merge_tags(survivor, tag_rows);
+    let mut drop_tags = Sql::from("DELETE FROM customer_tags");
+    drop_tags.and().push("customer_id IN ");
+    id_list(&mut drop_tags, merged);
+    conn.execute_sql(&drop_tags).await?;
+    if !tags_added.is_empty() {
+        let mut insert = Sql::from("INSERT INTO customer_tags (customer_id, tag) VALUES ");
+        for (i, tag) in tags_added.iter().enumerate() {
+            if i > 0 {
+                insert.push(", ");
+            }
+            insert.list([Bind::I64(survivor), Bind::Text(tag.clone())]);
+        }
+        conn.execute_sql(&insert).await?;
+    }
+    // 6. Rollups: the merged customers' months become the survivor's.
+    super::rollups::merge_customer_months(conn, survivor, merged).await?;
+    // 7. Mark the merged customers merged (and earlier merges into them now point at
+    // the survivor, so every merged id names a live customer); the survivor changed.
+    let mut mark = Sql::from("UPDATE customers SET merged_into = ");
+    mark.bind(Bind::I64(survivor))
+        .push(", delete_time = ")
+        .bind(Bind::Time(now))
+        .push(", update_time = ")
+        .bind(Bind::Time(now))
+        .push(", version = version + 1")
+        .and()
+        .push("id IN ");
+    id_list(&mut mark, merged);
+    conn.execute_sql(&mark).await?;
+    let mut repoint = Sql::from("UPDATE customers SET merged_into = ");
+    repoint
+        .bind(Bind::I64(survivor))
+        .and()
+        .push("merged_into IN ");
+    id_list(&mut repoint, merged);
+    conn.execute_sql(&repoint).await?;
+    let mut touch = Sql::from("UPDATE customers SET version = version + 1, update_time = ");
+    touch
+        .bind(Bind::Time(now))
+        .and()
+        .push("id = ")
+        .bind(Bind::I64(survivor));
+    conn.execute_sql(&touch).await?;
+    // 8. The merge itself, then the audit records.
+    let row = MergeRow {
+        customer_id: survivor,
+        merged_ids: merged
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        communications_moved: moved[0],
+        transactions_moved: moved[1],
+        service_tickets_moved: moved[2],
+        tags_added: tags_added.len() as i64,
+        tags_dropped: tags_dropped as i64,
+        merge_time: now,
+    };
+    let mut insert = Sql::from(&*format!(
+        "INSERT INTO customer_merges ({MERGE_COLUMNS}, request_id) VALUES ("
+    ));
+    for b in [
+        Bind::I64(row.customer_id),
+        Bind::Text(row.merged_ids.clone()),
+        Bind::I64(row.communications_moved),
+        Bind::I64(row.transactions_moved),
+        Bind::I64(row.service_tickets_moved),
+        Bind::I64(row.tags_added),
+        Bind::I64(row.tags_dropped),
+        Bind::Time(now),
+    ] {
+        insert.bind(b).push(", ");
+    }
+    // The key is bound as text, or NULL.
+    match &form.request_id {
+        Some(rid) => insert.bind(Bind::Text(rid.clone())).push(")"),
+        None => insert.push("NULL)"),
+    };
+    conn.execute_sql(&insert).await?;
+    let mut changes = vec![
+        Change::new("MergeCustomers", survivor, survivor).with_detail(format!(
+            "merged {}; moved {} communications, {} transactions, {} service tickets",
+            row.merged_ids, moved[0], moved[1], moved[2]
+        )),
+    ];
+    changes.extend(merged.iter().map(|&id| {
+        Change::new("MergeCustomers", id, survivor)
+            .with_detail(format!("merged into customer {survivor}"))
+    }));
+    audit::record(conn, caller, now, &changes).await?;
+    Ok(row)
+}
+
+/// The tags the survivor gains from `rows` (every tag of the merged customers and the
+/// survivor), and how many it cannot take: its own tags stay, then the merged
+/// customers' new tags in ascending order up to [`MAX_TAGS`].
+fn merge_tags(survivor: i64, rows: Vec<TagRow>) -> (Vec<String>, usize) {
+    let own: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.customer_id == survivor)
+        .map(|r| r.tag.clone())
+        .collect();
+    let new: BTreeSet<String> = rows
+        .into_iter()
+        .filter(|r| r.customer_id != survivor && !own.contains(&r.tag))
+        .map(|r| r.tag)
+        .collect();
+    let room = MAX_TAGS.saturating_sub(own.len());
+    let dropped = new.len().saturating_sub(room);
+    (new.into_iter().take(room).collect(), dropped)
+}
+
+/// Every merge stamped at or after `since` (all of them for `None`), oldest first:
+/// `(merge time, survivor, merged ids)` (what a content index re-owns).
+pub async fn merges_since(
+    db: &Db,
+    since: Option<NaiveDateTime>,
+) -> Result<Vec<(NaiveDateTime, i64, Vec<i64>)>> {
+    let mut sql = Sql::from(&*format!("SELECT {MERGE_COLUMNS} FROM customer_merges"));
+    if let Some(since) = since {
+        sql.and().push("merge_time >= ").bind(Bind::Time(since));
+    }
+    sql.push(" ORDER BY merge_time, id");
+    let rows: Vec<MergeRow> = super::query::load(db, &sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.merge_time, r.customer_id, r.merged()))
+        .collect())
+}
+
+/// What a duplicate group's members share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DuplicateKey {
+    /// The stored phone.
+    Phone,
+    /// The stored email.
+    Email,
+    /// The normalized name ([`crate::model::names::name_key`]).
+    Name,
+}
+
+impl DuplicateKey {
+    fn column(self) -> &'static str {
+        match self {
+            DuplicateKey::Phone => "phone",
+            DuplicateKey::Email => "email",
+            DuplicateKey::Name => "name",
+        }
+    }
+
+    /// The position of a group kind in the listing order (phones, then emails).
+    pub fn rank(self) -> i32 {
+        match self {
+            DuplicateKey::Phone => 1,
+            DuplicateKey::Email => 2,
+            DuplicateKey::Name => 3,
+        }
+    }
+
+    /// The kind of a rank, for page tokens.
+    pub fn from_rank(rank: i32) -> Option<Self> {
+        match rank {
+            1 => Some(DuplicateKey::Phone),
+            2 => Some(DuplicateKey::Email),
+            3 => Some(DuplicateKey::Name),
+            _ => None,
+        }
+    }
+}
+
+/// Live customers sharing one phone or email.
+#[derive(Debug, Clone)]
+pub struct DuplicateGroup {
+    /// The key the group was formed by.
+    pub key: DuplicateKey,
+    /// The shared value.
+    pub value: String,
+    /// Every key all members share, `key` first.
+    pub matched: Vec<DuplicateKey>,
+    /// How many live customers share the key.
+    pub count: i64,
+    /// The first [`MAX_GROUP_MEMBERS`] members, ascending id.
+    pub customers: Vec<Customer>,
+}
+
+/// A value and a count.
+#[derive(Debug, QueryableByName)]
+struct ValueCount {
+    #[diesel(sql_type = Text)]
+    value: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// A member of a group.
+#[derive(Debug, QueryableByName)]
+struct Member {
+    #[diesel(sql_type = Text)]
+    value: String,
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// The shared values of `key` after `after` (ascending) with at least two live
+/// customers, at most `limit`, with their counts. An ordered scan of the key's index
+/// (see the `customer_merges` migration).
+async fn groups_after(
+    db: &Db,
+    key: DuplicateKey,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ValueCount>> {
+    let column = key.column();
+    let mut sql = Sql::from(&*format!(
+        "SELECT {column} AS value, COUNT(*) AS n FROM customers"
+    ));
+    sql.and()
+        .push("delete_time IS NULL")
+        .and()
+        .push(&format!("{column} <> ''"));
+    if let Some(after) = after {
+        sql.and()
+            .push(&format!("{column} > "))
+            .bind(Bind::Text(after.to_owned()));
+    }
+    sql.push(&format!(
+        " GROUP BY {column} HAVING COUNT(*) > 1 ORDER BY {column} LIMIT "
+    ))
+    .bind(Bind::I64(limit));
+    super::query::load(db, &sql).await
+}
+
+/// The live members (ids, ascending) of the groups `values` of `key`; at most
+/// [`MAX_GROUP_MEMBERS`] per group.
+///
+/// Groups are formed by the database's comparison of the column (MySQL's collation may
+/// find `josé@x.cn` and `jose@x.cn` equal, SQLite compares bytes), so a member is
+/// filed under its group's value as the database compared it: small groups are read
+/// together and filed by their stored value, and any group that comes up short (its
+/// members stored differently from its value) is read on its own.
+async fn members(
+    db: &Db,
+    key: DuplicateKey,
+    groups: &[ValueCount],
+) -> Result<BTreeMap<String, Vec<i64>>> {
+    let column = key.column();
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let select = |values: &[&ValueCount], limit: Option<usize>| {
+        let mut sql = Sql::from(&*format!("SELECT {column} AS value, id FROM customers"));
+        sql.and().push("delete_time IS NULL").and();
+        sql.push(&format!("{column} IN "))
+            .list(values.iter().map(|v| Bind::Text(v.value.clone())));
+        sql.push(&format!(" ORDER BY {column}, id"));
+        if let Some(limit) = limit {
+            sql.push(" LIMIT ").bind(Bind::I64(limit as i64));
+        }
+        sql
+    };
+    let wanted = |g: &ValueCount| (g.n as usize).min(MAX_GROUP_MEMBERS);
+    let small: Vec<&ValueCount> = groups
+        .iter()
+        .filter(|g| g.n as usize <= MAX_GROUP_MEMBERS)
+        .collect();
+    for chunk in small.chunks(200) {
+        let rows: Vec<Member> = super::query::load(db, &select(chunk, None)).await?;
+        for m in rows {
+            out.entry(m.value).or_default().push(m.id);
+        }
+    }
+    for g in groups {
+        if out.get(&g.value).map_or(0, Vec::len) == wanted(g) {
+            continue;
+        }
+        let rows: Vec<Member> =
+            super::query::load(db, &select(&[g], Some(MAX_GROUP_MEMBERS))).await?;
+        out.insert(g.value.clone(), rows.into_iter().map(|m| m.id).collect());
+    }
+    Ok(out)
+}
+
+/// One page of duplicate groups after the position `after` (`(key, value)` of the last
+/// group of the previous page): phone groups, then email groups, each ascending. One
+/// group more than `limit` tells whether another page follows: returns the groups and
+/// the position to continue from (`None` on the last page).
+pub async fn duplicates(
+    db: &Db,
+    after: Option<(DuplicateKey, String)>,
+    limit: i64,
+    with_names: bool,
+) -> Result<(Vec<DuplicateGroup>, Option<(DuplicateKey, String)>)> {
+    let mut found: Vec<(DuplicateKey, ValueCount)> = Vec::new();
+    let mut name_members: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut kinds = vec![DuplicateKey::Phone, DuplicateKey::Email];
+    if with_names {
+        kinds.push(DuplicateKey::Name);
+    }
+    for key in kinds {
+        let from = match &after {
+            Some((k, _)) if *k > key => continue,
+            Some((k, v)) if *k == key => Some(v.as_str()),
+            _ => None,
+        };
+        let room = limit + 1 - found.len() as i64;
+        if room <= 0 {
+            break;
+        }
+        if key == DuplicateKey::Name {
+            for (g, ids) in name_groups_after(db, from, room).await? {
+                name_members.insert(g.value.clone(), ids);
+                found.push((key, g));
+            }
+            continue;
+        }
+        found.extend(
+            groups_after(db, key, from, room)
+                .await?
+                .into_iter()
+                .map(|g| (key, g)),
+        );
+    }
+    let next = if found.len() as i64 > limit {
+        found.truncate(limit as usize);
+        found.last().map(|(k, g)| (*k, g.value.clone()))
+    } else {
+        None
+    };
+    // Members of every group, then the customers themselves in one read.
+    let mut groups = Vec::with_capacity(found.len());
+    let mut member_ids: Vec<i64> = Vec::new();
+    for key in [DuplicateKey::Phone, DuplicateKey::Email, DuplicateKey::Name] {
+        let of_key: Vec<ValueCount> = found
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, g)| ValueCount {
+                value: g.value.clone(),
+                n: g.n,
+            })
+            .collect();
+        if of_key.is_empty() {
+            continue;
+        }
+        let mut ids = if key == DuplicateKey::Name {
+            std::mem::take(&mut name_members)
+        } else {
+            members(db, key, &of_key).await?
+        };
+        for g in of_key {
+            let members = ids.remove(&g.value).unwrap_or_default();
+            member_ids.extend(&members);
+            groups.push((key, g, members));
+        }
+    }
+    let by_id: HashMap<i64, Customer> = customers::live_by_ids(db, &member_ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.row.id, c))
+        .collect();
+    // An email group with exactly the members of a phone group is listed once, as that
+    // phone group: it is the same set of customers.
+    let email_sets: Vec<(String, i64)> = groups
+        .iter()
+        .filter(|(k, ..)| *k == DuplicateKey::Email)
+        .filter_map(|(_, g, ids)| {
+            let phone = shared(ids, &by_id, |c| &c.row.phone)?;
+            Some((phone, g.n))
+        })
+        .collect();
+    let phone_counts = phone_counts(db, email_sets.iter().map(|(p, _)| p.clone())).await?;
+    let mut out = Vec::with_capacity(groups.len());
+    for (key, g, ids) in groups {
+        // A customer may be in a phone group and in an email group.
+        let members: Vec<Customer> = ids.iter().filter_map(|id| by_id.get(id).cloned()).collect();
+        let complete = members.len() as i64 == g.n;
+        let mut matched = vec![key];
+        if complete {
+            let phone = shared_of(&members, |c| &c.row.phone);
+            let email = shared_of(&members, |c| &c.row.email);
+            if key == DuplicateKey::Email {
+                if let Some(p) = &phone {
+                    if phone_counts.get(p) == Some(&g.n) {
+                        // Listed as the phone group `p`.
+                        continue;
+                    }
+                }
+            }
+            if key != DuplicateKey::Phone && phone.is_some() {
+                matched.push(DuplicateKey::Phone);
+            }
+            if key != DuplicateKey::Email && email.is_some() {
+                matched.push(DuplicateKey::Email);
+            }
+            if key != DuplicateKey::Name
+                && crate::model::names::all_equal(members.iter().map(|c| c.row.name.as_str()))
+            {
+                matched.push(DuplicateKey::Name);
+            }
+            matched.sort_by_key(|k| (*k != key, k.rank()));
+        }
+        out.push(DuplicateGroup {
+            key,
+            value: g.value,
+            matched,
+            count: g.n,
+            customers: members,
+        });
+    }
+    Ok((out, next))
+}
+
+/// Live customers read per statement while grouping names.
+const NAME_SCAN_ROWS: i64 = 10_000;
+
+/// The normalized names after `after` (ascending) shared by at least two live customers,
+/// at most `limit`, each with its count and first [`MAX_GROUP_MEMBERS`] ids. Names are
+/// compared after NFKC and case folding, which SQL cannot do: this reads the id and name
+/// of every live customer (in id pages), so it costs a scan of the customers per page.
+async fn name_groups_after(
+    db: &Db,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(ValueCount, Vec<i64>)>> {
+    let mut by_key: BTreeMap<String, (i64, Vec<i64>)> = BTreeMap::new();
+    let mut last = 0i64;
+    loop {
+        let mut sql = Sql::from("SELECT name AS value, id FROM customers");
+        sql.and()
+            .push("delete_time IS NULL")
+            .and()
+            .push("id > ")
+            .bind(Bind::I64(last))
+            .push(" ORDER BY id LIMIT ")
+            .bind(Bind::I64(NAME_SCAN_ROWS));
+        let rows: Vec<Member> = super::query::load(db, &sql).await?;
+        let Some(end) = rows.last().map(|m| m.id) else {
+            break;
+        };
+        let full = rows.len() as i64 == NAME_SCAN_ROWS;
+        for m in rows {
+            let key = crate::model::names::name_key(&m.value);
+            if key.is_empty() || after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            let entry = by_key.entry(key).or_default();
+            entry.0 += 1;
+            if entry.1.len() < MAX_GROUP_MEMBERS {
+                entry.1.push(m.id);
+            }
+        }
+        last = end;
+        if !full {
+            break;
+        }
+    }
+    Ok(by_key
+        .into_iter()
+        .filter(|(_, (n, _))| *n > 1)
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|(value, (n, ids))| (ValueCount { value, n }, ids))
+        .collect())
+}
+
+/// The non-empty value every customer of `ids` has, if they all have the same one.
+fn shared(
+    ids: &[i64],
+    by_id: &HashMap<i64, Customer>,
+    field: impl Fn(&Customer) -> &String,
+) -> Option<String> {
+    let members: Vec<&Customer> = ids.iter().filter_map(|id| by_id.get(id)).collect();
+    if members.len() != ids.len() {
+        return None;
+    }
+    let first = field(members.first()?);
+    (!first.is_empty() && members.iter().all(|c| field(c) == first)).then(|| first.clone())
+}
+
+/// [`shared`] over loaded customers.
+fn shared_of(members: &[Customer], field: impl Fn(&Customer) -> &String) -> Option<String> {
+    let first = field(members.first()?);
+    (!first.is_empty() && members.iter().all(|c| field(c) == first)).then(|| first.clone())
+}
+
+/// How many live customers have each of `phones`.
+async fn phone_counts(
+    db: &Db,
+    phones: impl Iterator<Item = String>,
+) -> Result<HashMap<String, i64>> {
+    let phones: BTreeSet<String> = phones.collect();
+    let mut out = HashMap::new();
+    let phones: Vec<String> = phones.into_iter().collect();
+    for chunk in phones.chunks(500) {
+        let mut sql = Sql::from("SELECT phone AS value, COUNT(*) AS n FROM customers");
+        sql.and()
+            .push("delete_time IS NULL")
+            .and()
+            .push("phone IN ")
+            .list(chunk.iter().map(|p| Bind::Text(p.clone())))
+            .push(" GROUP BY phone");
+        let rows: Vec<ValueCount> = super::query::load(db, &sql).await?;
+        out.extend(rows.into_iter().map(|r| (r.value, r.n)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(rows: &[(i64, &str)]) -> Vec<TagRow> {
+        rows.iter()
+            .map(|(c, t)| TagRow {
+                customer_id: *c,
+                tag: (*t).to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_survivor_keeps_its_tags_and_gains_new_ones_up_to_the_limit() {
+        let (added, dropped) = merge_tags(1, tags(&[(1, "vip"), (2, "vip"), (2, "b"), (3, "a")]));
+        assert_eq!((added, dropped), (vec!["a".to_owned(), "b".to_owned()], 0));
+        let own: Vec<(i64, String)> = (0..19).map(|i| (1, format!("t{i:02}"))).collect();
+        let mut rows: Vec<(i64, &str)> = own.iter().map(|(c, t)| (*c, t.as_str())).collect();
+        rows.extend([(2, "zz"), (2, "aa"), (3, "mm"), (3, "t00")]);
+        let (added, dropped) = merge_tags(1, tags(&rows));
+        assert_eq!((added, dropped), (vec!["aa".to_owned()], 2));
+    }
+
+    #[test]
+    fn stored_merged_ids_read_back() {
+        let row = MergeRow {
+            customer_id: 1,
+            merged_ids: "2,30,400".into(),
+            communications_moved: 0,
+            transactions_moved: 0,
+            service_tickets_moved: 0,
+            tags_added: 3,
+            tags_dropped: 2,
+            merge_time: crate::model::time::march_2024(1),
+        };
+        assert_eq!(row.merged(), [2, 30, 400]);
+    }
+}

@@ -12,10 +12,15 @@
 //!   against `GROUP BY customer_id` with `MAX(occur_time)`.
 //! - Declining customers (first page): per-customer counts from the customer-month
 //!   rollup against one `GROUP BY customer_id` over both quarters of the base table.
+//! - Duplicate customers (first page of 50 groups, with their members) against
+//!   `GROUP BY phone HAVING COUNT(*) > 1` on the customers table.
 
 use anyhow::Result;
 use chrono::NaiveDateTime;
-use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
+use crm_comms::pb::{
+    self, analytics_service_client::AnalyticsServiceClient,
+    customer_service_client::CustomerServiceClient,
+};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use mysql_async::prelude::Queryable;
@@ -122,7 +127,10 @@ pub(super) async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> R
     let server =
         common::Server::start_with(SERVER, &t.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")])
             .await?;
-    let analytics = AnalyticsServiceClient::new(server.channel().await?)
+    let channel = server.channel().await?;
+    let analytics = AnalyticsServiceClient::new(channel.clone())
+        .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
+    let customers = CustomerServiceClient::new(channel)
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
     let cast = |col: &str| {
         if mysql {
@@ -319,6 +327,46 @@ pub(super) async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> R
             t.db,
             "ListAttentionCustomers DECLINE Q4 vs Q3 >= 30%, first page of 50",
             "GROUP BY customer_id over both quarters, ORDER BY drop LIMIT 50",
+            "ms",
+            ms(service),
+            ms(baseline),
+            RatioKind::Speed,
+            None,
+        )
+        .same(same),
+    );
+
+    // Duplicate customers: the first page of groups (phone groups come first).
+    let req = pb::ListDuplicateCustomersRequest::default();
+    let (service, page) = timed(runs, || {
+        let mut c = customers.clone();
+        let req = req.clone();
+        async move { Ok(c.list_duplicate_customers(req).await?.into_inner()) }
+    })
+    .await?;
+    let sql = "SELECT phone AS k, COUNT(*) AS n FROM customers WHERE delete_time IS NULL AND \
+               phone <> '' GROUP BY phone HAVING COUNT(*) > 1 ORDER BY phone LIMIT 50";
+    let (baseline, rows) = timed(runs, || t.driver.key_counts(sql, sql)).await?;
+    let got: Vec<(String, i64)> = page
+        .groups
+        .iter()
+        .filter(|g| g.key == pb::DuplicateKey::Phone as i32)
+        .map(|g| (g.value.clone(), i64::from(g.customer_count)))
+        .collect();
+    let same = got.len() == page.groups.len().min(rows.len()) && rows.starts_with(&got);
+    say!(
+        "  duplicate groups: service {:.1} ms ({} groups, {} by phone), GROUP BY phone {:.1} ms ({} groups), same: {same}",
+        ms(service),
+        page.groups.len(),
+        got.len(),
+        ms(baseline),
+        rows.len()
+    );
+    out.push(
+        Figure::new(
+            t.db,
+            "ListDuplicateCustomers first page of 50 groups with members",
+            "GROUP BY phone HAVING COUNT(*) > 1 ORDER BY phone LIMIT 50 (no members)",
             "ms",
             ms(service),
             ms(baseline),

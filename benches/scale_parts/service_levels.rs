@@ -130,8 +130,8 @@ pub(super) async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> R
     let channel = server.channel().await?;
     let analytics = AnalyticsServiceClient::new(channel.clone())
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
-    let customers = CustomerServiceClient::new(channel)
-        .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
+    let customers =
+        CustomerServiceClient::new(channel).max_decoding_message_size(common::MAX_MESSAGE_BYTES);
     let cast = |col: &str| {
         if mysql {
             format!("CAST({col} AS CHAR)")

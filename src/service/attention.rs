@@ -2,9 +2,10 @@
 //! sharply against the preceding period, most urgent first, in keyset pages.
 //!
 //! How it stays fast at 100,000 customers:
-//! - **Stale**: the database walks the live customers and finds each one's last contact
-//!   with one probe of the `(customer_id, occur_time)` index (`MAX` on an index prefix);
-//!   it filters, sorts and returns one page. Never-contacted customers come first, by id.
+//! - **Stale**: each customer's last contact is the latest time of its latest month in
+//!   the customer-month rollup (a loose index scan of `(customer_id, month)` and one
+//!   primary-key read per customer); the database filters, sorts and returns one page.
+//!   Never-contacted customers come first, by id.
 //! - **Decline**: contacts per customer in both periods come from the customer-month
 //!   rollup (whole months) plus the base table for the partial months at the edges: a
 //!   grouped read of about one row per customer and month. The drops are ranked in
@@ -109,7 +110,17 @@ pub async fn attention(
         AttentionKind::Stale {
             stale_days,
             include_never_contacted,
-        } => stale_page(db, &q, stale_days, include_never_contacted, deadline).await?,
+        } => {
+            stale_page(
+                db,
+                &q,
+                stale_days,
+                include_never_contacted,
+                source,
+                deadline,
+            )
+            .await?
+        }
         AttentionKind::Decline {
             start,
             end,
@@ -192,6 +203,7 @@ async fn stale_page(
     q: &AttentionQuery,
     stale_days: i64,
     include_never_contacted: bool,
+    source: ReportSource,
     deadline: Deadline,
 ) -> Result<(Vec<AttentionItem>, Option<AttentionPosition>)> {
     let cutoff = q
@@ -220,7 +232,8 @@ async fn stale_page(
         };
         deadline.check("the stale customers")?;
         let limit = i64::try_from(want - rows.len()).unwrap_or(i64::MAX);
-        for r in queries::stale(db, cutoff, after, limit).await? {
+        let from_rollup = source == ReportSource::Rollups;
+        for r in queries::stale(db, cutoff, after, limit, from_rollup).await? {
             let position = AttentionPosition::Stale(r.last_time.map_or(0, micros), r.customer_id);
             rows.push((r, position));
         }

@@ -9,7 +9,7 @@ use crm_comms::pb::{self, business_hours_service_client::BusinessHoursServiceCli
 use tonic::Code;
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, import, new_customer, ts, TestApp};
+use crate::harness::{assert_invalid, import, new_customer, ts, AnalyticsServiceClient, TestApp};
 
 const PHONE: i32 = pb::Channel::Phone as i32;
 const EMAIL: i32 = pb::Channel::Email as i32;
@@ -449,6 +449,16 @@ backend_tests! {
             }
         }
         assert_eq!(seen, vec![(d, false), (c, true), (a, true), (b, true)]);
+        // The base table answers the same as the rollup.
+        let (channel, stop) = app.another_server(|c| c.report_rollups = false, None).await;
+        let base = AnalyticsServiceClient::new(channel)
+            .list_attention_customers(stale(&later, 365, true, 10, String::new()))
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<i64> = base.customers.iter().map(|x| x.customer_id).collect();
+        assert_eq!(ids, vec![d, c, a, b]);
+        stop.send(true).ok();
         // A token only works with the filters it was issued for.
         let err = analytics
             .list_attention_customers(stale("2024-06-01T00:00:00Z", 31, true, 1, first.next_page_token))
@@ -519,6 +529,15 @@ backend_tests! {
         }
         // 100% (Q), 80% (P), 50% (T, at the default threshold); R fell 40%, S rose.
         assert_eq!(seen, vec![(q, 4, 0, 1.0), (p, 10, 2, 0.8), (t, 2, 1, 0.5)]);
+        let (channel, stop) = app.another_server(|c| c.report_rollups = false, None).await;
+        let base = AnalyticsServiceClient::new(channel)
+            .list_attention_customers(decline(0, 0, 10, String::new()))
+            .await
+            .unwrap()
+            .into_inner();
+        let from_base: Vec<(i64, i64, i64)> = base.customers.iter().map(|x| (x.customer_id, x.previous_count, x.current_count)).collect();
+        assert_eq!(from_base, vec![(q, 4, 0), (p, 10, 2), (t, 2, 1)]);
+        stop.send(true).ok();
         let page = analytics
             .list_attention_customers(decline(30, 3, 0, String::new()))
             .await

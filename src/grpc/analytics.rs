@@ -144,6 +144,28 @@ pub(crate) fn customer_ids(v: &mut Violations, ids: &[i64]) -> Vec<i64> {
     out
 }
 
+/// A validated range and zone of a bucketed report, `None` when either is invalid.
+pub(crate) type Window = Option<((NaiveDateTime, NaiveDateTime), Tz)>;
+
+/// What every bucketed report takes: its customers, the granularity, a required range
+/// no longer than the granularity allows, and the zone; each violation recorded in `v`.
+pub(crate) fn bucketed_window(
+    v: &mut Violations,
+    ids: &[i64],
+    granularity_value: i32,
+    (start, end): (
+        Option<&prost_types::Timestamp>,
+        Option<&prost_types::Timestamp>,
+    ),
+    zone: &str,
+) -> (Vec<i64>, Granularity, Window) {
+    let ids = customer_ids(v, ids);
+    let granularity = granularity(v, granularity_value);
+    let range = required_range(v, start, end, Some(max_range_months(granularity)));
+    let tz = time_zone(v, zone);
+    (ids, granularity, range.zip(tz))
+}
+
 fn bounded(v: &mut Violations, field: &str, value: i32, max: i32) -> usize {
     if !(0..=max).contains(&value) {
         v.add(field, format!("must be between 0 and {max} (got {value})"));
@@ -192,19 +214,17 @@ impl TryFrom<pb::GetFrequencyReportRequest> for FrequencyQuery {
 
     fn try_from(req: pb::GetFrequencyReportRequest) -> Result<Self, Error> {
         let mut v = Violations::new();
-        let ids = customer_ids(&mut v, &req.customer_ids);
-        let granularity = granularity(&mut v, req.granularity);
-        let range = required_range(
+        let (ids, granularity, window) = bucketed_window(
             &mut v,
-            req.start_time.as_ref(),
-            req.end_time.as_ref(),
-            Some(max_range_months(granularity)),
+            &req.customer_ids,
+            req.granularity,
+            (req.start_time.as_ref(), req.end_time.as_ref()),
+            &req.time_zone,
         );
-        let tz = time_zone(&mut v, &req.time_zone);
         let channels = channels(&mut v, "channels", &req.channels);
         validate::known_enum::<pb::Direction>(&mut v, "direction", req.direction, false);
         let top_n = bounded(&mut v, "top_n", req.top_n, MAX_TOP_N);
-        let ((start, end), time_zone) = finish(v, range.zip(tz))?;
+        let ((start, end), time_zone) = finish(v, window)?;
         Ok(FrequencyQuery {
             customer_ids: ids,
             channels,

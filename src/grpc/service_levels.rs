@@ -4,10 +4,11 @@
 
 use chrono::NaiveDateTime;
 
-use super::analytics::{customer_ids, finish, granularity, required_range, time_zone};
+use super::analytics::{bucketed_window, finish, required_range, Window};
 use super::communication::channels;
 use super::paging::{self, Fingerprint};
 use super::positive_id;
+use crate::analytics::buckets::Granularity;
 use crate::analytics::waits::WaitFigures;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
@@ -17,7 +18,6 @@ use crate::pb;
 use crate::service::attention::{
     AttentionItem, AttentionKind, AttentionPage, AttentionPosition, AttentionQuery,
 };
-use crate::service::reports::max_range_months;
 use crate::service::service_levels::{WaitQuery, WaitReport};
 
 /// Longest `stale_days`: a hundred years.
@@ -48,35 +48,56 @@ fn schedule(v: &mut Violations, id: i64) -> Option<i64> {
     (id != 0).then(|| positive_id(v, "business_hours_id", id))
 }
 
+/// What the two service-level requests have besides their window, in their proto form.
+struct WaitOptions<'a> {
+    channels: &'a [i32],
+    same_channel: bool,
+    business_hours_id: i64,
+    sla: Option<&'a prost_types::Duration>,
+}
+
+/// A validated [`WaitQuery`] from a bucketed window and the options.
+fn wait_query(
+    mut v: Violations,
+    (customer_ids, granularity, window): (Vec<i64>, Granularity, Window),
+    o: WaitOptions<'_>,
+) -> Result<WaitQuery, Error> {
+    let channels = channels(&mut v, "channels", o.channels);
+    let business_hours_id = schedule(&mut v, o.business_hours_id);
+    let sla_micros = sla(&mut v, o.sla);
+    let ((start, end), time_zone) = finish(v, window)?;
+    Ok(WaitQuery {
+        customer_ids,
+        channels,
+        same_channel: o.same_channel,
+        start,
+        end,
+        time_zone,
+        granularity,
+        business_hours_id,
+        sla_micros,
+    })
+}
+
 impl TryFrom<pb::GetResponseTimeReportRequest> for WaitQuery {
     type Error = Error;
 
     fn try_from(req: pb::GetResponseTimeReportRequest) -> Result<Self, Error> {
         let mut v = Violations::new();
-        let ids = customer_ids(&mut v, &req.customer_ids);
-        let granularity = granularity(&mut v, req.granularity);
-        let range = required_range(
+        let window = bucketed_window(
             &mut v,
-            req.start_time.as_ref(),
-            req.end_time.as_ref(),
-            Some(max_range_months(granularity)),
+            &req.customer_ids,
+            req.granularity,
+            (req.start_time.as_ref(), req.end_time.as_ref()),
+            &req.time_zone,
         );
-        let tz = time_zone(&mut v, &req.time_zone);
-        let channels = channels(&mut v, "channels", &req.channels);
-        let business_hours_id = schedule(&mut v, req.business_hours_id);
-        let sla_micros = sla(&mut v, req.sla.as_ref());
-        let ((start, end), time_zone) = finish(v, range.zip(tz))?;
-        Ok(WaitQuery {
-            customer_ids: ids,
-            channels,
+        let options = WaitOptions {
+            channels: &req.channels,
             same_channel: req.same_channel,
-            start,
-            end,
-            time_zone,
-            granularity,
-            business_hours_id,
-            sla_micros,
-        })
+            business_hours_id: req.business_hours_id,
+            sla: req.sla.as_ref(),
+        };
+        wait_query(v, window, options)
     }
 }
 
@@ -85,29 +106,20 @@ impl TryFrom<pb::GetResolutionTimeReportRequest> for WaitQuery {
 
     fn try_from(req: pb::GetResolutionTimeReportRequest) -> Result<Self, Error> {
         let mut v = Violations::new();
-        let ids = customer_ids(&mut v, &req.customer_ids);
-        let granularity = granularity(&mut v, req.granularity);
-        let range = required_range(
+        let window = bucketed_window(
             &mut v,
-            req.start_time.as_ref(),
-            req.end_time.as_ref(),
-            Some(max_range_months(granularity)),
+            &req.customer_ids,
+            req.granularity,
+            (req.start_time.as_ref(), req.end_time.as_ref()),
+            &req.time_zone,
         );
-        let tz = time_zone(&mut v, &req.time_zone);
-        let business_hours_id = schedule(&mut v, req.business_hours_id);
-        let sla_micros = sla(&mut v, req.sla.as_ref());
-        let ((start, end), time_zone) = finish(v, range.zip(tz))?;
-        Ok(WaitQuery {
-            customer_ids: ids,
-            channels: Vec::new(),
+        let options = WaitOptions {
+            channels: &[],
             same_channel: false,
-            start,
-            end,
-            time_zone,
-            granularity,
-            business_hours_id,
-            sla_micros,
-        })
+            business_hours_id: req.business_hours_id,
+            sla: req.sla.as_ref(),
+        };
+        wait_query(v, window, options)
     }
 }
 

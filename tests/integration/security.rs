@@ -143,10 +143,13 @@ enum Rpc {
     GetFrequencyReport,
     GetContentReport,
     GetCustomerInsights,
+    GetResponseTimeReport,
+    GetResolutionTimeReport,
+    ListAttentionCustomers,
     ListAuditRecords,
 }
 
-const EVERY_RPC: [Rpc; 23] = [
+const EVERY_RPC: [Rpc; 26] = [
     Rpc::CreateCustomer,
     Rpc::GetCustomer,
     Rpc::UpdateCustomer,
@@ -169,6 +172,9 @@ const EVERY_RPC: [Rpc; 23] = [
     Rpc::GetFrequencyReport,
     Rpc::GetContentReport,
     Rpc::GetCustomerInsights,
+    Rpc::GetResponseTimeReport,
+    Rpc::GetResolutionTimeReport,
+    Rpc::ListAttentionCustomers,
     Rpc::ListAuditRecords,
 ];
 
@@ -517,6 +523,42 @@ async fn call(
                 ))
                 .await?;
         }
+        Rpc::GetResponseTimeReport => {
+            analytics
+                .get_response_time_report(authed(
+                    pb::GetResponseTimeReportRequest {
+                        start_time: range.0,
+                        end_time: range.1,
+                        ..Default::default()
+                    },
+                    header,
+                ))
+                .await?;
+        }
+        Rpc::GetResolutionTimeReport => {
+            analytics
+                .get_resolution_time_report(authed(
+                    pb::GetResolutionTimeReportRequest {
+                        start_time: range.0,
+                        end_time: range.1,
+                        ..Default::default()
+                    },
+                    header,
+                ))
+                .await?;
+        }
+        Rpc::ListAttentionCustomers => {
+            analytics
+                .list_attention_customers(authed(
+                    pb::ListAttentionCustomersRequest {
+                        reason: pb::AttentionReason::Stale as i32,
+                        stale_days: 30,
+                        ..Default::default()
+                    },
+                    header,
+                ))
+                .await?;
+        }
         Rpc::ListAuditRecords => {
             AuditServiceClient::new(channel.clone())
                 .list_audit_records(authed(pb::ListAuditRecordsRequest::default(), header))
@@ -593,7 +635,7 @@ backend_tests! {
         let tokens = Tokens::new();
         let (channel, _stop) = secured(app, &tokens, |_| {}).await;
         let mut table = String::new();
-        let (mut sent, mut right, mut refused_writes) = (0, 0, 0);
+        let (mut sent, mut right, mut refused, mut refused_writes) = (0, 0, 0, 0);
         for rpc in EVERY_RPC {
             let mut row = format!("| {rpc:?} | {} |", rpc.needs());
             for who in EVERYONE {
@@ -620,6 +662,7 @@ backend_tests! {
                     }
                 } else {
                     let status = got.expect_err("refused");
+                    refused += 1;
                     match who.role() {
                         None => assert_eq!(status.code(), Code::Unauthenticated, "{rpc:?} {}", who.name()),
                         Some(_) => {
@@ -649,11 +692,14 @@ backend_tests! {
             table.push('\n');
         }
         eprintln!(
-            "| RPC | needs | {} |\n|---|---|{}\n{table}sent {sent}, right code {right}, rows written by refused calls {refused_writes}",
+            "| RPC | needs | {} |\n|---|---|{}\n{table}sent {sent}, right code {right}, refused {refused}, rows written by refused calls {refused_writes}",
             EVERYONE.map(Who::name).join(" | "),
             "---|".repeat(EVERYONE.len())
         );
-        assert_eq!((sent, right), (23 * 6, 23 * 6));
+        assert_eq!((sent, right), (26 * 6, 26 * 6));
+        // Three identities without a valid token, the reader for the 12 writer and admin
+        // calls, the writer for the 2 admin calls.
+        assert_eq!(refused, 3 * 26 + 12 + 2);
     }
 
     async fn a_writer_cannot_purge_and_learns_nothing_by_trying(app: &TestApp) {

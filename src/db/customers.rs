@@ -325,18 +325,22 @@ async fn with_tags(db: &Db, rows: Vec<CustomerRow>) -> Result<Vec<Customer>> {
             .load(conn)
             .await?
     ))?;
+    Ok(attach_tags(rows, tag_rows))
+}
+
+/// `rows` with their `(customer_id, tag)` rows attached, in the same order.
+fn attach_tags(rows: Vec<CustomerRow>, tag_rows: Vec<(i64, String)>) -> Vec<Customer> {
     let mut tags_by_id: std::collections::HashMap<i64, Vec<String>> =
         std::collections::HashMap::new();
     for (cid, tag) in tag_rows {
         tags_by_id.entry(cid).or_default().push(tag);
     }
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let tags = tags_by_id.remove(&row.id).unwrap_or_default();
             Customer { row, tags }
         })
-        .collect())
+        .collect()
 }
 
 /// Fails with NOT_FOUND unless the customer exists and is not deleted.
@@ -537,18 +541,7 @@ pub async fn list(
             .order((customer_tags::customer_id, customer_tags::tag))
             .load(conn)
             .await?;
-        let mut tags_by_id: std::collections::HashMap<i64, Vec<String>> =
-            std::collections::HashMap::new();
-        for (cid, tag) in tag_rows {
-            tags_by_id.entry(cid).or_default().push(tag);
-        }
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let tags = tags_by_id.remove(&row.id).unwrap_or_default();
-                Customer { row, tags }
-            })
-            .collect())
+        Ok(attach_tags(rows, tag_rows))
     })
 }
 

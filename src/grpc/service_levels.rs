@@ -4,11 +4,10 @@
 
 use chrono::NaiveDateTime;
 
-use super::analytics::{bucketed_window, finish, required_range, Window};
+use super::analytics::{bucketed_window, finish, required_range};
 use super::communication::channels;
 use super::paging::{self, Fingerprint};
 use super::positive_id;
-use crate::analytics::buckets::Granularity;
 use crate::analytics::waits::WaitFigures;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
@@ -48,28 +47,34 @@ fn schedule(v: &mut Violations, id: i64) -> Option<i64> {
     (id != 0).then(|| positive_id(v, "business_hours_id", id))
 }
 
-/// What the two service-level requests have besides their window, in their proto form.
-struct WaitOptions<'a> {
+/// The fields the two service-level requests share, in their proto form.
+struct WaitFields<'a> {
+    customer_ids: &'a [i64],
+    granularity: i32,
+    range: (
+        Option<&'a prost_types::Timestamp>,
+        Option<&'a prost_types::Timestamp>,
+    ),
+    time_zone: &'a str,
     channels: &'a [i32],
     same_channel: bool,
     business_hours_id: i64,
     sla: Option<&'a prost_types::Duration>,
 }
 
-/// A validated [`WaitQuery`] from a bucketed window and the options.
-fn wait_query(
-    mut v: Violations,
-    (customer_ids, granularity, window): (Vec<i64>, Granularity, Window),
-    o: WaitOptions<'_>,
-) -> Result<WaitQuery, Error> {
-    let channels = channels(&mut v, "channels", o.channels);
-    let business_hours_id = schedule(&mut v, o.business_hours_id);
-    let sla_micros = sla(&mut v, o.sla);
+/// A validated [`WaitQuery`], every violation at once.
+fn wait_query(f: WaitFields<'_>) -> Result<WaitQuery, Error> {
+    let mut v = Violations::new();
+    let (customer_ids, granularity, window) =
+        bucketed_window(&mut v, f.customer_ids, f.granularity, f.range, f.time_zone);
+    let channels = channels(&mut v, "channels", f.channels);
+    let business_hours_id = schedule(&mut v, f.business_hours_id);
+    let sla_micros = sla(&mut v, f.sla);
     let ((start, end), time_zone) = finish(v, window)?;
     Ok(WaitQuery {
         customer_ids,
         channels,
-        same_channel: o.same_channel,
+        same_channel: f.same_channel,
         start,
         end,
         time_zone,
@@ -83,21 +88,16 @@ impl TryFrom<pb::GetResponseTimeReportRequest> for WaitQuery {
     type Error = Error;
 
     fn try_from(req: pb::GetResponseTimeReportRequest) -> Result<Self, Error> {
-        let mut v = Violations::new();
-        let window = bucketed_window(
-            &mut v,
-            &req.customer_ids,
-            req.granularity,
-            (req.start_time.as_ref(), req.end_time.as_ref()),
-            &req.time_zone,
-        );
-        let options = WaitOptions {
+        wait_query(WaitFields {
+            customer_ids: &req.customer_ids,
+            granularity: req.granularity,
+            range: (req.start_time.as_ref(), req.end_time.as_ref()),
+            time_zone: &req.time_zone,
             channels: &req.channels,
             same_channel: req.same_channel,
             business_hours_id: req.business_hours_id,
             sla: req.sla.as_ref(),
-        };
-        wait_query(v, window, options)
+        })
     }
 }
 
@@ -105,21 +105,16 @@ impl TryFrom<pb::GetResolutionTimeReportRequest> for WaitQuery {
     type Error = Error;
 
     fn try_from(req: pb::GetResolutionTimeReportRequest) -> Result<Self, Error> {
-        let mut v = Violations::new();
-        let window = bucketed_window(
-            &mut v,
-            &req.customer_ids,
-            req.granularity,
-            (req.start_time.as_ref(), req.end_time.as_ref()),
-            &req.time_zone,
-        );
-        let options = WaitOptions {
+        wait_query(WaitFields {
+            customer_ids: &req.customer_ids,
+            granularity: req.granularity,
+            range: (req.start_time.as_ref(), req.end_time.as_ref()),
+            time_zone: &req.time_zone,
             channels: &[],
             same_channel: false,
             business_hours_id: req.business_hours_id,
             sla: req.sla.as_ref(),
-        };
-        wait_query(v, window, options)
+        })
     }
 }
 
@@ -188,9 +183,9 @@ struct AttentionCursor {
     after: AttentionPosition,
 }
 
-/// The fingerprint of an attention request's filters (the reference time travels in
-/// the token itself).
-fn attention_filters(req: &pb::ListAttentionCustomersRequest) -> u64 {
+/// The fingerprint of an attention request's filters, for [`attention_response`] (the
+/// reference time travels in the token itself).
+pub fn attention_fingerprint(req: &pb::ListAttentionCustomersRequest) -> u64 {
     let time = |t: Option<&prost_types::Timestamp>| t.map(|t| (t.seconds, i64::from(t.nanos)));
     let (start, end, as_of) = (
         time(req.start_time.as_ref()),
@@ -223,15 +218,16 @@ fn cursor(
     let decoded: Option<AttentionCursor> = v.absorb(paging::decode(
         "page_token",
         ATTENTION_KIND,
-        attention_filters(req),
+        attention_fingerprint(req),
         &req.page_token,
     ));
     let c = decoded?;
-    let fits = match (req.reason, c.after) {
-        (1, AttentionPosition::Never(id)) => id >= 0,
-        (1, AttentionPosition::Stale(us, id)) => paging::position("page_token", us, id).is_ok(),
-        (2, AttentionPosition::Decline(d)) => d.previous >= 1 && d.current >= 0,
-        _ => false,
+    let stale = req.reason == pb::AttentionReason::Stale as i32;
+    let decline = req.reason == pb::AttentionReason::Decline as i32;
+    let fits = match c.after {
+        AttentionPosition::Never(id) => stale && id >= 0,
+        AttentionPosition::Stale(us, id) => stale && paging::position("page_token", us, id).is_ok(),
+        AttentionPosition::Decline(d) => decline && d.previous >= 1 && d.current >= 0,
     };
     let as_of = paging::position("page_token", c.as_of, 1)
         .ok()
@@ -360,9 +356,4 @@ pub fn attention_response(
         next_page_token,
         as_of: Some(to_timestamp(page.as_of)),
     }
-}
-
-/// The fingerprint of a request's filters, for [`attention_response`].
-pub fn attention_fingerprint(req: &pb::ListAttentionCustomersRequest) -> u64 {
-    attention_filters(req)
 }

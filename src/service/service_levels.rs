@@ -22,6 +22,7 @@ use crate::db::{business_hours, Db};
 use crate::error::{Error, Result};
 use crate::model::deadline::Deadline;
 use crate::model::filter::CommunicationFilter;
+use crate::model::schedule::Hours;
 use crate::model::time::{micros, now};
 
 /// Rows per page of the response-time scan (five small columns each).
@@ -74,13 +75,12 @@ fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 
-/// The schedule's clock over `[from, to]`, or `None` for wall-clock time.
-async fn clock_of(
-    db: &Db,
-    business_hours_id: Option<i64>,
-    from: NaiveDateTime,
-    to: NaiveDateTime,
-) -> Result<Option<BusinessClock>> {
+/// A schedule's zone and hours, read once per report.
+type Schedule = (Tz, Hours);
+
+/// The schedule of `business_hours_id`, read before any scan so a wrong id costs
+/// nothing; `None` for wall-clock time.
+async fn schedule(db: &Db, business_hours_id: Option<i64>) -> Result<Option<Schedule>> {
     let Some(id) = business_hours_id else {
         return Ok(None);
     };
@@ -91,21 +91,16 @@ async fn clock_of(
             row.time_zone
         ))
     })?;
-    Ok(Some(BusinessClock::new(
-        tz,
-        &row.hours()?,
-        utc(from),
-        utc(to),
-    )))
+    Ok(Some((tz, row.hours()?)))
 }
 
 /// Measures and summarizes `waits`.
-async fn summarize(
-    db: &Db,
+fn summarize(
     q: &WaitQuery,
+    schedule: Option<&Schedule>,
     plan: &BucketPlan,
     waits: Vec<Wait<Tag>>,
-) -> Result<WaitReport> {
+) -> WaitReport {
     let as_of = now();
     let as_of_us = micros(as_of);
     let latest = waits
@@ -114,7 +109,7 @@ async fn summarize(
         .max()
         .map_or(as_of_us, |u| u.max(as_of_us));
     let to = crate::model::time::from_micros(latest).unwrap_or(as_of);
-    let clock = clock_of(db, q.business_hours_id, q.start, to).await?;
+    let clock = schedule.map(|(tz, hours)| BusinessClock::new(*tz, hours, utc(q.start), utc(to)));
     let measure = |a: i64, b: i64| match &clock {
         Some(c) => c.between(a, b),
         None => (b - a).max(0),
@@ -140,7 +135,7 @@ async fn summarize(
             }
         }
     }
-    Ok(WaitReport {
+    WaitReport {
         total: total.figures(q.sla_micros),
         channels: channels
             .into_iter()
@@ -156,20 +151,12 @@ async fn summarize(
         time_zone: q.time_zone,
         business_hours_id: q.business_hours_id.unwrap_or(0),
         as_of,
-    })
-}
-
-/// Checks that the schedule exists before any scan, so a wrong id costs nothing.
-async fn check_schedule(db: &Db, q: &WaitQuery) -> Result<()> {
-    if let Some(id) = q.business_hours_id {
-        business_hours::get(db, id).await?;
     }
-    Ok(())
 }
 
 /// The response-time report; checks `deadline` before each page and statement.
 pub async fn response_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result<WaitReport> {
-    check_schedule(db, &q).await?;
+    let schedule = schedule(db, q.business_hours_id).await?;
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
     let scope = CommunicationFilter {
         customer_ids: q.customer_ids.clone(),
@@ -220,13 +207,13 @@ pub async fn response_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result
         }
     }
     deadline.check("the response-time figures")?;
-    summarize(db, &q, &plan, replies.finish()).await
+    Ok(summarize(&q, schedule.as_ref(), &plan, replies.finish()))
 }
 
 /// The resolution-time report of the tickets opened in range; checks `deadline`
 /// before each page.
 pub async fn resolution_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result<WaitReport> {
-    check_schedule(db, &q).await?;
+    let schedule = schedule(db, q.business_hours_id).await?;
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
     let scope = CommunicationFilter {
         customer_ids: q.customer_ids.clone(),
@@ -252,5 +239,5 @@ pub async fn resolution_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Resu
         }
     }
     deadline.check("the resolution-time figures")?;
-    summarize(db, &q, &plan, waits).await
+    Ok(summarize(&q, schedule.as_ref(), &plan, waits))
 }

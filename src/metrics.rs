@@ -155,6 +155,13 @@ pub fn db_error(kind: &'static str) {
     counter!("crm_db_errors_total", "kind" => kind).increment(1);
 }
 
+/// A write transaction was refused by a concurrent one: `retried` when it runs again,
+/// otherwise it gave up (the retry budget ran out).
+pub fn transaction_conflict(retried: bool) {
+    let outcome = if retried { "retried" } else { "gave_up" };
+    counter!("crm_db_transaction_conflicts_total", "outcome" => outcome).increment(1);
+}
+
 /// The most connections the pool opens.
 pub fn pool_max(max: u32) {
     gauge!("crm_db_pool_max_connections").set(f64::from(max));

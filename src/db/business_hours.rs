@@ -4,7 +4,6 @@
 use chrono::NaiveDateTime;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use diesel::QueryableByName;
-use diesel_async::AsyncConnection;
 
 use super::audit::{self, Change};
 use super::dialect::Conn;
@@ -109,7 +108,7 @@ pub async fn create(
 ) -> Result<ScheduleRow> {
     let hours = json(&form.hours)?;
     let result = with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
             if let Some(rid) = request_id {
                 if let Some(first) = by(conn, "request_id", Bind::Text(rid.to_owned())).await? {
                     return Ok(first);
@@ -209,7 +208,7 @@ pub async fn update(
     caller: &Caller,
 ) -> Result<ScheduleRow> {
     let result = with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
             let current = existing(conn, id).await?;
             if let Some(expected) = expected_version {
                 if expected != current.version {
@@ -279,7 +278,7 @@ pub async fn delete(
     caller: &Caller,
 ) -> Result<()> {
     with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
             let current = existing(conn, id).await?;
             if let Some(expected) = expected_version {
                 if expected != current.version {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
@@ -228,7 +228,7 @@ async fn with_batch(
     caller: &Caller,
 ) -> Result<Vec<BatchOutcome>> {
     with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
             let (live, used) = batch_lookups!(conn, customer_ids, keys);
             let (outcomes, rows) = plan_batch(forms, &live, used);
             if !rows.is_empty() {
@@ -300,9 +300,9 @@ pub enum Logged {
 }
 
 /// Whether one multi-row INSERT always gets consecutive ids, so a batch's ids follow
-/// from `LAST_INSERT_ID()`: SQLite (one writer; `last_insert_rowid()` is the last row),
-/// and InnoDB with `innodb_autoinc_lock_mode` 0 or 1 (MariaDB's default; the first
-/// row). MySQL 8's default mode 2 interleaves ids of concurrent statements, and TiDB
+/// from `LAST_INSERT_ID()` and the session's `auto_increment_increment` (read with it):
+/// SQLite (one writer; `last_insert_rowid()` is the last row), and InnoDB with
+/// `innodb_autoinc_lock_mode` 0 or 1 (MariaDB's default; the first row). MySQL 8's default mode 2 interleaves ids of concurrent statements, and TiDB
 /// allocates ids per node: there each row gets its own INSERT.
 pub async fn consecutive_ids(db: &Db) -> Result<bool> {
     #[derive(QueryableByName)]
@@ -338,7 +338,7 @@ pub async fn log_batch(
     let (customer_ids, keys) = batch_keys(forms);
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            conn.transaction(async |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
                 let (live, used) = batch_lookups!(conn, &customer_ids, &keys);
                 let plan = plan_log(forms, &live, used);
                 let fresh: Vec<CommunicationInsertForm> = plan
@@ -352,12 +352,14 @@ pub async fn log_batch(
                 if consecutive && fresh.len() > 1 {
                     let n = fresh.len() as i64;
                     conn.insert_communications(fresh).await?;
-                    let reported = conn.last_insert_id().await?;
+                    // The ids of one multi-row INSERT are consecutive in this session's
+                    // sequence: `step` apart (auto_increment_increment), not always 1.
+                    let (reported, step) = conn.last_insert_id_and_step().await?;
                     let first = match backend_of(conn) {
                         super::Backend::Mysql => reported,
-                        super::Backend::Sqlite => reported - n + 1,
+                        super::Backend::Sqlite => reported - (n - 1) * step,
                     };
-                    ids.extend(first..first + n);
+                    ids.extend((0..n).map(|i| first + i * step));
                 } else {
                     for form in fresh {
                         conn.insert_communications(vec![form]).await?;
@@ -484,7 +486,7 @@ pub async fn get(db: &Db, id: i64) -> Result<CommunicationRow> {
 pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            conn.transaction(async |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
                 let row: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
                 let n = diesel::delete(communications::table.find(id))
                     .execute(conn)

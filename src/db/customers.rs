@@ -3,7 +3,7 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
 use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
@@ -241,36 +241,39 @@ pub async fn create(
     now: NaiveDateTime,
     caller: &Caller,
 ) -> Result<Customer> {
-    let result = with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
-            if let Some(rid) = &form.request_id {
-                if let Some(id) = id_by_request_id!(conn, rid)? {
-                    return load_customer!(conn, id, true).await;
+    let result = retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
+                if let Some(rid) = &form.request_id {
+                    if let Some(id) = id_by_request_id!(conn, rid)? {
+                        return load_customer!(conn, id, true).await;
+                    }
                 }
-            }
-            diesel::insert_into(customers::table)
-                .values(NewCustomerRow {
-                    name: &form.name,
-                    gender: form.gender,
-                    birth_date: form.birth_date,
-                    address: &form.address,
-                    phone: &form.phone,
-                    email: &form.email,
-                    search_text: search_text(&form.name, &form.phone, &form.email),
-                    request_id: form.request_id.as_deref(),
-                    version: 1,
-                    create_time: now,
-                    update_time: now,
-                })
-                .execute(conn)
-                .await?;
-            let id = conn.last_insert_id().await?;
-            replace_tags!(conn, id, form.tags).await?;
-            audit::record(conn, caller, now, &[Change::new("CreateCustomer", id, id)]).await?;
-            load_customer!(conn, id, false).await
+                diesel::insert_into(customers::table)
+                    .values(NewCustomerRow {
+                        name: &form.name,
+                        gender: form.gender,
+                        birth_date: form.birth_date,
+                        address: &form.address,
+                        phone: &form.phone,
+                        email: &form.email,
+                        search_text: search_text(&form.name, &form.phone, &form.email),
+                        request_id: form.request_id.as_deref(),
+                        version: 1,
+                        create_time: now,
+                        update_time: now,
+                    })
+                    .execute(conn)
+                    .await?;
+                let id = conn.last_insert_id().await?;
+                replace_tags!(conn, id, form.tags).await?;
+                audit::record(conn, caller, now, &[Change::new("CreateCustomer", id, id)]).await?;
+                load_customer!(conn, id, false).await
+            })
+            .await
         })
-        .await
-    });
+    })
+    .await;
     match (result, &form.request_id) {
         // A concurrent request with the same key won the race: answer with its row.
         (Err(e), Some(rid)) if e.is_unique_violation() => with_conn!(db, |conn| {
@@ -363,8 +366,8 @@ pub async fn update(
     now: NaiveDateTime,
     caller: &Caller,
 ) -> Result<Customer> {
-    with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+    retry_conflicts(|| async { with_conn!(db, write, |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
                 let current = load_customer!(conn, id, false).await?;
                 let version = current.row.version;
                 if let Some(expected) = expected_version {
@@ -397,9 +400,17 @@ pub async fn update(
                 .execute(conn)
                 .await?;
                 if updated != 1 {
-                    return Err(Error::Aborted(format!(
+                    return Err(match expected_version {
+                    // The caller named a version: the change it meant is gone.
+                    Some(_) => Error::Aborted(format!(
                         "customer {id} was changed concurrently; read it again"
-                    )));
+                    )),
+                    // No version named: another write came between the read and this
+                    // write; run again on the new version.
+                    None => crate::db::tx::conflict(format!(
+                        "customer {id} was changed concurrently"
+                    )),
+                });
                 }
                 if let Some(tags) = &changes.tags {
                     replace_tags!(conn, id, tags).await?;
@@ -409,7 +420,7 @@ pub async fn update(
                 load_customer!(conn, id, false).await
         })
         .await
-    })
+    }) }).await
 }
 
 /// Deletes a customer. Without `purge` it is marked deleted (its history stays for
@@ -426,7 +437,7 @@ pub async fn delete(
 ) -> Result<()> {
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            conn.transaction(async |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
                 // Lock the row, as a merge does, so a delete and a merge of one customer
                 // run one after the other.
                 let mut lock = query::Sql::from("SELECT id FROM customers");
@@ -632,7 +643,7 @@ pub async fn normalize_stored_phones(
         if !updates.is_empty() {
             outcome.converted += retry_conflicts(|| async {
                 with_conn!(db, write, |conn| {
-                    conn.transaction(async |conn| {
+                    crate::db::tx::transaction(conn, async |conn| {
                         let mut n = 0u64;
                         for sql in &updates {
                             n += conn.execute_sql(sql).await? as u64;

@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::NaiveDateTime;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use diesel::QueryableByName;
-use diesel_async::AsyncConnection;
 
 use super::audit::{self, Change};
 use super::customers::{self, Customer};
@@ -155,7 +154,7 @@ pub async fn merge(
 ) -> Result<MergeOutcome> {
     let result = retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            conn.transaction(async |conn| merge_in(conn, form, now, caller).await)
+            crate::db::tx::transaction(conn, async |conn| merge_in(conn, form, now, caller).await)
                 .await
         })
     })

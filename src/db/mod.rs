@@ -28,6 +28,7 @@ pub mod service_levels;
 pub mod tickets;
 pub mod timeline;
 pub mod transactions;
+pub mod tx;
 
 pub use dialect::{Backend, Conn};
 
@@ -310,25 +311,65 @@ macro_rules! with_conn {
     };
 }
 
-/// Runs a write transaction again, up to three attempts in all with a short growing
-/// pause, while the database refuses it because of a concurrent one (a deadlock or lock
-/// wait timeout between upserts of the same rollup rows, SQLite's busy file): the refused
-/// attempt rolled back, so the retry writes exactly once. Other outcomes return at once.
-pub async fn retry_conflicts<T, Fut>(mut attempt: impl FnMut() -> Fut) -> crate::error::Result<T>
+/// How long [`retry_conflicts`] keeps running a refused transaction again.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(3);
+/// The first pause before a retry; each later one doubles, up to [`RETRY_MAX_PAUSE`].
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(2);
+/// The longest pause between two attempts.
+const RETRY_MAX_PAUSE: Duration = Duration::from_millis(200);
+
+/// Runs a write transaction again while the database refuses it because of a concurrent
+/// one (a deadlock, a lock wait timeout, a Galera certification conflict or a
+/// transaction the cluster aborted midway, SQLite's busy file), for up to
+/// [`RETRY_BUDGET`], with a growing pause of random length between attempts (so two
+/// writers that collided do not collide again in step). The refused attempt rolled back
+/// whole, so the retry writes exactly once. Other outcomes return at once. A caller whose
+/// own deadline is shorter ends the call earlier: the attempt in flight is then dropped,
+/// and with it its connection (see [`MysqlCheckout`]).
+pub async fn retry_conflicts<T, Fut>(attempt: impl FnMut() -> Fut) -> crate::error::Result<T>
 where
     Fut: std::future::Future<Output = crate::error::Result<T>>,
 {
-    let mut retries = 0;
+    retry_conflicts_for(RETRY_BUDGET, attempt).await
+}
+
+/// [`retry_conflicts`] with its time budget given.
+pub async fn retry_conflicts_for<T, Fut>(
+    budget: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> crate::error::Result<T>
+where
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    let give_up = tokio::time::Instant::now() + budget;
+    let mut pause = RETRY_FIRST_PAUSE;
+    let mut retries = 0u32;
     loop {
         match attempt().await {
-            Err(e) if e.is_transaction_conflict() && retries < 2 => {
+            Err(e) if e.is_transaction_conflict() => {
+                // A random pause in [pause / 2, pause]: full jitter would retry at once too often.
+                let jittered = pause / 2 + pause.mul_f64(f64::from(random_u16()) / 131_072.0);
+                if tokio::time::Instant::now() + jittered >= give_up {
+                    crate::metrics::transaction_conflict(false);
+                    return Err(e);
+                }
                 retries += 1;
+                crate::metrics::transaction_conflict(true);
                 tracing::debug!(retries, error = %e, "transaction conflict, retrying");
-                tokio::time::sleep(Duration::from_millis(5 << retries)).await;
+                tokio::time::sleep(jittered).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
             }
             outcome => return outcome,
         }
     }
+}
+
+/// A random number for retry jitter (not for secrets).
+fn random_u16() -> u16 {
+    let mut b = [0u8; 2];
+    // Without randomness the pause is simply not jittered.
+    let _ = getrandom::fill(&mut b);
+    u16::from_le_bytes(b)
 }
 
 /// A pooled MySQL connection that returns to the pool only after [`MysqlCheckout::finish`].
@@ -415,33 +456,36 @@ macro_rules! create_for_customer {
         use $crate::db::{query, schema::$table, Conn as _};
         let form = $form;
         let desc: &query::Table = &$desc;
-        let result = $crate::with_conn!($db, write, |conn| {
-            conn.transaction(async |conn| {
-                query::lock_customer(conn, form.customer_id).await?;
-                if let Some(rid) = &form.request_id {
-                    let first: Option<$row> =
-                        query::by_request_id(conn, desc, form.customer_id, rid).await?;
-                    if let Some(row) = first {
-                        return Ok(row);
+        let result = $crate::db::retry_conflicts(|| async {
+            $crate::with_conn!($db, write, |conn| {
+                $crate::db::tx::transaction(conn, async |conn| {
+                    query::lock_customer(conn, form.customer_id).await?;
+                    if let Some(rid) = &form.request_id {
+                        let first: Option<$row> =
+                            query::by_request_id(conn, desc, form.customer_id, rid).await?;
+                        if let Some(row) = first {
+                            return Ok(row);
+                        }
                     }
-                }
-                diesel::insert_into($table::table)
-                    .values(form)
-                    .execute(conn)
-                    .await?;
-                let id = conn.last_insert_id().await?;
-                // The row as stored, without reading it back.
-                let row: $row = $crate::db::Stored::stored(form, id);
-                {
-                    let ($c, $r) = (&mut *conn, &row);
-                    $after?;
-                }
-                let change = $crate::db::audit::Change::new($method, form.customer_id, id);
-                $crate::db::audit::record(conn, $caller, row.create_time, &[change]).await?;
-                Ok(row)
+                    diesel::insert_into($table::table)
+                        .values(form)
+                        .execute(conn)
+                        .await?;
+                    let id = conn.last_insert_id().await?;
+                    // The row as stored, without reading it back.
+                    let row: $row = $crate::db::Stored::stored(form, id);
+                    {
+                        let ($c, $r) = (&mut *conn, &row);
+                        $after?;
+                    }
+                    let change = $crate::db::audit::Change::new($method, form.customer_id, id);
+                    $crate::db::audit::record(conn, $caller, row.create_time, &[change]).await?;
+                    Ok(row)
+                })
+                .await
             })
-            .await
-        });
+        })
+        .await;
         match (result, &form.request_id) {
             (Err(e), Some(rid)) if e.is_unique_violation() => {
                 $crate::with_conn!($db, |conn| {
@@ -649,27 +693,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retry_conflicts_runs_a_refused_transaction_again_at_most_twice() {
+    async fn retry_conflicts_runs_a_refused_transaction_again_within_its_budget() {
         let attempts = std::cell::Cell::new(0);
         let out = retry_conflicts(|| async {
             attempts.set(attempts.get() + 1);
-            if attempts.get() < 3 {
+            if attempts.get() < 6 {
                 Err(conflict())
             } else {
                 Ok(7)
             }
         })
         .await;
-        assert_eq!((out.unwrap(), attempts.get()), (7, 3));
+        assert_eq!((out.unwrap(), attempts.get()), (7, 6));
 
         attempts.set(0);
-        let out: crate::error::Result<()> = retry_conflicts(|| async {
-            attempts.set(attempts.get() + 1);
-            Err(conflict())
-        })
-        .await;
+        let started = tokio::time::Instant::now();
+        let out: crate::error::Result<()> =
+            retry_conflicts_for(Duration::from_millis(300), || async {
+                attempts.set(attempts.get() + 1);
+                Err(conflict())
+            })
+            .await;
         assert!(out.unwrap_err().is_transaction_conflict());
-        assert_eq!(attempts.get(), 3, "three attempts in all");
+        let spent = started.elapsed();
+        assert!(
+            spent <= Duration::from_millis(300),
+            "gave up within the budget: {spent:?}"
+        );
+        assert!(
+            attempts.get() >= 4,
+            "kept trying while the budget lasted: {}",
+            attempts.get()
+        );
 
         attempts.set(0);
         let out: crate::error::Result<()> = retry_conflicts(|| async {

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
 use diesel::QueryableByName;
-use diesel_async::AsyncConnection;
 
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
@@ -332,7 +331,7 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
     let started = std::time::Instant::now();
     let backend = db.backend();
     let result = with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
             let mut claim = Sql::from("INSERT INTO rollup_state (name, built_time) VALUES ");
             claim.list([Bind::Text(ROLLUP_SET.to_owned()), Bind::Time(now)]);
             conn.execute_sql(&claim).await?;
@@ -427,7 +426,7 @@ pub async fn compact(db: &Db, before: NaiveDateTime) -> Result<usize> {
     let statements = compact_sql(db.backend(), before);
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            conn.transaction(async |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
                 let mut folded = 0;
                 for (i, sql) in statements.iter().enumerate() {
                     let n = conn.execute_sql(sql).await?;

@@ -3,12 +3,12 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
 use super::query::{self, Bind, Sql, Table};
 use super::schema::service_tickets;
-use super::{create_for_customer, Conn as _, Db};
+use super::{create_for_customer, retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
 use crate::model::filter::CommunicationFilter;
@@ -149,8 +149,8 @@ pub async fn update(
     now: NaiveDateTime,
     caller: &Caller,
 ) -> Result<TicketRow> {
-    with_conn!(db, write, |conn| {
-        conn.transaction(async |conn| {
+    retry_conflicts(|| async { with_conn!(db, write, |conn| {
+        crate::db::tx::transaction(conn, async |conn| {
             let current: TicketRow = query::by_id(conn, &TICKETS, id).await?;
             if let Some(expected) = expected_version {
                 if expected != current.version {
@@ -190,16 +190,24 @@ pub async fn update(
             .execute(conn)
             .await?;
             if updated != 1 {
-                return Err(Error::Aborted(format!(
-                    "service ticket {id} was changed concurrently; read it again"
-                )));
+                return Err(match expected_version {
+                    // The caller named a version: the change it meant is gone.
+                    Some(_) => Error::Aborted(format!(
+                        "service ticket {id} was changed concurrently; read it again"
+                    )),
+                    // No version named: another write came between the read and this
+                    // write; run again on the new version.
+                    None => crate::db::tx::conflict(format!(
+                        "service ticket {id} was changed concurrently"
+                    )),
+                });
             }
             let change = Change::new("UpdateServiceTicket", current.customer_id, id);
             audit::record(conn, caller, now, &[change]).await?;
             query::by_id(conn, &TICKETS, id).await
         })
         .await
-    })
+    }) }).await
 }
 
 /// Filters of a ticket listing.

@@ -44,16 +44,23 @@ fn is_root() -> bool {
 }
 
 /// A MariaDB server of this test alone.
-struct PrivateMariaDb {
+pub(crate) struct PrivateMariaDb {
     mariadbd: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Server options added to the defaults (`--auto-increment-increment=2`, ...).
+    options: Vec<String>,
 }
 
 impl PrivateMariaDb {
     /// Creates a data directory; `None` when the MariaDB binaries are not installed.
-    fn install() -> Option<Self> {
+    pub(crate) fn install() -> Option<Self> {
+        Self::install_with(&[])
+    }
+
+    /// [`PrivateMariaDb::install`] for a server started with `options` as well.
+    pub(crate) fn install_with(options: &[&str]) -> Option<Self> {
         let (Some(mariadbd), Some(install_db)) = (find("mariadbd"), find("mariadb-install-db"))
         else {
             eprintln!(
@@ -84,15 +91,16 @@ impl PrivateMariaDb {
             dir,
             port,
             child: None,
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
         })
     }
 
-    fn url(&self, database: &str) -> String {
+    pub(crate) fn url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Starts the server on the data directory and waits until it answers.
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let data = self.dir.path().join("data");
         let mut cmd = Command::new(&self.mariadbd);
         cmd.arg("--no-defaults")
@@ -114,6 +122,7 @@ impl PrivateMariaDb {
                 "--log-error={}",
                 self.dir.path().join("error.log").display()
             ))
+            .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if is_root() {

@@ -31,8 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Apply migrations and serve gRPC (the default).
     Serve,
-    /// Apply pending migrations and exit.
-    Migrate,
+    /// Apply pending migrations and exit (under the migration lock, so it may run while
+    /// servers start); `--revert-last` reverts the last applied one instead.
+    Migrate(MigrateArgs),
     /// Fill a fresh database with a realistic demo dataset (customers, orders, service
     /// tickets, communications) through the service's own write paths, then exit.
     ///
@@ -47,6 +48,17 @@ pub enum Command {
     /// once, and the line to add to the tokens file (which holds only its hash).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// Options of `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Revert the last applied migration (its down.sql) instead of applying.
+    #[arg(long)]
+    pub revert_last: bool,
+    /// Only list the pending migrations; exits non-zero when there are some.
+    #[arg(long, conflicts_with = "revert_last")]
+    pub check: bool,
 }
 
 /// `token` subcommands.
@@ -204,6 +216,19 @@ pub struct Config {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+    /// Schema migrations at start: `auto` applies pending ones (under a lock, so servers
+    /// starting together on one database or cluster take turns), `check` refuses to
+    /// start while any is pending, `skip` neither checks nor applies (for an account
+    /// with only SELECT, INSERT, UPDATE and DELETE rights; run `crm-comms migrate` with
+    /// a DDL account first).
+    #[arg(
+        long,
+        env = "CRM_MIGRATIONS",
+        value_enum,
+        default_value_t = crate::db::migrate::MigrationsMode::Auto,
+        global = true
+    )]
+    pub migrations: crate::db::migrate::MigrationsMode,
     /// Whether reports read the rollups (pre-aggregated counts) where they answer
     /// exactly; `false` reads every row from the base table (to verify the rollups).
     #[arg(
@@ -389,6 +414,7 @@ impl std::fmt::Debug for Config {
             .field("log_writers", &self.log_writers)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("migrations", &self.migrations)
             .field("report_rollups", &self.report_rollups)
             .field("content_index", &self.content_index)
             .field("phone_region", &self.phone_region)
@@ -429,6 +455,7 @@ impl Config {
             log_writers: 4,
             max_concurrent_streams: 256,
             shutdown_grace_secs: 10,
+            migrations: crate::db::migrate::MigrationsMode::Auto,
             report_rollups: true,
             content_index: true,
             phone_region: crate::model::phone::PhoneRegion::default(),

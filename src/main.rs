@@ -33,7 +33,7 @@ async fn run() -> std::process::ExitCode {
     init_logs(&cli.config);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crm_comms::server::run(cli.config).await,
-        Command::Migrate => migrate(&cli.config).await,
+        Command::Migrate(args) => migrate(&cli.config, &args).await,
         Command::SeedDemo(args) => seed_demo(&cli.config, &args).await,
         Command::RebuildRollups => rebuild_rollups(&cli.config).await,
         Command::Token(crm_comms::config::TokenCommand::New { role, name }) => {
@@ -90,12 +90,42 @@ async fn rebuild_rollups(config: &crm_comms::config::Config) -> anyhow::Result<(
     Ok(())
 }
 
-async fn migrate(config: &crm_comms::config::Config) -> anyhow::Result<()> {
+async fn migrate(
+    config: &crm_comms::config::Config,
+    args: &crm_comms::config::MigrateArgs,
+) -> anyhow::Result<()> {
+    use crm_comms::db::migrate;
     let url = &config.database_url;
-    crm_comms::db::Db::connect(url, &config.pool_options())
+    let shown = crm_comms::db::redact(url);
+    if args.check {
+        let pending = migrate::pending(url)
+            .await
+            .with_context(|| format!("cannot read the migrations of {shown}"))?;
+        for version in &pending {
+            println!("{version}");
+        }
+        anyhow::ensure!(
+            pending.is_empty(),
+            "{} migration(s) pending on {shown}",
+            pending.len()
+        );
+        tracing::info!(database = %shown, "no migration is pending");
+        return Ok(());
+    }
+    if args.revert_last {
+        let version = migrate::revert_last(url)
+            .await
+            .with_context(|| format!("cannot revert the last migration of {shown}"))?;
+        tracing::info!(database = %shown, %version, "reverted migration");
+        return Ok(());
+    }
+    let outcome = migrate::run(url, migrate::MigrationsMode::Auto)
         .await
-        .with_context(|| format!("cannot migrate {}", crm_comms::db::redact(url)))?;
-    tracing::info!(database = %crm_comms::db::redact(url), "migrations are up to date");
+        .with_context(|| format!("cannot migrate {shown}"))?;
+    for version in &outcome.applied {
+        tracing::info!(%version, "applied migration");
+    }
+    tracing::info!(database = %shown, "migrations are up to date");
     Ok(())
 }
 

@@ -20,6 +20,7 @@ pub mod content_feed;
 pub mod customers;
 pub mod dialect;
 pub mod merges;
+pub mod migrate;
 pub mod query;
 pub mod reports;
 pub mod rollups;
@@ -34,14 +35,14 @@ pub use dialect::{Backend, Conn};
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use diesel::{QueryResult, SqliteConnection};
 use diesel_async::{
     pooled_connection::{bb8::Pool, AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
     sync_connection_wrapper::SyncConnectionWrapper,
     AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection,
 };
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use futures_util::FutureExt;
 
 /// SQLite connection usable from async code (queries run on the blocking pool).
@@ -73,10 +74,11 @@ async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection) -> QueryResult<()> {
 /// file, one writer at a time, and readers need few.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
-/// Settings of a SQLite connection: WAL so readers never block the writer, a busy
-/// timeout for other processes writing the same file.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+/// Settings of a SQLite connection: a busy timeout for other connections and processes
+/// writing the same file (first: switching a new file to WAL needs its lock), WAL so
+/// readers never block the writer.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 /// Which database a URL names. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -505,6 +507,15 @@ impl Db {
     /// migrations. Fails with a clear message when the URL is malformed or the
     /// database is unreachable.
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Db> {
+        Self::connect_with(url, options, migrate::MigrationsMode::Auto).await
+    }
+
+    /// [`Db::connect`], treating migrations as `migrations` says.
+    pub async fn connect_with(
+        url: &str,
+        options: &PoolOptions,
+        migrations: migrate::MigrationsMode,
+    ) -> anyhow::Result<Db> {
         let db = match DatabaseUrl::parse(url)? {
             DatabaseUrl::Mysql(url) => {
                 let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
@@ -545,7 +556,10 @@ impl Db {
                 }
             }
         };
-        db.migrate(url).await?;
+        let outcome = migrate::run(url, migrations).await?;
+        for version in &outcome.applied {
+            tracing::info!(%version, "applied migration");
+        }
         rollups::ensure_built(&db, crate::model::time::now())
             .await
             .map_err(|e| anyhow::anyhow!("cannot build the rollups: {e}"))?;
@@ -573,53 +587,6 @@ impl Db {
             Db::Sqlite { .. } => Backend::Sqlite,
         }
     }
-
-    /// Applies the embedded migrations that are not applied yet, on a dedicated
-    /// connection. Returns the versions applied.
-    pub async fn migrate(&self, url: &str) -> anyhow::Result<Vec<String>> {
-        let applied = match DatabaseUrl::parse(url)? {
-            DatabaseUrl::Mysql(url) => {
-                let conn = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    AsyncMysqlConnection::establish(&url),
-                )
-                .await
-                .context("timed out connecting to MySQL")?
-                .with_context(|| format!("cannot connect to MySQL at {}", redact(&url)))?;
-                run_migrations(conn, MYSQL_MIGRATIONS).await?
-            }
-            DatabaseUrl::Sqlite(path) => {
-                let mut conn = SqliteConn::establish(&path)
-                    .await
-                    .with_context(|| format!("cannot open SQLite database {path:?}"))?;
-                conn.batch_execute(SQLITE_PRAGMAS)
-                    .await
-                    .with_context(|| format!("cannot configure SQLite database {path:?}"))?;
-                run_migrations(conn, SQLITE_MIGRATIONS).await?
-            }
-        };
-        for version in &applied {
-            tracing::info!(%version, "applied migration");
-        }
-        Ok(applied)
-    }
-}
-
-async fn run_migrations<C>(conn: C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
-where
-    C: AsyncConnection + 'static,
-    diesel_async::AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
-{
-    // The harness blocks on the runtime internally, so it runs on the blocking pool.
-    tokio::task::spawn_blocking(move || {
-        let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-        harness
-            .run_pending_migrations(migrations)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))
-    })
-    .await
-    .context("migration task panicked")?
 }
 
 /// A database URL fit for logs and errors: the password (`user:***@`) and the values

@@ -54,14 +54,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ) {
         anyhow::bail!(message);
     }
-    let db = Db::connect(&config.database_url, &config.pool_options())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot use database {}",
-                crate::db::redact(&config.database_url)
-            )
-        })?;
+    let db = Db::connect_with(
+        &config.database_url,
+        &config.pool_options(),
+        config.migrations,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot use database {}",
+            crate::db::redact(&config.database_url)
+        )
+    })?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -249,6 +249,37 @@ impl TestApp {
         (channel, tx)
     }
 
+    /// The URL of a new, empty database beside this test's own (`suffix` tells them
+    /// apart): a file in the same directory, or a MySQL database that
+    /// [`TestApp::drop_database`] removes.
+    pub async fn empty_database_url(&self, suffix: &str) -> String {
+        match (&self.mysql_database, &self._dir) {
+            (Some(name), _) => {
+                let name = format!("{name}_{suffix}");
+                self.execute(&format!(
+                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                ))
+                .await;
+                format!("{}/{name}", mysql_base())
+            }
+            (None, Some(dir)) => format!(
+                "sqlite://{}",
+                dir.path().join(format!("{suffix}.db")).display()
+            ),
+            (None, None) => unreachable!("a test database is MySQL or a SQLite file"),
+        }
+    }
+
+    /// Drops a MySQL database made by [`TestApp::empty_database_url`] (a no-op for SQLite).
+    pub async fn drop_database(&self, url: &str) {
+        if self.backend == Backend::Mysql {
+            if let Some((_, name)) = url.rsplit_once('/') {
+                self.execute(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .await;
+            }
+        }
+    }
+
     /// Runs a statement that returns no rows, straight on the database.
     pub async fn execute(&self, sql: &str) {
         match self.backend {

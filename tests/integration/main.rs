@@ -25,6 +25,7 @@ mod follow;
 mod fuzz;
 mod hardening;
 mod merges;
+mod migrations;
 mod operations;
 mod outage;
 mod robustness;

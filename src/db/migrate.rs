@@ -302,13 +302,10 @@ async fn release<C: Conn>(conn: &mut C, holder: &str) -> anyhow::Result<()> {
 }
 
 async fn connect_mysql(url: &str) -> anyhow::Result<AsyncMysqlConnection> {
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        AsyncMysqlConnection::establish(url),
-    )
-    .await
-    .context("timed out connecting to MySQL")?
-    .with_context(|| format!("cannot connect to MySQL at {}", redact(url)))
+    tokio::time::timeout(Duration::from_secs(10), super::connect_mysql_any(url))
+        .await
+        .context("timed out connecting to MySQL")?
+        .with_context(|| format!("cannot connect to MySQL at {}", redact(url)))
 }
 
 async fn connect_sqlite(path: &str) -> anyhow::Result<SqliteConn> {

@@ -169,7 +169,7 @@ impl Default for PoolOptions {
 #[derive(Clone)]
 pub enum Db {
     /// MySQL / MariaDB through the pure-Rust `mysql_async` driver.
-    Mysql(Pool<AsyncMysqlConnection>),
+    Mysql(MysqlPool),
     /// Embedded SQLite. Writers take `write_lock` first: SQLite allows one writer at a
     /// time, and queueing in-process beats spinning on SQLITE_BUSY.
     Sqlite {
@@ -178,6 +178,148 @@ pub enum Db {
         /// Serializes this process's write transactions.
         write_lock: Arc<tokio::sync::Mutex<()>>,
     },
+}
+
+/// The MySQL pool with what it knows of the database's health: while readiness finds
+/// no host answering, calls answer UNAVAILABLE at once instead of waiting for a
+/// connection that cannot come.
+#[derive(Clone)]
+pub struct MysqlPool {
+    pool: Pool<AsyncMysqlConnection>,
+    health: Arc<DbHealth>,
+}
+
+impl std::ops::Deref for MysqlPool {
+    type Target = Pool<AsyncMysqlConnection>;
+    fn deref(&self) -> &Self::Target {
+        &self.pool
+    }
+}
+
+impl MysqlPool {
+    /// A connection, or UNAVAILABLE at once while the database is known to be away.
+    pub async fn get(
+        &self,
+    ) -> crate::error::Result<
+        bb8::PooledConnection<'_, AsyncDieselConnectionManager<AsyncMysqlConnection>>,
+    > {
+        if self.health.is_down() {
+            return Err(crate::error::Error::Unavailable {
+                reason: "DATABASE_UNAVAILABLE",
+                message: "the database is unreachable (no host answers the readiness check); \
+                          retry later"
+                    .to_owned(),
+            });
+        }
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Whether the database answered the last readiness check; shared by the pool and the
+/// readiness watcher.
+#[derive(Debug, Default)]
+pub struct DbHealth {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl DbHealth {
+    /// Whether the last check found no host answering.
+    pub fn is_down(&self) -> bool {
+        std::sync::atomic::AtomicBool::load(&self.down, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a readiness check.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long one host gets to accept a connection before the next is tried.
+const HOST_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The single-host URLs of a MySQL URL that lists several hosts
+/// (`mysql://user:pass@h1:3306,h2:3306,h3:3306/crm?...`), in order; one for one host.
+pub fn mysql_hosts(url: &str) -> Vec<String> {
+    let Some(rest) = url.strip_prefix("mysql://") else {
+        return vec![url.to_owned()];
+    };
+    let (creds, after) = match rest.rsplit_once('@') {
+        Some((creds, after)) => (format!("{creds}@"), after),
+        None => (String::new(), rest),
+    };
+    let (hosts, path) = after.split_once('/').unwrap_or((after, ""));
+    hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("mysql://{creds}{host}/{path}"))
+        .collect()
+}
+
+/// A connection to the first of `url`'s hosts that accepts one and, on a Galera
+/// cluster, is synced with it (`wsrep_ready`): a node that lost its quorum or is still
+/// catching up is passed over.
+pub async fn connect_mysql_any(url: &str) -> diesel::ConnectionResult<AsyncMysqlConnection> {
+    let mut last = None;
+    for host in mysql_hosts(url) {
+        let attempt = tokio::time::timeout(HOST_CONNECT_TIMEOUT, async {
+            let mut conn = AsyncMysqlConnection::establish(&host).await?;
+            if !galera_ready(&mut conn).await {
+                return Err(diesel::ConnectionError::BadConnection(
+                    "the Galera node is not synced with its cluster (wsrep_ready is OFF)".into(),
+                ));
+            }
+            Ok(conn)
+        })
+        .await;
+        match attempt {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => {
+                tracing::debug!(host = %redact(&host), error = %e, "database host refused; trying the next");
+                last = Some(e);
+            }
+            Err(_) => {
+                tracing::debug!(host = %redact(&host), "database host did not answer in time; trying the next");
+                last = Some(diesel::ConnectionError::BadConnection(format!(
+                    "{} did not accept a connection within {} s",
+                    redact(&host),
+                    HOST_CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| diesel::ConnectionError::BadConnection("no database host".into())))
+}
+
+/// Whether a connection may be used: not Galera, or a Galera node ready for clients.
+async fn galera_ready(conn: &mut AsyncMysqlConnection) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Ready {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        ready: String,
+    }
+    // `@@wsrep_on` is unknown on MySQL and TiDB: not a Galera node.
+    let on: Vec<Ready> = match diesel::sql_query("SELECT CAST(@@wsrep_on AS CHAR) AS ready")
+        .load(conn)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(_) => return true,
+    };
+    if !<[Ready]>::first(&on).is_some_and(|r| r.ready == "1" || r.ready.eq_ignore_ascii_case("ON"))
+    {
+        return true;
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Status {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "Value")]
+        value: String,
+    }
+    diesel::sql_query("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
+        .load::<Status>(conn)
+        .await
+        .is_ok_and(|rows| {
+            <[Status]>::first(&rows).is_some_and(|r| r.value.eq_ignore_ascii_case("ON"))
+        })
 }
 
 /// A connection of its own for readiness checks, outside the pool: the checks neither
@@ -222,7 +364,7 @@ impl Probe {
             Some(conn) => conn,
             None => match DatabaseUrl::parse(&self.url).map_err(|e| unavailable(e.to_string()))? {
                 DatabaseUrl::Mysql(url) => ProbeConn::Mysql(Box::new(
-                    AsyncMysqlConnection::establish(&url)
+                    connect_mysql_any(&url)
                         .await
                         .map_err(|e| unavailable(e.to_string()))?,
                 )),
@@ -522,6 +664,8 @@ impl Db {
                 config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
                     cancel_safe_ping(conn).boxed()
                 }));
+                // Several hosts: each new connection goes to the first that answers.
+                config.custom_setup = Box::new(|url| connect_mysql_any(url).boxed());
                 let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
                     url, config,
                 );
@@ -529,7 +673,10 @@ impl Db {
                     .max_size(options.max_for(Backend::Mysql))
                     .connection_timeout(options.acquire_timeout)
                     .build_unchecked(manager);
-                Db::Mysql(pool)
+                Db::Mysql(MysqlPool {
+                    pool,
+                    health: Arc::default(),
+                })
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteConn>::default();
@@ -577,6 +724,14 @@ impl Db {
             idle: state.idle_connections,
             waited: state.statistics.get_waited,
             timed_out: state.statistics.get_timed_out,
+        }
+    }
+
+    /// Records whether the database answered readiness's last check: while it does not
+    /// (MySQL), calls answer UNAVAILABLE at once.
+    pub fn set_reachable(&self, reachable: bool) {
+        if let Db::Mysql(pool) = self {
+            pool.health.set_down(!reachable);
         }
     }
 

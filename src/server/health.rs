@@ -20,10 +20,13 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Readiness that tells the truth: every [`READINESS_INTERVAL`] the database is asked a
 /// trivial query; while it does not answer, health reports NOT_SERVING (overall and for
-/// every service), and SERVING again once it does, with a log line at each change.
+/// every service) and calls answer UNAVAILABLE at once (see
+/// [`crate::db::Db::set_reachable`]), and SERVING again once it does, with a log line at
+/// each change.
 /// Stops at shutdown (which reports NOT_SERVING itself).
 pub(super) async fn watch_database(
     mut probe: crate::db::Probe,
+    db: crate::db::Db,
     health: tonic_health::server::HealthReporter,
     names: [&'static str; 6],
     mut shutdown: watch::Receiver<bool>,
@@ -47,6 +50,7 @@ pub(super) async fn watch_database(
         if *shutdown.borrow() {
             return;
         }
+        db.set_reachable(answer.is_ok());
         let status = match (&answer, ready) {
             (Ok(()), false) => {
                 tracing::warn!("the database answers again; health is SERVING");

@@ -156,7 +156,7 @@ pub async fn serve_with_index(
         },
         stream_idle: config.stream_idle(),
         phone_region: config.phone_region,
-        db,
+        db: db.clone(),
         report_source: if config.report_rollups {
             ReportSource::Rollups
         } else {
@@ -218,6 +218,7 @@ pub async fn serve_with_index(
 
     tokio::spawn(watch_database(
         crate::db::Probe::new(&config.database_url),
+        db.clone(),
         health.clone(),
         names,
         shutdown.clone(),

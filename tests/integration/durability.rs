@@ -205,3 +205,110 @@ crate::standalone_tests! {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Whether the server's overall health is SERVING now.
+async fn serving(channel: &Channel) -> bool {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// Polls `cond` every 100 ms for up to `limit`; whether it became true.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+crate::backend_tests! {
+    async fn a_database_url_with_several_hosts_uses_the_first_that_answers(app: &TestApp) {
+        if app.backend != Backend::Mysql {
+            return;
+        }
+        let url = app.empty_database_url("hosts").await;
+        // A host that refuses first (nothing listens on port 1), then the real one.
+        let (creds_host, db_name) = url.rsplit_once('/').unwrap();
+        let (prefix, host) = creds_host.rsplit_once('@').unwrap();
+        let several = format!("{prefix}@127.0.0.1:1,{host}/{db_name}");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Config::new(addr, several.clone());
+        let db = Db::connect(&several, &config.pool_options()).await.expect("the second host serves");
+        let (stop, rx) = watch::channel(false);
+        tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let customer = crate::harness::CustomerServiceClient::new(channel.clone())
+            .create_customer(pb::CreateCustomerRequest {
+                customer: Some(pb::Customer { name: "failover".into(), ..Default::default() }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create through the second host")
+            .into_inner()
+            .id;
+        assert!(customer > 0);
+        assert!(eventually(Duration::from_secs(5), || serving(&channel)).await, "readiness uses the hosts in order too");
+        let _ = stop.send(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.drop_database(&url).await;
+    }
+}
+
+crate::standalone_tests! {
+    async fn calls_answer_unavailable_at_once_while_the_database_is_away() {
+        let Some(mut mariadb) = PrivateMariaDb::install() else {
+            return;
+        };
+        mariadb.start().await;
+        {
+            let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str()).await.expect("connect");
+            conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4").await.expect("create database");
+            let _ = conn.disconnect().await;
+        }
+        let url = mariadb.url("crm");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::new(addr, url.clone());
+        config.db_acquire_timeout_secs = 5;
+        let db = Db::connect(&url, &config.pool_options()).await.expect("connect");
+        let (_stop, rx) = watch::channel(false);
+        tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut customers = crate::harness::CustomerServiceClient::new(channel.clone());
+        let get = pb::GetCustomerRequest { id: 1 };
+        assert!(eventually(Duration::from_secs(5), || serving(&channel)).await);
+
+        mariadb.kill();
+        assert!(
+            eventually(Duration::from_secs(10), || async { !serving(&channel).await }).await,
+            "readiness notices the outage"
+        );
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            let status = customers.get_customer(get.clone()).await.expect_err("the database is away");
+            let took = started.elapsed();
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("unreachable"), "{status:?}");
+            assert!(took < Duration::from_secs(1), "answered at once, not after the pool's 5 s: {took:?}");
+        }
+
+        mariadb.start().await;
+        assert!(eventually(Duration::from_secs(15), || serving(&channel)).await, "ready again");
+        let status = customers.get_customer(get).await.expect_err("no customer 1");
+        assert_eq!(status.code(), tonic::Code::NotFound, "the database answers again: {status:?}");
+    }
+}

@@ -150,7 +150,7 @@ impl PrivateMariaDb {
     }
 
     /// SIGKILL: no shutdown, connections die mid-protocol.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

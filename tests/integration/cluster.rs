@@ -756,19 +756,23 @@ cluster_tests! {
                     ));
                     request.set_timeout(Duration::from_secs(5));
                     let at = phase.load(Ordering::Relaxed);
-                    let outcome = match tokio::time::timeout(
+                    let answer = tokio::time::timeout(
                         Duration::from_secs(20),
                         client.log_communication(request),
                     )
                     .await
-                    {
-                        Ok(answer) => answer.map(|r| r.into_inner().id).map_err(|e| e.code()),
-                        // No answer 15 s past the deadline: recorded as a hang.
-                        Err(_) => Err(Code::Unknown),
-                    };
-                    if let Err(code) = outcome {
-                        if code != Code::Unavailable && code != Code::DeadlineExceeded {
-                            eprintln!("cluster_node_killed_under_write_load: {request_id} answered {code:?}");
+                    // No answer 15 s past the deadline: a hang, recorded as UNKNOWN.
+                    .unwrap_or_else(|_| Err(tonic::Status::unknown("no answer within 20 s")));
+                    let outcome = answer.as_ref().map(|r| r.get_ref().id).map_err(|e| e.code());
+                    if let Err(e) = &answer {
+                        if !matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded) {
+                            eprintln!(
+                                "cluster_node_killed_under_write_load: {request_id} (server {}) \
+                                 answered {:?}: {}",
+                                ["A", "B"][server],
+                                e.code(),
+                                e.message()
+                            );
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }

@@ -56,8 +56,15 @@ impl ClusterDb {
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on the cluster: {e}"));
         let db = ClusterDb { name, nodes };
-        for node in 0..3 {
-            let mut conn = db.sql(node).await;
+        // DDL replicates in total order, but a node applies it on its own time: wait
+        // (`wsrep_sync_wait`) until each node has the database.
+        for node in &db.nodes {
+            let mut conn = mysql_async::Conn::from_url(format!("{node}/test").as_str())
+                .await
+                .unwrap_or_else(|e| panic!("connect to {node}: {e}"));
+            conn.query_drop("SET SESSION wsrep_sync_wait = 1")
+                .await
+                .unwrap();
             let found: Option<String> = conn
                 .exec_first(
                     "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
@@ -65,7 +72,8 @@ impl ClusterDb {
                 )
                 .await
                 .unwrap();
-            assert!(found.is_some(), "node {} has {}", node + 1, db.name);
+            assert!(found.is_some(), "{node} has {}", db.name);
+            conn.disconnect().await.unwrap();
         }
         db
     }
@@ -734,7 +742,7 @@ cluster_tests! {
             visible(&b, id).await;
         }
 
-        // Phases: 0 all up, 1 node 2 killed, 2 node 2 rejoined.
+        // Phases: 0 all up, 1 node 2 killed (until `restart 2` returns), 2 node 2 rejoined.
         let phase = Arc::new(AtomicU8::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
@@ -783,8 +791,8 @@ cluster_tests! {
             }));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let kill = tokio::task::spawn_blocking(|| cluster_sh(&["kill", "2"])).await.unwrap();
         phase.store(1, Ordering::Relaxed);
+        let kill = tokio::task::spawn_blocking(|| cluster_sh(&["kill", "2"])).await.unwrap();
         tokio::time::sleep(Duration::from_secs(4)).await;
         let restart = tokio::task::spawn_blocking(|| cluster_sh(&["restart", "2"])).await.unwrap();
         phase.store(2, Ordering::Relaxed);

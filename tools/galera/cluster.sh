@@ -182,6 +182,25 @@ wait_synced() {
   done
 }
 
+# Waits until the running nodes no longer count stopped node N in their view: a node
+# that rejoins while its killed incarnation is still a member stalls in non-primary
+# views until that incarnation times out.
+wait_evicted() {
+  local n=$1 t0=$SECONDS i up=0 settled
+  for i in "${NODES[@]}"; do is_up "$i" && up=$((up + 1)); done
+  while :; do
+    settled=1
+    for i in "${NODES[@]}"; do
+      if [ "$i" != "$n" ] && is_up "$i" && [ "$(wsrep_status "$i" wsrep_cluster_size)" != "$up" ]; then
+        settled=0
+      fi
+    done
+    [ $settled -eq 1 ] && return 0
+    [ $((SECONDS - t0)) -lt "$TIMEOUT" ] || fail_with_logs "node $n still in the cluster's view after ${TIMEOUT} s"
+    sleep 0.3
+  done
+}
+
 # The position a stopped node holds: a --wsrep-recover pass reads it from InnoDB.
 recovered_position() {
   local n=$1 rlog pos
@@ -319,11 +338,13 @@ cmd_restart() {
   local other=0 i
   for i in "${NODES[@]}"; do [ "$i" != "$n" ] && is_up "$i" && other=1; done
   [ $other -eq 1 ] || die "no other node runs: use start"
+  wait_evicted "$n"
   local from how
   from=$(($(wc -l <"$(err_log "$n")" 2>/dev/null || echo 0) + 1))
   join_node "$n"
   wait_cluster
-  how="$(tail -n +"$from" "$(err_log "$n")" | grep -q 'IST received' && echo IST || echo SST)"
+  # (grep reads everything: an early exit would fail the pipeline under pipefail.)
+  how="$(tail -n +"$from" "$(err_log "$n")" | grep 'IST received' >/dev/null && echo IST || echo SST)"
   log "node $n rejoined by $how in $((SECONDS - t0)) s"
 }
 

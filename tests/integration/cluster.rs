@@ -629,105 +629,185 @@ cluster_tests! {
     }
 
     async fn cluster_follow_across_nodes() {
-        let db = ClusterDb::create().await;
-        let a = server_on(&db, 0).await;
-        let b = Arc::new(server_on(&db, 1).await);
-        let customer_id = customer(&b, "followed").await;
-        visible(&a, customer_id).await;
-
-        let mut stream = a
-            .communications()
-            .stream_timeline(pb::StreamTimelineRequest {
-                customer_id,
-                follow: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let received = Arc::new(std::sync::Mutex::new(HashMap::<i64, usize>::new()));
-        let reader = {
-            let received = received.clone();
-            tokio::spawn(async move {
-                while let Some(event) = stream.message().await.unwrap() {
-                    if let Some(Entry::Communication(c)) = event.entry {
-                        *received.lock().unwrap().entry(c.id).or_default() += 1;
-                    }
-                }
-            })
-        };
-
-        // Four writers through B, a third of their communications back-dated a day.
-        let started = Instant::now();
-        let mut writers = Vec::new();
-        for task in 0..4 {
-            let b = b.clone();
-            writers.push(tokio::spawn(async move {
-                let mut client = b.communications();
-                let mut ids = Vec::new();
-                for i in 0..40 {
-                    let when = chrono::Utc::now()
-                        - if i % 3 == 0 { chrono::Duration::days(1) } else { chrono::Duration::zero() };
-                    let c = note(customer_id, &format!("follow {task}-{i}"), &when.to_rfc3339());
-                    let key = format!("f{task}-{i}");
-                    let mut id = None;
-                    for _ in 0..20 {
-                        match client.log_communication(log(c.clone(), &key)).await {
-                            Ok(r) => {
-                                id = Some(r.into_inner().id);
-                                break;
-                            }
-                            Err(e) if retryable(e.code()) => tokio::time::sleep(Duration::from_millis(100)).await,
-                            Err(e) => panic!("log {key}: {e:?}"),
-                        }
-                    }
-                    ids.push(id.unwrap_or_else(|| panic!("log {key}: still failing")));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                ids
-            }));
-        }
-        let mut logged = HashSet::new();
-        for w in writers {
-            logged.extend(w.await.unwrap());
-        }
-        let written = started.elapsed();
-
-        // Everything within 10 s of the last write, then a second more for duplicates.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline
-            && !logged.iter().all(|id| received.lock().unwrap().contains_key(id))
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let waited = deadline.saturating_duration_since(Instant::now());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        reader.abort();
-        let received = received.lock().unwrap().clone();
-        let missing: Vec<i64> = logged.iter().filter(|id| !received.contains_key(id)).copied().collect();
-        let repeated: Vec<(i64, usize)> = received.iter().filter(|(_, n)| **n > 1).map(|(id, n)| (*id, *n)).collect();
-        let unknown: Vec<i64> = received.keys().filter(|id| !logged.contains(id)).copied().collect();
-        eprintln!(
-            "cluster_follow_across_nodes: {} logged through node 2 in {:.1} s ({} back-dated), \
-             {} delivered through node 1 ({:.1} s of the 10 s wait left), missing {}, \
-             delivered more than once {}, unknown {}",
-            logged.len(),
-            written.as_secs_f64(),
-            logged.len().div_ceil(3),
-            received.len(),
-            waited.as_secs_f64(),
-            missing.len(),
-            repeated.len(),
-            unknown.len(),
-        );
-        assert!(missing.is_empty(), "not delivered within 10 s: {missing:?}");
-        assert!(repeated.is_empty(), "delivered more than once: {repeated:?}");
-        assert!(unknown.is_empty(), "delivered but never logged: {unknown:?}");
+        follow_across_nodes("cluster_follow_across_nodes", None).await;
     }
 }
 
+/// A follow stream on server A (node 1) while four writers log through server B (node 2),
+/// a third of it back-dated a day; with `lag`, node 1 pauses applying replicated writes
+/// that long meanwhile. Every communication must arrive exactly once within 10 s of the
+/// last write (and of the lag's end).
+async fn follow_across_nodes(test: &str, lag: Option<Duration>) {
+    let db = ClusterDb::create().await;
+    let a = server_on(&db, 0).await;
+    let b = Arc::new(server_on(&db, 1).await);
+    let customer_id = customer(&b, "followed").await;
+    visible(&a, customer_id).await;
+
+    let mut stream = a
+        .communications()
+        .stream_timeline(pb::StreamTimelineRequest {
+            customer_id,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let received = Arc::new(std::sync::Mutex::new(HashMap::<i64, usize>::new()));
+    let ended = Arc::new(std::sync::Mutex::new(None::<String>));
+    let reader = {
+        let (received, ended) = (received.clone(), ended.clone());
+        tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        if let Some(Entry::Communication(c)) = event.entry {
+                            *received.lock().unwrap().entry(c.id).or_default() += 1;
+                        }
+                    }
+                    Ok(None) => break *ended.lock().unwrap() = Some("the stream ended".into()),
+                    Err(e) => break *ended.lock().unwrap() = Some(format!("{e:?}")),
+                }
+            }
+        })
+    };
+    let lagging = lag.map(|lag| {
+        let node1 = format!("{}/test", db.nodes[0]);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut conn = mysql_async::Conn::from_url(node1.as_str()).await.unwrap();
+            conn.query_drop("FLUSH TABLES WITH READ LOCK")
+                .await
+                .unwrap();
+            tokio::time::sleep(lag).await;
+            conn.query_drop("UNLOCK TABLES").await.unwrap();
+            conn.disconnect().await.unwrap();
+        })
+    });
+
+    // Four writers through B, a third of their communications back-dated a day; with a
+    // lag they write for a second longer than it lasts.
+    let (per_writer, pause) = match lag {
+        None => (40, Duration::from_millis(50)),
+        Some(lag) => (40, (lag + Duration::from_secs(1)) / 40),
+    };
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for task in 0..4 {
+        let b = b.clone();
+        writers.push(tokio::spawn(async move {
+            let mut client = b.communications();
+            let mut ids = Vec::new();
+            for i in 0..per_writer {
+                let when = chrono::Utc::now()
+                    - if i % 3 == 0 {
+                        chrono::Duration::days(1)
+                    } else {
+                        chrono::Duration::zero()
+                    };
+                let c = note(
+                    customer_id,
+                    &format!("follow {task}-{i}"),
+                    &when.to_rfc3339(),
+                );
+                let key = format!("f{task}-{i}");
+                let mut id = None;
+                for _ in 0..20 {
+                    match client.log_communication(log(c.clone(), &key)).await {
+                        Ok(r) => {
+                            id = Some(r.into_inner().id);
+                            break;
+                        }
+                        Err(e) if retryable(e.code()) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Err(e) => panic!("log {key}: {e:?}"),
+                    }
+                }
+                ids.push(id.unwrap_or_else(|| panic!("log {key}: still failing")));
+                tokio::time::sleep(pause).await;
+            }
+            ids
+        }));
+    }
+    let mut logged = HashSet::new();
+    for w in writers {
+        logged.extend(w.await.unwrap());
+    }
+    if let Some(lagging) = lagging {
+        lagging.await.unwrap();
+    }
+    let written = started.elapsed();
+
+    // Everything within 10 s of the last write, then a second more for duplicates.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && !logged
+            .iter()
+            .all(|id| received.lock().unwrap().contains_key(id))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    reader.abort();
+    let received = received.lock().unwrap().clone();
+    let ended = ended.lock().unwrap().clone();
+    let missing: Vec<i64> = logged
+        .iter()
+        .filter(|id| !received.contains_key(id))
+        .copied()
+        .collect();
+    let repeated: Vec<(i64, usize)> = received
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (*id, *n))
+        .collect();
+    let unknown: Vec<i64> = received
+        .keys()
+        .filter(|id| !logged.contains(id))
+        .copied()
+        .collect();
+    eprintln!(
+        "{test}: {} logged through node 2 in {:.1} s ({} back-dated), {} delivered through \
+         node 1 ({:.1} s of the 10 s wait left), missing {}, delivered more than once {}, \
+         unknown {}; stream {}",
+        logged.len(),
+        written.as_secs_f64(),
+        4 * (0..per_writer).filter(|i| i % 3 == 0).count(),
+        received.len(),
+        waited.as_secs_f64(),
+        missing.len(),
+        repeated.len(),
+        unknown.len(),
+        ended.as_deref().unwrap_or("open"),
+    );
+    assert!(ended.is_none(), "the follow stream ended: {ended:?}");
+    assert!(missing.is_empty(), "not delivered within 10 s: {missing:?}");
+    assert!(
+        repeated.is_empty(),
+        "delivered more than once: {repeated:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "delivered but never logged: {unknown:?}"
+    );
+}
+
+// These disturb a node for every database on it: they run last, one at a time.
 cluster_tests! {
     exclusive: true;
+
+    async fn cluster_follow_across_nodes_while_the_followed_node_lags() {
+        // Node 1 stops applying for 5 s (FLUSH TABLES WITH READ LOCK desyncs it) while
+        // node 2 keeps committing: rows reach the follower's node late, with old stamps.
+        follow_across_nodes(
+            "cluster_follow_across_nodes_while_the_followed_node_lags",
+            Some(Duration::from_secs(5)),
+        )
+        .await;
+    }
 
     async fn cluster_node_killed_under_write_load() {
         let _whole = WholeClusterAtEnd;

@@ -102,11 +102,40 @@ impl Drop for ClusterDb {
     }
 }
 
-/// A server on the cluster database through node `i`.
+/// A server on the cluster database through node `i`, once it serves. Servers started
+/// one after another each see what the previous ones wrote at start (the node catches
+/// up first): starting together is `cluster_two_servers_start_together_on_a_new_database`.
 async fn server_on(db: &ClusterDb, i: usize) -> TestApp {
-    TestApp::start_on(&db.url(i), |_| {})
+    let mut conn = db.sql(i).await;
+    // Empty until a first server ran its migrations; the read waits for the node to apply
+    // everything committed before it.
+    let _: Vec<String> = conn
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()")
         .await
-        .unwrap_or_else(|e| panic!("server on node {}: {e:#}", i + 1))
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    let app = TestApp::start_on(&db.url(i), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("server on node {}: {e:#}", i + 1));
+    assert_serves(&app, i).await;
+    app
+}
+
+/// Panics unless the server on node `i` answers a call (its start-up work done).
+async fn assert_serves(app: &TestApp, i: usize) {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.customers().list_customers(pb::ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        }),
+    )
+    .await;
+    match answer {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("the server on node {} does not serve: {e:?}", i + 1),
+        Err(_) => panic!("the server on node {} does not answer within 30 s", i + 1),
+    }
 }
 
 /// Creates a customer, retrying a conflict with the same idempotency key; its id.
@@ -610,6 +639,9 @@ cluster_tests! {
             .collect();
         assert!(failed.is_empty(), "{failed:?}");
         let servers = [a.unwrap(), b.unwrap(), c.unwrap()];
+        for (i, app) in servers.iter().enumerate() {
+            assert_serves(app, i).await;
+        }
 
         // Every migration applied once, and the servers serve one database.
         let mut conn = db.sql(2).await;

@@ -182,21 +182,21 @@ wait_synced() {
   done
 }
 
-# Waits until the running nodes no longer count stopped node N in their view: a node
+# Waits until the running nodes no longer count the stopped ones in their view: a node
 # that rejoins while its killed incarnation is still a member stalls in non-primary
 # views until that incarnation times out.
 wait_evicted() {
-  local n=$1 t0=$SECONDS i up=0 settled
+  local t0=$SECONDS i up=0 settled
   for i in "${NODES[@]}"; do is_up "$i" && up=$((up + 1)); done
   while :; do
     settled=1
     for i in "${NODES[@]}"; do
-      if [ "$i" != "$n" ] && is_up "$i" && [ "$(wsrep_status "$i" wsrep_cluster_size)" != "$up" ]; then
+      if is_up "$i" && [ "$(wsrep_status "$i" wsrep_cluster_size)" != "$up" ]; then
         settled=0
       fi
     done
     [ $settled -eq 1 ] && return 0
-    [ $((SECONDS - t0)) -lt "$TIMEOUT" ] || fail_with_logs "node $n still in the cluster's view after ${TIMEOUT} s"
+    [ $((SECONDS - t0)) -lt "$TIMEOUT" ] || fail_with_logs "stopped nodes still in the view after ${TIMEOUT} s"
     sleep 0.3
   done
 }
@@ -241,6 +241,7 @@ cmd_start() {
   local t0=$SECONDS
   if [ $up -gt 0 ]; then
     # Part of the cluster runs: the others rejoin it.
+    wait_evicted
     for n in "${NODES[@]}"; do
       is_up "$n" || join_node "$n"
     done
@@ -338,7 +339,7 @@ cmd_restart() {
   local other=0 i
   for i in "${NODES[@]}"; do [ "$i" != "$n" ] && is_up "$i" && other=1; done
   [ $other -eq 1 ] || die "no other node runs: use start"
-  wait_evicted "$n"
+  wait_evicted
   local from how
   from=$(($(wc -l <"$(err_log "$n")" 2>/dev/null || echo 0) + 1))
   join_node "$n"

@@ -106,12 +106,23 @@ wsrep_sst_receive_address=127.0.0.1:${SST_PORTS[$((n - 1))]}
 EOF
 }
 
-# Whether node N's mariadbd runs (its pid file names a live mariadbd of this node).
+# Whether node N's mariadbd runs: the pid we launched (a joiner writes its pid file only
+# after the state transfer), else its pid file, names a live mariadbd of this node.
 is_up() {
-  local pid
-  pid="$(cat "$(pid_file "$1")" 2>/dev/null)" || return 1
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$(cnf "$1")"
+  node_pid "$1" >/dev/null
+}
+
+node_pid() {
+  local pid f
+  for f in "$(node_dir "$1")/launched.pid" "$(pid_file "$1")"; do
+    pid="$(cat "$f" 2>/dev/null)" || continue
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+      tr '\0' ' ' <"/proc/$pid/cmdline" | grep -- "$(cnf "$1")" >/dev/null; then
+      echo "$pid"
+      return 0
+    fi
+  done
+  return 1
 }
 
 sql() {
@@ -129,8 +140,10 @@ launch() {
   local n=$1
   shift
   rm -f "$(pid_file "$n")"
+  # setsid and nohup exec in place (a background job is no group leader): $! is mariadbd.
   setsid nohup "$(mariadbd_bin)" --defaults-file="$(cnf "$n")" "$@" \
     </dev/null >>"$(node_dir "$n")/stdout.log" 2>&1 &
+  echo $! >"$(node_dir "$n")/launched.pid"
 }
 
 prepare_dir() {
@@ -258,7 +271,12 @@ cmd_start() {
     sed -i 's/^safe_to_bootstrap: 0/safe_to_bootstrap: 1/' "$(node_dir "$boot")/data/grastate.dat"
     write_cnf "$boot"
     log "bootstrapping from node $boot"
-    launch "$boot" --wsrep-new-cluster
+    if grep -q '^seqno: *-1' "$(node_dir "$boot")/data/grastate.dat"; then
+      # Killed, not stopped: its position is in InnoDB only.
+      launch "$boot" --wsrep-new-cluster --wsrep_start_position="$(recovered_position "$boot")"
+    else
+      launch "$boot" --wsrep-new-cluster
+    fi
     wait_synced "$boot"
     for n in "${NODES[@]}"; do
       [ "$n" = "$boot" ] || join_node "$n"
@@ -289,8 +307,7 @@ cmd_start() {
 
 stop_node() {
   local n=$1 pid deadline
-  is_up "$n" || return 0
-  pid="$(cat "$(pid_file "$n")")"
+  pid="$(node_pid "$n")" || return 0
   kill -TERM "$pid" 2>/dev/null || true
   deadline=$((SECONDS + 30))
   while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.2; done
@@ -323,8 +340,7 @@ node_arg() {
 cmd_kill() {
   local n pid
   n="$(node_arg "${1:-}")"
-  is_up "$n" || die "node $n is not running"
-  pid="$(cat "$(pid_file "$n")")"
+  pid="$(node_pid "$n")" || die "node $n is not running"
   kill -KILL "$pid"
   while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
   log "node $n killed (pid $pid)"

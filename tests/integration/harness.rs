@@ -125,14 +125,30 @@ impl TestApp {
                 (format!("{}/{name}", mysql_base()), None, Some(name))
             }
         };
+        let app = Self::serve(backend, url, dir, mysql_database, tweak).await;
+        Some(app.expect("connect"))
+    }
+
+    /// Starts a server on the existing MariaDB database `url` (made and dropped by the
+    /// caller, e.g. on a cluster node); the error when it cannot start (its migrations
+    /// included).
+    pub async fn start_on(url: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<TestApp> {
+        Self::serve(Backend::Mysql, url.to_owned(), None, None, tweak).await
+    }
+
+    async fn serve(
+        backend: Backend,
+        url: String,
+        dir: Option<tempfile::TempDir>,
+        mysql_database: Option<String>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestApp> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = Config::new(addr, url.clone());
         config.shutdown_grace_secs = 2;
         tweak(&mut config);
-        let db = Db::connect(&url, &config.pool_options())
-            .await
-            .expect("connect");
+        let db = Db::connect(&url, &config.pool_options()).await?;
         let (tx, rx) = watch::channel(false);
         let server = tokio::spawn(crm_comms::server::serve(config, db.clone(), listener, rx));
         let channel = Channel::from_shared(format!("http://{addr}"))
@@ -140,7 +156,7 @@ impl TestApp {
             .connect()
             .await
             .expect("connect to test server");
-        Some(TestApp {
+        Ok(TestApp {
             backend,
             addr,
             channel,
@@ -348,35 +364,39 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.begin_shutdown();
         if let Some(name) = self.mysql_database.take() {
-            let admin = mysql_admin_url();
-            // Drop runs inside the test's runtime; use a private one on another thread.
-            // Cleanup does not decide a test's outcome, but a failure is reported.
-            let dropped = std::thread::spawn(move || -> Result<(), String> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                rt.block_on(async {
-                    let mut conn = mysql_async::Conn::from_url(admin.as_str()).await?;
-                    conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-                        .await?;
-                    conn.disconnect().await
-                })
-                .map_err(|e: mysql_async::Error| format!("DROP DATABASE {name}: {e}"))
-            })
-            .join();
-            match dropped {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("warning: test database left behind: {e}"),
-                Err(_) => eprintln!("warning: test database cleanup panicked"),
-            }
+            drop_mysql_database(mysql_admin_url(), name);
         }
+    }
+}
+
+/// Drops database `name` through `admin` (a URL), from `Drop`: it runs inside the test's
+/// runtime, so it uses a private one on another thread. Cleanup does not decide a test's
+/// outcome, but a failure is reported.
+pub fn drop_mysql_database(admin: String, name: String) {
+    let dropped = std::thread::spawn(move || -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut conn = mysql_async::Conn::from_url(admin.as_str()).await?;
+            conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                .await?;
+            conn.disconnect().await
+        })
+        .map_err(|e: mysql_async::Error| format!("DROP DATABASE {name}: {e}"))
+    })
+    .join();
+    match dropped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: test database left behind: {e}"),
+        Err(_) => eprintln!("warning: test database cleanup panicked"),
     }
 }
 
 /// Why a MySQL test database could not be made.
 #[derive(Debug)]
-enum MysqlSetupError {
+pub enum MysqlSetupError {
     /// No MariaDB answered (refused, timed out, I/O error): skippable unless required.
     Unreachable(String),
     /// MariaDB answered but refused (login, CREATE DATABASE, ...): always a failure.
@@ -408,7 +428,8 @@ async fn mysql_admin_connection(admin_url: &str) -> Result<mysql_async::Conn, My
     }
 }
 
-async fn create_mysql_database(admin_url: &str, name: &str) -> Result<(), MysqlSetupError> {
+/// Creates database `name` through `admin_url` (utf8mb4, as the migrations expect).
+pub async fn create_mysql_database(admin_url: &str, name: &str) -> Result<(), MysqlSetupError> {
     let mut conn = mysql_admin_connection(admin_url).await?;
     conn.query_drop(format!(
         "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
@@ -462,7 +483,19 @@ pub enum TestBody {
     PerBackend(for<'a> fn(&'a TestApp) -> TestFuture<'a>),
     /// Once, starting whatever servers it needs itself.
     Standalone(fn() -> TestFuture<'static>),
+    /// Once, on the Galera cluster named by `CRM_GALERA_URLS` (ignored when unset);
+    /// an `exclusive` test runs after, never alongside, the other cluster tests.
+    Cluster {
+        body: fn() -> TestFuture<'static>,
+        exclusive: bool,
+    },
 }
+
+/// The environment variable naming the Galera cluster's nodes (`tools/galera/cluster.sh urls`).
+pub const GALERA_URLS_VAR: &str = "CRM_GALERA_URLS";
+
+/// Shared by the cluster trials, taken whole by an exclusive one (it kills nodes).
+static CLUSTER_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// One test registered by [`backend_tests!`] or [`standalone_tests!`].
 pub struct RegisteredTest {
@@ -527,6 +560,36 @@ macro_rules! standalone_tests {
     };
 }
 
+/// Registers tests that run on a Galera cluster (a trial each, `file::name`), reported
+/// as ignored unless `CRM_GALERA_URLS` is set. `exclusive: true;` first makes them run
+/// last and alone among the cluster tests.
+#[macro_export]
+macro_rules! cluster_tests {
+    (exclusive: $exclusive:literal; $(async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run() $body
+
+                fn boxed() -> $crate::harness::TestFuture<'static> {
+                    ::std::boxed::Box::pin(run())
+                }
+
+                ::inventory::submit! {
+                    $crate::harness::RegisteredTest {
+                        path: module_path!(),
+                        body: $crate::harness::TestBody::Cluster { body: boxed, exclusive: $exclusive },
+                    }
+                }
+            }
+        )*
+    };
+    ($(async fn $name:ident() $body:block)*) => {
+        $crate::cluster_tests! { exclusive: false; $(async fn $name() $body)* }
+    };
+}
+
 /// Whether the MySQL trials can run, decided once per test run.
 #[derive(Debug, Clone)]
 pub enum MysqlStatus {
@@ -570,6 +633,8 @@ pub fn probe_mysql() -> MysqlStatus {
 /// [`backend_tests!`], marked ignored on MySQL when `mysql` is [`MysqlStatus::Skipped`].
 pub fn trials(mysql: &MysqlStatus) -> Vec<libtest_mimic::Trial> {
     let mut trials = Vec::new();
+    let mut exclusive_trials = Vec::new();
+    let galera = std::env::var_os(GALERA_URLS_VAR).is_some();
     for test in inventory::iter::<RegisteredTest> {
         // Drop the crate name, as libtest does: `customers::purge_leaves_nothing_of_the_customer`.
         let name = test
@@ -579,6 +644,27 @@ pub fn trials(mysql: &MysqlStatus) -> Vec<libtest_mimic::Trial> {
         match test.body {
             TestBody::Standalone(body) => {
                 trials.push(libtest_mimic::Trial::test(name, move || run_trial(body())));
+            }
+            TestBody::Cluster { body, exclusive } => {
+                let trial = libtest_mimic::Trial::test(name, move || {
+                    if !galera {
+                        // Runs only when asked (--ignored): it fails.
+                        return Err(format!("{GALERA_URLS_VAR} is unset: no cluster").into());
+                    }
+                    let (_shared, _whole);
+                    if exclusive {
+                        _whole = CLUSTER_LOCK.write().unwrap_or_else(|e| e.into_inner());
+                    } else {
+                        _shared = CLUSTER_LOCK.read().unwrap_or_else(|e| e.into_inner());
+                    }
+                    run_trial(body())
+                })
+                .with_ignored_flag(!galera);
+                if exclusive {
+                    exclusive_trials.push(trial);
+                } else {
+                    trials.push(trial);
+                }
             }
             TestBody::PerBackend(body) => {
                 trials.push(libtest_mimic::Trial::test(
@@ -613,6 +699,8 @@ pub fn trials(mysql: &MysqlStatus) -> Vec<libtest_mimic::Trial> {
         }
     }
     trials.sort_by(|a, b| a.name().cmp(b.name()));
+    exclusive_trials.sort_by(|a, b| a.name().cmp(b.name()));
+    trials.extend(exclusive_trials);
     trials
 }
 

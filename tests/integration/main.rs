@@ -6,9 +6,11 @@
 //! each written with `standalone_tests!` is one. MariaDB is probed once: when it is
 //! unreachable and `CRM_REQUIRE_MYSQL` is unset, the MySQL trials are reported as
 //! ignored (counted in the summary line); with `CRM_REQUIRE_MYSQL=1`, or when MariaDB
-//! answers but refuses, they fail. Filtering (`cargo test --test integration purge`),
-//! `--exact`, `--skip`, `--list`, `--ignored` and `--test-threads` (or
-//! `RUST_TEST_THREADS`) work as with libtest; each trial runs on its own runtime.
+//! answers but refuses, they fail. The `cluster_tests!` trials run on a Galera cluster
+//! named by `CRM_GALERA_URLS` and are reported as ignored when it is unset. Filtering
+//! (`cargo test --test integration purge`), `--exact`, `--skip`, `--list`, `--ignored`
+//! and `--test-threads` (or `RUST_TEST_THREADS`) work as with libtest; each trial runs
+//! on its own runtime.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -16,6 +18,7 @@ mod harness;
 
 mod analytics;
 mod business_hours;
+mod cluster;
 mod communications;
 mod content_index;
 mod customers;
@@ -116,6 +119,17 @@ fn main() -> ExitCode {
         eprintln!(
             "note: {why}: the {selected_mysql} selected MySQL tests are reported as ignored \
              (set CRM_REQUIRE_MYSQL=1 to fail them instead)"
+        );
+    }
+    let selected_cluster = trials(&mysql)
+        .iter()
+        .filter(|t| t.name().starts_with("cluster::") && !by_name.is_filtered_out(t))
+        .count();
+    if !args.list && selected_cluster > 0 && std::env::var_os(harness::GALERA_URLS_VAR).is_none() {
+        eprintln!(
+            "note: {} is unset: the {selected_cluster} selected Galera cluster tests are \
+             reported as ignored (tools/galera/cluster.sh start; export {0}=$(tools/galera/cluster.sh urls))",
+            harness::GALERA_URLS_VAR
         );
     }
     libtest_mimic::run(&args, trials(&mysql)).exit_code()

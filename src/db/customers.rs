@@ -665,9 +665,13 @@ pub async fn normalize_stored_phones(
         db.backend().insert_ignore()
     ));
     claim.list([Bind::Text(marker), Bind::Time(crate::model::time::now())]);
-    with_conn!(db, write, |conn| Ok::<_, Error>(
-        conn.execute_sql(&claim).await?
-    ))?;
+    // On a cluster, two nodes inserting the same marker conflict in certification.
+    retry_conflicts(|| async {
+        with_conn!(db, write, |conn| Ok::<_, Error>(
+            conn.execute_sql(&claim).await?
+        ))
+    })
+    .await?;
     tracing::info!(
         %region,
         converted = outcome.converted,

@@ -330,41 +330,46 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
     }
     let started = std::time::Instant::now();
     let backend = db.backend();
-    let result = with_conn!(db, write, |conn| {
-        crate::db::tx::transaction(conn, async |conn| {
-            let mut claim = Sql::from("INSERT INTO rollup_state (name, built_time) VALUES ");
-            claim.list([Bind::Text(ROLLUP_SET.to_owned()), Bind::Time(now)]);
-            conn.execute_sql(&claim).await?;
-            conn.execute_sql(&Sql::from("DELETE FROM customer_months"))
-                .await?;
-            for tier in TIERS {
-                conn.execute_sql(&Sql::from(&*format!("DELETE FROM {}", tier.table)))
+    // Servers starting together on a cluster conflict on the claim: the retry then finds
+    // it taken (a duplicate key) or builds.
+    let result = retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
+                let mut claim = Sql::from("INSERT INTO rollup_state (name, built_time) VALUES ");
+                claim.list([Bind::Text(ROLLUP_SET.to_owned()), Bind::Time(now)]);
+                conn.execute_sql(&claim).await?;
+                conn.execute_sql(&Sql::from("DELETE FROM customer_months"))
                     .await?;
-            }
-            let span: Vec<IdRow> = conn
-                .load_sql(&Sql::from(
-                    "SELECT COALESCE(MAX(id), 0) AS id FROM communications",
-                ))
-                .await?;
-            let last = span.first().map_or(0, |r| r.id);
-            let mut lo = 0;
-            while lo < last {
-                let hi = lo.saturating_add(BUILD_CHUNK_IDS).min(last);
-                for sql in build_sql(backend, lo, hi) {
-                    conn.execute_sql(&sql).await?;
+                for tier in TIERS {
+                    conn.execute_sql(&Sql::from(&*format!("DELETE FROM {}", tier.table)))
+                        .await?;
                 }
-                tracing::info!(
-                    done_ids = hi,
-                    of_ids = last,
-                    secs = started.elapsed().as_secs(),
-                    "building rollups"
-                );
-                lo = hi;
-            }
-            Ok::<_, Error>(last)
+                let span: Vec<IdRow> = conn
+                    .load_sql(&Sql::from(
+                        "SELECT COALESCE(MAX(id), 0) AS id FROM communications",
+                    ))
+                    .await?;
+                let last = span.first().map_or(0, |r| r.id);
+                let mut lo = 0;
+                while lo < last {
+                    let hi = lo.saturating_add(BUILD_CHUNK_IDS).min(last);
+                    for sql in build_sql(backend, lo, hi) {
+                        conn.execute_sql(&sql).await?;
+                    }
+                    tracing::info!(
+                        done_ids = hi,
+                        of_ids = last,
+                        secs = started.elapsed().as_secs(),
+                        "building rollups"
+                    );
+                    lo = hi;
+                }
+                Ok::<_, Error>(last)
+            })
+            .await
         })
-        .await
-    });
+    })
+    .await;
     match result {
         Ok(last) => {
             tracing::info!(

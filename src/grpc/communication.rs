@@ -200,6 +200,7 @@ impl CommunicationService for CommunicationApi {
         request: Request<pb::LogCommunicationRequest>,
     ) -> Result<Response<pb::Communication>, Status> {
         let caller = caller(&request);
+        let deadline = crate::model::deadline::Deadline::of_call(request.metadata());
         let req = request.into_inner();
         let form = communication_form(
             req.communication,
@@ -207,7 +208,14 @@ impl CommunicationService for CommunicationApi {
             now(),
             self.state.phone_region,
         )?;
-        let row = self.state.log_writer.log(form, caller).await?;
+        // The writer stores the row whole or not at all even if the call gives up
+        // waiting: a retry with the same request_id then answers with it.
+        let row = deadline
+            .bound(
+                "storing the communication",
+                self.state.log_writer.log(form, caller),
+            )
+            .await?;
         Ok(Response::new(communication_to_pb(row)))
     }
 

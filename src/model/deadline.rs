@@ -46,6 +46,34 @@ impl Deadline {
         Deadline(None)
     }
 
+    /// The internal deadline of a call with these request headers, arriving now.
+    pub fn of_call(metadata: &tonic::metadata::MetadataMap) -> Self {
+        metadata
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(Deadline::none(), |t| {
+                Deadline::for_timeout(Instant::now(), t)
+            })
+    }
+
+    /// `work`, or DEADLINE_EXCEEDED once the deadline passes first (`what` says what was
+    /// under way). Dropping `work` must be safe: its effects, if any, stay whole.
+    pub async fn bound<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.0 {
+            None => work.await,
+            Some(at) => tokio::time::timeout_at(at, work).await.unwrap_or_else(|_| {
+                Err(Error::DeadlineExceeded(format!(
+                    "the call's deadline passed while {what}"
+                )))
+            }),
+        }
+    }
+
     /// The internal deadline of a call that arrived at `arrival` with `timeout`.
     pub fn for_timeout(arrival: Instant, timeout: Duration) -> Self {
         let margin = (timeout / 5).max(MIN_MARGIN);

@@ -31,6 +31,7 @@ mod rollups;
 mod security;
 mod server;
 mod service_levels;
+mod stall;
 
 use std::process::ExitCode;
 

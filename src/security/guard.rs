@@ -646,4 +646,19 @@ mod tests {
         assert_eq!(access("/crm.v1.Unknown/Method"), Access::Role(Role::Reader));
         assert_eq!(access("garbage"), Access::Role(Role::Reader));
     }
+
+    #[test]
+    fn only_client_streams_take_their_slot_at_the_headers() {
+        assert!(client_streaming(
+            "/crm.v1.CommunicationService/ImportCommunications"
+        ));
+        for path in [
+            "/crm.v1.CustomerService/GetCustomer",
+            "/crm.v1.CommunicationService/LogCommunication",
+            "/crm.v1.CommunicationService/StreamTimeline",
+            "garbage",
+        ] {
+            assert!(!client_streaming(path), "{path}");
+        }
+    }
 }

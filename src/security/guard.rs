@@ -540,6 +540,14 @@ impl Body for GuardedBody {
         if let Some(status) = this.refused.take() {
             return Poll::Ready(Some(Err(status)));
         }
+        // Checked before every read, so a body trickling in byte by byte is cut too.
+        if let Some(pending) = &mut this.pending {
+            if pending.deadline.as_mut().poll(cx).is_ready() {
+                let status = pending.too_late();
+                this.pending = None;
+                return Poll::Ready(Some(Err(status)));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let Some(data) = frame.data_ref() else {
@@ -575,16 +583,6 @@ impl Body for GuardedBody {
                 Ok(()) => Poll::Ready(None),
                 Err(status) => Poll::Ready(Some(Err(status))),
             },
-            Poll::Pending => {
-                if let Some(pending) = &mut this.pending {
-                    if pending.deadline.as_mut().poll(cx).is_ready() {
-                        let status = pending.too_late();
-                        this.pending = None;
-                        return Poll::Ready(Some(Err(status)));
-                    }
-                }
-                Poll::Pending
-            }
             other => other,
         }
     }

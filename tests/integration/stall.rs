@@ -151,6 +151,8 @@ backend_tests! {
         let customer = new_customer(app, "bystander").await;
         let victim = connect(addr).await;
         const N: usize = 200;
+        // Warm the connection and the pool first, so the unloaded p99 is not a cold start.
+        timed_gets(&victim, customer, 20).await;
         let unloaded = timed_gets(&victim, customer, N).await;
         assert!(unloaded.iter().all(|(a, _)| a.is_ok()), "unloaded: {:?}", unloaded.iter().find(|(a, _)| a.is_err()));
         let mut unloaded: Vec<Duration> = unloaded.into_iter().map(|(_, d)| d).collect();
@@ -203,7 +205,19 @@ backend_tests! {
         // The whole message but no end of stream, and half a message.
         let (whole, _keep_whole) = raw_call(&mut client, addr, "/crm.v1.CustomerService/GetCustomer", message.clone(), false).await;
         let (half, _keep_half) = raw_call(&mut client, addr, "/crm.v1.CustomerService/GetCustomer", message[..6].to_vec(), false).await;
-        for response in [whole, half] {
+        // And a body trickling in, a byte every 100 ms (10 s for the whole message).
+        let (trickled, mut stream) = raw_call(&mut client, addr, "/crm.v1.CustomerService/ListCustomers", Vec::new(), false).await;
+        let slow = grpc_frame(&pb::ListCustomersRequest { query: "x".repeat(90), ..Default::default() });
+        let _dripper = tokio::spawn(async move {
+            for byte in slow {
+                if stream.send_data(Bytes::from(vec![byte]), false).is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stream
+        });
+        for response in [whole, half, trickled] {
             let status = tokio::time::timeout(Duration::from_secs(10), raw_status(response))
                 .await
                 .expect("the unfinished call is answered within 10 s");

@@ -255,7 +255,9 @@ impl Drop for PendingLog {
         if !self.done {
             self.write(
                 Code::Cancelled,
-                "the client cancelled the call before it was answered".to_owned(),
+                "dropped before it was answered: the client reset the call or the connection \
+                 closed"
+                    .to_owned(),
             );
         }
     }

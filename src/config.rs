@@ -297,6 +297,40 @@ pub struct Config {
         help_heading = "Limits"
     )]
     pub max_in_flight: u32,
+    /// Calls in flight at most from one client connection; past it that connection's
+    /// calls are refused with RESOURCE_EXHAUSTED `CONNECTION_OVERLOADED`. Default: a
+    /// quarter of --max-in-flight (at least 1).
+    #[arg(
+        long,
+        env = "CRM_MAX_IN_FLIGHT_PER_CONNECTION",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub max_in_flight_per_connection: Option<u32>,
+    /// Calls in flight at most for one caller (token name; only with a tokens file),
+    /// over all its connections; past it RESOURCE_EXHAUSTED `CALLER_OVERLOADED`.
+    /// Default: half of --max-in-flight (at least 1).
+    #[arg(
+        long,
+        env = "CRM_MAX_IN_FLIGHT_PER_CALLER",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub max_in_flight_per_caller: Option<u32>,
+    /// Seconds a request may take from its headers to the end of its body (every call
+    /// but client streams); past it the call ends with DEADLINE_EXCEEDED
+    /// `REQUEST_BODY_TIMEOUT`. Until its body is complete a call holds no in-flight slot.
+    #[arg(
+        long,
+        env = "CRM_REQUEST_BODY_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        global = true,
+        help_heading = "Limits"
+    )]
+    pub request_body_timeout_secs: u64,
     /// Calls per second per caller (token name; client IP without tokens), on average;
     /// 0 turns the limit off.
     #[arg(
@@ -429,6 +463,12 @@ impl std::fmt::Debug for Config {
             .field("tls_client_ca", &self.tls_client_ca)
             .field("insecure", &self.insecure)
             .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "max_in_flight_per_connection",
+                &self.max_in_flight_per_connection,
+            )
+            .field("max_in_flight_per_caller", &self.max_in_flight_per_caller)
+            .field("request_body_timeout_secs", &self.request_body_timeout_secs)
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_burst", &self.rate_limit_burst)
             .field("max_request_bytes", &self.max_request_bytes)
@@ -470,6 +510,9 @@ impl Config {
             tls_client_ca: None,
             insecure: false,
             max_in_flight: 256,
+            max_in_flight_per_connection: None,
+            max_in_flight_per_caller: None,
+            request_body_timeout_secs: 10,
             rate_limit: 1000,
             rate_limit_burst: 2000,
             max_request_bytes: 4 << 20,
@@ -483,6 +526,28 @@ impl Config {
     /// How long a stream may stall (see `--stream-idle-secs`).
     pub fn stream_idle(&self) -> Duration {
         Duration::from_secs(self.stream_idle_secs.max(1))
+    }
+
+    /// Calls in flight at most per client connection (see
+    /// `--max-in-flight-per-connection`).
+    pub fn in_flight_per_connection(&self) -> usize {
+        let share = self
+            .max_in_flight_per_connection
+            .unwrap_or(self.max_in_flight / 4);
+        share.clamp(1, self.max_in_flight.max(1)) as usize
+    }
+
+    /// Calls in flight at most per caller (see `--max-in-flight-per-caller`).
+    pub fn in_flight_per_caller(&self) -> usize {
+        let share = self
+            .max_in_flight_per_caller
+            .unwrap_or(self.max_in_flight / 2);
+        share.clamp(1, self.max_in_flight.max(1)) as usize
+    }
+
+    /// How long a request body may take (see `--request-body-timeout-secs`).
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_body_timeout_secs.max(1))
     }
 
     /// The pool settings.

@@ -110,6 +110,10 @@ pub enum Error {
     /// The call's deadline passed before the work finished.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
+    /// The client did not finish sending its request within the server's bound
+    /// (`--request-body-timeout-secs`); nothing was done.
+    #[error("{0}")]
+    RequestBodyTimeout(String),
     /// The server is shutting down or the database cannot be reached.
     #[error("unavailable: {message}")]
     Unavailable {
@@ -233,6 +237,7 @@ impl Error {
                 },
             ),
             Error::DeadlineExceeded(_) => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+            Error::RequestBodyTimeout(_) => (Code::DeadlineExceeded, "REQUEST_BODY_TIMEOUT"),
             Error::Unavailable { reason, .. } => (Code::Unavailable, reason),
             Error::Database(e) if is_connection_error(e) => {
                 (Code::Unavailable, "DATABASE_UNAVAILABLE")

@@ -22,8 +22,172 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use prost::Message;
+
+/// `crm_rpc_requests_total`: RPCs ended, by `method` and `code`.
+const RPC_REQUESTS: &str = "crm_rpc_requests_total";
+/// `crm_rpc_duration_seconds`: RPC latency, by `method`.
+const RPC_DURATION: &str = "crm_rpc_duration_seconds";
+/// `crm_rpc_in_flight`: RPCs running now.
+const RPC_IN_FLIGHT: &str = "crm_rpc_in_flight";
+/// `crm_open_streams`: open timeline streams, by `kind`.
+const OPEN_STREAMS: &str = "crm_open_streams";
+/// `crm_import_rows_total`: import items, by `outcome`.
+const IMPORT_ROWS: &str = "crm_import_rows_total";
+/// `crm_db_pool_connections`: pooled connections, by `state`.
+const POOL_CONNECTIONS: &str = "crm_db_pool_connections";
+/// `crm_db_pool_max_connections`: the pool's size.
+const POOL_MAX: &str = "crm_db_pool_max_connections";
+/// `crm_db_pool_waits_total`: connection checkouts that waited.
+const POOL_WAITS: &str = "crm_db_pool_waits_total";
+/// `crm_db_pool_timeouts_total`: connection checkouts that timed out.
+const POOL_TIMEOUTS: &str = "crm_db_pool_timeouts_total";
+/// `crm_db_errors_total`: failed statements, by `kind`.
+const DB_ERRORS: &str = "crm_db_errors_total";
+/// `crm_db_transaction_conflicts_total`: write transactions refused by a concurrent one,
+/// by `outcome` (`retried`, `gave_up`).
+const TX_CONFLICTS: &str = "crm_db_transaction_conflicts_total";
+/// `crm_build_info`: 1, with `version` and `backend`.
+const BUILD_INFO: &str = "crm_build_info";
+
+/// What a series is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+/// The label values a series starts with at zero.
+#[derive(Debug, Clone, Copy)]
+enum Labels {
+    /// No labels.
+    None,
+    /// One label and every value it takes.
+    Fixed(&'static str, &'static [&'static str]),
+    /// `method`: every known method.
+    Method,
+    /// `method` and `code`: every known method with every gRPC code.
+    MethodAndCode,
+    /// Set once at start with their values (`crm_build_info`).
+    AtStart,
+}
+
+/// One metric: its name, type, help text and the labels it starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Series {
+    /// The metric name.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: Kind,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    labels: Labels,
+}
+
+/// Every metric the server emits: each is described and present (at zero, with every
+/// label value known up front) from the start, so alerts and dashboards see a series
+/// before its first event. A metric recorded in this file and missing here fails a
+/// unit test.
+pub const SERIES: &[Series] = &[
+    Series {
+        name: RPC_REQUESTS,
+        kind: Kind::Counter,
+        help: "RPCs ended, by method and gRPC code",
+        labels: Labels::MethodAndCode,
+    },
+    Series {
+        name: RPC_DURATION,
+        kind: Kind::Histogram,
+        help: "RPC latency in seconds, from the request to the end of the response",
+        labels: Labels::Method,
+    },
+    Series {
+        name: RPC_IN_FLIGHT,
+        kind: Kind::Gauge,
+        help: "RPCs running now (health and reflection included)",
+        labels: Labels::None,
+    },
+    Series {
+        name: OPEN_STREAMS,
+        kind: Kind::Gauge,
+        help: "open StreamTimeline streams",
+        labels: Labels::Fixed("kind", &["follow", "history"]),
+    },
+    Series {
+        name: IMPORT_ROWS,
+        kind: Kind::Counter,
+        help: "ImportCommunications items, by outcome",
+        labels: Labels::Fixed("outcome", &["accepted", "duplicate", "rejected"]),
+    },
+    Series {
+        name: POOL_CONNECTIONS,
+        kind: Kind::Gauge,
+        help: "pooled database connections, by state",
+        labels: Labels::Fixed("state", &["idle", "in_use"]),
+    },
+    Series {
+        name: TX_CONFLICTS,
+        kind: Kind::Counter,
+        help: "write transactions refused by a concurrent one (deadlock, lock wait, cluster certification), by outcome",
+        labels: Labels::Fixed("outcome", &["retried", "gave_up"]),
+    },
+    Series {
+        name: POOL_MAX,
+        kind: Kind::Gauge,
+        help: "the most connections the pool opens",
+        labels: Labels::None,
+    },
+    Series {
+        name: POOL_WAITS,
+        kind: Kind::Counter,
+        help: "connection checkouts that had to wait",
+        labels: Labels::None,
+    },
+    Series {
+        name: POOL_TIMEOUTS,
+        kind: Kind::Counter,
+        help: "connection checkouts that timed out",
+        labels: Labels::None,
+    },
+    Series {
+        name: DB_ERRORS,
+        kind: Kind::Counter,
+        help: "failed database statements, by kind",
+        labels: Labels::Fixed("kind", &["unavailable", "conflict", "other"]),
+    },
+    Series {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        help: "1, labelled with the version and the database backend",
+        labels: Labels::AtStart,
+    },
+];
+
+/// Every gRPC code, for the `code` label.
+const CODES: [tonic::Code; 17] = [
+    tonic::Code::Ok,
+    tonic::Code::Cancelled,
+    tonic::Code::Unknown,
+    tonic::Code::InvalidArgument,
+    tonic::Code::DeadlineExceeded,
+    tonic::Code::NotFound,
+    tonic::Code::AlreadyExists,
+    tonic::Code::PermissionDenied,
+    tonic::Code::ResourceExhausted,
+    tonic::Code::FailedPrecondition,
+    tonic::Code::Aborted,
+    tonic::Code::OutOfRange,
+    tonic::Code::Unimplemented,
+    tonic::Code::Internal,
+    tonic::Code::Unavailable,
+    tonic::Code::DataLoss,
+    tonic::Code::Unauthenticated,
+];
 
 /// Latency buckets of `crm_rpc_duration_seconds`, 0.5 ms to 30 s.
 const BUCKETS: [f64; 14] = [
@@ -39,22 +203,85 @@ fn enabled() -> bool {
 }
 
 /// Installs the process-wide recorder and serves the Prometheus text format over HTTP on
-/// `addr` (at `/metrics`, or any path but `/health`). One per process.
+/// `addr` (at `/metrics`, or any path but `/health`), every series described and at
+/// zero. One per process.
 pub fn install(addr: SocketAddr, backend: &str) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("crm_rpc_duration_seconds".to_owned()),
+            metrics_exporter_prometheus::Matcher::Full(RPC_DURATION.to_owned()),
             &BUCKETS,
         )
         .context("histogram buckets")?
-        .install()
+        .build()
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     ENABLED.store(true, Ordering::Relaxed);
-    gauge!("crm_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => backend.to_owned())
+    // Every series exists before the first scrape can see the listener.
+    for series in SERIES {
+        start_at_zero(series);
+    }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "backend" => backend.to_owned())
         .set(1.0);
+    tokio::spawn(async move {
+        if let Err(e) = exporter.await {
+            tracing::error!("the metrics listener stopped: {e:?}");
+        }
+    });
     tracing::info!(listen = %addr, "serving Prometheus metrics at /metrics");
     Ok(())
+}
+
+/// Describes `series` and registers it at zero with every label value known up front.
+fn start_at_zero(series: &Series) {
+    let name = series.name;
+    match series.kind {
+        Kind::Counter => describe_counter!(name, series.help),
+        Kind::Gauge => describe_gauge!(name, series.help),
+        Kind::Histogram => describe_histogram!(name, series.help),
+    }
+    let mut label_sets: Vec<Vec<(&'static str, String)>> = Vec::new();
+    match series.labels {
+        Labels::None => label_sets.push(Vec::new()),
+        Labels::Fixed(label, values) => {
+            label_sets.extend(values.iter().map(|v| vec![(label, (*v).to_owned())]));
+        }
+        Labels::Method => {
+            label_sets.extend(known_methods().map(|m| vec![("method", m)]));
+        }
+        Labels::MethodAndCode => {
+            for method in known_methods() {
+                for code in CODES {
+                    label_sets.push(vec![
+                        ("method", method.clone()),
+                        ("code", format!("{code:?}")),
+                    ]);
+                }
+            }
+        }
+        Labels::AtStart => {}
+    }
+    for labels in label_sets {
+        let labels: Vec<metrics::Label> = labels
+            .into_iter()
+            .map(|(k, v)| metrics::Label::new(k, v))
+            .collect();
+        match series.kind {
+            Kind::Counter => counter!(name, labels).increment(0),
+            // `increment(0)` registers the gauge without overwriting a value set already.
+            Kind::Gauge => gauge!(name, labels).increment(0.0),
+            Kind::Histogram => drop(histogram!(name, labels)),
+        }
+    }
+}
+
+/// The `method` label values, sorted, `other` included.
+fn known_methods() -> impl Iterator<Item = String> {
+    let mut methods: Vec<String> = KNOWN_METHODS.iter().cloned().collect();
+    methods.push("other".to_owned());
+    methods.sort();
+    methods.into_iter()
 }
 
 /// The request paths of the API, health and reflection: the only `method` label values
@@ -102,7 +329,7 @@ pub fn rpc_started() {
     if !enabled() {
         return;
     }
-    gauge!("crm_rpc_in_flight").increment(1.0);
+    gauge!(RPC_IN_FLIGHT).increment(1.0);
 }
 
 /// An RPC ended with `code` after `elapsed`.
@@ -111,10 +338,9 @@ pub fn rpc_finished(method: &str, code: tonic::Code, elapsed: Duration) {
         return;
     }
     let method = method_label(method);
-    gauge!("crm_rpc_in_flight").decrement(1.0);
-    counter!("crm_rpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}"))
-        .increment(1);
-    histogram!("crm_rpc_duration_seconds", "method" => method).record(elapsed.as_secs_f64());
+    gauge!(RPC_IN_FLIGHT).decrement(1.0);
+    counter!(RPC_REQUESTS, "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
+    histogram!(RPC_DURATION, "method" => method).record(elapsed.as_secs_f64());
 }
 
 /// An open timeline stream; counted in `crm_open_streams` until dropped.
@@ -127,14 +353,14 @@ impl OpenStream {
     /// A stream opened now: a follow stream or one reading history only.
     pub fn new(follow: bool) -> OpenStream {
         let kind = if follow { "follow" } else { "history" };
-        gauge!("crm_open_streams", "kind" => kind).increment(1.0);
+        gauge!(OPEN_STREAMS, "kind" => kind).increment(1.0);
         OpenStream { kind }
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        gauge!("crm_open_streams", "kind" => self.kind).decrement(1.0);
+        gauge!(OPEN_STREAMS, "kind" => self.kind).decrement(1.0);
     }
 }
 
@@ -145,40 +371,83 @@ pub fn import_rows(accepted: i64, duplicate: i64, rejected: i64) {
         ("duplicate", duplicate),
         ("rejected", rejected),
     ] {
-        counter!("crm_import_rows_total", "outcome" => outcome).increment(n.max(0) as u64);
+        counter!(IMPORT_ROWS, "outcome" => outcome).increment(n.max(0) as u64);
     }
 }
 
 /// A statement failed in the database (`unavailable`: the connection or the server,
 /// `conflict`: a deadlock or lock timeout that outlived the retries, `other`).
 pub fn db_error(kind: &'static str) {
-    counter!("crm_db_errors_total", "kind" => kind).increment(1);
+    counter!(DB_ERRORS, "kind" => kind).increment(1);
 }
 
 /// A write transaction was refused by a concurrent one: `retried` when it runs again,
 /// otherwise it gave up (the retry budget ran out).
 pub fn transaction_conflict(retried: bool) {
     let outcome = if retried { "retried" } else { "gave_up" };
-    counter!("crm_db_transaction_conflicts_total", "outcome" => outcome).increment(1);
+    counter!(TX_CONFLICTS, "outcome" => outcome).increment(1);
 }
 
 /// The most connections the pool opens.
 pub fn pool_max(max: u32) {
-    gauge!("crm_db_pool_max_connections").set(f64::from(max));
+    gauge!(POOL_MAX).set(f64::from(max));
 }
 
 /// The pool's state, as read now.
 pub fn pool(stats: &crate::db::PoolStats) {
-    gauge!("crm_db_pool_connections", "state" => "idle").set(f64::from(stats.idle));
-    gauge!("crm_db_pool_connections", "state" => "in_use")
+    gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(stats.idle));
+    gauge!(POOL_CONNECTIONS, "state" => "in_use")
         .set(f64::from(stats.connections.saturating_sub(stats.idle)));
-    counter!("crm_db_pool_waits_total").absolute(stats.waited);
-    counter!("crm_db_pool_timeouts_total").absolute(stats.timed_out);
+    counter!(POOL_WAITS).absolute(stats.waited);
+    counter!(POOL_TIMEOUTS).absolute(stats.timed_out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_recorded_is_listed_in_series() {
+        // Every name this file records is a `const` here, and each is in SERIES.
+        let source = include_str!("metrics.rs");
+        let names: Vec<&str> = source
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|lit| lit.starts_with("crm_") && !lit.contains(' '))
+            .collect();
+        assert!(names.len() >= SERIES.len(), "{names:?}");
+        for name in names {
+            assert!(
+                SERIES.iter().any(|s| s.name == name),
+                "{name} is recorded but not in SERIES"
+            );
+        }
+        // Nothing records metrics outside this file.
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("src/metrics.rs")
+                {
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    for mac in ["counter!(", "gauge!(", "histogram!("] {
+                        assert!(
+                            !text.contains(mac),
+                            "{} records {mac}; record it in metrics.rs",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn only_known_paths_become_method_labels() {

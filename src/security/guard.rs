@@ -1,20 +1,28 @@
 //! The guard in front of every RPC: who is calling (bearer token), may they call this
-//! method (role), may they call now (per-caller rate, server-wide in-flight cap), and is
-//! the request small enough (message size, read from each frame's header).
+//! method (role), may they call now (per-caller rate; the in-flight cap, server-wide and
+//! per connection and caller), is the request small enough (message size, read from each
+//! frame's header) and does it arrive in time (the request body timeout).
 //!
 //! Refusals are answered here, before any handler or database work, through the one
 //! error mapping (`crate::error`). Health and reflection pass untouched: probes and
 //! tools must work when everything else refuses.
+//!
+//! A call counts in flight while it costs something: a call with one request message
+//! (unary or server streaming) from the end of its request body until its handler has
+//! answered, so a client that never finishes its body holds no slot (and is cut at the
+//! body timeout); a client stream (`ImportCommunications`) from its headers, since its
+//! handler works while the items arrive (`--stream-idle-secs` ends one that stalls).
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::limits::{FrameSizeCheck, Oversized, RateLimiter};
@@ -67,6 +75,41 @@ pub fn access(path: &str) -> Access {
     }
 }
 
+/// The request paths of the methods whose client sends a stream of messages (client
+/// and bidirectional streaming), read from the API's descriptors.
+static CLIENT_STREAMS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    use prost::Message;
+    let mut paths = HashSet::new();
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) {
+        for file in &set.file {
+            for service in &file.service {
+                for method in service.method.iter().filter(|m| m.client_streaming()) {
+                    paths.insert(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    paths
+});
+
+/// Whether the client of `path` streams its request (see the module doc).
+pub fn client_streaming(path: &str) -> bool {
+    CLIENT_STREAMS.contains(path)
+}
+
+/// The in-flight calls each connection and each caller holds now (entries at zero are
+/// removed, so the maps hold only who has calls running).
+#[derive(Debug, Default)]
+pub struct Held {
+    by_connection: HashMap<SocketAddr, usize>,
+    by_caller: HashMap<String, usize>,
+}
+
 /// The guard's settings and shared state.
 #[derive(Debug)]
 pub struct GuardState {
@@ -81,6 +124,16 @@ pub struct GuardState {
     pub max_in_flight: usize,
     /// Largest request message, in bytes.
     pub max_request_bytes: usize,
+    /// Calls in flight at most per client connection.
+    pub per_connection: usize,
+    /// Calls in flight at most per caller (token name); only with tokens (anonymous
+    /// callers are told apart by connection alone).
+    pub per_caller: usize,
+    /// How long a request with one message may take from its headers to the end of
+    /// its body.
+    pub body_timeout: Duration,
+    /// What each connection and caller holds now.
+    pub held: Mutex<Held>,
 }
 
 impl GuardState {
@@ -191,6 +244,101 @@ impl GuardState {
     }
 }
 
+impl GuardState {
+    /// A place in flight for `caller`'s call: refused when the server is full
+    /// (`SERVER_OVERLOADED`), or when the caller (`CALLER_OVERLOADED`) or its connection
+    /// (`CONNECTION_OVERLOADED`) holds its share already. Refused at once, not queued.
+    fn take_slot(self: &Arc<Self>, caller: &Caller) -> Result<Slot, Error> {
+        let permit = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| Error::ResourceExhausted {
+                reason: "SERVER_OVERLOADED",
+                message: format!(
+                    "{} calls are in flight, the most this server takes; retry with backoff",
+                    self.max_in_flight
+                ),
+            })?;
+        let name = self.tokens.is_some().then(|| caller.name.clone());
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(name) = &name {
+            if held.by_caller.get(name).copied().unwrap_or(0) >= self.per_caller {
+                return Err(Error::ResourceExhausted {
+                    reason: "CALLER_OVERLOADED",
+                    message: format!(
+                        "`{name}` has {} calls in flight, the most one caller may have; \
+                         retry when one ends",
+                        self.per_caller
+                    ),
+                });
+            }
+        }
+        if let Some(peer) = caller.peer {
+            if held.by_connection.get(&peer).copied().unwrap_or(0) >= self.per_connection {
+                return Err(Error::ResourceExhausted {
+                    reason: "CONNECTION_OVERLOADED",
+                    message: format!(
+                        "this connection has {} calls in flight, the most one connection \
+                         may have; retry when one ends",
+                        self.per_connection
+                    ),
+                });
+            }
+            *held.by_connection.entry(peer).or_default() += 1;
+        }
+        if let Some(name) = &name {
+            *held.by_caller.entry(name.clone()).or_default() += 1;
+        }
+        Ok(Slot {
+            _permit: permit,
+            state: Arc::clone(self),
+            connection: caller.peer,
+            caller: name,
+        })
+    }
+}
+
+/// One call's place in flight: a server-wide permit and a count against its
+/// connection's and caller's shares, all given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    state: Arc<GuardState>,
+    connection: Option<SocketAddr>,
+    caller: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self
+            .state
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fn give_back<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        if let Some(peer) = &self.connection {
+            give_back(&mut held.by_connection, peer);
+        }
+        if let Some(name) = &self.caller {
+            give_back(&mut held.by_caller, name);
+        }
+    }
+}
+
+/// Where a call's slot is kept while it runs: taken by the request body once it is
+/// complete (or at the headers for a client stream), given back when the handler has
+/// answered.
+type SlotCell = Arc<Mutex<Option<Slot>>>;
+
 /// The caller's name, in the extensions of every guarded response (and of refusals
 /// whose token was known), for the RPC log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,25 +419,18 @@ where
             return Box::pin(self.inner.call(request));
         }
         let state = &self.state;
+        let streaming = client_streaming(&path);
         let admitted = state
             .admit(&path, request.headers(), request.extensions())
             .and_then(|caller| {
-                let permit = Arc::clone(&state.in_flight)
-                    .try_acquire_owned()
-                    .map_err(|_| {
-                        let e = Error::ResourceExhausted {
-                            reason: "SERVER_OVERLOADED",
-                            message: format!(
-                                "{} calls are in flight, the most this server takes; retry \
-                                 with backoff",
-                                state.max_in_flight
-                            ),
-                        };
-                        (Some(caller.name.clone()), e)
-                    })?;
-                Ok((caller, permit))
+                // A client stream works while its items arrive: it takes its slot now.
+                let slot = streaming
+                    .then(|| state.take_slot(&caller))
+                    .transpose()
+                    .map_err(|e| (Some(caller.name.clone()), e))?;
+                Ok((caller, slot))
             });
-        let (caller, permit) = match admitted {
+        let (caller, slot) = match admitted {
             Ok(admitted) => admitted,
             Err((name, e)) => {
                 let mut response: http::Response<tonic::body::Body> =
@@ -301,37 +442,93 @@ where
             }
         };
         let name = CallerName(caller.name.clone());
+        let cell: SlotCell = Arc::new(Mutex::new(slot));
+        let pending = (!streaming).then(|| PendingSlot {
+            deadline: Box::pin(tokio::time::sleep(state.body_timeout)),
+            timeout: state.body_timeout,
+            state: Arc::clone(state),
+            caller: caller.clone(),
+            cell: Arc::clone(&cell),
+        });
         request.extensions_mut().insert(caller);
         let check = FrameSizeCheck::new(state.max_request_bytes);
         let request = request.map(|body| {
-            tonic::body::Body::new(SizeCheckedBody {
+            tonic::body::Body::new(GuardedBody {
                 inner: body,
                 check,
                 refused: None,
+                pending,
             })
         });
         let future = self.inner.call(request);
         Box::pin(async move {
+            let response = future.await;
             // Held until the handler has answered: for a server stream, until its
             // headers; open streams are bounded by their own limits.
-            let _permit = permit;
-            let mut response = future.await?;
+            drop(
+                cell.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+            );
+            let mut response = response?;
             response.extensions_mut().insert(name);
             Ok(response)
         })
     }
 }
 
+/// A call with one request message whose body has not ended yet: the deadline for its
+/// end, and what it needs to take its slot then.
+struct PendingSlot {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    state: Arc<GuardState>,
+    caller: Caller,
+    cell: SlotCell,
+}
+
+impl PendingSlot {
+    /// The body is complete: the call takes its slot, or is refused.
+    fn admit(self) -> Result<(), tonic::Status> {
+        let slot = self.state.take_slot(&self.caller)?;
+        *self
+            .cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(slot);
+        Ok(())
+    }
+
+    /// The refusal of a body that did not end in time.
+    fn too_late(&self) -> tonic::Status {
+        Error::RequestBodyTimeout(format!(
+            "the request did not arrive within {} s of its headers",
+            self.timeout.as_secs()
+        ))
+        .into()
+    }
+}
+
 /// A request body that fails with RESOURCE_EXHAUSTED as soon as a message's frame
-/// header declares more than the limit.
-struct SizeCheckedBody {
+/// header declares more than the limit; for a call with one request message, one that
+/// takes the call's slot when it ends and fails with DEADLINE_EXCEEDED when it does not
+/// end in time.
+struct GuardedBody {
     inner: tonic::body::Body,
     check: FrameSizeCheck,
     /// The refusal, once the whole messages before the oversized one were passed on.
     refused: Option<tonic::Status>,
+    /// Until the body has ended (calls with one request message only).
+    pending: Option<PendingSlot>,
 }
 
-impl Body for SizeCheckedBody {
+impl GuardedBody {
+    /// The body has ended: the call takes its slot (or is refused).
+    fn ended(&mut self) -> Result<(), tonic::Status> {
+        self.pending.take().map_or(Ok(()), PendingSlot::admit)
+    }
+}
+
+impl Body for GuardedBody {
     type Data = tonic::codegen::Bytes;
     type Error = tonic::Status;
 
@@ -343,14 +540,28 @@ impl Body for SizeCheckedBody {
         if let Some(status) = this.refused.take() {
             return Poll::Ready(Some(Err(status)));
         }
+        // Checked before every read, so a body trickling in byte by byte is cut too.
+        if let Some(pending) = &mut this.pending {
+            if pending.deadline.as_mut().poll(cx).is_ready() {
+                let status = pending.too_late();
+                this.pending = None;
+                return Poll::Ready(Some(Err(status)));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let Some(data) = frame.data_ref() else {
                     return Poll::Ready(Some(Ok(frame)));
                 };
                 let Err(Oversized { len, header_at }) = this.check.feed(data) else {
+                    if this.inner.is_end_stream() {
+                        if let Err(status) = this.ended() {
+                            return Poll::Ready(Some(Err(status)));
+                        }
+                    }
                     return Poll::Ready(Some(Ok(frame)));
                 };
+                this.pending = None;
                 let limit = this.check.limit();
                 let status: tonic::Status = Error::ResourceExhausted {
                     reason: "MESSAGE_TOO_LARGE",
@@ -368,12 +579,17 @@ impl Body for SizeCheckedBody {
                 this.refused = Some(status);
                 Poll::Ready(Some(Ok(Frame::data(before))))
             }
+            Poll::Ready(None) => match this.ended() {
+                Ok(()) => Poll::Ready(None),
+                Err(status) => Poll::Ready(Some(Err(status))),
+            },
             other => other,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // Not ended until the slot is taken (a refusal is still to come).
+        self.pending.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -427,5 +643,20 @@ mod tests {
         );
         assert_eq!(access("/crm.v1.Unknown/Method"), Access::Role(Role::Reader));
         assert_eq!(access("garbage"), Access::Role(Role::Reader));
+    }
+
+    #[test]
+    fn only_client_streams_take_their_slot_at_the_headers() {
+        assert!(client_streaming(
+            "/crm.v1.CommunicationService/ImportCommunications"
+        ));
+        for path in [
+            "/crm.v1.CustomerService/GetCustomer",
+            "/crm.v1.CommunicationService/LogCommunication",
+            "/crm.v1.CommunicationService/StreamTimeline",
+            "garbage",
+        ] {
+            assert!(!client_streaming(path), "{path}");
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! The RPC log: one line per call when it ends (method, code, latency, peer, caller,
 //! request id), the `x-request-id` taken or made and echoed, and the RPC metrics.
+//!
+//! A call whose client stopped sending its request (reset the stream, closed the
+//! connection) is logged as the cancellation it is, not as the server's UNKNOWN error
+//! tonic makes of the failed read.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context as TaskContext, Poll},
     time::{Duration, Instant},
 };
@@ -123,9 +127,9 @@ pub(super) struct RpcLog<S> {
     sink: LogSink,
 }
 
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcLog<S>
+impl<S, ResBody> tower::Service<http::Request<tonic::body::Body>> for RpcLog<S>
 where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display,
     ResBody: Body<Data = tonic::codegen::Bytes> + Unpin + Send + 'static,
@@ -139,10 +143,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let request_id = request_id(request.headers());
         let peer = crate::security::guard::peer_address(request.extensions());
         crate::metrics::rpc_started();
+        let read_failed = Arc::new(OnceLock::new());
         let mut call = PendingLog {
             method: request.uri().path().to_owned(),
             start: Instant::now(),
@@ -150,7 +155,11 @@ where
             peer: peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             caller: "-".to_owned(),
             request_id: request_id.clone(),
+            read_failed: Arc::clone(&read_failed),
+            done: false,
         };
+        let request =
+            request.map(|inner| tonic::body::Body::new(WatchedBody { inner, read_failed }));
         let future = self.inner.call(request);
         Box::pin(async move {
             match future.await {
@@ -181,6 +190,8 @@ where
                 }
                 Err(err) => {
                     crate::metrics::rpc_finished(&call.method, Code::Unknown, call.start.elapsed());
+                    // Logged here, as a transport error, not again when dropped.
+                    call.done = true;
                     let latency_ms = rounded_ms(call.start.elapsed());
                     let method = std::mem::take(&mut call.method);
                     tracing::warn!(%method, latency_ms, peer = %call.peer, request_id = %call.request_id, error = %err, "rpc transport error");
@@ -191,7 +202,41 @@ where
     }
 }
 
-/// The log line of an RPC whose status is not known yet.
+/// A request body that notes when reading it failed: the client reset the stream or
+/// the connection ended before the request did.
+struct WatchedBody {
+    inner: tonic::body::Body,
+    read_failed: Arc<OnceLock<String>>,
+}
+
+impl Body for WatchedBody {
+    type Data = tonic::codegen::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            let _ = this.read_failed.set(e.message().to_owned());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The log line of an RPC whose status is not known yet; written as CANCELLED if it is
+/// dropped unwritten (the client reset the call before it was answered, and the server
+/// dropped the handler).
 struct PendingLog {
     method: String,
     start: Instant,
@@ -199,19 +244,54 @@ struct PendingLog {
     peer: String,
     caller: String,
     request_id: String,
+    /// Set when reading the request failed (the client stopped sending it).
+    read_failed: Arc<OnceLock<String>>,
+    /// Whether the line was written.
+    done: bool,
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        if !self.done {
+            self.write(
+                Code::Cancelled,
+                "dropped before it was answered: the client reset the call or the connection \
+                 closed"
+                    .to_owned(),
+            );
+        }
+    }
 }
 
 impl PendingLog {
-    fn finish(self, code: Code, message: String) {
+    fn finish(mut self, code: Code, message: String) {
+        self.write(code, message);
+    }
+
+    /// Writes the line (and the metrics) once.
+    fn write(&mut self, code: Code, message: String) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        // tonic answers a failed read with UNKNOWN (the read error) or INTERNAL
+        // ("Missing request message": a reset stream reads as an early end); either
+        // way the client gave up on the call.
+        let (code, message) = match self.read_failed.get() {
+            Some(why) if matches!(code, Code::Unknown | Code::Internal) => (
+                Code::Cancelled,
+                format!("the client stopped sending its request ({why})"),
+            ),
+            _ => (code, message),
+        };
         crate::metrics::rpc_finished(&self.method, code, self.start.elapsed());
         (self.sink)(&RpcRecord {
-            method: self.method,
+            method: std::mem::take(&mut self.method),
             code,
             message,
             latency_ms: rounded_ms(self.start.elapsed()),
-            peer: self.peer,
-            caller: self.caller,
-            request_id: self.request_id,
+            peer: std::mem::take(&mut self.peer),
+            caller: std::mem::take(&mut self.caller),
+            request_id: std::mem::take(&mut self.request_id),
         });
     }
 }
@@ -382,7 +462,7 @@ mod tests {
         };
         // Called once: the frames move into the one response.
         let frames = Mutex::new(Some(frames));
-        let inner = tower::service_fn(move |_: http::Request<()>| {
+        let inner = tower::service_fn(move |_: http::Request<tonic::body::Body>| {
             let frames = frames.lock().expect("lock").take().unwrap_or_default();
             let mut response = http::Response::new(Frames(frames.into()));
             *response.headers_mut() = headers.clone();
@@ -391,7 +471,7 @@ mod tests {
         let mut service = layer.layer(inner);
         let request = http::Request::builder()
             .uri("/crm.v1.CommunicationService/StreamTimeline")
-            .body(())
+            .body(tonic::body::Body::empty())
             .expect("request");
         let response = service.call(request).await.expect("response");
         (response, logged)
@@ -459,6 +539,33 @@ mod tests {
         assert_eq!(codes(&logged), [(Code::NotFound, "customer 7".to_owned())]);
         drop(response);
         assert_eq!(codes(&logged).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_before_its_answer_is_logged_cancelled_once() {
+        let logged = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logged);
+        let layer = RpcLogLayer {
+            sink: Arc::new(move |r: &RpcRecord| sink.lock().expect("lock").push(r.clone())),
+        };
+        let inner = tower::service_fn(|_: http::Request<tonic::body::Body>| {
+            std::future::pending::<Result<http::Response<Frames>, std::convert::Infallible>>()
+        });
+        let mut service = layer.layer(inner);
+        let request = http::Request::builder()
+            .uri("/crm.v1.CustomerService/GetCustomer")
+            .body(tonic::body::Body::empty())
+            .expect("request");
+        let call = service.call(request);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), call)
+                .await
+                .is_err(),
+            "answered"
+        );
+        let got = codes(&logged);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::Cancelled);
     }
 
     #[tokio::test]

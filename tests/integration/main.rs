@@ -36,6 +36,7 @@ mod rollups;
 mod security;
 mod server;
 mod service_levels;
+mod stall;
 
 use std::process::ExitCode;
 

@@ -66,25 +66,33 @@ struct Binary {
     child: Child,
     addr: String,
     lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Binary {
+    /// The binary on a fresh SQLite database.
     fn start(args: &[&str]) -> Binary {
         let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        let mut binary = Binary::start_on(&url, args);
+        binary._dir = Some(dir);
+        binary
+    }
+
+    /// The binary on the database at `url`.
+    fn start_on(url: &str, args: &[&str]) -> Binary {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_crm-comms"))
             .args([
                 "--listen",
                 &addr,
                 "--database-url",
-                &url,
+                url,
                 "--content-index",
                 "false",
             ])
@@ -110,7 +118,7 @@ impl Binary {
             child,
             addr,
             lines,
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -578,5 +586,129 @@ backend_tests! {
             .body(http_body_util::Full::new(bytes::Bytes::from(web_frame(0, &message))))
             .unwrap();
         assert!(send.send_request(request).await.is_err(), "HTTP/1.1 answered without --grpc-web");
+    }
+}
+
+/// `GET /metrics` from `addr` once the listener answers (up to 30 s).
+async fn scrape_when_up(addr: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            let (status, text) = http_get(addr, "/metrics").await;
+            assert_eq!(status, 200, "{text}");
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no metrics listener on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+backend_tests! {
+    async fn every_metric_series_is_present_at_zero_right_after_start(app: &TestApp) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let _binary = Binary::start_on(&app.database_url, &["--metrics-listen", &metrics_addr]);
+        // No call made, no stream opened, no import, no database error yet.
+        let text = scrape_when_up(&metrics_addr).await;
+        for series in crm_comms::metrics::SERIES {
+            let name = series.name;
+            assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name} in\n{text}");
+            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name} in\n{text}");
+            let sample = match series.kind {
+                crm_comms::metrics::Kind::Histogram => format!("{name}_count"),
+                _ => name.to_owned(),
+            };
+            assert!(
+                text.lines().any(|l| l.starts_with(&sample) && matches!(l.as_bytes().get(sample.len()), Some(b' ' | b'{'))),
+                "no sample of {name} in\n{text}"
+            );
+        }
+        for (series, value) in [
+            (r#"crm_open_streams{kind="follow"}"#, 0.0),
+            (r#"crm_open_streams{kind="history"}"#, 0.0),
+            (r#"crm_import_rows_total{outcome="rejected"}"#, 0.0),
+            (r#"crm_db_errors_total{kind="unavailable"}"#, 0.0),
+            (r#"crm_db_errors_total{kind="conflict"}"#, 0.0),
+            (r#"crm_rpc_requests_total{method="/crm.v1.CustomerService/GetCustomer",code="Unavailable"}"#, 0.0),
+            (r#"crm_rpc_requests_total{method="other",code="Ok"}"#, 0.0),
+            (r#"crm_rpc_duration_seconds_count{method="/crm.v1.CommunicationService/ImportCommunications"}"#, 0.0),
+            ("crm_db_pool_timeouts_total", 0.0),
+            ("crm_rpc_in_flight", 0.0),
+        ] {
+            assert_eq!(metric(&text, series), Some(value), "{series} in\n{text}");
+        }
+    }
+
+    async fn a_client_that_drops_its_request_body_is_logged_cancelled_not_error(app: &TestApp) {
+        use bytes::Bytes;
+        let binary = Binary::start_on(&app.database_url, &["--log-format", "json"]);
+        let _ = binary.channel().await;
+        let addr: std::net::SocketAddr = binary.addr.parse().unwrap();
+        let message = {
+            use prost::Message;
+            let bytes = pb::GetCustomerRequest { id: 1 }.encode_to_vec();
+            let mut frame = vec![0];
+            frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&bytes);
+            frame
+        };
+        // 4 calls reset by the client mid-body, 4 whose connection is closed mid-body.
+        let mut held = Vec::new();
+        for reset in [true, false] {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            let connection = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut client = client.ready().await.unwrap();
+            let mut streams = Vec::new();
+            for _ in 0..4 {
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri(format!("http://{addr}/crm.v1.CustomerService/GetCustomer"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+                let (response, mut stream) = client.send_request(request, false).unwrap();
+                stream.send_data(Bytes::from(message[..4].to_vec()), false).unwrap();
+                streams.push((response, stream));
+                client = client.ready().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if reset {
+                for (_, stream) in &mut streams {
+                    stream.send_reset(h2::Reason::CANCEL);
+                }
+                held.push((client, streams));
+            } else {
+                connection.abort();
+            }
+        }
+        // Eight `rpc` lines for GetCustomer, every one CANCELLED; no ERROR line at all.
+        let started = Instant::now();
+        let rpc_lines = loop {
+            let lines = binary.lines.lock().unwrap().clone();
+            let rpc: Vec<String> = lines
+                .iter()
+                .filter(|l| l.contains(r#""message":"rpc""#) && l.contains("GetCustomer"))
+                .cloned()
+                .collect();
+            if rpc.len() >= 8 {
+                break rpc;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{} rpc lines: {lines:#?}", rpc.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for line in &rpc_lines {
+            assert!(line.contains(r#""code":"Cancelled""#), "{line}");
+            assert!(line.contains(r#""level":"INFO""#), "{line}");
+        }
+        let lines = binary.lines.lock().unwrap().clone();
+        assert!(!lines.iter().any(|l| l.contains(r#""level":"ERROR""#)), "{lines:#?}");
+        drop(held);
     }
 }

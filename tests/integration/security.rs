@@ -876,7 +876,16 @@ backend_tests! {
     }
 
     async fn past_the_in_flight_cap_calls_are_refused_at_once_and_health_still_answers(app: &TestApp) {
-        let (channel, _stop) = app.another_server(|c| c.max_in_flight = 2, None).await;
+        // One connection may hold every slot here: the server-wide cap is what is tested.
+        let (channel, _stop) = app
+            .another_server(
+                |c| {
+                    c.max_in_flight = 2;
+                    c.max_in_flight_per_connection = Some(2);
+                },
+                None,
+            )
+            .await;
         let customer = new_customer(app, "cap").await;
         // Two imports held open: each is a call in flight until its stream ends. One
         // refused while a probe held a slot is started again.

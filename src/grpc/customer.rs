@@ -626,6 +626,7 @@ fn transaction_form(req: pb::CreateTransactionRequest) -> Result<TransactionInse
         occur_time,
         create_time: now,
         request_id,
+        occur_time_given: t.occur_time.is_some(),
     })
 }
 
@@ -669,6 +670,7 @@ fn ticket_form(req: pb::CreateServiceTicketRequest) -> Result<TicketInsertForm, 
         update_time: now,
         version: 1,
         request_id,
+        open_time_given: t.open_time.is_some(),
     })
 }
 

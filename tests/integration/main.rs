@@ -23,6 +23,7 @@ mod demo;
 mod follow;
 mod fuzz;
 mod hardening;
+mod idempotency;
 mod merges;
 mod operations;
 mod outage;

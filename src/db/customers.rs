@@ -312,6 +312,31 @@ pub async fn create(
     }
 }
 
+/// Fails with [`Error::Merged`] (the lowest such id) when any of `ids` was merged into
+/// another customer: a scope naming a merged customer is refused, not read as empty.
+/// One statement for the whole list; ids that never existed pass.
+pub async fn refuse_merged(db: &Db, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let merged: Option<(i64, Option<i64>)> = with_conn!(db, |conn| {
+        Ok::<_, Error>(
+            customers::table
+                .filter(customers::id.eq_any(ids))
+                .filter(customers::merged_into.is_not_null())
+                .select((customers::id, customers::merged_into))
+                .order(customers::id)
+                .first(conn)
+                .await
+                .optional()?,
+        )
+    })?;
+    match merged {
+        Some((id, Some(merged_into))) => Err(Error::Merged { id, merged_into }),
+        _ => Ok(()),
+    }
+}
+
 /// Returns a customer that exists and is not deleted.
 pub async fn get(db: &Db, id: i64) -> Result<Customer> {
     with_conn!(db, |conn| load_customer!(conn, id, false).await)

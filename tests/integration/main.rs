@@ -24,6 +24,7 @@ mod follow;
 mod fuzz;
 mod hardening;
 mod idempotency;
+mod merged_reports;
 mod merges;
 mod operations;
 mod outage;

@@ -33,6 +33,7 @@ mod rollups;
 mod security;
 mod server;
 mod service_levels;
+mod stale_boundary;
 
 use std::process::ExitCode;
 

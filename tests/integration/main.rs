@@ -34,6 +34,7 @@ mod security;
 mod server;
 mod service_levels;
 mod stale_boundary;
+mod token_reload;
 
 use std::process::ExitCode;
 

@@ -24,6 +24,7 @@ pub mod query;
 pub mod reports;
 pub mod rollups;
 pub mod schema;
+pub mod secrets;
 pub mod service_levels;
 pub mod tickets;
 pub mod timeline;

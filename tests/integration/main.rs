@@ -28,6 +28,7 @@ mod merged_reports;
 mod merges;
 mod operations;
 mod outage;
+mod page_token_privacy;
 mod robustness;
 mod rollups;
 mod security;

@@ -36,6 +36,7 @@ mod server;
 mod service_levels;
 mod stale_boundary;
 mod token_reload;
+mod unicode_keywords;
 
 use std::process::ExitCode;
 

@@ -578,3 +578,69 @@ pub async fn list(
         Ok(conn.load_sql(&sql).await?)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default();
+        CommunicationInsertForm {
+            customer_id,
+            channel: 5,
+            direction: 2,
+            occur_time: t,
+            content: content.to_owned(),
+            outcome: String::new(),
+            phone_number: None,
+            call_duration_us: None,
+            email_address: None,
+            email_subject: None,
+            chat_platform: None,
+            chat_conversation_id: None,
+            create_time: t,
+            request_id: Some(key.to_owned()),
+            occur_time_given: true,
+        }
+    }
+
+    #[test]
+    fn a_key_repeated_within_a_batch_is_a_replay_only_for_the_same_communication() {
+        let forms = [
+            form(1, "first", "k"),
+            form(1, "first", "k"),
+            form(1, "other", "k"),
+            form(2, "other", "k"),
+            form(1, "stored", "old"),
+            form(1, "changed", "old"),
+        ];
+        let live: HashSet<i64> = [1, 2].into();
+        let used = || vec![(Some("old".to_owned()), form(1, "stored", "old").stored(9))];
+        assert_eq!(
+            plan_log(&forms, &live, used()),
+            [
+                LogPlan::Store,
+                LogPlan::SameAs(0),
+                LogPlan::RequestIdReused,
+                LogPlan::Store,
+                LogPlan::Existing(9),
+                LogPlan::RequestIdReused,
+            ]
+        );
+        let (outcomes, rows) = plan_batch(&forms, &live, used());
+        assert_eq!(
+            outcomes,
+            [
+                BatchOutcome::Stored,
+                BatchOutcome::Duplicate,
+                BatchOutcome::RequestIdReused,
+                BatchOutcome::Stored,
+                BatchOutcome::Duplicate,
+                BatchOutcome::RequestIdReused,
+            ]
+        );
+        assert_eq!(rows.len(), 2);
+    }
+}

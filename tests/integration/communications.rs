@@ -488,9 +488,15 @@ backend_tests! {
                 4 => (a, String::new()),
                 _ => (if i % 2 == 0 { a } else { b }, format!("k-{i}")),
             };
-            let content = format!("burst #{i}");
+            // A key's uses are replays of one request (a key reused for another
+            // communication is refused; see the idempotency tests).
+            let (content, occur) = match i % 8 {
+                0 => ("used before".to_owned(), "2024-01-01T00:00:00Z"),
+                1 | 2 => ("same in burst".to_owned(), "2024-02-01T00:00:00Z"),
+                _ => (format!("burst #{i}"), "2024-02-01T00:00:00Z"),
+            };
             calls.push(tokio::spawn(async move {
-                let c = note(customer, &content, "2024-02-01T00:00:00Z");
+                let c = note(customer, &content, occur);
                 (i, customer, content, client.log_communication(log(c, &key)).await)
             }));
         }

@@ -266,6 +266,15 @@ pub struct Config {
         help_heading = "Security"
     )]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Accept a tokens file without any token (every caller refused) at start and on
+    /// SIGHUP; without it such a file is refused, as a malformed one is.
+    #[arg(
+        long,
+        env = "CRM_ALLOW_EMPTY_TOKENS",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub allow_empty_tokens: bool,
     /// TLS certificate chain (PEM); with --tls-key, the server speaks TLS only.
     /// Reloaded on SIGHUP.
     #[arg(long, env = "CRM_TLS_CERT", global = true, help_heading = "Security")]
@@ -458,6 +467,7 @@ impl std::fmt::Debug for Config {
             .field("grpc_web", &self.grpc_web)
             .field("grpc_web_allow_origin", &self.grpc_web_allow_origin)
             .field("auth_tokens_file", &self.auth_tokens_file)
+            .field("allow_empty_tokens", &self.allow_empty_tokens)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
@@ -505,6 +515,7 @@ impl Config {
             grpc_web: false,
             grpc_web_allow_origin: Vec::new(),
             auth_tokens_file: None,
+            allow_empty_tokens: false,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

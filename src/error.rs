@@ -59,6 +59,16 @@ pub enum Error {
     /// An optimistic-concurrency check failed (stale etag).
     #[error("{0}")]
     Aborted(String),
+    /// An idempotency key was used before for a different request: the first request's
+    /// result stands and this one is refused, having written nothing. Not ALREADY_EXISTS,
+    /// which retry loops commonly read as "my create went through".
+    #[error("request_id {} was used before for a different {resource} request", quote(.request_id))]
+    RequestIdReused {
+        /// What the first request created, e.g. `communication`.
+        resource: &'static str,
+        /// The reused key.
+        request_id: String,
+    },
     /// The request conflicts with the resource's state.
     #[error("{message}")]
     FailedPrecondition {
@@ -222,6 +232,7 @@ impl Error {
             Error::NotFound { resource, .. } => (Code::NotFound, not_found_reason(resource)),
             Error::Merged { .. } => (Code::NotFound, "CUSTOMER_MERGED"),
             Error::Aborted(_) => (Code::Aborted, "ETAG_MISMATCH"),
+            Error::RequestIdReused { .. } => (Code::FailedPrecondition, "REQUEST_ID_REUSED"),
             Error::AlreadyExists { reason, .. } => (Code::AlreadyExists, reason),
             Error::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
             Error::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
@@ -376,6 +387,13 @@ impl From<Error> for Status {
                 metadata.insert("resource".to_owned(), "customer".to_owned());
                 metadata.insert("id".to_owned(), id.to_string());
                 metadata.insert("merged_into".to_owned(), merged_into.to_string());
+            }
+            Error::RequestIdReused {
+                resource,
+                request_id,
+            } => {
+                metadata.insert("resource".to_owned(), (*resource).to_owned());
+                metadata.insert("request_id".to_owned(), request_id.clone());
             }
             _ => {}
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 
-use super::matching::{snippet, Hits, Matcher};
+use super::matching::{nfc, snippet, Hits, Matcher};
 use super::terms::TermCounter;
 
 /// Characters of context either side of a sample's first match.
@@ -144,11 +144,13 @@ impl ContentScan {
                 continue;
             }
             if let Some(first) = matcher.first_match(row.content()) {
+                // The match's offsets are into the content's NFC form.
+                let text = nfc(row.content());
                 let sample = Sample {
                     id: row.id(),
                     customer_id: row.customer_id(),
                     occur_time: row.occur_time(),
-                    snippet: snippet(row.content(), first.start, first.end, SNIPPET_RADIUS),
+                    snippet: snippet(&text, first.start, first.end, SNIPPET_RADIUS),
                     matched: first.query,
                 };
                 if full {

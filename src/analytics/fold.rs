@@ -8,7 +8,8 @@
 //! case" becomes "the folded text contains the folded keyword", a plain substring test
 //! (`memchr::memmem`). Simple folding maps one character to one character, so
 //! `ß` does not match `ss` (as with the regex), while `K` (Kelvin sign), `k` and `K` all
-//! fold to one representative.
+//! fold to one representative. Texts are folded in NFC, so a composed `é` and `e` +
+//! U+0301 fold alike, as the regex (which also matches NFC text) decides.
 
 use std::sync::LazyLock;
 
@@ -32,8 +33,10 @@ pub fn fold_char(c: char) -> char {
     }
 }
 
-/// Appends the folded form of `text` to `out` (UTF-8).
+/// Appends the folded form of `text` to `out` (UTF-8): its NFC form (as the keyword
+/// regex matches, see [`super::matching::nfc`]), each character folded.
 pub fn fold_into(text: &str, out: &mut Vec<u8>) {
+    let text = super::matching::nfc(text);
     out.reserve(text.len());
     let mut buf = [0u8; 4];
     for c in text.chars() {
@@ -98,6 +101,20 @@ mod tests {
         assert_ne!(fold("ß"), fold("ss"));
         assert_eq!(fold("退款"), "退款");
         assert_ne!(fold("ı"), fold("i"));
+    }
+
+    #[test]
+    fn composed_and_decomposed_forms_fold_and_match_alike() {
+        let (composed, decomposed) = ("caf\u{e9}", "cafe\u{301}");
+        assert_eq!(fold(composed), fold(decomposed));
+        for (text, keyword) in [(composed, decomposed), (decomposed, composed)] {
+            let matcher = Matcher::new(&[keyword.to_owned()], &[]).expect("keyword");
+            assert!(matcher.matches(&format!("un {text} noir")).keywords[0]);
+            assert!(fold(&format!("un {text} noir")).contains(&fold(keyword)));
+        }
+        // An `e` alone is not an `é`, in either form.
+        let matcher = Matcher::new(&["cafe ".to_owned()], &[]).expect("keyword");
+        assert!(!matcher.matches(decomposed).keywords[0]);
     }
 
     /// Folded containment decides exactly what the keyword regex decides, over texts

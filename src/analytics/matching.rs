@@ -1,9 +1,20 @@
 //! Keyword and regular-expression matching over message content.
 //! Owns query validation, one-pass "which queries matched" checks, first-match lookup and snippets.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+/// `text` in Unicode NFC, so that a composed `é` and `e` + U+0301 are one text; borrowed
+/// when it is NFC already (the common case, decided by the quick check).
+pub fn nfc(text: &str) -> Cow<'_, str> {
+    match is_nfc_quick(text.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(text),
+        _ => Cow::Owned(text.nfc().collect()),
+    }
+}
 
 /// Longest accepted keyword, in characters.
 pub const MAX_KEYWORD_CHARS: usize = 200;
@@ -100,7 +111,8 @@ impl Matcher {
                 ));
                 continue;
             }
-            let source = format!("(?i:{})", regex::escape(keyword));
+            // Texts are matched in NFC (see `matches_into`), so keywords are too.
+            let source = format!("(?i:{})", regex::escape(&nfc(keyword)));
             match compile(&source) {
                 Ok(re) => {
                     regexes.push(re);
@@ -175,7 +187,10 @@ impl Matcher {
     }
 
     /// Like [`Matcher::matches`], but reuses `hits`' buffers (resized and overwritten).
+    /// The text is matched in NFC ([`nfc`]), as keywords are compiled.
     pub fn matches_into(&self, text: &str, hits: &mut Hits) {
+        let text = nfc(text);
+        let text = text.as_ref();
         hits.keywords.clear();
         hits.keywords.resize(self.keyword_count, false);
         hits.patterns.clear();
@@ -201,6 +216,8 @@ impl Matcher {
 
     /// True when any keyword or pattern matches `text`.
     pub fn is_match(&self, text: &str) -> bool {
+        let text = nfc(text);
+        let text = text.as_ref();
         match &self.set {
             Some(set) => set.is_match(text),
             None => self.regexes.iter().any(|re| re.is_match(text)),
@@ -208,8 +225,11 @@ impl Matcher {
     }
 
     /// The earliest-starting match among all keywords and patterns; on a tie the query
-    /// listed first (keywords before patterns) wins.
+    /// listed first (keywords before patterns) wins. The offsets are into `nfc(text)`
+    /// ([`nfc`]), which is what a snippet is cut from.
     pub fn first_match(&self, text: &str) -> Option<FirstMatch> {
+        let text = nfc(text);
+        let text = text.as_ref();
         let mut best: Option<(usize, usize, usize)> = None;
         for (i, re) in self.regexes.iter().enumerate() {
             if let Some(m) = re.find(text) {

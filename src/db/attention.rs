@@ -35,7 +35,8 @@ const LAST_CONTACTS: &str = "SELECT customer_id, name, last_time FROM (SELECT c.
      FROM communications x WHERE x.customer_id = c.id) AS last_time FROM customers c WHERE \
      c.delete_time IS NULL) t";
 
-/// Live customers never contacted and created before `cutoff`, by id, after id `after`.
+/// Live customers never contacted and created at or before `cutoff` (at least the stale
+/// days before the reference time), by id, after id `after`.
 pub async fn never_contacted(
     db: &Db,
     cutoff: NaiveDateTime,
@@ -49,7 +50,7 @@ pub async fn never_contacted(
         .and()
         .push("NOT EXISTS (SELECT 1 FROM communications x WHERE x.customer_id = c.id)")
         .and()
-        .push("c.create_time < ")
+        .push("c.create_time <= ")
         .bind(Bind::Time(cutoff))
         .and()
         .push("c.id > ")
@@ -68,7 +69,8 @@ const LAST_CONTACTS_FROM_ROLLUP: &str = "SELECT c.id AS customer_id, c.name AS n
      GROUP BY customer_id) x JOIN customer_months m ON m.month = x.mm AND m.customer_id = \
      x.customer_id JOIN customers c ON c.id = m.customer_id";
 
-/// Live customers whose last contact is before `cutoff`, oldest first (ties by id),
+/// Live customers whose last contact is at or before `cutoff` (exactly the stale days
+/// before the reference time counts as stale), oldest first (ties by id),
 /// strictly after `(last_time, customer_id)` `after`; from the customer-month rollup, or
 /// (`from_rollup` false) from the base table.
 pub async fn stale(
@@ -86,7 +88,7 @@ pub async fn stale(
         (Sql::from(LAST_CONTACTS), &["last_time", "customer_id"])
     };
     sql.and()
-        .push(&format!("{} < ", columns[0]))
+        .push(&format!("{} <= ", columns[0]))
         .bind(Bind::Time(cutoff));
     let keyset = Keyset {
         columns,

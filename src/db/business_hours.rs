@@ -97,8 +97,24 @@ where
     })
 }
 
-/// Creates a schedule; a `request_id` used before returns the first result. A taken
-/// name is ALREADY_EXISTS.
+/// The answer to a create whose `request_id` found `first`: `first` for a replay;
+/// REQUEST_ID_REUSED when `first`, still as created, differs from the request (`hours`
+/// is its JSON). Once updated it cannot be compared, and a replay gets it as it is now.
+fn replay(first: ScheduleRow, form: &ScheduleForm, hours: &str, rid: &str) -> Result<ScheduleRow> {
+    if first.version != 1
+        || (first.name == form.name && first.time_zone == form.time_zone && first.hours == hours)
+    {
+        Ok(first)
+    } else {
+        Err(Error::RequestIdReused {
+            resource: "business hours",
+            request_id: rid.to_owned(),
+        })
+    }
+}
+
+/// Creates a schedule; a `request_id` used before returns the first result
+/// (REQUEST_ID_REUSED for a different schedule). A taken name is ALREADY_EXISTS.
 pub async fn create(
     db: &Db,
     form: &ScheduleForm,
@@ -111,7 +127,7 @@ pub async fn create(
         crate::db::tx::transaction(conn, async |conn| {
             if let Some(rid) = request_id {
                 if let Some(first) = by(conn, "request_id", Bind::Text(rid.to_owned())).await? {
-                    return Ok(first);
+                    return replay(first, form, &hours, rid);
                 }
             }
             if by(conn, "name", Bind::Text(form.name.clone()))
@@ -156,7 +172,7 @@ pub async fn create(
         Err(e) if e.is_unique_violation() => with_conn!(db, |conn| {
             match request_id {
                 Some(rid) => match by(conn, "request_id", Bind::Text(rid.to_owned())).await? {
-                    Some(first) => Ok(first),
+                    Some(first) => replay(first, form, &hours, rid),
                     None => Err(name_taken(&form.name)),
                 },
                 None => Err(name_taken(&form.name)),

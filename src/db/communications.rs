@@ -1,7 +1,8 @@
 //! Communication rows: idempotent single and batched inserts, get, delete, and
 //! newest-first keyset listing with channel, direction and time filters.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -11,7 +12,7 @@ use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
 use super::schema::communications;
-use super::{create_for_customer, retry_conflicts, Conn as _, Db};
+use super::{create_for_customer, retry_conflicts, Conn as _, Db, Stored as _};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
 pub use crate::model::filter::CommunicationFilter;
@@ -83,6 +84,10 @@ pub struct CommunicationInsertForm {
     pub create_time: NaiveDateTime,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// Whether the request set `occur_time` (else it is the record time, which a replay
+    /// does not repeat).
+    #[diesel(skip_insertion)]
+    pub occur_time_given: bool,
 }
 
 /// The communications table for the statement builders.
@@ -152,6 +157,21 @@ impl super::Stored<CommunicationRow> for CommunicationInsertForm {
             create_time: self.create_time,
         }
     }
+
+    fn replays(&self, row: &CommunicationRow) -> bool {
+        self.customer_id == row.customer_id
+            && self.channel == row.channel
+            && self.direction == row.direction
+            && (!self.occur_time_given || self.occur_time == row.occur_time)
+            && self.content == row.content
+            && self.outcome == row.outcome
+            && self.phone_number == row.phone_number
+            && self.call_duration_us == row.call_duration_us
+            && self.email_address == row.email_address
+            && self.email_subject == row.email_subject
+            && self.chat_platform == row.chat_platform
+            && self.chat_conversation_id == row.chat_conversation_id
+    }
 }
 
 /// What happened to each item of a batch.
@@ -159,8 +179,10 @@ impl super::Stored<CommunicationRow> for CommunicationInsertForm {
 pub enum BatchOutcome {
     /// Stored.
     Stored,
-    /// Its `request_id` was used already; not stored.
+    /// Its `request_id` was used already for the same communication; not stored.
     Duplicate,
+    /// Its `request_id` was used already for a different communication; not stored.
+    RequestIdReused,
     /// Its customer does not exist (or was deleted); not stored.
     UnknownCustomer,
 }
@@ -168,23 +190,19 @@ pub enum BatchOutcome {
 /// The two reads before a batch is stored, in its transaction on `$conn`: the live
 /// customers among `$customer_ids` (a set; their rows stay locked until the transaction
 /// ends, see [`query::lock_customer`], so a concurrent merge cannot move them away
-/// before the INSERT), and `(customer_id, request_id, id)` of the
-/// rows already stored under any of `$keys`. A macro because diesel's DSL type-checks
+/// before the INSERT), and the rows already stored under any of `$keys`, each with its
+/// key (compared with the new item's fields: a replay or a reused key). A macro because diesel's DSL type-checks
 /// per connection inside `with_conn!`.
 macro_rules! batch_lookups {
     ($conn:expr, $customer_ids:expr, $keys:expr) => {{
         let live: HashSet<i64> = query::lock_live_customers($conn, $customer_ids).await?;
-        let used: Vec<(i64, Option<String>, i64)> = if $keys.is_empty() {
+        let used: Vec<(Option<String>, CommunicationRow)> = if $keys.is_empty() {
             Vec::new()
         } else {
             communications::table
                 .filter(communications::customer_id.eq_any($customer_ids))
                 .filter(communications::request_id.eq_any($keys))
-                .select((
-                    communications::customer_id,
-                    communications::request_id,
-                    communications::id,
-                ))
+                .select((communications::request_id, CommunicationRow::as_select()))
                 .load($conn)
                 .await?
         };
@@ -257,17 +275,25 @@ fn import_change(rows: &[CommunicationInsertForm]) -> Change {
     ))
 }
 
-/// Decides per item: store, duplicate (key used before or earlier in the batch), or
-/// unknown customer. Pure, so both backends share it.
+/// The rows stored before under the keys of a batch, by `(customer_id, request_id)`.
+type Used = HashMap<(i64, String), CommunicationRow>;
+
+/// [`batch_lookups!`]'s rows by key.
+fn used_by_key(used: Vec<(Option<String>, CommunicationRow)>) -> Used {
+    used.into_iter()
+        .filter_map(|(k, row)| k.map(|k| ((row.customer_id, k), row)))
+        .collect()
+}
+
+/// Decides per item: store, duplicate (key used before or earlier in the batch, for the
+/// same communication), reused key (for a different one), or unknown customer. Pure, so
+/// both backends share it.
 fn plan_batch(
     forms: &[CommunicationInsertForm],
     live: &HashSet<i64>,
-    used: Vec<(i64, Option<String>, i64)>,
+    used: Vec<(Option<String>, CommunicationRow)>,
 ) -> (Vec<BatchOutcome>, Vec<CommunicationInsertForm>) {
-    let mut seen: HashSet<(i64, String)> = used
-        .into_iter()
-        .filter_map(|(c, k, _)| k.map(|k| (c, k)))
-        .collect();
+    let mut seen = used_by_key(used);
     let mut outcomes = Vec::with_capacity(forms.len());
     let mut rows = Vec::with_capacity(forms.len());
     for form in forms {
@@ -276,9 +302,18 @@ fn plan_batch(
             continue;
         }
         if let Some(key) = &form.request_id {
-            if !seen.insert((form.customer_id, key.clone())) {
-                outcomes.push(BatchOutcome::Duplicate);
-                continue;
+            match seen.entry((form.customer_id, key.clone())) {
+                Entry::Occupied(first) => {
+                    outcomes.push(if form.replays(first.get()) {
+                        BatchOutcome::Duplicate
+                    } else {
+                        BatchOutcome::RequestIdReused
+                    });
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(form.stored(0));
+                }
             }
         }
         outcomes.push(BatchOutcome::Stored);
@@ -295,6 +330,9 @@ pub enum Logged {
     Stored(Box<CommunicationRow>),
     /// Its `request_id` was used by an earlier call: the id of the row that call stored.
     Existing(i64),
+    /// Its `request_id` was used before (or earlier in the batch) for a different
+    /// communication; not stored.
+    RequestIdReused,
     /// Its customer does not exist (or was deleted); not stored.
     UnknownCustomer,
 }
@@ -418,6 +456,7 @@ enum LogPlan {
     Existing(i64),
     /// Same key as item `usize` of the batch, which is stored.
     SameAs(usize),
+    RequestIdReused,
     UnknownCustomer,
 }
 
@@ -425,11 +464,12 @@ enum LogPlan {
 fn plan_log(
     forms: &[CommunicationInsertForm],
     live: &HashSet<i64>,
-    used: Vec<(i64, Option<String>, i64)>,
+    used: Vec<(Option<String>, CommunicationRow)>,
 ) -> Vec<LogPlan> {
-    let mut known: std::collections::HashMap<(i64, String), LogPlan> = used
+    // Per key: the plan of a later item with that key, and the row it must match.
+    let mut known: HashMap<(i64, String), (LogPlan, CommunicationRow)> = used_by_key(used)
         .into_iter()
-        .filter_map(|(c, k, id)| k.map(|k| ((c, k), LogPlan::Existing(id))))
+        .map(|(key, row)| (key, (LogPlan::Existing(row.id), row)))
         .collect();
     let mut plan = Vec::with_capacity(forms.len());
     for (i, form) in forms.iter().enumerate() {
@@ -438,12 +478,19 @@ fn plan_log(
             continue;
         }
         if let Some(key) = &form.request_id {
-            let entry = known
-                .entry((form.customer_id, key.clone()))
-                .or_insert(LogPlan::SameAs(i));
-            if *entry != LogPlan::SameAs(i) {
-                plan.push(*entry);
-                continue;
+            match known.entry((form.customer_id, key.clone())) {
+                Entry::Occupied(first) => {
+                    let (first_plan, row) = first.get();
+                    plan.push(if form.replays(row) {
+                        *first_plan
+                    } else {
+                        LogPlan::RequestIdReused
+                    });
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert((LogPlan::SameAs(i), form.stored(0)));
+                }
             }
         }
         plan.push(LogPlan::Store);
@@ -472,6 +519,7 @@ fn resolve_log(plan: Vec<LogPlan>, forms: &[CommunicationInsertForm], ids: &[i64
                 .clone()
                 .map_or(Logged::UnknownCustomer, |r| Logged::Stored(Box::new(r))),
             LogPlan::Existing(id) => Logged::Existing(id),
+            LogPlan::RequestIdReused => Logged::RequestIdReused,
             LogPlan::UnknownCustomer => Logged::UnknownCustomer,
         })
         .collect()
@@ -531,4 +579,70 @@ pub async fn list(
         }
         Ok(conn.load_sql(&sql).await?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default();
+        CommunicationInsertForm {
+            customer_id,
+            channel: 5,
+            direction: 2,
+            occur_time: t,
+            content: content.to_owned(),
+            outcome: String::new(),
+            phone_number: None,
+            call_duration_us: None,
+            email_address: None,
+            email_subject: None,
+            chat_platform: None,
+            chat_conversation_id: None,
+            create_time: t,
+            request_id: Some(key.to_owned()),
+            occur_time_given: true,
+        }
+    }
+
+    #[test]
+    fn a_key_repeated_within_a_batch_is_a_replay_only_for_the_same_communication() {
+        let forms = [
+            form(1, "first", "k"),
+            form(1, "first", "k"),
+            form(1, "other", "k"),
+            form(2, "other", "k"),
+            form(1, "stored", "old"),
+            form(1, "changed", "old"),
+        ];
+        let live: HashSet<i64> = [1, 2].into();
+        let used = || vec![(Some("old".to_owned()), form(1, "stored", "old").stored(9))];
+        assert_eq!(
+            plan_log(&forms, &live, used()),
+            [
+                LogPlan::Store,
+                LogPlan::SameAs(0),
+                LogPlan::RequestIdReused,
+                LogPlan::Store,
+                LogPlan::Existing(9),
+                LogPlan::RequestIdReused,
+            ]
+        );
+        let (outcomes, rows) = plan_batch(&forms, &live, used());
+        assert_eq!(
+            outcomes,
+            [
+                BatchOutcome::Stored,
+                BatchOutcome::Duplicate,
+                BatchOutcome::RequestIdReused,
+                BatchOutcome::Stored,
+                BatchOutcome::Duplicate,
+                BatchOutcome::RequestIdReused,
+            ]
+        );
+        assert_eq!(rows.len(), 2);
+    }
 }

@@ -234,7 +234,36 @@ macro_rules! replace_tags {
     };
 }
 
-/// Creates a customer; with a `request_id` already used, returns the first result.
+impl CustomerInsertForm {
+    /// The answer to this form when its `request_id` found `first`: `first` for a
+    /// replay; [`Error::RequestIdReused`] when `first`, still as created, differs from
+    /// this form. Once updated it cannot be compared, and a replay gets it as it is now.
+    fn replay(&self, first: Customer, request_id: &str) -> Result<Customer> {
+        let mut tags = self.tags.clone();
+        tags.sort_unstable();
+        tags.dedup();
+        let row = &first.row;
+        let same = row.version != 1
+            || (self.name == row.name
+                && self.gender == row.gender
+                && self.birth_date == row.birth_date
+                && self.address == row.address
+                && self.phone == row.phone
+                && self.email == row.email
+                && tags == first.tags);
+        if same {
+            Ok(first)
+        } else {
+            Err(Error::RequestIdReused {
+                resource: "customer",
+                request_id: request_id.to_owned(),
+            })
+        }
+    }
+}
+
+/// Creates a customer; with a `request_id` already used, returns the first result (or
+/// REQUEST_ID_REUSED for a different customer, see [`CustomerInsertForm::replay`]).
 pub async fn create(
     db: &Db,
     form: &CustomerInsertForm,
@@ -246,7 +275,7 @@ pub async fn create(
             crate::db::tx::transaction(conn, async |conn| {
                 if let Some(rid) = &form.request_id {
                     if let Some(id) = id_by_request_id!(conn, rid)? {
-                        return load_customer!(conn, id, true).await;
+                        return form.replay(load_customer!(conn, id, true).await?, rid);
                     }
                 }
                 diesel::insert_into(customers::table)
@@ -278,11 +307,36 @@ pub async fn create(
         // A concurrent request with the same key won the race: answer with its row.
         (Err(e), Some(rid)) if e.is_unique_violation() => with_conn!(db, |conn| {
             match id_by_request_id!(conn, rid)? {
-                Some(id) => load_customer!(conn, id, true).await,
+                Some(id) => form.replay(load_customer!(conn, id, true).await?, rid),
                 None => Err(e),
             }
         }),
         (result, _) => result,
+    }
+}
+
+/// Fails with [`Error::Merged`] (the lowest such id) when any of `ids` was merged into
+/// another customer: a scope naming a merged customer is refused, not read as empty.
+/// One statement for the whole list; ids that never existed pass.
+pub async fn refuse_merged(db: &Db, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let merged: Option<(i64, Option<i64>)> = with_conn!(db, |conn| {
+        Ok::<_, Error>(
+            customers::table
+                .filter(customers::id.eq_any(ids))
+                .filter(customers::merged_into.is_not_null())
+                .select((customers::id, customers::merged_into))
+                .order(customers::id)
+                .first(conn)
+                .await
+                .optional()?,
+        )
+    })?;
+    match merged {
+        Some((id, Some(merged_into))) => Err(Error::Merged { id, merged_into }),
+        _ => Ok(()),
     }
 }
 

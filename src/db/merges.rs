@@ -49,6 +49,21 @@ pub struct MergeForm {
     pub request_id: Option<String>,
 }
 
+impl MergeForm {
+    /// The answer to this form when its `request_id` found the stored merge `first`:
+    /// `first` when it merged the same customers, else [`Error::RequestIdReused`].
+    fn replay(&self, first: MergeRow, request_id: &str) -> Result<MergeRow> {
+        if first.merged() == self.merged {
+            Ok(first)
+        } else {
+            Err(Error::RequestIdReused {
+                resource: "merge",
+                request_id: request_id.to_owned(),
+            })
+        }
+    }
+}
+
 /// What a merge did.
 #[derive(Debug, Clone)]
 pub struct MergeOutcome {
@@ -145,7 +160,7 @@ const MOVED_TABLES: [&str; 3] = ["communications", "transactions", "service_tick
 
 /// Merges `form.merged` into `form.survivor`; see the module header. With a
 /// `request_id` used before for this survivor, returns that merge's outcome and writes
-/// nothing.
+/// nothing (REQUEST_ID_REUSED if that merge named other customers).
 pub async fn merge(
     db: &Db,
     form: &MergeForm,
@@ -163,7 +178,8 @@ pub async fn merge(
         (Ok(row), _) => row,
         // A concurrent merge with the same key committed first.
         (Err(e), Some(rid)) if e.is_unique_violation() => {
-            with_conn!(db, |conn| by_request_id(conn, form.survivor, rid).await)?.ok_or(e)?
+            let first = with_conn!(db, |conn| by_request_id(conn, form.survivor, rid).await)?;
+            form.replay(first.ok_or(e)?, rid)?
         }
         (Err(e), _) => return Err(e),
     };
@@ -239,7 +255,7 @@ where
     // twin has committed or not started).
     if let Some(rid) = &form.request_id {
         if let Some(row) = by_request_id(conn, survivor, rid).await? {
-            return Ok(row);
+            return form.replay(row, rid);
         }
     }
     // 3. Every customer exists and is live; the survivor's answer comes first.

@@ -25,6 +25,7 @@ pub mod query;
 pub mod reports;
 pub mod rollups;
 pub mod schema;
+pub mod secrets;
 pub mod service_levels;
 pub mod tickets;
 pub mod timeline;
@@ -572,13 +573,35 @@ impl Drop for MysqlCheckout<'_> {
 pub trait Stored<R> {
     /// The row this form stored under `id`.
     fn stored(&self, id: i64) -> R;
+    /// Whether `row`, stored under this form's `request_id`, is what this form asks to
+    /// store (its defining fields agree): a replay, not a reuse of the key.
+    fn replays(&self, row: &R) -> bool;
+}
+
+/// The answer to a request whose `request_id` found `row`: the row for a replay of the
+/// same request, [`crate::error::Error::RequestIdReused`] for a different one.
+pub fn replay<F: Stored<R>, R>(
+    form: &F,
+    row: R,
+    request_id: &str,
+    resource: &'static str,
+) -> crate::error::Result<R> {
+    if form.replays(&row) {
+        Ok(row)
+    } else {
+        Err(crate::error::Error::RequestIdReused {
+            resource,
+            request_id: request_id.to_owned(),
+        })
+    }
 }
 
 /// Creates a row of the per-customer `$table` (a [`query::Table`] const `$desc`, rows
 /// `$row`) from `$form` (an `Insertable` with `customer_id` and `request_id`) and
 /// evaluates to `Result<$row>`. The customer must exist; a `request_id` already used for
 /// that customer returns the first row and writes nothing, also when a concurrent
-/// duplicate wins the unique-key race. A new row is audited as `$method` by `$caller`
+/// duplicate wins the unique-key race; used for a different request (see
+/// [`Stored::replays`]), it is refused. A new row is audited as `$method` by `$caller`
 /// (see `db::audit`) in the same transaction. With `after_insert = |conn, row| ..`, that
 /// `Result<()>` body runs in the same transaction right after a new row is stored. A
 /// macro because the INSERT is diesel's DSL, which type-checks per connection inside
@@ -608,7 +631,7 @@ macro_rules! create_for_customer {
                         let first: Option<$row> =
                             query::by_request_id(conn, desc, form.customer_id, rid).await?;
                         if let Some(row) = first {
-                            return Ok(row);
+                            return $crate::db::replay(form, row, rid, desc.resource);
                         }
                     }
                     diesel::insert_into($table::table)
@@ -635,7 +658,7 @@ macro_rules! create_for_customer {
                 $crate::with_conn!($db, |conn| {
                     let first: Option<$row> =
                         query::by_request_id(conn, desc, form.customer_id, rid).await?;
-                    first.ok_or(e)
+                    $crate::db::replay(form, first.ok_or(e)?, rid, desc.resource)
                 })
             }
             (result, _) => result,

@@ -85,6 +85,10 @@ pub struct TicketInsertForm {
     pub version: i64,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// Whether the request set `open_time` (else it is the record time, which a replay
+    /// does not repeat).
+    #[diesel(skip_insertion)]
+    pub open_time_given: bool,
 }
 
 /// Changes to a ticket; `None` leaves a field as it is.
@@ -123,6 +127,17 @@ impl super::Stored<TicketRow> for TicketInsertForm {
             update_time: self.update_time,
             version: self.version,
         }
+    }
+
+    /// The open time is compared always; issue, solution and status only while the
+    /// ticket is as created (a replay after an update answers the ticket as it is now).
+    fn replays(&self, row: &TicketRow) -> bool {
+        self.customer_id == row.customer_id
+            && (!self.open_time_given || self.open_time == row.open_time)
+            && (row.version != 1
+                || (self.issue == row.issue
+                    && self.solution == row.solution
+                    && self.status == row.status))
     }
 }
 

@@ -69,6 +69,10 @@ pub struct TransactionInsertForm {
     pub create_time: NaiveDateTime,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// Whether the request set `occur_time` (else it is the record time, which a replay
+    /// does not repeat).
+    #[diesel(skip_insertion)]
+    pub occur_time_given: bool,
 }
 
 impl super::Stored<TransactionRow> for TransactionInsertForm {
@@ -84,6 +88,16 @@ impl super::Stored<TransactionRow> for TransactionInsertForm {
             occur_time: self.occur_time,
             create_time: self.create_time,
         }
+    }
+
+    fn replays(&self, row: &TransactionRow) -> bool {
+        self.customer_id == row.customer_id
+            && self.order_number == row.order_number
+            && self.product == row.product
+            && self.currency_code == row.currency_code
+            && self.amount_units == row.amount_units
+            && self.amount_nanos == row.amount_nanos
+            && (!self.occur_time_given || self.occur_time == row.occur_time)
     }
 }
 

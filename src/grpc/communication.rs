@@ -115,6 +115,7 @@ pub fn communication_form(
         chat_conversation_id: None,
         create_time: now,
         request_id,
+        occur_time_given: c.occur_time.is_some(),
     };
     let channel = pb::Channel::try_from(c.channel).ok();
     match c.details {

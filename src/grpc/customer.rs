@@ -8,6 +8,7 @@ use crate::db::customers::{
     self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
 };
 use crate::db::merges::{self, DuplicateGroup, DuplicateKey, MergeForm};
+use crate::db::secrets;
 use crate::db::tickets::{
     self, status, TicketFilter, TicketInsertForm, TicketRow, TicketUpdateForm,
 };
@@ -363,11 +364,14 @@ impl CustomerService for CustomerApi {
         let fp = paging::Fingerprint::new("duplicate_customers")
             .field("include_name_groups", &i64::from(req.include_name_groups))
             .finish();
+        // The position is a phone, an email or a name: sealed, see `paging`.
+        let key = secrets::page_token_key(&self.state.db).await?;
         let after = if req.page_token.is_empty() {
             None
         } else {
-            v.absorb(paging::decode::<(i32, String)>(
+            v.absorb(paging::decode_sealed::<(i32, String)>(
                 "page_token",
+                &key,
                 "duplicate_customers",
                 fp,
                 &req.page_token,
@@ -383,11 +387,15 @@ impl CustomerService for CustomerApi {
         v.finish(())?;
         let (groups, next) =
             merges::duplicates(&self.state.db, after, limit, req.include_name_groups).await?;
+        let next_page_token = match next {
+            Some((k, value)) => {
+                paging::encode_sealed(&key, "duplicate_customers", fp, &(k.rank(), value))?
+            }
+            None => String::new(),
+        };
         Ok(Response::new(pb::ListDuplicateCustomersResponse {
             groups: groups.into_iter().map(duplicate_group_to_pb).collect(),
-            next_page_token: next
-                .map(|(key, value)| paging::encode("duplicate_customers", fp, &(key.rank(), value)))
-                .unwrap_or_default(),
+            next_page_token,
         }))
     }
 
@@ -626,6 +634,7 @@ fn transaction_form(req: pb::CreateTransactionRequest) -> Result<TransactionInse
         occur_time,
         create_time: now,
         request_id,
+        occur_time_given: t.occur_time.is_some(),
     })
 }
 
@@ -669,6 +678,7 @@ fn ticket_form(req: pb::CreateServiceTicketRequest) -> Result<TicketInsertForm, 
         update_time: now,
         version: 1,
         request_id,
+        open_time_given: t.open_time.is_some(),
     })
 }
 

@@ -8,6 +8,11 @@
 //! what protects the database is that every decoded position is validated
 //! ([`decode_id`], [`decode_time_id`], [`position`]): a time outside the stored range
 //! or an id below 1 is INVALID_ARGUMENT, like any other malformed token.
+//!
+//! The exception is a position that holds personal data (the duplicate listing continues
+//! after a phone, an email or a name): tokens end up in URLs and logs, so such a token is
+//! sealed ([`encode_sealed`], ChaCha20-Poly1305) under a key every server of the
+//! deployment reads from the database (`db::secrets`), and replicas accept each other's.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -170,6 +175,11 @@ const SALT: &[u8] = b"crm.v1/page-token/1";
 
 /// Encodes a position for `kind` and the filters with `filter` fingerprint.
 pub fn encode<T: Serialize>(kind: &str, filter: u64, position: &T) -> String {
+    URL_SAFE_NO_PAD.encode(envelope_bytes(kind, filter, position))
+}
+
+/// The checksummed envelope of a token, before base64.
+fn envelope_bytes<T: Serialize>(kind: &str, filter: u64, position: &T) -> Vec<u8> {
     let envelope = Envelope {
         k: kind.to_owned(),
         f: filter,
@@ -178,7 +188,66 @@ pub fn encode<T: Serialize>(kind: &str, filter: u64, position: &T) -> String {
     let mut bytes = serde_json::to_vec(&envelope).unwrap_or_default();
     let sum = checksum(&bytes);
     bytes.extend_from_slice(&sum.to_be_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
+    bytes
+}
+
+/// Encodes a position that holds personal data (a phone, an email, a name), which must
+/// not show in URLs or logs: the envelope of [`encode`] sealed with ChaCha20-Poly1305
+/// under `key`, which every server of a deployment shares (`db::secrets`), behind a
+/// random nonce. INTERNAL only when the OS has no randomness.
+pub fn encode_sealed<T: Serialize>(
+    key: &[u8; 32],
+    kind: &str,
+    filter: u64,
+    position: &T,
+) -> Result<String, Error> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+    let sealing = UnboundKey::new(&CHACHA20_POLY1305, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::Internal("page token key refused".into()))?;
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| Error::Internal(format!("no OS randomness: {e}")))?;
+    let mut sealed = envelope_bytes(kind, filter, position);
+    sealing
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(kind.as_bytes()),
+            &mut sealed,
+        )
+        .map_err(|_| Error::Internal("cannot seal a page token".into()))?;
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Decodes a token issued by [`encode_sealed`] under `key` for the same `kind` and
+/// `filter`; any other token (also one sealed under another deployment's key) is
+/// INVALID_ARGUMENT on `field`.
+pub fn decode_sealed<T: DeserializeOwned>(
+    field: &str,
+    key: &[u8; 32],
+    kind: &str,
+    filter: u64,
+    token: &str,
+) -> Result<T, Error> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+    let invalid = || Error::invalid(field, "is not a token issued by this service");
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.as_bytes())
+        .map_err(|_| invalid())?;
+    if bytes.len() < NONCE_LEN {
+        return Err(invalid());
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| invalid())?;
+    let opening = UnboundKey::new(&CHACHA20_POLY1305, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::Internal("page token key refused".into()))?;
+    let mut sealed = sealed.to_vec();
+    let envelope = opening
+        .open_in_place(nonce, Aad::from(kind.as_bytes()), &mut sealed)
+        .map_err(|_| invalid())?;
+    decode_envelope(field, kind, filter, envelope)
 }
 
 /// Checksum of `SALT ++ payload`, without copying (it runs once per timeline event).
@@ -194,10 +263,20 @@ pub fn decode<T: DeserializeOwned>(
     filter: u64,
     token: &str,
 ) -> Result<T, Error> {
-    let invalid = |why: &str| Error::invalid(field, why);
     let bytes = URL_SAFE_NO_PAD
         .decode(token.as_bytes())
-        .map_err(|_| invalid("is not a token issued by this service"))?;
+        .map_err(|_| Error::invalid(field, "is not a token issued by this service"))?;
+    decode_envelope(field, kind, filter, &bytes)
+}
+
+/// Checks and reads the envelope of a token (see [`decode`]).
+fn decode_envelope<T: DeserializeOwned>(
+    field: &str,
+    kind: &str,
+    filter: u64,
+    bytes: &[u8],
+) -> Result<T, Error> {
+    let invalid = |why: &str| Error::invalid(field, why);
     if bytes.len() < 9 {
         return Err(invalid("is not a token issued by this service"));
     }

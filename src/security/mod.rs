@@ -27,6 +27,7 @@ pub struct Security {
     /// TLS; `None`: plaintext HTTP/2.
     pub tls: Option<Arc<TlsState>>,
     tokens_file: Option<PathBuf>,
+    allow_empty_tokens: bool,
 }
 
 impl Security {
@@ -48,7 +49,7 @@ impl Security {
         let tokens = config
             .auth_tokens_file
             .as_deref()
-            .map(TokenSet::load)
+            .map(|path| TokenSet::load(path, config.allow_empty_tokens))
             .transpose()?;
         match exposure(
             listen,
@@ -90,6 +91,7 @@ impl Security {
             }),
             tls,
             tokens_file: config.auth_tokens_file.clone(),
+            allow_empty_tokens: config.allow_empty_tokens,
         })
     }
 
@@ -97,7 +99,7 @@ impl Security {
     /// logged and the settings in use stay; connections and calls are not touched.
     pub fn reload(&self) {
         if let Some(path) = &self.tokens_file {
-            match TokenSet::load(path) {
+            match TokenSet::load(path, self.allow_empty_tokens) {
                 Ok(set) => {
                     tracing::info!(tokens = set.entries().len(), "tokens file reloaded");
                     self.guard.replace_tokens(set);

@@ -112,12 +112,23 @@ impl TokenSet {
         }
     }
 
-    /// Reads and parses the tokens file at `path`.
-    pub fn load(path: &Path) -> anyhow::Result<TokenSet> {
+    /// Reads and parses the tokens file at `path`. A file without any token (empty,
+    /// blank or comments only) is refused like a malformed one, since it would lock
+    /// every caller out (a truncated or half-written file looks just like that), unless
+    /// `allow_empty` (`--allow-empty-tokens`) says that is meant.
+    pub fn load(path: &Path, allow_empty: bool) -> anyhow::Result<TokenSet> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read tokens file {}: {e}", path.display()))?;
-        TokenSet::parse(&text)
-            .map_err(|e| anyhow::anyhow!("tokens file {} refused: {e}", path.display()))
+        let set = TokenSet::parse(&text)
+            .map_err(|e| anyhow::anyhow!("tokens file {} refused: {e}", path.display()))?;
+        if set.entries.is_empty() && !allow_empty {
+            anyhow::bail!(
+                "tokens file {} refused: it holds no token, so every caller would be refused; \
+                 add one (`crm-comms token new`), or pass --allow-empty-tokens if that is meant",
+                path.display()
+            );
+        }
+        Ok(set)
     }
 
     /// The entries, in file order.

@@ -40,11 +40,11 @@ pub enum AttentionPosition {
 /// Which list, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttentionKind {
-    /// Customers whose last contact is before `as_of - stale_days`.
+    /// Customers whose last contact is at or before `as_of - stale_days`.
     Stale {
         /// Whole days without contact.
         stale_days: i64,
-        /// Also customers never contacted (created before the cutoff).
+        /// Also customers never contacted (created at or before the cutoff).
         include_never_contacted: bool,
     },
     /// Customers whose contacts in `[start, end)` fell against the period before.

@@ -172,6 +172,11 @@ async fn write_batches(
             match outcome {
                 BatchOutcome::Stored => tally.report.accepted_count += 1,
                 BatchOutcome::Duplicate => tally.report.duplicate_count += 1,
+                BatchOutcome::RequestIdReused => tally.reject(
+                    index,
+                    request_id,
+                    "request_id: was used before for a different communication".to_owned(),
+                ),
                 BatchOutcome::UnknownCustomer => {
                     // A merged customer's rejection names the customer to send it to.
                     let why = match crate::db::customers::why_gone(&db, customer_id).await {

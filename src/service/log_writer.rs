@@ -7,8 +7,9 @@
 //! same six statements per call. A lone call is a batch of one, so its latency is what
 //! it was; under concurrency the statements per call fall with the batch size.
 //!
-//! Every call still gets exactly its own answer: its row, the first row of a reused
-//! `request_id`, or NOT_FOUND for an unknown customer. A batch that fails as a whole
+//! Every call still gets exactly its own answer: its row, the first row of a replayed
+//! `request_id` (REQUEST_ID_REUSED when the key was used for a different
+//! communication), or NOT_FOUND for an unknown customer. A batch that fails as a whole
 //! where nothing can have been stored (a key race, a conflict) is replayed call by call
 //! (`communications::insert`); any other failure (the database away, possibly
 //! mid-COMMIT) answers every call with the error rather than risk storing a row twice.
@@ -130,6 +131,10 @@ async fn write(db: &Db, batch: Vec<Pending>, consecutive: bool) {
                 let answer = match outcome {
                     Logged::Stored(row) => Ok(*row),
                     Logged::Existing(id) => communications::get(db, id).await,
+                    Logged::RequestIdReused => Err(Error::RequestIdReused {
+                        resource: "communication",
+                        request_id: pending.form.request_id.clone().unwrap_or_default(),
+                    }),
                     Logged::UnknownCustomer => {
                         match crate::db::customers::why_gone(db, pending.form.customer_id).await {
                             Ok(gone) | Err(gone) => Err(gone),

@@ -202,6 +202,7 @@ pub async fn frequency(
     source: ReportSource,
     deadline: Deadline,
 ) -> Result<FrequencyReport> {
+    customers::refuse_merged(db, &q.customer_ids).await?;
     let previous = match q.compare_previous_period {
         false => None,
         true => {
@@ -430,6 +431,7 @@ pub async fn content(
     index: Option<&ContentIndexHandle>,
     deadline: Deadline,
 ) -> Result<ContentReport> {
+    customers::refuse_merged(db, &q.customer_ids).await?;
     if let Some(index) = index.filter(|_| q.patterns.is_empty()) {
         let asked = IndexQuery {
             start: q.start.and_utc().timestamp_micros(),

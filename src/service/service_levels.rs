@@ -18,7 +18,7 @@ use crate::analytics::buckets::{parse_time_zone, Bucket, BucketPlan, Granularity
 use crate::analytics::business_time::BusinessClock;
 use crate::analytics::waits::{Replies, Wait, WaitFigures, WaitSet};
 use crate::db::service_levels::{self, INBOUND, OUTBOUND};
-use crate::db::{business_hours, Db};
+use crate::db::{business_hours, customers, Db};
 use crate::error::{Error, Result};
 use crate::model::deadline::Deadline;
 use crate::model::filter::CommunicationFilter;
@@ -156,6 +156,7 @@ fn summarize(
 
 /// The response-time report; checks `deadline` before each page and statement.
 pub async fn response_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result<WaitReport> {
+    customers::refuse_merged(db, &q.customer_ids).await?;
     let schedule = schedule(db, q.business_hours_id).await?;
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
     let scope = CommunicationFilter {
@@ -213,6 +214,7 @@ pub async fn response_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result
 /// The resolution-time report of the tickets opened in range; checks `deadline`
 /// before each page.
 pub async fn resolution_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result<WaitReport> {
+    customers::refuse_merged(db, &q.customer_ids).await?;
     let schedule = schedule(db, q.business_hours_id).await?;
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
     let scope = CommunicationFilter {

@@ -64,8 +64,11 @@ backend_tests! {
         assert_eq!(first.holidays, ["2025-01-01", "2025-10-01"]);
         assert_eq!(first.etag, "1");
         // The same key again: the first result, nothing new.
-        let again = create(app, weekdays_nine_to_six("another name"), "bh-1").await.unwrap();
+        let again = create(app, weekdays_nine_to_six("Support 上海"), "bh-1").await.unwrap();
         assert_eq!(again, first);
+        // The same key for another schedule: refused, nothing new.
+        let err = create(app, weekdays_nine_to_six("another name"), "bh-1").await.unwrap_err();
+        assert_status(&err, Code::FailedPrecondition, "REQUEST_ID_REUSED");
         assert_eq!(app.scalar("SELECT COUNT(*) FROM business_hours").await, 1);
         // The same name, another key: ALREADY_EXISTS; a name differing in case is another.
         let err = create(app, weekdays_nine_to_six("Support 上海"), "bh-2").await.unwrap_err();

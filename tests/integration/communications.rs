@@ -250,10 +250,10 @@ backend_tests! {
                 3 => (pb::Communication { channel: 0, ..note(customer, "x", "2024-01-01T00:00:00Z") }, format!("bad-{i}")),
                 // Unknown customer.
                 5 => (note(999_999, "x", "2024-01-01T00:00:00Z"), format!("ghost-{i}")),
-                // Repeats the key of the previous item.
+                // Repeats the previous item, key and all.
                 7 => {
                     let previous = if (i - 1) % 2 == 0 { a } else { b };
-                    (note(previous, "again", "2024-01-01T00:00:00Z"), format!("k-{}", i - 1))
+                    (note(previous, &format!("第{}条", i - 1), "2024-02-01T00:00:00Z"), format!("k-{}", i - 1))
                 }
                 _ => {
                     good += 1;
@@ -262,7 +262,7 @@ backend_tests! {
             };
             items.push((c, r));
         }
-        items.push((note(a, "dup of logged", "2024-01-01T00:00:00Z"), "dup-before".into()));
+        items.push((note(a, "earlier", "2024-01-01T00:00:00Z"), "dup-before".into()));
         // An oversized item: rejected with its index.
         items.push((note(b, &"字".repeat(30_000), "2024-01-01T00:00:00Z"), "big".into()));
         let r = import(app, items).await;
@@ -488,9 +488,15 @@ backend_tests! {
                 4 => (a, String::new()),
                 _ => (if i % 2 == 0 { a } else { b }, format!("k-{i}")),
             };
-            let content = format!("burst #{i}");
+            // A key's uses are replays of one request (a key reused for another
+            // communication is refused; see the idempotency tests).
+            let (content, occur) = match i % 8 {
+                0 => ("used before".to_owned(), "2024-01-01T00:00:00Z"),
+                1 | 2 => ("same in burst".to_owned(), "2024-02-01T00:00:00Z"),
+                _ => (format!("burst #{i}"), "2024-02-01T00:00:00Z"),
+            };
             calls.push(tokio::spawn(async move {
-                let c = note(customer, &content, "2024-02-01T00:00:00Z");
+                let c = note(customer, &content, occur);
                 (i, customer, content, client.log_communication(log(c, &key)).await)
             }));
         }

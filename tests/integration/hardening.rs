@@ -194,9 +194,9 @@ backend_tests! {
                 .into_inner();
             assert_ne!(first.id, second.id, "{a:?} and {b:?} collided");
             assert_eq!(second.content, b);
-            // The same key again still finds its own row.
+            // The same request again still finds its own row.
             let retry = communications
-                .log_communication(log(note(customer, "retry", "2024-05-01T08:00:00Z"), b))
+                .log_communication(log(note(customer, b, "2024-05-01T08:00:00Z"), b))
                 .await
                 .unwrap()
                 .into_inner();

@@ -27,16 +27,22 @@ mod durability;
 mod follow;
 mod fuzz;
 mod hardening;
+mod idempotency;
+mod merged_reports;
 mod merges;
 mod migrations;
 mod operations;
 mod outage;
+mod page_token_privacy;
 mod robustness;
 mod rollups;
 mod security;
 mod server;
 mod service_levels;
+mod stale_boundary;
 mod stall;
+mod token_reload;
+mod unicode_keywords;
 
 use std::process::ExitCode;
 

@@ -1141,7 +1141,7 @@ async fn create(channel: &Channel, header: &Option<String>) -> Result<i64, Statu
 }
 
 /// Sends SIGHUP to this process (the servers under test reload their files).
-async fn sighup() {
+pub(crate) async fn sighup() {
     // A handler of our own first, so the signal can never take the default action.
     let _keep = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
     let status = std::process::Command::new("kill")

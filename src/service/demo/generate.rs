@@ -540,6 +540,7 @@ impl Plan {
             // Recorded by the shop system a moment after checkout.
             create_time: o.time + Duration::seconds(2),
             request_id: None,
+            occur_time_given: true,
         }
     }
 
@@ -557,6 +558,7 @@ impl Plan {
             update_time: t.resolve_time.unwrap_or(t.open_time),
             version: 1,
             request_id: None,
+            open_time_given: true,
         }
     }
 
@@ -682,6 +684,7 @@ impl Plan {
             chat_conversation_id,
             create_time: occur_time + Duration::seconds(logged_after),
             request_id: None,
+            occur_time_given: true,
         }
     }
 

@@ -452,8 +452,10 @@ pub async fn delete(
                     }
                 }
                 if purge {
+                    // Tombstones are followed by their time: stamped in the attempt.
+                    let stamp = super::feed::stamp();
                     super::rollups::remove_customer(conn, id).await?;
-                    super::content_feed::record_customer_deletions(conn, id, now).await?;
+                    super::content_feed::record_customer_deletions(conn, id, stamp).await?;
                     diesel::delete(
                         communications::table.filter(communications::customer_id.eq(id)),
                     )
@@ -478,6 +480,7 @@ pub async fn delete(
                     diesel::delete(customers::table.filter(customers::merged_into.eq(id)))
                         .execute(conn)
                         .await?;
+                    super::feed::check_commit_bound(stamp)?;
                 } else {
                     diesel::update(customers::table.filter(customers::id.eq(id)))
                         .set((

@@ -13,7 +13,6 @@ use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
 use crate::db::Db;
 use crate::error::Error;
 use crate::model::caller::Caller;
-use crate::model::time::now;
 
 /// Items per import batch (one multi-row INSERT, one transaction).
 const IMPORT_BATCH_ROWS: usize = 1000;
@@ -138,14 +137,7 @@ async fn write_batches(
 ) -> Result<ImportTally, Error> {
     let mut tally = ImportTally::default();
     while let Some(batch) = queue.recv().await {
-        let ImportBatch {
-            mut forms, meta, ..
-        } = batch;
-        // Stamp the record time at write time: follow streams find new rows by it.
-        let stamp = now();
-        for form in &mut forms {
-            form.create_time = stamp;
-        }
+        let ImportBatch { forms, meta, .. } = batch;
         let customers: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
         let outcomes = match communications::insert_batch(&db, forms.clone(), &caller).await {
             Ok(o) => o,

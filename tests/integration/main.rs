@@ -20,6 +20,7 @@ mod communications;
 mod content_index;
 mod customers;
 mod demo;
+mod feed;
 mod follow;
 mod fuzz;
 mod hardening;

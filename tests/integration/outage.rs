@@ -44,16 +44,18 @@ fn is_root() -> bool {
 }
 
 /// A MariaDB server of this test alone.
-struct PrivateMariaDb {
+pub(crate) struct PrivateMariaDb {
     mariadbd: PathBuf,
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     child: Option<Child>,
+    /// More server options (`--auto-increment-increment=3`, ...).
+    pub(crate) args: Vec<String>,
 }
 
 impl PrivateMariaDb {
     /// Creates a data directory; `None` when the MariaDB binaries are not installed.
-    fn install() -> Option<Self> {
+    pub(crate) fn install() -> Option<Self> {
         let (Some(mariadbd), Some(install_db)) = (find("mariadbd"), find("mariadb-install-db"))
         else {
             eprintln!(
@@ -84,15 +86,16 @@ impl PrivateMariaDb {
             dir,
             port,
             child: None,
+            args: Vec::new(),
         })
     }
 
-    fn url(&self, database: &str) -> String {
+    pub(crate) fn url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Starts the server on the data directory and waits until it answers.
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let data = self.dir.path().join("data");
         let mut cmd = Command::new(&self.mariadbd);
         cmd.arg("--no-defaults")
@@ -110,6 +113,7 @@ impl PrivateMariaDb {
             .arg("--skip-grant-tables")
             .arg("--skip-log-bin")
             .arg("--innodb-buffer-pool-size=32M")
+            .args(&self.args)
             .arg(format!(
                 "--log-error={}",
                 self.dir.path().join("error.log").display()

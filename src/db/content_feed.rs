@@ -53,13 +53,13 @@ pub struct Stamped {
     pub time: NaiveDateTime,
 }
 
-/// Up to `limit` rows with `id > after`, ascending by id.
-pub async fn page_after(db: &Db, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
+/// Up to `limit` rows with `id > after`, ascending by id; causal on a Galera node.
+pub async fn page_after(db: &Db, galera: bool, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
     let mut sql = Sql::from(FEED_COLUMNS);
     sql.push(" WHERE id > ")
         .bind(Bind::I64(after))
         .push(&format!(" ORDER BY id LIMIT {limit}"));
-    query::load(db, &sql).await
+    query::load(db, &super::feed::causal(sql, galera)).await
 }
 
 /// Up to `limit` rows recorded strictly after the `(create_time, id)` position
@@ -129,6 +129,23 @@ pub async fn record_customer_deletions<C: Conn>(
     sql.bind(Bind::Time(now))
         .push(" FROM communications WHERE customer_id = ")
         .bind(Bind::I64(customer_id));
+    conn.execute_sql(&sql).await?;
+    Ok(())
+}
+
+/// Moves the tombstones stamped `old` to `new`, in the caller's transaction (a purge
+/// stamps them again once its deletes are done). Another delete's tombstones with the
+/// very same stamp move too, which is harmless: a tombstone read twice removes nothing
+/// more.
+pub async fn restamp_deletions<C: Conn>(
+    conn: &mut C,
+    old: NaiveDateTime,
+    new: NaiveDateTime,
+) -> Result<()> {
+    let mut sql = Sql::from("UPDATE deleted_communications SET delete_time = ");
+    sql.bind(Bind::Time(new))
+        .push(" WHERE delete_time = ")
+        .bind(Bind::Time(old));
     conn.execute_sql(&sql).await?;
     Ok(())
 }

@@ -151,10 +151,8 @@ pub async fn merge(db: &Db, form: &MergeForm, caller: &Caller) -> Result<MergeOu
     let result = retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             conn.transaction(async |conn| {
-                // Followed by its time: stamped in the attempt (see `feed`).
-                let stamp = super::feed::stamp();
-                let merged = merge_in(conn, form, stamp, caller).await?;
-                super::feed::check_commit_bound(stamp)?;
+                let merged = merge_in(conn, form, super::feed::stamp(), caller).await?;
+                super::feed::check_commit_bound(merged.merge_time)?;
                 Ok::<_, Error>(merged)
             })
             .await
@@ -357,7 +355,9 @@ where
         .push("id = ")
         .bind(Bind::I64(survivor));
     conn.execute_sql(&touch).await?;
-    // 8. The merge itself, then the audit records.
+    // 8. The merge itself, then the audit records. Its time is followed (see `feed`):
+    // stamped here, after the moves, so only the rest must fit the commit bound.
+    let now = super::feed::stamp();
     let row = MergeRow {
         customer_id: survivor,
         merged_ids: merged

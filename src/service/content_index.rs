@@ -200,7 +200,8 @@ impl ContentIndexHandle {
             let mut logged = Instant::now();
             let mut last_id = 0;
             loop {
-                let page = content_feed::page_after(feed.db(), last_id, PAGE_ROWS).await?;
+                let causal = feed.causal().await;
+                let page = content_feed::page_after(feed.db(), causal, last_id, PAGE_ROWS).await?;
                 let done = page.len() < PAGE_ROWS as usize;
                 last_id = page.last().map_or(last_id, |r| r.id);
                 self.insert(page).await?;

@@ -419,7 +419,9 @@ crate::standalone_tests! {
             delays.len()
         );
         assert!(idle < 3.0, "two idle servers ran {idle:.2} statements/s");
-        assert!(idle_indexing < 6.0, "idle index ran {idle_indexing:.2} statements/s");
+        // The index: 3 reads per 2 s sync (each read is 2 statements with the pool's
+        // liveness check), whatever the ids; the rest is the servers' idle baseline.
+        assert!(idle_indexing < idle + 6.0, "idle index ran {idle_indexing:.2} statements/s");
         assert!(p50 + Duration::from_millis(300) >= SETTLE, "delivered before settling: {p50:?}");
         assert!(p99 < SETTLE + Duration::from_secs(2), "p99 delay {p99:?}");
     }

@@ -247,14 +247,19 @@ async fn with_batch(
 ) -> Result<Vec<BatchOutcome>> {
     with_conn!(db, write, |conn| {
         crate::db::tx::transaction(conn, async |conn| {
+            let stamp = super::feed::stamp();
             let (live, used) = batch_lookups!(conn, customer_ids, keys);
-            let (outcomes, rows) = plan_batch(forms, &live, used);
+            let (outcomes, mut rows) = plan_batch(forms, &live, used);
+            for row in &mut rows {
+                row.create_time = stamp;
+            }
             if !rows.is_empty() {
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
                 let change = import_change(&rows);
                 conn.insert_communications(rows).await?;
                 rollups::add(conn, &deltas).await?;
                 audit::record(conn, caller, crate::model::time::now(), &[change]).await?;
+                super::feed::check_commit_bound(stamp)?;
             }
             Ok::<_, Error>(outcomes)
         })
@@ -377,13 +382,17 @@ pub async fn log_batch(
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             crate::db::tx::transaction(conn, async |conn| {
+                let stamp = super::feed::stamp();
                 let (live, used) = batch_lookups!(conn, &customer_ids, &keys);
                 let plan = plan_log(forms, &live, used);
                 let fresh: Vec<CommunicationInsertForm> = plan
                     .iter()
                     .zip(forms)
                     .filter(|(p, _)| matches!(p, LogPlan::Store))
-                    .map(|(_, f)| f.clone())
+                    .map(|(_, f)| CommunicationInsertForm {
+                        create_time: stamp,
+                        ..f.clone()
+                    })
                     .collect();
                 let deltas = Deltas::of(fresh.iter().map(Contribution::from), 1);
                 let mut ids = Vec::with_capacity(fresh.len());
@@ -408,7 +417,8 @@ pub async fn log_batch(
                     rollups::add(conn, &deltas).await?;
                     audit_logged(conn, &plan, forms, callers, &ids).await?;
                 }
-                Ok::<_, Error>(resolve_log(plan, forms, &ids))
+                super::feed::check_commit_bound(stamp)?;
+                Ok::<_, Error>(resolve_log(plan, forms, &ids, stamp))
             })
             .await
         })
@@ -499,13 +509,21 @@ fn plan_log(
 }
 
 /// The outcomes, given the ids of the stored items in order.
-fn resolve_log(plan: Vec<LogPlan>, forms: &[CommunicationInsertForm], ids: &[i64]) -> Vec<Logged> {
+/// `stamp` is the record time the stored items got.
+fn resolve_log(
+    plan: Vec<LogPlan>,
+    forms: &[CommunicationInsertForm],
+    ids: &[i64],
+    stamp: NaiveDateTime,
+) -> Vec<Logged> {
     let mut stored: Vec<Option<CommunicationRow>> = vec![None; forms.len()];
     let mut next = ids.iter();
     for (i, p) in plan.iter().enumerate() {
         if *p == LogPlan::Store {
             if let Some(&id) = next.next() {
-                stored[i] = Some(super::Stored::stored(&forms[i], id));
+                let mut row = super::Stored::stored(&forms[i], id);
+                row.create_time = stamp;
+                stored[i] = Some(row);
             }
         }
     }
@@ -545,6 +563,7 @@ pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
                     super::content_feed::record_deletion(conn, id, now).await?;
                     let change = Change::new("DeleteCommunication", row.customer_id, id);
                     audit::record(conn, caller, now, &[change]).await?;
+                    super::feed::check_commit_bound(now)?;
                 }
                 Ok::<_, Error>(())
             })

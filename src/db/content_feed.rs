@@ -1,13 +1,14 @@
 //! What the in-memory content index (`service::content_index`) reads to fill itself and
 //! stay current, and the tombstones every delete of a communication writes for it.
 //!
-//! The index loads the table by id, then follows it: rows recorded since its watermark
-//! (less a safety margin) through `ix_communications_created`, and tombstones written
-//! since its other watermark through `ix_deleted_communications_time`. Any number of
-//! servers over one database do the same, so each answers from the same rows.
+//! The index loads the table by id, then follows the change feed (`service::feed`):
+//! rows recorded after its watermark through `ix_communications_created` (InnoDB and
+//! SQLite keep the primary key in it, so it orders `(create_time, id)`), and tombstones
+//! written after its other watermark through `ix_deleted_communications_time`. Any
+//! number of servers over one database do the same, so each answers from the same rows.
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
 use diesel::QueryableByName;
 
 use super::dialect::Conn;
@@ -52,26 +53,31 @@ pub struct Stamped {
     pub time: NaiveDateTime,
 }
 
-#[derive(QueryableByName)]
-struct Latest {
-    #[diesel(sql_type = Nullable<Timestamp>)]
-    time: Option<NaiveDateTime>,
-}
-
-/// Up to `limit` rows with `id > after`, ascending by id.
-pub async fn page_after(db: &Db, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
+/// Up to `limit` rows with `id > after`, ascending by id; causal on a Galera node.
+pub async fn page_after(db: &Db, galera: bool, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
     let mut sql = Sql::from(FEED_COLUMNS);
     sql.push(" WHERE id > ")
         .bind(Bind::I64(after))
         .push(&format!(" ORDER BY id LIMIT {limit}"));
-    query::load(db, &sql).await
+    query::load(db, &super::feed::causal(sql, galera)).await
 }
 
-/// Ids and record times of the rows recorded at or after `since`.
-pub async fn recorded_since(db: &Db, since: NaiveDateTime) -> Result<Vec<Stamped>> {
-    let mut sql = Sql::from("SELECT id, create_time AS time FROM communications");
-    sql.and().push("create_time >= ").bind(Bind::Time(since));
-    query::load(db, &sql).await
+/// Up to `limit` rows recorded strictly after the `(create_time, id)` position
+/// `after`, in that order; causal on a Galera node.
+pub async fn recorded_after(
+    db: &Db,
+    galera: bool,
+    after: Option<(NaiveDateTime, i64)>,
+    limit: u32,
+) -> Result<Vec<FeedRow>> {
+    let mut sql = Sql::from(FEED_COLUMNS);
+    let keyset = query::Keyset {
+        columns: &["create_time", "id"],
+        descending: false,
+    };
+    keyset.after_row(&mut sql, after);
+    keyset.order_limit(&mut sql, i64::from(limit));
+    query::load(db, &super::feed::causal(sql, galera)).await
 }
 
 /// The rows with these ids (those that still exist).
@@ -87,20 +93,18 @@ pub async fn rows_by_id(db: &Db, ids: &[i64]) -> Result<Vec<FeedRow>> {
     Ok(out)
 }
 
-/// Tombstones written at or after `since` (all of them without one).
-pub async fn deleted_since(db: &Db, since: Option<NaiveDateTime>) -> Result<Vec<Stamped>> {
+/// Tombstones written strictly after `after` (all of them without one); causal on a
+/// Galera node.
+pub async fn deleted_after(
+    db: &Db,
+    galera: bool,
+    after: Option<NaiveDateTime>,
+) -> Result<Vec<Stamped>> {
     let mut sql = Sql::from("SELECT id, delete_time AS time FROM deleted_communications");
-    if let Some(since) = since {
-        sql.and().push("delete_time >= ").bind(Bind::Time(since));
+    if let Some(after) = after {
+        sql.and().push("delete_time > ").bind(Bind::Time(after));
     }
-    query::load(db, &sql).await
-}
-
-/// The latest tombstone's time; `None` when there is none.
-pub async fn last_deletion(db: &Db) -> Result<Option<NaiveDateTime>> {
-    let sql = Sql::from("SELECT MAX(delete_time) AS time FROM deleted_communications");
-    let rows: Vec<Latest> = query::load(db, &sql).await?;
-    Ok(rows.into_iter().next().and_then(|r| r.time))
+    query::load(db, &super::feed::causal(sql, galera)).await
 }
 
 /// Records that communication `id` is deleted, in the caller's transaction.
@@ -125,6 +129,23 @@ pub async fn record_customer_deletions<C: Conn>(
     sql.bind(Bind::Time(now))
         .push(" FROM communications WHERE customer_id = ")
         .bind(Bind::I64(customer_id));
+    conn.execute_sql(&sql).await?;
+    Ok(())
+}
+
+/// Moves the tombstones stamped `old` to `new`, in the caller's transaction (a purge
+/// stamps them again once its deletes are done). Another delete's tombstones with the
+/// very same stamp move too, which is harmless: a tombstone read twice removes nothing
+/// more.
+pub async fn restamp_deletions<C: Conn>(
+    conn: &mut C,
+    old: NaiveDateTime,
+    new: NaiveDateTime,
+) -> Result<()> {
+    let mut sql = Sql::from("UPDATE deleted_communications SET delete_time = ");
+    sql.bind(Bind::Time(new))
+        .push(" WHERE delete_time = ")
+        .bind(Bind::Time(old));
     conn.execute_sql(&sql).await?;
     Ok(())
 }

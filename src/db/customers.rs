@@ -517,8 +517,10 @@ pub async fn delete(
                     }
                 }
                 if purge {
+                    // Tombstones are followed by their time (see `feed`).
+                    let stamp = super::feed::stamp();
                     super::rollups::remove_customer(conn, id).await?;
-                    super::content_feed::record_customer_deletions(conn, id, now).await?;
+                    super::content_feed::record_customer_deletions(conn, id, stamp).await?;
                     diesel::delete(
                         communications::table.filter(communications::customer_id.eq(id)),
                     )
@@ -543,6 +545,11 @@ pub async fn delete(
                     diesel::delete(customers::table.filter(customers::merged_into.eq(id)))
                         .execute(conn)
                         .await?;
+                    // Stamped again after the deletes, so only the rest must fit the
+                    // commit bound however many rows the customer had.
+                    let fresh = super::feed::stamp();
+                    super::content_feed::restamp_deletions(conn, stamp, fresh).await?;
+                    super::feed::check_commit_bound(fresh)?;
                 } else {
                     diesel::update(customers::table.filter(customers::id.eq(id)))
                         .set((

@@ -161,16 +161,15 @@ const MOVED_TABLES: [&str; 3] = ["communications", "transactions", "service_tick
 /// Merges `form.merged` into `form.survivor`; see the module header. With a
 /// `request_id` used before for this survivor, returns that merge's outcome and writes
 /// nothing (REQUEST_ID_REUSED if that merge named other customers).
-pub async fn merge(
-    db: &Db,
-    form: &MergeForm,
-    now: NaiveDateTime,
-    caller: &Caller,
-) -> Result<MergeOutcome> {
+pub async fn merge(db: &Db, form: &MergeForm, caller: &Caller) -> Result<MergeOutcome> {
     let result = retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            crate::db::tx::transaction(conn, async |conn| merge_in(conn, form, now, caller).await)
-                .await
+            crate::db::tx::transaction(conn, async |conn| {
+                let merged = merge_in(conn, form, super::feed::stamp(), caller).await?;
+                super::feed::check_commit_bound(merged.merge_time)?;
+                Ok::<_, Error>(merged)
+            })
+            .await
         })
     })
     .await;
@@ -371,7 +370,9 @@ where
         .push("id = ")
         .bind(Bind::I64(survivor));
     conn.execute_sql(&touch).await?;
-    // 8. The merge itself, then the audit records.
+    // 8. The merge itself, then the audit records. Its time is followed (see `feed`):
+    // stamped here, after the moves, so only the rest must fit the commit bound.
+    let now = super::feed::stamp();
     let row = MergeRow {
         customer_id: survivor,
         merged_ids: merged
@@ -440,18 +441,20 @@ fn merge_tags(survivor: i64, rows: Vec<TagRow>) -> (Vec<String>, usize) {
     (new.into_iter().take(room).collect(), dropped)
 }
 
-/// Every merge stamped at or after `since` (all of them for `None`), oldest first:
-/// `(merge time, survivor, merged ids)` (what a content index re-owns).
-pub async fn merges_since(
+/// Every merge stamped strictly after `after` (all of them for `None`), oldest first:
+/// `(merge time, survivor, merged ids)` (what a content index re-owns); causal on a
+/// Galera node.
+pub async fn merges_after(
     db: &Db,
-    since: Option<NaiveDateTime>,
+    galera: bool,
+    after: Option<NaiveDateTime>,
 ) -> Result<Vec<(NaiveDateTime, i64, Vec<i64>)>> {
     let mut sql = Sql::from(&*format!("SELECT {MERGE_COLUMNS} FROM customer_merges"));
-    if let Some(since) = since {
-        sql.and().push("merge_time >= ").bind(Bind::Time(since));
+    if let Some(after) = after {
+        sql.and().push("merge_time > ").bind(Bind::Time(after));
     }
     sql.push(" ORDER BY merge_time, id");
-    let rows: Vec<MergeRow> = super::query::load(db, &sql).await?;
+    let rows: Vec<MergeRow> = super::query::load(db, &super::feed::causal(sql, galera)).await?;
     Ok(rows
         .into_iter()
         .map(|r| (r.merge_time, r.customer_id, r.merged()))

@@ -19,6 +19,7 @@ pub mod communications;
 pub mod content_feed;
 pub mod customers;
 pub mod dialect;
+pub mod feed;
 pub mod merges;
 pub mod migrate;
 pub mod query;
@@ -626,6 +627,14 @@ macro_rules! create_for_customer {
         let result = $crate::db::retry_conflicts(|| async {
             $crate::with_conn!($db, write, |conn| {
                 $crate::db::tx::transaction(conn, async |conn| {
+                    // Stamped in the attempt, so a retried one stamps anew (see `feed`).
+                    let stamp = $crate::db::feed::stamp();
+                    let stamped = {
+                        let mut f = form.clone();
+                        f.create_time = stamp;
+                        f
+                    };
+                    let form = &stamped;
                     query::lock_customer(conn, form.customer_id).await?;
                     if let Some(rid) = &form.request_id {
                         let first: Option<$row> =
@@ -647,6 +656,7 @@ macro_rules! create_for_customer {
                     }
                     let change = $crate::db::audit::Change::new($method, form.customer_id, id);
                     $crate::db::audit::record(conn, $caller, row.create_time, &[change]).await?;
+                    $crate::db::feed::check_commit_bound(stamp)?;
                     Ok(row)
                 })
                 .await

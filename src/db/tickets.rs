@@ -143,14 +143,18 @@ impl super::Stored<TicketRow> for TicketInsertForm {
 
 /// Opens a ticket; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TicketInsertForm, caller: &Caller) -> Result<TicketRow> {
-    create_for_customer!(
-        db,
-        service_tickets,
-        TICKETS,
-        TicketRow,
-        form,
-        audit = (caller, "CreateServiceTicket")
-    )
+    // A retry runs again with a fresh record stamp (see `feed::check_commit_bound`).
+    super::retry_conflicts(|| async {
+        create_for_customer!(
+            db,
+            service_tickets,
+            TICKETS,
+            TicketRow,
+            form,
+            audit = (caller, "CreateServiceTicket")
+        )
+    })
+    .await
 }
 
 /// Applies `changes` when `expected_version` (if any) is current. Moving to RESOLVED

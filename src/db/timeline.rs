@@ -1,12 +1,13 @@
 //! The timeline's reads: keyset pages of each source (communications, transactions,
-//! service tickets) in `(occur_time, id)` order, and rows recorded since a watermark
-//! for follow streams. Each call borrows a pooled connection for one short query.
+//! service tickets) in `(occur_time, id)` order, optionally bounded to a history
+//! snapshot (rows recorded at or before a time). Each call borrows a pooled connection
+//! for one short query; what was recorded since is read by `super::feed`.
 
 use chrono::NaiveDateTime;
 
 use super::communications::{CommunicationRow, COMMUNICATIONS};
 use super::dialect::{Backend, Index};
-use super::query::{self, Keyset, Sql, Table};
+use super::query::{self, Sql, Table};
 use super::tickets::{TicketRow, TICKETS};
 use super::transactions::{TransactionRow, TRANSACTIONS};
 use super::Db;
@@ -88,6 +89,12 @@ impl Event {
             Event::Ticket(r) => r.create_time,
         }
     }
+
+    /// `(create_time, id, source)`: where the change feed found it.
+    pub fn position(&self) -> super::feed::Position {
+        let (_, id, source) = self.key();
+        (self.create_time(), id, source)
+    }
 }
 
 /// Where a page starts: strictly after `(time, id)` in the page's direction.
@@ -99,16 +106,18 @@ pub struct After {
     pub id: i64,
 }
 
-/// The statement of one keyset page of `source`. Communications name their index on
-/// MySQL: when one customer owns most rows MariaDB otherwise plans a `ref` scan on
-/// `customer_id` that re-reads the customer's earlier entries for every page (quadratic
-/// over a long timeline).
+/// The statement of one keyset page of `source`, of the rows recorded at or before
+/// `snapshot` when one is given. Communications name their index on MySQL: when one
+/// customer owns most rows MariaDB otherwise plans a `ref` scan on `customer_id` that
+/// re-reads the customer's earlier entries for every page (quadratic over a long
+/// timeline).
 fn page_sql(
     backend: Backend,
     source: Source,
     filter: &CommunicationFilter,
     after: Option<After>,
     descending: bool,
+    snapshot: Option<NaiveDateTime>,
     limit: i64,
 ) -> Sql {
     let table = source.table();
@@ -123,25 +132,41 @@ fn page_sql(
     sql.filter(table, filter);
     let keyset = table.keyset(descending);
     keyset.after_row(&mut sql, after.map(|a| (a.time, a.id)));
+    if let Some(snapshot) = snapshot {
+        sql.and()
+            .push("create_time <= ")
+            .bind(query::Bind::Time(snapshot));
+    }
     keyset.order_limit(&mut sql, limit);
     sql
 }
 
-/// One keyset page of `source`, at most `limit` rows, in the given direction.
+/// One keyset page of `source`, at most `limit` rows, in the given direction; with a
+/// `snapshot`, only rows recorded at or before it, read causally on a Galera node.
 pub async fn page(
     db: &Db,
     source: Source,
     filter: &CommunicationFilter,
     after: Option<After>,
     descending: bool,
+    snapshot: Option<(NaiveDateTime, bool)>,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    let sql = page_sql(db.backend(), source, filter, after, descending, limit);
+    let sql = page_sql(
+        db.backend(),
+        source,
+        filter,
+        after,
+        descending,
+        snapshot.map(|s| s.0),
+        limit,
+    );
+    let sql = super::feed::causal(sql, snapshot.is_some_and(|s| s.1));
     load_events(db, source, &sql).await
 }
 
 /// The rows of `sql`, a statement over `source`'s table, as events.
-async fn load_events(db: &Db, source: Source, sql: &Sql) -> Result<Vec<Event>> {
+pub(crate) async fn load_events(db: &Db, source: Source, sql: &Sql) -> Result<Vec<Event>> {
     Ok(match source {
         Source::Communications => query::load(db, sql)
             .await?
@@ -159,49 +184,6 @@ async fn load_events(db: &Db, source: Source, sql: &Sql) -> Result<Vec<Event>> {
             .map(Event::Ticket)
             .collect(),
     })
-}
-
-/// The statement of [`recorded_since`]: the filter's customers, channels and lower time
-/// bound (not its end: a follow stream's end is checked on each event), rows recorded
-/// at or after `since`, in `(create_time, id)` order after `after`.
-fn recorded_since_sql(
-    source: Source,
-    filter: &CommunicationFilter,
-    since: NaiveDateTime,
-    after: Option<(NaiveDateTime, i64)>,
-    limit: i64,
-) -> Sql {
-    let table = source.table();
-    let mut sql = table.select();
-    let open_ended = CommunicationFilter {
-        end: None,
-        ..filter.clone()
-    };
-    sql.filter(table, &open_ended);
-    sql.and()
-        .push("create_time >= ")
-        .bind(query::Bind::Time(since));
-    let keyset = Keyset {
-        columns: &["create_time", "id"],
-        descending: false,
-    };
-    keyset.after_row(&mut sql, after);
-    keyset.order_limit(&mut sql, limit);
-    sql
-}
-
-/// Rows of `source` matching `filter` recorded at or after `since`, in
-/// `(create_time, id)` order, strictly after `after` (a `(create_time, id)` position).
-pub async fn recorded_since(
-    db: &Db,
-    source: Source,
-    filter: &CommunicationFilter,
-    since: NaiveDateTime,
-    after: Option<(NaiveDateTime, i64)>,
-    limit: i64,
-) -> Result<Vec<Event>> {
-    let sql = recorded_since_sql(source, filter, since, after, limit);
-    load_events(db, source, &sql).await
 }
 
 #[cfg(test)]
@@ -232,6 +214,7 @@ mod tests {
             &filter(),
             after,
             false,
+            None,
             100,
         );
         let sqlite = page_sql(
@@ -240,6 +223,7 @@ mod tests {
             &filter(),
             after,
             false,
+            None,
             100,
         );
         let tail = " WHERE occur_time >= ? AND occur_time < ? AND customer_id IN (?) AND \
@@ -255,7 +239,15 @@ mod tests {
         assert_eq!(mysql.binds.len(), mysql.text.matches('?').count());
         // Every customer: the time index.
         let all = CommunicationFilter::default();
-        let mysql = page_sql(Backend::Mysql, Source::Communications, &all, None, true, 5);
+        let mysql = page_sql(
+            Backend::Mysql,
+            Source::Communications,
+            &all,
+            None,
+            true,
+            None,
+            5,
+        );
         assert_eq!(
             mysql.text,
             format!(
@@ -267,7 +259,15 @@ mod tests {
 
     #[test]
     fn tickets_page_by_open_time_ignores_channels() {
-        let sql = page_sql(Backend::Mysql, Source::Tickets, &filter(), None, true, 5);
+        let sql = page_sql(
+            Backend::Mysql,
+            Source::Tickets,
+            &filter(),
+            None,
+            true,
+            None,
+            5,
+        );
         assert_eq!(
             sql.text,
             format!(
@@ -276,20 +276,5 @@ mod tests {
                 TICKETS.columns
             )
         );
-    }
-
-    #[test]
-    fn recorded_since_is_pinned() {
-        let sql = recorded_since_sql(Source::Transactions, &filter(), at(2), Some((at(4), 8)), 50);
-        assert_eq!(
-            sql.text,
-            format!(
-                "SELECT {} FROM transactions WHERE occur_time >= ? AND customer_id IN (?) AND \
-                 create_time >= ? AND create_time >= ? AND (create_time > ? OR (create_time = ? \
-                 AND id > ?)) ORDER BY create_time ASC, id ASC LIMIT ?",
-                TRANSACTIONS.columns
-            )
-        );
-        assert_eq!(sql.binds.len(), sql.text.matches('?').count());
     }
 }

@@ -107,14 +107,18 @@ pub async fn create(
     form: &TransactionInsertForm,
     caller: &Caller,
 ) -> Result<TransactionRow> {
-    create_for_customer!(
-        db,
-        transactions,
-        TRANSACTIONS,
-        TransactionRow,
-        form,
-        audit = (caller, "CreateTransaction")
-    )
+    // A retry runs again with a fresh record stamp (see `feed::check_commit_bound`).
+    super::retry_conflicts(|| async {
+        create_for_customer!(
+            db,
+            transactions,
+            TRANSACTIONS,
+            TransactionRow,
+            form,
+            audit = (caller, "CreateTransaction")
+        )
+    })
+    .await
 }
 
 /// Filters of a transaction listing.

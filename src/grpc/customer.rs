@@ -405,7 +405,7 @@ impl CustomerService for CustomerApi {
     ) -> Result<Response<pb::MergeCustomersResponse>, Status> {
         let caller = caller(&request);
         let form = merge_form(request.into_inner())?;
-        let done = merges::merge(&self.state.db, &form, now(), &caller).await?;
+        let done = merges::merge(&self.state.db, &form, &caller).await?;
         Ok(Response::new(pb::MergeCustomersResponse {
             customer: Some(customer_to_pb(done.customer)),
             merged_customer_ids: done.merged,

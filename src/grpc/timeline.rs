@@ -17,25 +17,31 @@ use crate::grpc::validate;
 use crate::model::filter::CommunicationFilter;
 use crate::model::time::micros;
 use crate::pb;
-use crate::service::timeline::{EventStream, TimelineRequest};
+use crate::service::timeline::{EventStream, Mark, Resume, Streamed, TimelineRequest};
 
 /// The stream type of `StreamTimeline`.
 pub type TimelineStream = Pin<Box<dyn Stream<Item = Result<pb::TimelineEvent, Status>> + Send>>;
 
+/// The cursor kind of a history event: `(occur_time µs, id, source rank, snapshot µs)`
+/// (an earlier form without the snapshot still decodes).
+const HISTORY: &str = "timeline";
+/// The cursor kind of a live event: `(create_time µs, id, source rank)`.
+const RECORDED: &str = "timeline-recorded";
+
 /// Encodes the cursor of an event.
-pub fn encode_cursor(fingerprint: u64, key: &Key) -> String {
-    paging::encode(
-        "timeline",
-        fingerprint,
-        &(micros(key.0), key.1, key.2 as i64),
-    )
+pub fn encode_cursor(fingerprint: u64, mark: &Mark) -> String {
+    match *mark {
+        Mark::History { key, snapshot } => paging::encode(
+            HISTORY,
+            fingerprint,
+            &(micros(key.0), key.1, key.2 as i64, micros(snapshot)),
+        ),
+        Mark::Recorded(p) => paging::encode(RECORDED, fingerprint, &(micros(p.0), p.1, p.2 as i64)),
+    }
 }
 
-/// Decodes a `resume_cursor` issued for the same filters; a position out of range
-/// (time, id or source rank) is INVALID_ARGUMENT on `resume_cursor`.
-pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Key, Error> {
-    let (us, id, rank) =
-        paging::decode::<(i64, i64, i64)>("resume_cursor", "timeline", fingerprint, cursor)?;
+/// A `(time µs, id, source rank)` position, each part in range.
+fn key_of(us: i64, id: i64, rank: i64) -> Result<Key, Error> {
     let (t, id) = paging::position("resume_cursor", us, id)?;
     let source = Source::from_rank(rank).ok_or_else(|| {
         Error::invalid(
@@ -46,8 +52,33 @@ pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Key, Error> {
     Ok((t, id, source))
 }
 
+/// Decodes a `resume_cursor` issued for the same filters; a position out of range
+/// (time, id or source rank) is INVALID_ARGUMENT on `resume_cursor`.
+pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Resume, Error> {
+    let field = "resume_cursor";
+    if let Ok((us, id, rank, snapshot)) =
+        paging::decode::<(i64, i64, i64, i64)>(field, HISTORY, fingerprint, cursor)
+    {
+        let (snapshot, _) = paging::position(field, snapshot, 1)?;
+        return Ok(Resume::History {
+            key: key_of(us, id, rank)?,
+            snapshot: Some(snapshot),
+        });
+    }
+    if let Ok((us, id, rank)) =
+        paging::decode::<(i64, i64, i64)>(field, RECORDED, fingerprint, cursor)
+    {
+        return Ok(Resume::Recorded(key_of(us, id, rank)?));
+    }
+    let (us, id, rank) = paging::decode::<(i64, i64, i64)>(field, HISTORY, fingerprint, cursor)?;
+    Ok(Resume::History {
+        key: key_of(us, id, rank)?,
+        snapshot: None,
+    })
+}
+
 /// The proto form of a timeline event, with its cursor.
-fn to_pb(event: Event, fingerprint: u64) -> pb::TimelineEvent {
+fn to_pb(Streamed { event, mark }: Streamed, fingerprint: u64) -> pb::TimelineEvent {
     let key = event.key();
     let entry = match event {
         Event::Communication(r) => pb::timeline_event::Entry::Communication(communication_to_pb(r)),
@@ -55,7 +86,7 @@ fn to_pb(event: Event, fingerprint: u64) -> pb::TimelineEvent {
         Event::Ticket(r) => pb::timeline_event::Entry::ServiceTicket(ticket_to_pb(r)),
     };
     pb::TimelineEvent {
-        cursor: encode_cursor(fingerprint, &key),
+        cursor: encode_cursor(fingerprint, &mark),
         occur_time: Some(to_timestamp(key.0)),
         entry: Some(entry),
     }
@@ -65,7 +96,7 @@ fn to_pb(event: Event, fingerprint: u64) -> pb::TimelineEvent {
 /// to `fingerprint`, the error that ends the stream as a status.
 pub fn response_stream(events: EventStream, fingerprint: u64) -> TimelineStream {
     Box::pin(events.map(move |item| match item {
-        Ok(event) => Ok(to_pb(event, fingerprint)),
+        Ok(streamed) => Ok(to_pb(streamed, fingerprint)),
         Err(e) => Err(Status::from(e)),
     }))
 }
@@ -114,6 +145,12 @@ pub fn timeline_request(req: pb::StreamTimelineRequest) -> Result<(TimelineReque
     } else {
         v.absorb(decode_cursor(fingerprint, &req.resume_cursor))
     };
+    if descending && matches!(resume, Some(Resume::Recorded(_))) {
+        v.add(
+            "resume_cursor",
+            "is the cursor of a live event of a follow stream; it resumes oldest-first only",
+        );
+    }
     let request = TimelineRequest {
         filter: CommunicationFilter {
             customer_ids: customer_id.into_iter().collect(),
@@ -169,6 +206,28 @@ mod cursor_properties {
             .prop_map(|(us, id, s)| (from_micros(us).unwrap(), id, s))
     }
 
+    /// The mark of an event the service could stream: history or live.
+    fn mark() -> impl Strategy<Value = Mark> {
+        prop_oneof![
+            (key(), micros(MIN_TIME)..=micros(MAX_TIME)).prop_map(|(key, us)| Mark::History {
+                key,
+                snapshot: from_micros(us).unwrap(),
+            }),
+            key().prop_map(Mark::Recorded),
+        ]
+    }
+
+    /// What a cursor of `mark` resumes from.
+    fn resume_of(mark: Mark) -> Resume {
+        match mark {
+            Mark::History { key, snapshot } => Resume::History {
+                key,
+                snapshot: Some(snapshot),
+            },
+            Mark::Recorded(p) => Resume::Recorded(p),
+        }
+    }
+
     proptest! {
         #![proptest_config(config())]
 
@@ -198,9 +257,9 @@ mod cursor_properties {
         }
 
         #[test]
-        fn issued_cursors_round_trip_for_their_filters_only(fingerprint in any::<u64>(), key in key()) {
-            let cursor = encode_cursor(fingerprint, &key);
-            prop_assert_eq!(decode_cursor(fingerprint, &cursor).unwrap(), key);
+        fn issued_cursors_round_trip_for_their_filters_only(fingerprint in any::<u64>(), mark in mark()) {
+            let cursor = encode_cursor(fingerprint, &mark);
+            prop_assert_eq!(decode_cursor(fingerprint, &cursor).unwrap(), resume_of(mark));
             prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint ^ 1, &cursor)));
         }
 
@@ -216,8 +275,12 @@ mod cursor_properties {
             let valid = from_micros(us)
                 .filter(|t| (MIN_TIME..=MAX_TIME).contains(t) && id >= 1 && kind == "timeline")
                 .zip(Source::from_rank(rank));
+            // A cursor of the form issued before cursors named their snapshot.
             match valid {
-                Some((t, source)) => prop_assert_eq!(decode_cursor(fingerprint, &cursor).unwrap(), (t, id, source)),
+                Some((t, source)) => prop_assert_eq!(
+                    decode_cursor(fingerprint, &cursor).unwrap(),
+                    Resume::History { key: (t, id, source), snapshot: None }
+                ),
                 None => prop_assert!(is_invalid_cursor(&decode_cursor(fingerprint, &cursor))),
             }
         }
@@ -225,11 +288,11 @@ mod cursor_properties {
         #[test]
         fn a_cursor_with_one_character_changed_is_rejected(
             fingerprint in any::<u64>(),
-            key in key(),
+            mark in mark(),
             index in any::<proptest::sample::Index>(),
             with in any::<char>(),
         ) {
-            let cursor = encode_cursor(fingerprint, &key);
+            let cursor = encode_cursor(fingerprint, &mark);
             let i = index.index(cursor.len());
             prop_assume!(cursor.chars().nth(i) != Some(with));
             let tampered: String = cursor
@@ -243,11 +306,11 @@ mod cursor_properties {
         #[test]
         fn a_cursor_with_one_bit_flipped_is_rejected(
             fingerprint in any::<u64>(),
-            key in key(),
+            mark in mark(),
             index in any::<proptest::sample::Index>(),
             bit in 0u32..8,
         ) {
-            let mut raw = URL_SAFE_NO_PAD.decode(encode_cursor(fingerprint, &key)).unwrap();
+            let mut raw = URL_SAFE_NO_PAD.decode(encode_cursor(fingerprint, &mark)).unwrap();
             let i = index.index(raw.len());
             raw[i] ^= 1 << bit;
             let tampered = URL_SAFE_NO_PAD.encode(raw);

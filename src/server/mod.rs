@@ -140,7 +140,10 @@ pub async fn serve_with_index(
     }
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(security.clone(), shutdown.clone()));
-    let follow = FollowHub::start(db.clone(), shutdown.clone());
+    let follow = FollowHub::start(
+        crate::service::feed::Feed::new(db.clone()),
+        shutdown.clone(),
+    );
     tokio::spawn(crate::service::maintenance::run_compactor(
         db.clone(),
         shutdown.clone(),

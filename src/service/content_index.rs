@@ -3,28 +3,25 @@
 //! row.
 //!
 //! At start a task loads the communications table by id (reports use the database
-//! meanwhile), then follows it every [`SYNC_INTERVAL`] while content reports are being
-//! asked for (within [`ACTIVE_FOR`]; an idle server does not poll), and each content
-//! report follows it once more before answering, so the answer covers every row
-//! committed before the call.
-//! Following means:
-//! - **new rows**: ids above the highest one seen, by primary key;
-//! - **late commits**: an id skipped between two seen ids may belong to a transaction that
-//!   commits later (concurrent writers commit out of id order). Each such gap is checked
-//!   again at every sync until a row recorded [`MARGIN`] after it has been seen, by which
-//!   time its transaction has committed or never will;
+//! meanwhile), then follows the change feed (`service::feed`) every [`SYNC_INTERVAL`]
+//! while content reports are being asked for (within [`ACTIVE_FOR`]; an idle server
+//! does not poll), and each content report follows it once more before answering, so
+//! the answer covers every row committed before the call.
+//! Following means, each by a watermark that only the clock moves (the settled bound:
+//! record times [`SETTLE`](crate::service::feed::SETTLE) old, which no later commit can reach back to):
+//! - **new rows**: every row recorded after the watermark, in `(create_time, id)`
+//!   order; those recorded within [`SETTLE`](crate::service::feed::SETTLE) are read again at the next sync (a commit
+//!   may still land among them) and skipped when already indexed. No id is tracked,
+//!   so id steps, id blocks and commit order do not matter;
 //! - **deletes**: tombstones (`deleted_communications`, written by DeleteCommunication and
-//!   purge in the deleting transaction) at or after the latest seen, less [`MARGIN`];
-//! - **merges**: `customer_merges` rows at or after the latest seen, less [`MARGIN`]: the
-//!   communications of the merged customers now belong to the survivor.
+//!   purge in the deleting transaction) after their watermark;
+//! - **merges**: `customer_merges` rows after their watermark: the communications of
+//!   the merged customers now belong to the survivor.
 //!
 //! Every server over one database follows the same tables the same way, so a second
 //! replica answers from the same rows as the first (and as the database itself): the
-//! index is a cache of the table, never a source of truth. The bound this relies on:
-//! write transactions commit within [`MARGIN`] of stamping their rows' `create_time`
-//! (well above InnoDB's 50 s lock wait) and server clocks agree within a few seconds.
+//! index is a cache of the table, never a source of truth.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -37,9 +34,8 @@ use crate::db::content_feed::{self, FeedRow};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::model::deadline::Deadline;
+use crate::service::feed::{settled_now, Feed};
 
-/// How long a write transaction may take between stamping its rows and committing.
-pub const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
 /// Time between two background syncs.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// Background syncs run while a content report came within this time; an idle server
@@ -49,8 +45,6 @@ pub const ACTIVE_FOR: Duration = Duration::from_secs(600);
 pub const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
 /// Rows per page of the initial load and of each sync.
 const PAGE_ROWS: u32 = 10_000;
-/// Most skipped ids remembered for one jump of the id sequence.
-const MAX_GAP_IDS: i64 = 100_000;
 /// Time between two retries of a failed load.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -69,20 +63,18 @@ struct Shared {
     epoch: Instant,
     /// Held while syncing: one sync at a time.
     follow: Mutex<Follow>,
+    /// What it follows.
+    feed: Feed,
 }
 
-/// Where following the tables stands.
+/// Where following the feed stands: three settled watermarks.
 #[derive(Debug, Default)]
 struct Follow {
-    /// Highest id seen.
-    last_id: i64,
-    /// Latest `create_time` seen.
-    newest: Option<NaiveDateTime>,
-    /// Ids skipped between seen ones, with the `create_time` of the row after the skip.
-    gaps: BTreeMap<i64, NaiveDateTime>,
-    /// Latest tombstone time seen; `None` before the first read.
+    /// Every row recorded at or before this time is indexed; `None` before the load.
+    rows: Option<NaiveDateTime>,
+    /// Every tombstone written at or before this time is applied.
     deletions: Option<NaiveDateTime>,
-    /// Latest customer merge seen; `None` before the first read.
+    /// Every merge stamped at or before this time is applied.
     merges: Option<NaiveDateTime>,
     /// When the last sync succeeded.
     synced: Option<Instant>,
@@ -91,6 +83,11 @@ struct Follow {
 impl ContentIndexHandle {
     /// An index that loads and follows `db` in the background until `shutdown`.
     pub fn start(db: Db, shutdown: watch::Receiver<bool>) -> Self {
+        Self::start_on(Feed::new(db), shutdown)
+    }
+
+    /// An index that loads and follows `feed` in the background until `shutdown`.
+    pub fn start_on(feed: Feed, shutdown: watch::Receiver<bool>) -> Self {
         let handle = ContentIndexHandle {
             shared: Arc::new(Shared {
                 index: RwLock::new(ContentIndex::new()),
@@ -98,9 +95,10 @@ impl ContentIndexHandle {
                 used_at: AtomicU64::new(0),
                 epoch: Instant::now(),
                 follow: Mutex::new(Follow::default()),
+                feed: feed.clone(),
             }),
         };
-        tokio::spawn(handle.clone().run(db, shutdown));
+        tokio::spawn(handle.clone().run(feed, shutdown));
         handle
     }
 
@@ -116,7 +114,7 @@ impl ContentIndexHandle {
         }
     }
 
-    async fn run(self, db: Db, mut shutdown: watch::Receiver<bool>) {
+    async fn run(self, db: Feed, mut shutdown: watch::Receiver<bool>) {
         loop {
             let started = Instant::now();
             match self.load(&db).await {
@@ -187,101 +185,78 @@ impl ContentIndexHandle {
     }
 
     /// Loads every row from scratch, then syncs once.
-    async fn load(&self, db: &Db) -> Result<()> {
+    async fn load(&self, feed: &Feed) -> Result<()> {
         {
             let mut follow = self.shared.follow.lock().await;
+            // Taken before the first read: every row, tombstone and merge stamped at or
+            // before it is visible to the load; later ones are read again by the sync.
+            let start = settled_now();
             *follow = Follow {
-                // Deletes during the load are caught by the sync after it.
-                deletions: content_feed::last_deletion(db).await?,
-                // Rows read from now on carry their owner after any earlier merge.
-                merges: Some(crate::model::time::now()),
+                deletions: Some(start),
+                merges: Some(start),
                 ..Follow::default()
             };
             *self.write() = ContentIndex::new();
-            self.take_new(db, &mut follow, true).await?;
+            let mut logged = Instant::now();
+            let mut last_id = 0;
+            loop {
+                let causal = feed.causal().await;
+                let page = content_feed::page_after(feed.db(), causal, last_id, PAGE_ROWS).await?;
+                let done = page.len() < PAGE_ROWS as usize;
+                last_id = page.last().map_or(last_id, |r| r.id);
+                self.insert(page).await?;
+                if done {
+                    break;
+                }
+                if logged.elapsed() >= Duration::from_secs(10) {
+                    logged = Instant::now();
+                    tracing::info!(rows = self.size().0, "content index loading");
+                }
+            }
+            follow.rows = Some(start);
         }
-        self.sync(db).await
+        self.sync(feed).await
     }
 
-    /// Adds every row above `follow.last_id`, page by page; with `log_progress`, says
-    /// how far it is every 10 s.
-    async fn take_new(&self, db: &Db, follow: &mut Follow, log_progress: bool) -> Result<()> {
-        let mut logged = Instant::now();
-        loop {
-            let page = content_feed::page_after(db, follow.last_id, PAGE_ROWS).await?;
-            let done = page.len() < PAGE_ROWS as usize;
-            self.take(follow, page).await?;
-            if done {
-                return Ok(());
-            }
-            if log_progress && logged.elapsed() >= Duration::from_secs(10) {
-                logged = Instant::now();
-                tracing::info!(rows = self.size().0, "content index loading");
-            }
-        }
-    }
-
-    /// Catches up with the tables: new rows, late commits, tombstones.
-    pub async fn sync(&self, db: &Db) -> Result<()> {
+    /// Catches up with the feed: new rows, tombstones, merges.
+    pub async fn sync(&self, feed: &Feed) -> Result<()> {
         let mut follow = self.shared.follow.lock().await;
-        self.take_new(db, &mut follow, false).await?;
-        if !follow.gaps.is_empty() {
-            let ids: Vec<i64> = follow.gaps.keys().copied().collect();
-            let late = content_feed::rows_by_id(db, &ids).await?;
-            for row in &late {
-                follow.gaps.remove(&row.id);
-            }
-            self.insert(late).await?;
-            if let Some(newest) = follow.newest {
-                follow.gaps.retain(|_, &mut after| newest - after <= MARGIN);
+        // Taken before the reads: what is stamped at or before it, they all see.
+        let upto = settled_now();
+        let mut after = follow.rows.map(|t| (t, i64::MAX));
+        loop {
+            let page = feed.communications_after(after, PAGE_ROWS).await?;
+            let done = page.len() < PAGE_ROWS as usize;
+            after = page.last().map(|r| (r.create_time, r.id)).or(after);
+            // Rows read before (recorded within SETTLE) are skipped by the index.
+            self.insert(page).await?;
+            if done {
+                break;
             }
         }
-        let deleted = content_feed::deleted_since(db, follow.deletions.map(|t| t - MARGIN)).await?;
-        if let Some(latest) = deleted.iter().map(|d| d.time).max() {
-            follow.deletions = follow.deletions.max(Some(latest));
+        follow.rows = follow.rows.max(Some(upto));
+        // Tombstones written within SETTLE are read again; removing twice is harmless.
+        let deleted = feed.deletions_after(follow.deletions).await?;
+        if !deleted.is_empty() {
             let mut index = self.write();
             for d in &deleted {
                 index.remove(d.id);
             }
         }
+        follow.deletions = follow.deletions.max(Some(upto));
         // Merges re-own rows already indexed. Re-applying one is harmless (its merged
-        // customers own nothing any more), and they apply in commit-time order, so a
-        // chain (a into b, then b into c) ends with c.
-        let merges = crate::db::merges::merges_since(db, follow.merges.map(|t| t - MARGIN)).await?;
-        if let Some(latest) = merges.iter().map(|m| m.0).max() {
-            follow.merges = follow.merges.max(Some(latest));
+        // customers own nothing any more), and they apply in stamp order, so a chain
+        // (a into b, then b into c) ends with c.
+        let merges = feed.merges_after(follow.merges).await?;
+        if !merges.is_empty() {
             let mut index = self.write();
             for (_, survivor, merged) in &merges {
                 index.reassign_customers(merged, *survivor);
             }
         }
+        follow.merges = follow.merges.max(Some(upto));
         follow.synced = Some(Instant::now());
         Ok(())
-    }
-
-    /// Adds a page of new rows (ascending ids above `last_id`), noting the ids skipped.
-    async fn take(&self, follow: &mut Follow, page: Vec<FeedRow>) -> Result<()> {
-        for row in &page {
-            follow.newest = follow.newest.max(Some(row.create_time));
-        }
-        let newest = follow.newest;
-        let mut prev = follow.last_id;
-        for row in &page {
-            // Only a skip next to a recent row can still be filled by a commit.
-            let recent = newest.is_some_and(|n| n - row.create_time <= MARGIN);
-            if recent && row.id - prev > 1 {
-                let from = (prev + 1).max(row.id - MAX_GAP_IDS);
-                for id in from..row.id {
-                    follow.gaps.insert(id, row.create_time);
-                }
-            }
-            prev = row.id;
-        }
-        follow.last_id = prev;
-        if let Some(newest) = newest {
-            follow.gaps.retain(|_, &mut after| newest - after <= MARGIN);
-        }
-        self.insert(page).await
     }
 
     /// Inserts rows (tokenizing them) on the blocking pool.
@@ -314,18 +289,13 @@ impl ContentIndexHandle {
 
     /// Answers `q` from the index after one more sync; `None` while the index is still
     /// loading (the caller reads the database instead).
-    pub async fn answer(
-        &self,
-        db: &Db,
-        q: IndexQuery,
-        deadline: Deadline,
-    ) -> Result<Option<IndexFigures>> {
+    pub async fn answer(&self, q: IndexQuery, deadline: Deadline) -> Result<Option<IndexFigures>> {
         if !self.is_ready() || self.is_stale().await {
             return Ok(None);
         }
         let now = self.shared.epoch.elapsed().as_millis() as u64;
         self.shared.used_at.store(now.max(1), Ordering::Relaxed);
-        self.sync(db).await?;
+        self.sync(&self.shared.feed).await?;
         deadline.check("the content index")?;
         let shared = self.shared.clone();
         let threads = threads();

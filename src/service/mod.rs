@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod content_index;
 pub mod demo;
+pub mod feed;
 pub mod import;
 pub mod log_writer;
 pub mod maintenance;

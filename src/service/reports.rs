@@ -442,7 +442,7 @@ pub async fn content(
             count_terms: q.top_terms > 0,
             sample_limit: q.sample_limit,
         };
-        if let Some(f) = index.answer(db, asked, deadline).await? {
+        if let Some(f) = index.answer(asked, deadline).await? {
             return indexed_report(db, q, f).await;
         }
     }

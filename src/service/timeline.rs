@@ -1,7 +1,14 @@
 //! The customer-360 timeline use case: merges the sources' keyset pages into one total
-//! order `(occur_time, id, source)`, resumes strictly after a key, and follows new
-//! events. It streams domain [`Event`]s (each with its [`Key`]); the gRPC layer turns
-//! them into `TimelineEvent`s and their keys into cursors.
+//! order `(occur_time, id, source)` (the history), resumes after a cursor, and follows
+//! the change feed (`service::feed`) in recording order (the live phase). It streams
+//! domain [`Event`]s, each with its [`Mark`]; the gRPC layer turns them into
+//! `TimelineEvent`s and their marks into cursors.
+//!
+//! A follow stream reads its history as a snapshot: the rows recorded at or before a
+//! settled time (the snapshot), which no later commit changes; its live phase then
+//! delivers every event recorded after the snapshot, back-dated or not, in recording
+//! order. A history event's cursor holds its key and the snapshot, a live event's its
+//! recording position, so a resumed stream, on any server, continues exactly.
 //!
 //! A spawned task reads one short page at a time (no connection is held while the
 //! client reads) and feeds a bounded channel, so a slow reader slows the stream and
@@ -10,7 +17,7 @@
 
 pub mod hub;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,27 +33,61 @@ use crate::db::timeline::{self, After, Event, Key, Source};
 use crate::db::{customers, Db};
 use crate::error::Error;
 use crate::model::filter::CommunicationFilter;
-use crate::model::time::now;
+use crate::service::feed::{settled_now, Position};
+pub use crate::service::feed::{COMMIT_BOUND, SETTLE};
 pub use hub::FollowHub;
-use hub::Recorded;
+use hub::{end_of, Recorded};
 
 /// Rows per source per page.
 pub const PAGE_ROWS: i64 = 1000;
 /// Events buffered between the reader task and the client.
 const CHANNEL_EVENTS: usize = 512;
-/// How often the follow hub looks for newly recorded events.
+/// How often the follow hub looks for newly settled events: a live event reaches its
+/// streams between [`SETTLE`] and `SETTLE + POLL_INTERVAL` (plus the read) after it
+/// was recorded.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// How far back follow reads re-read by record time, to catch rows whose
-/// transaction committed after a later-stamped one (and clock skew between replicas).
-pub const LOOKBACK: Duration = Duration::from_secs(3);
 /// How many times a follow stream that fell behind the hub before sending any live
-/// event (while sending its history) re-reads the database instead of ending with
+/// event (while sending its history) re-reads the feed instead of ending with
 /// `FOLLOW_LAGGED`.
 const HANDOVER_ATTEMPTS: u32 = 8;
 
-/// [`LOOKBACK`] as a `chrono` duration.
-fn lookback() -> chrono::Duration {
-    chrono::Duration::from_std(LOOKBACK).unwrap_or_default()
+/// Where a streamed event sits; its cursor holds this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// A history event: its timeline key and the stream's history snapshot (rows
+    /// recorded at or before it).
+    History {
+        /// `(occur_time, id, source)`.
+        key: Key,
+        /// The snapshot's record time.
+        snapshot: NaiveDateTime,
+    },
+    /// A live event: its recording position.
+    Recorded(Position),
+}
+
+/// Where a stream resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// After a history event; `snapshot` is `None` for a cursor issued before cursors
+    /// named their snapshot (the new stream's own snapshot is used).
+    History {
+        /// `(occur_time, id, source)` of the event.
+        key: Key,
+        /// The snapshot its stream read.
+        snapshot: Option<NaiveDateTime>,
+    },
+    /// After a live event.
+    Recorded(Position),
+}
+
+/// One event of a stream with its mark.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// The event.
+    pub event: Event,
+    /// Where it sits.
+    pub mark: Mark,
 }
 
 /// What the timeline use case needs of the server: the database, the follow hub, the
@@ -67,11 +108,11 @@ pub struct Timeline {
 }
 
 /// The events of one timeline stream, in timeline order; an error ends it.
-pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Streamed, Error>> + Send>>;
 
 /// Where a stream's reader task puts its events.
 struct Out {
-    tx: mpsc::Sender<Result<Event, Error>>,
+    tx: mpsc::Sender<Result<Streamed, Error>>,
     /// See [`Timeline::stream_idle`].
     idle: Duration,
     /// Set when the client read nothing for `idle`: the stream then ends with
@@ -99,8 +140,8 @@ pub struct TimelineRequest {
     pub sources: Vec<Source>,
     /// Newest first instead of oldest first.
     pub descending: bool,
-    /// Continue strictly after this event.
-    pub resume: Option<Key>,
+    /// Continue after this event.
+    pub resume: Option<Resume>,
     /// Keep following after the history.
     pub follow: bool,
 }
@@ -195,18 +236,34 @@ struct Reader {
     next: Option<tokio::task::JoinHandle<Result<Vec<Event>, Error>>>,
 }
 
+/// What a history page reads: with `bound`, only rows recorded at or before its time,
+/// causally on a Galera node (the flag).
+#[derive(Debug, Clone, Copy)]
+struct Pages {
+    descending: bool,
+    bound: Option<(NaiveDateTime, bool)>,
+}
+
 impl Reader {
     /// Starts reading the page after `after` in the background.
-    fn prefetch(&mut self, state: &Timeline, req: &TimelineRequest) {
-        let (db, filter, source, after, descending) = (
+    fn prefetch(&mut self, state: &Timeline, req: &TimelineRequest, pages: Pages) {
+        let (db, filter, source, after) = (
             state.db.clone(),
             req.filter.clone(),
             self.source,
             self.after,
-            req.descending,
         );
         self.next = Some(tokio::spawn(async move {
-            timeline::page(&db, source, &filter, after, descending, PAGE_ROWS).await
+            timeline::page(
+                &db,
+                source,
+                &filter,
+                after,
+                pages.descending,
+                pages.bound,
+                PAGE_ROWS,
+            )
+            .await
         }));
     }
 
@@ -215,6 +272,7 @@ impl Reader {
         &mut self,
         state: &Timeline,
         req: &TimelineRequest,
+        pages: Pages,
     ) -> Result<Vec<Event>, Error> {
         match self.next.take() {
             Some(read) => read
@@ -226,7 +284,8 @@ impl Reader {
                     self.source,
                     &req.filter,
                     self.after,
-                    req.descending,
+                    pages.descending,
+                    pages.bound,
                     PAGE_ROWS,
                 )
                 .await
@@ -269,8 +328,12 @@ fn shutdown_error() -> Error {
     }
 }
 
-async fn send(tx: &Out, event: Event, sent: &mut u64) -> Result<(), Stop> {
-    match tx.tx.send_timeout(Ok(event), tx.idle).await {
+async fn send(tx: &Out, event: Event, mark: Mark, sent: &mut u64) -> Result<(), Stop> {
+    match tx
+        .tx
+        .send_timeout(Ok(Streamed { event, mark }), tx.idle)
+        .await
+    {
         Ok(()) => {}
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
             tx.stalled.store(true, Ordering::Relaxed);
@@ -288,20 +351,43 @@ async fn run(
     tx: &Out,
     sent: &mut u64,
 ) -> Result<(), Error> {
-    // Subscribe before reading anything: what the hub finds from now on reaches this
-    // stream, and the history and one catch-up read cover what was recorded before.
+    // Subscribe before reading anything: the hub broadcasts every event recorded after
+    // the position it names, and this stream's own reads cover what comes before.
     let live = req.follow.then(|| state.follow.subscribe());
-    let open_time = now();
-    // Events recorded this recently may also come from the catch-up read or the hub;
-    // remember the ones sent so none is sent twice.
-    let mut recent: HashMap<(Source, i64), NaiveDateTime> = HashMap::new();
+    let (history_after, snapshot) = match req.resume {
+        Some(Resume::Recorded(position)) => {
+            // A live cursor: no history, the live phase continues after it. Without
+            // follow, what has settled since is sent and the stream ends.
+            let upto = settled_now();
+            return match live {
+                Some(live) => follow(state, req, tx, sent, position, live).await,
+                None => catch_up(state, req, tx, sent, &mut { position }, upto)
+                    .await
+                    .map(|_| ()),
+            };
+        }
+        Some(Resume::History { key, snapshot }) => {
+            (Some(key), snapshot.unwrap_or_else(settled_now))
+        }
+        None => (None, settled_now()),
+    };
+    // A follow stream reads its history up to the snapshot and follows what comes
+    // after; a stream without follow reads everything committed (its cursors name the
+    // snapshot all the same, for a later resume).
+    let pages = Pages {
+        descending: req.descending,
+        bound: match req.follow {
+            true => Some((snapshot, state.follow.feed().causal().await)),
+            false => None,
+        },
+    };
     let mut readers: Vec<Reader> = req
         .sources
         .iter()
         .map(|&source| Reader {
             source,
             buffer: VecDeque::new(),
-            after: start_after(req.resume, source, req.descending),
+            after: start_after(history_after, source, req.descending),
             done: false,
             next: None,
         })
@@ -318,7 +404,7 @@ async fn run(
             if tx.tx.is_closed() {
                 return Ok(());
             }
-            let rows = r.next_page(state, req).await?;
+            let rows = r.next_page(state, req, pages).await?;
             r.done = (rows.len() as i64) < PAGE_ROWS;
             if let Some(last) = rows.last() {
                 let (time, id, _) = last.key();
@@ -326,7 +412,7 @@ async fn run(
             }
             r.buffer.extend(rows);
             if !r.done {
-                r.prefetch(state, req);
+                r.prefetch(state, req, pages);
             }
         }
         let next = readers
@@ -345,32 +431,24 @@ async fn run(
         let Some(event) = readers[index].buffer.pop_front() else {
             break;
         };
-        if req.follow && event.create_time() >= open_time - lookback() {
-            recent.insert(identity(&event), event.create_time());
-        }
-        if send(tx, event, sent).await.is_err() {
+        let mark = Mark::History {
+            key: event.key(),
+            snapshot,
+        };
+        if send(tx, event, mark, sent).await.is_err() {
             return Ok(());
         }
     }
 
     match live {
-        Some(live) => follow(state, req, tx, sent, open_time, recent, live).await,
+        Some(live) => follow(state, req, tx, sent, end_of(snapshot), live).await,
         None => Ok(()),
     }
 }
 
-/// `(source, id)`: what identifies an event across reads.
-fn identity(event: &Event) -> (Source, i64) {
-    let (_, id, source) = event.key();
-    (source, id)
-}
-
-/// Whether a newly recorded event belongs on this follow stream.
-fn wanted(req: &TimelineRequest, open_time: NaiveDateTime, event: &Event) -> bool {
-    // At or before the resume point and recorded before this stream opened: the
-    // client had it before resuming.
-    let had_it = req.resume.is_some_and(|r| event.key() <= r) && event.create_time() < open_time;
-    req.sources.contains(&event.key().2) && event.is_in(&req.filter) && !had_it
+/// Whether an event of the feed belongs on this stream.
+fn wanted(req: &TimelineRequest, event: &Event) -> bool {
+    req.sources.contains(&event.key().2) && event.is_in(&req.filter)
 }
 
 fn lagged_error() -> Error {
@@ -380,27 +458,23 @@ fn lagged_error() -> Error {
     }
 }
 
-/// The live phase: one catch-up read of what was recorded since `open_time - LOOKBACK`,
-/// then the hub's events, filtered in memory, each sent once.
+/// The live phase: every event recorded after `from`, in recording order, each once:
+/// first read from the feed up to the hub's watermark, then the hub's broadcasts.
 async fn follow(
     state: &Timeline,
     req: &TimelineRequest,
     tx: &Out,
     sent: &mut u64,
-    open_time: NaiveDateTime,
-    mut recent: HashMap<(Source, i64), NaiveDateTime>,
-    mut live: broadcast::Receiver<Arc<Recorded>>,
+    mut from: Position,
+    (mut live, mut watermark): (broadcast::Receiver<Arc<Recorded>>, Position),
 ) -> Result<(), Error> {
     let mut shutdown = state.shutdown.clone();
-    // The hub sends nothing again that was recorded before `window`; `recent` holds
-    // every event sent that was recorded since.
-    let mut window = open_time - lookback();
-    if !catch_up(state, req, tx, sent, open_time, window, &mut recent).await? {
+    if !catch_up(state, req, tx, sent, &mut from, watermark.0).await? {
         return Ok(());
     }
     // Falling behind the hub before sending any live event (while the history and the
-    // catch-up were being sent) is repaired: subscribe again and repeat the catch-up
-    // read from `window`. Once live events flow, a stream that falls behind ends.
+    // catch-up were being sent) is repaired: subscribe again and read the feed up to
+    // the new watermark. Once live events flow, a stream that falls behind ends.
     let mut repairs_left = HANDOVER_ATTEMPTS;
     let mut sent_live = false;
     loop {
@@ -413,8 +487,8 @@ async fn follow(
             Ok(recorded) => recorded,
             Err(RecvError::Lagged(_)) if !sent_live && repairs_left > 0 => {
                 repairs_left -= 1;
-                live = state.follow.subscribe();
-                if !catch_up(state, req, tx, sent, open_time, window, &mut recent).await? {
+                (live, watermark) = state.follow.subscribe();
+                if !catch_up(state, req, tx, sent, &mut from, watermark.0).await? {
                     return Ok(());
                 }
                 continue;
@@ -423,65 +497,53 @@ async fn follow(
             Err(RecvError::Lagged(_)) => return Err(lagged_error()),
             Err(RecvError::Closed) => return Err(shutdown_error()),
         };
-        if recorded.window_start > window {
-            window = recorded.window_start;
-            recent.retain(|_, created| *created >= window);
+        // The hub broadcasts in recording order: what is not after `from` was sent.
+        if recorded.position <= from {
+            continue;
         }
-        let event = &recorded.event;
-        // Recorded before the window this stream's reads cover: the history had it (a
-        // hub that was already running reaches back a little further).
-        let before_window = event.create_time() < window;
-        if before_window || !wanted(req, open_time, event) || recent.contains_key(&identity(event))
-        {
+        from = recorded.position;
+        if !wanted(req, &recorded.event) {
             continue;
         }
         sent_live = true;
-        if send(tx, event.clone(), sent).await.is_err() {
+        let mark = Mark::Recorded(recorded.position);
+        if send(tx, recorded.event.clone(), mark, sent).await.is_err() {
             return Ok(());
         }
     }
 }
 
-/// Reads what was recorded since `since` for this stream's filters and sends, in
-/// timeline order, what was not sent yet. `false` when the client is gone.
+/// Sends what this stream's filters select of the feed after `from` and at or before
+/// `upto` (a settled time), in recording order, moving `from` along. `false` when the
+/// client is gone.
 async fn catch_up(
     state: &Timeline,
     req: &TimelineRequest,
     tx: &Out,
     sent: &mut u64,
-    open_time: NaiveDateTime,
-    since: NaiveDateTime,
-    recent: &mut HashMap<(Source, i64), NaiveDateTime>,
+    from: &mut Position,
+    upto: NaiveDateTime,
 ) -> Result<bool, Error> {
-    let mut fresh: Vec<Event> = Vec::new();
-    for &source in &req.sources {
-        let mut after = None;
-        loop {
-            if shutting_down(state) {
-                return Err(shutdown_error());
-            }
-            let rows =
-                timeline::recorded_since(&state.db, source, &req.filter, since, after, PAGE_ROWS)
-                    .await?;
-            let full = rows.len() as i64 == PAGE_ROWS;
-            if let Some(last) = rows.last() {
-                after = Some((last.create_time(), last.key().1));
-            }
-            fresh.extend(
-                rows.into_iter()
-                    .filter(|e| wanted(req, open_time, e) && !recent.contains_key(&identity(e))),
-            );
-            if !full {
-                break;
-            }
-        }
+    if *from >= end_of(upto) {
+        return Ok(true);
     }
-    fresh.sort_by_key(Event::key);
-    for event in fresh {
-        recent.insert(identity(&event), event.create_time());
-        if send(tx, event, sent).await.is_err() {
+    let mut walk = state
+        .follow
+        .feed()
+        .walk(&req.sources, &req.filter, Some(*from), upto);
+    while let Some(event) = walk.next().await? {
+        if shutting_down(state) {
+            return Err(shutdown_error());
+        }
+        let position = event.position();
+        *from = position;
+        if send(tx, event, Mark::Recorded(position), sent)
+            .await
+            .is_err()
+        {
             return Ok(false);
         }
     }
+    *from = (*from).max(end_of(upto));
     Ok(true)
 }

@@ -372,10 +372,9 @@ backend_tests! {
         let distinct: HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len(), "an event was sent twice");
         assert!(ids.contains(&(during_future.id, 0)) && ids.contains(&(during_past.id, 0)));
-        // Nothing else arrives: no repeats after the switch to live. Every live poll
-        // re-reads what was recorded in the last LOOKBACK, so wait until the newest event
-        // has left that window, plus a few polls, to give a repeat every chance to appear.
-        let window = timeline::LOOKBACK + 4 * timeline::POLL_INTERVAL;
+        // Nothing else arrives: no repeats after the switch to live. Wait until the newest
+        // event has settled, plus a few polls, to give a repeat every chance to appear.
+        let window = timeline::SETTLE + 4 * timeline::POLL_INTERVAL;
         let extra = tokio::time::timeout(window, stream.message()).await;
         assert!(extra.is_err(), "unexpected extra event {extra:?}");
         drop(stream);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crm_comms::db::Db;
 use crm_comms::pb::{self, timeline_event::Entry};
-use crm_comms::service::timeline::{hub::BUFFER_EVENTS, LOOKBACK, POLL_INTERVAL};
+use crm_comms::service::timeline::{hub::BUFFER_EVENTS, POLL_INTERVAL, SETTLE};
 use tonic::{Code, Streaming};
 
 use crate::backend_tests;
@@ -201,6 +201,9 @@ backend_tests! {
         let a = new_customer(app, "甲方").await;
         let b = new_customer(app, "乙方").await;
         import_notes(app, a, 3000, "2024-03-01T00:00:00Z").await;
+        // A cursor of a stream without follow names the settled snapshot at its start:
+        // events recorded within SETTLE before it could come again after a resume.
+        tokio::time::sleep(SETTLE).await;
         let middle = collect(app, pb::StreamTimelineRequest { customer_id: a, ..Default::default() }).await[1500].cursor.clone();
         // Different filters over the same hub: one customer and every source, one
         // channel, every customer, another customer's transactions and tickets, resumed.
@@ -283,7 +286,7 @@ backend_tests! {
 
         // Past the re-read window, markers: whatever the hub would repeat it would have
         // sent before them.
-        tokio::time::sleep(LOOKBACK + 2 * POLL_INTERVAL).await;
+        tokio::time::sleep(SETTLE + 2 * POLL_INTERVAL).await;
         let mut markers = HashSet::new();
         markers.insert((0, log(app, note(a, "marker", "2026-01-01T00:00:00Z")).await));
         let mut marker_phone = note(a, "marker phone", "2026-01-01T00:00:00Z");
@@ -331,9 +334,12 @@ backend_tests! {
         let go = log(app, note(c, "go", "2024-01-01T00:00:00Z")).await;
         let first = next(&mut stream, 10).await;
         assert_eq!(identity(&first), (0, go));
-        // Far more than the hub buffers, while the client reads nothing.
+        // Far more than the hub buffers, while the client reads nothing (and large
+        // enough that the HTTP/2 window holds few of them).
         let n = 3 * BUFFER_EVENTS;
-        import_notes(app, c, n, "2024-02-01T00:00:00Z").await;
+        import_sized(app, c, n, "2024-02-01T00:00:00Z", 1000).await;
+        // Still reading nothing while all of them settle and are broadcast.
+        tokio::time::sleep(SETTLE + 8 * POLL_INTERVAL).await;
         let mut got = vec![first];
         let status = loop {
             match tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("in time") {
@@ -345,7 +351,9 @@ backend_tests! {
         assert_eq!(status.code(), Code::Unavailable);
         assert_status(&status, Code::Unavailable, "FOLLOW_LAGGED");
         assert!(got.len() < n + 1, "nothing was dropped, so nothing should lag");
-        // Resuming from the last cursor delivers exactly the rest.
+        // Resuming from the last cursor delivers exactly the rest (without follow: what
+        // has settled, so after SETTLE all of it).
+        tokio::time::sleep(SETTLE).await;
         let rest = collect(
             app,
             pb::StreamTimelineRequest { customer_id: c, resume_cursor: got.last().unwrap().cursor.clone(), ..Default::default() },
@@ -362,6 +370,8 @@ backend_tests! {
         // 6 MB of history: more than the channel and HTTP/2 windows hold, so the stream
         // is still inside it while the client pauses.
         import_sized(app, c, 3000, "2024-03-01T00:00:00Z", 2000).await;
+        // Settled, so the 3000 are the stream's history.
+        tokio::time::sleep(SETTLE).await;
         let mut stream = open(app, follow_of(c)).await;
         let mut got = vec![next(&mut stream, 10).await];
         // While the stream sits in its history, more is recorded than the hub buffers,

@@ -24,6 +24,7 @@ mod content_index;
 mod customers;
 mod demo;
 mod durability;
+mod feed;
 mod follow;
 mod fuzz;
 mod hardening;

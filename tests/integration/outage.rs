@@ -47,7 +47,7 @@ fn is_root() -> bool {
 pub(crate) struct PrivateMariaDb {
     mariadbd: PathBuf,
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     child: Option<Child>,
     /// Server options added to the defaults (`--auto-increment-increment=2`, ...).
     options: Vec<String>,

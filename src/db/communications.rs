@@ -553,7 +553,36 @@ pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
     retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             crate::db::tx::transaction(conn, async |conn| {
-                let row: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
+                // The locks every writer takes, in their order: the customer's row, then
+                // the communication (by primary key, read again as it is now), then the
+                // rollups. A log of the same customer then waits here instead of locking
+                // the communication this delete's rollup update reads while this delete
+                // holds the rollup row it needs (a deadlock), and a merge either waits or
+                // has moved the row already (then this attempt runs again).
+                let seen: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
+                let for_update = super::dialect::backend_of(conn).for_update();
+                let mut lock = query::Sql::from("SELECT id FROM customers");
+                lock.and()
+                    .push("id = ")
+                    .bind(query::Bind::I64(seen.customer_id))
+                    .push(for_update);
+                let _: Vec<query::IdRow> = conn.load_sql(&lock).await?;
+                let mut lock = COMMUNICATIONS.select();
+                lock.and()
+                    .push("id = ")
+                    .bind(query::Bind::I64(id))
+                    .push(for_update);
+                let rows: Vec<CommunicationRow> = conn.load_sql(&lock).await?;
+                let row = rows.into_iter().next().ok_or(Error::NotFound {
+                    resource: COMMUNICATIONS.resource,
+                    id,
+                })?;
+                if row.customer_id != seen.customer_id {
+                    return Err(crate::db::tx::conflict(format!(
+                        "communication {id} was moved to customer {} by a merge",
+                        row.customer_id
+                    )));
+                }
                 let n = diesel::delete(communications::table.find(id))
                     .execute(conn)
                     .await?;

@@ -213,14 +213,29 @@ macro_rules! merged_into {
     };
 }
 
-/// `QueryResult<()>`: replaces a customer's tags.
+/// `QueryResult<()>`: replaces a customer's tags, writing only those that change, each by
+/// its primary key. The caller holds the customer's row lock (a row it just inserted or
+/// updated), so the tags read are the current ones. (A DELETE by `customer_id` alone
+/// also locked the gap after the customer's tags, up to the next customer's: two
+/// creates, each inserting into the gap the other had locked, deadlocked.)
 macro_rules! replace_tags {
     ($conn:expr, $id:expr, $tags:expr) => {
         async {
-            diesel::delete(customer_tags::table.filter(customer_tags::customer_id.eq($id)))
+            let current: Vec<String> = customer_tags::table
+                .filter(customer_tags::customer_id.eq($id))
+                .select(customer_tags::tag)
+                .load($conn)
+                .await?;
+            for tag in current.iter().filter(|t| !$tags.contains(*t)) {
+                diesel::delete(
+                    customer_tags::table
+                        .filter(customer_tags::customer_id.eq($id))
+                        .filter(customer_tags::tag.eq(tag)),
+                )
                 .execute($conn)
                 .await?;
-            for tag in $tags.iter() {
+            }
+            for tag in $tags.iter().filter(|t| !current.contains(*t)) {
                 diesel::insert_into(customer_tags::table)
                     .values((
                         customer_tags::customer_id.eq($id),

@@ -164,7 +164,8 @@ const MOVED_TABLES: [&str; 3] = ["communications", "transactions", "service_tick
 pub async fn merge(db: &Db, form: &MergeForm, caller: &Caller) -> Result<MergeOutcome> {
     let result = retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
-            crate::db::tx::transaction(conn, async |conn| {
+            // READ COMMITTED: see `merge_in`.
+            crate::db::tx::transaction_read_committed(conn, async |conn| {
                 let merged = merge_in(conn, form, super::feed::stamp(), caller).await?;
                 super::feed::check_commit_bound(merged.merge_time)?;
                 Ok::<_, Error>(merged)
@@ -226,6 +227,16 @@ fn id_list(sql: &mut Sql, ids: &[i64]) {
 }
 
 /// The merge's work, in the caller's transaction; the stored merge row.
+///
+/// It runs at READ COMMITTED ([`crate::db::tx::transaction_read_committed`]): it first
+/// locks every customer concerned by primary key, and every writer that stores, moves or
+/// deletes rows of a customer locks that customer's row first (`query::lock_customer`,
+/// a merge, a purge; a communication's delete locks the row it deletes), so no row of
+/// the merged customers can appear or change while the merge reads and moves them, and
+/// each statement sees the latest committed ones. Under REPEATABLE READ the moves by
+/// `customer_id IN (..)` took next-key locks on secondary-index ranges and the gap after
+/// them (other customers' rows), so concurrent merges of disjoint customers, and writes
+/// to neighbouring fresh customers, deadlocked; see BENCHMARKS.md.
 async fn merge_in<C: Conn>(
     conn: &mut C,
     form: &MergeForm,
@@ -356,13 +367,19 @@ where
         .push("id IN ");
     id_list(&mut mark, merged);
     conn.execute_sql(&mark).await?;
-    let mut repoint = Sql::from("UPDATE customers SET merged_into = ");
-    repoint
-        .bind(Bind::I64(survivor))
-        .and()
-        .push("merged_into IN ");
-    id_list(&mut repoint, merged);
-    conn.execute_sql(&repoint).await?;
+    // Found first, then updated by primary key: an UPDATE by `merged_into` (no index)
+    // scanned, and locked, every customer.
+    let mut earlier = Sql::from("SELECT id FROM customers");
+    earlier.and().push("merged_into IN ");
+    id_list(&mut earlier, merged);
+    let earlier: Vec<IdRow> = conn.load_sql(&earlier).await?;
+    let earlier: Vec<i64> = earlier.into_iter().map(|r| r.id).collect();
+    for chunk in earlier.chunks(500) {
+        let mut repoint = Sql::from("UPDATE customers SET merged_into = ");
+        repoint.bind(Bind::I64(survivor)).and().push("id IN ");
+        id_list(&mut repoint, chunk);
+        conn.execute_sql(&repoint).await?;
+    }
     let mut touch = Sql::from("UPDATE customers SET version = version + 1, update_time = ");
     touch
         .bind(Bind::Time(now))

@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 
 /// Opens the guarded transaction: later statements of an aborted one cannot autocommit.
 const BEGIN: &str = "SET autocommit = 0; START TRANSACTION; SAVEPOINT crm_whole";
+/// [`BEGIN`] at READ COMMITTED, for this transaction only (`SET TRANSACTION` without
+/// `SESSION` applies to the next one; the session keeps its level).
+const BEGIN_READ_COMMITTED: &str = "SET autocommit = 0; \
+     SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION; SAVEPOINT crm_whole";
 /// Stores the transaction only if it is still the one [`BEGIN`] opened.
 const COMMIT: &str = "RELEASE SAVEPOINT crm_whole; COMMIT; SET autocommit = 1";
 /// Discards whatever the session holds and restores autocommit.
@@ -40,10 +44,36 @@ where
     C: Conn,
     F: AsyncFnOnce(&mut C) -> Result<T>,
 {
+    guarded(conn, BEGIN, body).await
+}
+
+/// [`transaction`] at READ COMMITTED on MySQL (SQLite has one writer and no levels).
+///
+/// InnoDB then takes no gap or next-key locks for the transaction's searches, scans and
+/// updates: it locks only the rows it changes (or reads `FOR UPDATE`), and releases rows
+/// a scan examined but did not match. Only for a transaction that first locks, by
+/// primary key, the rows every writer of the data it reads locks too (e.g. the customers
+/// of a merge): each statement then sees the latest committed rows, and none it depends
+/// on can change under it. Needs `binlog_format` MIXED or ROW where the binary log is on
+/// (MariaDB's default is MIXED), as InnoDB refuses READ COMMITTED writes under STATEMENT.
+pub async fn transaction_read_committed<C, T, F>(conn: &mut C, body: F) -> Result<T>
+where
+    C: Conn,
+    F: AsyncFnOnce(&mut C) -> Result<T>,
+{
+    guarded(conn, BEGIN_READ_COMMITTED, body).await
+}
+
+/// The guarded transaction of either level, opened by `begin` (see the module header).
+async fn guarded<C, T, F>(conn: &mut C, begin: &str, body: F) -> Result<T>
+where
+    C: Conn,
+    F: AsyncFnOnce(&mut C) -> Result<T>,
+{
     if C::BACKEND == Backend::Sqlite {
         return sqlite_transaction(conn, body).await;
     }
-    conn.batch_execute(BEGIN).await?;
+    conn.batch_execute(begin).await?;
     let out = match body(conn).await {
         Ok(value) => match conn.batch_execute(COMMIT).await {
             Ok(()) => return Ok(value),

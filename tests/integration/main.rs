@@ -20,6 +20,7 @@ mod analytics;
 mod business_hours;
 mod cluster;
 mod communications;
+mod conflicts;
 mod content_index;
 mod customers;
 mod demo;

@@ -299,7 +299,7 @@ crate::standalone_tests! {
         );
         for _ in 0..5 {
             let started = std::time::Instant::now();
-            let status = customers.get_customer(get.clone()).await.expect_err("the database is away");
+            let status = customers.get_customer(get).await.expect_err("the database is away");
             let took = started.elapsed();
             assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
             assert!(status.message().contains("unreachable"), "{status:?}");

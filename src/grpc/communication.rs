@@ -296,7 +296,7 @@ impl CommunicationService for CommunicationApi {
         let mut v = Violations::new();
         let id = positive_id(&mut v, "id", request.get_ref().id);
         v.finish(())?;
-        let row = communications::get(&self.state.db, id).await?;
+        let row = communications::get(&self.state.db.reader(), id).await?;
         Ok(Response::new(communication_to_pb(row)))
     }
 
@@ -336,7 +336,7 @@ impl CommunicationService for CommunicationApi {
             .finish();
         let after = decode_position(&mut v, "communications", fp, &req.page_token);
         v.finish(())?;
-        let db = &self.state.db;
+        let db = &self.state.db.reader();
         let (communications, last) = read_page(
             limit,
             after,
@@ -369,7 +369,14 @@ impl CommunicationService for CommunicationApi {
         request: Request<pb::StreamTimelineRequest>,
     ) -> Result<Response<Self::StreamTimelineStream>, Status> {
         let (timeline, fingerprint) = timeline_request(request.into_inner())?;
-        let events = self.state.timeline.open(timeline).await?;
+        // History alone may come from the read replica. A follow stream reads its
+        // history from the primary: its hand-over to the live events assumes the
+        // history is complete up to the moment it subscribed.
+        let mut use_case = self.state.timeline.clone();
+        if !timeline.follow {
+            use_case.db = use_case.db.reader();
+        }
+        let events = use_case.open(timeline).await?;
         Ok(Response::new(response_stream(events, fingerprint)))
     }
 }

@@ -31,6 +31,7 @@ mod merges;
 mod migrations;
 mod operations;
 mod outage;
+mod replicas;
 mod robustness;
 mod rollups;
 mod security;

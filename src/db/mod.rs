@@ -232,6 +232,21 @@ impl MysqlPool {
         }
         Ok(pool.get().await?)
     }
+
+    /// Looks at the outcome of work on a connection of this pool: on a reader over the
+    /// replica, a lost connection sends the next reads to the primary at once, not
+    /// only after the next check. (The read itself answers UNAVAILABLE, as on the
+    /// primary. A reader that had fallen back to the primary marks the replica too; the
+    /// next check corrects that within a second.)
+    pub fn observe<T>(&self, outcome: &crate::error::Result<T>) {
+        if let (Some(replica), Some(_), Err(crate::error::Error::Database(e))) =
+            (&self.replica, &self.fallback, outcome)
+        {
+            if crate::error::is_connection_error(e) {
+                replica.unreachable(&e.to_string());
+            }
+        }
+    }
 }
 
 /// Whether the database answered the last readiness check; shared by the pool and the
@@ -458,6 +473,7 @@ macro_rules! with_conn {
                 // failed in the database (a failed statement may leave rows unread).
                 let out = async { $body }.await;
                 checkout.finish(&out);
+                pool.observe(&out);
                 out
             }
             $crate::db::Db::Sqlite { pool, write_lock } => {

@@ -203,8 +203,10 @@ crate::standalone_tests! {
             matches!(sees_replica(&mut client, &bob).await, Ok(false)),
             "from the primary"
         );
+        // The lag counts from the last check the replica had applied, up to a check
+        // interval (longer on a busy machine) before the write.
         assert!(
-            switched >= Duration::from_secs(MAX_LAG_SECS - 1),
+            switched >= Duration::from_secs(MAX_LAG_SECS - 2),
             "not before the replica was near the bound: {switched:?}"
         );
 

@@ -10,7 +10,8 @@
 //!
 //! Queries are written once, with diesel's DSL or a [`query::Sql`], inside
 //! [`with_conn!`](crate::with_conn!); each match arm expands the same body against its
-//! own connection type, so both copies type-check.
+//! own connection type, so both copies type-check. [`Db::reader`] is the pool for reads
+//! that may be a few seconds stale (the read replica when one serves; [`replica`]).
 
 pub mod attention;
 pub mod audit;
@@ -444,6 +445,11 @@ impl std::fmt::Debug for Db {
 /// Runs `$body` with `$conn: &mut C` bound to a pooled connection of the active
 /// backend. The body is expanded once per backend, so it must compile for both.
 /// Evaluates to the body's value; pool errors return early with `Error`.
+///
+/// The connection comes from `$db`'s own pool: the primary for the server's `Db`, the
+/// read replica (or the primary, see [`Db::reader`]) for `db.reader()`. Reads that may
+/// be stale say so once, where they pick the pool: `with_conn!(&db.reader(), |conn| ..)`
+/// or a storage function called with `&db.reader()`.
 ///
 /// `with_conn!(db, write, |conn| ..)` is for statements that write: on SQLite it first
 /// takes the process-wide write lock (SQLite allows one writer; queueing in-process

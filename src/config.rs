@@ -165,6 +165,23 @@ pub struct Config {
         global = true
     )]
     pub database_url: String,
+    /// A MariaDB replica (asynchronous replication of `--database-url`) for reports,
+    /// listings, Get reads and timeline history; MySQL only, may list several hosts.
+    #[arg(
+        long,
+        env = "CRM_READ_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub read_database_url: Option<String>,
+    /// Seconds the replica may lag the primary before reads go to the primary.
+    #[arg(
+        long,
+        env = "CRM_READ_MAX_LAG_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub read_max_lag_secs: u64,
     /// Most pooled database connections.
     #[arg(
         long,
@@ -451,6 +468,11 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database_url", &crate::db::redact(&self.database_url))
+            .field(
+                "read_database_url",
+                &self.read_database_url.as_deref().map(crate::db::redact),
+            )
+            .field("read_max_lag_secs", &self.read_max_lag_secs)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_secs", &self.db_acquire_timeout_secs)
             .field("max_follow_streams", &self.max_follow_streams)
@@ -499,6 +521,8 @@ impl Config {
         Config {
             listen,
             database_url: database_url.into(),
+            read_database_url: None,
+            read_max_lag_secs: 5,
             db_max_connections: 16,
             db_acquire_timeout_secs: 5,
             max_follow_streams: 256,

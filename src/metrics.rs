@@ -402,6 +402,23 @@ pub fn pool(stats: &crate::db::PoolStats) {
     counter!(POOL_TIMEOUTS).absolute(stats.timed_out);
 }
 
+/// Whether reads go to the read replica now (1) or to the primary (0).
+pub fn replica_in_use(in_use: bool) {
+    gauge!("crm_db_replica_in_use").set(if in_use { 1.0 } else { 0.0 });
+}
+
+/// How far the read replica trails the primary, as last measured (unknown: not set).
+pub fn replica_lag(lag: Option<Duration>) {
+    if let Some(lag) = lag {
+        gauge!("crm_db_replica_lag_seconds").set(lag.as_secs_f64());
+    }
+}
+
+/// A read was routed to `target` (`replica` or `primary`) by `Db::reader`.
+pub fn replica_read(target: &'static str) {
+    counter!("crm_db_reads_total", "target" => target).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@
 //!
 //! Queries are written once, with diesel's DSL or a [`query::Sql`], inside
 //! [`with_conn!`](crate::with_conn!); each match arm expands the same body against its
-//! own connection type, so both copies type-check.
+//! own connection type, so both copies type-check. [`Db::reader`] is the pool for reads
+//! that may be a few seconds stale (the read replica when one serves; [`replica`]).
 
 pub mod attention;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod feed;
 pub mod merges;
 pub mod migrate;
 pub mod query;
+pub mod replica;
 pub mod reports;
 pub mod rollups;
 pub mod schema;
@@ -185,10 +187,15 @@ pub enum Db {
 /// The MySQL pool with what it knows of the database's health: while readiness finds
 /// no host answering, calls answer UNAVAILABLE at once instead of waiting for a
 /// connection that cannot come.
+///
+/// On the primary, `replica` is the read replica when one is configured; a pool that
+/// [`Db::reader`] made over the replica also holds the primary's pool as `fallback`.
 #[derive(Clone)]
 pub struct MysqlPool {
     pool: Pool<AsyncMysqlConnection>,
     health: Arc<DbHealth>,
+    replica: Option<Arc<replica::Replica>>,
+    fallback: Option<Pool<AsyncMysqlConnection>>,
 }
 
 impl std::ops::Deref for MysqlPool {
@@ -200,11 +207,24 @@ impl std::ops::Deref for MysqlPool {
 
 impl MysqlPool {
     /// A connection, or UNAVAILABLE at once while the database is known to be away.
+    ///
+    /// A reader over the replica takes a replica connection while the replica is usable
+    /// and otherwise, or when none can be had, one of the primary's (the replica then
+    /// counts as unreachable until its next check).
     pub async fn get(
         &self,
     ) -> crate::error::Result<
         bb8::PooledConnection<'_, AsyncDieselConnectionManager<AsyncMysqlConnection>>,
     > {
+        if let (Some(replica), Some(_)) = (&self.replica, &self.fallback) {
+            if replica.usable() {
+                match self.pool.get().await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => replica.unreachable(&e.to_string()),
+                }
+            }
+        }
+        let pool = self.fallback.as_ref().unwrap_or(&self.pool);
         if self.health.is_down() {
             return Err(crate::error::Error::Unavailable {
                 reason: "DATABASE_UNAVAILABLE",
@@ -213,7 +233,22 @@ impl MysqlPool {
                     .to_owned(),
             });
         }
-        Ok(self.pool.get().await?)
+        Ok(pool.get().await?)
+    }
+
+    /// Looks at the outcome of work on a connection of this pool: on a reader over the
+    /// replica, a lost connection sends the next reads to the primary at once, not
+    /// only after the next check. (The read itself answers UNAVAILABLE, as on the
+    /// primary. A reader that had fallen back to the primary marks the replica too; the
+    /// next check corrects that within a second.)
+    pub fn observe<T>(&self, outcome: &crate::error::Result<T>) {
+        if let (Some(replica), Some(_), Err(crate::error::Error::Database(e))) =
+            (&self.replica, &self.fallback, outcome)
+        {
+            if crate::error::is_connection_error(e) {
+                replica.unreachable(&e.to_string());
+            }
+        }
     }
 }
 
@@ -413,6 +448,11 @@ impl std::fmt::Debug for Db {
 /// backend. The body is expanded once per backend, so it must compile for both.
 /// Evaluates to the body's value; pool errors return early with `Error`.
 ///
+/// The connection comes from `$db`'s own pool: the primary for the server's `Db`, the
+/// read replica (or the primary, see [`Db::reader`]) for `db.reader()`. Reads that may
+/// be stale say so once, where they pick the pool: `with_conn!(&db.reader(), |conn| ..)`
+/// or a storage function called with `&db.reader()`.
+///
 /// `with_conn!(db, write, |conn| ..)` is for statements that write: on SQLite it first
 /// takes the process-wide write lock (SQLite allows one writer; queueing in-process
 /// beats spinning on SQLITE_BUSY). MySQL needs no lock.
@@ -441,6 +481,7 @@ macro_rules! with_conn {
                 // failed in the database (a failed statement may leave rows unread).
                 let out = async { $body }.await;
                 checkout.finish(&out);
+                pool.observe(&out);
                 out
             }
             $crate::db::Db::Sqlite { pool, write_lock } => {
@@ -692,25 +733,16 @@ impl Db {
         migrations: migrate::MigrationsMode,
     ) -> anyhow::Result<Db> {
         let db = match DatabaseUrl::parse(url)? {
-            DatabaseUrl::Mysql(url) => {
-                let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
-                config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
-                    cancel_safe_ping(conn).boxed()
-                }));
-                // Several hosts: each new connection goes to the first that answers.
-                config.custom_setup = Box::new(|url| connect_mysql_any(url).boxed());
-                let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
-                    url, config,
-                );
-                let pool = Pool::builder()
-                    .max_size(options.max_for(Backend::Mysql))
-                    .connection_timeout(options.acquire_timeout)
-                    .build_unchecked(manager);
-                Db::Mysql(MysqlPool {
-                    pool,
-                    health: Arc::default(),
-                })
-            }
+            DatabaseUrl::Mysql(url) => Db::Mysql(MysqlPool {
+                pool: mysql_pool(
+                    url,
+                    options.max_for(Backend::Mysql),
+                    options.acquire_timeout,
+                ),
+                health: Arc::default(),
+                replica: None,
+                fallback: None,
+            }),
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.custom_setup = Box::new(|url| {
@@ -746,6 +778,87 @@ impl Db {
         Ok(db)
     }
 
+    /// This pool (over `primary_url`) with `url` (MySQL, one host or several) as its
+    /// read replica, allowed to trail the primary by at most `max_lag` (see
+    /// [`replica`]); its lag is checked in the background from now on. The replica need not answer yet: until it does,
+    /// reads go to the primary. Fails for a SQLite pool or a URL that is not MySQL.
+    pub fn with_replica(
+        self,
+        primary_url: &str,
+        url: &str,
+        options: &PoolOptions,
+        max_lag: Duration,
+    ) -> anyhow::Result<Db> {
+        let Db::Mysql(mut primary) = self else {
+            bail!("--read-database-url needs a MySQL --database-url (SQLite has no replicas)");
+        };
+        let DatabaseUrl::Mysql(url) = DatabaseUrl::parse(url)? else {
+            bail!("--read-database-url must be a mysql:// URL");
+        };
+        // A replica that does not hand out a connection soon sends the read to the
+        // primary rather than holding it for the whole acquire timeout.
+        let wait = options.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT);
+        let pool = mysql_pool(url.clone(), options.max_for(Backend::Mysql), wait);
+        let replica = Arc::new(replica::Replica::new(pool, max_lag));
+        tokio::spawn(replica::watch(
+            Arc::downgrade(&replica),
+            primary_url.to_owned(),
+            url,
+        ));
+        primary.replica = Some(replica);
+        Ok(Db::Mysql(primary))
+    }
+
+    /// Where a read that may be stale should go: the replica when one is configured,
+    /// within its lag bound and has applied the current caller's own last write (see
+    /// [`replica`]), otherwise the primary. For reads only, never inside a write: the
+    /// result may be a pool of the replica. A plain `Db` (SQLite, no replica) returns
+    /// itself.
+    pub fn reader(&self) -> Db {
+        let Db::Mysql(primary) = self else {
+            return self.clone();
+        };
+        let (Some(replica), None) = (&primary.replica, &primary.fallback) else {
+            return self.clone();
+        };
+        let caller = replica::current_caller();
+        if !replica.serves(caller.as_deref()) {
+            crate::metrics::replica_read("primary");
+            return self.clone();
+        }
+        crate::metrics::replica_read("replica");
+        Db::Mysql(MysqlPool {
+            pool: replica.pool.clone(),
+            health: Arc::clone(&primary.health),
+            replica: Some(Arc::clone(replica)),
+            fallback: Some(primary.pool.clone()),
+        })
+    }
+
+    /// Notes that `caller`'s write was acknowledged: its reads stay on the primary until
+    /// the replica has applied it. Nothing without a replica.
+    pub fn note_write(&self, caller: &str) {
+        if let Db::Mysql(MysqlPool {
+            replica: Some(replica),
+            fallback: None,
+            ..
+        }) = self
+        {
+            replica.wrote(caller);
+        }
+    }
+
+    /// Whether a read replica is configured.
+    pub fn has_replica(&self) -> bool {
+        matches!(
+            self,
+            Db::Mysql(MysqlPool {
+                replica: Some(_),
+                ..
+            })
+        )
+    }
+
     /// The pool's connections and its historical waits, for metrics.
     pub fn pool_stats(&self) -> PoolStats {
         let state = match self {
@@ -775,6 +888,24 @@ impl Db {
             Db::Sqlite { .. } => Backend::Sqlite,
         }
     }
+}
+
+/// How long a read waits for a replica connection before it goes to the primary.
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A MySQL pool over `url` (several hosts: each new connection goes to the first that
+/// answers) whose check-out ping is cancel-safe.
+fn mysql_pool(url: String, max_size: u32, wait: Duration) -> Pool<AsyncMysqlConnection> {
+    let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
+    config.recycling_method =
+        RecyclingMethod::CustomFunction(Box::new(|conn| cancel_safe_ping(conn).boxed()));
+    config.custom_setup = Box::new(|url| connect_mysql_any(url).boxed());
+    let manager =
+        AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(url, config);
+    Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(wait)
+        .build_unchecked(manager)
 }
 
 /// A database URL fit for logs and errors: the password (`user:***@`) and the values

@@ -474,8 +474,13 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetFrequencyReportResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = FrequencyQuery::try_from(request.into_inner())?;
-        let report =
-            reports::frequency(&self.state.db, query, self.state.report_source, deadline).await?;
+        let report = reports::frequency(
+            &self.state.db.reader(),
+            query,
+            self.state.report_source,
+            deadline,
+        )
+        .await?;
         Ok(Response::new(report.into()))
     }
 
@@ -501,7 +506,7 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetCustomerInsightsResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = InsightsQuery::try_from(request.into_inner())?;
-        let report = reports::insights(&self.state.db, query, deadline).await?;
+        let report = reports::insights(&self.state.db.reader(), query, deadline).await?;
         Ok(Response::new(report.into()))
     }
 
@@ -511,7 +516,8 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetResponseTimeReportResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = WaitQuery::try_from(request.into_inner())?;
-        let report = service_levels::response_times(&self.state.db, query, deadline).await?;
+        let report =
+            service_levels::response_times(&self.state.db.reader(), query, deadline).await?;
         Ok(Response::new(report.into()))
     }
 
@@ -521,7 +527,8 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetResolutionTimeReportResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = WaitQuery::try_from(request.into_inner())?;
-        let report = service_levels::resolution_times(&self.state.db, query, deadline).await?;
+        let report =
+            service_levels::resolution_times(&self.state.db.reader(), query, deadline).await?;
         Ok(Response::new(report.into()))
     }
 
@@ -533,8 +540,13 @@ impl AnalyticsService for AnalyticsApi {
         let request = request.into_inner();
         let filters = attention_fingerprint(&request);
         let query = AttentionQuery::try_from(request)?;
-        let page =
-            attention::attention(&self.state.db, query, self.state.report_source, deadline).await?;
+        let page = attention::attention(
+            &self.state.db.reader(),
+            query,
+            self.state.report_source,
+            deadline,
+        )
+        .await?;
         Ok(Response::new(attention_response(filters, page)))
     }
 }

@@ -75,7 +75,7 @@ impl AuditService for AuditApi {
         let before = paging::after_id(&mut v, "audit", fp, &req.page_token);
         v.finish(())?;
         // One extra row tells whether another page exists.
-        let mut page = audit::list(&self.state.db, &filter, before, limit + 1).await?;
+        let mut page = audit::list(&self.state.db.reader(), &filter, before, limit + 1).await?;
         let next_page_token = paging::next_id_token(&mut page, limit, "audit", fp, |r| r.id);
         Ok(Response::new(pb::ListAuditRecordsResponse {
             audit_records: page.into_iter().map(audit_record_to_pb).collect(),

@@ -188,7 +188,7 @@ impl BusinessHoursService for BusinessHoursApi {
         let mut v = Violations::new();
         let id = positive_id(&mut v, "id", request.get_ref().id);
         v.finish(())?;
-        let row = business_hours::get(&self.state.db, id).await?;
+        let row = business_hours::get(&self.state.db.reader(), id).await?;
         Ok(Response::new(to_pb(row)?))
     }
 
@@ -202,7 +202,7 @@ impl BusinessHoursService for BusinessHoursApi {
         let fp = paging::Fingerprint::new("business_hours").finish();
         let after = paging::after_id(&mut v, "business_hours", fp, &req.page_token).unwrap_or(0);
         v.finish(())?;
-        let mut page = business_hours::list(&self.state.db, after, limit + 1).await?;
+        let mut page = business_hours::list(&self.state.db.reader(), after, limit + 1).await?;
         let next_page_token =
             paging::next_id_token(&mut page, limit, "business_hours", fp, |r| r.id);
         Ok(Response::new(pb::ListBusinessHoursResponse {

@@ -297,7 +297,7 @@ impl CommunicationService for CommunicationApi {
         let mut v = Violations::new();
         let id = positive_id(&mut v, "id", request.get_ref().id);
         v.finish(())?;
-        let row = communications::get(&self.state.db, id).await?;
+        let row = communications::get(&self.state.db.reader(), id).await?;
         Ok(Response::new(communication_to_pb(row)))
     }
 
@@ -337,7 +337,7 @@ impl CommunicationService for CommunicationApi {
             .finish();
         let after = decode_position(&mut v, "communications", fp, &req.page_token);
         v.finish(())?;
-        let db = &self.state.db;
+        let db = &self.state.db.reader();
         let (communications, last) = read_page(
             limit,
             after,
@@ -370,6 +370,9 @@ impl CommunicationService for CommunicationApi {
         request: Request<pb::StreamTimelineRequest>,
     ) -> Result<Response<Self::StreamTimelineStream>, Status> {
         let (timeline, fingerprint) = timeline_request(request.into_inner())?;
+        // Timelines read the primary, also without `follow`: every stream's cursors
+        // carry the recording position its history is complete up to, which a lagging
+        // replica could not promise (a resume from such a cursor would skip events).
         let events = self.state.timeline.open(timeline).await?;
         Ok(Response::new(response_stream(events, fingerprint)))
     }

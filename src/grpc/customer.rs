@@ -212,7 +212,7 @@ impl CustomerService for CustomerApi {
         let mut v = Violations::new();
         let id = positive_id(&mut v, "id", request.get_ref().id);
         v.finish(())?;
-        let customer = customers::get(&self.state.db, id).await?;
+        let customer = customers::get(&self.state.db.reader(), id).await?;
         Ok(Response::new(customer_to_pb(customer)))
     }
 
@@ -271,7 +271,7 @@ impl CustomerService for CustomerApi {
         let after = paging::after_id(&mut v, "customers", fp, &req.page_token).unwrap_or(0);
         v.finish(())?;
         // One extra row tells whether another page exists.
-        let mut page = customers::list(&self.state.db, &filter, after, limit + 1).await?;
+        let mut page = customers::list(&self.state.db.reader(), &filter, after, limit + 1).await?;
         let next_page_token =
             paging::next_id_token(&mut page, limit, "customers", fp, |c| c.row.id);
         Ok(Response::new(pb::ListCustomersResponse {
@@ -317,7 +317,8 @@ impl CustomerService for CustomerApi {
             .finish();
         let after = decode_position(&mut v, "transactions", fp, &req.page_token);
         v.finish(())?;
-        let mut page = transactions::list(&self.state.db, &filter, after, limit + 1).await?;
+        let mut page =
+            transactions::list(&self.state.db.reader(), &filter, after, limit + 1).await?;
         let next_page_token = next_token(&mut page, limit, "transactions", fp, |r| {
             (r.occur_time, r.id)
         });
@@ -385,8 +386,13 @@ impl CustomerService for CustomerApi {
             })
         };
         v.finish(())?;
-        let (groups, next) =
-            merges::duplicates(&self.state.db, after, limit, req.include_name_groups).await?;
+        let (groups, next) = merges::duplicates(
+            &self.state.db.reader(),
+            after,
+            limit,
+            req.include_name_groups,
+        )
+        .await?;
         let next_page_token = match next {
             Some((k, value)) => {
                 paging::encode_sealed(&key, "duplicate_customers", fp, &(k.rank(), value))?
@@ -439,7 +445,7 @@ impl CustomerService for CustomerApi {
             .finish();
         let after = decode_position(&mut v, "service_tickets", fp, &req.page_token);
         v.finish(())?;
-        let db = &self.state.db;
+        let db = &self.state.db.reader();
         let (service_tickets, last) = read_page(
             limit,
             after,

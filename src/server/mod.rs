@@ -33,9 +33,11 @@ use crate::service::reports::ReportSource;
 use crate::service::timeline::{FollowHub, Timeline};
 
 mod health;
+mod read_session;
 mod rpc_log;
 
 use health::{watch_database, WatchDrainLayer};
+use read_session::ReadSessionLayer;
 use rpc_log::RpcLogLayer;
 
 /// HTTP/2 connection-level flow-control window, in bytes.
@@ -129,6 +131,25 @@ pub async fn serve_with_index(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let security = Security::from_config(&config, local)?;
+    let db = match &config.read_database_url {
+        Some(url) => {
+            let db = db
+                .with_replica(
+                    &config.database_url,
+                    url,
+                    &config.pool_options(),
+                    Duration::from_secs(config.read_max_lag_secs),
+                )
+                .with_context(|| format!("cannot use read replica {}", crate::db::redact(url)))?;
+            tracing::info!(
+                replica = %crate::db::redact(url),
+                max_lag_secs = config.read_max_lag_secs,
+                "reports, listings, Get reads and timeline history read from the replica"
+            );
+            db
+        }
+        None => db,
+    };
     // Stored phones in E.164 under this region's rules, once per database and region.
     crate::db::customers::normalize_stored_phones(&db, config.phone_region)
         .await
@@ -276,6 +297,11 @@ pub async fn serve_with_index(
             shutdown: shutdown.clone(),
         })
         .layer(GuardLayer::new(std::sync::Arc::clone(&security.guard)))
+        // Innermost: needs the guard's caller.
+        .layer(tower::util::option_layer(
+            db.has_replica()
+                .then(|| ReadSessionLayer { db: db.clone() }),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

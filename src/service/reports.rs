@@ -424,7 +424,7 @@ pub struct ContentReport {
 
 /// Computes a content report: from the content index when there is one, it is loaded
 /// and the request has no patterns (regular expressions need the original text), else
-/// by scanning the rows in scope.
+/// by scanning the rows in scope (on the read replica when it serves: see `Db::reader`).
 pub async fn content(
     db: &Db,
     q: ContentQuery,
@@ -454,7 +454,9 @@ pub async fn content(
         end: Some(q.end),
     };
     let scan = ContentScan::new(q.matcher, q.top_terms > 0, q.sample_limit);
-    let f = scan_content(db, &scope, scan, deadline)
+    // The scan may read the replica; the index follows the primary, so its answer and
+    // the rows its samples are cut from stay there.
+    let f = scan_content(&db.reader(), &scope, scan, deadline)
         .await?
         .finish(q.top_terms);
     let named = |queries: Vec<String>, figures: Vec<MatchFigures>| {

@@ -36,6 +36,7 @@ mod migrations;
 mod operations;
 mod outage;
 mod page_token_privacy;
+mod replicas;
 mod robustness;
 mod rollups;
 mod security;

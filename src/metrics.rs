@@ -48,6 +48,12 @@ const DB_ERRORS: &str = "crm_db_errors_total";
 /// `crm_db_transaction_conflicts_total`: write transactions refused by a concurrent one,
 /// by `outcome` (`retried`, `gave_up`).
 const TX_CONFLICTS: &str = "crm_db_transaction_conflicts_total";
+/// `crm_db_replica_in_use`: 1 while reads go to the read replica.
+const REPLICA_IN_USE: &str = "crm_db_replica_in_use";
+/// `crm_db_replica_lag_seconds`: how far the read replica is behind the primary.
+const REPLICA_LAG: &str = "crm_db_replica_lag_seconds";
+/// `crm_db_reads_total`: reads that may be stale, by `target` (`replica`, `primary`).
+const READS: &str = "crm_db_reads_total";
 /// `crm_build_info`: 1, with `version` and `backend`.
 const BUILD_INFO: &str = "crm_build_info";
 
@@ -129,6 +135,24 @@ pub const SERIES: &[Series] = &[
         kind: Kind::Gauge,
         help: "pooled database connections, by state",
         labels: Labels::Fixed("state", &["idle", "in_use"]),
+    },
+    Series {
+        name: REPLICA_IN_USE,
+        kind: Kind::Gauge,
+        help: "1 while reads that may be stale go to the read replica, 0 otherwise",
+        labels: Labels::None,
+    },
+    Series {
+        name: REPLICA_LAG,
+        kind: Kind::Gauge,
+        help: "seconds the read replica is behind the primary, as last measured",
+        labels: Labels::None,
+    },
+    Series {
+        name: READS,
+        kind: Kind::Counter,
+        help: "reads that may be stale, by the pool that served them",
+        labels: Labels::Fixed("target", &["replica", "primary"]),
     },
     Series {
         name: TX_CONFLICTS,
@@ -404,19 +428,19 @@ pub fn pool(stats: &crate::db::PoolStats) {
 
 /// Whether reads go to the read replica now (1) or to the primary (0).
 pub fn replica_in_use(in_use: bool) {
-    gauge!("crm_db_replica_in_use").set(if in_use { 1.0 } else { 0.0 });
+    gauge!(REPLICA_IN_USE).set(if in_use { 1.0 } else { 0.0 });
 }
 
 /// How far the read replica trails the primary, as last measured (unknown: not set).
 pub fn replica_lag(lag: Option<Duration>) {
     if let Some(lag) = lag {
-        gauge!("crm_db_replica_lag_seconds").set(lag.as_secs_f64());
+        gauge!(REPLICA_LAG).set(lag.as_secs_f64());
     }
 }
 
 /// A read was routed to `target` (`replica` or `primary`) by `Db::reader`.
 pub fn replica_read(target: &'static str) {
-    counter!("crm_db_reads_total", "target" => target).increment(1);
+    counter!(READS, "target" => target).increment(1);
 }
 
 #[cfg(test)]

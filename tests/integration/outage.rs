@@ -69,19 +69,45 @@ impl PrivateMariaDb {
             );
             return None;
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(install_db);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if is_root() {
-            cmd.arg("--user=root");
-        }
-        let status = cmd.status().expect("run mariadb-install-db");
-        assert!(status.success(), "mariadb-install-db failed: {status}");
+        // Several tests install at once; an install that fails (seen rarely under load)
+        // is tried again in a fresh directory before the test gives up, with its output.
+        let mut attempt = 0;
+        let dir = loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cmd = Command::new(&install_db);
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db");
+            if is_root() {
+                cmd.arg("--user=root");
+            }
+            let out = cmd.output().expect("run mariadb-install-db");
+            if out.status.success() {
+                break dir;
+            }
+            let said = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            let tail: String = said
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            assert!(
+                attempt < 3,
+                "mariadb-install-db failed {attempt} times: {}: {tail}",
+                out.status
+            );
+            eprintln!(
+                "mariadb-install-db failed ({}); trying again: {tail}",
+                out.status
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")

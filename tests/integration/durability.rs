@@ -105,16 +105,7 @@ crate::standalone_tests! {
             return;
         };
         mariadb.start().await;
-        {
-            let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str())
-                .await
-                .expect("connect");
-            conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4")
-                .await
-                .expect("create database");
-            let _ = conn.disconnect().await;
-        }
-        let url = mariadb.url("crm");
+        let url = mariadb.create_database("crm").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let config = Config::new(addr, url.clone());
@@ -274,12 +265,7 @@ crate::standalone_tests! {
             return;
         };
         mariadb.start().await;
-        {
-            let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str()).await.expect("connect");
-            conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4").await.expect("create database");
-            let _ = conn.disconnect().await;
-        }
-        let url = mariadb.url("crm");
+        let url = mariadb.create_database("crm").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = Config::new(addr, url.clone());

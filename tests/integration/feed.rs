@@ -323,12 +323,7 @@ crate::standalone_tests! {
         };
         // A Galera node's id allocation: steps of 3 from an offset.
         mariadb.start().await;
-        {
-            let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str()).await.unwrap();
-            conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4").await.unwrap();
-            conn.disconnect().await.unwrap();
-        }
-        let url = mariadb.url("crm");
+        let url = mariadb.create_database("crm").await;
         let start = |content_index: bool| {
             let url = url.clone();
             async move {

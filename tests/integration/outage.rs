@@ -121,6 +121,18 @@ impl PrivateMariaDb {
         })
     }
 
+    /// Creates database `name` (utf8mb4) on the running server; its URL.
+    pub(crate) async fn create_database(&self, name: &str) -> String {
+        let mut conn = mysql_async::Conn::from_url(self.url("mysql").as_str())
+            .await
+            .expect("connect");
+        conn.query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+            .await
+            .expect("create database");
+        let _ = conn.disconnect().await;
+        self.url(name)
+    }
+
     pub(crate) fn url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
     }
@@ -286,6 +298,9 @@ async fn count(url: &str, sql: &str) -> i64 {
 /// How many times the database is killed.
 const KILLS: usize = 3;
 
+/// How long a writer waits after a failed call before the next one.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 crate::standalone_tests! {
     async fn database_killed_mid_traffic_answers_unavailable_and_loses_nothing() {
         let Some(mut mariadb) = PrivateMariaDb::install() else {
@@ -293,16 +308,7 @@ crate::standalone_tests! {
         };
         let started = Instant::now();
         mariadb.start().await;
-        {
-            let mut conn = mysql_async::Conn::from_url(mariadb.url("mysql").as_str())
-                .await
-                .expect("connect");
-            conn.query_drop("CREATE DATABASE crm CHARACTER SET utf8mb4")
-                .await
-                .expect("create database");
-            let _ = conn.disconnect().await;
-        }
-        let url = mariadb.url("crm");
+        let url = mariadb.create_database("crm").await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = Config::new(addr, url.clone());
@@ -353,7 +359,12 @@ crate::standalone_tests! {
                         Ok(id) => {
                             stored.insert(key, id);
                         }
-                        Err(_) => failed.push(key),
+                        // As a real client: back off before the next call (the server
+                        // answers at once while the database is known to be away).
+                        Err(_) => {
+                            failed.push(key);
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                        }
                     }
                 }
                 (outcomes, stored, failed)
@@ -369,8 +380,9 @@ crate::standalone_tests! {
                 while !stop.load(Ordering::Relaxed) {
                     let result = import_once(&mut client, customer_id, j, 300).await;
                     outcomes.record(&result);
-                    if let Ok(n) = result {
-                        accepted.push((j, n));
+                    match result {
+                        Ok(n) => accepted.push((j, n)),
+                        Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
                     }
                     j += 1;
                 }

@@ -23,7 +23,7 @@ use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, to_timestamp};
 use crate::grpc::service_levels::{attention_fingerprint, attention_response};
 use crate::grpc::validate;
-use crate::model::deadline::{parse_grpc_timeout, Deadline};
+use crate::model::deadline::Deadline;
 use crate::model::time::now;
 use crate::pb::{self, analytics_service_server::AnalyticsService};
 use crate::service::attention::{self, AttentionQuery};
@@ -50,14 +50,7 @@ impl AnalyticsApi {
 /// The call's deadline. One that leaves no time is answered before any work (regex
 /// compiles included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
 fn report_deadline<T>(request: &Request<T>) -> Result<Deadline, Error> {
-    let deadline = request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map_or(Deadline::none(), |t| {
-            Deadline::for_timeout(tokio::time::Instant::now(), t)
-        });
+    let deadline = Deadline::of_call(request.metadata());
     deadline.check("the report")?;
     Ok(deadline)
 }

@@ -119,18 +119,7 @@ crate::standalone_tests! {
             .expect("connect to server");
         let mut customers = Vec::new();
         for i in 0..CUSTOMERS {
-            let id = crate::harness::CustomerServiceClient::new(channel.clone())
-                .create_customer(pb::CreateCustomerRequest {
-                    customer: Some(pb::Customer {
-                        name: format!("step {i}"),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                })
-                .await
-                .expect("create customer")
-                .into_inner()
-                .id;
+            let id = crate::harness::customer_via(&channel, &format!("step {i}")).await;
             customers.push(id);
         }
 
@@ -242,15 +231,7 @@ crate::backend_tests! {
         let (stop, rx) = watch::channel(false);
         tokio::spawn(crm_comms::server::serve(config, db, listener, rx));
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let customer = crate::harness::CustomerServiceClient::new(channel.clone())
-            .create_customer(pb::CreateCustomerRequest {
-                customer: Some(pb::Customer { name: "failover".into(), ..Default::default() }),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create through the second host")
-            .into_inner()
-            .id;
+        let customer = crate::harness::customer_via(&channel, "failover").await;
         assert!(customer > 0);
         assert!(eventually(Duration::from_secs(5), || serving(&channel)).await, "readiness uses the hosts in order too");
         let _ = stop.send(true);

@@ -16,7 +16,7 @@ use pb::timeline_event::Entry;
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{transport::Channel, Code, Streaming};
 
-use crate::harness::{assert_status, new_customer, note, Backend, TestApp};
+use crate::harness::{assert_status, new_customer, next_event, note, Backend, TestApp};
 use crate::outage::PrivateMariaDb;
 use crm_comms::service::timeline::{COMMIT_BOUND, POLL_INTERVAL, SETTLE};
 
@@ -48,15 +48,6 @@ async fn open(channel: &Channel, req: pb::StreamTimelineRequest) -> Streaming<pb
         .into_inner()
 }
 
-/// The next event, which must come within `secs`.
-async fn next(stream: &mut Streaming<pb::TimelineEvent>, secs: u64) -> pb::TimelineEvent {
-    tokio::time::timeout(Duration::from_secs(secs), stream.message())
-        .await
-        .expect("event in time")
-        .unwrap()
-        .expect("stream still open")
-}
-
 /// Asserts that nothing more arrives until everything recorded so far has settled and
 /// been polled a few times.
 async fn quiet(stream: &mut Streaming<pb::TimelineEvent>) {
@@ -84,10 +75,10 @@ crate::backend_tests! {
         let old = log_on(&app.channel, note(c, "history", "2024-05-01T00:00:00Z")).await;
         settle().await;
         let mut stream = open(&app.channel, follow(c, "")).await;
-        let history = next(&mut stream, 10).await;
+        let history = next_event(&mut stream, 10).await;
         assert_eq!(identity(&history), (0, old));
         let live = log_on(&app.channel, note(c, "live", "2025-01-01T00:00:00Z")).await;
-        let live_event = next(&mut stream, 10).await;
+        let live_event = next_event(&mut stream, 10).await;
         assert_eq!(identity(&live_event), (0, live));
         drop(stream);
 
@@ -98,14 +89,14 @@ crate::backend_tests! {
 
         // From the live cursor, on the other replica: exactly the back-dated call.
         let mut resumed = open(&other, follow(c, &live_event.cursor)).await;
-        assert_eq!(identity(&next(&mut resumed, 10).await), (0, back));
+        assert_eq!(identity(&next_event(&mut resumed, 10).await), (0, back));
         quiet(&mut resumed).await;
 
         // From the history cursor, on the first server: both later recordings, once each.
         let mut resumed = open(&app.channel, follow(c, &history.cursor)).await;
         let got: Vec<(u8, i64)> = vec![
-            identity(&next(&mut resumed, 10).await),
-            identity(&next(&mut resumed, 10).await),
+            identity(&next_event(&mut resumed, 10).await),
+            identity(&next_event(&mut resumed, 10).await),
         ];
         assert_eq!(got, vec![(0, live), (0, back)], "recording order");
         quiet(&mut resumed).await;
@@ -119,7 +110,7 @@ crate::backend_tests! {
         let z = log_on(&app.channel, note(c, "z", "2025-01-01T00:00:00Z")).await;
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(next(&mut stream, 10).await);
+            got.push(next_event(&mut stream, 10).await);
         }
         let ids: Vec<(u8, i64)> = got.iter().map(identity).collect();
         assert_eq!(ids, vec![(0, x), (0, y), (0, z)], "live events come in recording order");
@@ -127,7 +118,7 @@ crate::backend_tests! {
         drop(stream);
         // The client kept only what came up to y: it gets z, and not x again.
         let mut resumed = open(&app.channel, follow(c, &got[1].cursor)).await;
-        assert_eq!(identity(&next(&mut resumed, 10).await), (0, z));
+        assert_eq!(identity(&next_event(&mut resumed, 10).await), (0, z));
         quiet(&mut resumed).await;
         // Without follow, a live cursor sends what has settled after it, then ends.
         let rest: Vec<_> = {
@@ -165,7 +156,7 @@ crate::backend_tests! {
         let mut got: Vec<pb::TimelineEvent> = Vec::new();
         let mut stream = open(&b, follow(c, "")).await;
         while got.len() < 15 {
-            got.push(next(&mut stream, 10).await);
+            got.push(next_event(&mut stream, 10).await);
         }
         // b shuts down under the stream: SHUTTING_DOWN, resume elsewhere.
         let _ = stop_b.send(true);
@@ -179,14 +170,14 @@ crate::backend_tests! {
         assert_status(&status, Code::Unavailable, "SHUTTING_DOWN");
         let mut stream = open(&a, follow(c, &got.last().unwrap().cursor)).await;
         while got.len() < 35 {
-            got.push(next(&mut stream, 10).await);
+            got.push(next_event(&mut stream, 10).await);
         }
         drop(stream);
         let (third, _stop_third) = app.another_server(|_| {}, None).await;
         let mut stream = open(&third, follow(c, &got.last().unwrap().cursor)).await;
         let written: HashSet<(u8, i64)> = writer.await.unwrap().into_iter().collect();
         while got.len() < written.len() {
-            got.push(next(&mut stream, 10).await);
+            got.push(next_event(&mut stream, 10).await);
         }
         quiet(&mut stream).await;
         let ids: Vec<(u8, i64)> = got.iter().map(identity).collect();
@@ -235,7 +226,7 @@ crate::backend_tests! {
             assert!(crm_comms::db::feed::commit_bound_overruns() > overruns, "no attempt was refused");
         }
         assert_eq!(app.count_where("transactions", "customer_id", c).await, 1);
-        assert_eq!(identity(&next(&mut stream, 10).await), (1, stored.id));
+        assert_eq!(identity(&next_event(&mut stream, 10).await), (1, stored.id));
         quiet(&mut stream).await;
     }
 }
@@ -382,7 +373,7 @@ crate::standalone_tests! {
         let mut delays = Vec::new();
         let mut seen = Vec::new();
         while seen.len() < 100 {
-            let e = next(&mut all, 15).await;
+            let e = next_event(&mut all, 15).await;
             let (_, id) = identity(&e);
             if let Some(acked) = acks.lock().unwrap().get(&id) {
                 delays.push(acked.elapsed());

@@ -10,7 +10,7 @@ use crm_comms::service::timeline::{hub::BUFFER_EVENTS, POLL_INTERVAL, SETTLE};
 use tonic::{Code, Streaming};
 
 use crate::backend_tests;
-use crate::harness::{assert_status, new_customer, note, ts, TestApp};
+use crate::harness::{assert_status, new_customer, next_event, note, ts, TestApp};
 
 /// Connection checkouts the server's pool has served so far (one per query), and the
 /// connections in use right now.
@@ -80,15 +80,6 @@ async fn open(app: &TestApp, req: pb::StreamTimelineRequest) -> Streaming<pb::Ti
         .into_inner()
 }
 
-/// The next event, which must come within `secs`.
-async fn next(stream: &mut Streaming<pb::TimelineEvent>, secs: u64) -> pb::TimelineEvent {
-    tokio::time::timeout(Duration::from_secs(secs), stream.message())
-        .await
-        .expect("event in time")
-        .unwrap()
-        .expect("stream still open")
-}
-
 /// Every event of a finite (non-follow) stream.
 async fn collect(app: &TestApp, req: pb::StreamTimelineRequest) -> Vec<pb::TimelineEvent> {
     let mut stream = open(app, req).await;
@@ -148,7 +139,7 @@ backend_tests! {
             let mut streams = Vec::new();
             for _ in 0..n {
                 let mut s = open(app, follow_of(c)).await;
-                assert_eq!(next(&mut s, 10).await.occur_time, Some(ts("2024-01-01T00:00:00Z")));
+                assert_eq!(next_event(&mut s, 10).await.occur_time, Some(ts("2024-01-01T00:00:00Z")));
                 streams.push(s);
             }
             // Once every stream has this event its catch-up read is over: from here on
@@ -156,7 +147,7 @@ backend_tests! {
             let go = log(app, note(c, &format!("go {n}"), "2024-01-02T00:00:00Z")).await;
             for s in &mut streams {
                 // Earlier rounds' events come first, from the history.
-                while identity(&next(s, 10).await) != (0, go) {}
+                while identity(&next_event(s, 10).await) != (0, go) {}
             }
             let (before, _) = pool_usage(&app.db);
             let mut busiest = 0;
@@ -228,7 +219,7 @@ backend_tests! {
             let mut got = Vec::new();
             // Stop each stream inside its history (those that have one).
             if r.customer_id != b && r.channels.is_empty() {
-                got.push(next(&mut s, 10).await);
+                got.push(next_event(&mut s, 10).await);
             }
             streams.push(s);
             seen.push(got);
@@ -279,7 +270,7 @@ backend_tests! {
         for ((s, got), r) in streams.iter_mut().zip(&mut seen).zip(&requests) {
             let want = expected(app, r, &a_before).await.len();
             while got.len() < want {
-                got.push(next(s, 10).await);
+                got.push(next_event(s, 10).await);
             }
         }
         write_round("after").await;
@@ -314,7 +305,7 @@ backend_tests! {
             let mut markers_left: HashSet<_> = markers.intersection(&want).copied().collect();
             assert!(!markers_left.is_empty(), "stream {i} matches no marker");
             while !markers_left.is_empty() {
-                let e = next(s, 10).await;
+                let e = next_event(s, 10).await;
                 markers_left.remove(&identity(&e));
                 got.push(e);
             }
@@ -332,7 +323,7 @@ backend_tests! {
         let c = new_customer(app, "慢读").await;
         let mut stream = open(app, follow_of(c)).await;
         let go = log(app, note(c, "go", "2024-01-01T00:00:00Z")).await;
-        let first = next(&mut stream, 10).await;
+        let first = next_event(&mut stream, 10).await;
         assert_eq!(identity(&first), (0, go));
         // Far more than the hub buffers, while the client reads nothing (and large
         // enough that the HTTP/2 window holds few of them).
@@ -373,16 +364,16 @@ backend_tests! {
         // Settled, so the 3000 are the stream's history.
         tokio::time::sleep(SETTLE).await;
         let mut stream = open(app, follow_of(c)).await;
-        let mut got = vec![next(&mut stream, 10).await];
+        let mut got = vec![next_event(&mut stream, 10).await];
         // While the stream sits in its history, more is recorded than the hub buffers,
         // behind the stream's position: only the catch-up read can deliver it.
         let n = 3 * BUFFER_EVENTS;
         import_notes(app, c, n, "2023-01-01T00:00:00Z").await;
         while got.len() < 3000 + n {
-            got.push(next(&mut stream, 10).await);
+            got.push(next_event(&mut stream, 10).await);
         }
         let live = log(app, note(c, "live", "2026-01-01T00:00:00Z")).await;
-        let e = next(&mut stream, 10).await;
+        let e = next_event(&mut stream, 10).await;
         assert_eq!(identity(&e), (0, live));
         got.push(e);
         let ids: Vec<(u8, i64)> = got.iter().map(identity).collect();

@@ -539,33 +539,33 @@ macro_rules! backend_tests {
 #[macro_export]
 macro_rules! standalone_tests {
     ($(async fn $name:ident() $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                async fn run() $body
-
-                fn boxed() -> $crate::harness::TestFuture<'static> {
-                    ::std::boxed::Box::pin(run())
-                }
-
-                ::inventory::submit! {
-                    $crate::harness::RegisteredTest {
-                        path: module_path!(),
-                        body: $crate::harness::TestBody::Standalone(boxed),
-                    }
-                }
-            }
-        )*
+        $crate::registered_tests!(
+            |boxed| $crate::harness::TestBody::Standalone(boxed);
+            $(async fn $name() $body)*
+        );
     };
 }
-
 /// Registers tests that run on a Galera cluster (a trial each, `file::name`), reported
 /// as ignored unless `CRM_GALERA_URLS` is set. `exclusive: true;` first makes them run
 /// last and alone among the cluster tests.
 #[macro_export]
 macro_rules! cluster_tests {
     (exclusive: $exclusive:literal; $(async fn $name:ident() $body:block)*) => {
+        $crate::registered_tests!(
+            |boxed| $crate::harness::TestBody::Cluster { body: boxed, exclusive: $exclusive };
+            $(async fn $name() $body)*
+        );
+    };
+    ($(async fn $name:ident() $body:block)*) => {
+        $crate::cluster_tests! { exclusive: false; $(async fn $name() $body)* }
+    };
+}
+
+/// Registers each test as one trial whose body is `$kind` of its boxed run function
+/// (the shared part of [`standalone_tests!`] and [`cluster_tests!`]).
+#[macro_export]
+macro_rules! registered_tests {
+    (|$boxed:ident| $kind:expr; $(async fn $name:ident() $body:block)*) => {
         $(
             mod $name {
                 #[allow(unused_imports)]
@@ -579,17 +579,16 @@ macro_rules! cluster_tests {
                 ::inventory::submit! {
                     $crate::harness::RegisteredTest {
                         path: module_path!(),
-                        body: $crate::harness::TestBody::Cluster { body: boxed, exclusive: $exclusive },
+                        body: {
+                            let $boxed = boxed;
+                            $kind
+                        },
                     }
                 }
             }
         )*
     };
-    ($(async fn $name:ident() $body:block)*) => {
-        $crate::cluster_tests! { exclusive: false; $(async fn $name() $body)* }
-    };
 }
-
 /// Whether the MySQL trials can run, decided once per test run.
 #[derive(Debug, Clone)]
 pub enum MysqlStatus {
@@ -754,7 +753,12 @@ pub fn ts(rfc3339: &str) -> prost_types::Timestamp {
 
 /// Creates a customer with just a name and returns its id.
 pub async fn new_customer(app: &TestApp, name: &str) -> i64 {
-    app.customers()
+    customer_via(&app.channel, name).await
+}
+
+/// Creates a customer named `name` through the server at `channel`; its id.
+pub async fn customer_via(channel: &Channel, name: &str) -> i64 {
+    CustomerServiceClient::new(channel.clone())
         .create_customer(pb::CreateCustomerRequest {
             customer: Some(pb::Customer {
                 name: name.to_owned(),
@@ -924,4 +928,28 @@ pub fn log(c: pb::Communication, request_id: &str) -> pb::LogCommunicationReques
         communication: Some(c),
         request_id: request_id.into(),
     }
+}
+
+/// The next event of a timeline stream, which must come within `secs`.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<pb::TimelineEvent>,
+    secs: u64,
+) -> pb::TimelineEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), stream.message())
+        .await
+        .expect("event in time")
+        .unwrap()
+        .expect("stream still open")
+}
+
+/// Asserts that `status` is NOT_FOUND for the merged customer `id`, naming `survivor`.
+pub fn assert_merged(status: &Status, id: i64, survivor: i64) {
+    assert_status(status, Code::NotFound, "CUSTOMER_MERGED");
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(
+        info.metadata["merged_into"],
+        survivor.to_string(),
+        "{status:?}"
+    );
+    assert_eq!(info.metadata["id"], id.to_string(), "{status:?}");
 }

@@ -2,23 +2,9 @@
 //! as every other RPC answers, never an empty report.
 
 use crm_comms::pb;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 use crate::backend_tests;
-use crate::harness::{assert_status, log, new_customer, note, ts};
-
-/// Asserts that `status` is NOT_FOUND for the merged customer `id`, naming `survivor`.
-fn assert_merged(status: &Status, id: i64, survivor: i64) {
-    assert_status(status, Code::NotFound, "CUSTOMER_MERGED");
-    let info = status.get_error_details().error_info().cloned().unwrap();
-    assert_eq!(
-        info.metadata["merged_into"],
-        survivor.to_string(),
-        "{status:?}"
-    );
-    assert_eq!(info.metadata["id"], id.to_string(), "{status:?}");
-}
+use crate::harness::{assert_merged, log, new_customer, note, ts};
 
 backend_tests! {
     async fn every_report_scoped_to_a_merged_customer_answers_customer_merged(app: &TestApp) {

@@ -7,11 +7,11 @@ use crm_comms::pb::{
     self, communication_service_client::CommunicationServiceClient,
     customer_service_client::CustomerServiceClient,
 };
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, assert_status, log, note, ts, TestApp};
+use crate::harness::{assert_invalid, assert_merged, assert_status, log, note, ts, TestApp};
 
 /// Creates a customer with these fields; its id.
 async fn customer(app: &TestApp, name: &str, phone: &str, email: &str, tags: &[&str]) -> i64 {
@@ -30,18 +30,6 @@ async fn customer(app: &TestApp, name: &str, phone: &str, email: &str, tags: &[&
         .unwrap()
         .into_inner()
         .id
-}
-
-/// Asserts that `status` is NOT_FOUND for a merged customer `id` naming `survivor`.
-fn assert_merged(status: &Status, id: i64, survivor: i64) {
-    assert_status(status, Code::NotFound, "CUSTOMER_MERGED");
-    let info = status.get_error_details().error_info().cloned().unwrap();
-    assert_eq!(
-        info.metadata["merged_into"],
-        survivor.to_string(),
-        "{status:?}"
-    );
-    assert_eq!(info.metadata["id"], id.to_string(), "{status:?}");
 }
 
 /// A group as `(key, value, matched keys, count, member ids)`.

@@ -7,14 +7,11 @@ use std::time::Duration;
 use crm_comms::{
     config::Config,
     db::{migrate::MigrationsMode, Db},
-    pb,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::Channel;
 
-use crate::harness::{
-    log, note, run_binary, Backend, CommunicationServiceClient, CustomerServiceClient,
-};
+use crate::harness::{log, note, run_binary, Backend, CommunicationServiceClient};
 
 /// Starts a server on `url` with `mode`; its channel and shutdown switch.
 async fn serve(url: &str, mode: MigrationsMode) -> anyhow::Result<(Channel, watch::Sender<bool>)> {
@@ -33,18 +30,7 @@ async fn serve(url: &str, mode: MigrationsMode) -> anyhow::Result<(Channel, watc
 
 /// A customer and one communication through `channel`: the server works.
 async fn write_through(channel: &Channel, name: &str) -> i64 {
-    let customer = CustomerServiceClient::new(channel.clone())
-        .create_customer(pb::CreateCustomerRequest {
-            customer: Some(pb::Customer {
-                name: name.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create customer")
-        .into_inner()
-        .id;
+    let customer = crate::harness::customer_via(channel, name).await;
     CommunicationServiceClient::new(channel.clone())
         .log_communication(log(note(customer, name, "2024-05-01T09:00:00Z"), ""))
         .await

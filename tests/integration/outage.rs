@@ -20,7 +20,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::{transport::Channel, Code, Status};
 use tonic_types::StatusExt;
 
-use crate::harness::{CommunicationServiceClient, CustomerServiceClient};
+use crate::harness::CommunicationServiceClient;
 
 /// Finds an executable in PATH or the usual sbin directories.
 fn find(program: &str) -> Option<PathBuf> {
@@ -325,18 +325,7 @@ crate::standalone_tests! {
             .connect()
             .await
             .expect("connect to server");
-        let customer_id = CustomerServiceClient::new(channel.clone())
-            .create_customer(pb::CreateCustomerRequest {
-                customer: Some(pb::Customer {
-                    name: "outage".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create customer")
-            .into_inner()
-            .id;
+        let customer_id = crate::harness::customer_via(&channel, "outage").await;
 
         // Writers: LogCommunication with unique keys, and imports without keys, until told
         // to stop. Each remembers which keys were stored and which failed.

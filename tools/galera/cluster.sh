@@ -229,7 +229,7 @@ recovered_position() {
 
 # Starts stopped node N as a joiner at its recovered position (IST when the donor's
 # gcache still holds the missing writes, rsync SST otherwise).
-join_node() {
+launch_joiner() {
   local n=$1 pos
   write_cnf "$n"
   if [ -f "$(node_dir "$n")/data/grastate.dat" ]; then
@@ -239,6 +239,32 @@ join_node() {
   else
     launch "$n"
   fi
+}
+
+# Joins node N and waits until it is Synced. Joiners go one at a time: a donor serving
+# two rsync transfers at once can fail one of them ("State transfer ... failed"), and
+# the joiner then aborts. A joiner that dies during its transfer is launched again.
+join_node() {
+  local n=$1 attempt t0
+  for attempt in 1 2 3; do
+    launch_joiner "$n"
+    t0=$SECONDS
+    while :; do
+      if [ "$(wsrep_status "$n" wsrep_local_state_comment)" = Synced ] &&
+        [ "$(wsrep_status "$n" wsrep_ready)" = ON ]; then
+        return 0
+      fi
+      if ! is_up "$n" && [ $((SECONDS - t0)) -ge 2 ]; then
+        break
+      fi
+      [ $((SECONDS - t0)) -lt "$TIMEOUT" ] || fail_with_logs "node $n not synced within ${TIMEOUT} s"
+      sleep 0.3
+    done
+    log "node $n: exited while joining (attempt $attempt); $(err_log "$n") (tail):"
+    tail -n 5 "$(err_log "$n")" >&2 2>/dev/null || true
+    sleep 2
+  done
+  fail_with_logs "node $n could not join in 3 attempts"
 }
 
 cmd_start() {
@@ -297,8 +323,8 @@ cmd_start() {
     sql 1 "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
            GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
            CREATE DATABASE IF NOT EXISTS test;" || fail_with_logs "node 1: setup SQL failed"
-    launch 2
-    launch 3
+    join_node 2
+    join_node 3
   fi
   wait_cluster
   log "cluster up in $((SECONDS - t0)) s"

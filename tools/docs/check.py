@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs every shell session in README.md and docs/*.md and compares its output.
 
-Conventions (docs/README-style Markdown; see docs/contributing-docs.md):
+Conventions (the rules are in docs/development.md):
 
 * A fenced block with the info string `console` is a session: a line starting with `$ `
   is a command (continued on the next lines while it ends with `\\` or its quotes are
@@ -152,6 +152,33 @@ def parse(path: Path) -> Doc:
     return doc
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def check_links(path: Path) -> list[str]:
+    """Relative links must name an existing file, and an anchor one of its headings."""
+    errors = []
+    rel = path.relative_to(ROOT)
+    text = path.read_text(encoding="utf-8")
+    text_no_code = re.sub(r"```.*?```", "", text, flags=re.S)
+    for n, line in enumerate(text_no_code.splitlines(), 1):
+        for target in re.findall(r"\]\(([^)\s]+)\)", line):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                errors.append(f"{rel}: link to a missing file: {target}")
+            elif anchor and dest.suffix == ".md":
+                slugs = {slug(h) for h in re.findall(r"^#+ (.*)$", dest.read_text(encoding="utf-8"), re.M)}
+                if anchor not in slugs:
+                    errors.append(f"{rel}: link to a missing heading: {target}")
+    return errors
+
+
 def pattern_for(expected: list[str]) -> re.Pattern[str]:
     parts = []
     for e in expected:
@@ -177,8 +204,7 @@ def free_port() -> int:
 
 def mariadb(*sql: str) -> bool:
     args = ["mariadb", "--protocol=tcp", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "--connect-timeout=3"]
-    for s in sql:
-        args += ["-e", s]
+    args += ["-e", "; ".join(sql)]
     try:
         return subprocess.run(args, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -370,6 +396,8 @@ def main() -> int:
         files = [Path(a).resolve() for a in sys.argv[1:]]
     docs = [parse(f) for f in files]
     failures = [e for d in docs for e in d.errors]
+    linked = files + ([ROOT / "BENCHMARKS.md", ROOT / "CHANGELOG.md"] if len(sys.argv) == 1 else [])
+    failures += [e for f in linked for e in check_links(f)]
     started = time.monotonic()
     ran = 0
     notes = []

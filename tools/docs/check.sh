@@ -30,6 +30,8 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
 fi
 
 start=$SECONDS
+# The check's own tests first: its matching rules, and a drifted page that must fail.
+python3 tools/docs/test_check.py
 python3 tools/docs/check.py "$@"
 if [ "$#" -eq 0 ]; then
   python3 tools/docs/deploy_check.py

@@ -179,6 +179,25 @@ def check_links(path: Path) -> list[str]:
     return errors
 
 
+def check_flags(binary: Path) -> list[str]:
+    """Every flag the binary's --help prints is documented: serve's in docs/operations.md
+    (the configuration table), the subcommands' own ones somewhere in docs/."""
+    def flags(*args: str) -> set[str]:
+        out = subprocess.run([str(binary), *args], capture_output=True, text=True).stdout
+        return set(re.findall(r"^\s+(?:-\w, )?(--[a-z0-9-]+)", out, re.M)) - {"--help", "--version"}
+
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    everything = "\n".join(f.read_text(encoding="utf-8") for f in (ROOT / "docs").glob("*.md"))
+    serve = flags("--help")
+    errors = [f"docs/operations.md: `{f}` (crm-comms --help) is not documented" for f in sorted(serve)
+              if f"`{f}`" not in operations]
+    for sub in (["migrate"], ["seed-demo"], ["rebuild-rollups"], ["token", "new"]):
+        for f in sorted(flags("help", *sub) - serve):
+            if f not in everything:
+                errors.append(f"docs/: `{f}` (crm-comms help {' '.join(sub)}) is not documented")
+    return errors
+
+
 def pattern_for(expected: list[str]) -> re.Pattern[str]:
     parts = []
     for e in expected:
@@ -398,6 +417,8 @@ def main() -> int:
     failures = [e for d in docs for e in d.errors]
     linked = files + ([ROOT / "BENCHMARKS.md", ROOT / "CHANGELOG.md"] if len(sys.argv) == 1 else [])
     failures += [e for f in linked for e in check_links(f)]
+    if len(sys.argv) == 1:
+        failures += check_flags(binary)
     started = time.monotonic()
     ran = 0
     notes = []

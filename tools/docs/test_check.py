@@ -59,6 +59,17 @@ class Parsing(unittest.TestCase):
         self.assertFalse(any("not a line of the block above" in e for e in self.doc.errors))
 
 
+class Flags(unittest.TestCase):
+    def test_a_flag_the_docs_do_not_name_is_reported(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            fake = Path(d) / "crm-comms"
+            fake.write_text("#!/bin/sh\n[ \"$1\" = --help ] && printf '      --listen <L>\\n      --brand-new-flag\\n'\nexit 0\n")
+            fake.chmod(0o755)
+            errors = check.check_flags(fake)
+        self.assertEqual(errors, ["docs/operations.md: `--brand-new-flag` (crm-comms --help) is not documented"])
+
+
 class Run(unittest.TestCase):
     def test_a_drifted_page_fails_with_its_lines_and_a_diff(self):
         fixture = Path(__file__).parent / "fixtures" / "drift.md"

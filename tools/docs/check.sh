@@ -25,8 +25,15 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! python3 -c 'import yaml' 2>/dev/null; then
-  log "PyYAML is missing; installing it with pip"
-  python3 -m pip install --quiet pyyaml
+  log "PyYAML is missing; installing it"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null; }
+  else
+    # A Debian Python refuses a plain user-wide pip install (PEP 668).
+    python3 -m pip install --quiet --user pyyaml ||
+      python3 -m pip install --quiet --user --break-system-packages pyyaml
+  fi
 fi
 
 start=$SECONDS

@@ -8,7 +8,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::service::demo::{MAX_COMMUNICATIONS, MAX_CUSTOMERS, MAX_DAYS};
+/// Most customers `seed-demo` may create.
+pub const MAX_DEMO_CUSTOMERS: u32 = 1_000_000;
+/// Most communications `seed-demo` may write.
+pub const MAX_DEMO_COMMUNICATIONS: u64 = 10_000_000;
+/// Longest time range of `seed-demo`, in days (ten years).
+pub const MAX_DEMO_DAYS: u32 = 3650;
 
 /// The `crm-comms` command line.
 #[derive(Debug, Parser)]
@@ -69,15 +74,15 @@ pub enum TokenCommand {
     New {
         /// What the caller may do: reader, writer or admin.
         #[arg(long, value_parser = parse_role)]
-        role: crate::security::tokens::Role,
+        role: crate::model::caller::Role,
         /// The caller's name, as logged and audited (letters, digits, `-_.@:`).
         #[arg(long)]
         name: String,
     },
 }
 
-fn parse_role(s: &str) -> Result<crate::security::tokens::Role, String> {
-    crate::security::tokens::Role::parse(s)
+fn parse_role(s: &str) -> Result<crate::model::caller::Role, String> {
+    crate::model::caller::Role::parse(s)
         .ok_or_else(|| format!("`{s}` is not a role: reader, writer or admin"))
 }
 
@@ -92,7 +97,7 @@ pub struct SeedDemoArgs {
         long,
         default_value_t = 200,
         value_name = "N",
-        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CUSTOMERS))
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DEMO_CUSTOMERS))
     )]
     pub customers: u32,
     /// Communications to write, over every channel, skewed to a few busy customers.
@@ -100,7 +105,7 @@ pub struct SeedDemoArgs {
         long,
         default_value_t = 20_000,
         value_name = "N",
-        value_parser = clap::value_parser!(u64).range(0..=MAX_COMMUNICATIONS)
+        value_parser = clap::value_parser!(u64).range(0..=MAX_DEMO_COMMUNICATIONS)
     )]
     pub communications: u64,
     /// Seed of the generator.
@@ -115,7 +120,7 @@ pub struct SeedDemoArgs {
         long,
         default_value_t = 365,
         value_name = "N",
-        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DAYS))
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DEMO_DAYS))
     )]
     pub days: u32,
 }

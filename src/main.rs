@@ -1,5 +1,8 @@
-//! The `crm-comms` binary: `serve` (default), `migrate`, `seed-demo` (which draws its
-//! progress bars here, on stderr) or `rebuild-rollups`.
+//! The `crm-comms` binary: `serve` (default), `migrate`, `seed-demo` (whose generator,
+//! [`demo`], lives in the binary, and which draws its progress bars here, on stderr) or
+//! `rebuild-rollups`.
+
+mod demo;
 
 use anyhow::Context;
 use clap::Parser;
@@ -133,8 +136,8 @@ async fn seed_demo(
     config: &crm_comms::config::Config,
     args: &crm_comms::config::SeedDemoArgs,
 ) -> anyhow::Result<()> {
+    use crate::demo::{self, DemoSpec};
     use crm_comms::model::time::{now, truncate_micros};
-    use crm_comms::service::demo::{self, DemoSpec};
 
     let url = crm_comms::db::redact(&config.database_url);
     let spec = DemoSpec {
@@ -184,8 +187,8 @@ struct Bars {
     bar: Option<indicatif::ProgressBar>,
 }
 
-impl crm_comms::service::demo::Progress for Bars {
-    fn start(&mut self, phase: crm_comms::service::demo::Phase, total: u64) {
+impl crate::demo::Progress for Bars {
+    fn start(&mut self, phase: crate::demo::Phase, total: u64) {
         let bar = indicatif::ProgressBar::with_draw_target(
             Some(total),
             indicatif::ProgressDrawTarget::stderr(),
@@ -210,7 +213,7 @@ impl crm_comms::service::demo::Progress for Bars {
         }
     }
 
-    fn finish(&mut self, report: &crm_comms::service::demo::PhaseReport) {
+    fn finish(&mut self, report: &crate::demo::PhaseReport) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

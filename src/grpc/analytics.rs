@@ -9,28 +9,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Months, NaiveDateTime, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
-use super::communication::channels;
-use super::customer::{customer_to_pb, transaction_to_pb};
 use super::{positive_id, AppState};
-use crate::analytics::buckets::{parse_time_zone, Granularity};
 use crate::analytics::content::MatchFigures;
 use crate::analytics::matching::Matcher;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, to_timestamp};
+use crate::grpc::pb_conv::{customer_to_pb, transaction_to_pb};
+use crate::grpc::report_query::{bucketed_window, customer_ids, finish, required_range};
 use crate::grpc::service_levels::{attention_fingerprint, attention_response};
-use crate::grpc::validate;
+use crate::grpc::validate::{self, channels, time_zone};
 use crate::model::deadline::Deadline;
 use crate::model::time::now;
 use crate::pb::{self, analytics_service_server::AnalyticsService};
 use crate::service::attention::{self, AttentionQuery};
 use crate::service::reports::{
-    self, max_range_months, ContentQuery, ContentReport, FrequencyQuery, FrequencyReport,
-    InsightsQuery, InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_SCOPE_CUSTOMERS,
-    MAX_TOP_N, MAX_TOP_TERMS,
+    self, ContentQuery, ContentReport, FrequencyQuery, FrequencyReport, InsightsQuery,
+    InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_TOP_N, MAX_TOP_TERMS,
 };
 use crate::service::service_levels::{self, WaitQuery};
 
@@ -55,129 +52,12 @@ fn report_deadline<T>(request: &Request<T>) -> Result<Deadline, Error> {
     Ok(deadline)
 }
 
-/// `value` when nothing was recorded in `v`, INVALID_ARGUMENT with every violation
-/// otherwise.
-pub(crate) fn finish<T>(v: Violations, value: Option<T>) -> Result<T, Error> {
-    match value {
-        Some(value) if v.is_empty() => Ok(value),
-        _ => Err(v
-            .finish(())
-            .err()
-            .unwrap_or_else(|| Error::Internal("validation failed without a violation".into()))),
-    }
-}
-
-/// A required `[start, end)` range, at most `max_months` long when given.
-pub(crate) fn required_range(
-    v: &mut Violations,
-    start: Option<&prost_types::Timestamp>,
-    end: Option<&prost_types::Timestamp>,
-    max_months: Option<u32>,
-) -> Option<(NaiveDateTime, NaiveDateTime)> {
-    if start.is_none() {
-        v.add("start_time", "is required");
-    }
-    if end.is_none() {
-        v.add("end_time", "is required");
-    }
-    let (s, e) = validate::time_range(v, "start_time", start, "end_time", end);
-    let (s, e) = (s?, e?);
-    if e <= s {
-        return None;
-    }
-    if let Some(months) = max_months {
-        if s.checked_add_months(Months::new(months))
-            .is_some_and(|limit| e > limit)
-        {
-            let what = if months % 12 == 0 {
-                format!("{} years", months / 12)
-            } else {
-                format!("{months} months")
-            };
-            v.add(
-                "end_time",
-                format!("must be at most {what} after start_time"),
-            );
-            return None;
-        }
-    }
-    Some((s, e))
-}
-
-pub(crate) fn time_zone(v: &mut Violations, name: &str) -> Option<Tz> {
-    let tz = parse_time_zone(name);
-    if tz.is_none() {
-        v.add(
-            "time_zone",
-            format!(
-                "{} is not a known IANA time zone (e.g. \"Asia/Shanghai\")",
-                crate::error::quote(name)
-            ),
-        );
-    }
-    tz
-}
-
-pub(crate) fn customer_ids(v: &mut Violations, ids: &[i64]) -> Vec<i64> {
-    if ids.len() > MAX_SCOPE_CUSTOMERS {
-        v.add(
-            "customer_ids",
-            format!(
-                "at most {MAX_SCOPE_CUSTOMERS} customers (got {})",
-                ids.len()
-            ),
-        );
-    }
-    for (i, &id) in ids.iter().enumerate() {
-        positive_id(v, &format!("customer_ids[{i}]"), id);
-    }
-    let mut out = ids.to_vec();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-/// A validated range and zone of a bucketed report, `None` when either is invalid.
-pub(crate) type Window = Option<((NaiveDateTime, NaiveDateTime), Tz)>;
-
-/// What every bucketed report takes: its customers, the granularity, a required range
-/// no longer than the granularity allows, and the zone; each violation recorded in `v`.
-pub(crate) fn bucketed_window(
-    v: &mut Violations,
-    ids: &[i64],
-    granularity_value: i32,
-    (start, end): (
-        Option<&prost_types::Timestamp>,
-        Option<&prost_types::Timestamp>,
-    ),
-    zone: &str,
-) -> (Vec<i64>, Granularity, Window) {
-    let ids = customer_ids(v, ids);
-    let granularity = granularity(v, granularity_value);
-    let range = required_range(v, start, end, Some(max_range_months(granularity)));
-    let tz = time_zone(v, zone);
-    (ids, granularity, range.zip(tz))
-}
-
 fn bounded(v: &mut Violations, field: &str, value: i32, max: i32) -> usize {
     if !(0..=max).contains(&value) {
         v.add(field, format!("must be between 0 and {max} (got {value})"));
         return 0;
     }
     usize::try_from(value).unwrap_or(0)
-}
-
-pub(crate) fn granularity(v: &mut Violations, value: i32) -> Granularity {
-    match pb::Granularity::try_from(value) {
-        Ok(pb::Granularity::Unspecified | pb::Granularity::Day) => Granularity::Day,
-        Ok(pb::Granularity::Hour) => Granularity::Hour,
-        Ok(pb::Granularity::Week) => Granularity::Week,
-        Ok(pb::Granularity::Month) => Granularity::Month,
-        Err(_) => {
-            v.add("granularity", format!("{value} is not a known value"));
-            Granularity::Day
-        }
-    }
 }
 
 fn channel_counts(counts: &BTreeMap<i32, i64>) -> Vec<pb::ChannelCount> {

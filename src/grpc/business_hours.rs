@@ -6,14 +6,13 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
-use super::analytics::time_zone;
 use super::customer::{etag, mask_paths};
 use super::{caller, positive_id, AppState};
 use crate::db::business_hours::{self, ScheduleChanges, ScheduleForm, ScheduleRow};
 use crate::error::{Error, Violations};
 use crate::grpc::convert::to_timestamp;
 use crate::grpc::paging;
-use crate::grpc::validate;
+use crate::grpc::validate::{self, time_zone};
 use crate::model::schedule::{self, Window, MAX_HOLIDAYS};
 use crate::model::time::now;
 use crate::pb::{self, business_hours_service_server::BusinessHoursService};

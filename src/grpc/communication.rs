@@ -8,13 +8,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::customer::{decode_position, occur_time, page_token};
 use super::timeline::{response_stream, timeline_request, TimelineStream};
 use super::{caller, positive_id, read_page, AppState};
-use crate::db::communications::{
-    self, CommunicationFilter, CommunicationInsertForm, CommunicationRow,
-};
+use crate::db::communications::{self, CommunicationFilter, CommunicationInsertForm};
 use crate::error::{Error, Violations};
-use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
+use crate::grpc::convert::duration_to_micros;
 use crate::grpc::paging;
-use crate::grpc::validate;
+use crate::grpc::pb_conv::communication_to_pb;
+use crate::grpc::validate::{self, channels};
 use crate::model::phone::PhoneRegion;
 use crate::model::time::now;
 use crate::pb::{self, communication::Details, communication_service_server::CommunicationService};
@@ -32,39 +31,6 @@ impl CommunicationApi {
     /// A service over the shared state.
     pub fn new(state: AppState) -> Self {
         Self { state }
-    }
-}
-
-/// The proto form of a stored communication.
-pub fn communication_to_pb(r: CommunicationRow) -> pb::Communication {
-    let details = if let Some(phone_number) = r.phone_number {
-        Some(Details::PhoneCall(pb::PhoneCall {
-            phone_number,
-            duration: r.call_duration_us.map(duration_from_micros),
-        }))
-    } else if let Some(address) = r.email_address {
-        Some(Details::Email(pb::Email {
-            address,
-            subject: r.email_subject.unwrap_or_default(),
-        }))
-    } else {
-        r.chat_platform.map(|platform| {
-            Details::Chat(pb::Chat {
-                platform,
-                conversation_id: r.chat_conversation_id.unwrap_or_default(),
-            })
-        })
-    };
-    pb::Communication {
-        id: r.id,
-        customer_id: r.customer_id,
-        channel: r.channel,
-        direction: r.direction,
-        occur_time: Some(to_timestamp(r.occur_time)),
-        content: r.content,
-        outcome: r.outcome,
-        details,
-        create_time: Some(to_timestamp(r.create_time)),
     }
 }
 
@@ -395,16 +361,4 @@ fn rejection_to_pb(r: Rejection) -> pb::ImportRejection {
         request_id: r.request_id,
         reason: r.reason,
     }
-}
-
-/// A channel filter: known, non-zero channels, sorted and de-duplicated.
-pub(crate) fn channels(v: &mut Violations, field: &str, values: &[i32]) -> Vec<i32> {
-    let mut out = Vec::with_capacity(values.len());
-    for (i, c) in values.iter().enumerate() {
-        validate::known_enum::<pb::Channel>(v, &format!("{field}[{i}]"), *c, true);
-        out.push(*c);
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
 }

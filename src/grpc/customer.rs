@@ -4,18 +4,15 @@ use chrono::{NaiveDate, NaiveDateTime};
 use tonic::{Request, Response, Status};
 
 use super::{caller, positive_id, read_page, AppState};
-use crate::db::customers::{
-    self, Customer, CustomerFilter, CustomerInsertForm, CustomerUpdateForm,
-};
+use crate::db::customers::{self, CustomerFilter, CustomerInsertForm, CustomerUpdateForm};
 use crate::db::merges::{self, DuplicateGroup, DuplicateKey, MergeForm};
 use crate::db::secrets;
-use crate::db::tickets::{
-    self, status, TicketFilter, TicketInsertForm, TicketRow, TicketUpdateForm,
-};
-use crate::db::transactions::{self, TransactionFilter, TransactionInsertForm, TransactionRow};
+use crate::db::tickets::{self, status, TicketFilter, TicketInsertForm, TicketUpdateForm};
+use crate::db::transactions::{self, TransactionFilter, TransactionInsertForm};
 use crate::error::{Error, Violations};
 use crate::grpc::convert::to_timestamp;
 use crate::grpc::paging;
+use crate::grpc::pb_conv::{customer_to_pb, ticket_to_pb, transaction_to_pb};
 use crate::grpc::validate;
 use crate::model::caller::Role;
 use crate::model::phone::PhoneRegion;
@@ -37,29 +34,6 @@ impl CustomerApi {
 
 fn today() -> NaiveDate {
     now().date()
-}
-
-/// The proto form of a stored customer.
-pub fn customer_to_pb(c: Customer) -> pb::Customer {
-    let today = today();
-    pb::Customer {
-        id: c.row.id,
-        age: c.row.birth_date.map(|b| validate::age(b, today)),
-        birth_date: c
-            .row
-            .birth_date
-            .map(|d| d.format("%Y-%m-%d").to_string())
-            .unwrap_or_default(),
-        name: c.row.name,
-        gender: c.row.gender,
-        address: c.row.address,
-        phone: c.row.phone,
-        email: c.row.email,
-        tags: c.tags,
-        create_time: Some(to_timestamp(c.row.create_time)),
-        update_time: Some(to_timestamp(c.row.update_time)),
-        etag: c.row.version.to_string(),
-    }
 }
 
 /// Parses an etag: empty means "no check"; anything not issued by us is a violation.
@@ -563,38 +537,6 @@ pub(crate) fn next_token<T>(
 pub(crate) fn page_token(kind: &str, fingerprint: u64, last: Option<super::Position>) -> String {
     last.map(|(t, id)| paging::encode(kind, fingerprint, &(crate::model::time::micros(t), id)))
         .unwrap_or_default()
-}
-
-/// The proto form of a stored transaction.
-pub fn transaction_to_pb(r: TransactionRow) -> pb::Transaction {
-    pb::Transaction {
-        id: r.id,
-        customer_id: r.customer_id,
-        order_number: r.order_number,
-        product: r.product,
-        amount: Some(pb::Money {
-            currency_code: r.currency_code,
-            units: r.amount_units,
-            nanos: r.amount_nanos,
-        }),
-        occur_time: Some(to_timestamp(r.occur_time)),
-        create_time: Some(to_timestamp(r.create_time)),
-    }
-}
-
-/// The proto form of a stored service ticket.
-pub fn ticket_to_pb(r: TicketRow) -> pb::ServiceTicket {
-    pb::ServiceTicket {
-        id: r.id,
-        customer_id: r.customer_id,
-        issue: r.issue,
-        solution: r.solution,
-        status: r.status,
-        open_time: Some(to_timestamp(r.open_time)),
-        resolve_time: r.resolve_time.map(to_timestamp),
-        update_time: Some(to_timestamp(r.update_time)),
-        etag: r.version.to_string(),
-    }
 }
 
 /// Latest accepted occurrence time: a day ahead of now allows for clock skew and

@@ -10,7 +10,11 @@ pub mod business_hours;
 pub mod communication;
 pub mod convert;
 pub mod customer;
+#[cfg(test)]
+mod module_graph;
 pub mod paging;
+pub mod pb_conv;
+pub mod report_query;
 pub mod service_levels;
 pub mod timeline;
 pub mod validate;

@@ -4,14 +4,13 @@
 
 use chrono::NaiveDateTime;
 
-use super::analytics::{bucketed_window, finish, required_range};
-use super::communication::channels;
 use super::paging::{self, Fingerprint};
 use super::positive_id;
 use crate::analytics::waits::WaitFigures;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, duration_to_micros, to_timestamp};
-use crate::grpc::validate;
+use crate::grpc::report_query::{bucketed_window, finish, required_range};
+use crate::grpc::validate::{self, channels};
 use crate::model::time::{micros, now};
 use crate::pb;
 use crate::service::attention::{

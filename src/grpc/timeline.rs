@@ -7,13 +7,12 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use super::communication::{channels, communication_to_pb};
-use super::customer::{ticket_to_pb, transaction_to_pb};
 use crate::db::timeline::{Event, Key, Source};
 use crate::error::{Error, Violations};
 use crate::grpc::convert::to_timestamp;
 use crate::grpc::paging;
-use crate::grpc::validate;
+use crate::grpc::pb_conv::{communication_to_pb, ticket_to_pb, transaction_to_pb};
+use crate::grpc::validate::{self, channels};
 use crate::model::filter::CommunicationFilter;
 use crate::model::time::micros;
 use crate::pb;

@@ -274,6 +274,33 @@ pub fn money(
     ok.then(|| m.clone())
 }
 
+/// A channel filter: known, non-zero channels, sorted and de-duplicated.
+pub(crate) fn channels(v: &mut Violations, field: &str, values: &[i32]) -> Vec<i32> {
+    let mut out = Vec::with_capacity(values.len());
+    for (i, c) in values.iter().enumerate() {
+        known_enum::<crate::pb::Channel>(v, &format!("{field}[{i}]"), *c, true);
+        out.push(*c);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// An IANA time zone named in the request's `time_zone` field.
+pub(crate) fn time_zone(v: &mut Violations, name: &str) -> Option<chrono_tz::Tz> {
+    let tz = crate::analytics::buckets::parse_time_zone(name);
+    if tz.is_none() {
+        v.add(
+            "time_zone",
+            format!(
+                "{} is not a known IANA time zone (e.g. \"Asia/Shanghai\")",
+                crate::error::quote(name)
+            ),
+        );
+    }
+    tz
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -9,7 +9,6 @@
 
 pub mod attention;
 pub mod content_index;
-pub mod demo;
 pub mod feed;
 pub mod import;
 pub mod log_writer;

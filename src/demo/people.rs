@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 
 use super::rng::Rng;
 use super::texts::Lang;
-use crate::db::customers::CustomerInsertForm;
+use crm_comms::db::customers::CustomerInsertForm;
 
 /// Where a customer lives; decides zone, currency, phone and address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

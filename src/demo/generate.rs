@@ -23,10 +23,10 @@ use super::people::{person, Person, Region};
 use super::rng::{Cumulative, Rng};
 use super::texts::{self, frames, Lang, PRODUCTS, TOPICS};
 use super::DemoSpec;
-use crate::db::communications::CommunicationInsertForm;
-use crate::db::customers::CustomerInsertForm;
-use crate::db::tickets::{status, TicketInsertForm};
-use crate::db::transactions::TransactionInsertForm;
+use crm_comms::db::communications::CommunicationInsertForm;
+use crm_comms::db::customers::CustomerInsertForm;
+use crm_comms::db::tickets::{status, TicketInsertForm};
+use crm_comms::db::transactions::TransactionInsertForm;
 
 /// `Channel` values, as stored.
 pub mod channel {

@@ -1,5 +1,6 @@
-//! The `seed-demo` use case: fills a fresh database with a realistic, deterministic demo
-//! dataset through the storage functions the gRPC handlers use (never raw SQL).
+//! The `seed-demo` command: fills a fresh database with a realistic, deterministic demo
+//! dataset through the storage functions the gRPC handlers use (never raw SQL). It is
+//! part of the binary only; the server's library does not carry the generator.
 //!
 //! [`generate`] plans the data (pure, unit-tested), [`people`] and [`texts`] hold its
 //! names and words, [`rng`] its random numbers. [`seed`] drives the writes in three
@@ -16,22 +17,22 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 
-use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
-use crate::db::customers;
-use crate::db::{tickets, transactions, Db};
-use crate::error::{Error, Result};
-use crate::model::caller::Caller;
+use crm_comms::db::communications::{self, BatchOutcome, CommunicationInsertForm};
+use crm_comms::db::customers;
+use crm_comms::db::{tickets, transactions, Db};
+use crm_comms::error::{Error, Result};
+use crm_comms::model::caller::Caller;
 use generate::{Plan, KEY_CUSTOMERS};
 
-/// Most customers a demo may create.
-pub const MAX_CUSTOMERS: u32 = 1_000_000;
+/// Most customers a demo may create (the command line's limit).
+pub const MAX_CUSTOMERS: u32 = crm_comms::config::MAX_DEMO_CUSTOMERS;
 // Every customer index fits in a communication key.
 const _: () = assert!(MAX_CUSTOMERS as u64 <= KEY_CUSTOMERS);
 
-/// Most communications a demo may write.
-pub const MAX_COMMUNICATIONS: u64 = 10_000_000;
-/// Longest range, in days (ten years).
-pub const MAX_DAYS: u32 = 3650;
+/// Most communications a demo may write (the command line's limit).
+pub const MAX_COMMUNICATIONS: u64 = crm_comms::config::MAX_DEMO_COMMUNICATIONS;
+/// Longest range, in days (the command line's limit).
+pub const MAX_DAYS: u32 = crm_comms::config::MAX_DEMO_DAYS;
 /// Communications per `insert_batch` call (one multi-row INSERT, one transaction).
 pub const BATCH_ROWS: usize = 2_000;
 
@@ -60,7 +61,7 @@ impl DemoSpec {
     /// Checks the sizes and the range; every problem is reported. The range must start
     /// in 2000 or later and end at most a day after `now`, as the API accepts.
     pub fn check(&self, now: NaiveDateTime) -> Result<()> {
-        let mut violations = crate::error::Violations::new();
+        let mut violations = crm_comms::error::Violations::new();
         if !(1..=MAX_CUSTOMERS).contains(&self.customers) {
             violations.add(
                 "customers",
@@ -193,8 +194,8 @@ async fn count_rows(db: &Db, table: &str) -> Result<u64> {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let sql = crate::db::query::Sql::from(&*format!("SELECT COUNT(*) AS n FROM {table}"));
-    let rows: Vec<Count> = crate::db::query::load(db, &sql).await?;
+    let sql = crm_comms::db::query::Sql::from(&*format!("SELECT COUNT(*) AS n FROM {table}"));
+    let rows: Vec<Count> = crm_comms::db::query::load(db, &sql).await?;
     Ok(<[Count]>::first(&rows).map_or(0, |c| c.n.max(0) as u64))
 }
 
@@ -202,7 +203,7 @@ async fn count_rows(db: &Db, table: &str) -> Result<u64> {
 /// (FAILED_PRECONDITION, reason `DATABASE_NOT_EMPTY`) a database that already holds
 /// customers (deleted ones too) or communications: demo rows never mix with real ones.
 pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Result<SeedReport> {
-    spec.check(crate::model::time::now())?;
+    spec.check(crm_comms::model::time::now())?;
     let existing = count_rows(db, "customers").await?;
     let communications = count_rows(db, "communications").await?;
     if existing > 0 || communications > 0 {
@@ -275,7 +276,7 @@ pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Resu
     phase_end(progress, &mut report, Phase::Communications, started, rows);
     // A bulk load of history: fold the rollup shards it wrote now, rather than leave
     // them to the first server's compactor.
-    crate::service::maintenance::compact_now(db).await?;
+    crm_comms::service::maintenance::compact_now(db).await?;
     Ok(report)
 }
 

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crm_comms::model::caller::Role;
 use crm_comms::pb;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_server::{TraceService, TraceServiceServer},
@@ -354,7 +355,13 @@ backend_tests! {
 
         let (_, timeline) =
             rpc_span(&spans, "CommunicationService/StreamTimeline", &trace_id, tonic::Code::Ok);
-        assert!(!statements(&spans, timeline).is_empty(), "no statement under the stream: {spans:#?}");
+        // The page reads run in the task that feeds the stream.
+        let read_pages = statements(&spans, timeline).iter().any(|q| {
+            attributes(&q.attributes)
+                .get("db.statement")
+                .is_some_and(|sql| sql.contains("FROM communications"))
+        });
+        assert!(read_pages, "no page read under the stream: {spans:#?}");
 
         // The calls without a (valid) traceparent started traces of their own.
         let own_traces: Vec<_> = spans
@@ -397,28 +404,53 @@ standalone_tests! {
         assert!(collector.received.lock().unwrap().is_empty());
     }
 
-    async fn the_standard_otel_variables_turn_traces_on_and_name_the_service() {
+    async fn the_standard_otel_variables_turn_traces_on_and_refused_calls_are_traced() {
         let app = TestApp::start(Backend::Sqlite).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        let (token, line) = crm_comms::security::tokens::new_token(Role::Writer, "tracer").unwrap();
+        std::fs::write(&tokens, format!("{line}\n")).unwrap();
         let collector = Collector::start().await;
         let binary = Binary::start(
             &app.database_url,
-            &[],
+            &["--auth-tokens-file", tokens.to_str().unwrap()],
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
                 ("OTEL_SERVICE_NAME", "crm-comms-eu"),
             ],
         );
         let channel = binary.channel().await;
-        let id = crate::harness::customer_via(&channel, "Traced").await;
-        assert!(id > 0);
+        let mut customers = CustomerServiceClient::new(channel.clone());
+        let customer = || pb::CreateCustomerRequest {
+            customer: Some(pb::Customer { name: "Traced".into(), ..Default::default() }),
+            request_id: String::new(),
+        };
+        // The guard refuses a call without a token; its span says so.
+        let refused = customers.create_customer(customer()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let mut allowed = tonic::Request::new(customer());
+        allowed
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        customers.create_customer(allowed).await.unwrap();
         drop(channel);
         binary.stop().await;
+
         let spans = collector.spans();
-        let create = spans
-            .iter()
-            .find(|(_, s)| s.name == "crm.v1.CustomerService/CreateCustomer")
-            .unwrap_or_else(|| panic!("{spans:#?}"));
-        assert_eq!(create.0.get("service.name").map(String::as_str), Some("crm-comms-eu"));
-        assert!(!statements(&spans, &create.1).is_empty(), "{spans:#?}");
+        let create = |code: tonic::Code| {
+            let code = (code as i32).to_string();
+            spans
+                .iter()
+                .find(|(_, s)| {
+                    s.name == "crm.v1.CustomerService/CreateCustomer"
+                        && attributes(&s.attributes).get("rpc.grpc.status_code") == Some(&code)
+                })
+                .unwrap_or_else(|| panic!("no CreateCustomer {code}: {spans:#?}"))
+        };
+        let (resource, created) = create(tonic::Code::Ok);
+        assert_eq!(resource.get("service.name").map(String::as_str), Some("crm-comms-eu"));
+        assert!(!statements(&spans, created).is_empty(), "{spans:#?}");
+        let (_, refused) = create(tonic::Code::Unauthenticated);
+        assert!(statements(&spans, refused).is_empty(), "{spans:#?}");
     }
 }

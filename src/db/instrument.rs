@@ -70,7 +70,7 @@ impl Instrumentation for StatementSpans {
                 if parent.is_none() {
                     return;
                 }
-                let text = query.to_string();
+                let text = sql_of(query);
                 let sql = statement_text(&text);
                 self.open = Some(tracing::info_span!(
                     parent: &parent,
@@ -94,11 +94,32 @@ impl Instrumentation for StatementSpans {
     }
 }
 
-/// The SQL of diesel's rendering of a statement (`SQL -- binds: [...]`), without the
-/// bind values: they are customer data and stay out of traces.
+/// Where diesel's rendering of a statement (`SQL -- binds: [...]`) turns to the bind
+/// values: they are customer data and stay out of traces.
+const BINDS: &str = " -- binds: ";
+
+/// diesel's rendering of `query`, cut off before the bind values are even formatted.
+fn sql_of<Q: std::fmt::Display + ?Sized>(query: &Q) -> String {
+    struct UntilBinds(String);
+    impl std::fmt::Write for UntilBinds {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            if s.starts_with(BINDS) {
+                return Err(std::fmt::Error);
+            }
+            self.0.push_str(s);
+            Ok(())
+        }
+    }
+    let mut out = UntilBinds(String::new());
+    // The error is the cut-off.
+    let _ = std::fmt::write(&mut out, format_args!("{query}"));
+    out.0
+}
+
+/// The SQL of diesel's rendering of a statement, without the bind values.
 pub fn statement_text(rendered: &str) -> &str {
     rendered
-        .find(" -- binds: ")
+        .find(BINDS)
         .map_or(rendered, |end| &rendered[..end])
         .trim()
 }
@@ -122,11 +143,10 @@ impl SpawnBlocking for SpanCarrying {
     where
         R: Send + 'static,
     {
-        let task: Box<dyn FnOnce() -> R + Send> = if enabled() {
-            let span = Span::current();
-            Box::new(move || span.in_scope(task))
-        } else {
-            Box::new(task)
+        let span = enabled().then(Span::current);
+        let task = move || match span {
+            Some(span) => span.in_scope(task),
+            None => task(),
         };
         Finishing {
             join: self.0.spawn_blocking(task),
@@ -178,13 +198,16 @@ mod tests {
         let query = customers::table
             .filter(customers::name.eq("Ms Secret -- binds: [x]"))
             .select(customers::id);
-        let rendered = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string();
+        let debug = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query);
+        let rendered = debug.to_string();
         assert!(rendered.contains("Ms Secret"), "{rendered}");
-        let sql = statement_text(&rendered);
-        assert!(sql.starts_with("SELECT"), "{sql}");
-        assert!(sql.contains("`customers`"), "{sql}");
-        assert!(!sql.contains("Secret"), "{sql}");
-        assert_eq!(operation(sql), "SELECT");
+        for sql in [statement_text(&rendered), &sql_of(&debug)] {
+            assert!(sql.starts_with("SELECT"), "{sql}");
+            assert!(sql.contains("`customers`"), "{sql}");
+            assert!(!sql.contains("Secret") && !sql.contains("binds"), "{sql}");
+            assert_eq!(operation(sql), "SELECT");
+        }
+        assert_eq!(sql_of(&"BEGIN"), "BEGIN");
         assert_eq!(statement_text("BEGIN"), "BEGIN");
     }
 }

@@ -444,6 +444,17 @@ pub struct Config {
         help_heading = "Operations"
     )]
     pub metrics_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint (an OpenTelemetry collector) to export traces to, e.g.
+    /// `http://127.0.0.1:4317`; when unset, the standard OTEL_EXPORTER_OTLP_ENDPOINT is
+    /// used, and without either no trace is made. One span per call, under the caller's
+    /// W3C `traceparent`, with a child per database statement.
+    #[arg(
+        long,
+        env = "CRM_OTLP_ENDPOINT",
+        global = true,
+        help_heading = "Operations"
+    )]
+    pub otlp_endpoint: Option<String>,
     /// Also serve gRPC-Web (HTTP/1.1 and HTTP/2) for browser tools; cross-origin calls
     /// stay refused unless --grpc-web-allow-origin names the origin.
     #[arg(long, env = "CRM_GRPC_WEB", global = true, help_heading = "Operations")]
@@ -491,6 +502,7 @@ impl std::fmt::Debug for Config {
             .field("log", &self.log)
             .field("log_format", &self.log_format)
             .field("metrics_listen", &self.metrics_listen)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .field("grpc_web", &self.grpc_web)
             .field("grpc_web_allow_origin", &self.grpc_web_allow_origin)
             .field("auth_tokens_file", &self.auth_tokens_file)
@@ -541,6 +553,7 @@ impl Config {
             log: "info".into(),
             log_format: LogFormat::Text,
             metrics_listen: None,
+            otlp_endpoint: None,
             grpc_web: false,
             grpc_web_allow_origin: Vec::new(),
             auth_tokens_file: None,

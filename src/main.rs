@@ -7,6 +7,7 @@ mod demo;
 use anyhow::Context;
 use clap::Parser;
 use crm_comms::config::{Cli, Command, LogFormat};
+use crm_comms::server::otel::Telemetry;
 use tracing_subscriber::EnvFilter;
 
 /// How long the runtime waits, once serving has ended, for work still running on
@@ -33,8 +34,20 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.config);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Only the server exports traces.
+    let telemetry = match command {
+        Command::Serve => match Telemetry::start(&cli.config) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("{err:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    init_logs(&cli.config, telemetry.as_ref());
+    let result = match command {
         Command::Serve => crm_comms::server::run(cli.config).await,
         Command::Migrate(args) => migrate(&cli.config, &args).await,
         Command::SeedDemo(args) => seed_demo(&cli.config, &args).await,
@@ -43,6 +56,9 @@ async fn run() -> std::process::ExitCode {
             new_token(role, &name)
         }
     };
+    if let Some(telemetry) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -64,22 +80,26 @@ fn new_token(role: crm_comms::model::caller::Role, name: &str) -> anyhow::Result
 }
 
 /// Logs to stderr in the configured format; colours only on a terminal without NO_COLOR.
-fn init_logs(config: &crm_comms::config::Config) {
+/// With `telemetry`, spans are also exported (under their own filter, not `--log`).
+fn init_logs(config: &crm_comms::config::Config, telemetry: Option<&Telemetry>) {
     use std::io::IsTerminal;
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
     // `--log` was parsed by the same filter when the arguments were read.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let logs = match config.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
         LogFormat::Text => {
             let colour = std::io::stderr().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            builder.with_ansi(colour).init();
+            fmt.with_ansi(colour).with_filter(filter).boxed()
         }
-    }
+    };
+    let mut layers = vec![logs];
+    layers.extend(telemetry.map(Telemetry::layer));
+    tracing_subscriber::registry().with(layers).init();
 }
 
 async fn rebuild_rollups(config: &crm_comms::config::Config) -> anyhow::Result<()> {

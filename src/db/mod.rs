@@ -21,6 +21,7 @@ pub mod content_feed;
 pub mod customers;
 pub mod dialect;
 pub mod feed;
+pub mod instrument;
 pub mod merges;
 pub mod migrate;
 pub mod query;
@@ -50,7 +51,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use futures_util::FutureExt;
 
 /// SQLite connection usable from async code (queries run on the blocking pool).
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, instrument::SpanCarrying>;
 
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -749,6 +750,7 @@ impl Db {
                     let url = url.to_owned();
                     async move {
                         let mut conn = SqliteConn::establish(&url).await?;
+                        instrument::trace_statements(&mut conn, "sqlite");
                         conn.batch_execute(SQLITE_PRAGMAS)
                             .await
                             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
@@ -899,7 +901,11 @@ fn mysql_pool(url: String, max_size: u32, wait: Duration) -> Pool<AsyncMysqlConn
     let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
     config.recycling_method =
         RecyclingMethod::CustomFunction(Box::new(|conn| cancel_safe_ping(conn).boxed()));
-    config.custom_setup = Box::new(|url| connect_mysql_any(url).boxed());
+    config.custom_setup = Box::new(|url| {
+        connect_mysql_any(url)
+            .map(|c| instrument::traced(c, "mysql"))
+            .boxed()
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(url, config);
     Pool::builder()

@@ -33,6 +33,7 @@ use crate::service::reports::ReportSource;
 use crate::service::timeline::{FollowHub, Timeline};
 
 mod health;
+pub mod otel;
 mod read_session;
 mod rpc_log;
 
@@ -292,6 +293,7 @@ pub async fn serve_with_index(
         .layer(tower::util::option_layer(
             config.grpc_web.then(tonic_web::GrpcWebLayer::new),
         ))
+        .layer(tower::util::option_layer(otel::rpc_spans()))
         .layer(RpcLogLayer::default())
         .layer(WatchDrainLayer {
             shutdown: shutdown.clone(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::db::communications::{self, BatchOutcome, CommunicationInsertForm};
 use crate::db::Db;
@@ -251,7 +252,7 @@ impl Import {
         Import {
             queue,
             memory: Arc::new(Semaphore::new(IMPORT_QUEUE_KIB as usize)),
-            writer: tokio::spawn(write_batches(db, batches, caller)),
+            writer: tokio::spawn(write_batches(db, batches, caller).in_current_span()),
             tally: ImportTally::default(),
             batch: ImportBatch::new(),
             index: 0,

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tracing::Instrument;
 
 use crate::db::timeline::{self, After, Event, Key, Source};
 use crate::db::{customers, Db};
@@ -186,7 +187,7 @@ fn stream(
         idle,
         stalled: Arc::clone(&stalled),
     };
-    tokio::spawn(async move {
+    let feed = async move {
         let _permit = permit;
         let _open = crate::metrics::OpenStream::new(request.follow);
         let started = std::time::Instant::now();
@@ -210,7 +211,9 @@ fn stream(
             outcome,
             "timeline stream ended"
         );
-    });
+    };
+    // The call's span (traces) covers the work that feeds its stream.
+    tokio::spawn(feed.in_current_span());
     // After the last event the task sent, the stall (if any) that ended the stream.
     let tail = tokio_stream::once(()).filter_map(move |()| {
         stalled
@@ -253,7 +256,7 @@ impl Reader {
             self.source,
             self.after,
         );
-        self.next = Some(tokio::spawn(async move {
+        let page = async move {
             timeline::page(
                 &db,
                 source,
@@ -264,7 +267,8 @@ impl Reader {
                 PAGE_ROWS,
             )
             .await
-        }));
+        };
+        self.next = Some(tokio::spawn(page.in_current_span()));
     }
 
     /// The next page: the prefetched one, or read now.

@@ -34,6 +34,7 @@ mod merged_reports;
 mod merges;
 mod migrations;
 mod operations;
+mod otel;
 mod outage;
 mod page_token_privacy;
 mod replicas;

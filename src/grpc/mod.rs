@@ -10,8 +10,10 @@ pub mod business_hours;
 pub mod communication;
 pub mod convert;
 pub mod customer;
+pub mod deadline;
 pub mod paging;
 pub mod service_levels;
+pub mod status;
 pub mod timeline;
 pub mod validate;
 

@@ -167,13 +167,13 @@ impl GuardState {
         };
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(unauthenticated(
-                "MISSING_CREDENTIALS",
+                crate::error::Reason::MissingCredentials,
                 "send `authorization: Bearer <token>`",
             ));
         };
         let Some(token) = bearer(value.as_bytes()) else {
             return Err(unauthenticated(
-                "MALFORMED_CREDENTIALS",
+                crate::error::Reason::MalformedCredentials,
                 "the authorization header must be `Bearer <token>`",
             ));
         };
@@ -190,7 +190,7 @@ impl GuardState {
                 certificate,
             }),
             None => Err(unauthenticated(
-                "INVALID_TOKEN",
+                crate::error::Reason::InvalidToken,
                 "the token is not known to this server",
             )),
         }
@@ -252,7 +252,7 @@ impl GuardState {
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| Error::ResourceExhausted {
-                reason: "SERVER_OVERLOADED",
+                reason: crate::error::Reason::ServerOverloaded,
                 message: format!(
                     "{} calls are in flight, the most this server takes; retry with backoff",
                     self.max_in_flight
@@ -266,7 +266,7 @@ impl GuardState {
         if let Some(name) = &name {
             if held.by_caller.get(name).copied().unwrap_or(0) >= self.per_caller {
                 return Err(Error::ResourceExhausted {
-                    reason: "CALLER_OVERLOADED",
+                    reason: crate::error::Reason::CallerOverloaded,
                     message: format!(
                         "`{name}` has {} calls in flight, the most one caller may have; \
                          retry when one ends",
@@ -278,7 +278,7 @@ impl GuardState {
         if let Some(peer) = caller.peer {
             if held.by_connection.get(&peer).copied().unwrap_or(0) >= self.per_connection {
                 return Err(Error::ResourceExhausted {
-                    reason: "CONNECTION_OVERLOADED",
+                    reason: crate::error::Reason::ConnectionOverloaded,
                     message: format!(
                         "this connection has {} calls in flight, the most one connection \
                          may have; retry when one ends",
@@ -564,7 +564,7 @@ impl Body for GuardedBody {
                 this.pending = None;
                 let limit = this.check.limit();
                 let status: tonic::Status = Error::ResourceExhausted {
-                    reason: "MESSAGE_TOO_LARGE",
+                    reason: crate::error::Reason::MessageTooLarge,
                     message: format!(
                         "a request message of {len} bytes is over the limit of {limit} bytes"
                     ),

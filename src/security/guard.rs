@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -230,15 +230,14 @@ impl GuardState {
                 (None, Some(peer)) => peer.ip().to_string(),
                 _ => caller.name.clone(),
             };
-            rate.check(&key, Instant::now())
-                .map_err(|retry_after| Error::RateLimited {
-                    retry_after,
-                    message: format!(
-                        "`{}` is over its rate limit; retry in {} ms",
-                        caller.name,
-                        retry_after.as_millis().max(1)
-                    ),
-                })?;
+            rate.check(&key).map_err(|retry_after| Error::RateLimited {
+                retry_after,
+                message: format!(
+                    "`{}` is over its rate limit; retry in {} ms",
+                    caller.name,
+                    retry_after.as_millis().max(1)
+                ),
+            })?;
         }
         Ok(())
     }

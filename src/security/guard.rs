@@ -119,6 +119,11 @@ pub struct GuardState {
     /// Per-caller rate limit; `None`: off.
     pub rate: Option<RateLimiter>,
     /// Guarded calls in flight at most; past it, calls are refused at once.
+    ///
+    /// Not `tower::limit::ConcurrencyLimitLayer` + `LoadShedLayer`: those count a call
+    /// from `poll_ready` until its response, before the caller is known, while its body
+    /// still arrives and for health and reflection too; this permit is taken with the
+    /// caller's and connection's shares once the body has ended (see the module doc).
     pub in_flight: Arc<Semaphore>,
     /// The in-flight cap, for messages.
     pub max_in_flight: usize,

@@ -901,6 +901,8 @@ fn mysql_pool(url: String, max_size: u32, wait: Duration) -> Pool<AsyncMysqlConn
 /// A database URL fit for logs and errors: the password (`user:***@`) and the values
 /// of query parameters that look secret (`password=***`) are hidden. Text that does not
 /// start with a plausible `scheme://` is not shown at all (it may be a bare secret).
+/// Not the `url` crate or `mysql_async::Opts`: both refuse the very URLs this must still
+/// show safely (a multi-host `h1:3306,h2:3306`, a password with a bare `/` or `@`).
 pub fn redact(url: &str) -> String {
     const HIDDEN: &str = "***";
     let Some((scheme, rest)) = url.split_once("://") else {

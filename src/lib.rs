@@ -1,11 +1,12 @@
 //! crm-comms: the gRPC backend of a CRM's customer-communication module.
 //!
-//! Layout: `grpc` (transport: handlers, validation, page tokens, proto conversions),
+//! Layout: `grpc` (transport: handlers, validation, page tokens, proto conversions, the
+//! one status mapping),
 //! `service` (use cases: import, timeline, reports, the demo seeder), `db` (pool, dispatch, schema, the
 //! per-backend dialect, the statement builder, queries per resource), `analytics` (pure
 //! report logic), `model` (the communications filter, time helpers, deadlines),
-//! `security` (tokens, roles, limits, TLS), `config`, `server`, `error` (one error, one
-//! status mapping). Dependencies point one
+//! `security` (tokens, roles, limits, TLS), `config`, `server`, `error` (one error and its
+//! reasons). Dependencies point one
 //! way: grpc -> service -> {db, analytics, model}.
 
 pub mod analytics;

@@ -4,7 +4,7 @@
 //! frame's header) and does it arrive in time (the request body timeout).
 //!
 //! Refusals are answered here, before any handler or database work, through the one
-//! error mapping (`crate::error`). Health and reflection pass untouched: probes and
+//! error mapping (`crate::grpc::status`). Health and reflection pass untouched: probes and
 //! tools must work when everything else refuses.
 //!
 //! A call counts in flight while it costs something: a call with one request message

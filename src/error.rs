@@ -1,17 +1,108 @@
-//! The one domain error of the service and its one mapping to `tonic::Status`.
+//! The one domain error of the service and the stable reasons it is reported with.
 //!
-//! Policy: storage and validation return [`Error`]; handlers turn it into a status with
-//! `?` through `From<Error> for Status`, which is the only place codes, `ErrorInfo`
-//! reasons and `BadRequest` violations are chosen. `anyhow` is used only at the edges
-//! (startup in `main`).
+//! Policy: storage and validation return [`Error`]; handlers turn it into a gRPC status
+//! with `?` through the transport's one mapping (`crate::grpc::status`), the only place
+//! codes, `ErrorInfo` reasons and `BadRequest` violations are chosen. This module names
+//! no transport type. `anyhow` is used only at the edges (startup in `main`).
 
-use std::collections::HashMap;
-
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use crate::model::role::Role;
 
 /// Domain of every `google.rpc.ErrorInfo` this service sends.
 pub const ERROR_DOMAIN: &str = "crm.v1";
+
+/// The stable `google.rpc.ErrorInfo.reason` of an error, sent in SCREAMING_SNAKE_CASE
+/// (`Reason::CustomerNotFound` is `CUSTOMER_NOT_FOUND`). Clients branch on these
+/// strings: a variant's name never changes once released.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::EnumString,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    /// One or more fields of the request are invalid (BadRequest lists them).
+    InvalidArgument,
+    /// A customer id that does not exist.
+    CustomerNotFound,
+    /// A communication id that does not exist.
+    CommunicationNotFound,
+    /// A service ticket id that does not exist.
+    ServiceTicketNotFound,
+    /// A transaction id that does not exist.
+    TransactionNotFound,
+    /// A business-hours id that does not exist.
+    BusinessHoursNotFound,
+    /// Any other resource that does not exist.
+    NotFound,
+    /// The customer was merged into another one.
+    CustomerMerged,
+    /// The request's etag is stale.
+    EtagMismatch,
+    /// An idempotency key was used before for a different request.
+    RequestIdReused,
+    /// A business-hours name is taken.
+    BusinessHoursNameTaken,
+    /// A ticket cannot be resolved or closed without a solution.
+    SolutionRequired,
+    /// `seed-demo` refuses a database that holds data.
+    DatabaseNotEmpty,
+    /// A caller's per-second allowance is used up.
+    RateLimited,
+    /// The server-wide in-flight cap is reached.
+    ServerOverloaded,
+    /// One caller's share of the in-flight cap is reached.
+    CallerOverloaded,
+    /// One connection's share of the in-flight cap is reached.
+    ConnectionOverloaded,
+    /// A request message is over the size limit.
+    MessageTooLarge,
+    /// A stream's client stopped sending or reading.
+    StreamStalled,
+    /// Too many follow streams are open.
+    TooManyFollowStreams,
+    /// No bearer token was sent.
+    MissingCredentials,
+    /// The authorization header is not `Bearer <token>`.
+    MalformedCredentials,
+    /// The bearer token is not known to this server.
+    InvalidToken,
+    /// The call needs the reader role.
+    ReaderRoleRequired,
+    /// The call needs the writer role.
+    WriterRoleRequired,
+    /// The call needs the admin role.
+    AdminRoleRequired,
+    /// A result does not fit its type (a money total past int64).
+    AmountOutOfRange,
+    /// The call's deadline passed.
+    DeadlineExceeded,
+    /// The client did not finish sending its request in time.
+    RequestBodyTimeout,
+    /// The database cannot be reached.
+    DatabaseUnavailable,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A follow stream fell behind new events.
+    FollowLagged,
+    /// The database still refused a transaction after the retries.
+    TransactionConflict,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+impl Reason {
+    /// The reason as sent in `ErrorInfo.reason`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -52,7 +143,7 @@ pub enum Error {
     #[error("{message}")]
     AlreadyExists {
         /// Stable UPPER_SNAKE reason.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
     },
@@ -73,7 +164,7 @@ pub enum Error {
     #[error("{message}")]
     FailedPrecondition {
         /// Stable UPPER_SNAKE reason.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
     },
@@ -81,7 +172,7 @@ pub enum Error {
     #[error("{message}")]
     ResourceExhausted {
         /// Stable UPPER_SNAKE reason.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
     },
@@ -97,7 +188,7 @@ pub enum Error {
     #[error("{message}")]
     Unauthenticated {
         /// Stable UPPER_SNAKE reason.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
     },
@@ -105,7 +196,7 @@ pub enum Error {
     #[error("{message}")]
     PermissionDenied {
         /// The least role that may make the call.
-        required: crate::security::tokens::Role,
+        required: Role,
         /// Human-readable explanation.
         message: String,
     },
@@ -113,7 +204,7 @@ pub enum Error {
     #[error("{message}")]
     OutOfRange {
         /// Stable UPPER_SNAKE reason.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
     },
@@ -128,7 +219,7 @@ pub enum Error {
     #[error("unavailable: {message}")]
     Unavailable {
         /// Stable UPPER_SNAKE reason.
-        reason: &'static str,
+        reason: Reason,
         /// Human-readable explanation.
         message: String,
     },
@@ -208,69 +299,29 @@ impl Error {
     /// reason where it is stable, and this error's text (an `Error` is not `Clone`:
     /// it may hold the database's own error).
     pub fn for_another_caller(&self) -> Error {
-        match self.code_and_reason() {
-            (Code::Unavailable, reason) => Error::Unavailable {
-                reason,
-                message: match self {
-                    Error::Unavailable { message, .. } => message.clone(),
-                    // The driver's text stays in the log, as for the first caller.
-                    _ => "database unavailable".to_owned(),
-                },
+        match self {
+            Error::Unavailable { reason, message } => Error::Unavailable {
+                reason: *reason,
+                message: message.clone(),
             },
-            (Code::DeadlineExceeded, _) => Error::DeadlineExceeded(self.to_string()),
-            (Code::ResourceExhausted, reason) => Error::ResourceExhausted {
-                reason,
+            // The driver's text stays in the log, as for the first caller.
+            Error::Database(e) if is_connection_error(e) => Error::Unavailable {
+                reason: Reason::DatabaseUnavailable,
+                message: "database unavailable".to_owned(),
+            },
+            Error::DeadlineExceeded(_) | Error::RequestBodyTimeout(_) => {
+                Error::DeadlineExceeded(self.to_string())
+            }
+            Error::ResourceExhausted { reason, .. } => Error::ResourceExhausted {
+                reason: *reason,
+                message: self.to_string(),
+            },
+            Error::RateLimited { .. } => Error::ResourceExhausted {
+                reason: Reason::RateLimited,
                 message: self.to_string(),
             },
             _ => Error::Internal(self.to_string()),
         }
-    }
-
-    fn code_and_reason(&self) -> (Code, &'static str) {
-        match self {
-            Error::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-            Error::NotFound { resource, .. } => (Code::NotFound, not_found_reason(resource)),
-            Error::Merged { .. } => (Code::NotFound, "CUSTOMER_MERGED"),
-            Error::Aborted(_) => (Code::Aborted, "ETAG_MISMATCH"),
-            Error::RequestIdReused { .. } => (Code::FailedPrecondition, "REQUEST_ID_REUSED"),
-            Error::AlreadyExists { reason, .. } => (Code::AlreadyExists, reason),
-            Error::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, reason),
-            Error::ResourceExhausted { reason, .. } => (Code::ResourceExhausted, reason),
-            Error::OutOfRange { reason, .. } => (Code::OutOfRange, reason),
-            Error::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
-            Error::Unauthenticated { reason, .. } => (Code::Unauthenticated, reason),
-            Error::PermissionDenied { required, .. } => (
-                Code::PermissionDenied,
-                match required {
-                    crate::security::tokens::Role::Reader => "READER_ROLE_REQUIRED",
-                    crate::security::tokens::Role::Writer => "WRITER_ROLE_REQUIRED",
-                    crate::security::tokens::Role::Admin => "ADMIN_ROLE_REQUIRED",
-                },
-            ),
-            Error::DeadlineExceeded(_) => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
-            Error::RequestBodyTimeout(_) => (Code::DeadlineExceeded, "REQUEST_BODY_TIMEOUT"),
-            Error::Unavailable { reason, .. } => (Code::Unavailable, reason),
-            Error::Database(e) if is_connection_error(e) => {
-                (Code::Unavailable, "DATABASE_UNAVAILABLE")
-            }
-            // Still conflicting after the retries of `db::retry_conflicts`: ABORTED is
-            // gRPC's "retry at a higher level".
-            Error::Database(e) if is_transaction_conflict(e) => {
-                (Code::Aborted, "TRANSACTION_CONFLICT")
-            }
-            Error::Database(_) | Error::Internal(_) => (Code::Internal, "INTERNAL"),
-        }
-    }
-}
-
-fn not_found_reason(resource: &str) -> &'static str {
-    match resource {
-        "customer" => "CUSTOMER_NOT_FOUND",
-        "communication" => "COMMUNICATION_NOT_FOUND",
-        "service ticket" => "SERVICE_TICKET_NOT_FOUND",
-        "transaction" => "TRANSACTION_NOT_FOUND",
-        "business hours" => "BUSINESS_HOURS_NOT_FOUND",
-        _ => "NOT_FOUND",
     }
 }
 
@@ -355,79 +406,10 @@ fn connection_failure_text(message: &str) -> bool {
         || SERVER.iter().any(|s| message.starts_with(s))
 }
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Status {
-        let (code, reason) = err.code_and_reason();
-        if let Error::Database(_) = &err {
-            crate::metrics::db_error(match code {
-                Code::Unavailable => "unavailable",
-                Code::Aborted => "conflict",
-                _ => "other",
-            });
-        }
-        let message = match (&err, code) {
-            // Internal details stay in the log, not in the response.
-            (_, Code::Internal) => {
-                tracing::error!(error = %err, "internal error");
-                "internal error".to_owned()
-            }
-            (Error::Database(_), Code::Unavailable) => {
-                tracing::warn!(error = %err, "database unavailable");
-                "database unavailable".to_owned()
-            }
-            _ => truncate(&err.to_string(), MAX_MESSAGE_BYTES),
-        };
-        let mut metadata = HashMap::new();
-        match &err {
-            Error::NotFound { resource, id } => {
-                metadata.insert("resource".to_owned(), (*resource).to_owned());
-                metadata.insert("id".to_owned(), id.to_string());
-            }
-            Error::Merged { id, merged_into } => {
-                metadata.insert("resource".to_owned(), "customer".to_owned());
-                metadata.insert("id".to_owned(), id.to_string());
-                metadata.insert("merged_into".to_owned(), merged_into.to_string());
-            }
-            Error::RequestIdReused {
-                resource,
-                request_id,
-            } => {
-                metadata.insert("resource".to_owned(), (*resource).to_owned());
-                metadata.insert("request_id".to_owned(), request_id.clone());
-            }
-            _ => {}
-        }
-        let mut details = ErrorDetails::new();
-        match &err {
-            Error::PermissionDenied { required, .. } => {
-                metadata.insert("required_role".to_owned(), required.to_string());
-            }
-            Error::RateLimited { retry_after, .. } => {
-                metadata.insert(
-                    "retry_after_ms".to_owned(),
-                    retry_after.as_millis().max(1).to_string(),
-                );
-                details.set_retry_info(Some(*retry_after));
-            }
-            _ => {}
-        }
-        details.set_error_info(reason, ERROR_DOMAIN, metadata);
-        if let Error::InvalidArgument(violations) = &err {
-            details.set_bad_request(
-                violations
-                    .iter()
-                    .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
-                    .collect::<Vec<_>>(),
-            );
-        }
-        Status::with_error_details(code, message, details)
-    }
-}
-
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for Error {
     fn from(err: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
         Error::Unavailable {
-            reason: "DATABASE_UNAVAILABLE",
+            reason: Reason::DatabaseUnavailable,
             message: format!("cannot get a database connection: {err}"),
         }
     }
@@ -451,9 +433,6 @@ fn field_root(path: &str) -> &str {
 const MAX_FIELD_BYTES: usize = 100;
 /// Longest description kept in a violation, in bytes.
 const MAX_DESCRIPTION_BYTES: usize = 160;
-/// Longest status message sent, in bytes (the `grpc-message` header, which is
-/// percent-encoded: up to three times longer on the wire).
-const MAX_MESSAGE_BYTES: usize = 512;
 /// Characters of a client's value quoted back in an error.
 pub const QUOTE_CHARS: usize = 40;
 
@@ -558,7 +537,57 @@ impl Violations {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
+
+    #[test]
+    fn reasons_keep_their_wire_strings() {
+        let all: Vec<&str> = Reason::iter().map(Reason::as_str).collect();
+        assert_eq!(
+            all,
+            [
+                "INVALID_ARGUMENT",
+                "CUSTOMER_NOT_FOUND",
+                "COMMUNICATION_NOT_FOUND",
+                "SERVICE_TICKET_NOT_FOUND",
+                "TRANSACTION_NOT_FOUND",
+                "BUSINESS_HOURS_NOT_FOUND",
+                "NOT_FOUND",
+                "CUSTOMER_MERGED",
+                "ETAG_MISMATCH",
+                "REQUEST_ID_REUSED",
+                "BUSINESS_HOURS_NAME_TAKEN",
+                "SOLUTION_REQUIRED",
+                "DATABASE_NOT_EMPTY",
+                "RATE_LIMITED",
+                "SERVER_OVERLOADED",
+                "CALLER_OVERLOADED",
+                "CONNECTION_OVERLOADED",
+                "MESSAGE_TOO_LARGE",
+                "STREAM_STALLED",
+                "TOO_MANY_FOLLOW_STREAMS",
+                "MISSING_CREDENTIALS",
+                "MALFORMED_CREDENTIALS",
+                "INVALID_TOKEN",
+                "READER_ROLE_REQUIRED",
+                "WRITER_ROLE_REQUIRED",
+                "ADMIN_ROLE_REQUIRED",
+                "AMOUNT_OUT_OF_RANGE",
+                "DEADLINE_EXCEEDED",
+                "REQUEST_BODY_TIMEOUT",
+                "DATABASE_UNAVAILABLE",
+                "SHUTTING_DOWN",
+                "FOLLOW_LAGGED",
+                "TRANSACTION_CONFLICT",
+                "INTERNAL",
+            ]
+        );
+        for r in Reason::iter() {
+            assert_eq!(r.to_string(), r.as_str());
+            assert_eq!(r.as_str().parse::<Reason>().unwrap(), r);
+        }
+    }
 
     #[test]
     fn quote_keeps_a_short_escaped_prefix() {
@@ -574,49 +603,6 @@ mod tests {
         let t = truncate(&"é".repeat(100), 11);
         assert!(t.len() <= 11, "{t}");
         assert!(t.ends_with('…'));
-    }
-
-    #[test]
-    fn thousands_of_violations_make_a_small_status() {
-        let mut v = Violations::new();
-        for i in 0..10_000 {
-            v.add(format!("f{i}_{}", "x".repeat(1000)), "y".repeat(100_000));
-        }
-        let err = v.finish(()).unwrap_err();
-        let Error::InvalidArgument(listed) = &err else {
-            panic!("{err:?}")
-        };
-        assert_eq!(listed.len(), MAX_VIOLATIONS + 1);
-        assert_eq!(
-            listed.last().unwrap().description,
-            format!("and {} more violations not listed", 10_000 - MAX_VIOLATIONS)
-        );
-        let status = Status::from(err);
-        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
-        // Message (percent-encoded, at most 3x) plus details (base64, 4/3x) stay under
-        // grpc-core's 8 KiB metadata limit.
-        assert!(
-            status.details().len() < 4 * 1024,
-            "{}",
-            status.details().len()
-        );
-    }
-
-    #[test]
-    fn a_merged_customer_is_not_found_naming_the_survivor() {
-        let status = Status::from(Error::Merged {
-            id: 7,
-            merged_into: 3,
-        });
-        assert_eq!(status.code(), Code::NotFound);
-        let details = status.get_error_details();
-        let info = details.error_info().unwrap();
-        assert_eq!(info.reason, "CUSTOMER_MERGED");
-        assert_eq!(info.domain, ERROR_DOMAIN);
-        assert_eq!(info.metadata["merged_into"], "3");
-        assert_eq!(info.metadata["id"], "7");
-        assert_eq!(info.metadata["resource"], "customer");
-        assert!(status.message().contains("merged into customer 3"));
     }
 
     #[test]
@@ -636,159 +622,6 @@ mod tests {
                 "time_zone",
                 ""
             ]
-        );
-    }
-}
-
-#[cfg(test)]
-mod connection_error_tests {
-    use diesel::result::{DatabaseErrorKind, Error as D};
-    use std::io::ErrorKind;
-
-    use super::*;
-
-    #[test]
-    fn every_caller_of_a_failed_batch_gets_the_same_code() {
-        let away = Error::Unavailable {
-            reason: "DATABASE_UNAVAILABLE",
-            message: "pool timed out".into(),
-        };
-        let copy = away.for_another_caller();
-        assert_eq!(copy.code_and_reason(), away.code_and_reason());
-        assert!(copy.to_string().contains("pool timed out"));
-        let lost = Error::Database(D::BrokenTransactionManager);
-        assert_eq!(
-            lost.for_another_caller().code_and_reason().0,
-            lost.code_and_reason().0
-        );
-        assert!(
-            !lost.is_safe_to_replay(),
-            "a lost transaction may have committed"
-        );
-        let dup = Error::Database(D::DatabaseError(
-            DatabaseErrorKind::UniqueViolation,
-            Box::new("dup".to_owned()),
-        ));
-        assert!(dup.is_safe_to_replay());
-    }
-
-    /// A `mysql_async` error as diesel-async 0.9 hands it over (`ErrorHelper`).
-    fn via_diesel_async(e: mysql_async::Error) -> D {
-        match e {
-            mysql_async::Error::Server(e) => {
-                D::DatabaseError(DatabaseErrorKind::Unknown, Box::new(e.message))
-            }
-            e => D::DatabaseError(DatabaseErrorKind::Unknown, Box::new(e.to_string())),
-        }
-    }
-
-    fn code(e: D) -> Code {
-        Error::Database(e).code_and_reason().0
-    }
-
-    fn io(kind: ErrorKind) -> mysql_async::Error {
-        mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::from(kind)))
-    }
-
-    fn server(code: u16, message: &str) -> mysql_async::Error {
-        mysql_async::Error::Server(mysql_async::ServerError {
-            code,
-            message: message.to_owned(),
-            state: "HY000".to_owned(),
-        })
-    }
-
-    #[test]
-    fn connection_failures_are_unavailable() {
-        for e in [
-            io(ErrorKind::UnexpectedEof),
-            io(ErrorKind::ConnectionReset),
-            io(ErrorKind::ConnectionRefused),
-            io(ErrorKind::ConnectionAborted),
-            io(ErrorKind::BrokenPipe),
-            io(ErrorKind::TimedOut),
-            mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
-            mysql_async::Error::Driver(mysql_async::DriverError::PacketOutOfOrder),
-            mysql_async::Error::Driver(mysql_async::DriverError::UnexpectedPacket {
-                payload: vec![1],
-            }),
-            mysql_async::Error::Driver(mysql_async::DriverError::PoolDisconnected),
-            server(1053, "Server shutdown in progress"),
-            server(1927, "Connection was killed"),
-        ] {
-            let text = e.to_string();
-            assert_eq!(code(via_diesel_async(e)), Code::Unavailable, "{text}");
-        }
-        assert_eq!(code(D::BrokenTransactionManager), Code::Unavailable);
-        assert_eq!(
-            code(D::DatabaseError(
-                DatabaseErrorKind::ClosedConnection,
-                Box::new(String::new())
-            )),
-            Code::Unavailable
-        );
-        assert_eq!(
-            code(D::RollbackErrorOnCommit {
-                rollback_error: Box::new(via_diesel_async(io(ErrorKind::UnexpectedEof))),
-                commit_error: Box::new(via_diesel_async(io(ErrorKind::BrokenPipe))),
-            }),
-            Code::Unavailable
-        );
-        let status = Status::from(Error::Database(via_diesel_async(io(ErrorKind::BrokenPipe))));
-        assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(
-            status
-                .get_error_details()
-                .error_info()
-                .map(|i| i.reason.clone()),
-            Some("DATABASE_UNAVAILABLE".to_owned())
-        );
-    }
-
-    #[test]
-    fn statement_errors_stay_internal() {
-        for e in [
-            server(1064, "You have an error in your SQL syntax"),
-            server(1146, "Table 'crm.nope' doesn't exist"),
-            // Only a broken connection counts, not any driver error.
-            mysql_async::Error::Driver(mysql_async::DriverError::PacketTooLarge),
-            mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::other(
-                "packet too large",
-            ))),
-        ] {
-            let text = e.to_string();
-            assert_eq!(code(via_diesel_async(e)), Code::Internal, "{text}");
-        }
-        assert_eq!(code(D::NotFound), Code::Internal);
-    }
-
-    #[test]
-    fn transaction_conflicts_are_aborted() {
-        for e in [
-            server(
-                1213,
-                "Deadlock found when trying to get lock; try restarting transaction",
-            ),
-            server(
-                1205,
-                "Lock wait timeout exceeded; try restarting transaction",
-            ),
-        ] {
-            let text = e.to_string();
-            let e = Error::Database(via_diesel_async(e));
-            assert!(e.is_transaction_conflict(), "{text}");
-            let status = Status::from(e);
-            assert_eq!(status.code(), Code::Aborted, "{text}");
-            assert_eq!(
-                status
-                    .get_error_details()
-                    .error_info()
-                    .map(|i| i.reason.clone()),
-                Some("TRANSACTION_CONFLICT".to_owned())
-            );
-        }
-        assert!(
-            !Error::Database(via_diesel_async(server(1064, "syntax"))).is_transaction_conflict()
         );
     }
 }

@@ -1,13 +1,13 @@
 //! crm-comms: the gRPC backend of a CRM's customer-communication module.
 //!
-//! Layout: `grpc` (transport: handlers, validation, page tokens, proto conversions),
-//! `service` (use cases: import, timeline, reports), `db` (pool, dispatch, schema, the
-//! per-backend dialect, the statement builder, queries per resource), `analytics` (pure
-//! report logic), `model` (the communications filter, time helpers, deadlines),
-//! `security` (tokens, roles, limits, TLS), `config`, `server`, `error` (one error, one
-//! status mapping). Dependencies point one
-//! way: grpc -> service -> {db, analytics, model}. The demo data generator of `seed-demo`
-//! is part of the binary (`src/demo`), not of this library.
+//! Layout: `grpc` (transport: handlers, validation, page tokens, proto conversions, the
+//! one status mapping), `service` (use cases: import, timeline, reports), `db` (pool,
+//! dispatch, schema, the per-backend dialect, the statement builder, queries per
+//! resource), `analytics` (pure report logic), `model` (the communications filter, time
+//! helpers, deadlines, roles), `security` (tokens, limits, TLS), `config`, `server`,
+//! `error` (one error and its reasons). Dependencies point one way: grpc -> service ->
+//! {db, analytics, model}. The demo data generator of `seed-demo` is part of the binary
+//! (`src/demo`), not of this library.
 
 pub mod analytics;
 pub mod config;

@@ -417,8 +417,21 @@ pub fn pool_max(max: u32) {
     gauge!(POOL_MAX).set(f64::from(max));
 }
 
+/// A snapshot of the pool (`crate::db::Db::pool_stats`), exported by [`pool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// Check-outs that had to wait, since start.
+    pub waited: u64,
+    /// Check-outs that gave up waiting, since start.
+    pub timed_out: u64,
+}
+
 /// The pool's state, as read now.
-pub fn pool(stats: &crate::db::PoolStats) {
+pub fn pool(stats: &PoolStats) {
     gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(stats.idle));
     gauge!(POOL_CONNECTIONS, "state" => "in_use")
         .set(f64::from(stats.connections.saturating_sub(stats.idle)));

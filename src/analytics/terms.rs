@@ -17,7 +17,9 @@ static ENGLISH_STOP: LazyLock<HashSet<&'static str>> =
 static CHINESE_STOP: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| CHINESE_STOP_WORDS.iter().copied().collect());
 
-/// English words never counted as terms (lower case).
+/// English words never counted as terms (lower case). Kept here rather than taken from the
+/// `stop-words` crate: its ISO English list drops words the reports must count (`want`,
+/// `order`), and its NLTK lists (a crate-wide feature) have no Chinese.
 const ENGLISH_STOP_WORDS: &[&str] = &[
     "about",
     "above",
@@ -208,7 +210,9 @@ const ENGLISH_STOP_WORDS: &[&str] = &[
     "yourselves",
 ];
 
-/// Chinese words never counted as terms (single characters are dropped anyway).
+/// Chinese words never counted as terms (single characters are dropped anyway). Not the
+/// `stop-words` crate's ISO Chinese list: it lacks the service phrases (`请问`, `已经`,
+/// `谢谢`, `您好`) that would otherwise top every report.
 const CHINESE_STOP_WORDS: &[&str] = &[
     "我们",
     "你们",

@@ -71,7 +71,7 @@ fn json(hours: &Hours) -> Result<String> {
 
 fn name_taken(name: &str) -> Error {
     Error::AlreadyExists {
-        reason: "BUSINESS_HOURS_NAME_TAKEN",
+        reason: crate::error::Reason::BusinessHoursNameTaken,
         message: format!("business hours named {name:?} exist already"),
     }
 }

@@ -228,7 +228,7 @@ impl MysqlPool {
         let pool = self.fallback.as_ref().unwrap_or(&self.pool);
         if self.health.is_down() {
             return Err(crate::error::Error::Unavailable {
-                reason: "DATABASE_UNAVAILABLE",
+                reason: crate::error::Reason::DatabaseUnavailable,
                 message: "the database is unreachable (no host answers the readiness check); \
                           retry later"
                     .to_owned(),
@@ -395,7 +395,7 @@ impl Probe {
     pub async fn check(&mut self) -> crate::error::Result<()> {
         use diesel::IntoSql;
         let unavailable = |e: String| crate::error::Error::Unavailable {
-            reason: "DATABASE_UNAVAILABLE",
+            reason: crate::error::Reason::DatabaseUnavailable,
             message: e,
         };
         let mut conn = match self.conn.take() {
@@ -423,18 +423,8 @@ impl Probe {
     }
 }
 
-/// A snapshot of the pool (see [`Db::pool_stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Connections open.
-    pub connections: u32,
-    /// Of those, idle.
-    pub idle: u32,
-    /// Check-outs that had to wait, since start.
-    pub waited: u64,
-    /// Check-outs that gave up waiting, since start.
-    pub timed_out: u64,
-}
+/// A snapshot of the pool (see [`Db::pool_stats`]); defined where it is exported.
+pub use crate::metrics::PoolStats;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -917,6 +907,8 @@ fn mysql_pool(url: String, max_size: u32, wait: Duration) -> Pool<AsyncMysqlConn
 /// A database URL fit for logs and errors: the password (`user:***@`) and the values
 /// of query parameters that look secret (`password=***`) are hidden. Text that does not
 /// start with a plausible `scheme://` is not shown at all (it may be a bare secret).
+/// Not the `url` crate or `mysql_async::Opts`: both refuse the very URLs this must still
+/// show safely (a multi-host `h1:3306,h2:3306`, a password with a bare `/` or `@`).
 pub fn redact(url: &str) -> String {
     const HIDDEN: &str = "***";
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -183,7 +183,7 @@ pub async fn update(
             let solution = changes.solution.as_deref().unwrap_or(&current.solution);
             if new_status != status::OPEN && solution.trim().is_empty() {
                 return Err(Error::FailedPrecondition {
-                    reason: "SOLUTION_REQUIRED",
+                    reason: crate::error::Reason::SolutionRequired,
                     message: format!("service ticket {id} needs a solution before it is resolved or closed"),
                 });
             }

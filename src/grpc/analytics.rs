@@ -47,7 +47,7 @@ impl AnalyticsApi {
 /// The call's deadline. One that leaves no time is answered before any work (regex
 /// compiles included), so short timeouts get DEADLINE_EXCEEDED rather than CANCELLED.
 fn report_deadline<T>(request: &Request<T>) -> Result<Deadline, Error> {
-    let deadline = Deadline::of_call(request.metadata());
+    let deadline = crate::grpc::deadline::of_call(request.metadata());
     deadline.check("the report")?;
     Ok(deadline)
 }

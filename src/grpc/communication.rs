@@ -167,7 +167,7 @@ impl CommunicationService for CommunicationApi {
         request: Request<pb::LogCommunicationRequest>,
     ) -> Result<Response<pb::Communication>, Status> {
         let caller = caller(&request);
-        let deadline = crate::model::deadline::Deadline::of_call(request.metadata());
+        let deadline = crate::grpc::deadline::of_call(request.metadata());
         let req = request.into_inner();
         let form = communication_form(
             req.communication,
@@ -199,7 +199,7 @@ impl CommunicationService for CommunicationApi {
             let Ok(next) = tokio::time::timeout(idle, stream.message()).await else {
                 let index = import.index();
                 malformed = Some(Error::ResourceExhausted {
-                    reason: "STREAM_STALLED",
+                    reason: crate::error::Reason::StreamStalled,
                     message: format!(
                         "no item for {} s after item {index}; the items before it were stored",
                         idle.as_secs()
@@ -214,7 +214,7 @@ impl CommunicationService for CommunicationApi {
                 Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                     let index = import.index();
                     malformed = Some(Error::ResourceExhausted {
-                        reason: "MESSAGE_TOO_LARGE",
+                        reason: crate::error::Reason::MessageTooLarge,
                         message: format!(
                             "item {index}: {}; the items before it were stored, nothing after \
                              it was read",

@@ -12,10 +12,12 @@ pub mod convert;
 pub mod customer;
 #[cfg(test)]
 mod module_graph;
+pub mod deadline;
 pub mod paging;
 pub mod pb_conv;
 pub mod report_query;
 pub mod service_levels;
+pub mod status;
 pub mod timeline;
 pub mod validate;
 

@@ -7,5 +7,6 @@ pub mod deadline;
 pub mod filter;
 pub mod names;
 pub mod phone;
+pub mod role;
 pub mod schedule;
 pub mod time;

@@ -4,7 +4,7 @@
 //! frame's header) and does it arrive in time (the request body timeout).
 //!
 //! Refusals are answered here, before any handler or database work, through the one
-//! error mapping (`crate::error`). Health and reflection pass untouched: probes and
+//! error mapping (`crate::grpc::status`). Health and reflection pass untouched: probes and
 //! tools must work when everything else refuses.
 //!
 //! A call counts in flight while it costs something: a call with one request message
@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -119,6 +119,11 @@ pub struct GuardState {
     /// Per-caller rate limit; `None`: off.
     pub rate: Option<RateLimiter>,
     /// Guarded calls in flight at most; past it, calls are refused at once.
+    ///
+    /// Not `tower::limit::ConcurrencyLimitLayer` + `LoadShedLayer`: those count a call
+    /// from `poll_ready` until its response, before the caller is known, while its body
+    /// still arrives and for health and reflection too; this permit is taken with the
+    /// caller's and connection's shares once the body has ended (see the module doc).
     pub in_flight: Arc<Semaphore>,
     /// The in-flight cap, for messages.
     pub max_in_flight: usize,
@@ -167,13 +172,13 @@ impl GuardState {
         };
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(unauthenticated(
-                "MISSING_CREDENTIALS",
+                crate::error::Reason::MissingCredentials,
                 "send `authorization: Bearer <token>`",
             ));
         };
         let Some(token) = bearer(value.as_bytes()) else {
             return Err(unauthenticated(
-                "MALFORMED_CREDENTIALS",
+                crate::error::Reason::MalformedCredentials,
                 "the authorization header must be `Bearer <token>`",
             ));
         };
@@ -190,7 +195,7 @@ impl GuardState {
                 certificate,
             }),
             None => Err(unauthenticated(
-                "INVALID_TOKEN",
+                crate::error::Reason::InvalidToken,
                 "the token is not known to this server",
             )),
         }
@@ -230,15 +235,14 @@ impl GuardState {
                 (None, Some(peer)) => peer.ip().to_string(),
                 _ => caller.name.clone(),
             };
-            rate.check(&key, Instant::now())
-                .map_err(|retry_after| Error::RateLimited {
-                    retry_after,
-                    message: format!(
-                        "`{}` is over its rate limit; retry in {} ms",
-                        caller.name,
-                        retry_after.as_millis().max(1)
-                    ),
-                })?;
+            rate.check(&key).map_err(|retry_after| Error::RateLimited {
+                retry_after,
+                message: format!(
+                    "`{}` is over its rate limit; retry in {} ms",
+                    caller.name,
+                    retry_after.as_millis().max(1)
+                ),
+            })?;
         }
         Ok(())
     }
@@ -252,7 +256,7 @@ impl GuardState {
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| Error::ResourceExhausted {
-                reason: "SERVER_OVERLOADED",
+                reason: crate::error::Reason::ServerOverloaded,
                 message: format!(
                     "{} calls are in flight, the most this server takes; retry with backoff",
                     self.max_in_flight
@@ -266,7 +270,7 @@ impl GuardState {
         if let Some(name) = &name {
             if held.by_caller.get(name).copied().unwrap_or(0) >= self.per_caller {
                 return Err(Error::ResourceExhausted {
-                    reason: "CALLER_OVERLOADED",
+                    reason: crate::error::Reason::CallerOverloaded,
                     message: format!(
                         "`{name}` has {} calls in flight, the most one caller may have; \
                          retry when one ends",
@@ -278,7 +282,7 @@ impl GuardState {
         if let Some(peer) = caller.peer {
             if held.by_connection.get(&peer).copied().unwrap_or(0) >= self.per_connection {
                 return Err(Error::ResourceExhausted {
-                    reason: "CONNECTION_OVERLOADED",
+                    reason: crate::error::Reason::ConnectionOverloaded,
                     message: format!(
                         "this connection has {} calls in flight, the most one connection \
                          may have; retry when one ends",
@@ -564,7 +568,7 @@ impl Body for GuardedBody {
                 this.pending = None;
                 let limit = this.check.limit();
                 let status: tonic::Status = Error::ResourceExhausted {
-                    reason: "MESSAGE_TOO_LARGE",
+                    reason: crate::error::Reason::MessageTooLarge,
                     message: format!(
                         "a request message of {len} bytes is over the limit of {limit} bytes"
                     ),

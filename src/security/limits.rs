@@ -2,62 +2,62 @@
 //! message frame headers that refuses an oversized message from its 5-byte prefix,
 //! before its body is buffered.
 
-use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Callers remembered at most; past it, callers idle long enough to have a full bucket
-/// again are forgotten (they would start full anyway).
-const MAX_TRACKED_CALLERS: usize = 10_000;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
 
-/// A token bucket per caller: `rate` calls a second on average, bursts up to `burst`.
+/// How often the limiter forgets callers idle long enough to have a full bucket again
+/// (they would start full anyway), so many short-lived callers do not grow memory.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// A token bucket per caller: `rate` calls a second on average, bursts up to `burst`
+/// (governor's keyed GCRA limiter).
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    limiter: governor::RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>,
+    /// When idle callers were last forgotten.
+    swept: Mutex<Instant>,
 }
 
 impl RateLimiter {
     /// A limiter of `rate` calls per second and bursts of `burst` (at least 1) per key.
-    pub fn new(rate: f64, burst: u32) -> Self {
+    pub fn new(rate: NonZeroU32, burst: u32) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         RateLimiter {
-            rate,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: governor::RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            swept: Mutex::new(Instant::now()),
         }
     }
 
-    /// Takes one call from `key`'s bucket at `now`; when it is empty, how long until
-    /// it holds one again.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= MAX_TRACKED_CALLERS && !buckets.contains_key(key) {
-            let refill = Duration::from_secs_f64(self.burst / self.rate);
-            buckets.retain(|_, b| now.saturating_duration_since(b.at) < refill);
+    /// Takes one call from `key`'s bucket; when it is empty, how long until it holds
+    /// one again.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.sweep_if_due();
+        self.limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+
+    /// Forgets the callers whose bucket is full again, at most once per [`SWEEP_EVERY`];
+    /// a call that finds another one sweeping goes on.
+    fn sweep_if_due(&self) {
+        let Ok(mut swept) = self.swept.try_lock() else {
+            return;
+        };
+        if swept.elapsed() >= SWEEP_EVERY {
+            *swept = Instant::now();
+            drop(swept);
+            self.sweep();
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.at = now.max(bucket.at);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
-        }
+    }
+
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 }
 
@@ -146,38 +146,40 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_bucket_allows_its_burst_then_the_rate() {
-        let limiter = RateLimiter::new(10.0, 3);
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            limiter.check("billing", t0).unwrap();
-        }
-        let wait = limiter.check("billing", t0).unwrap_err();
-        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
-        // Another caller has its own bucket.
-        limiter.check("dashboards", t0).unwrap();
-        // 100 ms later one call is back, not two.
-        let t1 = t0 + Duration::from_millis(100);
-        limiter.check("billing", t1).unwrap();
-        assert!(limiter.check("billing", t1).is_err());
-        // Idle for long, the bucket is full again but never fuller than the burst.
-        let t2 = t1 + Duration::from_secs(60);
-        for _ in 0..3 {
-            limiter.check("billing", t2).unwrap();
-        }
-        assert!(limiter.check("billing", t2).is_err());
+    fn rate(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
     }
 
     #[test]
-    fn many_callers_are_forgotten_once_refilled() {
-        let limiter = RateLimiter::new(1000.0, 1);
-        let t0 = Instant::now();
-        for i in 0..MAX_TRACKED_CALLERS {
-            limiter.check(&i.to_string(), t0).unwrap();
+    fn a_bucket_allows_its_burst_then_the_rate() {
+        let limiter = RateLimiter::new(rate(10), 3);
+        for _ in 0..3 {
+            limiter.check("billing").unwrap();
         }
-        limiter.check("late", t0 + Duration::from_secs(1)).unwrap();
-        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
+        let wait = limiter.check("billing").unwrap_err();
+        assert!(
+            wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        // Another caller has its own bucket.
+        limiter.check("dashboards").unwrap();
+        // After the advised wait one call is back, not two.
+        std::thread::sleep(wait);
+        limiter.check("billing").unwrap();
+        assert!(limiter.check("billing").is_err());
+    }
+
+    #[test]
+    fn callers_with_a_full_bucket_again_are_forgotten() {
+        let limiter = RateLimiter::new(rate(1000), 1);
+        for i in 0..100 {
+            limiter.check(&i.to_string()).unwrap();
+        }
+        assert_eq!(limiter.limiter.len(), 100);
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.check("late").unwrap();
+        limiter.sweep();
+        assert_eq!(limiter.limiter.len(), 1);
     }
 
     #[test]

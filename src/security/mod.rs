@@ -75,8 +75,8 @@ impl Security {
             tracing::info!(tokens = set.entries().len(), "bearer tokens required");
         }
         let tls = tls_files.map(TlsState::new).transpose()?.map(Arc::new);
-        let rate = (config.rate_limit > 0)
-            .then(|| RateLimiter::new(f64::from(config.rate_limit), config.rate_limit_burst));
+        let rate = std::num::NonZeroU32::new(config.rate_limit)
+            .map(|rate| RateLimiter::new(rate, config.rate_limit_burst));
         Ok(Security {
             guard: Arc::new(GuardState {
                 tokens: tokens.map(|set| RwLock::new(Arc::new(set))),

@@ -40,6 +40,7 @@ mod rpc_log;
 use health::{watch_database, WatchDrainLayer};
 use read_session::ReadSessionLayer;
 use rpc_log::RpcLogLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// HTTP/2 connection-level flow-control window, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
@@ -294,6 +295,15 @@ pub async fn serve_with_index(
             config.grpc_web.then(tonic_web::GrpcWebLayer::new),
         ))
         .layer(tower::util::option_layer(otel::rpc_spans()))
+        // The request's id: the client's when fit for a log line, else made here; echoed.
+        .layer(tower::util::MapRequestLayer::new(
+            rpc_log::drop_unfit_request_id::<tonic::body::Body>,
+        ))
+        .layer(SetRequestIdLayer::new(
+            rpc_log::REQUEST_ID,
+            rpc_log::MakeRequestId,
+        ))
+        .layer(PropagateRequestIdLayer::new(rpc_log::REQUEST_ID))
         .layer(RpcLogLayer::default())
         .layer(WatchDrainLayer {
             shutdown: shutdown.clone(),

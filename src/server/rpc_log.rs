@@ -1,9 +1,12 @@
 //! The RPC log: one line per call when it ends (method, code, latency, peer, caller,
-//! request id), the `x-request-id` taken or made and echoed, and the RPC metrics.
+//! request id), the request id's rules (`tower-http`'s request-id layers take, make and
+//! echo it), and the RPC metrics.
 //!
 //! A call whose client stopped sending its request (reset the stream, closed the
 //! connection) is logged as the cancellation it is, not as the server's UNKNOWN error
-//! tonic makes of the failed read.
+//! tonic makes of the failed read. Not `tower-http`'s `TraceLayer`: it says nothing when
+//! a call's future or response body is dropped (the client reset the call), which is
+//! exactly the line this log must still write.
 
 use std::{
     future::Future,
@@ -40,27 +43,41 @@ struct RpcRecord {
 
 /// The header that carries a request's id (taken from the client when it is sane,
 /// otherwise made here), echoed in the response headers.
-const REQUEST_ID: &str = "x-request-id";
+pub(super) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The id of a request: the client's `x-request-id` when it is 1-128 visible ASCII
-/// characters, otherwise 16 random hex digits.
-fn request_id(headers: &HeaderMap) -> String {
-    if let Some(id) = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return id.to_owned();
+/// Removes a client's `x-request-id` unless it is 1-128 visible ASCII characters, so
+/// that one is made here instead (a log line must not carry arbitrary bytes).
+pub(super) fn drop_unfit_request_id<B>(mut request: http::Request<B>) -> http::Request<B> {
+    let fit = |v: &http::HeaderValue| {
+        (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    };
+    if request.headers().get(&REQUEST_ID).is_some_and(|v| !fit(v)) {
+        request.headers_mut().remove(&REQUEST_ID);
     }
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: a clock-based id is still unique enough to follow a call.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    request
+}
+
+/// Makes the id of a request that came without a fit one: 16 random hex digits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct MakeRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness: a clock-based id is still unique enough to follow a call.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        http::HeaderValue::from_str(&crate::security::tokens::hex(&bytes))
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
     }
-    crate::security::tokens::hex(&bytes)
 }
 
 /// Where the log lines go: `tracing` in the server, a recorder in tests.
@@ -144,7 +161,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let request_id = request_id(request.headers());
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
         let peer = crate::security::guard::peer_address(request.extensions());
         crate::metrics::rpc_started();
         let read_failed = Arc::new(OnceLock::new());
@@ -154,7 +176,7 @@ where
             sink: Arc::clone(&self.sink),
             peer: peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             caller: "-".to_owned(),
-            request_id: request_id.clone(),
+            request_id,
             read_failed: Arc::clone(&read_failed),
             done: false,
         };
@@ -164,12 +186,9 @@ where
         Box::pin(async move {
             match future.await {
                 Ok(response) => {
-                    let (mut parts, body) = response.into_parts();
+                    let (parts, body) = response.into_parts();
                     if let Some(name) = parts.extensions.get::<CallerName>() {
                         call.caller = name.0.clone();
-                    }
-                    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-                        parts.headers.insert(REQUEST_ID, value);
                     }
                     // Errors before the first message are sent trailers-only, with
                     // grpc-status in the headers; otherwise it comes in the trailers.

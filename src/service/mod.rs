@@ -3,8 +3,8 @@
 //! Layer rule: `grpc -> service -> {db, analytics, model}`. A service takes validated
 //! domain requests and returns domain results and [`crate::error::Error`]s: it applies
 //! defaults and limits, checks the call's deadline between steps, drives `db` (which
-//! returns rows and plain structs) and the pure logic of `analytics`. It names no tonic
-//! or pb type (the gRPC layer converts both ways and maps errors to statuses) and writes
+//! returns rows and plain structs) and the pure logic of `analytics`. It names no
+//! transport or pb type (the gRPC layer converts both ways and maps errors to statuses) and writes
 //! no SQL. Nothing below it imports it.
 
 pub mod attention;

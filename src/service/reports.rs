@@ -691,7 +691,7 @@ pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<I
         let units = units_from_halves(r.units_hi, r.units_lo);
         let (units, nanos) =
             normalize_money(units, i128::from(r.nanos)).ok_or_else(|| Error::OutOfRange {
-                reason: "AMOUNT_OUT_OF_RANGE",
+                reason: crate::error::Reason::AmountOutOfRange,
                 message: format!(
                     "the {} total of this customer's transactions in range does not fit \
                      Money (64-bit units); narrow start_time/end_time",

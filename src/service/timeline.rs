@@ -124,7 +124,7 @@ struct Out {
 /// Why a stream whose client stopped reading was ended.
 fn stalled_error(idle: Duration) -> Error {
     Error::ResourceExhausted {
-        reason: "STREAM_STALLED",
+        reason: crate::error::Reason::StreamStalled,
         message: format!(
             "the client read nothing for {} s; the stream was ended: resume from the last cursor",
             idle.as_secs()
@@ -161,7 +161,7 @@ impl Timeline {
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| Error::ResourceExhausted {
-                    reason: "TOO_MANY_FOLLOW_STREAMS",
+                    reason: crate::error::Reason::TooManyFollowStreams,
                     message: "too many open follow streams; retry later".to_owned(),
                 })?;
             Some(permit)
@@ -327,7 +327,7 @@ fn shutting_down(state: &Timeline) -> bool {
 
 fn shutdown_error() -> Error {
     Error::Unavailable {
-        reason: "SHUTTING_DOWN",
+        reason: crate::error::Reason::ShuttingDown,
         message: "server is shutting down; resume from the last cursor".to_owned(),
     }
 }
@@ -457,7 +457,7 @@ fn wanted(req: &TimelineRequest, event: &Event) -> bool {
 
 fn lagged_error() -> Error {
     Error::Unavailable {
-        reason: "FOLLOW_LAGGED",
+        reason: crate::error::Reason::FollowLagged,
         message: "the follow stream fell behind new events; resume from the last cursor".to_owned(),
     }
 }

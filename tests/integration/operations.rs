@@ -524,6 +524,23 @@ backend_tests! {
         assert!(plain.metadata().get("grpc-encoding").is_none());
     }
 
+    async fn a_request_id_unfit_for_a_log_line_is_replaced_and_a_fit_one_echoed(app: &TestApp) {
+        let mut client = CustomerServiceClient::new(app.channel.clone());
+        let long = "x".repeat(129);
+        for (sent, kept) in [("trace-7f3a", true), ("has space", false), (long.as_str(), false), ("x".repeat(128).as_str(), true)] {
+            let mut request = tonic::Request::new(pb::GetCustomerRequest { id: 1 << 40 });
+            request.metadata_mut().insert("x-request-id", sent.parse().unwrap());
+            let err = client.get_customer(request).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::NotFound);
+            let echoed = err.metadata().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+            if kept {
+                assert_eq!(echoed, sent);
+            } else {
+                assert!(echoed.len() == 16 && echoed.bytes().all(|b| b.is_ascii_hexdigit()), "{sent:?} -> {echoed:?}");
+            }
+        }
+    }
+
     async fn grpc_web_over_http1_works_when_enabled_and_cors_only_for_listed_origins(app: &TestApp) {
         use http_body_util::BodyExt;
         use prost::Message;

@@ -256,7 +256,7 @@ async fn with_batch(
             if !rows.is_empty() {
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
                 let change = import_change(&rows);
-                conn.insert_communications(rows).await?;
+                conn.any().insert_all(communications::table, rows).await?;
                 rollups::add(conn, &deltas).await?;
                 audit::record(conn, caller, crate::model::time::now(), &[change]).await?;
                 super::feed::check_commit_bound(stamp)?;
@@ -398,7 +398,7 @@ pub async fn log_batch(
                 let mut ids = Vec::with_capacity(fresh.len());
                 if consecutive && fresh.len() > 1 {
                     let n = fresh.len() as i64;
-                    conn.insert_communications(fresh).await?;
+                    conn.any().insert_all(communications::table, fresh).await?;
                     // The ids of one multi-row INSERT are consecutive in this session's
                     // sequence: `step` apart (auto_increment_increment), not always 1.
                     let (reported, step) = conn.last_insert_id_and_step().await?;
@@ -409,7 +409,9 @@ pub async fn log_batch(
                     ids.extend((0..n).map(|i| first + i * step));
                 } else {
                     for form in fresh {
-                        conn.insert_communications(vec![form]).await?;
+                        conn.any()
+                            .insert_all(communications::table, vec![form])
+                            .await?;
                         ids.push(conn.last_insert_id().await?);
                     }
                 }

@@ -8,18 +8,20 @@
 
 use std::future::Future;
 
+use futures_util::future::{BoxFuture, FutureExt};
+
 use diesel::{
     mysql::Mysql,
-    query_builder::BoxedSqlQuery,
+    query_builder::{AstPass, BoxedSqlQuery, QueryFragment},
     sql_types::{BigInt, Integer, Text, Timestamp},
     sqlite::Sqlite,
     OptionalExtension, QueryResult, QueryableByName,
 };
+use diesel_async::methods::{ExecuteDsl, LoadQuery};
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 
-use super::communications::CommunicationInsertForm;
 use super::query::{Bind, Sql};
-use super::schema::{communications, customers};
+use super::schema::customers;
 use super::SqliteConn;
 
 /// The two supported backends.
@@ -204,11 +206,158 @@ fn sqlite_epoch_micros(expr: &str) -> String {
     )
 }
 
+/// A borrowed connection of either backend, for storage functions written once: a
+/// diesel DSL statement's type does not depend on the backend, so each method takes any
+/// statement both connection types can run. The bounds are checked where the statement
+/// is built (its type is concrete there), so a helper needs no per-backend where-clause
+/// and no macro. Get one with [`Conn::any`].
+pub enum AnyConn<'a> {
+    /// MySQL, MariaDB or TiDB.
+    Mysql(&'a mut AsyncMysqlConnection),
+    /// SQLite.
+    Sqlite(&'a mut SqliteConn),
+}
+
+impl<'c> AnyConn<'c> {
+    /// Which backend this connection talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            AnyConn::Mysql(_) => Backend::Mysql,
+            AnyConn::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    // The futures are boxed: an `async fn` generic over the query's lifetime makes the
+    // calling handler's future fail the `Send` check ("not general enough").
+
+    /// Runs `query` and loads every row.
+    pub fn load<'q, Q, R>(self, query: Q) -> BoxFuture<'c, QueryResult<Vec<R>>>
+    where
+        Q: LoadQuery<'q, AsyncMysqlConnection, R> + LoadQuery<'q, SqliteConn, R> + 'q,
+        'q: 'c,
+        R: Send + 'c,
+    {
+        match self {
+            AnyConn::Mysql(c) => query.load(c).boxed(),
+            AnyConn::Sqlite(c) => query.load(c).boxed(),
+        }
+    }
+
+    /// Runs `query` and loads its one row (`NotFound` when there is none).
+    pub fn get_result<'q, Q, R>(self, query: Q) -> BoxFuture<'c, QueryResult<R>>
+    where
+        Q: LoadQuery<'q, AsyncMysqlConnection, R> + LoadQuery<'q, SqliteConn, R> + 'q,
+        'q: 'c,
+        R: Send + 'c,
+    {
+        match self {
+            AnyConn::Mysql(c) => query.get_result(c).boxed(),
+            AnyConn::Sqlite(c) => query.get_result(c).boxed(),
+        }
+    }
+
+    /// The first row of `query` (`LIMIT 1`), if any.
+    pub fn first<'q, Q, R>(self, query: Q) -> BoxFuture<'c, QueryResult<Option<R>>>
+    where
+        Q: diesel::query_dsl::methods::LimitDsl,
+        diesel::dsl::Limit<Q>:
+            LoadQuery<'q, AsyncMysqlConnection, R> + LoadQuery<'q, SqliteConn, R> + Send + 'q,
+        'q: 'c,
+        R: Send + 'c,
+    {
+        let fut = match self {
+            AnyConn::Mysql(c) => query.first(c).boxed(),
+            AnyConn::Sqlite(c) => query.first(c).boxed(),
+        };
+        fut.map(OptionalExtension::optional).boxed()
+    }
+
+    /// Inserts `rows` into `table` with one multi-row INSERT (in the caller's
+    /// transaction, if any); the number of rows stored.
+    pub fn insert_all<T, V>(self, table: T, rows: Vec<V>) -> BoxFuture<'c, QueryResult<usize>>
+    where
+        T: diesel::Table + Send + 'static,
+        V: Send + 'static,
+        Vec<V>: diesel::Insertable<T>,
+        diesel::query_builder::InsertStatement<T, <Vec<V> as diesel::Insertable<T>>::Values>:
+            ExecuteDsl<AsyncMysqlConnection>
+                + diesel::query_dsl::methods::ExecuteDsl<diesel::SqliteConnection>
+                + Send
+                + 'static,
+    {
+        match self {
+            AnyConn::Mysql(c) => diesel::insert_into(table).values(rows).execute(c).boxed(),
+            // A multi-row INSERT does not compile through the async wrapper on SQLite: it
+            // runs with diesel's synchronous API on the wrapper's blocking thread, on the
+            // same connection (and so in the caller's transaction).
+            AnyConn::Sqlite(c) => c
+                .spawn_blocking(move |conn| {
+                    diesel::RunQueryDsl::execute(diesel::insert_into(table).values(rows), conn)
+                })
+                .boxed(),
+        }
+    }
+
+    /// Runs `query`, which returns no rows; the number of rows it changed.
+    pub fn execute<'q, Q>(self, query: Q) -> BoxFuture<'c, QueryResult<usize>>
+    where
+        Q: ExecuteDsl<AsyncMysqlConnection> + ExecuteDsl<SqliteConn> + 'q,
+        'q: 'c,
+    {
+        match self {
+            AnyConn::Mysql(c) => query.execute(c).boxed(),
+            AnyConn::Sqlite(c) => query.execute(c).boxed(),
+        }
+    }
+}
+
+/// The columns of the row type `T`, for `.select(..)`: its `Selectable` selection. A
+/// row of plain columns selects the same expression on both backends, unlike
+/// `T::as_select()`, whose type names one backend; `T`'s derived `Queryable` reads it
+/// on either.
+pub fn columns<T: diesel::Selectable<Mysql>>() -> T::SelectExpression {
+    T::construct_selection()
+}
+
+/// `query` as a locking read: `FOR UPDATE` on the MySQL family (the rows stay locked,
+/// and are read in their latest committed state, until the transaction ends); `query`
+/// as it is on SQLite, whose writing transaction holds the whole database (and this
+/// process's writers queue on the write lock before they begin). diesel's own
+/// `for_update()` does not exist for SQLite, so one statement could not serve both.
+pub fn for_update<Q>(query: Q) -> ForUpdate<Q> {
+    ForUpdate(query)
+}
+
+/// See [`for_update`].
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+pub struct ForUpdate<Q>(Q);
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for ForUpdate<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q: QueryFragment<Mysql>> QueryFragment<Mysql> for ForUpdate<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(" FOR UPDATE");
+        Ok(())
+    }
+}
+
+impl<Q: QueryFragment<Sqlite>> QueryFragment<Sqlite> for ForUpdate<Q> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+}
+
 /// A connection of either backend: what `with_conn!` bodies may call besides diesel's
 /// DSL, implemented once per driver.
 pub trait Conn: AsyncConnection + Send {
     /// Which backend this connection talks to.
     const BACKEND: Backend;
+
+    /// This connection as an [`AnyConn`], for DSL statements written once.
+    fn any(&mut self) -> AnyConn<'_>;
 
     /// Runs a hand-built statement and loads its rows.
     fn load_sql<'a, R>(
@@ -234,12 +383,6 @@ pub trait Conn: AsyncConnection + Send {
 
     /// Whether the customer exists and is not deleted; a fixed statement, kept prepared.
     fn customer_is_live(&mut self, id: i64) -> impl Future<Output = QueryResult<bool>> + Send;
-
-    /// Inserts `rows` with one multi-row INSERT (in the caller's transaction).
-    fn insert_communications(
-        &mut self,
-        rows: Vec<CommunicationInsertForm>,
-    ) -> impl Future<Output = QueryResult<usize>> + Send;
 }
 
 /// The backend of a connection (whose type differs per `with_conn!` arm).
@@ -332,37 +475,19 @@ macro_rules! shared_conn_methods {
 impl Conn for AsyncMysqlConnection {
     const BACKEND: Backend = Backend::Mysql;
 
-    shared_conn_methods!(Mysql);
-
-    async fn insert_communications(
-        &mut self,
-        rows: Vec<CommunicationInsertForm>,
-    ) -> QueryResult<usize> {
-        diesel::insert_into(communications::table)
-            .values(&rows)
-            .execute(self)
-            .await
+    fn any(&mut self) -> AnyConn<'_> {
+        AnyConn::Mysql(self)
     }
+
+    shared_conn_methods!(Mysql);
 }
 
 impl Conn for SqliteConn {
     const BACKEND: Backend = Backend::Sqlite;
 
-    shared_conn_methods!(Sqlite);
-
-    async fn insert_communications(
-        &mut self,
-        rows: Vec<CommunicationInsertForm>,
-    ) -> QueryResult<usize> {
-        // A multi-row INSERT does not compile through the async wrapper on SQLite: it
-        // runs with diesel's synchronous API on the wrapper's blocking thread, on the
-        // same connection (and so in the caller's transaction).
-        self.spawn_blocking(move |conn| {
-            diesel::RunQueryDsl::execute(
-                diesel::insert_into(communications::table).values(&rows),
-                conn,
-            )
-        })
-        .await
+    fn any(&mut self) -> AnyConn<'_> {
+        AnyConn::Sqlite(self)
     }
+
+    shared_conn_methods!(Sqlite);
 }

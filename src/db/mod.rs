@@ -21,6 +21,7 @@ pub mod content_feed;
 pub mod customers;
 pub mod dialect;
 pub mod feed;
+pub mod fns;
 pub mod merges;
 pub mod migrate;
 pub mod query;
@@ -643,85 +644,89 @@ pub fn replay<F: Stored<R>, R>(
     }
 }
 
-/// Creates a row of the per-customer `$table` (a [`query::Table`] const `$desc`, rows
-/// `$row`) from `$form` (an `Insertable` with `customer_id` and `request_id`) and
-/// evaluates to `Result<$row>`. The customer must exist; a `request_id` already used for
-/// that customer returns the first row and writes nothing, also when a concurrent
-/// duplicate wins the unique-key race; used for a different request (see
-/// [`Stored::replays`]), it is refused. A new row is audited as `$method` by `$caller`
-/// (see `db::audit`) in the same transaction. With `after_insert = |conn, row| ..`, that
-/// `Result<()>` body runs in the same transaction right after a new row is stored. A
-/// macro because the INSERT is diesel's DSL, which type-checks per connection inside
-/// `with_conn!`.
-macro_rules! create_for_customer {
-    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr, audit = ($caller:expr, $method:expr)) => {
-        $crate::db::create_for_customer!(
-            $db,
-            $table,
-            $desc,
-            $row,
-            $form,
-            audit = ($caller, $method),
-            after_insert = |_conn, _row| Ok::<(), $crate::error::Error>(())
-        )
-    };
-    ($db:expr, $table:ident, $desc:expr, $row:ty, $form:expr, audit = ($caller:expr, $method:expr),
-     after_insert = |$c:ident, $r:ident| $after:expr) => {{
-        use $crate::db::{query, schema::$table, Conn as _};
-        let form = $form;
-        let desc: &query::Table = &$desc;
-        let result = $crate::db::retry_conflicts(|| async {
-            $crate::with_conn!($db, write, |conn| {
-                $crate::db::tx::transaction(conn, async |conn| {
-                    // Stamped in the attempt, so a retried one stamps anew (see `feed`).
-                    let stamp = $crate::db::feed::stamp();
-                    let stamped = {
-                        let mut f = form.clone();
-                        f.create_time = stamp;
-                        f
-                    };
-                    let form = &stamped;
-                    query::lock_customer(conn, form.customer_id).await?;
-                    if let Some(rid) = &form.request_id {
-                        let first: Option<$row> =
-                            query::by_request_id(conn, desc, form.customer_id, rid).await?;
-                        if let Some(row) = first {
-                            return $crate::db::replay(form, row, rid, desc.resource);
-                        }
-                    }
-                    diesel::insert_into($table::table)
-                        .values(form)
-                        .execute(conn)
-                        .await?;
-                    let id = conn.last_insert_id().await?;
-                    // The row as stored, without reading it back.
-                    let row: $row = $crate::db::Stored::stored(form, id);
-                    {
-                        let ($c, $r) = (&mut *conn, &row);
-                        $after?;
-                    }
-                    let change = $crate::db::audit::Change::new($method, form.customer_id, id);
-                    $crate::db::audit::record(conn, $caller, row.create_time, &[change]).await?;
-                    $crate::db::feed::check_commit_bound(stamp)?;
-                    Ok(row)
-                })
-                .await
-            })
-        })
-        .await;
-        match (result, &form.request_id) {
-            (Err(e), Some(rid)) if e.is_unique_violation() => {
-                $crate::with_conn!($db, |conn| {
-                    let first: Option<$row> =
-                        query::by_request_id(conn, desc, form.customer_id, rid).await?;
-                    $crate::db::replay(form, first.ok_or(e)?, rid, desc.resource)
-                })
-            }
-            (result, _) => result,
-        }
-    }};
+/// A new row of a per-customer table (`communications`, `transactions`,
+/// `service_tickets`): what [`create_for_customer`] needs of it. Each form writes its
+/// own typed statements.
+pub trait CustomerRowForm: Stored<Self::Row> + Clone + Send + Sync {
+    /// The stored row.
+    type Row: Send + 'static;
+    /// What one row is called in a REQUEST_ID_REUSED status.
+    const RESOURCE: &'static str;
+    /// The owner.
+    fn customer_id(&self) -> i64;
+    /// The idempotency key, if any.
+    fn request_id(&self) -> Option<&str>;
+    /// Sets the record time.
+    fn set_create_time(&mut self, at: chrono::NaiveDateTime);
+    /// INSERTs this form.
+    fn insert<'c>(
+        &'c self,
+        conn: AnyConn<'c>,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<usize>>;
+    /// The row `customer_id` created with `request_id`, if any.
+    fn by_request_id<'c>(
+        conn: AnyConn<'c>,
+        customer_id: i64,
+        request_id: &'c str,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<Option<Self::Row>>>;
+    /// Runs in the create's transaction right after a new row is stored.
+    fn after_insert<C: Conn>(
+        _conn: &mut C,
+        _row: &Self::Row,
+    ) -> impl std::future::Future<Output = crate::error::Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
-pub(crate) use create_for_customer;
+
+/// Creates a row of a per-customer table from `form`. The customer must exist; a
+/// `request_id` already used for that customer returns the first row and writes
+/// nothing, also when a concurrent duplicate wins the unique-key race; used for a
+/// different request (see [`Stored::replays`]), it is refused. A new row is audited as
+/// `method` by `caller` (see `db::audit`) in the same transaction, after
+/// [`CustomerRowForm::after_insert`].
+pub async fn create_for_customer<F: CustomerRowForm>(
+    db: &Db,
+    form: &F,
+    caller: &crate::model::caller::Caller,
+    method: &'static str,
+) -> crate::error::Result<F::Row> {
+    let result = retry_conflicts(|| async {
+        crate::with_conn!(db, write, |conn| {
+            tx::transaction(conn, async |conn| {
+                // Stamped in the attempt, so a retried one stamps anew (see `feed`).
+                let stamp = feed::stamp();
+                let mut stamped = form.clone();
+                stamped.set_create_time(stamp);
+                let form = &stamped;
+                query::lock_customer(conn, form.customer_id()).await?;
+                if let Some(rid) = form.request_id() {
+                    let first = F::by_request_id(conn.any(), form.customer_id(), rid).await?;
+                    if let Some(row) = first {
+                        return replay(form, row, rid, F::RESOURCE);
+                    }
+                }
+                form.insert(conn.any()).await?;
+                let id = conn.last_insert_id().await?;
+                // The row as stored, without reading it back.
+                let row = form.stored(id);
+                F::after_insert(conn, &row).await?;
+                let change = audit::Change::new(method, form.customer_id(), id);
+                audit::record(conn, caller, stamp, &[change]).await?;
+                feed::check_commit_bound(stamp)?;
+                Ok(row)
+            })
+            .await
+        })
+    })
+    .await;
+    match (result, form.request_id()) {
+        (Err(e), Some(rid)) if e.is_unique_violation() => crate::with_conn!(db, |conn| {
+            let first = F::by_request_id(conn.any(), form.customer_id(), rid).await?;
+            replay(form, first.ok_or(e)?, rid, F::RESOURCE)
+        }),
+        (result, _) => result,
+    }
+}
 
 impl Db {
     /// Connects to `url`, checks that the database answers, and applies pending

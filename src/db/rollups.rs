@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
-use diesel::QueryableByName;
 
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
@@ -218,10 +217,7 @@ pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> 
 }
 
 /// Removes every communication of one customer (a purge, before it deletes them).
-pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<()>
-where
-    SlotCount: QueryableByName<C::Backend>,
-{
+pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<()> {
     let shard = shard_of(customer_id);
     let mut deltas = Deltas::default();
     for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {

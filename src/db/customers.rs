@@ -452,7 +452,7 @@ pub async fn update(
                 });
                 }
                 if let Some(tags) = &changes.tags {
-                    replace_tags(conn, id, &tags).await?;
+                    replace_tags(conn, id, tags).await?;
                 }
                 audit::record(conn, caller, now, &[Change::new("UpdateCustomer", id, id)])
                     .await?;

@@ -5,14 +5,15 @@
 //! never a customer's personal data, so a purge leaves the trail intact and clean.
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{BigInt, Text, Timestamp};
-use diesel::QueryableByName;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
-use super::dialect::Conn;
-use super::query::{self, Bind, Sql};
+use super::dialect::{columns, Conn};
+use super::schema::audit_records;
 use super::Db;
 use crate::error::Result;
 use crate::model::caller::Caller;
+use crate::with_conn;
 
 /// One change to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,35 +47,42 @@ impl Change {
 }
 
 /// A stored audit record.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = audit_records)]
+#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
 pub struct AuditRow {
     /// Id, ascending in record order.
-    #[diesel(sql_type = BigInt)]
     pub id: i64,
     /// When the change was committed (UTC, within its transaction).
-    #[diesel(sql_type = Timestamp)]
     pub record_time: NaiveDateTime,
     /// The token's name (`anonymous` without tokens; `seed-demo` for the seeder).
-    #[diesel(sql_type = Text)]
     pub caller: String,
     /// The client's address.
-    #[diesel(sql_type = Text)]
     pub peer: String,
     /// The subject of the client's TLS certificate (mutual TLS).
-    #[diesel(sql_type = Text)]
     pub client_certificate: String,
     /// The RPC.
-    #[diesel(sql_type = Text)]
     pub method: String,
     /// The customer concerned; 0 when none.
-    #[diesel(sql_type = BigInt)]
     pub customer_id: i64,
     /// The row written or deleted; 0 when none.
-    #[diesel(sql_type = BigInt)]
     pub resource_id: i64,
     /// A short note.
-    #[diesel(sql_type = Text)]
     pub detail: String,
+}
+
+/// A record to store.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = audit_records)]
+pub struct AuditInsert {
+    record_time: NaiveDateTime,
+    caller: String,
+    peer: String,
+    client_certificate: String,
+    method: String,
+    customer_id: i64,
+    resource_id: i64,
+    detail: String,
 }
 
 /// Records `changes` by `caller` at `now`, in the caller's transaction, and logs each.
@@ -98,11 +106,8 @@ pub async fn record_each<C: Conn>(
     if entries.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::from(
-        "INSERT INTO audit_records (record_time, caller, peer, client_certificate, method, \
-         customer_id, resource_id, detail) VALUES ",
-    );
-    for (i, (caller, change)) in entries.iter().enumerate() {
+    let mut rows = Vec::with_capacity(entries.len());
+    for (caller, change) in entries {
         let peer = caller.peer.map(|p| p.to_string()).unwrap_or_default();
         let certificate = caller.certificate.as_deref().unwrap_or_default();
         // The server's own writers (`seed-demo`) write thousands: their lines are DEBUG.
@@ -111,28 +116,18 @@ pub async fn record_each<C: Conn>(
         } else {
             tracing::debug!(caller = %caller.name, method = change.method, customer_id = change.customer_id, resource_id = change.resource_id, detail = %change.detail, "audit");
         }
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(Bind::Time(now))
-            .push(", ")
-            .bind(Bind::Text(caller.name.clone()))
-            .push(", ")
-            .bind(Bind::Text(peer))
-            .push(", ")
-            .bind(Bind::Text(certificate.chars().take(512).collect()))
-            .push(", ")
-            .bind(Bind::Text(change.method.to_owned()))
-            .push(", ")
-            .bind(Bind::I64(change.customer_id))
-            .push(", ")
-            .bind(Bind::I64(change.resource_id))
-            .push(", ")
-            .bind(Bind::Text(change.detail.chars().take(255).collect()))
-            .push(")");
+        rows.push(AuditInsert {
+            record_time: now,
+            caller: caller.name.clone(),
+            client_certificate: certificate.chars().take(512).collect(),
+            peer,
+            method: change.method.to_owned(),
+            customer_id: change.customer_id,
+            resource_id: change.resource_id,
+            detail: change.detail.chars().take(255).collect(),
+        });
     }
-    conn.execute_sql(&sql).await?;
+    conn.any().insert_all(audit_records::table, rows).await?;
     Ok(())
 }
 
@@ -159,34 +154,31 @@ pub async fn list(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditRow>> {
-    let mut sql = Sql::from(
-        "SELECT id, record_time, caller, peer, client_certificate, method, customer_id, \
-         resource_id, detail FROM audit_records",
-    );
-    if let Some(before) = before {
-        sql.and().push("id < ").bind(Bind::I64(before));
-    }
-    if !filter.caller.is_empty() {
-        sql.and()
-            .push("caller = ")
-            .bind(Bind::Text(filter.caller.clone()));
-    }
-    if !filter.method.is_empty() {
-        sql.and()
-            .push("method = ")
-            .bind(Bind::Text(filter.method.clone()));
-    }
-    if filter.customer_id > 0 {
-        sql.and()
-            .push("customer_id = ")
-            .bind(Bind::I64(filter.customer_id));
-    }
-    if let Some(start) = filter.start {
-        sql.and().push("record_time >= ").bind(Bind::Time(start));
-    }
-    if let Some(end) = filter.end {
-        sql.and().push("record_time < ").bind(Bind::Time(end));
-    }
-    sql.push(" ORDER BY id DESC LIMIT ").bind(Bind::I64(limit));
-    query::load(db, &sql).await
+    // Boxed for its optional filters; the body is written once and typed per backend.
+    with_conn!(db, |conn| {
+        let mut query = audit_records::table
+            .select(columns::<AuditRow>())
+            .order(audit_records::id.desc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(before) = before {
+            query = query.filter(audit_records::id.lt(before));
+        }
+        if !filter.caller.is_empty() {
+            query = query.filter(audit_records::caller.eq(filter.caller.clone()));
+        }
+        if !filter.method.is_empty() {
+            query = query.filter(audit_records::method.eq(filter.method.clone()));
+        }
+        if filter.customer_id > 0 {
+            query = query.filter(audit_records::customer_id.eq(filter.customer_id));
+        }
+        if let Some(start) = filter.start {
+            query = query.filter(audit_records::record_time.ge(start));
+        }
+        if let Some(end) = filter.end {
+            query = query.filter(audit_records::record_time.lt(end));
+        }
+        Ok(query.load(conn).await?)
+    })
 }

@@ -2,12 +2,11 @@
 //! versioned update and delete; each write audited in its transaction.
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
-use diesel::QueryableByName;
+use diesel::prelude::*;
 
 use super::audit::{self, Change};
-use super::dialect::Conn;
-use super::query::{self, Bind, Sql};
+use super::dialect::{columns, Conn};
+use super::schema::business_hours;
 use super::Db;
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
@@ -15,31 +14,25 @@ use crate::model::schedule::Hours;
 use crate::with_conn;
 
 /// A stored schedule.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = business_hours)]
+#[diesel(check_for_backend(diesel::mysql::Mysql, diesel::sqlite::Sqlite))]
 pub struct ScheduleRow {
     /// Id.
-    #[diesel(sql_type = BigInt)]
     pub id: i64,
     /// Unique name.
-    #[diesel(sql_type = Text)]
     pub name: String,
     /// IANA zone.
-    #[diesel(sql_type = Text)]
     pub time_zone: String,
     /// The windows and holidays, as JSON.
-    #[diesel(sql_type = Text)]
     pub hours: String,
     /// Idempotency key of the create.
-    #[diesel(sql_type = Nullable<Text>)]
     pub request_id: Option<String>,
     /// Version, the etag.
-    #[diesel(sql_type = BigInt)]
     pub version: i64,
     /// Created.
-    #[diesel(sql_type = Timestamp)]
     pub create_time: NaiveDateTime,
     /// Last changed.
-    #[diesel(sql_type = Timestamp)]
     pub update_time: NaiveDateTime,
 }
 
@@ -62,8 +55,29 @@ pub struct ScheduleForm {
     pub hours: Hours,
 }
 
-const COLUMNS: &str = "SELECT id, name, time_zone, hours, request_id, version, create_time, \
-                       update_time FROM business_hours";
+/// A new schedule's row.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = business_hours)]
+struct ScheduleInsert<'a> {
+    name: &'a str,
+    time_zone: &'a str,
+    hours: &'a str,
+    request_id: Option<&'a str>,
+    version: i64,
+    create_time: NaiveDateTime,
+    update_time: NaiveDateTime,
+}
+
+/// What an update writes.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = business_hours)]
+struct ScheduleUpdate<'a> {
+    name: &'a str,
+    time_zone: &'a str,
+    hours: &'a str,
+    version: i64,
+    update_time: NaiveDateTime,
+}
 
 fn json(hours: &Hours) -> Result<String> {
     serde_json::to_string(hours).map_err(|e| Error::Internal(format!("business hours: {e}")))
@@ -76,22 +90,25 @@ fn name_taken(name: &str) -> Error {
     }
 }
 
-async fn by<C>(conn: &mut C, column: &str, value: Bind) -> Result<Option<ScheduleRow>>
-where
-    C: Conn,
-    ScheduleRow: QueryableByName<C::Backend>,
-{
-    let mut sql = Sql::from(COLUMNS);
-    sql.and().push(column).push(" = ").bind(value);
-    Ok(conn.load_sql::<ScheduleRow>(&sql).await?.into_iter().next())
+async fn by_name<C: Conn>(conn: &mut C, name: &str) -> Result<Option<ScheduleRow>> {
+    let query = business_hours::table
+        .filter(business_hours::name.eq(name))
+        .select(columns::<ScheduleRow>());
+    Ok(conn.any().first(query).await?)
 }
 
-async fn existing<C>(conn: &mut C, id: i64) -> Result<ScheduleRow>
-where
-    C: Conn,
-    ScheduleRow: QueryableByName<C::Backend>,
-{
-    by(conn, "id", Bind::I64(id)).await?.ok_or(Error::NotFound {
+async fn by_request_id<C: Conn>(conn: &mut C, rid: &str) -> Result<Option<ScheduleRow>> {
+    let query = business_hours::table
+        .filter(business_hours::request_id.eq(rid))
+        .select(columns::<ScheduleRow>());
+    Ok(conn.any().first(query).await?)
+}
+
+async fn existing<C: Conn>(conn: &mut C, id: i64) -> Result<ScheduleRow> {
+    let query = business_hours::table
+        .find(id)
+        .select(columns::<ScheduleRow>());
+    conn.any().first(query).await?.ok_or(Error::NotFound {
         resource: "business hours",
         id,
     })
@@ -126,35 +143,25 @@ pub async fn create(
     let result = with_conn!(db, write, |conn| {
         crate::db::tx::transaction(conn, async |conn| {
             if let Some(rid) = request_id {
-                if let Some(first) = by(conn, "request_id", Bind::Text(rid.to_owned())).await? {
+                if let Some(first) = by_request_id(conn, rid).await? {
                     return replay(first, form, &hours, rid);
                 }
             }
-            if by(conn, "name", Bind::Text(form.name.clone()))
-                .await?
-                .is_some()
-            {
+            if by_name(conn, &form.name).await?.is_some() {
                 return Err(name_taken(&form.name));
             }
-            let mut sql = Sql::from(
-                "INSERT INTO business_hours (name, time_zone, hours, request_id, version, \
-                 create_time, update_time) VALUES (",
-            );
-            sql.bind(Bind::Text(form.name.clone()))
-                .push(", ")
-                .bind(Bind::Text(form.time_zone.clone()))
-                .push(", ")
-                .bind(Bind::Text(hours.clone()));
-            match request_id {
-                Some(rid) => sql.push(", ").bind(Bind::Text(rid.to_owned())),
-                None => sql.push(", NULL"),
+            let row = ScheduleInsert {
+                name: &form.name,
+                time_zone: &form.time_zone,
+                hours: &hours,
+                request_id,
+                version: 1,
+                create_time: now,
+                update_time: now,
             };
-            sql.push(", 1, ")
-                .bind(Bind::Time(now))
-                .push(", ")
-                .bind(Bind::Time(now))
-                .push(")");
-            conn.execute_sql(&sql).await?;
+            conn.any()
+                .execute(diesel::insert_into(business_hours::table).values(&row))
+                .await?;
             let id = conn.last_insert_id().await?;
             audit::record(
                 conn,
@@ -171,7 +178,7 @@ pub async fn create(
         // A concurrent create won the race for the key or the name.
         Err(e) if e.is_unique_violation() => with_conn!(db, |conn| {
             match request_id {
-                Some(rid) => match by(conn, "request_id", Bind::Text(rid.to_owned())).await? {
+                Some(rid) => match by_request_id(conn, rid).await? {
                     Some(first) => replay(first, form, &hours, rid),
                     None => Err(name_taken(&form.name)),
                 },
@@ -189,10 +196,12 @@ pub async fn get(db: &Db, id: i64) -> Result<ScheduleRow> {
 
 /// Up to `limit` schedules with `id > after`, ascending by id.
 pub async fn list(db: &Db, after: i64, limit: i64) -> Result<Vec<ScheduleRow>> {
-    let mut sql = Sql::from(COLUMNS);
-    sql.and().push("id > ").bind(Bind::I64(after));
-    sql.push(" ORDER BY id LIMIT ").bind(Bind::I64(limit));
-    query::load(db, &sql).await
+    let query = business_hours::table
+        .filter(business_hours::id.gt(after))
+        .order(business_hours::id)
+        .limit(limit)
+        .select(columns::<ScheduleRow>());
+    with_conn!(db, |conn| Ok(conn.any().load(query).await?))
 }
 
 /// What an update changes; `None` keeps the stored value.
@@ -239,29 +248,25 @@ pub async fn update(
                 hours.holidays = holidays.clone();
             }
             let name = changes.name.clone().unwrap_or(current.name.clone());
-            if name != current.name && by(conn, "name", Bind::Text(name.clone())).await?.is_some() {
+            if name != current.name && by_name(conn, &name).await?.is_some() {
                 return Err(name_taken(&name));
             }
-            let mut sql = Sql::from("UPDATE business_hours SET name = ");
-            sql.bind(Bind::Text(name))
-                .push(", time_zone = ")
-                .bind(Bind::Text(
-                    changes
-                        .time_zone
-                        .clone()
-                        .unwrap_or(current.time_zone.clone()),
-                ))
-                .push(", hours = ")
-                .bind(Bind::Text(json(&hours)?))
-                .push(", version = ")
-                .bind(Bind::I64(current.version + 1))
-                .push(", update_time = ")
-                .bind(Bind::Time(now))
-                .push(" WHERE id = ")
-                .bind(Bind::I64(id))
-                .push(" AND version = ")
-                .bind(Bind::I64(current.version));
-            if conn.execute_sql(&sql).await? != 1 {
+            let time_zone = changes
+                .time_zone
+                .clone()
+                .unwrap_or(current.time_zone.clone());
+            let hours = json(&hours)?;
+            let update = diesel::update(business_hours::table)
+                .filter(business_hours::id.eq(id))
+                .filter(business_hours::version.eq(current.version))
+                .set(ScheduleUpdate {
+                    name: &name,
+                    time_zone: &time_zone,
+                    hours: &hours,
+                    version: current.version + 1,
+                    update_time: now,
+                });
+            if conn.any().execute(update).await? != 1 {
                 return Err(Error::Aborted(format!(
                     "business hours {id} were changed concurrently; read them again"
                 )));
@@ -301,9 +306,9 @@ pub async fn delete(
                     return Err(stale(id, expected, current.version));
                 }
             }
-            let mut sql = Sql::from("DELETE FROM business_hours WHERE id = ");
-            sql.bind(Bind::I64(id));
-            conn.execute_sql(&sql).await?;
+            conn.any()
+                .execute(diesel::delete(business_hours::table.find(id)))
+                .await?;
             audit::record(
                 conn,
                 caller,

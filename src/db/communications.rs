@@ -12,7 +12,7 @@ use super::audit::{self, Change};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
 use super::schema::communications;
-use super::{create_for_customer, retry_conflicts, Conn as _, Db, Stored as _};
+use super::{retry_conflicts, Conn, Db, Stored as _};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
 pub use crate::model::filter::CommunicationFilter;
@@ -100,6 +100,50 @@ pub const COMMUNICATIONS: Table = Table {
     order: &["occur_time", "id"],
 };
 
+impl super::CustomerRowForm for CommunicationInsertForm {
+    type Row = CommunicationRow;
+    const RESOURCE: &'static str = "communication";
+
+    fn customer_id(&self) -> i64 {
+        self.customer_id
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    fn set_create_time(&mut self, at: NaiveDateTime) {
+        self.create_time = at;
+    }
+
+    fn insert<'c>(
+        &'c self,
+        conn: super::AnyConn<'c>,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<usize>> {
+        conn.execute(diesel::insert_into(communications::table).values(self))
+    }
+
+    fn by_request_id<'c>(
+        conn: super::AnyConn<'c>,
+        customer_id: i64,
+        request_id: &'c str,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<Option<CommunicationRow>>> {
+        let query = communications::table
+            .filter(communications::customer_id.eq(customer_id))
+            .filter(communications::request_id.eq(request_id))
+            .select(super::dialect::columns::<CommunicationRow>());
+        conn.first(query)
+    }
+
+    fn after_insert<C: Conn>(
+        conn: &mut C,
+        row: &CommunicationRow,
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        let deltas = Deltas::of([row.into()], 1);
+        async move { rollups::add(conn, &deltas).await }
+    }
+}
+
 /// Records one communication; the customer must exist; a reused `request_id`
 /// returns the first result and writes nothing.
 pub async fn insert(
@@ -108,15 +152,7 @@ pub async fn insert(
     caller: &Caller,
 ) -> Result<CommunicationRow> {
     retry_conflicts(|| async {
-        create_for_customer!(
-            db,
-            communications,
-            COMMUNICATIONS,
-            CommunicationRow,
-            form,
-            audit = (caller, "LogCommunication"),
-            after_insert = |conn, row| rollups::add(conn, &Deltas::of([row.into()], 1)).await
-        )
+        super::create_for_customer(db, form, caller, "LogCommunication").await
     })
     .await
 }
@@ -187,27 +223,30 @@ pub enum BatchOutcome {
     UnknownCustomer,
 }
 
-/// The two reads before a batch is stored, in its transaction on `$conn`: the live
-/// customers among `$customer_ids` (a set; their rows stay locked until the transaction
+/// The two reads before a batch is stored, in its transaction on `conn`: the live
+/// customers among `customer_ids` (a set; their rows stay locked until the transaction
 /// ends, see [`query::lock_customer`], so a concurrent merge cannot move them away
-/// before the INSERT), and the rows already stored under any of `$keys`, each with its
-/// key (compared with the new item's fields: a replay or a reused key). A macro because diesel's DSL type-checks
-/// per connection inside `with_conn!`.
-macro_rules! batch_lookups {
-    ($conn:expr, $customer_ids:expr, $keys:expr) => {{
-        let live: HashSet<i64> = query::lock_live_customers($conn, $customer_ids).await?;
-        let used: Vec<(Option<String>, CommunicationRow)> = if $keys.is_empty() {
-            Vec::new()
-        } else {
-            communications::table
-                .filter(communications::customer_id.eq_any($customer_ids))
-                .filter(communications::request_id.eq_any($keys))
-                .select((communications::request_id, CommunicationRow::as_select()))
-                .load($conn)
-                .await?
-        };
-        (live, used)
-    }};
+/// before the INSERT), and the rows already stored under any of `keys`, each with its
+/// key (compared with the new item's fields: a replay or a reused key).
+async fn batch_lookups<C: Conn>(
+    conn: &mut C,
+    customer_ids: &[i64],
+    keys: &[String],
+) -> Result<(HashSet<i64>, Vec<(Option<String>, CommunicationRow)>)> {
+    let live: HashSet<i64> = query::lock_live_customers(conn, customer_ids).await?;
+    let used = if keys.is_empty() {
+        Vec::new()
+    } else {
+        let query = communications::table
+            .filter(communications::customer_id.eq_any(customer_ids))
+            .filter(communications::request_id.eq_any(keys))
+            .select((
+                communications::request_id,
+                super::dialect::columns::<CommunicationRow>(),
+            ));
+        conn.any().load(query).await?
+    };
+    Ok((live, used))
 }
 
 /// The distinct customers (sorted) and the request ids of a batch.
@@ -248,7 +287,7 @@ async fn with_batch(
     with_conn!(db, write, |conn| {
         crate::db::tx::transaction(conn, async |conn| {
             let stamp = super::feed::stamp();
-            let (live, used) = batch_lookups!(conn, customer_ids, keys);
+            let (live, used) = batch_lookups(conn, customer_ids, keys).await?;
             let (outcomes, mut rows) = plan_batch(forms, &live, used);
             for row in &mut rows {
                 row.create_time = stamp;
@@ -256,7 +295,7 @@ async fn with_batch(
             if !rows.is_empty() {
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
                 let change = import_change(&rows);
-                conn.insert_communications(rows).await?;
+                conn.any().insert_all(communications::table, rows).await?;
                 rollups::add(conn, &deltas).await?;
                 audit::record(conn, caller, crate::model::time::now(), &[change]).await?;
                 super::feed::check_commit_bound(stamp)?;
@@ -283,7 +322,7 @@ fn import_change(rows: &[CommunicationInsertForm]) -> Change {
 /// The rows stored before under the keys of a batch, by `(customer_id, request_id)`.
 type Used = HashMap<(i64, String), CommunicationRow>;
 
-/// [`batch_lookups!`]'s rows by key.
+/// [`batch_lookups`]'s rows by key.
 fn used_by_key(used: Vec<(Option<String>, CommunicationRow)>) -> Used {
     used.into_iter()
         .filter_map(|(k, row)| k.map(|k| ((row.customer_id, k), row)))
@@ -383,7 +422,7 @@ pub async fn log_batch(
         with_conn!(db, write, |conn| {
             crate::db::tx::transaction(conn, async |conn| {
                 let stamp = super::feed::stamp();
-                let (live, used) = batch_lookups!(conn, &customer_ids, &keys);
+                let (live, used) = batch_lookups(conn, &customer_ids, &keys).await?;
                 let plan = plan_log(forms, &live, used);
                 let fresh: Vec<CommunicationInsertForm> = plan
                     .iter()
@@ -398,7 +437,7 @@ pub async fn log_batch(
                 let mut ids = Vec::with_capacity(fresh.len());
                 if consecutive && fresh.len() > 1 {
                     let n = fresh.len() as i64;
-                    conn.insert_communications(fresh).await?;
+                    conn.any().insert_all(communications::table, fresh).await?;
                     // The ids of one multi-row INSERT are consecutive in this session's
                     // sequence: `step` apart (auto_increment_increment), not always 1.
                     let (reported, step) = conn.last_insert_id_and_step().await?;
@@ -409,7 +448,9 @@ pub async fn log_batch(
                     ids.extend((0..n).map(|i| first + i * step));
                 } else {
                     for form in fresh {
-                        conn.insert_communications(vec![form]).await?;
+                        conn.any()
+                            .insert_all(communications::table, vec![form])
+                            .await?;
                         ids.push(conn.last_insert_id().await?);
                     }
                 }

@@ -8,11 +8,13 @@
 //! number of servers over one database do the same, so each answers from the same rows.
 
 use chrono::NaiveDateTime;
+use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
 use diesel::QueryableByName;
 
 use super::dialect::Conn;
 use super::query::{self, Bind, Sql};
+use super::schema::{communications, deleted_communications};
 use super::Db;
 use crate::error::Result;
 
@@ -109,12 +111,11 @@ pub async fn deleted_after(
 
 /// Records that communication `id` is deleted, in the caller's transaction.
 pub async fn record_deletion<C: Conn>(conn: &mut C, id: i64, now: NaiveDateTime) -> Result<()> {
-    let mut sql = Sql::from("INSERT INTO deleted_communications (id, delete_time) VALUES (");
-    sql.bind(Bind::I64(id))
-        .push(", ")
-        .bind(Bind::Time(now))
-        .push(")");
-    conn.execute_sql(&sql).await?;
+    let insert = diesel::insert_into(deleted_communications::table).values((
+        deleted_communications::id.eq(id),
+        deleted_communications::delete_time.eq(now),
+    ));
+    conn.any().execute(insert).await?;
     Ok(())
 }
 
@@ -125,11 +126,16 @@ pub async fn record_customer_deletions<C: Conn>(
     customer_id: i64,
     now: NaiveDateTime,
 ) -> Result<()> {
-    let mut sql = Sql::from("INSERT INTO deleted_communications (id, delete_time) SELECT id, ");
-    sql.bind(Bind::Time(now))
-        .push(" FROM communications WHERE customer_id = ")
-        .bind(Bind::I64(customer_id));
-    conn.execute_sql(&sql).await?;
+    let theirs = communications::table
+        .filter(communications::customer_id.eq(customer_id))
+        .select((communications::id, now.into_sql::<Timestamp>()));
+    let insert = diesel::insert_into(deleted_communications::table)
+        .values(theirs)
+        .into_columns((
+            deleted_communications::id,
+            deleted_communications::delete_time,
+        ));
+    conn.any().execute(insert).await?;
     Ok(())
 }
 
@@ -142,17 +148,16 @@ pub async fn restamp_deletions<C: Conn>(
     old: NaiveDateTime,
     new: NaiveDateTime,
 ) -> Result<()> {
-    let mut sql = Sql::from("UPDATE deleted_communications SET delete_time = ");
-    sql.bind(Bind::Time(new))
-        .push(" WHERE delete_time = ")
-        .bind(Bind::Time(old));
-    conn.execute_sql(&sql).await?;
+    let update = diesel::update(deleted_communications::table)
+        .filter(deleted_communications::delete_time.eq(old))
+        .set(deleted_communications::delete_time.eq(new));
+    conn.any().execute(update).await?;
     Ok(())
 }
 
 /// Deletes the tombstones written before `before`; how many.
 pub async fn prune_deletions(db: &Db, before: NaiveDateTime) -> Result<usize> {
-    let mut sql = Sql::from("DELETE FROM deleted_communications");
-    sql.and().push("delete_time < ").bind(Bind::Time(before));
-    crate::with_conn!(db, write, |conn| Ok(conn.execute_sql(&sql).await?))
+    let prune = diesel::delete(deleted_communications::table)
+        .filter(deleted_communications::delete_time.lt(before));
+    crate::with_conn!(db, write, |conn| Ok(conn.any().execute(prune).await?))
 }

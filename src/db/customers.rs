@@ -6,8 +6,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
+use super::dialect::columns;
 use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
-use super::{query, retry_conflicts, Conn as _, Db};
+use super::{query, retry_conflicts, Conn, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
 use crate::with_conn;
@@ -143,110 +144,79 @@ pub fn like_escape(s: &str) -> String {
     out
 }
 
-// Helpers are macros, not generic functions: each expands inside a `with_conn!` arm
-// and so type-checks against that arm's concrete connection type.
-
-/// `Option<i64>`: id of the customer created with this idempotency key.
-macro_rules! id_by_request_id {
-    ($conn:expr, $rid:expr) => {
-        customers::table
-            .filter(customers::request_id.eq($rid))
-            .select(customers::id)
-            .first::<i64>($conn)
-            .await
-            .optional()
-    };
+/// Id of the customer created with this idempotency key.
+async fn id_by_request_id<C: Conn>(conn: &mut C, rid: &str) -> QueryResult<Option<i64>> {
+    let query = customers::table
+        .filter(customers::request_id.eq(rid))
+        .select(customers::id);
+    conn.any().first(query).await
 }
 
-/// `Result<Customer>`: a customer with its tags; deleted ones only if `$deleted_ok`.
-/// A merged customer, unless `$deleted_ok`, is [`Error::Merged`] naming the survivor.
-macro_rules! load_customer {
-    ($conn:expr, $id:expr, $deleted_ok:expr) => {
-        async {
-            let found: Option<(CustomerRow, Option<NaiveDateTime>, Option<i64>)> = customers::table
-                .filter(customers::id.eq($id))
-                .select((
-                    CustomerRow::as_select(),
-                    customers::delete_time,
-                    customers::merged_into,
-                ))
-                .first($conn)
-                .await
-                .optional()?;
-            let row = match found {
-                Some((_, Some(_), Some(merged_into))) if !$deleted_ok => {
-                    return Err(Error::Merged {
-                        id: $id,
-                        merged_into,
-                    })
-                }
-                Some((row, None, _)) => row,
-                Some((row, Some(_), _)) if $deleted_ok => row,
-                _ => {
-                    return Err(Error::NotFound {
-                        resource: "customer",
-                        id: $id,
-                    })
-                }
-            };
-            let tags: Vec<String> = customer_tags::table
-                .filter(customer_tags::customer_id.eq($id))
-                .select(customer_tags::tag)
-                .order(customer_tags::tag)
-                .load($conn)
-                .await?;
-            Ok::<Customer, Error>(Customer { row, tags })
+/// A customer with its tags; deleted ones only if `deleted_ok`. A merged customer,
+/// unless `deleted_ok`, is [`Error::Merged`] naming the survivor.
+async fn load_customer<C: Conn>(conn: &mut C, id: i64, deleted_ok: bool) -> Result<Customer> {
+    let query = customers::table.filter(customers::id.eq(id)).select((
+        columns::<CustomerRow>(),
+        customers::delete_time,
+        customers::merged_into,
+    ));
+    let found: Option<(CustomerRow, Option<NaiveDateTime>, Option<i64>)> =
+        conn.any().first(query).await?;
+    let row = match found {
+        Some((_, Some(_), Some(merged_into))) if !deleted_ok => {
+            return Err(Error::Merged { id, merged_into })
+        }
+        Some((row, None, _)) => row,
+        Some((row, Some(_), _)) if deleted_ok => row,
+        _ => {
+            return Err(Error::NotFound {
+                resource: "customer",
+                id,
+            })
         }
     };
+    let tags = customer_tags::table
+        .filter(customer_tags::customer_id.eq(id))
+        .select(customer_tags::tag)
+        .order(customer_tags::tag);
+    let tags: Vec<String> = conn.any().load(tags).await?;
+    Ok(Customer { row, tags })
 }
 
-/// `QueryResult<Option<i64>>`: the customer a customer was merged into.
-macro_rules! merged_into {
-    ($conn:expr, $id:expr) => {
-        customers::table
-            .filter(customers::id.eq($id))
-            .select(customers::merged_into)
-            .first::<Option<i64>>($conn)
-            .await
-            .optional()
-            .map(Option::flatten)
-    };
+/// The customer a customer was merged into.
+async fn merged_into<C: Conn>(conn: &mut C, id: i64) -> QueryResult<Option<i64>> {
+    let query = customers::table
+        .filter(customers::id.eq(id))
+        .select(customers::merged_into);
+    Ok(conn.any().first::<_, Option<i64>>(query).await?.flatten())
 }
 
-/// `QueryResult<()>`: replaces a customer's tags, writing only those that change, each by
-/// its primary key. The caller holds the customer's row lock (a row it just inserted or
-/// updated), so the tags read are the current ones. (A DELETE by `customer_id` alone
-/// also locked the gap after the customer's tags, up to the next customer's: two
-/// creates, each inserting into the gap the other had locked, deadlocked.)
-macro_rules! replace_tags {
-    ($conn:expr, $id:expr, $tags:expr) => {
-        async {
-            let current: Vec<String> = customer_tags::table
-                .filter(customer_tags::customer_id.eq($id))
-                .select(customer_tags::tag)
-                .load($conn)
-                .await?;
-            for tag in current.iter().filter(|t| !$tags.contains(*t)) {
-                diesel::delete(
-                    customer_tags::table
-                        .filter(customer_tags::customer_id.eq($id))
-                        .filter(customer_tags::tag.eq(tag)),
-                )
-                .execute($conn)
-                .await?;
-            }
-            for tag in $tags.iter().filter(|t| !current.contains(*t)) {
-                diesel::insert_into(customer_tags::table)
-                    .values((
-                        customer_tags::customer_id.eq($id),
-                        customer_tags::tag.eq(tag),
-                    ))
-                    .execute($conn)
-                    .await?;
-            }
-            Ok::<(), diesel::result::Error>(())
-        }
-    };
+/// Replaces a customer's tags, writing only those that change, each by its primary
+/// key. The caller holds the customer's row lock (a row it just inserted or updated),
+/// so the tags read are the current ones. (A DELETE by `customer_id` alone also locked
+/// the gap after the customer's tags, up to the next customer's: two creates, each
+/// inserting into the gap the other had locked, deadlocked.)
+async fn replace_tags<C: Conn>(conn: &mut C, id: i64, tags: &[String]) -> QueryResult<()> {
+    let current = customer_tags::table
+        .filter(customer_tags::customer_id.eq(id))
+        .select(customer_tags::tag);
+    let current: Vec<String> = conn.any().load(current).await?;
+    for tag in current.iter().filter(|t| !tags.contains(*t)) {
+        let delete = diesel::delete(
+            customer_tags::table
+                .filter(customer_tags::customer_id.eq(id))
+                .filter(customer_tags::tag.eq(tag)),
+        );
+        conn.any().execute(delete).await?;
+    }
+    for tag in tags.iter().filter(|t| !current.contains(*t)) {
+        let insert = diesel::insert_into(customer_tags::table).values((
+            customer_tags::customer_id.eq(id),
+            customer_tags::tag.eq(tag),
+        ));
+        conn.any().execute(insert).await?;
+    }
+    Ok(())
 }
 
 impl CustomerInsertForm {
@@ -289,8 +259,8 @@ pub async fn create(
         with_conn!(db, write, |conn| {
             crate::db::tx::transaction(conn, async |conn| {
                 if let Some(rid) = &form.request_id {
-                    if let Some(id) = id_by_request_id!(conn, rid)? {
-                        return form.replay(load_customer!(conn, id, true).await?, rid);
+                    if let Some(id) = id_by_request_id(conn, rid).await? {
+                        return form.replay(load_customer(conn, id, true).await?, rid);
                     }
                 }
                 diesel::insert_into(customers::table)
@@ -310,9 +280,9 @@ pub async fn create(
                     .execute(conn)
                     .await?;
                 let id = conn.last_insert_id().await?;
-                replace_tags!(conn, id, form.tags).await?;
+                replace_tags(conn, id, &form.tags).await?;
                 audit::record(conn, caller, now, &[Change::new("CreateCustomer", id, id)]).await?;
-                load_customer!(conn, id, false).await
+                load_customer(conn, id, false).await
             })
             .await
         })
@@ -321,8 +291,8 @@ pub async fn create(
     match (result, &form.request_id) {
         // A concurrent request with the same key won the race: answer with its row.
         (Err(e), Some(rid)) if e.is_unique_violation() => with_conn!(db, |conn| {
-            match id_by_request_id!(conn, rid)? {
-                Some(id) => form.replay(load_customer!(conn, id, true).await?, rid),
+            match id_by_request_id(conn, rid).await? {
+                Some(id) => form.replay(load_customer(conn, id, true).await?, rid),
                 None => Err(e),
             }
         }),
@@ -357,13 +327,13 @@ pub async fn refuse_merged(db: &Db, ids: &[i64]) -> Result<()> {
 
 /// Returns a customer that exists and is not deleted.
 pub async fn get(db: &Db, id: i64) -> Result<Customer> {
-    with_conn!(db, |conn| load_customer!(conn, id, false).await)
+    with_conn!(db, |conn| load_customer(conn, id, false).await)
 }
 
 /// Returns a customer whatever its state (deleted or merged), e.g. a merge's survivor
 /// when the merge is replayed.
 pub async fn get_any(db: &Db, id: i64) -> Result<Customer> {
-    with_conn!(db, |conn| load_customer!(conn, id, true).await)
+    with_conn!(db, |conn| load_customer(conn, id, true).await)
 }
 
 /// The live customers among `ids`, with their tags, ascending by id.
@@ -437,7 +407,7 @@ pub async fn update(
 ) -> Result<Customer> {
     retry_conflicts(|| async { with_conn!(db, write, |conn| {
         crate::db::tx::transaction(conn, async |conn| {
-                let current = load_customer!(conn, id, false).await?;
+                let current = load_customer(conn, id, false).await?;
                 let version = current.row.version;
                 if let Some(expected) = expected_version {
                     if expected != version {
@@ -482,11 +452,11 @@ pub async fn update(
                 });
                 }
                 if let Some(tags) = &changes.tags {
-                    replace_tags!(conn, id, tags).await?;
+                    replace_tags(conn, id, tags).await?;
                 }
                 audit::record(conn, caller, now, &[Change::new("UpdateCustomer", id, id)])
                     .await?;
-                load_customer!(conn, id, false).await
+                load_customer(conn, id, false).await
         })
         .await
     }) }).await
@@ -515,10 +485,10 @@ pub async fn delete(
                     .bind(query::Bind::I64(id))
                     .push(super::dialect::backend_of(conn).for_update());
                 let _: Vec<query::IdRow> = conn.load_sql(&lock).await?;
-                let current = load_customer!(conn, id, purge).await?;
+                let current = load_customer(conn, id, purge).await?;
                 // A merged customer's history belongs to the survivor now: purging the
                 // merged id would erase nothing of it, so it answers like any other call.
-                if let Some(into) = merged_into!(conn, id)? {
+                if let Some(into) = merged_into(conn, id).await? {
                     return Err(Error::Merged {
                         id,
                         merged_into: into,

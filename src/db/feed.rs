@@ -100,6 +100,48 @@ pub async fn is_galera(db: &Db) -> bool {
     }
 }
 
+/// A diesel query made causal on a Galera node, as [`causal`] does for hand-built SQL:
+/// `SET STATEMENT wsrep_sync_wait = 1 FOR <query>` when `galera`, the query as it is
+/// otherwise (always on SQLite).
+#[derive(Debug, Clone)]
+pub struct Causal<Q> {
+    query: Q,
+    galera: bool,
+}
+
+impl<Q> Causal<Q> {
+    /// `query`, causal when `galera`.
+    pub fn new(query: Q, galera: bool) -> Self {
+        Causal { query, galera }
+    }
+}
+
+// No static id: the text depends on `galera`, so a cached statement must not be shared.
+impl<Q> diesel::query_builder::QueryId for Causal<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Causal<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q, DB> diesel::query_builder::QueryFragment<DB> for Causal<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        if self.galera {
+            out.push_sql("SET STATEMENT wsrep_sync_wait = 1 FOR ");
+        }
+        self.query.walk_ast(out.reborrow())
+    }
+}
+
 /// `sql` made causal on a Galera node: the node first applies every write committed
 /// anywhere in the cluster before the read, so a lagging node does not skip rows.
 pub fn causal(mut sql: Sql, galera: bool) -> Sql {

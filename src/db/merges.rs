@@ -19,13 +19,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 
 use super::audit::{self, Change};
 use super::customers::{self, Customer};
-use super::dialect::Conn;
-use super::query::{Bind, IdRow, Sql};
+use super::dialect::{columns, for_update, Conn};
+use super::query::{Bind, Sql};
+use super::schema::{customer_merges, customer_tags, customers as customers_table};
 use super::{retry_conflicts, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
@@ -86,31 +88,24 @@ pub struct MergeOutcome {
 }
 
 /// A stored merge (`customer_merges`).
-#[derive(Debug, Clone, QueryableByName)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = customer_merges)]
 pub struct MergeRow {
     /// The survivor.
-    #[diesel(sql_type = BigInt)]
     pub customer_id: i64,
     /// The merged ids, comma-separated, ascending.
-    #[diesel(sql_type = Text)]
     pub merged_ids: String,
     /// Communications moved.
-    #[diesel(sql_type = BigInt)]
     pub communications_moved: i64,
     /// Transactions moved.
-    #[diesel(sql_type = BigInt)]
     pub transactions_moved: i64,
     /// Service tickets moved.
-    #[diesel(sql_type = BigInt)]
     pub service_tickets_moved: i64,
     /// Tags the survivor gained.
-    #[diesel(sql_type = BigInt)]
     pub tags_added: i64,
     /// Tags not kept.
-    #[diesel(sql_type = BigInt)]
     pub tags_dropped: i64,
     /// When.
-    #[diesel(sql_type = Timestamp)]
     pub merge_time: NaiveDateTime,
 }
 
@@ -124,26 +119,20 @@ impl MergeRow {
     }
 }
 
-const MERGE_COLUMNS: &str = "customer_id, merged_ids, communications_moved, transactions_moved, \
-     service_tickets_moved, tags_added, tags_dropped, merge_time";
-
 /// The state of a customer row a merge locks.
-#[derive(Debug, QueryableByName)]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = customers_table)]
 struct CustomerState {
-    #[diesel(sql_type = BigInt)]
     id: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
     merged_into: Option<i64>,
-    #[diesel(sql_type = Nullable<Timestamp>)]
     delete_time: Option<NaiveDateTime>,
 }
 
 /// One tag of one customer.
-#[derive(Debug, QueryableByName)]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = customer_tags)]
 struct TagRow {
-    #[diesel(sql_type = BigInt)]
     customer_id: i64,
-    #[diesel(sql_type = Text)]
     tag: String,
 }
 
@@ -206,19 +195,12 @@ async fn by_request_id<C: Conn>(
     conn: &mut C,
     survivor: i64,
     request_id: &str,
-) -> Result<Option<MergeRow>>
-where
-    MergeRow: QueryableByName<C::Backend>,
-{
-    let mut sql = Sql::from(&*format!("SELECT {MERGE_COLUMNS} FROM customer_merges"));
-    sql.and()
-        .push("customer_id = ")
-        .bind(Bind::I64(survivor))
-        .and()
-        .push("request_id = ")
-        .bind(Bind::Text(request_id.to_owned()));
-    let rows: Vec<MergeRow> = conn.load_sql(&sql).await?;
-    Ok(rows.into_iter().next())
+) -> Result<Option<MergeRow>> {
+    let query = customer_merges::table
+        .filter(customer_merges::customer_id.eq(survivor))
+        .filter(customer_merges::request_id.eq(request_id))
+        .select(columns::<MergeRow>());
+    Ok(conn.any().first(query).await?)
 }
 
 /// `(?, ?, ...)` of ids.
@@ -242,25 +224,20 @@ async fn merge_in<C: Conn>(
     form: &MergeForm,
     now: NaiveDateTime,
     caller: &Caller,
-) -> Result<MergeRow>
-where
-    MergeRow: QueryableByName<C::Backend>,
-    CustomerState: QueryableByName<C::Backend>,
-    TagRow: QueryableByName<C::Backend>,
-    TextRow: QueryableByName<C::Backend>,
-    IdRow: QueryableByName<C::Backend>,
-{
+) -> Result<MergeRow> {
     let survivor = form.survivor;
     let merged = &form.merged;
     // 1. Lock every customer concerned, ascending (the order of every locking writer).
     let mut all: Vec<i64> = merged.clone();
     all.push(survivor);
     all.sort_unstable();
-    let mut sql = Sql::from("SELECT id, merged_into, delete_time FROM customers");
-    sql.and().push("id IN ");
-    id_list(&mut sql, &all);
-    sql.push(" ORDER BY id").push(C::BACKEND.for_update());
-    let states: Vec<CustomerState> = conn.load_sql(&sql).await?;
+    let locking = for_update(
+        customers_table::table
+            .filter(customers_table::id.eq_any(&all))
+            .order(customers_table::id)
+            .select(columns::<CustomerState>()),
+    );
+    let states: Vec<CustomerState> = conn.any().load(locking).await?;
     // 2. A retry of a merge that committed (checked under the locks, so a concurrent
     // twin has committed or not started).
     if let Some(rid) = &form.request_id {
@@ -333,60 +310,58 @@ where
     }
     // 5. Tags: the survivor's own first, then the merged customers' in ascending order,
     // up to the limit.
-    let mut tags_sql = Sql::from("SELECT customer_id, tag FROM customer_tags");
-    tags_sql.and().push("customer_id IN ");
-    id_list(&mut tags_sql, &all);
-    let tag_rows: Vec<TagRow> = conn.load_sql(&tags_sql).await?;
+    let tags = customer_tags::table
+        .filter(customer_tags::customer_id.eq_any(&all))
+        .select(columns::<TagRow>());
+    let tag_rows: Vec<TagRow> = conn.any().load(tags).await?;
     let (tags_added, tags_dropped) = merge_tags(survivor, tag_rows);
-    let mut drop_tags = Sql::from("DELETE FROM customer_tags");
-    drop_tags.and().push("customer_id IN ");
-    id_list(&mut drop_tags, merged);
-    conn.execute_sql(&drop_tags).await?;
+    let drop_tags =
+        diesel::delete(customer_tags::table.filter(customer_tags::customer_id.eq_any(merged)));
+    conn.any().execute(drop_tags).await?;
     if !tags_added.is_empty() {
-        let mut insert = Sql::from("INSERT INTO customer_tags (customer_id, tag) VALUES ");
-        for (i, tag) in tags_added.iter().enumerate() {
-            if i > 0 {
-                insert.push(", ");
-            }
-            insert.list([Bind::I64(survivor), Bind::Text(tag.clone())]);
-        }
-        conn.execute_sql(&insert).await?;
+        let rows: Vec<_> = tags_added
+            .iter()
+            .map(|tag| {
+                (
+                    customer_tags::customer_id.eq(survivor),
+                    customer_tags::tag.eq(tag.clone()),
+                )
+            })
+            .collect();
+        conn.any().insert_all(customer_tags::table, rows).await?;
     }
     // 6. Rollups: the merged customers' months become the survivor's.
     super::rollups::merge_customer_months(conn, survivor, merged).await?;
     // 7. Mark the merged customers merged (and earlier merges into them now point at
     // the survivor, so every merged id names a live customer); the survivor changed.
-    let mut mark = Sql::from("UPDATE customers SET merged_into = ");
-    mark.bind(Bind::I64(survivor))
-        .push(", delete_time = ")
-        .bind(Bind::Time(now))
-        .push(", update_time = ")
-        .bind(Bind::Time(now))
-        .push(", version = version + 1")
-        .and()
-        .push("id IN ");
-    id_list(&mut mark, merged);
-    conn.execute_sql(&mark).await?;
+    let mark = diesel::update(customers_table::table)
+        .filter(customers_table::id.eq_any(merged))
+        .set((
+            customers_table::merged_into.eq(survivor),
+            customers_table::delete_time.eq(now),
+            customers_table::update_time.eq(now),
+            customers_table::version.eq(customers_table::version + 1),
+        ));
+    conn.any().execute(mark).await?;
     // Found first, then updated by primary key: an UPDATE by `merged_into` (no index)
     // scanned, and locked, every customer.
-    let mut earlier = Sql::from("SELECT id FROM customers");
-    earlier.and().push("merged_into IN ");
-    id_list(&mut earlier, merged);
-    let earlier: Vec<IdRow> = conn.load_sql(&earlier).await?;
-    let earlier: Vec<i64> = earlier.into_iter().map(|r| r.id).collect();
+    let earlier = customers_table::table
+        .filter(customers_table::merged_into.eq_any(merged))
+        .select(customers_table::id);
+    let earlier: Vec<i64> = conn.any().load(earlier).await?;
     for chunk in earlier.chunks(500) {
-        let mut repoint = Sql::from("UPDATE customers SET merged_into = ");
-        repoint.bind(Bind::I64(survivor)).and().push("id IN ");
-        id_list(&mut repoint, chunk);
-        conn.execute_sql(&repoint).await?;
+        let repoint = diesel::update(customers_table::table)
+            .filter(customers_table::id.eq_any(chunk))
+            .set(customers_table::merged_into.eq(survivor));
+        conn.any().execute(repoint).await?;
     }
-    let mut touch = Sql::from("UPDATE customers SET version = version + 1, update_time = ");
-    touch
-        .bind(Bind::Time(now))
-        .and()
-        .push("id = ")
-        .bind(Bind::I64(survivor));
-    conn.execute_sql(&touch).await?;
+    let touch = diesel::update(customers_table::table)
+        .filter(customers_table::id.eq(survivor))
+        .set((
+            customers_table::version.eq(customers_table::version + 1),
+            customers_table::update_time.eq(now),
+        ));
+    conn.any().execute(touch).await?;
     // 8. The merge itself, then the audit records. Its time is followed (see `feed`):
     // stamped here, after the moves, so only the rest must fit the commit bound.
     let now = super::feed::stamp();
@@ -404,27 +379,11 @@ where
         tags_dropped: tags_dropped as i64,
         merge_time: now,
     };
-    let mut insert = Sql::from(&*format!(
-        "INSERT INTO customer_merges ({MERGE_COLUMNS}, request_id) VALUES ("
+    let insert = diesel::insert_into(customer_merges::table).values((
+        &row,
+        customer_merges::request_id.eq(form.request_id.as_deref()),
     ));
-    for b in [
-        Bind::I64(row.customer_id),
-        Bind::Text(row.merged_ids.clone()),
-        Bind::I64(row.communications_moved),
-        Bind::I64(row.transactions_moved),
-        Bind::I64(row.service_tickets_moved),
-        Bind::I64(row.tags_added),
-        Bind::I64(row.tags_dropped),
-        Bind::Time(now),
-    ] {
-        insert.bind(b).push(", ");
-    }
-    // The key is bound as text, or NULL.
-    match &form.request_id {
-        Some(rid) => insert.bind(Bind::Text(rid.clone())).push(")"),
-        None => insert.push("NULL)"),
-    };
-    conn.execute_sql(&insert).await?;
+    conn.any().execute(insert).await?;
     let mut changes = vec![
         Change::new("MergeCustomers", survivor, survivor).with_detail(format!(
             "merged {}; moved {} communications, {} transactions, {} service tickets",
@@ -466,12 +425,18 @@ pub async fn merges_after(
     galera: bool,
     after: Option<NaiveDateTime>,
 ) -> Result<Vec<(NaiveDateTime, i64, Vec<i64>)>> {
-    let mut sql = Sql::from(&*format!("SELECT {MERGE_COLUMNS} FROM customer_merges"));
-    if let Some(after) = after {
-        sql.and().push("merge_time > ").bind(Bind::Time(after));
-    }
-    sql.push(" ORDER BY merge_time, id");
-    let rows: Vec<MergeRow> = super::query::load(db, &super::feed::causal(sql, galera)).await?;
+    // Boxed for its optional bound; the body is written once and typed per backend.
+    let rows: Vec<MergeRow> = with_conn!(db, |conn| {
+        let mut query = customer_merges::table
+            .order((customer_merges::merge_time, customer_merges::id))
+            .select(columns::<MergeRow>())
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(customer_merges::merge_time.gt(after));
+        }
+        let query = super::feed::Causal::new(query, galera);
+        Ok::<_, Error>(diesel_async::RunQueryDsl::load(query, conn).await?)
+    })?;
     Ok(rows
         .into_iter()
         .map(|r| (r.merge_time, r.customer_id, r.merged()))

@@ -252,7 +252,10 @@ where
 pub async fn by_id<C, R>(conn: &mut C, table: &Table, id: i64) -> Result<R>
 where
     C: Conn,
-    R: QueryableByName<C::Backend> + Send + 'static,
+    R: QueryableByName<diesel::mysql::Mysql>
+        + QueryableByName<diesel::sqlite::Sqlite>
+        + Send
+        + 'static,
 {
     let mut sql = table.select();
     sql.and().push("id = ").bind(Bind::I64(id));
@@ -273,7 +276,10 @@ pub async fn by_request_id<C, R>(
 ) -> Result<Option<R>>
 where
     C: Conn,
-    R: QueryableByName<C::Backend> + Send + 'static,
+    R: QueryableByName<diesel::mysql::Mysql>
+        + QueryableByName<diesel::sqlite::Sqlite>
+        + Send
+        + 'static,
 {
     let mut sql = table.select();
     sql.and()
@@ -297,10 +303,7 @@ pub struct IdRow {
 
 /// NOT_FOUND unless the customer exists and is not deleted; a merged customer's
 /// NOT_FOUND names the customer it was merged into ([`Error::Merged`]).
-pub async fn ensure_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()>
-where
-    IdRow: QueryableByName<C::Backend>,
-{
+pub async fn ensure_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()> {
     if conn.customer_is_live(id).await? {
         Ok(())
     } else {
@@ -313,10 +316,7 @@ where
 /// the database), so a concurrent `MergeCustomers` cannot move the customer's history
 /// away between this check and the caller's INSERT: the merge waits for this
 /// transaction, or this check waits for the merge and then answers [`Error::Merged`].
-pub async fn lock_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()>
-where
-    IdRow: QueryableByName<C::Backend>,
-{
+pub async fn lock_customer<C: Conn>(conn: &mut C, id: i64) -> Result<()> {
     let live = lock_live_customers(conn, &[id]).await?;
     if live.contains(&id) {
         Ok(())
@@ -331,10 +331,7 @@ where
 pub async fn lock_live_customers<C: Conn>(
     conn: &mut C,
     ids: &[i64],
-) -> Result<std::collections::HashSet<i64>>
-where
-    IdRow: QueryableByName<C::Backend>,
-{
+) -> Result<std::collections::HashSet<i64>> {
     if ids.is_empty() {
         return Ok(std::collections::HashSet::new());
     }
@@ -354,10 +351,7 @@ where
 
 /// Why customer `id` is not live: [`Error::Merged`] when it was merged into another,
 /// NOT_FOUND otherwise.
-pub async fn customer_gone<C: Conn>(conn: &mut C, id: i64) -> Result<Error>
-where
-    IdRow: QueryableByName<C::Backend>,
-{
+pub async fn customer_gone<C: Conn>(conn: &mut C, id: i64) -> Result<Error> {
     let mut sql = Sql::from("SELECT merged_into AS id FROM customers");
     sql.and()
         .push("id = ")

@@ -11,11 +11,12 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
-use diesel::QueryableByName;
+use diesel::prelude::*;
 
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
-use super::query::{Bind, IdRow, Sql};
+use super::query::{Bind, Sql};
+use super::schema::{communications, customer_months, rollup_state};
 use super::{retry_conflicts, Db};
 use crate::analytics::rollup::{month_of, month_start, shard_of, Tier, HOURS, SLOTS};
 use crate::error::{Error, Result};
@@ -218,10 +219,7 @@ pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> 
 }
 
 /// Removes every communication of one customer (a purge, before it deletes them).
-pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<()>
-where
-    SlotCount: QueryableByName<C::Backend>,
-{
+pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<()> {
     let shard = shard_of(customer_id);
     let mut deltas = Deltas::default();
     for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {
@@ -319,13 +317,13 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
 /// one transaction that first claims the state row, so a second server starting at the
 /// same time waits for it and then finds the rollups built.
 pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
-    let mut check = Sql::from("SELECT COUNT(*) AS id FROM rollup_state");
-    check
-        .and()
-        .push("name = ")
-        .bind(Bind::Text(ROLLUP_SET.to_owned()));
-    let built: Vec<IdRow> = super::query::load(db, &check).await?;
-    if built.first().is_some_and(|r| r.id > 0) {
+    let check = rollup_state::table
+        .filter(rollup_state::name.eq(ROLLUP_SET))
+        .count();
+    let built: i64 = with_conn!(db, |conn| Ok::<_, Error>(
+        conn.any().get_result(check).await?
+    ))?;
+    if built > 0 {
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -335,21 +333,24 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
     let result = retry_conflicts(|| async {
         with_conn!(db, write, |conn| {
             crate::db::tx::transaction(conn, async |conn| {
-                let mut claim = Sql::from("INSERT INTO rollup_state (name, built_time) VALUES ");
-                claim.list([Bind::Text(ROLLUP_SET.to_owned()), Bind::Time(now)]);
-                conn.execute_sql(&claim).await?;
-                conn.execute_sql(&Sql::from("DELETE FROM customer_months"))
+                let claim = diesel::insert_into(rollup_state::table).values((
+                    rollup_state::name.eq(ROLLUP_SET),
+                    rollup_state::built_time.eq(now),
+                ));
+                conn.any().execute(claim).await?;
+                conn.any()
+                    .execute(diesel::delete(customer_months::table))
                     .await?;
                 for tier in TIERS {
                     conn.execute_sql(&Sql::from(&*format!("DELETE FROM {}", tier.table)))
                         .await?;
                 }
-                let span: Vec<IdRow> = conn
-                    .load_sql(&Sql::from(
-                        "SELECT COALESCE(MAX(id), 0) AS id FROM communications",
-                    ))
-                    .await?;
-                let last = span.first().map_or(0, |r| r.id);
+                let span = communications::table.select(diesel::dsl::max(communications::id));
+                let last: i64 = conn
+                    .any()
+                    .get_result::<_, Option<i64>>(span)
+                    .await?
+                    .unwrap_or(0);
                 let mut lo = 0;
                 while lo < last {
                     let hi = lo.saturating_add(BUILD_CHUNK_IDS).min(last);
@@ -388,13 +389,9 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
 /// Builds the rollups again from the base table, whatever state they are in (an
 /// operator's repair; also what tests use to check the build against maintenance).
 pub async fn rebuild(db: &Db, now: NaiveDateTime) -> Result<()> {
-    let mut forget = Sql::from("DELETE FROM rollup_state");
-    forget
-        .and()
-        .push("name = ")
-        .bind(Bind::Text(ROLLUP_SET.to_owned()));
+    let forget = diesel::delete(rollup_state::table.filter(rollup_state::name.eq(ROLLUP_SET)));
     with_conn!(db, write, |conn| Ok::<_, Error>(
-        conn.execute_sql(&forget).await?
+        conn.any().execute(forget).await?
     ))?;
     ensure_built(db, now).await
 }

@@ -1,63 +1,49 @@
-//! The diesel schema, written once for both backends.
-//!
-//! Portable types only: `Timestamp` is `DATETIME(6)` on MySQL and text on SQLite.
-
-#![allow(missing_docs)]
+// @generated automatically by Diesel CLI.
 
 diesel::table! {
-    customers (id) {
+    audit_records (id) {
+        id -> BigInt,
+        record_time -> Timestamp,
+        caller -> Text,
+        peer -> Text,
+        client_certificate -> Text,
+        method -> Text,
+        customer_id -> BigInt,
+        resource_id -> BigInt,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    business_hours (id) {
         id -> BigInt,
         name -> Text,
-        gender -> Integer,
-        birth_date -> Nullable<Date>,
-        address -> Text,
-        phone -> Text,
-        email -> Text,
-        search_text -> Text,
+        time_zone -> Text,
+        hours -> Text,
         request_id -> Nullable<Text>,
         version -> BigInt,
         create_time -> Timestamp,
         update_time -> Timestamp,
-        delete_time -> Nullable<Timestamp>,
-        merged_into -> Nullable<BigInt>,
     }
 }
 
 diesel::table! {
-    customer_tags (customer_id, tag) {
-        customer_id -> BigInt,
-        tag -> Text,
+    communication_hours (hour, channel, direction, shard) {
+        hour -> BigInt,
+        channel -> Integer,
+        direction -> Integer,
+        shard -> Integer,
+        n -> BigInt,
     }
 }
 
 diesel::table! {
-    transactions (id) {
-        id -> BigInt,
-        customer_id -> BigInt,
-        order_number -> Text,
-        product -> Text,
-        currency_code -> Text,
-        amount_units -> BigInt,
-        amount_nanos -> Integer,
-        occur_time -> Timestamp,
-        create_time -> Timestamp,
-        request_id -> Nullable<Text>,
-    }
-}
-
-diesel::table! {
-    service_tickets (id) {
-        id -> BigInt,
-        customer_id -> BigInt,
-        issue -> Text,
-        solution -> Text,
-        status -> Integer,
-        open_time -> Timestamp,
-        resolve_time -> Nullable<Timestamp>,
-        create_time -> Timestamp,
-        update_time -> Timestamp,
-        version -> BigInt,
-        request_id -> Nullable<Text>,
+    communication_slots (slot, channel, direction, shard) {
+        slot -> BigInt,
+        channel -> Integer,
+        direction -> Integer,
+        shard -> Integer,
+        n -> BigInt,
     }
 }
 
@@ -82,16 +68,120 @@ diesel::table! {
 }
 
 diesel::table! {
+    customer_merges (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        merged_ids -> Text,
+        communications_moved -> BigInt,
+        transactions_moved -> BigInt,
+        service_tickets_moved -> BigInt,
+        tags_added -> BigInt,
+        tags_dropped -> BigInt,
+        request_id -> Nullable<Text>,
+        merge_time -> Timestamp,
+    }
+}
+
+diesel::table! {
+    customer_months (month, customer_id) {
+        month -> Integer,
+        customer_id -> BigInt,
+        n -> BigInt,
+        last_time -> Timestamp,
+    }
+}
+
+diesel::table! {
+    customer_tags (customer_id, tag) {
+        customer_id -> BigInt,
+        tag -> Text,
+    }
+}
+
+diesel::table! {
+    customers (id) {
+        id -> BigInt,
+        name -> Text,
+        gender -> Integer,
+        birth_date -> Nullable<Date>,
+        address -> Text,
+        phone -> Text,
+        email -> Text,
+        search_text -> Text,
+        request_id -> Nullable<Text>,
+        version -> BigInt,
+        create_time -> Timestamp,
+        update_time -> Timestamp,
+        delete_time -> Nullable<Timestamp>,
+        merged_into -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    deleted_communications (id) {
+        id -> BigInt,
+        delete_time -> Timestamp,
+    }
+}
+
+diesel::table! {
+    rollup_state (name) {
+        name -> Text,
+        built_time -> Timestamp,
+    }
+}
+
+diesel::table! {
     server_secrets (name) {
         name -> Text,
         value -> Text,
     }
 }
 
+diesel::table! {
+    service_tickets (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        issue -> Text,
+        solution -> Text,
+        status -> Integer,
+        open_time -> Timestamp,
+        resolve_time -> Nullable<Timestamp>,
+        create_time -> Timestamp,
+        update_time -> Timestamp,
+        version -> BigInt,
+        request_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    transactions (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        order_number -> Text,
+        product -> Text,
+        currency_code -> Text,
+        amount_units -> BigInt,
+        amount_nanos -> Integer,
+        occur_time -> Timestamp,
+        create_time -> Timestamp,
+        request_id -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
-    customers,
-    customer_tags,
-    transactions,
-    service_tickets,
+    audit_records,
+    business_hours,
+    communication_hours,
+    communication_slots,
     communications,
+    customer_merges,
+    customer_months,
+    customer_tags,
+    customers,
+    deleted_communications,
+    rollup_state,
+    server_secrets,
+    service_tickets,
+    transactions,
 );

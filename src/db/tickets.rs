@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use super::audit::{self, Change};
 use super::query::{self, Bind, Sql, Table};
 use super::schema::service_tickets;
-use super::{create_for_customer, retry_conflicts, Conn as _, Db};
+use super::{retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
 use crate::model::filter::CommunicationFilter;
@@ -141,18 +141,47 @@ impl super::Stored<TicketRow> for TicketInsertForm {
     }
 }
 
+impl super::CustomerRowForm for TicketInsertForm {
+    type Row = TicketRow;
+    const RESOURCE: &'static str = "service ticket";
+
+    fn customer_id(&self) -> i64 {
+        self.customer_id
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    fn set_create_time(&mut self, at: NaiveDateTime) {
+        self.create_time = at;
+    }
+
+    fn insert<'c>(
+        &'c self,
+        conn: super::AnyConn<'c>,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<usize>> {
+        conn.execute(diesel::insert_into(service_tickets::table).values(self))
+    }
+
+    fn by_request_id<'c>(
+        conn: super::AnyConn<'c>,
+        customer_id: i64,
+        request_id: &'c str,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<Option<TicketRow>>> {
+        let query = service_tickets::table
+            .filter(service_tickets::customer_id.eq(customer_id))
+            .filter(service_tickets::request_id.eq(request_id))
+            .select(super::dialect::columns::<TicketRow>());
+        conn.first(query)
+    }
+}
+
 /// Opens a ticket; a reused `request_id` returns the first result.
 pub async fn create(db: &Db, form: &TicketInsertForm, caller: &Caller) -> Result<TicketRow> {
     // A retry runs again with a fresh record stamp (see `feed::check_commit_bound`).
     super::retry_conflicts(|| async {
-        create_for_customer!(
-            db,
-            service_tickets,
-            TICKETS,
-            TicketRow,
-            form,
-            audit = (caller, "CreateServiceTicket")
-        )
+        super::create_for_customer(db, form, caller, "CreateServiceTicket").await
     })
     .await
 }

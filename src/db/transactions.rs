@@ -3,10 +3,10 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 
 use super::query::{self, Sql, Table};
-use super::{create_for_customer, Conn as _, Db};
+use super::schema::transactions;
+use super::{Conn as _, Db};
 use crate::error::Result;
 use crate::model::caller::Caller;
 use crate::model::filter::CommunicationFilter;
@@ -101,6 +101,42 @@ impl super::Stored<TransactionRow> for TransactionInsertForm {
     }
 }
 
+impl super::CustomerRowForm for TransactionInsertForm {
+    type Row = TransactionRow;
+    const RESOURCE: &'static str = "transaction";
+
+    fn customer_id(&self) -> i64 {
+        self.customer_id
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    fn set_create_time(&mut self, at: NaiveDateTime) {
+        self.create_time = at;
+    }
+
+    fn insert<'c>(
+        &'c self,
+        conn: super::AnyConn<'c>,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<usize>> {
+        conn.execute(diesel::insert_into(transactions::table).values(self))
+    }
+
+    fn by_request_id<'c>(
+        conn: super::AnyConn<'c>,
+        customer_id: i64,
+        request_id: &'c str,
+    ) -> futures_util::future::BoxFuture<'c, QueryResult<Option<TransactionRow>>> {
+        let query = transactions::table
+            .filter(transactions::customer_id.eq(customer_id))
+            .filter(transactions::request_id.eq(request_id))
+            .select(super::dialect::columns::<TransactionRow>());
+        conn.first(query)
+    }
+}
+
 /// Records a transaction; a reused `request_id` returns the first result.
 pub async fn create(
     db: &Db,
@@ -109,14 +145,7 @@ pub async fn create(
 ) -> Result<TransactionRow> {
     // A retry runs again with a fresh record stamp (see `feed::check_commit_bound`).
     super::retry_conflicts(|| async {
-        create_for_customer!(
-            db,
-            transactions,
-            TRANSACTIONS,
-            TransactionRow,
-            form,
-            audit = (caller, "CreateTransaction")
-        )
+        super::create_for_customer(db, form, caller, "CreateTransaction").await
     })
     .await
 }

@@ -40,6 +40,7 @@ mod page_token_privacy;
 mod replicas;
 mod robustness;
 mod rollups;
+mod schema;
 mod security;
 mod server;
 mod service_levels;

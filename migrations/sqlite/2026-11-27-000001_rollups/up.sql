@@ -34,7 +34,7 @@ CREATE TABLE customer_months (
   month INT NOT NULL,
   customer_id BIGINT NOT NULL,
   n BIGINT NOT NULL,
-  last_time TEXT NOT NULL,
+  last_time TIMESTAMP NOT NULL,
   PRIMARY KEY (month, customer_id)
 ) WITHOUT ROWID;
 CREATE INDEX ix_customer_months_customer ON customer_months (customer_id, month);
@@ -42,5 +42,5 @@ CREATE INDEX ix_customer_months_customer ON customer_months (customer_id, month)
 -- One row per rollup set once it covers every stored row.
 CREATE TABLE rollup_state (
   name TEXT NOT NULL PRIMARY KEY,
-  built_time TEXT NOT NULL
+  built_time TIMESTAMP NOT NULL
 );

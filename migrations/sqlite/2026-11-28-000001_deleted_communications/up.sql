@@ -5,6 +5,6 @@
 -- migrations/mysql.
 CREATE TABLE deleted_communications (
   id INTEGER NOT NULL PRIMARY KEY,
-  delete_time TEXT NOT NULL
+  delete_time TIMESTAMP NOT NULL
 );
 CREATE INDEX ix_deleted_communications_time ON deleted_communications (delete_time);

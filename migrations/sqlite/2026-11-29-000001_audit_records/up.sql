@@ -3,7 +3,7 @@
 -- append-only for anyone writing to the file directly, too.
 CREATE TABLE audit_records (
   id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-  record_time TEXT NOT NULL,
+  record_time TIMESTAMP NOT NULL,
   caller TEXT NOT NULL,
   peer TEXT NOT NULL,
   client_certificate TEXT NOT NULL,

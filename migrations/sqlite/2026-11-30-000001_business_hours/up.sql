@@ -6,8 +6,8 @@ CREATE TABLE business_hours (
   hours TEXT NOT NULL,
   request_id TEXT NULL,
   version BIGINT NOT NULL,
-  create_time TEXT NOT NULL,
-  update_time TEXT NOT NULL
+  create_time TIMESTAMP NOT NULL,
+  update_time TIMESTAMP NOT NULL
 );
 CREATE UNIQUE INDEX ux_business_hours_name ON business_hours (name);
 CREATE UNIQUE INDEX ux_business_hours_request ON business_hours (request_id);

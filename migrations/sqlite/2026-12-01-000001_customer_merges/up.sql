@@ -13,7 +13,7 @@ CREATE TABLE customer_merges (
   tags_added BIGINT NOT NULL,
   tags_dropped BIGINT NOT NULL,
   request_id TEXT NULL,
-  merge_time TEXT NOT NULL
+  merge_time TIMESTAMP NOT NULL
 );
 CREATE UNIQUE INDEX ux_customer_merges_request ON customer_merges (customer_id, request_id);
 CREATE INDEX ix_customer_merges_time ON customer_merges (merge_time);

@@ -213,7 +213,7 @@ pub async fn seed(db: &Db, spec: &DemoSpec, progress: &mut dyn Progress) -> Resu
             "customers"
         };
         return Err(Error::FailedPrecondition {
-            reason: crate::error::Reason::DatabaseNotEmpty,
+            reason: crm_comms::error::Reason::DatabaseNotEmpty,
             message: format!(
                 "the database already holds {existing} {noun} (deleted ones included) and \
                  {communications} communications; demo data goes only into a fresh database \

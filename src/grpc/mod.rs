@@ -10,9 +10,9 @@ pub mod business_hours;
 pub mod communication;
 pub mod convert;
 pub mod customer;
+pub mod deadline;
 #[cfg(test)]
 mod module_graph;
-pub mod deadline;
 pub mod paging;
 pub mod pb_conv;
 pub mod report_query;

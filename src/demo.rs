@@ -194,6 +194,7 @@ async fn count_rows(db: &Db, table: &str) -> Result<u64> {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
+    // raw SQL: table named at run time
     let sql = crm_comms::db::query::Sql::from(&*format!("SELECT COUNT(*) AS n FROM {table}"));
     let rows: Vec<Count> = crm_comms::db::query::load(db, &sql).await?;
     Ok(<[Count]>::first(&rows).map_or(0, |c| c.n.max(0) as u64))

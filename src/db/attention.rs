@@ -43,6 +43,7 @@ pub async fn never_contacted(
     after: i64,
     limit: i64,
 ) -> Result<Vec<StaleRow>> {
+    // raw SQL: keyset page over a correlated NOT EXISTS, on the one Keyset builder
     let mut sql =
         Sql::from("SELECT c.id AS customer_id, c.name AS name, NULL AS last_time FROM customers c");
     sql.and()
@@ -80,6 +81,7 @@ pub async fn stale(
     limit: i64,
     from_rollup: bool,
 ) -> Result<Vec<StaleRow>> {
+    // raw SQL: keyset over a derived table (a GROUP BY/JOIN on the rollup, or a correlated MAX)
     let (mut sql, columns): (Sql, &[&str]) = if from_rollup {
         let mut sql = Sql::from(LAST_CONTACTS_FROM_ROLLUP);
         sql.and().push("c.delete_time IS NULL");
@@ -116,6 +118,7 @@ pub struct CustomerCount {
 pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerCount>> {
     let mut parts: Vec<Sql> = Vec::new();
     if let Some((lo, hi)) = split.units {
+        // raw SQL: UNION ALL of rollup months and base-table edges, summed over a derived table
         let mut part = Sql::from("SELECT customer_id, n AS c FROM customer_months WHERE month >= ");
         part.bind(Bind::I64(lo))
             .push(" AND month < ")
@@ -148,6 +151,7 @@ pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerC
 
 /// Ids of deleted customers (soft-deleted, kept for their history).
 pub async fn deleted_customers(db: &Db) -> Result<Vec<i64>> {
+    // raw SQL: trivial read kept on the Sql loader with the other attention reads (DSL could say it)
     let sql = Sql::from("SELECT id FROM customers WHERE delete_time IS NOT NULL");
     let rows: Vec<IdRow> = query::load(db, &sql).await?;
     Ok(rows.into_iter().map(|r| r.id).collect())
@@ -166,6 +170,7 @@ pub async fn names(db: &Db, ids: &[i64]) -> Result<HashMap<i64, String>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
+    // raw SQL: IN-list read kept on the Sql loader with the other attention reads (DSL could say it)
     let mut sql = Sql::from("SELECT id, name FROM customers WHERE id IN ");
     sql.list(ids.iter().map(|&c| Bind::I64(c)));
     let rows: Vec<NameRow> = query::load(db, &sql).await?;
@@ -190,6 +195,7 @@ pub async fn last_contacts(db: &Db, ids: &[i64]) -> Result<HashMap<i64, (NaiveDa
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
+    // raw SQL: correlated MAX subquery in the WHERE
     let mut sql = Sql::from(
         "SELECT x.customer_id, x.id, x.channel, x.occur_time FROM communications x WHERE \
          x.customer_id IN ",

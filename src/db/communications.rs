@@ -397,6 +397,7 @@ pub async fn consecutive_ids(db: &Db) -> Result<bool> {
     if db.backend() == super::Backend::Sqlite {
         return Ok(true);
     }
+    // raw SQL: server variables @@innodb_autoinc_lock_mode and VERSION()
     let sql = Sql::from(
         "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED) AS mode, VERSION() AS version",
     );
@@ -602,6 +603,7 @@ pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
                 // has moved the row already (then this attempt runs again).
                 let seen: CommunicationRow = query::by_id(conn, &COMMUNICATIONS, id).await?;
                 let for_update = super::dialect::backend_of(conn).for_update();
+                // raw SQL: per-backend row lock suffix (FOR UPDATE on MySQL, nothing on SQLite)
                 let mut lock = query::Sql::from("SELECT id FROM customers");
                 lock.and()
                     .push("id = ")
@@ -645,6 +647,7 @@ pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
 
 /// The statement of one listing page: newest first, strictly after `after`.
 fn list_sql(filter: &CommunicationFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
+    // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
     let mut sql = COMMUNICATIONS.select();
     sql.filter(&COMMUNICATIONS, filter);
     let keyset = COMMUNICATIONS.keyset(true);
@@ -673,6 +676,22 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ListCommunications keyset page; the same text on both backends.
+    #[test]
+    fn list_page_snapshot() {
+        let at = crate::model::time::march_2024;
+        let filter = CommunicationFilter {
+            customer_ids: vec![7],
+            channels: vec![1, 2],
+            direction: Some(1),
+            start: Some(at(1)),
+            end: Some(at(9)),
+        };
+        let sql = list_sql(&filter, Some((at(5), 40)), 50);
+        assert_eq!(sql.binds.len(), sql.text.matches('?').count());
+        insta::assert_snapshot!("list_communications_page", sql.text);
+    }
 
     fn form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
         let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)

@@ -57,6 +57,7 @@ pub struct Stamped {
 
 /// Up to `limit` rows with `id > after`, ascending by id; causal on a Galera node.
 pub async fn page_after(db: &Db, galera: bool, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
+    // raw SQL: Galera causal read: a SET STATEMENT wsrep_sync_wait prefix and a LIMIT in the text
     let mut sql = Sql::from(FEED_COLUMNS);
     sql.push(" WHERE id > ")
         .bind(Bind::I64(after))
@@ -72,6 +73,7 @@ pub async fn recorded_after(
     after: Option<(NaiveDateTime, i64)>,
     limit: u32,
 ) -> Result<Vec<FeedRow>> {
+    // raw SQL: Galera causal read: a SET STATEMENT wsrep_sync_wait prefix on a keyset page
     let mut sql = Sql::from(FEED_COLUMNS);
     let keyset = query::Keyset {
         columns: &["create_time", "id"],
@@ -86,6 +88,7 @@ pub async fn recorded_after(
 pub async fn rows_by_id(db: &Db, ids: &[i64]) -> Result<Vec<FeedRow>> {
     let mut out = Vec::with_capacity(ids.len());
     for part in ids.chunks(1_000) {
+        // raw SQL: IN-list read on the FeedRow loader shared with the causal pages (DSL could say it)
         let mut sql = Sql::from(FEED_COLUMNS);
         sql.and()
             .push("id IN ")
@@ -102,6 +105,7 @@ pub async fn deleted_after(
     galera: bool,
     after: Option<NaiveDateTime>,
 ) -> Result<Vec<Stamped>> {
+    // raw SQL: Galera causal read: a SET STATEMENT wsrep_sync_wait prefix
     let mut sql = Sql::from("SELECT id, delete_time AS time FROM deleted_communications");
     if let Some(after) = after {
         sql.and().push("delete_time > ").bind(Bind::Time(after));

@@ -479,6 +479,7 @@ pub async fn delete(
             crate::db::tx::transaction(conn, async |conn| {
                 // Lock the row, as a merge does, so a delete and a merge of one customer
                 // run one after the other.
+                // raw SQL: per-backend row lock suffix (FOR UPDATE on MySQL, nothing on SQLite)
                 let mut lock = query::Sql::from("SELECT id FROM customers");
                 lock.and()
                     .push("id = ")
@@ -642,6 +643,7 @@ pub async fn normalize_stored_phones(
 ) -> Result<PhoneMigration> {
     use query::{Bind, IdRow, Sql};
     let marker = format!("phones-e164:{region}");
+    // raw SQL: one-off batch migration: marker read, id-keyset batches, updates, INSERT IGNORE / OR IGNORE marker
     let mut check = Sql::from("SELECT COUNT(*) AS id FROM rollup_state");
     check.and().push("name = ").bind(Bind::Text(marker.clone()));
     let done: Vec<IdRow> = query::load(db, &check).await?;

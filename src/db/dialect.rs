@@ -435,6 +435,7 @@ where
     i32: diesel::serialize::ToSql<Integer, DB>,
     chrono::NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
 {
+    // raw SQL: the Sql builder's one way into diesel: sql_query with its binds
     let mut q = diesel::sql_query(sql.text.clone()).into_boxed::<DB>();
     for b in &sql.binds {
         q = match b {

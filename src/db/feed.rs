@@ -93,6 +93,7 @@ pub async fn is_galera(db: &Db) -> bool {
     if db.backend() != Backend::Mysql {
         return false;
     }
+    // raw SQL: Galera status variable @@wsrep_on
     let sql = Sql::from("SELECT CAST(@@wsrep_on AS SIGNED) AS n");
     match query::load::<Flag>(db, &sql).await {
         Ok(rows) => rows.first().is_some_and(|f| f.n == 1),
@@ -173,6 +174,7 @@ pub fn recorded_sql(
     limit: i64,
 ) -> Sql {
     let table = source.table();
+    // raw SQL: keyset page on (create_time, id) via the one Keyset/filter builder, made causal by a text prefix
     let mut sql = table.select();
     let open_ended = CommunicationFilter {
         end: None,
@@ -210,6 +212,28 @@ mod tests {
     //! The feed's statements, pinned.
     use super::*;
     use crate::model::time::march_2024 as at;
+
+    /// The content feed's recorded-order page (the same text on both backends), plain
+    /// and made causal for Galera, as insta snapshots.
+    #[test]
+    fn recorded_page_snapshot() {
+        let filter = CommunicationFilter {
+            customer_ids: vec![7],
+            start: Some(at(1)),
+            end: Some(at(9)),
+            ..CommunicationFilter::default()
+        };
+        let sql = recorded_sql(
+            Source::Communications,
+            &filter,
+            Some((at(2), 40, Source::Communications)),
+            at(3),
+            200,
+        );
+        assert_eq!(sql.binds.len(), sql.text.matches('?').count());
+        insta::assert_snapshot!("content_feed_recorded_page", sql.text);
+        insta::assert_snapshot!("content_feed_recorded_page_galera", causal(sql, true).text);
+    }
 
     #[test]
     fn recorded_reads_are_bounded_on_both_sides_in_recording_order() {

@@ -282,6 +282,7 @@ async fn merge_in<C: Conn>(
     // id after NOT_FOUND gets its first row back.
     let mut moved = [0i64; 3];
     for (table, count) in MOVED_TABLES.iter().zip(moved.iter_mut()) {
+        // raw SQL: table named at run time (each moved table in one loop)
         let mut clash = Sql::from(&*format!("SELECT request_id AS value FROM {table}"));
         clash
             .and()
@@ -526,6 +527,7 @@ async fn groups_after(
     limit: i64,
 ) -> Result<Vec<ValueCount>> {
     let column = key.column();
+    // raw SQL: column named at run time (the duplicate key)
     let mut sql = Sql::from(&*format!(
         "SELECT {column} AS value, COUNT(*) AS n FROM customers"
     ));
@@ -561,6 +563,7 @@ async fn members(
     let column = key.column();
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let select = |values: &[&ValueCount], limit: Option<usize>| {
+        // raw SQL: column named at run time (the duplicate key)
         let mut sql = Sql::from(&*format!("SELECT {column} AS value, id FROM customers"));
         sql.and().push("delete_time IS NULL").and();
         sql.push(&format!("{column} IN "))
@@ -737,6 +740,7 @@ async fn name_groups_after(
     let mut by_key: BTreeMap<String, (i64, Vec<i64>)> = BTreeMap::new();
     let mut last = 0i64;
     loop {
+        // raw SQL: id-keyset scan kept with the other duplicate-group reads on the Sql loader (DSL could say it)
         let mut sql = Sql::from("SELECT name AS value, id FROM customers");
         sql.and()
             .push("delete_time IS NULL")
@@ -803,6 +807,7 @@ async fn phone_counts(
     let mut out = HashMap::new();
     let phones: Vec<String> = phones.into_iter().collect();
     for chunk in phones.chunks(500) {
+        // raw SQL: grouped count over a text IN-list, with the other duplicate-group reads (DSL could say it)
         let mut sql = Sql::from("SELECT phone AS value, COUNT(*) AS n FROM customers");
         sql.and()
             .push("delete_time IS NULL")

@@ -135,6 +135,7 @@ where
     Version: diesel::QueryableByName<C::Backend>,
 {
     match conn
+        // raw SQL: diesel's own migration table (not in schema.rs)
         .load_sql::<Version>(&Sql::from("SELECT version FROM __diesel_schema_migrations"))
         .await
     {
@@ -239,6 +240,7 @@ fn ttl_ms() -> i64 {
 
 /// Waits for the lock and takes it.
 async fn acquire<C: Conn>(conn: &mut C, holder: &str) -> anyhow::Result<()> {
+    // raw SQL: migration lock table: created by DDL text, outside schema.rs; its rows written the same way
     conn.batch_execute(CREATE_LOCK_TABLE)
         .await
         .context("cannot create the migration lock table")?;
@@ -286,6 +288,7 @@ async fn acquire<C: Conn>(conn: &mut C, holder: &str) -> anyhow::Result<()> {
 }
 
 async fn refresh<C: Conn>(conn: &mut C, holder: &str) -> anyhow::Result<()> {
+    // raw SQL: migration lock table, outside schema.rs
     let mut sql = Sql::from("UPDATE crm_migration_lock SET expires_ms = ");
     sql.bind(Bind::I64(now_ms() + ttl_ms()))
         .push(" WHERE id = 1 AND holder = ")
@@ -295,6 +298,7 @@ async fn refresh<C: Conn>(conn: &mut C, holder: &str) -> anyhow::Result<()> {
 }
 
 async fn release<C: Conn>(conn: &mut C, holder: &str) -> anyhow::Result<()> {
+    // raw SQL: migration lock table, outside schema.rs
     let mut sql = Sql::from("DELETE FROM crm_migration_lock WHERE id = 1 AND holder = ");
     sql.bind(Bind::Text(holder.to_owned()));
     conn.execute_sql(&sql).await?;
@@ -312,6 +316,7 @@ async fn connect_sqlite(path: &str) -> anyhow::Result<SqliteConn> {
     let mut conn = SqliteConn::establish(path)
         .await
         .with_context(|| format!("cannot open SQLite database {path:?}"))?;
+    // raw SQL: SQLite PRAGMAs
     conn.batch_execute(SQLITE_PRAGMAS)
         .await
         .with_context(|| format!("cannot configure SQLite database {path:?}"))?;

@@ -342,6 +342,7 @@ async fn galera_ready(conn: &mut AsyncMysqlConnection) -> bool {
         ready: String,
     }
     // `@@wsrep_on` is unknown on MySQL and TiDB: not a Galera node.
+    // raw SQL: Galera status variables (@@wsrep_on, SHOW GLOBAL STATUS wsrep_ready)
     let on: Vec<Ready> = match diesel::sql_query("SELECT CAST(@@wsrep_on AS CHAR) AS ready")
         .load(conn)
         .await
@@ -751,6 +752,7 @@ impl Db {
                     async move {
                         let mut conn = SqliteConn::establish(&url).await?;
                         instrument::trace_statements(&mut conn, "sqlite");
+                        // raw SQL: SQLite PRAGMAs on every pooled connection
                         conn.batch_execute(SQLITE_PRAGMAS)
                             .await
                             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

@@ -257,6 +257,7 @@ where
         + Send
         + 'static,
 {
+    // raw SQL: table named at run time (every resource's by-id read)
     let mut sql = table.select();
     sql.and().push("id = ").bind(Bind::I64(id));
     let rows: Vec<R> = conn.load_sql(&sql).await?;
@@ -281,6 +282,7 @@ where
         + Send
         + 'static,
 {
+    // raw SQL: table named at run time (every resource's idempotency-key read)
     let mut sql = table.select();
     sql.and()
         .push("customer_id = ")
@@ -338,6 +340,7 @@ pub async fn lock_live_customers<C: Conn>(
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    // raw SQL: per-backend row lock suffix (FOR UPDATE on MySQL, nothing on SQLite)
     let mut sql = Sql::from("SELECT id FROM customers");
     sql.and()
         .push("id IN ")
@@ -352,6 +355,7 @@ pub async fn lock_live_customers<C: Conn>(
 /// Why customer `id` is not live: [`Error::Merged`] when it was merged into another,
 /// NOT_FOUND otherwise.
 pub async fn customer_gone<C: Conn>(conn: &mut C, id: i64) -> Result<Error> {
+    // raw SQL: merged_into aliased into the shared IdRow (DSL could say it)
     let mut sql = Sql::from("SELECT merged_into AS id FROM customers");
     sql.and()
         .push("id = ")

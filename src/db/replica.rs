@@ -306,6 +306,7 @@ impl Positions {
                 Some(conn) => conn,
                 None => connect_mysql_any(url).await.map_err(|e| e.to_string())?,
             };
+            // raw SQL: GTID position server variables (@@gtid_binlog_pos, @@gtid_slave_pos)
             let rows: Vec<Row> = diesel::sql_query(sql)
                 .load(&mut conn)
                 .await

@@ -98,6 +98,7 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     let mut out = Vec::new();
     let months: Vec<_> = deltas.months.iter().collect();
     for chunk in months.chunks(UPSERT_ROWS) {
+        // raw SQL: ON DUPLICATE KEY / ON CONFLICT upsert adding to counters; tier table named at run time
         let mut sql =
             Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) VALUES ");
         for (i, ((month, customer), (n, last))) in chunk.iter().enumerate() {
@@ -167,6 +168,7 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(";\n");
             if !text.is_empty() {
+                // raw SQL: the counter upserts, several statements in one round trip (or one by one)
                 conn.batch_execute(&text).await?;
             }
             return Ok(());
@@ -185,6 +187,7 @@ pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> 
     let deltas = Deltas::of(rows.iter().copied(), -1);
     add(conn, &deltas).await?;
     for (month, customer_id) in deltas.months.keys() {
+        // raw SQL: correlated MAX subquery in an UPDATE, then a DELETE of emptied rows
         let mut sql = Sql::from(
             "UPDATE customer_months SET last_time = COALESCE((SELECT MAX(occur_time) FROM \
              communications WHERE customer_id = ",
@@ -223,6 +226,7 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
     let shard = shard_of(customer_id);
     let mut deltas = Deltas::default();
     for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {
+        // raw SQL: per-backend epoch unit arithmetic and DIV in a GROUP BY; tier table named at run time
         let mut sql = Sql::from(&*format!(
             "SELECT {} AS slot, channel, direction, COUNT(*) AS n FROM communications",
             unit_expr(C::BACKEND, *tier)
@@ -285,6 +289,7 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
             .push(" AND id <= ")
             .bind(Bind::I64(hi));
     };
+    // raw SQL: INSERT ... SELECT upsert with per-backend epoch/month arithmetic; table named at run time
     let mut months = Sql::from(&*format!(
         "INSERT INTO customer_months (month, customer_id, n, last_time) SELECT {} AS m, \
          customer_id, COUNT(*), MAX(occur_time) FROM communications",
@@ -342,6 +347,7 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
                     .execute(diesel::delete(customer_months::table))
                     .await?;
                 for tier in TIERS {
+                    // raw SQL: table named at run time (each time tier)
                     conn.execute_sql(&Sql::from(&*format!("DELETE FROM {}", tier.table)))
                         .await?;
                 }
@@ -403,6 +409,7 @@ fn compact_sql(backend: Backend, before: NaiveDateTime) -> Vec<Sql> {
     for tier in TIERS {
         let (table, unit) = (tier.table, tier.column);
         let cutoff = tier.unit_of(before);
+        // raw SQL: INSERT ... SELECT SUM upsert into shard 0, then DELETE; table named at run time
         let mut fold = Sql::from(&*format!(
             "INSERT INTO {table} ({unit}, channel, direction, shard, n) SELECT {unit}, \
              channel, direction, 0, SUM(n) FROM {table} WHERE shard > 0 AND {unit} < "
@@ -456,6 +463,7 @@ pub async fn merge_customer_months<C: Conn>(
     let ids = |sql: &mut Sql| {
         sql.list(merged.iter().map(|&id| Bind::I64(id)));
     };
+    // raw SQL: INSERT ... SELECT upsert adding to counters (ON DUPLICATE KEY / ON CONFLICT)
     let mut fold =
         Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) SELECT month, ");
     fold.bind(Bind::I64(survivor)).push(&format!(
@@ -475,4 +483,22 @@ pub async fn merge_customer_months<C: Conn>(
     ids(&mut delete);
     conn.execute_sql(&delete).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rollup build statements per backend, pinned as insta snapshots.
+    use super::*;
+
+    #[test]
+    fn build_statements_snapshot_per_backend() {
+        for (backend, name) in [(Backend::Mysql, "mysql"), (Backend::Sqlite, "sqlite")] {
+            let statements = build_sql(backend, 100, 200);
+            for sql in &statements {
+                assert_eq!(sql.binds.len(), sql.text.matches('?').count());
+            }
+            let text: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
+            insta::assert_snapshot!(format!("rollup_build_{name}"), text.join(";\n"));
+        }
+    }
 }

@@ -56,6 +56,7 @@ pub async fn contact_page(
     limit: i64,
 ) -> Result<Vec<ContactRow>> {
     let by_customer = !scope.customer_ids.is_empty();
+    // raw SQL: FORCE INDEX hint on a keyset page
     let mut sql =
         Sql::from("SELECT id, customer_id, channel, direction, occur_time FROM communications");
     sql.push(db.backend().index_hint(if by_customer {
@@ -111,6 +112,7 @@ pub async fn first_replies(
 ) -> Result<Vec<FirstReply>> {
     let mut out = Vec::new();
     for batch in customer_ids.chunks(REPLY_BATCH) {
+        // raw SQL: FORCE INDEX hint on a per-customer MIN
         let mut sql = Sql::from(
             "SELECT customer_id, channel, MIN(occur_time) AS first_time FROM communications",
         );
@@ -152,6 +154,7 @@ pub async fn ticket_page(
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<TicketWaitRow>> {
+    // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
     let mut sql = Sql::from("SELECT id, open_time, resolve_time FROM service_tickets");
     sql.filter(&TICKETS, scope);
     let keyset: Keyset<'_> = TICKETS.keyset(false);

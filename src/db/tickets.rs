@@ -269,6 +269,7 @@ pub struct TicketFilter {
 
 /// The statement of one listing page: newest `open_time` first, strictly after `after`.
 fn list_sql(filter: &TicketFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
+    // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
     let mut sql = TICKETS.select();
     let customers = CommunicationFilter {
         customer_ids: filter.customer_id.into_iter().collect(),

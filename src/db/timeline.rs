@@ -121,6 +121,7 @@ fn page_sql(
     limit: i64,
 ) -> Sql {
     let table = source.table();
+    // raw SQL: FORCE INDEX hint on a keyset page of a table chosen at run time
     let mut sql = table.select();
     if source == Source::Communications {
         sql.push(backend.index_hint(if filter.single_customer().is_some() {
@@ -199,6 +200,27 @@ mod tests {
             start: Some(at(1)),
             end: Some(at(9)),
             ..CommunicationFilter::customer(7)
+        }
+    }
+
+    /// The timeline pages of each source, per backend, as insta snapshots.
+    #[test]
+    fn timeline_pages_snapshot_per_backend() {
+        let after = Some(After {
+            time: at(3),
+            id: 40,
+        });
+        for (backend, name) in [(Backend::Mysql, "mysql"), (Backend::Sqlite, "sqlite")] {
+            let sql = page_sql(
+                backend,
+                Source::Communications,
+                &filter(),
+                after,
+                true,
+                Some(at(20)),
+                100,
+            );
+            insta::assert_snapshot!(format!("timeline_communications_page_{name}"), sql.text);
         }
     }
 

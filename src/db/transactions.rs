@@ -174,6 +174,7 @@ impl From<&TransactionFilter> for CommunicationFilter {
 
 /// The statement of one listing page: newest first, strictly after `after`.
 fn list_sql(filter: &TransactionFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
+    // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
     let mut sql = TRANSACTIONS.select();
     sql.filter(&TRANSACTIONS, &filter.into());
     let keyset = TRANSACTIONS.keyset(true);

@@ -73,6 +73,7 @@ where
     if C::BACKEND == Backend::Sqlite {
         return sqlite_transaction(conn, body).await;
     }
+    // raw SQL: BEGIN with per-call isolation/lock options, COMMIT and ROLLBACK by text
     conn.batch_execute(begin).await?;
     let out = match body(conn).await {
         Ok(value) => match conn.batch_execute(COMMIT).await {

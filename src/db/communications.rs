@@ -264,6 +264,12 @@ fn batch_keys(forms: &[CommunicationInsertForm]) -> (Vec<i64>, Vec<String>) {
 ///
 /// The batch is audited as one `ImportCommunications` record by `caller`: how many rows,
 /// for how many customers (the customer's id when there is one).
+///
+/// A batch that keeps conflicting for the whole retry budget (most often one too slow
+/// to commit within the feed's commit bound on a loaded database) is stored as two
+/// halves, each its own transaction and audit record, and so on down to single rows;
+/// items of the second half that repeat a `request_id` of the first are then reported as
+/// duplicates, as within one batch.
 pub async fn insert_batch(
     db: &Db,
     forms: Vec<CommunicationInsertForm>,
@@ -273,7 +279,17 @@ pub async fn insert_batch(
         return Ok(Vec::new());
     }
     let (customer_ids, keys) = batch_keys(&forms);
-    retry_conflicts(|| with_batch(db, &forms, &customer_ids, &keys, caller)).await
+    match retry_conflicts(|| with_batch(db, &forms, &customer_ids, &keys, caller)).await {
+        Err(e) if forms.len() > 1 && e.is_transaction_conflict() => {
+            tracing::debug!(rows = forms.len(), error = %e, "batch split after conflicts");
+            let mut first = forms;
+            let second = first.split_off(first.len() / 2);
+            let mut outcomes = Box::pin(insert_batch(db, first, caller)).await?;
+            outcomes.extend(Box::pin(insert_batch(db, second, caller)).await?);
+            Ok(outcomes)
+        }
+        outcome => outcome,
+    }
 }
 
 /// One attempt of [`insert_batch`].

@@ -140,7 +140,7 @@ async fn write_batches(
     while let Some(batch) = queue.recv().await {
         let ImportBatch { forms, meta, .. } = batch;
         let customers: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
-        let outcomes = match store(&db, forms.clone(), &caller).await {
+        let outcomes = match communications::insert_batch(&db, forms.clone(), &caller).await {
             Ok(o) => o,
             // A concurrent writer used one of the keys between our check and insert:
             // fall back to one row at a time, which resolves each key exactly.
@@ -186,31 +186,6 @@ async fn write_batches(
         }
     }
     Ok(tally)
-}
-
-/// Stores `forms` in one transaction; when that keeps conflicting (a batch too slow to
-/// commit within the commit bound of its record stamp, on a loaded server), in two
-/// halves, each its own transaction, and so on down to single rows.
-fn store<'a>(
-    db: &'a Db,
-    forms: Vec<CommunicationInsertForm>,
-    caller: &'a Caller,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<BatchOutcome>, Error>> + Send + 'a>,
-> {
-    Box::pin(async move {
-        match communications::insert_batch(db, forms.clone(), caller).await {
-            Err(e) if e.is_transaction_conflict() && forms.len() > 1 => {
-                tracing::debug!(rows = forms.len(), error = %e, "import batch split");
-                let mut right = forms;
-                let left: Vec<CommunicationInsertForm> = right.drain(..right.len() / 2).collect();
-                let mut out = store(db, left, caller).await?;
-                out.extend(store(db, right, caller).await?);
-                Ok(out)
-            }
-            other => other,
-        }
-    })
 }
 
 /// The reason text of a rejected item: its violations as `field: description`.

@@ -279,3 +279,48 @@ crate::standalone_tests! {
         assert_eq!(status.code(), tonic::Code::NotFound, "the database answers again: {status:?}");
     }
 }
+
+crate::backend_tests! {
+    async fn an_import_batch_too_slow_to_commit_in_time_is_stored_in_halves(app: &TestApp) {
+        if app.backend != Backend::Mysql {
+            return;
+        }
+        let held = crate::harness::new_customer(app, "held").await;
+        let free = crate::harness::new_customer(app, "free").await;
+        // Another session holds `held`'s row for longer than the write's whole retry
+        // budget: every attempt of the two-customer batch waits for it and reaches commit
+        // past the bound.
+        let mut locker = mysql_async::Conn::from_url(app.database_url.as_str()).await.expect("connect");
+        locker.query_drop("START TRANSACTION").await.expect("begin");
+        locker
+            .query_drop(format!("SELECT id FROM customers WHERE id = {held} FOR UPDATE"))
+            .await
+            .expect("lock");
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(4_500)).await;
+            locker.query_drop("ROLLBACK").await.expect("release");
+            let _ = locker.disconnect().await;
+        });
+        let items = [(held, "b-1"), (free, "b-2")].map(|(customer, key)| pb::ImportCommunicationsRequest {
+            communication: Some(note(customer, key, "2024-03-01T08:00:00Z")),
+            request_id: key.into(),
+        });
+        let report = app
+            .communications()
+            .import_communications(tokio_stream::iter(items))
+            .await
+            .expect("the batch is stored, in halves")
+            .into_inner();
+        release.await.expect("released");
+        assert_eq!(report.accepted_count, 2, "{report:?}");
+        assert!(report.rejected.is_empty(), "{report:?}");
+        for customer in [held, free] {
+            assert_eq!(app.count_where("communications", "customer_id", customer).await, 1);
+        }
+        // Each half is its own transaction with its own audit record.
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM audit_records WHERE method LIKE '%ImportCommunications'").await,
+            2
+        );
+    }
+}

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Regenerates the diesel schema from migrations/sqlite into a temporary file and compares
 # it with src/db/schema.rs: exits non-zero on any difference. `--write` replaces the file
-# instead. diesel_cli (SQLite only, bundled) is installed under the target directory when
-# it is missing, so CI builds it once.
+# instead. diesel_cli 2.3 (SQLite only, bundled) is installed when missing into a cache
+# outside the work tree (${CRM_TOOLS_DIR:-~/.cache/crm-comms/tools}), so fresh clones on
+# one machine build it once; DIESEL names another binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
-root="$target/tools"
+root="${CRM_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-comms/tools}"
 diesel="${DIESEL:-$root/bin/diesel}"
-if [ ! -x "$diesel" ]; then
-  echo "[schema] installing diesel_cli into $root" >&2
+if [ -z "${DIESEL:-}" ] && ! "$diesel" --version 2>/dev/null | grep -q 'Version: 2\.3\.'; then
+  echo "[schema] installing diesel_cli 2.3 into $root" >&2
   # A debug build: it compiles in about half the time, and print-schema is quick either way.
   cargo install diesel_cli --debug --version '~2.3' --no-default-features --features sqlite-bundled \
     --locked --root "$root" >&2

@@ -17,6 +17,7 @@
 mod harness;
 
 mod analytics;
+mod binary;
 mod business_hours;
 mod cluster;
 mod communications;

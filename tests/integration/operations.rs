@@ -4,8 +4,7 @@
 //!
 //! The log and signal tests run the real binary, as an operator would.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
+use crate::binary::Binary;
 use crate::harness::{note, Backend, CommunicationServiceClient, CustomerServiceClient, TestApp};
 use crate::{backend_tests, standalone_tests};
 
@@ -59,121 +59,6 @@ fn web_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload);
     out
-}
-
-/// The `crm-comms` binary under test, with its stderr lines collected.
-struct Binary {
-    child: Child,
-    addr: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Binary {
-    /// The binary on a fresh SQLite database.
-    fn start(args: &[&str]) -> Binary {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
-        let mut binary = Binary::start_on(&url, args);
-        binary._dir = Some(dir);
-        binary
-    }
-
-    /// The binary on the database at `url`.
-    fn start_on(url: &str, args: &[&str]) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crm-comms"))
-            .args([
-                "--listen",
-                &addr,
-                "--database-url",
-                url,
-                "--content-index",
-                "false",
-            ])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Binary {
-            child,
-            addr,
-            lines,
-            _dir: None,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        let started = Instant::now();
-        loop {
-            match Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(channel) => return channel,
-                Err(e) if started.elapsed() > Duration::from_secs(30) => panic!("{e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    /// The first line containing `needle`, waiting up to 10 s.
-    async fn line(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no log line with {needle:?}: {:?}",
-                self.lines.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A TCP proxy the test can cut (every connection dropped, new ones refused) and restore.

@@ -7,10 +7,8 @@
 //! that SIGTERM starts.
 
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crm_comms::model::caller::Role;
 use crm_comms::pb;
@@ -20,8 +18,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
-use tonic::transport::Channel;
 
+use crate::binary::Binary;
 use crate::harness::{Backend, CommunicationServiceClient, CustomerServiceClient, TestApp};
 use crate::{backend_tests, standalone_tests};
 
@@ -113,104 +111,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The `crm-comms` binary serving `database_url`, with `args` and `env` added (and the
-/// standard OpenTelemetry variables of the test's environment removed).
-struct Binary {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn start(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_crm-comms"));
-        command
-            .args(["--listen", &addr, "--database-url", database_url])
-            .args(["--content-index", "false"])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("CRM_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Binary {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        let started = Instant::now();
-        loop {
-            match Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(channel) => return channel,
-                Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                    panic!("{e}: {:?}", self.stderr.lock().unwrap())
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    /// SIGTERM, then waits (up to 30 s) for a clean exit: the exporter's batch is sent.
-    async fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "{status}: {:?}",
-                    self.stderr.lock().unwrap()
-                );
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no exit after SIGTERM: {:?}",
-                self.stderr.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A trace id and span id of a caller, unique to this run.
 fn caller_ids(salt: u64) -> (String, String) {
     let nanos = std::time::SystemTime::now()
@@ -265,7 +165,7 @@ fn statements<'a>(spans: &'a [(HashMap<String, String>, Span)], parent: &Span) -
 backend_tests! {
     async fn a_call_is_traced_under_its_callers_traceparent_with_its_statements(app: &TestApp) {
         let collector = Collector::start().await;
-        let binary = Binary::start(&app.database_url, &["--otlp-endpoint", &collector.endpoint], &[]);
+        let binary = Binary::start_with_env(&app.database_url, &["--otlp-endpoint", &collector.endpoint], &[]);
         let channel = binary.channel().await;
         let mut customers = CustomerServiceClient::new(channel.clone());
         let secret_name = "Ms Tracey Privatename";
@@ -388,7 +288,7 @@ standalone_tests! {
     async fn without_an_endpoint_nothing_is_exported_and_calls_work() {
         let app = TestApp::start(Backend::Sqlite).await.unwrap();
         let collector = Collector::start().await;
-        let binary = Binary::start(&app.database_url, &[], &[]);
+        let binary = Binary::start_with_env(&app.database_url, &[], &[]);
         let channel = binary.channel().await;
         let (trace_id, parent_id) = caller_ids(2);
         let mut customers = CustomerServiceClient::new(channel.clone());
@@ -411,7 +311,7 @@ standalone_tests! {
         let (token, line) = crm_comms::security::tokens::new_token(Role::Writer, "tracer").unwrap();
         std::fs::write(&tokens, format!("{line}\n")).unwrap();
         let collector = Collector::start().await;
-        let binary = Binary::start(
+        let binary = Binary::start_with_env(
             &app.database_url,
             &["--auth-tokens-file", tokens.to_str().unwrap()],
             &[

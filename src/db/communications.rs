@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
+use super::exprs::{explain, row_in, PlanRow, RowIn, ROW_IN_CHUNK};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
 use super::schema::communications;
@@ -226,35 +227,75 @@ pub enum BatchOutcome {
 /// The two reads before a batch is stored, in its transaction on `conn`: the live
 /// customers among `customer_ids` (a set; their rows stay locked until the transaction
 /// ends, see [`query::lock_customer`], so a concurrent merge cannot move them away
-/// before the INSERT), and the rows already stored under any of `keys`, each with its
-/// key (compared with the new item's fields: a replay or a reused key).
+/// before the INSERT), and the rows already stored under any of the `(customer_id,
+/// request_id)` `keys`, each with its key (compared with the new item's fields: a replay
+/// or a reused key).
+///
+/// The key lookup names whole keys of the unique key `(customer_id, request_id)` (see
+/// [`key_lookup`]), in chunks of [`ROW_IN_CHUNK`], so it reads the listed keys and
+/// nothing else however many rows those customers have.
 async fn batch_lookups<C: Conn>(
     conn: &mut C,
     customer_ids: &[i64],
-    keys: &[String],
+    keys: &[(i64, String)],
 ) -> Result<(HashSet<i64>, Vec<(Option<String>, CommunicationRow)>)> {
     let live: HashSet<i64> = query::lock_live_customers(conn, customer_ids).await?;
-    let used = if keys.is_empty() {
-        Vec::new()
-    } else {
-        let query = communications::table
-            .filter(communications::customer_id.eq_any(customer_ids))
-            .filter(communications::request_id.eq_any(keys))
-            .select((
-                communications::request_id,
-                super::dialect::columns::<CommunicationRow>(),
-            ));
-        conn.any().load(query).await?
-    };
+    let mut used = Vec::new();
+    for chunk in keys.chunks(ROW_IN_CHUNK) {
+        used.extend(conn.any().load(key_lookup(chunk.to_vec())).await?);
+    }
     Ok((live, used))
 }
 
-/// The distinct customers (sorted) and the request ids of a batch.
-fn batch_keys(forms: &[CommunicationInsertForm]) -> (Vec<i64>, Vec<String>) {
+/// The statement of [`key_lookup`].
+pub type KeyLookup = diesel::dsl::Select<
+    diesel::dsl::Filter<
+        communications::table,
+        RowIn<communications::customer_id, communications::request_id, i64, String>,
+    >,
+    (
+        communications::request_id,
+        <CommunicationRow as diesel::Selectable<diesel::mysql::Mysql>>::SelectExpression,
+    ),
+>;
+
+/// The rows stored under any of the `(customer_id, request_id)` `keys`, with their key:
+/// `(customer_id, request_id) IN ((?, ?), ...)`, one unique-key lookup per key.
+pub fn key_lookup(keys: Vec<(i64, String)>) -> KeyLookup {
+    communications::table
+        .filter(row_in(
+            (communications::customer_id, communications::request_id),
+            keys,
+        ))
+        .select((
+            communications::request_id,
+            super::dialect::columns::<CommunicationRow>(),
+        ))
+}
+
+/// MariaDB's plan of the batch key lookup for `keys`, prepared as the service runs it
+/// (MySQL family only; for plan checks).
+pub async fn explain_key_lookup(db: &Db, keys: Vec<(i64, String)>) -> Result<Vec<PlanRow>> {
+    with_conn!(db, |conn| match conn.any() {
+        super::AnyConn::Mysql(c) => Ok(explain(key_lookup(keys)).load(c).await?),
+        super::AnyConn::Sqlite(_) => Err(Error::Internal(
+            "EXPLAIN plans are read on the MySQL family only".into()
+        )),
+    })
+}
+
+/// The distinct customers (sorted) and the distinct `(customer_id, request_id)` keys
+/// (sorted) of a batch.
+fn batch_keys(forms: &[CommunicationInsertForm]) -> (Vec<i64>, Vec<(i64, String)>) {
     let mut ids: Vec<i64> = forms.iter().map(|f| f.customer_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let keys = forms.iter().filter_map(|f| f.request_id.clone()).collect();
+    let mut keys: Vec<(i64, String)> = forms
+        .iter()
+        .filter_map(|f| Some((f.customer_id, f.request_id.clone()?)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
     (ids, keys)
 }
 
@@ -297,7 +338,7 @@ async fn with_batch(
     db: &Db,
     forms: &[CommunicationInsertForm],
     customer_ids: &[i64],
-    keys: &[String],
+    keys: &[(i64, String)],
     caller: &Caller,
 ) -> Result<Vec<BatchOutcome>> {
     with_conn!(db, write, |conn| {
@@ -707,6 +748,82 @@ mod tests {
         let sql = list_sql(&filter, Some((at(5), 40)), 50);
         assert_eq!(sql.binds.len(), sql.text.matches('?').count());
         insta::assert_snapshot!("list_communications_page", sql.text);
+    }
+
+    /// The batch key lookup names whole unique keys: a list of row values on MySQL,
+    /// a VALUES subquery on SQLite (which takes row values only from a subquery).
+    #[test]
+    fn key_lookup_snapshot() {
+        let keys = vec![(7, "a".to_owned()), (9, "b".to_owned())];
+        let query = key_lookup(keys);
+        let mysql = diesel::debug_query::<diesel::mysql::Mysql, _>(&query).to_string();
+        insta::assert_snapshot!("key_lookup_mysql", mysql);
+        let sqlite = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string();
+        insta::assert_snapshot!("key_lookup_sqlite", sqlite);
+        let query = key_lookup(Vec::new());
+        let none = diesel::debug_query::<diesel::mysql::Mysql, _>(&query).to_string();
+        assert!(none.contains("WHERE 1 = 0"), "{none}");
+    }
+
+    /// The bundled SQLite accepts the lookup and searches the unique index with both
+    /// columns, once per key, and finds exactly the listed keys.
+    #[test]
+    fn sqlite_key_lookup_searches_the_whole_unique_key() {
+        use diesel::Connection;
+        use diesel_migrations::MigrationHarness;
+        #[derive(QueryableByName)]
+        struct Step {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            detail: String,
+        }
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        conn.run_pending_migrations(super::super::SQLITE_MIGRATIONS)
+            .unwrap();
+        // raw SQL: test fixture, one customer's rows in one statement
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(
+            "INSERT INTO customers (id, name, create_time, update_time) \
+             VALUES (7, 'c', '2024-01-01 00:00:00', '2024-01-01 00:00:00')",
+            ),
+            &mut conn,
+        )
+        .unwrap();
+        let rows: Vec<CommunicationInsertForm> = (0..50)
+            .map(|i| form(7, "x", &format!("k{i}")))
+            .collect();
+        diesel::RunQueryDsl::execute(
+            diesel::insert_into(communications::table).values(rows),
+            &mut conn,
+        )
+        .unwrap();
+        let keys = vec![(7, "k3".to_owned()), (7, "k40".to_owned()), (8, "k3".to_owned())];
+        let found: Vec<(Option<String>, CommunicationRow)> =
+            diesel::RunQueryDsl::load(key_lookup(keys.clone()), &mut conn).unwrap();
+        let mut found: Vec<String> = found.into_iter().filter_map(|(k, _)| k).collect();
+        found.sort();
+        assert_eq!(found, ["k3", "k40"]);
+        let query = key_lookup(keys);
+        let sql = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string();
+        let text = sql.split(" -- binds").next().unwrap_or_default();
+        let bound = text
+            .replacen('?', "7", 1)
+            .replacen('?', "'k3'", 1)
+            .replacen('?', "7", 1)
+            .replacen('?', "'k40'", 1)
+            .replacen('?', "8", 1)
+            .replacen('?', "'k3'", 1);
+        // raw SQL: EXPLAIN QUERY PLAN of the statement under test
+        let plan: Vec<Step> =
+            diesel::RunQueryDsl::load(diesel::sql_query(format!("EXPLAIN QUERY PLAN {bound}")), &mut conn)
+                .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|s| s.detail).collect();
+        assert!(
+            plan.iter().any(|s| s.contains(
+                "USING INDEX ux_communications_request (customer_id=? AND request_id=?)"
+            )),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|s| s.starts_with("SCAN communications")), "{plan:?}");
     }
 
     fn form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {

@@ -38,6 +38,7 @@ mod operations;
 mod otel;
 mod outage;
 mod page_token_privacy;
+mod plans;
 mod replicas;
 mod robustness;
 mod rollups;

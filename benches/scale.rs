@@ -11,7 +11,8 @@
 //!   `crm_bench_scale_<N>_<C>` (MariaDB) or `<target>/bench-data/scale-<N>-<C>.db`
 //!   (SQLite, or under `CRM_BENCH_DATA_DIR`) and reused when it holds the expected rows.
 //! - Write paths run on a scratch database (a fresh `seed-demo` with 100 customers and no
-//!   communications), dropped at the end; the dataset is only read.
+//!   communications), dropped at the end; the dataset is only read, except by the
+//!   `import` part, which imports into it and deletes those rows again (rollups rebuilt).
 //! - StreamTimeline runs on a second reused database with one customer owning the first
 //!   `--timeline-events` communications of the dataset, copied with `INSERT ... SELECT`.
 //! - The server is the release `crm-comms serve` process; clients are the tonic clients.
@@ -114,8 +115,8 @@ struct Args {
     p99_calls: usize,
     /// `--p99-clients` / `CRM_BENCH_P99_CLIENTS` (16): concurrent clients for the p99s.
     p99_clients: usize,
-    /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `writes`,
-    /// `service_levels` (every part when empty).
+    /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `import`,
+    /// `writes`, `service_levels` (every part when empty).
     only: String,
 }
 
@@ -181,12 +182,18 @@ impl Args {
         a.runs = a.runs.max(1);
         a.log_clients = a.log_clients.max(1);
         a.p99_clients = a.p99_clients.max(1);
-        if let Some(bad) = a
-            .only
-            .split(',')
-            .find(|p| !["", "reports", "timeline", "writes", "service_levels"].contains(&p.trim()))
-        {
-            bail!("--only: unknown part {bad} (reports, timeline, writes, service_levels)");
+        if let Some(bad) = a.only.split(',').find(|p| {
+            ![
+                "",
+                "reports",
+                "timeline",
+                "import",
+                "writes",
+                "service_levels",
+            ]
+            .contains(&p.trim())
+        }) {
+            bail!("--only: unknown part {bad} (reports, timeline, import, writes, service_levels)");
         }
         if a.communications == 0 || a.customers == 0 {
             bail!("--communications and --customers must be positive");
@@ -568,6 +575,26 @@ impl Driver {
                 tokio::task::spawn_blocking(move || {
                     let r: One = diesel::sql_query(sql).get_result(&mut sqlite_conn(&path)?)?;
                     Ok(r.n)
+                })
+                .await?
+            }
+        }
+    }
+
+    /// Runs one statement that returns no rows.
+    async fn execute(&self, sql: &str) -> Result<()> {
+        match self {
+            Driver::Mysql(url) => {
+                let mut c = mysql_async::Conn::from_url(url.as_str()).await?;
+                c.query_drop(sql).await?;
+                c.disconnect().await?;
+                Ok(())
+            }
+            Driver::Sqlite(path) => {
+                let (path, sql) = (path.clone(), sql.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    diesel::sql_query(sql).execute(&mut sqlite_conn(&path)?)?;
+                    Ok(())
                 })
                 .await?
             }
@@ -1548,6 +1575,147 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
     Ok(())
 }
 
+/// Customers the keyed import streams spread over (as in production imports).
+const IMPORT_CUSTOMERS: usize = 500;
+
+/// `runs` ImportCommunications streams of `--import-rows` items with request ids over
+/// up to [`IMPORT_CUSTOMERS`] customers, into `url`; each stream's rate, then the rows
+/// are removed again (`DELETE` past the id before, rollups rebuilt), so the database
+/// keeps its row count. With `driver`, also the driver's multi-row INSERTs of the same
+/// number of rows (removed the same way).
+async fn keyed_imports(
+    url: &str,
+    driver: &Driver,
+    args: &Args,
+    tag: &str,
+    with_driver: bool,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let ids = driver.customer_ids().await?;
+    let step = (ids.len() / IMPORT_CUSTOMERS).max(1);
+    let ids: Vec<i64> = ids
+        .into_iter()
+        .step_by(step)
+        .take(IMPORT_CUSTOMERS)
+        .collect();
+    let before = driver
+        .count("SELECT COALESCE(MAX(id), 0) FROM communications")
+        .await?;
+    let server = Server::start(SERVER, url, STARTUP).await?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut imports, mut batches) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        let items: Vec<pb::ImportCommunicationsRequest> = (0..args.import_rows)
+            .map(|i| pb::ImportCommunicationsRequest {
+                communication: Some(to_pb(&gen_comm(&mut rng, &ids))),
+                request_id: format!("bench-import-{tag}-{run}-{i}"),
+            })
+            .collect();
+        let mut c = CommunicationServiceClient::new(server.channel().await?);
+        let started = Instant::now();
+        let r = c
+            .import_communications(tokio_stream::iter(items))
+            .await?
+            .into_inner();
+        let e = started.elapsed();
+        if r.accepted_count != args.import_rows as i64 {
+            bail!(
+                "import accepted {} of {}: {:?}",
+                r.accepted_count,
+                args.import_rows,
+                r.rejected.first()
+            );
+        }
+        imports.push(args.import_rows as f64 / e.as_secs_f64());
+        if with_driver {
+            let rows: Vec<NewComm> = (0..args.import_rows)
+                .map(|_| gen_comm(&mut rng, &ids))
+                .collect();
+            let d = driver.batch_inserts(rows).await?;
+            batches.push(args.import_rows as f64 / d.as_secs_f64());
+        }
+        say!(
+            "  keyed import into {tag}: {:.0} rows/s{}",
+            imports.last().unwrap_or(&0.0),
+            batches
+                .last()
+                .map(|b| format!(", driver batches {b:.0} rows/s"))
+                .unwrap_or_default()
+        );
+    }
+    drop(server);
+    driver
+        .execute(&format!("DELETE FROM communications WHERE id > {before}"))
+        .await?;
+    rebuild_rollups(url)?;
+    Ok((imports, batches))
+}
+
+/// `crm-comms rebuild-rollups` on `url` (after rows were removed behind the service).
+fn rebuild_rollups(url: &str) -> Result<()> {
+    let started = Instant::now();
+    let status = Command::new(SERVER)
+        .args(["rebuild-rollups", "--database-url", url])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .context("spawn rebuild-rollups")?;
+    if !status.success() {
+        bail!("rebuild-rollups failed: {status}");
+    }
+    say!(
+        "  rollups rebuilt in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// ImportCommunications with request ids (so each batch looks its keys up) into the
+/// dataset against the same into the empty scratch database, and against the driver's
+/// multi-row INSERTs into the dataset: the import rate must not fall as the table grows.
+/// Runs before the other write paths, while the scratch database is still empty; both
+/// databases get their row counts back afterwards.
+async fn measure_import_scale(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
+    let (empty, _) = keyed_imports(&t.scratch_url, &t.scratch_driver, args, "empty", false).await?;
+    let (full, batches) = keyed_imports(&t.url, &t.driver, args, "dataset", true).await?;
+    let (empty, full, batch) = (median_f64(empty), median_f64(full), median_f64(batches));
+    let n = args.communications;
+    let what = format!(
+        "ImportCommunications with request ids, one stream of {} over {IMPORT_CUSTOMERS} customers, into the {n}-row dataset",
+        args.import_rows
+    );
+    out.push(
+        Figure::new(
+            t.db,
+            what.clone(),
+            "the same into the empty scratch database",
+            "rows/s",
+            full,
+            empty,
+            RatioKind::Speed,
+            Some(0.8),
+        )
+        .note(format!(
+            "import at {n} rows vs empty; the scratch database has {SCRATCH_CUSTOMERS} customers"
+        )),
+    );
+    out.push(
+        Figure::new(
+            t.db,
+            what,
+            format!(
+                "driver multi-row INSERTs of {INSERT_BATCH} rows (autocommit) into the dataset"
+            ),
+            "rows/s",
+            full,
+            batch,
+            RatioKind::Speed,
+            Some(0.7),
+        )
+        .note("the imported and inserted rows are deleted afterwards and the rollups rebuilt"),
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Databases
 // ---------------------------------------------------------------------------------------
@@ -1752,6 +1920,14 @@ async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<(
     if part("timeline") {
         say!("== {}: timeline ==", t.db);
         measure_timeline(t, args, out).await?;
+    }
+    if part("import") {
+        say!(
+            "== {}: import at {} rows vs empty ==",
+            t.db,
+            args.communications
+        );
+        measure_import_scale(t, args, out).await?;
     }
     if part("writes") {
         say!("== {}: writes (scratch database) ==", t.db);

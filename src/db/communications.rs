@@ -782,21 +782,24 @@ mod tests {
         // raw SQL: test fixture, one customer's rows in one statement
         diesel::RunQueryDsl::execute(
             diesel::sql_query(
-            "INSERT INTO customers (id, name, create_time, update_time) \
+                "INSERT INTO customers (id, name, create_time, update_time) \
              VALUES (7, 'c', '2024-01-01 00:00:00', '2024-01-01 00:00:00')",
             ),
             &mut conn,
         )
         .unwrap();
-        let rows: Vec<CommunicationInsertForm> = (0..50)
-            .map(|i| form(7, "x", &format!("k{i}")))
-            .collect();
+        let rows: Vec<CommunicationInsertForm> =
+            (0..50).map(|i| form(7, "x", &format!("k{i}"))).collect();
         diesel::RunQueryDsl::execute(
             diesel::insert_into(communications::table).values(rows),
             &mut conn,
         )
         .unwrap();
-        let keys = vec![(7, "k3".to_owned()), (7, "k40".to_owned()), (8, "k3".to_owned())];
+        let keys = vec![
+            (7, "k3".to_owned()),
+            (7, "k40".to_owned()),
+            (8, "k3".to_owned()),
+        ];
         let found: Vec<(Option<String>, CommunicationRow)> =
             diesel::RunQueryDsl::load(key_lookup(keys.clone()), &mut conn).unwrap();
         let mut found: Vec<String> = found.into_iter().filter_map(|(k, _)| k).collect();
@@ -813,9 +816,11 @@ mod tests {
             .replacen('?', "8", 1)
             .replacen('?', "'k3'", 1);
         // raw SQL: EXPLAIN QUERY PLAN of the statement under test
-        let plan: Vec<Step> =
-            diesel::RunQueryDsl::load(diesel::sql_query(format!("EXPLAIN QUERY PLAN {bound}")), &mut conn)
-                .unwrap();
+        let plan: Vec<Step> = diesel::RunQueryDsl::load(
+            diesel::sql_query(format!("EXPLAIN QUERY PLAN {bound}")),
+            &mut conn,
+        )
+        .unwrap();
         let plan: Vec<String> = plan.into_iter().map(|s| s.detail).collect();
         assert!(
             plan.iter().any(|s| s.contains(
@@ -823,7 +828,10 @@ mod tests {
             )),
             "{plan:?}"
         );
-        assert!(!plan.iter().any(|s| s.starts_with("SCAN communications")), "{plan:?}");
+        assert!(
+            !plan.iter().any(|s| s.starts_with("SCAN communications")),
+            "{plan:?}"
+        );
     }
 
     fn form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {

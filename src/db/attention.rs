@@ -6,13 +6,16 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
+use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
-use diesel::QueryableByName;
 
-use super::query::{self, Bind, IdRow, Keyset, Sql};
+use super::query::{self, Bind, Keyset, Sql};
+use super::dialect::Conn;
+use super::schema::customers;
 use super::Db;
 use crate::analytics::rollup::Split;
 use crate::error::Result;
+use crate::with_conn;
 
 /// A customer with its last contact, as the stale list reads it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
@@ -151,18 +154,10 @@ pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerC
 
 /// Ids of deleted customers (soft-deleted, kept for their history).
 pub async fn deleted_customers(db: &Db) -> Result<Vec<i64>> {
-    // raw SQL: trivial read kept on the Sql loader with the other attention reads (DSL could say it)
-    let sql = Sql::from("SELECT id FROM customers WHERE delete_time IS NOT NULL");
-    let rows: Vec<IdRow> = query::load(db, &sql).await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
-#[derive(QueryableByName)]
-struct NameRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    name: String,
+    let query = customers::table
+        .filter(customers::delete_time.is_not_null())
+        .select(customers::id);
+    with_conn!(db, |conn| Ok(conn.any().load(query).await?))
 }
 
 /// Names of `ids`.
@@ -170,11 +165,13 @@ pub async fn names(db: &Db, ids: &[i64]) -> Result<HashMap<i64, String>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    // raw SQL: IN-list read kept on the Sql loader with the other attention reads (DSL could say it)
-    let mut sql = Sql::from("SELECT id, name FROM customers WHERE id IN ");
-    sql.list(ids.iter().map(|&c| Bind::I64(c)));
-    let rows: Vec<NameRow> = query::load(db, &sql).await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+    let query = customers::table
+        .filter(customers::id.eq_any(ids.to_vec()))
+        .select((customers::id, customers::name));
+    let rows: Vec<(i64, String)> = with_conn!(db, |conn| Ok::<_, crate::error::Error>(
+        conn.any().load(query).await?
+    ))?;
+    Ok(rows.into_iter().collect())
 }
 
 #[derive(QueryableByName)]

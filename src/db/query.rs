@@ -92,6 +92,31 @@ impl Sql {
         binds.next().is_none().then_some(out)
     }
 
+    /// The text of a typed expression without bound values (a [`super::fns`] expression
+    /// over columns and constants of the service) as `backend` spells it, for a
+    /// hand-built statement to embed.
+    pub fn expr_text<E>(backend: super::Backend, expr: &E) -> String
+    where
+        E: QueryFragment<Mysql> + QueryFragment<Sqlite>,
+    {
+        use diesel::query_builder::QueryBuilder;
+        let text = match backend {
+            super::Backend::Mysql => {
+                let mut out = diesel::mysql::MysqlQueryBuilder::new();
+                QueryFragment::<Mysql>::to_sql(expr, &mut out, &Mysql).map(|()| out.finish())
+            }
+            super::Backend::Sqlite => {
+                let mut out = diesel::sqlite::SqliteQueryBuilder::new();
+                QueryFragment::<Sqlite>::to_sql(expr, &mut out, &Sqlite).map(|()| out.finish())
+            }
+        };
+        // Rendering columns and literals cannot fail; a bound value would leave a `?`
+        // without its value, which the database refuses.
+        let text = text.unwrap_or_default();
+        debug_assert!(!text.contains('?'), "a bound value in {text}");
+        text
+    }
+
     /// Starts the next condition of the WHERE clause: ` WHERE ` the first time, ` AND `
     /// after that. The caller appends the condition.
     pub fn and(&mut self) -> &mut Self {

@@ -9,8 +9,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 
-use super::query::{self, Bind, Keyset, Sql};
 use super::dialect::Conn;
+use super::query::{self, Bind, Keyset, Sql};
 use super::schema::customers;
 use super::Db;
 use crate::analytics::rollup::Split;
@@ -99,7 +99,7 @@ fn stale_sql(
     limit: i64,
     from_rollup: bool,
 ) -> Sql {
-    // raw SQL: keyset over a derived table (a GROUP BY/JOIN on the rollup, or a correlated MAX)
+    // raw SQL: keyset page over a derived table (diesel has no subquery in FROM)
     let (mut sql, columns): (Sql, &[&str]) = if from_rollup {
         let mut sql = Sql::from(LAST_CONTACTS_FROM_ROLLUP);
         sql.and().push("c.delete_time IS NULL");
@@ -144,7 +144,7 @@ pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerC
 fn counts_sql(split: &Split) -> Option<Sql> {
     let mut parts: Vec<Sql> = Vec::new();
     if let Some((lo, hi)) = split.units {
-        // raw SQL: UNION ALL of rollup months and base-table edges, summed over a derived table
+        // raw SQL: UNION ALL summed over a derived table (diesel has no subquery in FROM)
         let mut part = Sql::from("SELECT customer_id, n AS c FROM customer_months WHERE month >= ");
         part.bind(Bind::I64(lo))
             .push(" AND month < ")
@@ -260,10 +260,22 @@ mod tests {
             edges: vec![(at(1), at(2)), (at(20), at(21))],
         };
         let statements = [
-            ("attention_never_contacted", never_contacted_sql(at(1), 7, 50)),
-            ("attention_stale_from_rollup", stale_sql(at(1), Some((at(2), 7)), 50, true)),
-            ("attention_stale_from_base_table", stale_sql(at(1), None, 50, false)),
-            ("attention_counts_per_customer", counts_sql(&split).expect("a split with months")),
+            (
+                "attention_never_contacted",
+                never_contacted_sql(at(1), 7, 50),
+            ),
+            (
+                "attention_stale_from_rollup",
+                stale_sql(at(1), Some((at(2), 7)), 50, true),
+            ),
+            (
+                "attention_stale_from_base_table",
+                stale_sql(at(1), None, 50, false),
+            ),
+            (
+                "attention_counts_per_customer",
+                counts_sql(&split).expect("a split with months"),
+            ),
             ("attention_last_contacts", last_contacts_sql(&[3, 5])),
         ];
         for (name, sql) in statements {

@@ -101,10 +101,7 @@ impl<E: Expression<SqlType = Timestamp>> Expression for TimeUnit<E> {
     type SqlType = BigInt;
 }
 
-impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for TimeUnit<E> where
-    TimeUnit<E>: Expression
-{
-}
+impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for TimeUnit<E> where TimeUnit<E>: Expression {}
 impl<E: SelectableExpression<QS>, QS> SelectableExpression<QS> for TimeUnit<E> where
     TimeUnit<E>: AppearsOnTable<QS>
 {
@@ -171,10 +168,7 @@ impl<E: Expression<SqlType = Timestamp>> Expression for MonthIndex<E> {
     type SqlType = diesel::sql_types::Integer;
 }
 
-impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for MonthIndex<E> where
-    MonthIndex<E>: Expression
-{
-}
+impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for MonthIndex<E> where MonthIndex<E>: Expression {}
 impl<E: SelectableExpression<QS>, QS> SelectableExpression<QS> for MonthIndex<E> where
     MonthIndex<E>: AppearsOnTable<QS>
 {

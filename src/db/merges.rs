@@ -746,9 +746,8 @@ async fn name_groups_after(
             .order(customers_table::id)
             .limit(NAME_SCAN_ROWS)
             .select((customers_table::name, customers_table::id));
-        let rows: Vec<Member> = with_conn!(db, |conn| Ok::<_, Error>(
-            conn.any().load(page).await?
-        ))?;
+        let rows: Vec<Member> =
+            with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(page).await?))?;
         let Some(end) = rows.last().map(|m| m.id) else {
             break;
         };
@@ -811,9 +810,8 @@ async fn phone_counts(
             .filter(customers_table::phone.eq_any(chunk.to_vec()))
             .group_by(customers_table::phone)
             .select((customers_table::phone, diesel::dsl::count_star()));
-        let rows: Vec<ValueCount> = with_conn!(db, |conn| Ok::<_, Error>(
-            conn.any().load(counts).await?
-        ))?;
+        let rows: Vec<ValueCount> =
+            with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(counts).await?))?;
         out.extend(rows.into_iter().map(|r| (r.value, r.n)));
     }
     Ok(out)

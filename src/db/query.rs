@@ -7,9 +7,9 @@
 //! in a unit test. User input is only ever bound, never formatted into the text.
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::BigInt;
 use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::BigInt;
 use diesel::{
     dsl, mysql::Mysql, sqlite::Sqlite, ExpressionMethods, NullableExpressionMethods, QueryDsl,
     QueryResult, QueryableByName,

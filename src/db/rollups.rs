@@ -99,7 +99,7 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     let mut out = Vec::new();
     let months: Vec<_> = deltas.months.iter().collect();
     for chunk in months.chunks(UPSERT_ROWS) {
-        // raw SQL: ON DUPLICATE KEY / ON CONFLICT upsert adding to counters; tier table named at run time
+        // raw SQL: counter upserts that add sends several to a round trip, values inlined; tier table named at run time
         let mut sql =
             Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) VALUES ");
         for (i, ((month, customer), (n, last))) in chunk.iter().enumerate() {
@@ -169,7 +169,7 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(";\n");
             if !text.is_empty() {
-                // raw SQL: the counter upserts, several statements in one round trip (or one by one)
+                // raw SQL: several statements in one round trip (diesel sends one bound statement at a time)
                 conn.batch_execute(&text).await?;
             }
             return Ok(());
@@ -258,7 +258,10 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
 /// The unit of `occur_time` in a time tier, as SQL text for the hand-built statements:
 /// the typed [`fns::time_unit`], written out for `backend`.
 fn unit_expr(backend: Backend, tier: Tier) -> String {
-    Sql::expr_text(backend, &fns::time_unit(communications::occur_time, tier.secs))
+    Sql::expr_text(
+        backend,
+        &fns::time_unit(communications::occur_time, tier.secs),
+    )
 }
 
 /// The statements that aggregate the base-table rows with ids in `(lo, hi]` into every
@@ -390,7 +393,7 @@ fn compact_sql(backend: Backend, before: NaiveDateTime) -> Vec<Sql> {
     for tier in TIERS {
         let (table, unit) = (tier.table, tier.column);
         let cutoff = tier.unit_of(before);
-        // raw SQL: INSERT ... SELECT SUM upsert into shard 0, then DELETE; table named at run time
+        // raw SQL: INSERT ... SELECT with an upsert, then DELETE; tier table named at run time
         let mut fold = Sql::from(&*format!(
             "INSERT INTO {table} ({unit}, channel, direction, shard, n) SELECT {unit}, \
              channel, direction, 0, SUM(n) FROM {table} WHERE shard > 0 AND {unit} < "
@@ -444,7 +447,7 @@ pub async fn merge_customer_months<C: Conn>(
     let ids = |sql: &mut Sql| {
         sql.list(merged.iter().map(|&id| Bind::I64(id)));
     };
-    // raw SQL: INSERT ... SELECT upsert adding to counters (ON DUPLICATE KEY / ON CONFLICT)
+    // raw SQL: INSERT ... SELECT with an upsert, one statement in the merge's transaction
     let mut fold =
         Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) SELECT month, ");
     fold.bind(Bind::I64(survivor)).push(&format!(

@@ -221,7 +221,11 @@ mod tests {
                 ),
             ];
             for (statement, sql) in statements {
-                assert_eq!(sql.binds.len(), sql.text.matches('?').count(), "{statement}");
+                assert_eq!(
+                    sql.binds.len(),
+                    sql.text.matches('?').count(),
+                    "{statement}"
+                );
                 insta::assert_snapshot!(format!("{statement}_{name}"), sql.text);
             }
         }

@@ -6,13 +6,16 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
+use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
-use diesel::QueryableByName;
 
-use super::query::{self, Bind, IdRow, Keyset, Sql};
+use super::dialect::Conn;
+use super::query::{self, Bind, Keyset, Sql};
+use super::schema::customers;
 use super::Db;
 use crate::analytics::rollup::Split;
 use crate::error::Result;
+use crate::with_conn;
 
 /// A customer with its last contact, as the stale list reads it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
@@ -43,7 +46,12 @@ pub async fn never_contacted(
     after: i64,
     limit: i64,
 ) -> Result<Vec<StaleRow>> {
-    // raw SQL: keyset page over a correlated NOT EXISTS, on the one Keyset builder
+    query::load(db, &never_contacted_sql(cutoff, after, limit)).await
+}
+
+/// The statement of [`never_contacted`].
+fn never_contacted_sql(cutoff: NaiveDateTime, after: i64, limit: i64) -> Sql {
+    // raw SQL: correlated NOT EXISTS (diesel's subqueries may name only their own table's columns)
     let mut sql =
         Sql::from("SELECT c.id AS customer_id, c.name AS name, NULL AS last_time FROM customers c");
     sql.and()
@@ -58,7 +66,7 @@ pub async fn never_contacted(
         .bind(Bind::I64(after))
         .push(" ORDER BY c.id LIMIT ")
         .bind(Bind::I64(limit));
-    query::load(db, &sql).await
+    sql
 }
 
 /// The live customers with their last contact time, from the customer-month rollup:
@@ -81,7 +89,17 @@ pub async fn stale(
     limit: i64,
     from_rollup: bool,
 ) -> Result<Vec<StaleRow>> {
-    // raw SQL: keyset over a derived table (a GROUP BY/JOIN on the rollup, or a correlated MAX)
+    query::load(db, &stale_sql(cutoff, after, limit, from_rollup)).await
+}
+
+/// The statement of [`stale`].
+fn stale_sql(
+    cutoff: NaiveDateTime,
+    after: Option<(NaiveDateTime, i64)>,
+    limit: i64,
+    from_rollup: bool,
+) -> Sql {
+    // raw SQL: keyset page over a derived table (diesel has no subquery in FROM)
     let (mut sql, columns): (Sql, &[&str]) = if from_rollup {
         let mut sql = Sql::from(LAST_CONTACTS_FROM_ROLLUP);
         sql.and().push("c.delete_time IS NULL");
@@ -98,7 +116,7 @@ pub async fn stale(
     };
     keyset.after_row(&mut sql, after);
     keyset.order_limit(&mut sql, limit);
-    query::load(db, &sql).await
+    sql
 }
 
 /// Contacts of one customer.
@@ -116,9 +134,17 @@ pub struct CustomerCount {
 /// whole months of `split` (from `customer_months`) and its edges (from the base table).
 /// Customers without any are absent.
 pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerCount>> {
+    match counts_sql(split) {
+        Some(sql) => query::load(db, &sql).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The statement of [`counts_per_customer`]; `None` when `split` covers nothing.
+fn counts_sql(split: &Split) -> Option<Sql> {
     let mut parts: Vec<Sql> = Vec::new();
     if let Some((lo, hi)) = split.units {
-        // raw SQL: UNION ALL of rollup months and base-table edges, summed over a derived table
+        // raw SQL: UNION ALL summed over a derived table (diesel has no subquery in FROM)
         let mut part = Sql::from("SELECT customer_id, n AS c FROM customer_months WHERE month >= ");
         part.bind(Bind::I64(lo))
             .push(" AND month < ")
@@ -135,7 +161,7 @@ pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerC
         parts.push(part);
     }
     if parts.is_empty() {
-        return Ok(Vec::new());
+        return None;
     }
     let mut sql = Sql::from("SELECT customer_id, SUM(c) AS n FROM (");
     for (i, part) in parts.into_iter().enumerate() {
@@ -146,23 +172,15 @@ pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerC
         sql.binds.extend(part.binds);
     }
     sql.push(") t GROUP BY customer_id");
-    query::load(db, &sql).await
+    Some(sql)
 }
 
 /// Ids of deleted customers (soft-deleted, kept for their history).
 pub async fn deleted_customers(db: &Db) -> Result<Vec<i64>> {
-    // raw SQL: trivial read kept on the Sql loader with the other attention reads (DSL could say it)
-    let sql = Sql::from("SELECT id FROM customers WHERE delete_time IS NOT NULL");
-    let rows: Vec<IdRow> = query::load(db, &sql).await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
-#[derive(QueryableByName)]
-struct NameRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    name: String,
+    let query = customers::table
+        .filter(customers::delete_time.is_not_null())
+        .select(customers::id);
+    with_conn!(db, |conn| Ok(conn.any().load(query).await?))
 }
 
 /// Names of `ids`.
@@ -170,11 +188,13 @@ pub async fn names(db: &Db, ids: &[i64]) -> Result<HashMap<i64, String>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    // raw SQL: IN-list read kept on the Sql loader with the other attention reads (DSL could say it)
-    let mut sql = Sql::from("SELECT id, name FROM customers WHERE id IN ");
-    sql.list(ids.iter().map(|&c| Bind::I64(c)));
-    let rows: Vec<NameRow> = query::load(db, &sql).await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
+    let query = customers::table
+        .filter(customers::id.eq_any(ids.to_vec()))
+        .select((customers::id, customers::name));
+    let rows: Vec<(i64, String)> = with_conn!(db, |conn| Ok::<_, crate::error::Error>(
+        conn.any().load(query).await?
+    ))?;
+    Ok(rows.into_iter().collect())
 }
 
 #[derive(QueryableByName)]
@@ -195,15 +215,7 @@ pub async fn last_contacts(db: &Db, ids: &[i64]) -> Result<HashMap<i64, (NaiveDa
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    // raw SQL: correlated MAX subquery in the WHERE
-    let mut sql = Sql::from(
-        "SELECT x.customer_id, x.id, x.channel, x.occur_time FROM communications x WHERE \
-         x.customer_id IN ",
-    );
-    sql.list(ids.iter().map(|&c| Bind::I64(c))).push(
-        " AND x.occur_time = (SELECT MAX(y.occur_time) FROM communications y WHERE \
-         y.customer_id = x.customer_id)",
-    );
+    let sql = last_contacts_sql(ids);
     let rows: Vec<LastRow> = query::load(db, &sql).await?;
     let mut out: HashMap<i64, (i64, NaiveDateTime, i32)> = HashMap::new();
     for r in rows {
@@ -218,4 +230,62 @@ pub async fn last_contacts(db: &Db, ids: &[i64]) -> Result<HashMap<i64, (NaiveDa
         .into_iter()
         .map(|(c, (_, t, ch))| (c, (t, ch)))
         .collect())
+}
+
+/// The statement of [`last_contacts`].
+fn last_contacts_sql(ids: &[i64]) -> Sql {
+    // raw SQL: correlated MAX subquery over the same table (diesel's subqueries may name only their own table's columns)
+    let mut sql = Sql::from(
+        "SELECT x.customer_id, x.id, x.channel, x.occur_time FROM communications x WHERE \
+         x.customer_id IN ",
+    );
+    sql.list(ids.iter().map(|&c| Bind::I64(c))).push(
+        " AND x.occur_time = (SELECT MAX(y.occur_time) FROM communications y WHERE \
+         y.customer_id = x.customer_id)",
+    );
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    //! The attention list's statements, pinned as insta snapshots (the same text on
+    //! both backends: nothing in them differs per backend).
+    use super::*;
+    use crate::model::time::march_2024 as at;
+
+    #[test]
+    fn attention_statements_snapshot() {
+        let split = Split {
+            units: Some((650, 652)),
+            edges: vec![(at(1), at(2)), (at(20), at(21))],
+        };
+        let statements = [
+            (
+                "attention_never_contacted",
+                never_contacted_sql(at(1), 7, 50),
+            ),
+            (
+                "attention_stale_from_rollup",
+                stale_sql(at(1), Some((at(2), 7)), 50, true),
+            ),
+            (
+                "attention_stale_from_base_table",
+                stale_sql(at(1), None, 50, false),
+            ),
+            (
+                "attention_counts_per_customer",
+                counts_sql(&split).expect("a split with months"),
+            ),
+            ("attention_last_contacts", last_contacts_sql(&[3, 5])),
+        ];
+        for (name, sql) in statements {
+            assert_eq!(sql.binds.len(), sql.text.matches('?').count(), "{name}");
+            insta::assert_snapshot!(name, sql.text);
+        }
+        let nothing = Split {
+            units: None,
+            edges: Vec::new(),
+        };
+        assert_eq!(counts_sql(&nothing), None);
+    }
 }

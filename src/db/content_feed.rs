@@ -12,14 +12,16 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
 use diesel::QueryableByName;
 
-use super::dialect::Conn;
+use super::dialect::{columns, Conn};
 use super::query::{self, Bind, Sql};
 use super::schema::{communications, deleted_communications};
 use super::Db;
 use crate::error::Result;
+use crate::with_conn;
 
 /// One communication as the content index takes it.
-#[derive(Debug, Clone, QueryableByName)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = communications)]
 pub struct FeedRow {
     /// Id.
     #[diesel(sql_type = BigInt)]
@@ -88,12 +90,13 @@ pub async fn recorded_after(
 pub async fn rows_by_id(db: &Db, ids: &[i64]) -> Result<Vec<FeedRow>> {
     let mut out = Vec::with_capacity(ids.len());
     for part in ids.chunks(1_000) {
-        // raw SQL: IN-list read on the FeedRow loader shared with the causal pages (DSL could say it)
-        let mut sql = Sql::from(FEED_COLUMNS);
-        sql.and()
-            .push("id IN ")
-            .list(part.iter().map(|&id| Bind::I64(id)));
-        out.extend(query::load::<FeedRow>(db, &sql).await?);
+        let query = communications::table
+            .filter(communications::id.eq_any(part.to_vec()))
+            .select(columns::<FeedRow>());
+        let rows: Vec<FeedRow> = with_conn!(db, |conn| Ok::<_, crate::error::Error>(
+            conn.any().load(query).await?
+        ))?;
+        out.extend(rows);
     }
     Ok(out)
 }

@@ -479,13 +479,12 @@ pub async fn delete(
             crate::db::tx::transaction(conn, async |conn| {
                 // Lock the row, as a merge does, so a delete and a merge of one customer
                 // run one after the other.
-                // raw SQL: per-backend row lock suffix (FOR UPDATE on MySQL, nothing on SQLite)
-                let mut lock = query::Sql::from("SELECT id FROM customers");
-                lock.and()
-                    .push("id = ")
-                    .bind(query::Bind::I64(id))
-                    .push(super::dialect::backend_of(conn).for_update());
-                let _: Vec<query::IdRow> = conn.load_sql(&lock).await?;
+                let lock = super::dialect::for_update(
+                    customers::table
+                        .filter(customers::id.eq(id))
+                        .select(customers::id),
+                );
+                let _: Vec<i64> = conn.any().load(lock).await?;
                 let current = load_customer(conn, id, purge).await?;
                 // A merged customer's history belongs to the survivor now: purging the
                 // merged id would erase nothing of it, so it answers like any other call.

@@ -3,8 +3,9 @@
 //! drivers implement differently (running a hand-built statement, the last insert id, a
 //! multi-row INSERT).
 //!
-//! Statement builders elsewhere in `db` take a [`Backend`] and ask it for fragments; no
-//! other module matches on the backend to choose SQL text.
+//! Hand-built statements elsewhere in `db` take a [`Backend`] and ask it for fragments;
+//! DSL statements use the typed per-backend expressions of `fns` instead. No other
+//! module matches on the backend to choose SQL text.
 
 use std::future::Future;
 
@@ -114,17 +115,6 @@ impl Backend {
         match self {
             Backend::Mysql => " MOD ",
             Backend::Sqlite => " % ",
-        }
-    }
-
-    /// The UTC calendar month of a stored time column, as `year * 12 + month - 1`.
-    pub fn month_index(self, col: &str) -> String {
-        match self {
-            Backend::Mysql => format!("(YEAR({col}) * 12 + MONTH({col}) - 1)"),
-            Backend::Sqlite => format!(
-                "(CAST(strftime('%Y', {col}) AS INTEGER) * 12 + CAST(strftime('%m', {col}) AS \
-                 INTEGER) - 1)"
-            ),
         }
     }
 

@@ -500,7 +500,7 @@ pub struct DuplicateGroup {
 }
 
 /// A value and a count.
-#[derive(Debug, QueryableByName)]
+#[derive(Debug, Queryable, QueryableByName)]
 struct ValueCount {
     #[diesel(sql_type = Text)]
     value: String,
@@ -509,7 +509,7 @@ struct ValueCount {
 }
 
 /// A member of a group.
-#[derive(Debug, QueryableByName)]
+#[derive(Debug, Queryable, QueryableByName)]
 struct Member {
     #[diesel(sql_type = Text)]
     value: String,
@@ -740,16 +740,14 @@ async fn name_groups_after(
     let mut by_key: BTreeMap<String, (i64, Vec<i64>)> = BTreeMap::new();
     let mut last = 0i64;
     loop {
-        // raw SQL: id-keyset scan kept with the other duplicate-group reads on the Sql loader (DSL could say it)
-        let mut sql = Sql::from("SELECT name AS value, id FROM customers");
-        sql.and()
-            .push("delete_time IS NULL")
-            .and()
-            .push("id > ")
-            .bind(Bind::I64(last))
-            .push(" ORDER BY id LIMIT ")
-            .bind(Bind::I64(NAME_SCAN_ROWS));
-        let rows: Vec<Member> = super::query::load(db, &sql).await?;
+        let page = customers_table::table
+            .filter(customers_table::delete_time.is_null())
+            .filter(customers_table::id.gt(last))
+            .order(customers_table::id)
+            .limit(NAME_SCAN_ROWS)
+            .select((customers_table::name, customers_table::id));
+        let rows: Vec<Member> =
+            with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(page).await?))?;
         let Some(end) = rows.last().map(|m| m.id) else {
             break;
         };
@@ -807,15 +805,13 @@ async fn phone_counts(
     let mut out = HashMap::new();
     let phones: Vec<String> = phones.into_iter().collect();
     for chunk in phones.chunks(500) {
-        // raw SQL: grouped count over a text IN-list, with the other duplicate-group reads (DSL could say it)
-        let mut sql = Sql::from("SELECT phone AS value, COUNT(*) AS n FROM customers");
-        sql.and()
-            .push("delete_time IS NULL")
-            .and()
-            .push("phone IN ")
-            .list(chunk.iter().map(|p| Bind::Text(p.clone())))
-            .push(" GROUP BY phone");
-        let rows: Vec<ValueCount> = super::query::load(db, &sql).await?;
+        let counts = customers_table::table
+            .filter(customers_table::delete_time.is_null())
+            .filter(customers_table::phone.eq_any(chunk.to_vec()))
+            .group_by(customers_table::phone)
+            .select((customers_table::phone, diesel::dsl::count_star()));
+        let rows: Vec<ValueCount> =
+            with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(counts).await?))?;
         out.extend(rows.into_iter().map(|r| (r.value, r.n)));
     }
     Ok(out)

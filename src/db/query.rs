@@ -7,10 +7,16 @@
 //! in a unit test. User input is only ever bound, never formatted into the text.
 
 use chrono::NaiveDateTime;
+use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::BigInt;
-use diesel::{mysql::Mysql, sqlite::Sqlite, QueryableByName};
+use diesel::{
+    dsl, mysql::Mysql, sqlite::Sqlite, ExpressionMethods, NullableExpressionMethods, QueryDsl,
+    QueryResult, QueryableByName,
+};
 
-use super::dialect::Conn;
+use super::dialect::{for_update, Conn};
+use super::schema::{communications, customers};
 use super::Db;
 use crate::error::{Error, Result};
 use crate::model::filter::CommunicationFilter;
@@ -86,6 +92,31 @@ impl Sql {
         binds.next().is_none().then_some(out)
     }
 
+    /// The text of a typed expression without bound values (a [`super::fns`] expression
+    /// over columns and constants of the service) as `backend` spells it, for a
+    /// hand-built statement to embed.
+    pub fn expr_text<E>(backend: super::Backend, expr: &E) -> String
+    where
+        E: QueryFragment<Mysql> + QueryFragment<Sqlite>,
+    {
+        use diesel::query_builder::QueryBuilder;
+        let text = match backend {
+            super::Backend::Mysql => {
+                let mut out = diesel::mysql::MysqlQueryBuilder::new();
+                QueryFragment::<Mysql>::to_sql(expr, &mut out, &Mysql).map(|()| out.finish())
+            }
+            super::Backend::Sqlite => {
+                let mut out = diesel::sqlite::SqliteQueryBuilder::new();
+                QueryFragment::<Sqlite>::to_sql(expr, &mut out, &Sqlite).map(|()| out.finish())
+            }
+        };
+        // Rendering columns and literals cannot fail; a bound value would leave a `?`
+        // without its value, which the database refuses.
+        let text = text.unwrap_or_default();
+        debug_assert!(!text.contains('?'), "a bound value in {text}");
+        text
+    }
+
     /// Starts the next condition of the WHERE clause: ` WHERE ` the first time, ` AND `
     /// after that. The caller appends the condition.
     pub fn and(&mut self) -> &mut Self {
@@ -135,6 +166,83 @@ impl Sql {
             }
         }
         self
+    }
+}
+
+/// The conditions of a [`CommunicationFilter`] on `communications`, as one typed
+/// expression for DSL statements (`.filter(Scope::of(filter))`): the same conditions,
+/// in the same order, as [`Sql::filter`] writes for hand-built ones; `1 = 1` when the
+/// filter has none.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    start: Option<dsl::GtEq<communications::occur_time, NaiveDateTime>>,
+    end: Option<dsl::Lt<communications::occur_time, NaiveDateTime>>,
+    customers: Option<dsl::EqAny<communications::customer_id, Vec<i64>>>,
+    channels: Option<dsl::EqAny<communications::channel, Vec<i32>>>,
+    direction: Option<dsl::Eq<communications::direction, i32>>,
+}
+
+impl Scope {
+    /// The conditions of `filter`.
+    pub fn of(filter: &CommunicationFilter) -> Self {
+        let non_empty = |v: bool| v.then_some(());
+        Scope {
+            start: filter.start.map(|t| communications::occur_time.ge(t)),
+            end: filter.end.map(|t| communications::occur_time.lt(t)),
+            customers: non_empty(!filter.customer_ids.is_empty())
+                .map(|()| communications::customer_id.eq_any(filter.customer_ids.clone())),
+            channels: non_empty(!filter.channels.is_empty())
+                .map(|()| communications::channel.eq_any(filter.channels.clone())),
+            direction: filter.direction.map(|d| communications::direction.eq(d)),
+        }
+    }
+}
+
+impl Expression for Scope {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl AppearsOnTable<communications::table> for Scope {}
+
+impl ValidGrouping<()> for Scope {
+    type IsAggregate = diesel::expression::is_aggregate::No;
+}
+
+// Which conditions are present changes the text: no static id, so prepared statements
+// are cached by their text.
+impl QueryId for Scope {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: diesel::backend::Backend> QueryFragment<DB> for Scope
+where
+    dsl::GtEq<communications::occur_time, NaiveDateTime>: QueryFragment<DB>,
+    dsl::Lt<communications::occur_time, NaiveDateTime>: QueryFragment<DB>,
+    dsl::EqAny<communications::customer_id, Vec<i64>>: QueryFragment<DB>,
+    dsl::EqAny<communications::channel, Vec<i32>>: QueryFragment<DB>,
+    dsl::Eq<communications::direction, i32>: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let parts: [Option<&'b dyn QueryFragment<DB>>; 5] = [
+            self.start.as_ref().map(|p| p as _),
+            self.end.as_ref().map(|p| p as _),
+            self.customers.as_ref().map(|p| p as _),
+            self.channels.as_ref().map(|p| p as _),
+            self.direction.as_ref().map(|p| p as _),
+        ];
+        let mut any = false;
+        for part in parts.into_iter().flatten() {
+            if any {
+                out.push_sql(" AND ");
+            }
+            part.walk_ast(out.reborrow())?;
+            any = true;
+        }
+        if !any {
+            out.push_sql("1 = 1");
+        }
+        Ok(())
     }
 }
 
@@ -340,34 +448,27 @@ pub async fn lock_live_customers<C: Conn>(
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    // raw SQL: per-backend row lock suffix (FOR UPDATE on MySQL, nothing on SQLite)
-    let mut sql = Sql::from("SELECT id FROM customers");
-    sql.and()
-        .push("id IN ")
-        .list(sorted.into_iter().map(Bind::I64))
-        .and()
-        .push("delete_time IS NULL ORDER BY id")
-        .push(C::BACKEND.for_update());
-    let rows: Vec<IdRow> = conn.load_sql(&sql).await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+    let query = for_update(
+        customers::table
+            .filter(customers::id.eq_any(sorted))
+            .filter(customers::delete_time.is_null())
+            .order(customers::id)
+            .select(customers::id),
+    );
+    let rows: Vec<i64> = conn.any().load(query).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Why customer `id` is not live: [`Error::Merged`] when it was merged into another,
 /// NOT_FOUND otherwise.
 pub async fn customer_gone<C: Conn>(conn: &mut C, id: i64) -> Result<Error> {
-    // raw SQL: merged_into aliased into the shared IdRow (DSL could say it)
-    let mut sql = Sql::from("SELECT merged_into AS id FROM customers");
-    sql.and()
-        .push("id = ")
-        .bind(Bind::I64(id))
-        .and()
-        .push("merged_into IS NOT NULL");
-    let rows: Vec<IdRow> = conn.load_sql(&sql).await?;
-    Ok(match rows.first() {
-        Some(r) => Error::Merged {
-            id,
-            merged_into: r.id,
-        },
+    let query = customers::table
+        .filter(customers::id.eq(id))
+        .filter(customers::merged_into.is_not_null())
+        .select(customers::merged_into.assume_not_null());
+    let merged_into: Option<i64> = conn.any().first(query).await?;
+    Ok(match merged_into {
+        Some(merged_into) => Error::Merged { id, merged_into },
         None => Error::NotFound {
             resource: "customer",
             id,

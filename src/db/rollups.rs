@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
+use diesel::dsl::count_star;
 use diesel::prelude::*;
 
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
 use super::query::{Bind, Sql};
 use super::schema::{communications, customer_months, rollup_state};
-use super::{retry_conflicts, Db};
+use super::{fns, retry_conflicts, Db};
 use crate::analytics::rollup::{month_of, month_start, shard_of, Tier, HOURS, SLOTS};
 use crate::error::{Error, Result};
 use crate::with_conn;
@@ -98,7 +99,7 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     let mut out = Vec::new();
     let months: Vec<_> = deltas.months.iter().collect();
     for chunk in months.chunks(UPSERT_ROWS) {
-        // raw SQL: ON DUPLICATE KEY / ON CONFLICT upsert adding to counters; tier table named at run time
+        // raw SQL: counter upserts that add sends several to a round trip, values inlined; tier table named at run time
         let mut sql =
             Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) VALUES ");
         for (i, ((month, customer), (n, last))) in chunk.iter().enumerate() {
@@ -168,7 +169,7 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(";\n");
             if !text.is_empty() {
-                // raw SQL: the counter upserts, several statements in one round trip (or one by one)
+                // raw SQL: several statements in one round trip (diesel sends one bound statement at a time)
                 conn.batch_execute(&text).await?;
             }
             return Ok(());
@@ -186,39 +187,53 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
 pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> {
     let deltas = Deltas::of(rows.iter().copied(), -1);
     add(conn, &deltas).await?;
-    for (month, customer_id) in deltas.months.keys() {
-        // raw SQL: correlated MAX subquery in an UPDATE, then a DELETE of emptied rows
-        let mut sql = Sql::from(
-            "UPDATE customer_months SET last_time = COALESCE((SELECT MAX(occur_time) FROM \
-             communications WHERE customer_id = ",
-        );
-        sql.bind(Bind::I64(*customer_id))
-            .push(" AND occur_time >= ")
-            .bind(Bind::Time(month_start(*month)))
-            .push(" AND occur_time < ")
-            .bind(Bind::Time(month_start(month + 1)))
-            .push("), last_time)")
-            .and()
-            .push("month = ")
-            .bind(Bind::I64(*month))
-            .and()
-            .push("customer_id = ")
-            .bind(Bind::I64(*customer_id));
-        conn.execute_sql(&sql).await?;
+    for &(month, customer_id) in deltas.months.keys() {
+        let latest = communications::table
+            .filter(communications::customer_id.eq(customer_id))
+            .filter(communications::occur_time.ge(month_start(month)))
+            .filter(communications::occur_time.lt(month_start(month + 1)))
+            .select(diesel::dsl::max(communications::occur_time))
+            .single_value();
+        let update = diesel::update(
+            customer_months::table
+                .filter(customer_months::month.eq(month_key(month)))
+                .filter(customer_months::customer_id.eq(customer_id)),
+        )
+        .set(customer_months::last_time.eq(fns::coalesce(latest, customer_months::last_time)));
+        conn.any().execute(update).await?;
     }
-    for (month, customer_id) in deltas.months.keys() {
-        let mut sql = Sql::from("DELETE FROM customer_months");
-        sql.and()
-            .push("month = ")
-            .bind(Bind::I64(*month))
-            .and()
-            .push("customer_id = ")
-            .bind(Bind::I64(*customer_id))
-            .and()
-            .push("n <= 0");
-        conn.execute_sql(&sql).await?;
+    for &(month, customer_id) in deltas.months.keys() {
+        let delete = diesel::delete(
+            customer_months::table
+                .filter(customer_months::month.eq(month_key(month)))
+                .filter(customer_months::customer_id.eq(customer_id))
+                .filter(customer_months::n.le(0)),
+        );
+        conn.any().execute(delete).await?;
     }
     Ok(())
+}
+
+/// One customer's communications per unit of `secs` seconds, channel and direction.
+#[diesel::dsl::auto_type]
+fn unit_counts_query(customer_id: i64, secs: i64) -> _ {
+    let unit: fns::TimeUnit<communications::occur_time> =
+        fns::time_unit(communications::occur_time, secs);
+    communications::table
+        .filter(communications::customer_id.eq(customer_id))
+        .group_by((unit, communications::channel, communications::direction))
+        .select((
+            unit,
+            communications::channel,
+            communications::direction,
+            count_star(),
+        ))
+}
+
+/// A month index as `customer_months.month` stores it (an INT: months since year 0 fit
+/// it for any time chrono represents).
+fn month_key(month: i64) -> i32 {
+    i32::try_from(month).unwrap_or(if month < 0 { i32::MIN } else { i32::MAX })
 }
 
 /// Removes every communication of one customer (a purge, before it deletes them).
@@ -226,58 +241,27 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
     let shard = shard_of(customer_id);
     let mut deltas = Deltas::default();
     for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {
-        // raw SQL: per-backend epoch unit arithmetic and DIV in a GROUP BY; tier table named at run time
-        let mut sql = Sql::from(&*format!(
-            "SELECT {} AS slot, channel, direction, COUNT(*) AS n FROM communications",
-            unit_expr(C::BACKEND, *tier)
-        ));
-        sql.and()
-            .push("customer_id = ")
-            .bind(Bind::I64(customer_id))
-            .push(" GROUP BY slot, channel, direction");
-        let rows: Vec<SlotCount> = conn.load_sql(&sql).await?;
+        let counts = unit_counts_query(customer_id, tier.secs);
+        let rows: Vec<(i64, i32, i32, i64)> = conn.any().load(counts).await?;
         *units = rows
             .into_iter()
-            .map(|r| ((r.slot, r.channel, r.direction, shard), -r.n))
+            .map(|(unit, channel, direction, n)| ((unit, channel, direction, shard), -n))
             .collect();
     }
     add(conn, &deltas).await?;
-    let mut sql = Sql::from("DELETE FROM customer_months");
-    sql.and()
-        .push("customer_id = ")
-        .bind(Bind::I64(customer_id));
-    conn.execute_sql(&sql).await?;
+    let delete =
+        diesel::delete(customer_months::table.filter(customer_months::customer_id.eq(customer_id)));
+    conn.any().execute(delete).await?;
     Ok(())
 }
 
-/// A time-unit count read back from the base table.
-#[derive(Debug, diesel::QueryableByName)]
-pub struct SlotCount {
-    /// The slot or hour.
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub slot: i64,
-    /// `Channel` value.
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    pub channel: i32,
-    /// `Direction` value.
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    pub direction: i32,
-    /// Communications.
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub n: i64,
-}
-
-/// The unit of `occur_time` in a time tier, in SQL: `floor(unix seconds / secs)`, exact
-/// for any stored time (the dividend is made positive so that integer division floors).
+/// The unit of `occur_time` in a time tier, as SQL text for the hand-built statements:
+/// the typed [`fns::time_unit`], written out for `backend`.
 fn unit_expr(backend: Backend, tier: Tier) -> String {
-    let offset_units = 100_000 * 86_400 / tier.secs;
-    backend.int(&format!(
-        "({} + {}){}{} - {offset_units}",
-        backend.epoch_secs("occur_time"),
-        offset_units * tier.secs,
-        backend.div(),
-        tier.secs
-    ))
+    Sql::expr_text(
+        backend,
+        &fns::time_unit(communications::occur_time, tier.secs),
+    )
 }
 
 /// The statements that aggregate the base-table rows with ids in `(lo, hi]` into every
@@ -289,11 +273,11 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
             .push(" AND id <= ")
             .bind(Bind::I64(hi));
     };
-    // raw SQL: INSERT ... SELECT upsert with per-backend epoch/month arithmetic; table named at run time
+    // raw SQL: INSERT ... SELECT grouped by its select aliases, with an upsert; tier table named at run time
     let mut months = Sql::from(&*format!(
         "INSERT INTO customer_months (month, customer_id, n, last_time) SELECT {} AS m, \
          customer_id, COUNT(*), MAX(occur_time) FROM communications",
-        backend.month_index("occur_time")
+        Sql::expr_text(backend, &fns::month_index(communications::occur_time))
     ));
     range(&mut months);
     months
@@ -409,7 +393,7 @@ fn compact_sql(backend: Backend, before: NaiveDateTime) -> Vec<Sql> {
     for tier in TIERS {
         let (table, unit) = (tier.table, tier.column);
         let cutoff = tier.unit_of(before);
-        // raw SQL: INSERT ... SELECT SUM upsert into shard 0, then DELETE; table named at run time
+        // raw SQL: INSERT ... SELECT with an upsert, then DELETE; tier table named at run time
         let mut fold = Sql::from(&*format!(
             "INSERT INTO {table} ({unit}, channel, direction, shard, n) SELECT {unit}, \
              channel, direction, 0, SUM(n) FROM {table} WHERE shard > 0 AND {unit} < "
@@ -463,7 +447,7 @@ pub async fn merge_customer_months<C: Conn>(
     let ids = |sql: &mut Sql| {
         sql.list(merged.iter().map(|&id| Bind::I64(id)));
     };
-    // raw SQL: INSERT ... SELECT upsert adding to counters (ON DUPLICATE KEY / ON CONFLICT)
+    // raw SQL: INSERT ... SELECT with an upsert, one statement in the merge's transaction
     let mut fold =
         Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) SELECT month, ");
     fold.bind(Bind::I64(survivor)).push(&format!(
@@ -500,5 +484,14 @@ mod tests {
             let text: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
             insta::assert_snapshot!(format!("rollup_build_{name}"), text.join(";\n"));
         }
+        let counts = unit_counts_query(42, HOURS.secs);
+        insta::assert_snapshot!(
+            "rollup_unit_counts_of_a_customer_mysql",
+            diesel::debug_query::<diesel::mysql::Mysql, _>(&counts).to_string()
+        );
+        insta::assert_snapshot!(
+            "rollup_unit_counts_of_a_customer_sqlite",
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&counts).to_string()
+        );
     }
 }

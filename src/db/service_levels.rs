@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Timestamp};
 use diesel::QueryableByName;
 
 use super::communications::COMMUNICATIONS;
-use super::dialect::Index;
+use super::dialect::{Backend, Index};
 use super::query::{self, Bind, Keyset, Sql};
 use super::tickets::TICKETS;
 use super::Db;
@@ -55,11 +55,21 @@ pub async fn contact_page(
     after: Option<ContactPosition>,
     limit: i64,
 ) -> Result<Vec<ContactRow>> {
+    query::load(db, &contact_page_sql(db.backend(), scope, after, limit)).await
+}
+
+/// The statement of [`contact_page`].
+fn contact_page_sql(
+    backend: Backend,
+    scope: &CommunicationFilter,
+    after: Option<ContactPosition>,
+    limit: i64,
+) -> Sql {
     let by_customer = !scope.customer_ids.is_empty();
     // raw SQL: FORCE INDEX hint on a keyset page
     let mut sql =
         Sql::from("SELECT id, customer_id, channel, direction, occur_time FROM communications");
-    sql.push(db.backend().index_hint(if by_customer {
+    sql.push(backend.index_hint(if by_customer {
         Index::CustomerTime
     } else {
         Index::Time
@@ -82,7 +92,7 @@ pub async fn contact_page(
     });
     keyset.after(&mut sql, after.as_deref());
     keyset.order_limit(&mut sql, limit);
-    query::load(db, &sql).await
+    sql
 }
 
 /// The first outbound communication of a customer on a channel at or after a time.
@@ -112,24 +122,29 @@ pub async fn first_replies(
 ) -> Result<Vec<FirstReply>> {
     let mut out = Vec::new();
     for batch in customer_ids.chunks(REPLY_BATCH) {
-        // raw SQL: FORCE INDEX hint on a per-customer MIN
-        let mut sql = Sql::from(
-            "SELECT customer_id, channel, MIN(occur_time) AS first_time FROM communications",
-        );
-        sql.push(db.backend().index_hint(Index::CustomerTime))
-            .and()
-            .push("customer_id IN ")
-            .list(batch.iter().map(|&c| Bind::I64(c)))
-            .and()
-            .push("occur_time >= ")
-            .bind(Bind::Time(from))
-            .and()
-            .push("direction = ")
-            .bind(Bind::I32(OUTBOUND))
-            .push(" GROUP BY customer_id, channel");
+        let sql = first_replies_sql(db.backend(), batch, from);
         out.extend(query::load::<FirstReply>(db, &sql).await?);
     }
     Ok(out)
+}
+
+/// The statement of [`first_replies`] for one batch of customers.
+fn first_replies_sql(backend: Backend, batch: &[i64], from: NaiveDateTime) -> Sql {
+    // raw SQL: FORCE INDEX hint on a per-customer MIN
+    let mut sql =
+        Sql::from("SELECT customer_id, channel, MIN(occur_time) AS first_time FROM communications");
+    sql.push(backend.index_hint(Index::CustomerTime))
+        .and()
+        .push("customer_id IN ")
+        .list(batch.iter().map(|&c| Bind::I64(c)))
+        .and()
+        .push("occur_time >= ")
+        .bind(Bind::Time(from))
+        .and()
+        .push("direction = ")
+        .bind(Bind::I32(OUTBOUND))
+        .push(" GROUP BY customer_id, channel");
+    sql
 }
 
 /// One ticket as the resolution-time report reads it.
@@ -154,11 +169,68 @@ pub async fn ticket_page(
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<TicketWaitRow>> {
+    query::load(db, &ticket_page_sql(scope, after, limit)).await
+}
+
+/// The statement of [`ticket_page`].
+fn ticket_page_sql(
+    scope: &CommunicationFilter,
+    after: Option<(NaiveDateTime, i64)>,
+    limit: i64,
+) -> Sql {
     // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
     let mut sql = Sql::from("SELECT id, open_time, resolve_time FROM service_tickets");
     sql.filter(&TICKETS, scope);
     let keyset: Keyset<'_> = TICKETS.keyset(false);
     keyset.after_row(&mut sql, after);
     keyset.order_limit(&mut sql, limit);
-    query::load(db, &sql).await
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    //! The service-level reports' statements per backend, pinned as insta snapshots.
+    use super::*;
+    use crate::model::time::march_2024 as at;
+
+    fn scope(customer_ids: Vec<i64>) -> CommunicationFilter {
+        CommunicationFilter {
+            customer_ids,
+            channels: vec![1, 3],
+            direction: None,
+            start: Some(at(1)),
+            end: Some(at(12)),
+        }
+    }
+
+    #[test]
+    fn service_level_statements_snapshot_per_backend() {
+        for (backend, name) in [(Backend::Mysql, "mysql"), (Backend::Sqlite, "sqlite")] {
+            let statements = [
+                (
+                    "service_levels_contact_page",
+                    contact_page_sql(backend, &scope(Vec::new()), Some((7, at(2), 3)), 500),
+                ),
+                (
+                    "service_levels_contact_page_by_customer",
+                    contact_page_sql(backend, &scope(vec![7, 9]), Some((7, at(2), 3)), 500),
+                ),
+                (
+                    "service_levels_first_replies",
+                    first_replies_sql(backend, &[7, 9], at(2)),
+                ),
+            ];
+            for (statement, sql) in statements {
+                assert_eq!(
+                    sql.binds.len(),
+                    sql.text.matches('?').count(),
+                    "{statement}"
+                );
+                insta::assert_snapshot!(format!("{statement}_{name}"), sql.text);
+            }
+        }
+        let tickets = ticket_page_sql(&scope(vec![7]), Some((at(2), 3)), 500);
+        assert_eq!(tickets.binds.len(), tickets.text.matches('?').count());
+        insta::assert_snapshot!("service_levels_ticket_page", tickets.text);
+    }
 }

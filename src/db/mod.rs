@@ -997,7 +997,11 @@ mod tests {
                     continue;
                 }
                 let text = std::fs::read_to_string(&path).unwrap();
-                let lines: Vec<&str> = text.lines().collect();
+                // Test modules come last; their fixtures are not the service's statements.
+                let lines: Vec<&str> = text
+                    .lines()
+                    .take_while(|l| l.trim() != "#[cfg(test)]")
+                    .collect();
                 for (i, line) in lines.iter().enumerate() {
                     if !line.contains(&marker) {
                         continue;

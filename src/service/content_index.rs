@@ -272,20 +272,29 @@ impl ContentIndexHandle {
         let mut follow = self.shared.follow.lock().await;
         // Taken before the reads: what is stamped at or before it, they all see.
         let upto = settled_now();
-        let mut after = follow.rows.map(|t| (t, i64::MAX));
-        loop {
-            let page = feed.communications_after(after, PAGE_ROWS).await?;
-            let done = page.len() < PAGE_ROWS as usize;
-            after = page.last().map(|r| (r.create_time, r.id)).or(after);
-            // Rows read before (recorded within SETTLE) are skipped by the index.
-            self.insert(page).await?;
-            if done {
-                break;
+        // The three reads run at once (each sees everything stamped at or before
+        // `upto`, whatever the order); they apply in order: rows, tombstones, merges.
+        let rows = async {
+            let mut after = follow.rows.map(|t| (t, i64::MAX));
+            loop {
+                let page = feed.communications_after(after, PAGE_ROWS).await?;
+                let done = page.len() < PAGE_ROWS as usize;
+                after = page.last().map(|r| (r.create_time, r.id)).or(after);
+                // Rows read before (recorded within SETTLE) are skipped by the index.
+                self.insert(page).await?;
+                if done {
+                    return Ok::<_, Error>(());
+                }
             }
-        }
+        };
+        let (deletions, merges) = (follow.deletions, follow.merges);
+        let ((), deleted, merges) = tokio::try_join!(
+            rows,
+            feed.deletions_after(deletions),
+            feed.merges_after(merges)
+        )?;
         follow.rows = follow.rows.max(Some(upto));
         // Tombstones written within SETTLE are read again; removing twice is harmless.
-        let deleted = feed.deletions_after(follow.deletions).await?;
         if !deleted.is_empty() {
             let mut index = self.write();
             for d in &deleted {
@@ -299,7 +308,6 @@ impl ContentIndexHandle {
         // Merges re-own rows already indexed. Re-applying one is harmless (its merged
         // customers own nothing any more), and they apply in stamp order, so a chain
         // (a into b, then b into c) ends with c.
-        let merges = feed.merges_after(follow.merges).await?;
         if !merges.is_empty() {
             let mut index = self.write();
             let mut activity = self.activity_write();

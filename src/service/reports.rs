@@ -211,7 +211,6 @@ pub async fn frequency(
     index: Option<&ContentIndexHandle>,
     deadline: Deadline,
 ) -> Result<FrequencyReport> {
-    customers::refuse_merged(db, &q.customer_ids).await?;
     let previous = match q.compare_previous_period {
         false => None,
         true => {
@@ -231,12 +230,28 @@ pub async fn frequency(
             })
         }
     };
-    let mut report = frequency_of(db, q, source, index, deadline).await?;
-    if let Some(pq) = previous {
-        deadline.check("the preceding period")?;
-        let before = frequency_of(db, pq, source, index, deadline).await?;
-        report.previous = Some(Box::new(before));
-    }
+    let ids = q.customer_ids.clone();
+    let before = async {
+        match previous {
+            Some(pq) => {
+                deadline.check("the preceding period")?;
+                frequency_of(db, pq, source, index, deadline)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    // The merge check and both periods at once; each runs to its end, so a merged
+    // customer is refused whatever else failed.
+    let (merged, report, before) = tokio::join!(
+        customers::refuse_merged(db, &ids),
+        frequency_of(db, q, source, index, deadline),
+        before
+    );
+    merged?;
+    let mut report = report?;
+    report.previous = before?.map(Box::new);
     Ok(report)
 }
 
@@ -425,8 +440,8 @@ fn frequency_from_activity(
         customer_count: i64::from(f.total > 0),
         first,
         last,
-        mean_gap_us: f.gaps.mean_micros(),
-        median_gap_us: f.gaps.median_micros(),
+        mean_gap_us: f.mean_gap_us,
+        median_gap_us: f.median_gap_us,
         top,
         time_zone: q.time_zone,
         range: (q.start, q.end),
@@ -793,15 +808,29 @@ pub async fn insights(
         0 => DEFAULT_INSIGHT_TERMS,
         n => n,
     };
-    let customer = customers::get(db, q.customer_id).await?;
     let start = q.start.unwrap_or(MIN_TIME);
     let scope = CommunicationFilter {
         start: Some(start),
         end: Some(end),
         ..CommunicationFilter::customer(q.customer_id)
     };
-
-    let f = communication_figures(db, &scope, index, top_terms, deadline).await?;
+    let money = async {
+        deadline.check("the transaction query")?;
+        tokio::try_join!(
+            queries::currency_sums(db, q.customer_id, start, end),
+            queries::last_order_and_tickets(db, q.customer_id, start, end)
+        )
+    };
+    // The three parts at once (an unknown customer's parts read nothing); each runs to
+    // its end, so an unknown customer is NOT_FOUND whatever else failed.
+    let (customer, f, money) = tokio::join!(
+        customers::get(db, q.customer_id),
+        communication_figures(db, &scope, index, top_terms, deadline),
+        money
+    );
+    let customer = customer?;
+    let f = f?;
+    let (currency_rows, (last_order, tickets)) = money?;
     let total = f.total;
     let channels: Vec<ChannelFigures> = f
         .channels
@@ -815,10 +844,9 @@ pub async fn insights(
     let (first, last) = (f.first.and_then(naive), f.last.and_then(naive));
     let (mean_gap_us, terms) = (f.mean_gap_us, f.top_terms);
 
-    deadline.check("the transaction query")?;
     let mut transaction_count = 0;
     let mut totals = Vec::new();
-    for r in queries::currency_sums(db, q.customer_id, start, end).await? {
+    for r in currency_rows {
         transaction_count += r.n;
         let units = units_from_halves(r.units_hi, r.units_lo);
         let (units, nanos) =
@@ -837,9 +865,6 @@ pub async fn insights(
         });
     }
 
-    deadline.check("the ticket query")?;
-    let (last_order, tickets) =
-        queries::last_order_and_tickets(db, q.customer_id, start, end).await?;
     let open_tickets = tickets
         .iter()
         .filter(|(s, _, _)| *s == status::OPEN)

@@ -110,8 +110,8 @@ impl Customer {
     }
 
     /// Sorts the rows, compacts the term ids when mostly dead, and starts keeping term
-    /// totals once the customer is large.
-    fn settle(&mut self) {
+    /// totals once the customer has `totals_from` rows.
+    fn settle(&mut self, totals_from: usize) {
         if !self.sorted {
             // Stable sort: runs (the sorted rows plus a sorted tail) merge in linear time.
             self.rows.sort_by_key(Entry::key);
@@ -128,7 +128,7 @@ impl Customer {
             self.terms = terms;
             self.dead_terms = 0;
         }
-        if self.totals.is_none() && self.rows.len() >= TERM_TOTALS_FROM {
+        if self.totals.is_none() && self.rows.len() >= totals_from {
             let mut totals = HashMap::new();
             for e in &self.rows {
                 for &t in self.terms_of(e) {
@@ -233,13 +233,28 @@ pub struct InsightFigures {
 }
 
 /// The index; see the module header.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ActivityIndex {
     customers: HashMap<i64, Customer>,
     owners: Owners,
     vocabulary: HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
     live_rows: usize,
+    /// [`TERM_TOTALS_FROM`], smaller in tests.
+    term_totals_from: usize,
+}
+
+impl Default for ActivityIndex {
+    fn default() -> Self {
+        ActivityIndex {
+            customers: HashMap::new(),
+            owners: Owners::default(),
+            vocabulary: HashMap::new(),
+            names: Vec::new(),
+            live_rows: 0,
+            term_totals_from: TERM_TOTALS_FROM,
+        }
+    }
 }
 
 impl ActivityIndex {
@@ -320,7 +335,7 @@ impl ActivityIndex {
         touched.dedup();
         for c in touched {
             if let Some(customer) = self.customers.get_mut(&c) {
-                customer.settle();
+                customer.settle(self.term_totals_from);
             }
         }
         added
@@ -415,7 +430,7 @@ impl ActivityIndex {
             if customer.rows.is_empty() && !customer.exotic {
                 self.customers.remove(&owner);
             } else {
-                customer.settle();
+                customer.settle(self.term_totals_from);
             }
         }
         self.live_rows -= removed;
@@ -445,7 +460,7 @@ impl ActivityIndex {
                 to.push(*e, from.terms_of(e));
             }
             moved += from.rows.len();
-            to.settle();
+            to.settle(self.term_totals_from);
         }
         moved
     }
@@ -1003,8 +1018,11 @@ mod tests {
     #[test]
     fn a_large_customer_keeps_term_totals_that_stay_exact() {
         let mut rng = Rng(0x5eed_0000_0000_00a1);
-        let mut live = rows(&mut rng, 1, 2 * TERM_TOTALS_FROM + 3_000, 2);
-        let mut index = ActivityIndex::new();
+        let mut live = rows(&mut rng, 1, 3_000, 2);
+        let mut index = ActivityIndex {
+            term_totals_from: 1_000,
+            ..ActivityIndex::new()
+        };
         let given: Vec<ActivityRow<'_>> = live.iter().map(activity).collect();
         index.insert_all(&given, 2);
         assert!(index.customers[&1].totals.is_some());

@@ -814,23 +814,19 @@ pub async fn insights(
         end: Some(end),
         ..CommunicationFilter::customer(q.customer_id)
     };
-    let money = async {
-        deadline.check("the transaction query")?;
-        tokio::try_join!(
-            queries::currency_sums(db, q.customer_id, start, end),
-            queries::last_order_and_tickets(db, q.customer_id, start, end)
-        )
+    // The customer, money and tickets on one connection, at once with the
+    // communication figures (an unknown customer's figures read nothing); both run to
+    // their end, so an unknown customer is NOT_FOUND whatever else failed.
+    let others = async {
+        deadline.check("the customer, transaction and ticket queries")?;
+        queries::customer_money_and_tickets(db, q.customer_id, start, end).await
     };
-    // The three parts at once (an unknown customer's parts read nothing); each runs to
-    // its end, so an unknown customer is NOT_FOUND whatever else failed.
-    let (customer, f, money) = tokio::join!(
-        customers::get(db, q.customer_id),
-        communication_figures(db, &scope, index, top_terms, deadline),
-        money
+    let (others, f) = tokio::join!(
+        others,
+        communication_figures(db, &scope, index, top_terms, deadline)
     );
-    let customer = customer?;
+    let (customer, currency_rows, last_order, tickets) = others?;
     let f = f?;
-    let (currency_rows, (last_order, tickets)) = money?;
     let total = f.total;
     let channels: Vec<ChannelFigures> = f
         .channels

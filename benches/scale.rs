@@ -116,7 +116,7 @@ struct Args {
     /// `--p99-clients` / `CRM_BENCH_P99_CLIENTS` (16): concurrent clients for the p99s.
     p99_clients: usize,
     /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `import`,
-    /// `writes`, `service_levels` (every part when empty).
+    /// `writes`, `service_levels`, `whale` (every part when empty).
     only: String,
 }
 
@@ -190,10 +190,11 @@ impl Args {
                 "import",
                 "writes",
                 "service_levels",
+                "whale",
             ]
             .contains(&p.trim())
         }) {
-            bail!("--only: unknown part {bad} (reports, timeline, import, writes, service_levels)");
+            bail!("--only: unknown part {bad} (reports, timeline, import, writes, service_levels, whale)");
         }
         if a.communications == 0 || a.customers == 0 {
             bail!("--communications and --customers must be positive");
@@ -309,6 +310,8 @@ macro_rules! say {
 
 #[path = "scale_parts/service_levels.rs"]
 mod service_levels;
+#[path = "scale_parts/whale.rs"]
+mod whale;
 
 /// The median duration of `runs` runs of `f`, and the last run's value.
 async fn timed<T, F: std::future::Future<Output = Result<T>>>(
@@ -1936,6 +1939,10 @@ async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<(
     if part("service_levels") {
         say!("== {}: service levels and attention ==", t.db);
         service_levels::measure(t, args, out).await?;
+    }
+    if part("whale") {
+        say!("== {}: key account ==", t.db);
+        whale::measure(t, args, out).await?;
     }
     Ok(())
 }

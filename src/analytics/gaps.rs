@@ -58,8 +58,9 @@ impl GapStats {
     }
 }
 
-/// Median of `values`, reordering them; `None` when empty.
-fn median_in_place(values: &mut [i64]) -> Option<i64> {
+/// Median of `values`, reordering them; `None` when empty. With an even number of
+/// values, the mean of the two middle ones rounded toward zero ([`GapStats`]'s rule).
+pub fn median_in_place(values: &mut [i64]) -> Option<i64> {
     let n = values.len();
     if n == 0 {
         return None;

@@ -3,6 +3,7 @@
 //! content scan that combines them page by page, business time, response and
 //! resolution waits, and the ranking of customers whose contact rate fell.
 
+pub mod activity;
 pub mod attention;
 pub mod buckets;
 pub mod business_time;

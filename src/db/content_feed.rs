@@ -9,7 +9,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel::QueryableByName;
 
 use super::dialect::{columns, Conn};
@@ -32,6 +32,12 @@ pub struct FeedRow {
     /// Channel.
     #[diesel(sql_type = Integer)]
     pub channel: i32,
+    /// Direction (for the per-customer activity index).
+    #[diesel(sql_type = Integer)]
+    pub direction: i32,
+    /// Call duration in microseconds (for the per-customer activity index).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub call_duration_us: Option<i64>,
     /// When it happened.
     #[diesel(sql_type = Timestamp)]
     pub occur_time: NaiveDateTime,
@@ -43,8 +49,8 @@ pub struct FeedRow {
     pub content: String,
 }
 
-const FEED_COLUMNS: &str =
-    "SELECT id, customer_id, channel, occur_time, create_time, content FROM communications";
+const FEED_COLUMNS: &str = "SELECT id, customer_id, channel, direction, call_duration_us, \
+     occur_time, create_time, content FROM communications";
 
 /// An id with a time: when a row was recorded, or when it was deleted.
 #[derive(Debug, Clone, Copy, QueryableByName)]

@@ -330,6 +330,11 @@ pub async fn get(db: &Db, id: i64) -> Result<Customer> {
     with_conn!(db, |conn| load_customer(conn, id, false).await)
 }
 
+/// [`get`] on the caller's connection (with more reads on it).
+pub async fn get_on<C: Conn>(conn: &mut C, id: i64) -> Result<Customer> {
+    load_customer(conn, id, false).await
+}
+
 /// Returns a customer whatever its state (deleted or merged), e.g. a merge's survivor
 /// when the merge is replayed.
 pub async fn get_any(db: &Db, id: i64) -> Result<Customer> {

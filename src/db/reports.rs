@@ -15,8 +15,8 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
 use super::communications::COMMUNICATIONS;
-use super::dialect::Conn;
-use super::dialect::{Backend, Index};
+use super::customers::Customer;
+use super::dialect::{Backend, Conn, Index};
 use super::query::{self, Bind, IdRow, Keyset, Scope, Sql, Table};
 use super::schema::{communications, service_tickets, transactions};
 use super::transactions::TransactionRow;
@@ -778,14 +778,13 @@ pub struct CurrencyRow {
     pub nanos: i64,
 }
 
-/// One customer's transactions in `[start, end)` summed per currency, by code.
-pub async fn currency_sums(
-    db: &Db,
+/// The statement of one customer's transactions in `[start, end)` summed per currency.
+fn currency_sql(
+    backend: Backend,
     customer_id: i64,
     start: NaiveDateTime,
     end: NaiveDateTime,
-) -> Result<Vec<CurrencyRow>> {
-    let backend = db.backend();
+) -> Sql {
     // `/` (SQLite) and DIV (MySQL) both truncate toward zero, and `%` takes the sign of
     // the dividend on both, so hi * 2^32 + lo == amount_units for every sign.
     // raw SQL: per-backend DIV and CAST in split 64-bit sums
@@ -809,21 +808,31 @@ pub async fn currency_sums(
         .push("occur_time < ")
         .bind(Bind::Time(end))
         .push(" GROUP BY currency_code ORDER BY currency_code");
-    query::load(db, &sql).await
+    sql
 }
 
 /// Status, open and resolve time of one service ticket.
 pub type TicketTimes = (i32, NaiveDateTime, Option<NaiveDateTime>);
 
-/// One customer's latest transaction and the tickets opened in `[start, end)`, read on
-/// one connection.
-pub async fn last_order_and_tickets(
+/// What customer insights read besides communications, on one connection (one
+/// check-out): the customer (NOT_FOUND / CUSTOMER_MERGED as [`super::customers::get`]),
+/// its transactions in `[start, end)` per currency, the latest of them, and the tickets
+/// opened in range.
+pub async fn customer_money_and_tickets(
     db: &Db,
     customer_id: i64,
     start: NaiveDateTime,
     end: NaiveDateTime,
-) -> Result<(Option<TransactionRow>, Vec<TicketTimes>)> {
+) -> Result<(
+    Customer,
+    Vec<CurrencyRow>,
+    Option<TransactionRow>,
+    Vec<TicketTimes>,
+)> {
+    let sums = currency_sql(db.backend(), customer_id, start, end);
     with_conn!(db, |conn| {
+        let customer = super::customers::get_on(conn, customer_id).await?;
+        let sums: Vec<CurrencyRow> = conn.load_sql(&sums).await?;
         let last_order: Option<TransactionRow> = transactions::table
             .filter(transactions::customer_id.eq(customer_id))
             .filter(transactions::occur_time.ge(start))
@@ -844,7 +853,7 @@ pub async fn last_order_and_tickets(
             ))
             .load(conn)
             .await?;
-        Ok::<_, Error>((last_order, tickets))
+        Ok::<_, Error>((customer, sums, last_order, tickets))
     })
 }
 

@@ -351,6 +351,7 @@ impl AnalyticsService for AnalyticsApi {
             &self.state.db.reader(),
             query,
             self.state.report_source,
+            self.state.content_index.as_ref(),
             deadline,
         )
         .await?;
@@ -379,7 +380,13 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Result<Response<pb::GetCustomerInsightsResponse>, Status> {
         let deadline = report_deadline(&request)?;
         let query = InsightsQuery::try_from(request.into_inner())?;
-        let report = reports::insights(&self.state.db.reader(), query, deadline).await?;
+        let report = reports::insights(
+            &self.state.db.reader(),
+            query,
+            self.state.content_index.as_ref(),
+            deadline,
+        )
+        .await?;
         Ok(Response::new(report.into()))
     }
 

@@ -21,14 +21,26 @@
 //! Every server over one database follows the same tables the same way, so a second
 //! replica answers from the same rows as the first (and as the database itself): the
 //! index is a cache of the table, never a source of truth.
+//!
+//! Beside it the same follower keeps the per-customer activity index
+//! (`analytics::activity`): one-customer frequency reports and customer insights read a
+//! customer's rows from it rather than from the database.
+//!
+//! A report's sync is shared: callers that arrive while one runs wait for the next one
+//! (which starts after they arrived, so it covers every row committed before their
+//! call), and one sync serves all of them, so concurrent reports do not queue one sync
+//! each behind the follow lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Notify};
 
+use crate::analytics::activity::{
+    ActivityIndex, ActivityRow, FrequencyAsk, FrequencyFigures, InsightFigures,
+};
 use crate::analytics::content_index::{ContentIndex, IndexFigures, IndexQuery, IndexRow};
 use crate::db::content_feed::{self, FeedRow};
 use crate::db::Db;
@@ -57,6 +69,8 @@ pub struct ContentIndexHandle {
 #[derive(Debug)]
 struct Shared {
     index: RwLock<ContentIndex>,
+    /// Each customer's rows by time, filled and followed with `index`.
+    activity: RwLock<ActivityIndex>,
     ready: AtomicBool,
     /// When a content report last used the index: ms since `epoch` (0: never).
     used_at: AtomicU64,
@@ -65,6 +79,25 @@ struct Shared {
     follow: Mutex<Follow>,
     /// What it follows.
     feed: Feed,
+    /// The shared syncs of reports.
+    syncs: std::sync::Mutex<Syncs>,
+    /// Woken when a shared sync ends.
+    synced: Notify,
+}
+
+/// The shared syncs of reports, numbered from 1 in the order they start.
+#[derive(Debug, Default)]
+struct Syncs {
+    /// The last sync started.
+    started: u64,
+    /// The last sync ended.
+    done: u64,
+    /// The last sync that succeeded.
+    ok: u64,
+    /// Whether sync `started` is still running.
+    running: bool,
+    /// The last failure, with its sync's number.
+    failed: Option<(u64, Arc<Error>)>,
 }
 
 /// Where following the feed stands: three settled watermarks.
@@ -91,11 +124,14 @@ impl ContentIndexHandle {
         let handle = ContentIndexHandle {
             shared: Arc::new(Shared {
                 index: RwLock::new(ContentIndex::new()),
+                activity: RwLock::new(ActivityIndex::new()),
                 ready: AtomicBool::new(false),
                 used_at: AtomicU64::new(0),
                 epoch: Instant::now(),
                 follow: Mutex::new(Follow::default()),
                 feed: feed.clone(),
+                syncs: std::sync::Mutex::new(Syncs::default()),
+                synced: Notify::new(),
             }),
         };
         tokio::spawn(handle.clone().run(feed, shutdown));
@@ -120,9 +156,11 @@ impl ContentIndexHandle {
             match self.load(&db).await {
                 Ok(()) => {
                     let (rows, bytes, terms) = self.size();
+                    let (_, activity_bytes) = self.activity_size();
                     tracing::info!(
                         rows,
                         memory_mb = bytes / 1_000_000,
+                        activity_mb = activity_bytes / 1_000_000,
                         terms,
                         secs = started.elapsed().as_secs(),
                         "content index ready"
@@ -184,6 +222,16 @@ impl ContentIndexHandle {
         (index.len(), index.heap_bytes(), index.vocabulary_len())
     }
 
+    /// Live rows and approximate heap bytes of the activity index.
+    pub fn activity_size(&self) -> (usize, usize) {
+        let activity = self
+            .shared
+            .activity
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        (activity.len(), activity.heap_bytes())
+    }
+
     /// Loads every row from scratch, then syncs once.
     async fn load(&self, feed: &Feed) -> Result<()> {
         {
@@ -197,6 +245,7 @@ impl ContentIndexHandle {
                 ..Follow::default()
             };
             *self.write() = ContentIndex::new();
+            *self.activity_write() = ActivityIndex::new();
             let mut logged = Instant::now();
             let mut last_id = 0;
             loop {
@@ -223,35 +272,48 @@ impl ContentIndexHandle {
         let mut follow = self.shared.follow.lock().await;
         // Taken before the reads: what is stamped at or before it, they all see.
         let upto = settled_now();
-        let mut after = follow.rows.map(|t| (t, i64::MAX));
-        loop {
-            let page = feed.communications_after(after, PAGE_ROWS).await?;
-            let done = page.len() < PAGE_ROWS as usize;
-            after = page.last().map(|r| (r.create_time, r.id)).or(after);
-            // Rows read before (recorded within SETTLE) are skipped by the index.
-            self.insert(page).await?;
-            if done {
-                break;
+        // The three reads run at once (each sees everything stamped at or before
+        // `upto`, whatever the order); they apply in order: rows, tombstones, merges.
+        let rows = async {
+            let mut after = follow.rows.map(|t| (t, i64::MAX));
+            loop {
+                let page = feed.communications_after(after, PAGE_ROWS).await?;
+                let done = page.len() < PAGE_ROWS as usize;
+                after = page.last().map(|r| (r.create_time, r.id)).or(after);
+                // Rows read before (recorded within SETTLE) are skipped by the index.
+                self.insert(page).await?;
+                if done {
+                    return Ok::<_, Error>(());
+                }
             }
-        }
+        };
+        let (deletions, merges) = (follow.deletions, follow.merges);
+        let ((), deleted, merges) = tokio::try_join!(
+            rows,
+            feed.deletions_after(deletions),
+            feed.merges_after(merges)
+        )?;
         follow.rows = follow.rows.max(Some(upto));
         // Tombstones written within SETTLE are read again; removing twice is harmless.
-        let deleted = feed.deletions_after(follow.deletions).await?;
         if !deleted.is_empty() {
             let mut index = self.write();
             for d in &deleted {
                 index.remove(d.id);
             }
+            drop(index);
+            let ids: Vec<i64> = deleted.iter().map(|d| d.id).collect();
+            self.activity_write().remove_all(&ids);
         }
         follow.deletions = follow.deletions.max(Some(upto));
         // Merges re-own rows already indexed. Re-applying one is harmless (its merged
         // customers own nothing any more), and they apply in stamp order, so a chain
         // (a into b, then b into c) ends with c.
-        let merges = feed.merges_after(follow.merges).await?;
         if !merges.is_empty() {
             let mut index = self.write();
+            let mut activity = self.activity_write();
             for (_, survivor, merged) in &merges {
                 index.reassign_customers(merged, *survivor);
+                activity.reassign_customers(merged, *survivor);
             }
         }
         follow.merges = follow.merges.max(Some(upto));
@@ -278,6 +340,21 @@ impl ContentIndexHandle {
                 .collect();
             let mut index = shared.index.write().unwrap_or_else(|e| e.into_inner());
             index.insert_all(&batch, threads());
+            drop(index);
+            let batch: Vec<ActivityRow<'_>> = rows
+                .iter()
+                .map(|row| ActivityRow {
+                    id: row.id,
+                    customer_id: row.customer_id,
+                    channel: row.channel,
+                    direction: row.direction,
+                    occur_micros: row.occur_time.and_utc().timestamp_micros(),
+                    call_duration_us: row.call_duration_us,
+                    content: &row.content,
+                })
+                .collect();
+            let mut activity = shared.activity.write().unwrap_or_else(|e| e.into_inner());
+            activity.insert_all(&batch, threads());
         })
         .await
         .map_err(|e| Error::Internal(format!("content index insert failed: {e}")))
@@ -287,15 +364,126 @@ impl ContentIndexHandle {
         self.shared.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Answers `q` from the index after one more sync; `None` while the index is still
-    /// loading (the caller reads the database instead).
-    pub async fn answer(&self, q: IndexQuery, deadline: Deadline) -> Result<Option<IndexFigures>> {
+    fn activity_write(&self) -> std::sync::RwLockWriteGuard<'_, ActivityIndex> {
+        self.shared
+            .activity
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns once a sync that started after this call began has succeeded (see the
+    /// module header): at most one shared sync runs at a time, and every caller that
+    /// arrived before it started is served by it. It runs as its own task, so a caller
+    /// that goes away does not stop it halfway for the others.
+    async fn synced_since_call(&self) -> Result<()> {
+        let lock = || self.shared.syncs.lock().unwrap_or_else(|e| e.into_inner());
+        // A sync running now may have read before this call: the next one is needed.
+        let target = lock().started + 1;
+        loop {
+            let woken = self.shared.synced.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            {
+                let mut s = lock();
+                if s.ok >= target {
+                    return Ok(());
+                }
+                if s.done >= target {
+                    return Err(match &s.failed {
+                        Some((_, e)) => e.for_another_caller(),
+                        None => Error::Internal("content index sync failed".into()),
+                    });
+                }
+                if !s.running {
+                    s.running = true;
+                    s.started += 1;
+                    let number = s.started;
+                    let handle = self.clone();
+                    tokio::spawn(async move {
+                        let result = handle.sync(&handle.shared.feed).await;
+                        {
+                            let mut s = handle
+                                .shared
+                                .syncs
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner());
+                            s.running = false;
+                            s.done = number;
+                            match result {
+                                Ok(()) => s.ok = number,
+                                Err(e) => s.failed = Some((number, Arc::new(e))),
+                            }
+                        }
+                        handle.shared.synced.notify_waiters();
+                    });
+                }
+            }
+            woken.await;
+        }
+    }
+
+    /// Whether the index may answer now: loaded and not stale; marks it used.
+    async fn usable(&self) -> bool {
         if !self.is_ready() || self.is_stale().await {
-            return Ok(None);
+            return false;
         }
         let now = self.shared.epoch.elapsed().as_millis() as u64;
         self.shared.used_at.store(now.max(1), Ordering::Relaxed);
-        self.sync(&self.shared.feed).await?;
+        true
+    }
+
+    /// One customer's frequency figures after one more (shared) sync; `None` while the
+    /// index is loading or when it cannot hold the customer's rows (the caller reads
+    /// the database instead).
+    pub async fn frequency(
+        &self,
+        ask: FrequencyAsk,
+        deadline: Deadline,
+    ) -> Result<Option<FrequencyFigures>> {
+        if !self.usable().await {
+            return Ok(None);
+        }
+        self.synced_since_call().await?;
+        deadline.check("the activity index")?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let activity = shared.activity.read().unwrap_or_else(|e| e.into_inner());
+            activity.frequency(&ask)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("activity index query failed: {e}")))
+    }
+
+    /// One customer's communication figures over `[start, end)` (microseconds) after one
+    /// more (shared) sync; `None` as for [`Self::frequency`].
+    pub async fn insights(
+        &self,
+        customer: i64,
+        (start, end): (i64, i64),
+        top_terms: usize,
+        deadline: Deadline,
+    ) -> Result<Option<InsightFigures>> {
+        if !self.usable().await {
+            return Ok(None);
+        }
+        self.synced_since_call().await?;
+        deadline.check("the activity index")?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let activity = shared.activity.read().unwrap_or_else(|e| e.into_inner());
+            activity.insights(customer, start, end, top_terms)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("activity index query failed: {e}")))
+    }
+
+    /// Answers `q` from the index after one more sync; `None` while the index is still
+    /// loading (the caller reads the database instead).
+    pub async fn answer(&self, q: IndexQuery, deadline: Deadline) -> Result<Option<IndexFigures>> {
+        if !self.usable().await {
+            return Ok(None);
+        }
+        self.synced_since_call().await?;
         deadline.check("the content index")?;
         let shared = self.shared.clone();
         let threads = threads();

@@ -5,6 +5,12 @@
 //! each statement or page), and computes the figures with `analytics`: buckets of the
 //! caller's calendar, per-day averages, gap statistics, the content scan (run on the
 //! blocking pool while the next page is read) and exact money totals.
+//!
+//! A report on one customer (a frequency report scoped to exactly one, customer
+//! insights) reads that customer's communications from the activity index that follows
+//! the database beside the content index (`service::content_index`) when the server has
+//! one and it is loaded: the same figures from memory, after one shared sync, instead
+//! of a statement per figure over the customer's rows.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
+use crate::analytics::activity::{FrequencyAsk, FrequencyFigures, InsightFigures};
 use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::content_index::{IndexFigures, IndexQuery};
@@ -195,14 +202,15 @@ async fn bucket_rows(
     Ok(rows)
 }
 
-/// Computes a frequency report; checks `deadline` before each statement.
+/// Computes a frequency report; checks `deadline` before each statement. A report on
+/// exactly one customer is answered from `index`'s activity when it can.
 pub async fn frequency(
     db: &Db,
     q: FrequencyQuery,
     source: ReportSource,
+    index: Option<&ContentIndexHandle>,
     deadline: Deadline,
 ) -> Result<FrequencyReport> {
-    customers::refuse_merged(db, &q.customer_ids).await?;
     let previous = match q.compare_previous_period {
         false => None,
         true => {
@@ -222,12 +230,28 @@ pub async fn frequency(
             })
         }
     };
-    let mut report = frequency_of(db, q, source, deadline).await?;
-    if let Some(pq) = previous {
-        deadline.check("the preceding period")?;
-        let before = frequency_of(db, pq, source, deadline).await?;
-        report.previous = Some(Box::new(before));
-    }
+    let ids = q.customer_ids.clone();
+    let before = async {
+        match previous {
+            Some(pq) => {
+                deadline.check("the preceding period")?;
+                frequency_of(db, pq, source, index, deadline)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    // The merge check and both periods at once; each runs to its end, so a merged
+    // customer is refused whatever else failed.
+    let (merged, report, before) = tokio::join!(
+        customers::refuse_merged(db, &ids),
+        frequency_of(db, q, source, index, deadline),
+        before
+    );
+    merged?;
+    let mut report = report?;
+    report.previous = before?.map(Box::new);
     Ok(report)
 }
 
@@ -236,9 +260,26 @@ async fn frequency_of(
     db: &Db,
     q: FrequencyQuery,
     source: ReportSource,
+    index: Option<&ContentIndexHandle>,
     deadline: Deadline,
 ) -> Result<FrequencyReport> {
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
+    if let (Some(index), &[customer]) = (index, q.customer_ids.as_slice()) {
+        let ask = FrequencyAsk {
+            customer,
+            channels: q.channels.clone(),
+            direction: q.direction,
+            buckets: plan
+                .buckets()
+                .iter()
+                .map(|b| (b.start.timestamp_micros(), b.end.timestamp_micros()))
+                .collect(),
+            gaps: true,
+        };
+        if let Some(f) = index.frequency(ask, deadline).await? {
+            return Ok(frequency_from_activity(&q, &plan, customer, f));
+        }
+    }
     let gap_stats_wanted = q.include_gap_stats || q.customer_ids.len() == 1;
     // Rollups hold every customer; a report on chosen customers reads their rows through
     // the (customer_id, occur_time) index instead.
@@ -345,6 +386,67 @@ async fn frequency_of(
         range: (q.start, q.end),
         previous: None,
     })
+}
+
+/// A time of the activity index (microseconds) as the database gives it.
+fn naive(micros: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp_micros(micros).map(|t| t.naive_utc())
+}
+
+/// The report of one customer's activity figures: the same as the database path's
+/// (one customer: at most one distinct customer and one top customer).
+fn frequency_from_activity(
+    q: &FrequencyQuery,
+    plan: &BucketPlan,
+    customer: i64,
+    f: FrequencyFigures,
+) -> FrequencyReport {
+    let days = span_days(q.time_zone, utc(q.start), utc(q.end));
+    let per_day = |n: i64| n as f64 / days as f64;
+    let (first, last) = (f.first.and_then(naive), f.last.and_then(naive));
+    let top = match last {
+        Some(last_time) if q.top_n > 0 && f.total > 0 => vec![CustomerFrequency {
+            per_day_average: per_day(f.total),
+            customer: TopCustomer {
+                customer_id: customer,
+                count: f.total,
+                last_time,
+            },
+        }],
+        _ => Vec::new(),
+    };
+    let buckets = plan
+        .buckets()
+        .iter()
+        .copied()
+        .zip(f.buckets)
+        .map(|(bucket, channels)| {
+            let count = channels.iter().map(|&(_, n)| n).sum();
+            (
+                bucket,
+                BucketCount {
+                    count,
+                    channels: channels.into_iter().collect(),
+                },
+            )
+        })
+        .collect();
+    FrequencyReport {
+        buckets,
+        total: f.total,
+        span_days: days,
+        per_day_average: per_day(f.total),
+        channels: f.channels.into_iter().collect(),
+        customer_count: i64::from(f.total > 0),
+        first,
+        last,
+        mean_gap_us: f.mean_gap_us,
+        median_gap_us: f.median_gap_us,
+        top,
+        time_zone: q.time_zone,
+        range: (q.start, q.end),
+        previous: None,
+    }
 }
 
 /// Reads `(customer_id, occur_time)` of every row in scope, in keyset pages ordered by
@@ -640,53 +742,107 @@ pub fn normalize_money(units: i128, nanos: i128) -> Option<(i64, i32)> {
     Some((u, n))
 }
 
-/// Computes one customer's insights over `[start, end)`.
-pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<InsightsReport> {
+/// The communication figures of one customer's insights: from `index`'s activity when
+/// it can answer, else from the database (channels, totals, span sums, a content scan).
+async fn communication_figures(
+    db: &Db,
+    scope: &CommunicationFilter,
+    index: Option<&ContentIndexHandle>,
+    top_terms: usize,
+    deadline: Deadline,
+) -> Result<InsightFigures> {
+    let (Some(start), Some(end), &[customer]) =
+        (scope.start, scope.end, scope.customer_ids.as_slice())
+    else {
+        return Err(Error::Internal(
+            "insights need one customer and a range".into(),
+        ));
+    };
+    if let Some(index) = index {
+        let range = (micros(start), micros(end));
+        if let Some(f) = index.insights(customer, range, top_terms, deadline).await? {
+            return Ok(f);
+        }
+    }
+    deadline.check("the channel query")?;
+    let mut total = 0;
+    let mut channels = Vec::new();
+    for r in queries::channel_counts(db, scope).await? {
+        total += r.n;
+        channels.push((r.channel, r.n, r.duration_us));
+    }
+    deadline.check("the totals query")?;
+    let (first, last) = queries::totals(db, scope)
+        .await?
+        .map_or((None, None), |t| (t.first, t.last));
+    deadline.check("the gap query")?;
+    let mean_gap_us = mean_gap(db, scope).await?;
+    let mut terms = Vec::new();
+    if top_terms > 0 {
+        let scan = ContentScan::new(None, true, 0);
+        terms = scan_content(db, scope, scan, deadline)
+            .await?
+            .finish(top_terms)
+            .top_terms;
+    }
+    Ok(InsightFigures {
+        channels,
+        total,
+        first: first.map(micros),
+        last: last.map(micros),
+        mean_gap_us,
+        top_terms: terms,
+    })
+}
+
+/// Computes one customer's insights over `[start, end)`; the communication figures from
+/// `index`'s activity when it can answer.
+pub async fn insights(
+    db: &Db,
+    q: InsightsQuery,
+    index: Option<&ContentIndexHandle>,
+    deadline: Deadline,
+) -> Result<InsightsReport> {
     let end = q.end.unwrap_or(q.now);
     let top_terms = match q.top_terms {
         0 => DEFAULT_INSIGHT_TERMS,
         n => n,
     };
-    let customer = customers::get(db, q.customer_id).await?;
     let start = q.start.unwrap_or(MIN_TIME);
     let scope = CommunicationFilter {
         start: Some(start),
         end: Some(end),
         ..CommunicationFilter::customer(q.customer_id)
     };
+    // The customer, money and tickets on one connection, at once with the
+    // communication figures (an unknown customer's figures read nothing); both run to
+    // their end, so an unknown customer is NOT_FOUND whatever else failed.
+    let others = async {
+        deadline.check("the customer, transaction and ticket queries")?;
+        queries::customer_money_and_tickets(db, q.customer_id, start, end).await
+    };
+    let (others, f) = tokio::join!(
+        others,
+        communication_figures(db, &scope, index, top_terms, deadline)
+    );
+    let (customer, currency_rows, last_order, tickets) = others?;
+    let f = f?;
+    let total = f.total;
+    let channels: Vec<ChannelFigures> = f
+        .channels
+        .iter()
+        .map(|&(channel, count, duration_us)| ChannelFigures {
+            channel,
+            count,
+            duration_us,
+        })
+        .collect();
+    let (first, last) = (f.first.and_then(naive), f.last.and_then(naive));
+    let (mean_gap_us, terms) = (f.mean_gap_us, f.top_terms);
 
-    deadline.check("the channel query")?;
-    let mut total = 0;
-    let mut channels = Vec::new();
-    for r in queries::channel_counts(db, &scope).await? {
-        total += r.n;
-        channels.push(ChannelFigures {
-            channel: r.channel,
-            count: r.n,
-            duration_us: r.duration_us,
-        });
-    }
-
-    deadline.check("the totals query")?;
-    let (first, last) = queries::totals(db, &scope)
-        .await?
-        .map_or((None, None), |t| (t.first, t.last));
-    deadline.check("the gap query")?;
-    let mean_gap_us = mean_gap(db, &scope).await?;
-
-    let mut terms = Vec::new();
-    if top_terms > 0 {
-        let scan = ContentScan::new(None, true, 0);
-        terms = scan_content(db, &scope, scan, deadline)
-            .await?
-            .finish(top_terms)
-            .top_terms;
-    }
-
-    deadline.check("the transaction query")?;
     let mut transaction_count = 0;
     let mut totals = Vec::new();
-    for r in queries::currency_sums(db, q.customer_id, start, end).await? {
+    for r in currency_rows {
         transaction_count += r.n;
         let units = units_from_halves(r.units_hi, r.units_lo);
         let (units, nanos) =
@@ -705,9 +861,6 @@ pub async fn insights(db: &Db, q: InsightsQuery, deadline: Deadline) -> Result<I
         });
     }
 
-    deadline.check("the ticket query")?;
-    let (last_order, tickets) =
-        queries::last_order_and_tickets(db, q.customer_id, start, end).await?;
     let open_tickets = tickets
         .iter()
         .filter(|(s, _, _)| *s == status::OPEN)

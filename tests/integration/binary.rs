@@ -43,15 +43,15 @@ impl Binary {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
+        // The content index stays off unless `args` turn it on.
+        let index: &[&str] = if args.contains(&"--content-index") {
+            &[]
+        } else {
+            &["--content-index", "false"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_crm-comms"))
-            .args([
-                "--listen",
-                &addr,
-                "--database-url",
-                url,
-                "--content-index",
-                "false",
-            ])
+            .args(["--listen", &addr, "--database-url", url])
+            .args(index)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("NO_COLOR")

@@ -16,6 +16,7 @@
 
 mod harness;
 
+mod activity;
 mod analytics;
 mod binary;
 mod business_hours;

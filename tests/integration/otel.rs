@@ -284,6 +284,104 @@ backend_tests! {
     }
 }
 
+/// The statements each of GetCustomer, a one-year daily frequency report on customer
+/// `c` and its one-year insights runs under its own span, on the binary at `url` with
+/// `args`, in that order.
+async fn statements_per_call(url: &str, args: &[&str], c: i64, index: bool) -> [usize; 3] {
+    let collector = Collector::start().await;
+    let mut all = vec!["--otlp-endpoint", &collector.endpoint];
+    all.extend_from_slice(args);
+    let binary = Binary::start_with_env(url, &all, &[]);
+    let channel = binary.channel().await;
+    if index {
+        binary.line("content index ready").await;
+    }
+    let (trace_id, parent_id) = caller_ids(7);
+    let traceparent = format!("00-{trace_id}-{parent_id}-01");
+    let mut customers = CustomerServiceClient::new(channel.clone());
+    customers
+        .get_customer(with_traceparent(
+            pb::GetCustomerRequest { id: c },
+            &traceparent,
+        ))
+        .await
+        .unwrap();
+    let year = |s: &str| crate::harness::ts(s);
+    let mut analytics = pb::analytics_service_client::AnalyticsServiceClient::new(channel.clone());
+    let report = analytics
+        .get_frequency_report(with_traceparent(
+            pb::GetFrequencyReportRequest {
+                customer_ids: vec![c],
+                start_time: Some(year("2024-01-01T00:00:00Z")),
+                end_time: Some(year("2025-01-01T00:00:00Z")),
+                granularity: pb::Granularity::Day as i32,
+                time_zone: "Asia/Shanghai".into(),
+                ..Default::default()
+            },
+            &traceparent,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.total_count, 5000);
+    let insights = analytics
+        .get_customer_insights(with_traceparent(
+            pb::GetCustomerInsightsRequest {
+                customer_id: c,
+                start_time: Some(year("2024-01-01T00:00:00Z")),
+                end_time: Some(year("2025-01-01T00:00:00Z")),
+                ..Default::default()
+            },
+            &traceparent,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(insights.total_count, 5000);
+    drop(channel);
+    binary.stop().await;
+    let spans = collector.spans();
+    let count = |method: &str| {
+        let (_, rpc) = rpc_span(&spans, method, &trace_id, tonic::Code::Ok);
+        statements(&spans, rpc).len()
+    };
+    [
+        count("CustomerService/GetCustomer"),
+        count("AnalyticsService/GetFrequencyReport"),
+        count("AnalyticsService/GetCustomerInsights"),
+    ]
+}
+
+backend_tests! {
+    async fn one_customer_reports_from_the_index_run_a_few_statements_whatever_the_customer_holds(app: &TestApp) {
+        let c = crate::harness::new_customer(app, "statements").await;
+        let comms = (0..5000)
+            .map(|i| pb::Communication {
+                customer_id: c,
+                channel: 1 + i % 4,
+                direction: 1 + i % 2,
+                occur_time: Some(prost_types::Timestamp { seconds: 1_704_067_200 + i64::from(i) * 6_000, nanos: 0 }),
+                content: format!("refund 退款 order {}", i % 50),
+                ..Default::default()
+            })
+            .collect();
+        crate::harness::import(app, comms).await;
+        let read = statements_per_call(&app.database_url, &[], c, false).await;
+        let indexed = statements_per_call(&app.database_url, &["--content-index", "true"], c, true).await;
+        eprintln!("statements under GetCustomer, frequency, insights: database path {read:?}, index {indexed:?}");
+        // GetCustomer: the pool's check-out ping, the customer and its tags.
+        assert_eq!(read[0], indexed[0]);
+        // From the index, the frequency report checks the customer is not merged and
+        // insights read the customer, its money and its tickets on one connection; the
+        // feed's catch-up is shared between calls (its own task, outside the call's
+        // span). The database path reads the customer's rows per figure, in pages.
+        assert!(indexed[1] <= 2, "{indexed:?}");
+        assert!(indexed[2] <= indexed[0] + 3, "{indexed:?}");
+        assert!(read[1] >= 4, "{read:?}");
+        assert!(read[2] >= indexed[2] + 5, "{read:?} {indexed:?}");
+    }
+}
+
 standalone_tests! {
     async fn without_an_endpoint_nothing_is_exported_and_calls_work() {
         let app = TestApp::start(Backend::Sqlite).await.unwrap();

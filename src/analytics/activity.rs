@@ -1,0 +1,1075 @@
+//! The per-customer activity index: each customer's communications sorted by time, with
+//! their channel, direction, call duration and term ids, so one-customer reports
+//! (buckets, channel figures, first and last contact, mean and exact median gap, top
+//! terms) read only that customer's rows, in memory, without a statement per figure.
+//!
+//! Pure data structure, no I/O: `service::content_index` fills it beside the content
+//! index and keeps it current (inserts, deletes by id, customer merges). Answers equal
+//! the database path's over the same rows: buckets by the plan's UTC bounds
+//! ([`super::buckets::BucketPlan::bucket_of`]'s rule, walked with a moving boundary),
+//! gaps by [`GapStats`] over `(time, id)` order, terms by [`super::terms::terms`] ranked as
+//! [`super::terms::TermCounter::top`] ranks them. A customer with a row the compact
+//! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
+//! row, a call-time sum past 64 bits) answers `None`, and the caller reads the database.
+
+use std::collections::HashMap;
+
+use super::gaps::{mean_gap_micros, median_in_place};
+use super::terms::terms;
+
+/// A customer with at least this many rows keeps its whole-history term counts, so a
+/// range covering most of its rows counts only the rows outside it.
+pub const TERM_TOTALS_FROM: usize = 16_384;
+/// Owner of an id whose row was removed (ids are never reused).
+const REMOVED: i64 = i64::MIN;
+
+/// One communication as the index takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityRow<'a> {
+    /// Its id.
+    pub id: i64,
+    /// Its customer.
+    pub customer_id: i64,
+    /// Its channel (proto enum value).
+    pub channel: i32,
+    /// Its direction (proto enum value).
+    pub direction: i32,
+    /// When it happened, microseconds since the Unix epoch (UTC).
+    pub occur_micros: i64,
+    /// Call duration, microseconds.
+    pub call_duration_us: Option<i64>,
+    /// What was said (only its terms are kept).
+    pub content: &'a str,
+}
+
+/// One row of a customer, 32 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    time: i64,
+    id: i64,
+    duration: i64,
+    /// Start of the row's term ids in its customer's `terms`.
+    terms_at: u32,
+    terms_len: u16,
+    channel: u8,
+    direction: u8,
+}
+
+impl Entry {
+    fn key(&self) -> (i64, i64) {
+        (self.time, self.id)
+    }
+}
+
+/// One customer's rows.
+#[derive(Debug, Default)]
+struct Customer {
+    /// Sorted by `(time, id)` whenever no batch is in progress.
+    rows: Vec<Entry>,
+    /// Term ids of the rows, back to back (in arrival order; removed rows leave gaps).
+    terms: Vec<u32>,
+    /// Term ids in `terms` no live row refers to.
+    dead_terms: usize,
+    sorted: bool,
+    /// A row the layout cannot hold was given: answers `None`.
+    exotic: bool,
+    /// Term counts of every row, kept from [`TERM_TOTALS_FROM`] rows on.
+    totals: Option<HashMap<u32, u64>>,
+}
+
+impl Customer {
+    fn terms_of(&self, e: &Entry) -> &[u32] {
+        let at = e.terms_at as usize;
+        self.terms.get(at..at + e.terms_len as usize).unwrap_or(&[])
+    }
+
+    /// Appends a row (unsorted until [`Self::settle`]).
+    fn push(&mut self, mut e: Entry, term_ids: &[u32]) {
+        if self.rows.last().is_some_and(|l| l.key() > e.key()) {
+            self.sorted = false;
+        }
+        let (Ok(at), Ok(len)) = (
+            u32::try_from(self.terms.len()),
+            u16::try_from(term_ids.len()),
+        ) else {
+            self.exotic = true;
+            e.terms_at = 0;
+            e.terms_len = 0;
+            self.rows.push(e);
+            return;
+        };
+        e.terms_at = at;
+        e.terms_len = len;
+        self.terms.extend_from_slice(term_ids);
+        if let Some(totals) = &mut self.totals {
+            for &t in term_ids {
+                *totals.entry(t).or_insert(0) += 1;
+            }
+        }
+        self.rows.push(e);
+    }
+
+    /// Sorts the rows, compacts the term ids when mostly dead, and starts keeping term
+    /// totals once the customer has `totals_from` rows.
+    fn settle(&mut self, totals_from: usize) {
+        if !self.sorted {
+            // Stable sort: runs (the sorted rows plus a sorted tail) merge in linear time.
+            self.rows.sort_by_key(Entry::key);
+            self.sorted = true;
+        }
+        if self.dead_terms > 1024 && self.dead_terms * 2 > self.terms.len() {
+            let mut terms = Vec::with_capacity(self.terms.len() - self.dead_terms);
+            for e in &mut self.rows {
+                let at = e.terms_at as usize;
+                let old = self.terms.get(at..at + e.terms_len as usize).unwrap_or(&[]);
+                e.terms_at = u32::try_from(terms.len()).unwrap_or(u32::MAX);
+                terms.extend_from_slice(old);
+            }
+            self.terms = terms;
+            self.dead_terms = 0;
+        }
+        if self.totals.is_none() && self.rows.len() >= totals_from {
+            let mut totals = HashMap::new();
+            for e in &self.rows {
+                for &t in self.terms_of(e) {
+                    *totals.entry(t).or_insert(0u64) += 1;
+                }
+            }
+            self.totals = Some(totals);
+        }
+    }
+
+    /// Rows with `start <= time < end`, as an index range of the sorted rows.
+    fn range(&self, start: i64, end: i64) -> std::ops::Range<usize> {
+        let lo = self.rows.partition_point(|e| e.time < start);
+        let hi = self.rows.partition_point(|e| e.time < end).max(lo);
+        lo..hi
+    }
+}
+
+/// Where each id lives: ids in ascending order for the bulk (a load reads by id), a map
+/// for the rest.
+#[derive(Debug, Default)]
+struct Owners {
+    ids: Vec<i64>,
+    owners: Vec<i64>,
+    extra: HashMap<i64, i64>,
+}
+
+impl Owners {
+    fn get(&self, id: i64) -> Option<i64> {
+        if let Ok(i) = self.ids.binary_search(&id) {
+            return Some(self.owners[i]);
+        }
+        self.extra.get(&id).copied()
+    }
+
+    fn set(&mut self, id: i64, owner: i64) {
+        if let Ok(i) = self.ids.binary_search(&id) {
+            self.owners[i] = owner;
+        } else if self.ids.last().is_none_or(|&last| last < id) && self.extra.is_empty() {
+            self.ids.push(id);
+            self.owners.push(owner);
+        } else {
+            self.extra.insert(id, owner);
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.ids.capacity() * 8 + self.owners.capacity() * 8 + self.extra.capacity() * 24
+    }
+}
+
+/// What a one-customer frequency report asks.
+#[derive(Debug, Clone, Default)]
+pub struct FrequencyAsk {
+    /// The customer.
+    pub customer: i64,
+    /// Channels; empty for all.
+    pub channels: Vec<i32>,
+    /// Direction; `None` for both.
+    pub direction: Option<i32>,
+    /// The buckets' UTC bounds `[start, end)` in microseconds, in order and contiguous;
+    /// together they are the report's range.
+    pub buckets: Vec<(i64, i64)>,
+    /// Whether to collect the gaps (mean and median).
+    pub gaps: bool,
+}
+
+/// The index's answer to a [`FrequencyAsk`].
+#[derive(Debug, Clone, Default)]
+pub struct FrequencyFigures {
+    /// Per bucket, `(channel, count)` in channel order, channels without a row left out.
+    pub buckets: Vec<Vec<(i32, i64)>>,
+    /// Per channel over the range, in channel order.
+    pub channels: Vec<(i32, i64)>,
+    /// Rows in scope.
+    pub total: i64,
+    /// Earliest row in scope, microseconds.
+    pub first: Option<i64>,
+    /// Latest row in scope, microseconds.
+    pub last: Option<i64>,
+    /// Mean gap between consecutive rows in scope, µs (when asked and defined).
+    pub mean_gap_us: Option<i64>,
+    /// Median gap, µs, exact ([`super::gaps::GapStats`]'s rule; when asked and defined).
+    pub median_gap_us: Option<i64>,
+}
+
+/// The communication figures of customer insights.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsightFigures {
+    /// `(channel, count, summed call duration µs)` in channel order.
+    pub channels: Vec<(i32, i64, i64)>,
+    /// Rows in range.
+    pub total: i64,
+    /// Earliest row, microseconds.
+    pub first: Option<i64>,
+    /// Latest row, microseconds.
+    pub last: Option<i64>,
+    /// Mean gap, microseconds.
+    pub mean_gap_us: Option<i64>,
+    /// Top terms: count descending, ties by term.
+    pub top_terms: Vec<(String, u64)>,
+}
+
+/// The index; see the module header.
+#[derive(Debug)]
+pub struct ActivityIndex {
+    customers: HashMap<i64, Customer>,
+    owners: Owners,
+    vocabulary: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+    live_rows: usize,
+    /// [`TERM_TOTALS_FROM`], smaller in tests.
+    term_totals_from: usize,
+}
+
+impl Default for ActivityIndex {
+    fn default() -> Self {
+        ActivityIndex {
+            customers: HashMap::new(),
+            owners: Owners::default(),
+            vocabulary: HashMap::new(),
+            names: Vec::new(),
+            live_rows: 0,
+            term_totals_from: TERM_TOTALS_FROM,
+        }
+    }
+}
+
+impl ActivityIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live rows.
+    pub fn len(&self) -> usize {
+        self.live_rows
+    }
+
+    /// Whether no row is live.
+    pub fn is_empty(&self) -> bool {
+        self.live_rows == 0
+    }
+
+    /// Approximate heap use, in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        let customers: usize = self
+            .customers
+            .values()
+            .map(|c| {
+                c.rows.capacity() * std::mem::size_of::<Entry>()
+                    + c.terms.capacity() * 4
+                    + c.totals.as_ref().map_or(0, |t| t.capacity() * 16)
+                    + 96
+            })
+            .sum();
+        let words: usize = self.names.iter().map(|n| n.len() * 2 + 40).sum();
+        customers + self.owners.heap_bytes() + words
+    }
+
+    /// Whether row `id` was given (a removed row stays known: ids are never reused).
+    pub fn contains(&self, id: i64) -> bool {
+        self.owners.get(id).is_some()
+    }
+
+    /// Adds the rows whose ids are new, tokenizing them in up to `threads` threads
+    /// first; how many were added.
+    pub fn insert_all(&mut self, rows: &[ActivityRow<'_>], threads: usize) -> usize {
+        let fresh: Vec<&ActivityRow<'_>> = rows.iter().filter(|r| !self.contains(r.id)).collect();
+        let prepare = |part: &[&ActivityRow<'_>]| -> Vec<Vec<String>> {
+            part.iter().map(|r| terms(r.content)).collect()
+        };
+        let threads = threads.clamp(1, 8);
+        let prepared: Vec<Vec<String>> = if threads == 1 || fresh.len() < 256 {
+            prepare(&fresh)
+        } else {
+            let per = fresh.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = fresh
+                    .chunks(per)
+                    .map(|p| s.spawn(move || prepare(p)))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        let mut touched = Vec::new();
+        let mut added = 0;
+        let mut ids = Vec::new();
+        for (row, words) in fresh.iter().zip(prepared) {
+            // A row given twice in `rows` is added once.
+            if self.contains(row.id) {
+                continue;
+            }
+            ids.clear();
+            ids.extend(words.into_iter().map(|w| self.intern(w)));
+            self.push(row, &ids);
+            touched.push(row.customer_id);
+            added += 1;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for c in touched {
+            if let Some(customer) = self.customers.get_mut(&c) {
+                customer.settle(self.term_totals_from);
+            }
+        }
+        added
+    }
+
+    fn push(&mut self, row: &ActivityRow<'_>, term_ids: &[u32]) {
+        let customer = self
+            .customers
+            .entry(row.customer_id)
+            .or_insert_with(|| Customer {
+                sorted: true,
+                ..Customer::default()
+            });
+        let (channel, direction) = match (u8::try_from(row.channel), u8::try_from(row.direction)) {
+            (Ok(c), Ok(d)) => (c, d),
+            _ => {
+                customer.exotic = true;
+                (0, 0)
+            }
+        };
+        customer.push(
+            Entry {
+                time: row.occur_micros,
+                id: row.id,
+                duration: row.call_duration_us.unwrap_or(0),
+                terms_at: 0,
+                terms_len: 0,
+                channel,
+                direction,
+            },
+            term_ids,
+        );
+        self.owners.set(row.id, row.customer_id);
+        self.live_rows += 1;
+    }
+
+    fn intern(&mut self, term: String) -> u32 {
+        if let Some(&id) = self.vocabulary.get(term.as_str()) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let name: Box<str> = term.into_boxed_str();
+        self.names.push(name.clone());
+        self.vocabulary.insert(name, id);
+        id
+    }
+
+    /// Removes the rows with these ids; how many were live.
+    pub fn remove_all(&mut self, ids: &[i64]) -> usize {
+        let mut by_customer: HashMap<i64, Vec<i64>> = HashMap::new();
+        for &id in ids {
+            match self.owners.get(id) {
+                Some(owner) if owner != REMOVED => {
+                    by_customer.entry(owner).or_default().push(id);
+                    self.owners.set(id, REMOVED);
+                }
+                _ => {}
+            }
+        }
+        let mut removed = 0;
+        for (owner, mut gone) in by_customer {
+            let Some(customer) = self.customers.get_mut(&owner) else {
+                continue;
+            };
+            gone.sort_unstable();
+            let before = customer.rows.len();
+            let mut dead_terms = 0;
+            let mut dead: Vec<(u32, u16)> = Vec::new();
+            customer.rows.retain(|e| {
+                let keep = gone.binary_search(&e.id).is_err();
+                if !keep {
+                    dead_terms += e.terms_len as usize;
+                    dead.push((e.terms_at, e.terms_len));
+                }
+                keep
+            });
+            if let Some(totals) = &mut customer.totals {
+                for (at, len) in dead {
+                    let at = at as usize;
+                    for t in customer.terms.get(at..at + len as usize).unwrap_or(&[]) {
+                        if let Some(n) = totals.get_mut(t) {
+                            *n -= 1;
+                            if *n == 0 {
+                                totals.remove(t);
+                            }
+                        }
+                    }
+                }
+            }
+            customer.dead_terms += dead_terms;
+            removed += before - customer.rows.len();
+            if customer.rows.is_empty() && !customer.exotic {
+                self.customers.remove(&owner);
+            } else {
+                customer.settle(self.term_totals_from);
+            }
+        }
+        self.live_rows -= removed;
+        removed
+    }
+
+    /// Gives every row of the `merged` customers to `survivor` (a customer merge moved
+    /// their communications); how many rows changed.
+    pub fn reassign_customers(&mut self, merged: &[i64], survivor: i64) -> usize {
+        let mut moved = 0;
+        for &m in merged {
+            if m == survivor {
+                continue;
+            }
+            let Some(from) = self.customers.remove(&m) else {
+                continue;
+            };
+            for e in &from.rows {
+                self.owners.set(e.id, survivor);
+            }
+            let to = self.customers.entry(survivor).or_insert_with(|| Customer {
+                sorted: true,
+                ..Customer::default()
+            });
+            to.exotic |= from.exotic;
+            for e in &from.rows {
+                to.push(*e, from.terms_of(e));
+            }
+            moved += from.rows.len();
+            to.settle(self.term_totals_from);
+        }
+        moved
+    }
+
+    /// One customer's frequency figures; `None` when the customer is exotic (see the
+    /// module header).
+    pub fn frequency(&self, ask: &FrequencyAsk) -> Option<FrequencyFigures> {
+        let mut out = FrequencyFigures {
+            buckets: vec![Vec::new(); ask.buckets.len()],
+            ..FrequencyFigures::default()
+        };
+        let (Some(&(start, _)), Some(&(_, end))) = (ask.buckets.first(), ask.buckets.last()) else {
+            return Some(out);
+        };
+        let Some(customer) = self.customers.get(&ask.customer) else {
+            return Some(out);
+        };
+        if customer.exotic {
+            return None;
+        }
+        let wanted = kinds(&ask.channels, ask.direction);
+        let mut per_channel = [0i64; 256];
+        let mut in_bucket = [0i64; 256];
+        let mut touched: Vec<u8> = Vec::new();
+        let mut b = 0usize;
+        let mut gaps: Vec<i64> = Vec::new();
+        let mut sum: i128 = 0;
+        let flush =
+            |in_bucket: &mut [i64; 256], touched: &mut Vec<u8>, into: &mut Vec<(i32, i64)>| {
+                touched.sort_unstable();
+                for &c in touched.iter() {
+                    into.push((i32::from(c), in_bucket[c as usize]));
+                    in_bucket[c as usize] = 0;
+                }
+                touched.clear();
+            };
+        for e in &customer.rows[customer.range(start, end)] {
+            if !wanted.admits(e) {
+                continue;
+            }
+            while ask
+                .buckets
+                .get(b)
+                .is_some_and(|&(_, bucket_end)| bucket_end <= e.time)
+            {
+                if let Some(into) = out.buckets.get_mut(b) {
+                    flush(&mut in_bucket, &mut touched, into);
+                }
+                b += 1;
+            }
+            if b >= ask.buckets.len() {
+                break;
+            }
+            if in_bucket[e.channel as usize] == 0 {
+                touched.push(e.channel);
+            }
+            in_bucket[e.channel as usize] += 1;
+            per_channel[e.channel as usize] += 1;
+            out.total += 1;
+            if let (true, Some(last)) = (ask.gaps, out.last) {
+                // Sorted by time: never negative.
+                let gap = e.time.saturating_sub(last).max(0);
+                gaps.push(gap);
+                sum += i128::from(gap);
+            }
+            out.first = out.first.or(Some(e.time));
+            out.last = Some(e.time);
+        }
+        if let Some(into) = out.buckets.get_mut(b) {
+            flush(&mut in_bucket, &mut touched, into);
+        }
+        if !gaps.is_empty() {
+            out.mean_gap_us = mean_gap_micros(sum, gaps.len() as i64);
+            out.median_gap_us = median_in_place(&mut gaps);
+        }
+        out.channels = (0..256)
+            .filter(|&c| per_channel[c] > 0)
+            .map(|c| (c as i32, per_channel[c]))
+            .collect();
+        Some(out)
+    }
+
+    /// One customer's communication figures over `[start, end)` (microseconds) with its
+    /// `top_terms` most frequent terms; `None` when the customer is exotic or a call-time
+    /// sum passes 64 bits.
+    pub fn insights(
+        &self,
+        customer: i64,
+        start: i64,
+        end: i64,
+        top_terms: usize,
+    ) -> Option<InsightFigures> {
+        let Some(c) = self.customers.get(&customer) else {
+            return Some(InsightFigures::default());
+        };
+        if c.exotic {
+            return None;
+        }
+        let range = c.range(start, end);
+        let rows = &c.rows[range.clone()];
+        let mut counts = [0i64; 256];
+        let mut durations = [0i128; 256];
+        for e in rows {
+            counts[e.channel as usize] += 1;
+            durations[e.channel as usize] += i128::from(e.duration);
+        }
+        let mut channels = Vec::new();
+        for ch in 0..256 {
+            if counts[ch] > 0 {
+                channels.push((ch as i32, counts[ch], i64::try_from(durations[ch]).ok()?));
+            }
+        }
+        let total = rows.len() as i64;
+        let (first, last) = (rows.first().map(|e| e.time), rows.last().map(|e| e.time));
+        let mean_gap_us = match (first, last) {
+            (Some(f), Some(l)) => mean_gap_micros(i128::from(l) - i128::from(f), total - 1),
+            _ => None,
+        };
+        Some(InsightFigures {
+            channels,
+            total,
+            first,
+            last,
+            mean_gap_us,
+            top_terms: self.top_terms(c, range, top_terms),
+        })
+    }
+
+    /// The `n` most frequent terms of the rows `range` of `c`.
+    fn top_terms(
+        &self,
+        c: &Customer,
+        range: std::ops::Range<usize>,
+        n: usize,
+    ) -> Vec<(String, u64)> {
+        if n == 0 || range.is_empty() {
+            return Vec::new();
+        }
+        let inside = range.len();
+        let counted: Vec<(u32, u64)> = match &c.totals {
+            // Most rows in range: the totals less the rows outside.
+            Some(totals) if inside * 2 > c.rows.len() => {
+                let mut counts = totals.clone();
+                for e in c.rows[..range.start].iter().chain(&c.rows[range.end..]) {
+                    for t in c.terms_of(e) {
+                        if let Some(k) = counts.get_mut(t) {
+                            *k -= 1;
+                        }
+                    }
+                }
+                counts.into_iter().filter(|&(_, k)| k > 0).collect()
+            }
+            _ if inside >= 4096 => {
+                let mut dense = vec![0u64; self.names.len()];
+                for e in &c.rows[range] {
+                    for &t in c.terms_of(e) {
+                        if let Some(k) = dense.get_mut(t as usize) {
+                            *k += 1;
+                        }
+                    }
+                }
+                dense
+                    .into_iter()
+                    .enumerate()
+                    .filter(|&(_, k)| k > 0)
+                    .map(|(t, k)| (t as u32, k))
+                    .collect()
+            }
+            _ => {
+                let mut counts: HashMap<u32, u64> = HashMap::new();
+                for e in &c.rows[range] {
+                    for &t in c.terms_of(e) {
+                        *counts.entry(t).or_insert(0) += 1;
+                    }
+                }
+                counts.into_iter().collect()
+            }
+        };
+        self.rank(counted, n)
+    }
+
+    /// The `n` first of `counted` by count descending, ties by term ascending
+    /// ([`super::terms::TermCounter::top`]'s order).
+    fn rank(&self, mut counted: Vec<(u32, u64)>, n: usize) -> Vec<(String, u64)> {
+        let name = |t: u32| self.names.get(t as usize).map_or("", |s| s);
+        let order =
+            |a: &(u32, u64), b: &(u32, u64)| b.1.cmp(&a.1).then_with(|| name(a.0).cmp(name(b.0)));
+        if n < counted.len() {
+            counted.select_nth_unstable_by(n - 1, order);
+            counted.truncate(n);
+        }
+        counted.sort_unstable_by(order);
+        counted
+            .into_iter()
+            .map(|(t, k)| (name(t).to_string(), k))
+            .collect()
+    }
+}
+
+/// Which channels and directions a frequency report admits.
+struct Kinds {
+    channels: [bool; 256],
+    direction: Option<u8>,
+    /// A filter value no row can have (past 255): nothing is admitted.
+    none: bool,
+}
+
+fn kinds(channels: &[i32], direction: Option<i32>) -> Kinds {
+    let mut k = Kinds {
+        channels: [channels.is_empty(); 256],
+        direction: None,
+        none: false,
+    };
+    for &c in channels {
+        if let Ok(c) = u8::try_from(c) {
+            k.channels[c as usize] = true;
+        }
+    }
+    if let Some(d) = direction {
+        match u8::try_from(d) {
+            Ok(d) => k.direction = Some(d),
+            Err(_) => k.none = true,
+        }
+    }
+    k
+}
+
+impl Kinds {
+    fn admits(&self, e: &Entry) -> bool {
+        !self.none
+            && self.channels[e.channel as usize]
+            && self.direction.is_none_or(|d| d == e.direction)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::DateTime;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::analytics::buckets::{BucketPlan, Granularity};
+    use crate::analytics::gaps::GapStats;
+    use crate::analytics::terms::TermCounter;
+
+    #[derive(Debug, Clone)]
+    struct Row {
+        id: i64,
+        customer: i64,
+        channel: i32,
+        direction: i32,
+        micros: i64,
+        duration: Option<i64>,
+        content: String,
+    }
+
+    const WORDS: &[&str] = &[
+        "refund",
+        "Refund",
+        "invoice",
+        "delivery",
+        "late",
+        "退款",
+        "请尽快处理",
+        "配送",
+        "订单",
+        "order",
+        "thanks",
+        "the",
+        "don't",
+        "Ünïcode",
+        "客服",
+        "发票",
+        "a1",
+        "x",
+    ];
+
+    /// 2024-01-01T00:00:00Z.
+    const T0: i64 = 1_704_067_200_000_000;
+    const DAY: i64 = 86_400_000_000;
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n.max(1)
+        }
+    }
+
+    /// Rows over about 40 days of 2024, a few customers, some at the very same time.
+    fn rows(rng: &mut Rng, first_id: i64, n: usize, customers: u64) -> Vec<Row> {
+        (0..n as i64)
+            .map(|i| {
+                let words = rng.below(6);
+                let content = (0..words)
+                    .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let channel = 1 + rng.below(4) as i32;
+                Row {
+                    id: first_id + i,
+                    customer: 1 + rng.below(customers) as i64,
+                    channel,
+                    direction: 1 + rng.below(2) as i32,
+                    // Whole seconds, a tenth on a few shared instants, some sub-second.
+                    micros: match rng.below(10) {
+                        0 => T0 + 10 * DAY,
+                        1 => T0 + rng.below(40 * 86_400_000_000) as i64,
+                        _ => T0 + rng.below(40 * 86_400) as i64 * 1_000_000,
+                    },
+                    duration: (channel == 1).then(|| rng.below(3_600_000_000) as i64),
+                    content,
+                }
+            })
+            .collect()
+    }
+
+    fn activity(r: &Row) -> ActivityRow<'_> {
+        ActivityRow {
+            id: r.id,
+            customer_id: r.customer,
+            channel: r.channel,
+            direction: r.direction,
+            occur_micros: r.micros,
+            call_duration_us: r.duration,
+            content: &r.content,
+        }
+    }
+
+    /// The rows of `customer` in `[start, end)` passing the filters, in `(time, id)`
+    /// order, as the database path reads them.
+    fn scope<'a>(
+        live: &'a [Row],
+        customer: i64,
+        (start, end): (i64, i64),
+        channels: &[i32],
+        direction: Option<i32>,
+    ) -> Vec<&'a Row> {
+        let mut out: Vec<&Row> = live
+            .iter()
+            .filter(|r| {
+                r.customer == customer
+                    && r.micros >= start
+                    && r.micros < end
+                    && (channels.is_empty() || channels.contains(&r.channel))
+                    && direction.is_none_or(|d| d == r.direction)
+            })
+            .collect();
+        out.sort_by_key(|r| (r.micros, r.id));
+        out
+    }
+
+    fn utc(micros: i64) -> DateTime<chrono::Utc> {
+        DateTime::from_timestamp_micros(micros).unwrap()
+    }
+
+    /// The database path's figures: buckets by `bucket_of`, gaps by `GapStats`.
+    fn reference_frequency(
+        live: &[Row],
+        ask: &FrequencyAsk,
+        plan: &BucketPlan,
+    ) -> FrequencyFigures {
+        let range = (ask.buckets[0].0, ask.buckets[ask.buckets.len() - 1].1);
+        let rows = scope(live, ask.customer, range, &ask.channels, ask.direction);
+        let mut buckets = vec![BTreeMap::<i32, i64>::new(); plan.buckets().len()];
+        let mut channels = BTreeMap::<i32, i64>::new();
+        let mut gaps = GapStats::new();
+        for r in &rows {
+            let b = plan.bucket_of(utc(r.micros)).unwrap();
+            *buckets[b].entry(r.channel).or_insert(0) += 1;
+            *channels.entry(r.channel).or_insert(0) += 1;
+            gaps.push(r.customer, r.micros);
+        }
+        FrequencyFigures {
+            buckets: buckets
+                .into_iter()
+                .map(|b| b.into_iter().collect())
+                .collect(),
+            channels: channels.into_iter().collect(),
+            total: rows.len() as i64,
+            first: rows.iter().map(|r| r.micros).min(),
+            last: rows.iter().map(|r| r.micros).max(),
+            mean_gap_us: gaps.mean_micros(),
+            median_gap_us: gaps.median_micros(),
+        }
+    }
+
+    fn reference_insights(
+        live: &[Row],
+        customer: i64,
+        range: (i64, i64),
+        n: usize,
+    ) -> InsightFigures {
+        let rows = scope(live, customer, range, &[], None);
+        let mut channels = BTreeMap::<i32, (i64, i64)>::new();
+        let mut counter = TermCounter::new();
+        let mut gaps = GapStats::new();
+        for r in &rows {
+            let c = channels.entry(r.channel).or_insert((0, 0));
+            c.0 += 1;
+            c.1 += r.duration.unwrap_or(0);
+            counter.add_text(&r.content);
+            gaps.push(r.customer, r.micros);
+        }
+        InsightFigures {
+            channels: channels
+                .into_iter()
+                .map(|(ch, (k, d))| (ch, k, d))
+                .collect(),
+            total: rows.len() as i64,
+            first: rows.first().map(|r| r.micros),
+            last: rows.last().map(|r| r.micros),
+            mean_gap_us: gaps.mean_micros(),
+            top_terms: counter.top(n),
+        }
+    }
+
+    fn assert_frequency_equal(a: &FrequencyFigures, b: &FrequencyFigures) {
+        assert_eq!(a.buckets, b.buckets);
+        assert_eq!(a.channels, b.channels);
+        assert_eq!((a.total, a.first, a.last), (b.total, b.first, b.last));
+        assert_eq!(a.mean_gap_us, b.mean_gap_us);
+        assert_eq!(a.median_gap_us, b.median_gap_us);
+    }
+
+    /// Every query shape on `customer` equal to the reference.
+    fn check(index: &ActivityIndex, live: &[Row], customer: i64, rng: &mut Rng) {
+        let zones = [
+            chrono_tz::UTC,
+            chrono_tz::Asia::Kathmandu,
+            chrono_tz::America::New_York,
+            chrono_tz::Australia::Lord_Howe,
+        ];
+        let grains = [
+            Granularity::Hour,
+            Granularity::Day,
+            Granularity::Week,
+            Granularity::Month,
+        ];
+        for _ in 0..4 {
+            let start =
+                T0 - DAY + rng.below(20 * 86_400) as i64 * 1_000_000 + rng.below(2) as i64 * 777;
+            let end = start + 1 + rng.below(45 * 86_400_000_000) as i64;
+            let tz = zones[rng.below(zones.len() as u64) as usize];
+            let grain = grains[rng.below(4) as usize];
+            let plan = BucketPlan::new(tz, grain, utc(start), utc(end));
+            let channels = match rng.below(3) {
+                0 => Vec::new(),
+                1 => vec![1 + rng.below(4) as i32],
+                _ => vec![1, 3, 300],
+            };
+            let direction = [None, Some(1), Some(2)][rng.below(3) as usize];
+            let ask = FrequencyAsk {
+                customer,
+                channels,
+                direction,
+                buckets: plan
+                    .buckets()
+                    .iter()
+                    .map(|b| (b.start.timestamp_micros(), b.end.timestamp_micros()))
+                    .collect(),
+                gaps: true,
+            };
+            let got = index.frequency(&ask).unwrap();
+            assert_frequency_equal(&got, &reference_frequency(live, &ask, &plan));
+            let n = rng.below(12) as usize;
+            assert_eq!(
+                index.insights(customer, start, end, n).unwrap(),
+                reference_insights(live, customer, (start, end), n)
+            );
+        }
+        assert_eq!(
+            index.insights(customer, i64::MIN, i64::MAX, 200).unwrap(),
+            reference_insights(live, customer, (i64::MIN, i64::MAX), 200)
+        );
+    }
+
+    /// Inserts (out of order, repeated), deletes and merges, checked after each step.
+    fn run(seed: u64, batches: usize, customers: u64) {
+        let mut rng = Rng(seed | 1);
+        let mut index = ActivityIndex::new();
+        let mut live: Vec<Row> = Vec::new();
+        let mut next_id = 1;
+        for step in 0..batches {
+            let n = rng.below(300) as usize;
+            let mut batch = rows(&mut rng, next_id, n, customers);
+            next_id += n as i64;
+            // Arrival out of id order, and rows read twice.
+            if batch.len() > 2 {
+                let (i, j) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+                batch.swap(i, j);
+            }
+            let again: Vec<Row> = live.iter().rev().take(5).cloned().collect();
+            let given: Vec<ActivityRow<'_>> = batch.iter().chain(&again).map(activity).collect();
+            assert_eq!(index.insert_all(&given, 1 + step % 3), batch.len());
+            live.extend(batch);
+            match rng.below(4) {
+                0 if !live.is_empty() => {
+                    let gone: Vec<i64> = (0..1 + rng.below(40))
+                        .map(|_| live[rng.below(live.len() as u64) as usize].id)
+                        .chain([next_id + 1000])
+                        .collect();
+                    let before = live.len();
+                    live.retain(|r| !gone.contains(&r.id));
+                    assert_eq!(index.remove_all(&gone), before - live.len());
+                    assert_eq!(
+                        index.remove_all(&gone),
+                        0,
+                        "a second delete changes nothing"
+                    );
+                }
+                1 => {
+                    let survivor = 1 + rng.below(customers) as i64;
+                    let merged = vec![
+                        1 + rng.below(customers) as i64,
+                        1 + rng.below(customers) as i64,
+                    ];
+                    let mut moved = 0;
+                    for r in &mut live {
+                        if merged.contains(&r.customer) && r.customer != survivor {
+                            r.customer = survivor;
+                            moved += 1;
+                        }
+                    }
+                    assert_eq!(index.reassign_customers(&merged, survivor), moved);
+                }
+                _ => {}
+            }
+            assert_eq!(index.len(), live.len());
+            for customer in 1..=customers.min(3) {
+                check(&index, &live, customer as i64, &mut rng);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn answers_equal_the_database_path_after_inserts_deletes_and_merges(
+            seed in any::<u64>(),
+            batches in 1usize..8,
+            customers in 1u64..6,
+        ) {
+            run(seed, batches, customers);
+        }
+    }
+
+    #[test]
+    fn a_large_customer_keeps_term_totals_that_stay_exact() {
+        let mut rng = Rng(0x5eed_0000_0000_00a1);
+        let mut live = rows(&mut rng, 1, 3_000, 2);
+        let mut index = ActivityIndex {
+            term_totals_from: 1_000,
+            ..ActivityIndex::new()
+        };
+        let given: Vec<ActivityRow<'_>> = live.iter().map(activity).collect();
+        index.insert_all(&given, 2);
+        assert!(index.customers[&1].totals.is_some());
+        check(&index, &live, 1, &mut rng);
+        // Remove most of a customer's rows (compacting its terms) and merge the other in.
+        let gone: Vec<i64> = live
+            .iter()
+            .filter(|r| r.customer == 1 && r.id % 3 != 0)
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(index.remove_all(&gone), gone.len());
+        live.retain(|r| !gone.contains(&r.id));
+        check(&index, &live, 1, &mut rng);
+        index.reassign_customers(&[2], 1);
+        for r in &mut live {
+            r.customer = 1;
+        }
+        check(&index, &live, 1, &mut rng);
+        assert!(index.customers[&1].totals.is_some());
+    }
+
+    #[test]
+    fn a_row_the_layout_cannot_hold_makes_its_customer_answer_none() {
+        let mut index = ActivityIndex::new();
+        let row = |id, channel| ActivityRow {
+            id,
+            customer_id: 7,
+            channel,
+            direction: 1,
+            occur_micros: T0,
+            call_duration_us: None,
+            content: "refund",
+        };
+        index.insert_all(&[row(1, 1), row(2, 1)], 1);
+        assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_some());
+        index.insert_all(&[row(3, 4096)], 1);
+        assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_none());
+        let ask = FrequencyAsk {
+            customer: 7,
+            buckets: vec![(T0, T0 + DAY)],
+            ..FrequencyAsk::default()
+        };
+        assert!(index.frequency(&ask).is_none());
+        // Another customer answers, an unknown one answers zeros.
+        assert_eq!(
+            index.insights(8, i64::MIN, i64::MAX, 5),
+            Some(InsightFigures::default())
+        );
+    }
+}

@@ -1356,7 +1356,13 @@ impl Scan<'_> {
                     self.chunk(*c, &parts, &mut out);
                 }
                 ChunkRef::Sealed(c) => {
-                    // Only what the query reads is decompressed.
+                    // Only what the query reads is decompressed, nothing when no row
+                    // of the customers in scope is in the chunk.
+                    if !self.q.customers.is_empty()
+                        && !(0..c.rows).any(|i| self.admits(*c, i, false))
+                    {
+                        continue;
+                    }
                     if !self.finders.is_empty() {
                         unpacked.text(c)?;
                     }

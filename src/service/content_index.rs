@@ -21,12 +21,23 @@
 //! Every server over one database follows the same tables the same way, so a second
 //! replica answers from the same rows as the first (and as the database itself): the
 //! index is a cache of the table, never a source of truth.
+//!
+//! **Snapshot.** With a [`SnapshotFile`], the index is written to a file (after a full
+//! load, every [`SNAPSHOT_EVERY`] while it changes, and at shutdown; a temporary file
+//! renamed over the old one) with its three watermarks and the database's identity
+//! (`db::secrets::database_id`). At start that file is read instead of the table, and
+//! the normal sync catches up from its watermarks (rows written, deleted and merged
+//! since). A snapshot that is damaged, of another database, of another format, or so
+//! old that tombstones may have been pruned since is ignored with a warning, and every
+//! row is read as without one.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
 use crate::analytics::content_index::{ContentIndex, IndexFigures, IndexQuery, IndexRow};
@@ -47,6 +58,28 @@ pub const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
 const PAGE_ROWS: u32 = 10_000;
 /// Time between two retries of a failed load.
 const RETRY: Duration = Duration::from_secs(5);
+/// Time between two snapshots while the index changes.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(600);
+
+/// Where the index's snapshot lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotFile {
+    /// This file.
+    At(PathBuf),
+    /// A file in this directory named after the database's identity, so that servers of
+    /// several databases may share the directory.
+    InDirectory(PathBuf),
+}
+
+/// What a snapshot says about itself besides the index.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotMeta {
+    /// The database's identity, hex.
+    database: String,
+    rows: NaiveDateTime,
+    deletions: NaiveDateTime,
+    merges: NaiveDateTime,
+}
 
 /// The content index of one server; cheap to clone. See the module header.
 #[derive(Debug, Clone)]
@@ -65,6 +98,14 @@ struct Shared {
     follow: Mutex<Follow>,
     /// What it follows.
     feed: Feed,
+    /// Where its snapshot lives, if anywhere.
+    snapshot: Option<SnapshotFile>,
+    /// `changes()` of the index when the last snapshot was taken.
+    snapshot_changes: AtomicU64,
+    /// Whether the last load came from the snapshot.
+    from_snapshot: AtomicBool,
+    /// Turns true once the background task has ended (after its last snapshot).
+    finished: watch::Sender<bool>,
 }
 
 /// Where following the feed stands: three settled watermarks.
@@ -83,11 +124,25 @@ struct Follow {
 impl ContentIndexHandle {
     /// An index that loads and follows `db` in the background until `shutdown`.
     pub fn start(db: Db, shutdown: watch::Receiver<bool>) -> Self {
-        Self::start_on(Feed::new(db), shutdown)
+        Self::start_on(Feed::new(db), shutdown, None)
+    }
+
+    /// An index that loads and follows `db` in the background until `shutdown`, keeping
+    /// a snapshot in `snapshot` (see the module header).
+    pub fn start_with_snapshot(
+        db: Db,
+        shutdown: watch::Receiver<bool>,
+        snapshot: Option<SnapshotFile>,
+    ) -> Self {
+        Self::start_on(Feed::new(db), shutdown, snapshot)
     }
 
     /// An index that loads and follows `feed` in the background until `shutdown`.
-    pub fn start_on(feed: Feed, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn start_on(
+        feed: Feed,
+        shutdown: watch::Receiver<bool>,
+        snapshot: Option<SnapshotFile>,
+    ) -> Self {
         let handle = ContentIndexHandle {
             shared: Arc::new(Shared {
                 index: RwLock::new(ContentIndex::new()),
@@ -96,10 +151,33 @@ impl ContentIndexHandle {
                 epoch: Instant::now(),
                 follow: Mutex::new(Follow::default()),
                 feed: feed.clone(),
+                snapshot,
+                snapshot_changes: AtomicU64::new(u64::MAX),
+                from_snapshot: AtomicBool::new(false),
+                finished: watch::channel(false).0,
             }),
         };
-        tokio::spawn(handle.clone().run(feed, shutdown));
+        let task = handle.clone();
+        tokio::spawn(async move {
+            task.clone().run(feed, shutdown).await;
+            if task.is_ready() {
+                task.write_snapshot().await;
+            }
+            task.shared.finished.send_replace(true);
+        });
         handle
+    }
+
+    /// Waits until the background task has ended (after `shutdown`, once its last
+    /// snapshot is written).
+    pub async fn stopped(&self) {
+        let mut finished = self.shared.finished.subscribe();
+        let _ = finished.wait_for(|f| *f).await;
+    }
+
+    /// Whether the index was last loaded from its snapshot (not from every row).
+    pub fn loaded_from_snapshot(&self) -> bool {
+        self.shared.from_snapshot.load(Ordering::Acquire)
     }
 
     /// Whether the initial load is done (until then reports read the database).
@@ -117,17 +195,29 @@ impl ContentIndexHandle {
     async fn run(self, db: Feed, mut shutdown: watch::Receiver<bool>) {
         loop {
             let started = Instant::now();
-            match self.load(&db).await {
+            let restored = self.restore(&db).await;
+            let loaded = if restored {
+                Ok(())
+            } else {
+                self.load(&db).await
+            };
+            match loaded {
                 Ok(()) => {
                     let (rows, bytes, terms) = self.size();
                     tracing::info!(
                         rows,
                         memory_mb = bytes / 1_000_000,
+                        bytes_per_row = bytes.checked_div(rows).unwrap_or(0),
                         terms,
-                        secs = started.elapsed().as_secs(),
+                        secs = started.elapsed().as_secs_f64(),
+                        source = if restored { "snapshot" } else { "database" },
                         "content index ready"
                     );
+                    self.shared.from_snapshot.store(restored, Ordering::Release);
                     self.shared.ready.store(true, Ordering::Release);
+                    if !restored {
+                        self.write_snapshot().await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "content index load failed; retrying");
@@ -140,6 +230,7 @@ impl ContentIndexHandle {
             // Follow while content reports are asked for, until shutdown or until the
             // index has not synced for so long that tombstones may have been pruned:
             // then load again from scratch.
+            let mut snapshot_at = Instant::now();
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(SYNC_INTERVAL) => {}
@@ -148,6 +239,10 @@ impl ContentIndexHandle {
                 if self.is_stale().await {
                     self.shared.ready.store(false, Ordering::Release);
                     break;
+                }
+                if snapshot_at.elapsed() >= SNAPSHOT_EVERY {
+                    snapshot_at = Instant::now();
+                    self.write_snapshot().await;
                 }
                 if !self.recently_used() {
                     continue;
@@ -184,6 +279,146 @@ impl ContentIndexHandle {
         (index.len(), index.heap_bytes(), index.vocabulary_len())
     }
 
+    /// The snapshot's path and the database's identity (hex); `None` without a snapshot
+    /// or when the identity cannot be read.
+    async fn snapshot_path(&self) -> Option<(PathBuf, String)> {
+        let place = self.shared.snapshot.as_ref()?;
+        let id = match crate::db::secrets::database_id(self.shared.feed.db()).await {
+            Ok(id) => id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the database identity; no content index snapshot");
+                return None;
+            }
+        };
+        let path = match place {
+            SnapshotFile::At(path) => path.clone(),
+            SnapshotFile::InDirectory(dir) => {
+                dir.join(format!("content-index-{}.snapshot", &id[..16]))
+            }
+        };
+        Some((path, id))
+    }
+
+    /// Reads the snapshot and catches up from its watermarks; `false` (and nothing
+    /// changed) when there is none or it cannot be used (with a warning saying why).
+    async fn restore(&self, feed: &Feed) -> bool {
+        let Some((path, id)) = self.snapshot_path().await else {
+            return false;
+        };
+        let file = path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let f = match std::fs::File::open(&file) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let len = f.metadata().map_err(|e| e.to_string())?.len();
+            ContentIndex::read_snapshot(std::io::BufReader::with_capacity(1 << 20, f), len)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let ignored = |why: &str| {
+            tracing::warn!(path = %path.display(), why, "content index snapshot ignored; reading every row");
+            false
+        };
+        let (index, meta) = match read {
+            Ok(Ok(Some(read))) => read,
+            Ok(Ok(None)) => return false,
+            Ok(Err(e)) => return ignored(&e),
+            Err(e) => return ignored(&e.to_string()),
+        };
+        let Ok(meta) = serde_json::from_slice::<SnapshotMeta>(&meta) else {
+            return ignored("its header is not readable");
+        };
+        if meta.database != id {
+            return ignored("it is a snapshot of another database");
+        }
+        let oldest = settled_now() - TOMBSTONE_KEEP / 2;
+        if meta.deletions.min(meta.merges).min(meta.rows) < oldest {
+            return ignored("it is older than the deleted rows' retention");
+        }
+        {
+            let mut follow = self.shared.follow.lock().await;
+            *follow = Follow {
+                rows: Some(meta.rows),
+                deletions: Some(meta.deletions),
+                merges: Some(meta.merges),
+                synced: None,
+            };
+            *self.write() = index;
+            self.shared.snapshot_changes.store(0, Ordering::Relaxed);
+        }
+        match self.sync(feed).await {
+            Ok(()) => true,
+            Err(e) => {
+                *self.write() = ContentIndex::new();
+                ignored(&format!("catching up from it failed: {e}"))
+            }
+        }
+    }
+
+    /// Writes the snapshot when the index changed since the last one: a copy taken under
+    /// the locks (cheap: compressed texts are shared), written without them to a
+    /// temporary file then renamed over the old one. Failures are logged.
+    async fn write_snapshot(&self) {
+        let Some((path, id)) = self.snapshot_path().await else {
+            return;
+        };
+        let (snapshot, meta, changes, rows) = {
+            let follow = self.shared.follow.lock().await;
+            let (Some(rows), Some(deletions), Some(merges)) =
+                (follow.rows, follow.deletions, follow.merges)
+            else {
+                return;
+            };
+            let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+            if index.changes() == self.shared.snapshot_changes.load(Ordering::Relaxed) {
+                return;
+            }
+            let meta = SnapshotMeta {
+                database: id,
+                rows,
+                deletions,
+                merges,
+            };
+            (index.snapshot(), meta, index.changes(), index.len())
+        };
+        let Ok(meta) = serde_json::to_vec(&meta) else {
+            return;
+        };
+        let started = Instant::now();
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut tmp = target.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            let file = std::fs::File::create(&tmp)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            snapshot.write(&meta, &mut w)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            let bytes = file.metadata()?.len();
+            std::fs::rename(&tmp, &target)?;
+            Ok(bytes)
+        })
+        .await;
+        match written {
+            Ok(Ok(bytes)) => {
+                self.shared.snapshot_changes.store(changes, Ordering::Relaxed);
+                tracing::info!(
+                    path = %path.display(),
+                    rows,
+                    bytes,
+                    secs = started.elapsed().as_secs_f64(),
+                    "content index snapshot written"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot"),
+        }
+    }
+
     /// Loads every row from scratch, then syncs once.
     async fn load(&self, feed: &Feed) -> Result<()> {
         {
@@ -197,6 +432,7 @@ impl ContentIndexHandle {
                 ..Follow::default()
             };
             *self.write() = ContentIndex::new();
+            self.shared.snapshot_changes.store(u64::MAX, Ordering::Relaxed);
             let mut logged = Instant::now();
             let mut last_id = 0;
             loop {

@@ -625,9 +625,9 @@ impl Config {
             Some(dir) if dir.as_os_str() == "off" => None,
             Some(dir) => Some(SnapshotFile::InDirectory(dir.clone())),
             None => match crate::db::DatabaseUrl::parse(&self.database_url) {
-                Ok(crate::db::DatabaseUrl::Sqlite(path)) if !path.starts_with(':') => {
-                    Some(SnapshotFile::At(PathBuf::from(format!("{path}.content-index"))))
-                }
+                Ok(crate::db::DatabaseUrl::Sqlite(path)) if !path.starts_with(':') => Some(
+                    SnapshotFile::At(PathBuf::from(format!("{path}.content-index"))),
+                ),
                 _ => None,
             },
         }

@@ -233,9 +233,7 @@ fn row_slice<'a, T>(values: &'a [T], ends: &[u32], i: usize, gap: usize) -> &'a 
     } else {
         ends[i - 1] as usize + gap
     };
-    values
-        .get(start..ends[i] as usize)
-        .unwrap_or_default()
+    values.get(start..ends[i] as usize).unwrap_or_default()
 }
 
 /// Row `i`'s text in `text`, its separator at `ends.get(i)`.
@@ -438,7 +436,15 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
 }
 
 impl Builder {
-    fn push(&mut self, id: i64, time: i64, customer: i64, channel: i32, text: &[u8], terms: &[u32]) {
+    fn push(
+        &mut self,
+        id: i64,
+        time: i64,
+        customer: i64,
+        channel: i32,
+        text: &[u8],
+        terms: &[u32],
+    ) {
         self.ids.push(id);
         self.times.push(time);
         self.customers.push(customer);
@@ -1337,7 +1343,11 @@ impl Scan<'_> {
         }
     }
 
-    fn run(&self, chunks: &[ChunkRef<'_>], cancelled: &(dyn Fn() -> bool + Sync)) -> Option<Partial> {
+    fn run(
+        &self,
+        chunks: &[ChunkRef<'_>],
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Option<Partial> {
         let mut out = self.empty();
         let mut unpacked = Unpacked::new();
         for chunk in chunks {
@@ -1777,7 +1787,10 @@ mod tests {
         let (back, meta) = ContentIndex::read_snapshot(&bytes[..], bytes.len() as u64).unwrap();
         assert_eq!(meta, b"meta");
         assert_eq!((back.len(), back.changes()), (rows.len(), 0));
-        assert!(back.contains(2 * CHUNK_ROWS as i64 + 1), "the open chunk's rows are back");
+        assert!(
+            back.contains(2 * CHUNK_ROWS as i64 + 1),
+            "the open chunk's rows are back"
+        );
         for q in queries() {
             assert_eq!(back.query(&q, 2, &|| false).unwrap(), reference(&rows, &q));
         }
@@ -1785,8 +1798,14 @@ mod tests {
         for at in (0..bytes.len()).step_by(bytes.len() / 97) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x41;
-            assert!(ContentIndex::read_snapshot(&bad[..], bad.len() as u64).is_err(), "{at}");
-            assert!(ContentIndex::read_snapshot(&bytes[..at], at as u64).is_err(), "{at}");
+            assert!(
+                ContentIndex::read_snapshot(&bad[..], bad.len() as u64).is_err(),
+                "{at}"
+            );
+            assert!(
+                ContentIndex::read_snapshot(&bytes[..at], at as u64).is_err(),
+                "{at}"
+            );
         }
     }
 
@@ -1816,13 +1835,18 @@ mod tests {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod experiment {
+/// Measurements on a real database (not run by default): `DEMO_DB=path/to/demo.db cargo
+/// test --lib content_index::measure -- --ignored --nocapture`, the file made by
+/// `crm-comms seed-demo`.
+mod measure {
     use super::*;
 
-    pub(super) fn demo_rows() -> Vec<(i64, i64, i32, i64, String)> {
+    /// Every communication of DEMO_DB: id, customer, channel, micros, content.
+    fn demo_rows() -> Vec<(i64, i64, i32, i64, String)> {
         use diesel::prelude::*;
         let path = std::env::var("DEMO_DB").unwrap();
         let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+        // raw SQL: the content feed's own row type (QueryableByName), read synchronously
         diesel::sql_query("SELECT id, customer_id, channel, occur_time, create_time, content FROM communications ORDER BY id")
             .load::<crate::db::content_feed::FeedRow>(&mut conn)
             .unwrap()
@@ -1831,36 +1855,11 @@ mod experiment {
             .collect()
     }
 
-    #[test]
-    #[ignore]
-    fn sizes() {
-        let rows = demo_rows();
-        let batch: Vec<IndexRow<'_>> = rows
-            .iter()
-            .map(|r| IndexRow { id: r.0, customer_id: r.1, channel: r.2, occur_micros: r.3, content: &r.4 })
-            .collect();
-        let mut index = ContentIndex::new();
-        index.insert_all(&batch, 2);
-        let n = index.len();
-        eprintln!("rows {n} heap {} B/row {}", index.heap_bytes(), index.heap_bytes() / n);
-        let text: usize = index.sealed.iter().map(|c| c.text.len()).sum();
-        let terms: usize = index.sealed.iter().map(|c| c.terms.len()).sum();
-        let sealed: usize = index.sealed.iter().map(|c| c.rows).sum();
-        eprintln!("text B/row {} terms B/row {} vocab {}", text as f64 / sealed as f64, terms as f64 / sealed as f64, index.names.len());
-
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod timing {
-    use super::*;
-
     /// DEMO_DB's rows ten times over (ids moved on), keyword counts and top terms timed.
     #[test]
     #[ignore]
     fn keyword_and_term_times() {
-        let rows = super::experiment::demo_rows();
+        let rows = demo_rows();
         let prepared: Vec<(Vec<u8>, Vec<String>)> = rows
             .iter()
             .map(|r| {
@@ -1874,22 +1873,42 @@ mod timing {
         let t = std::time::Instant::now();
         for copy in 0..copies {
             for (r, (text, words)) in rows.iter().zip(&prepared) {
-                let row = IndexRow { id: r.0 + copy * 1_000_000, customer_id: r.1, channel: r.2, occur_micros: r.3, content: "" };
+                let row = IndexRow {
+                    id: r.0 + copy * 1_000_000,
+                    customer_id: r.1,
+                    channel: r.2,
+                    occur_micros: r.3,
+                    content: "",
+                };
                 index.push(&row, text, words.clone());
             }
         }
-        eprintln!("rows {} built in {:?}, heap {} B/row", index.len(), t.elapsed(), index.heap_bytes() / index.len());
+        eprintln!(
+            "rows {} built in {:?}, heap {} B/row",
+            index.len(),
+            t.elapsed(),
+            index.heap_bytes() / index.len()
+        );
         let keywords = IndexQuery {
             start: i64::MIN,
             end: i64::MAX,
             keywords: vec!["退款".into(), "refund".into(), "invoice".into()],
             ..IndexQuery::default()
         };
-        let terms_q = IndexQuery { start: i64::MIN, end: i64::MAX, count_terms: true, ..IndexQuery::default() };
+        let terms_q = IndexQuery {
+            start: i64::MIN,
+            end: i64::MAX,
+            count_terms: true,
+            ..IndexQuery::default()
+        };
         let mut some = keywords.clone();
         some.customers = vec![5, 17, 300];
         some.sample_limit = 10;
-        for (name, q) in [("keywords", &keywords), ("top terms", &terms_q), ("keywords, 3 customers", &some)] {
+        for (name, q) in [
+            ("keywords", &keywords),
+            ("top terms", &terms_q),
+            ("keywords, 3 customers", &some),
+        ] {
             let mut best = std::time::Duration::MAX;
             let mut answer = None;
             for _ in 0..3 {
@@ -1898,7 +1917,11 @@ mod timing {
                 best = best.min(t.elapsed());
             }
             let a = answer.unwrap();
-            eprintln!("{name}: best of 3 {best:?} scanned {} kw {:?}", a.scanned, a.keywords.iter().map(|k| k.messages).collect::<Vec<_>>());
+            eprintln!(
+                "{name}: best of 3 {best:?} scanned {} kw {:?}",
+                a.scanned,
+                a.keywords.iter().map(|k| k.messages).collect::<Vec<_>>()
+            );
         }
     }
 }

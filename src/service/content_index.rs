@@ -405,7 +405,9 @@ impl ContentIndexHandle {
         .await;
         match written {
             Ok(Ok(bytes)) => {
-                self.shared.snapshot_changes.store(changes, Ordering::Relaxed);
+                self.shared
+                    .snapshot_changes
+                    .store(changes, Ordering::Relaxed);
                 tracing::info!(
                     path = %path.display(),
                     rows,
@@ -414,8 +416,12 @@ impl ContentIndexHandle {
                     "content index snapshot written"
                 );
             }
-            Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot"),
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot")
+            }
         }
     }
 
@@ -432,7 +438,9 @@ impl ContentIndexHandle {
                 ..Follow::default()
             };
             *self.write() = ContentIndex::new();
-            self.shared.snapshot_changes.store(u64::MAX, Ordering::Relaxed);
+            self.shared
+                .snapshot_changes
+                .store(u64::MAX, Ordering::Relaxed);
             let mut logged = Instant::now();
             let mut last_id = 0;
             loop {

@@ -263,7 +263,8 @@ pub struct Config {
     pub report_rollups: bool,
     /// Whether content reports answer keywords and top terms from an in-memory index of
     /// every communication's content (loaded at start, kept current; costs memory:
-    /// roughly 1.5x the stored content); `false` scans the rows in scope each time.
+    /// about 30 bytes per communication on typical texts); `false` scans the rows in
+    /// scope each time.
     #[arg(
         long,
         env = "CRM_CONTENT_INDEX",
@@ -272,6 +273,17 @@ pub struct Config {
         global = true
     )]
     pub content_index: bool,
+    /// Where the content index keeps its snapshot (written at shutdown and every few
+    /// minutes while it changes, read at start so the index is ready in seconds instead
+    /// of reading every row): a directory, or `off`. By default beside an SQLite
+    /// database file (`crm.db` -> `crm.db.content-index`), and none for MySQL.
+    #[arg(
+        long,
+        env = "CRM_INDEX_SNAPSHOT_DIR",
+        value_name = "DIR|off",
+        global = true
+    )]
+    pub index_snapshot_dir: Option<PathBuf>,
     /// Region whose numbering plan applies to phone numbers written without a country
     /// code: a two-letter CLDR code that libphonenumber knows (CN, HK, TW, US, GB, ...);
     /// anything else is refused at start. Phones are stored in E.164; rows stored before
@@ -498,6 +510,7 @@ impl std::fmt::Debug for Config {
             .field("migrations", &self.migrations)
             .field("report_rollups", &self.report_rollups)
             .field("content_index", &self.content_index)
+            .field("index_snapshot_dir", &self.index_snapshot_dir)
             .field("phone_region", &self.phone_region)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
@@ -549,6 +562,7 @@ impl Config {
             migrations: crate::db::migrate::MigrationsMode::Auto,
             report_rollups: true,
             content_index: true,
+            index_snapshot_dir: None,
             phone_region: crate::model::phone::PhoneRegion::default(),
             log: "info".into(),
             log_format: LogFormat::Text,
@@ -601,6 +615,22 @@ impl Config {
     /// How long a request body may take (see `--request-body-timeout-secs`).
     pub fn request_body_timeout(&self) -> Duration {
         Duration::from_secs(self.request_body_timeout_secs.max(1))
+    }
+
+    /// Where the content index's snapshot lives (see `--index-snapshot-dir`); `None`
+    /// when there is none.
+    pub fn index_snapshot(&self) -> Option<crate::service::content_index::SnapshotFile> {
+        use crate::service::content_index::SnapshotFile;
+        match &self.index_snapshot_dir {
+            Some(dir) if dir.as_os_str() == "off" => None,
+            Some(dir) => Some(SnapshotFile::InDirectory(dir.clone())),
+            None => match crate::db::DatabaseUrl::parse(&self.database_url) {
+                Ok(crate::db::DatabaseUrl::Sqlite(path)) if !path.starts_with(':') => Some(
+                    SnapshotFile::At(PathBuf::from(format!("{path}.content-index"))),
+                ),
+                _ => None,
+            },
+        }
     }
 
     /// The pool settings.
@@ -656,6 +686,27 @@ mod tests {
                 Cli::try_parse_from(["crm-comms", "seed-demo"].iter().chain(bad)).unwrap_err();
             assert!(err.to_string().contains(bad[0]), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_index_snapshot_sits_beside_an_sqlite_file_unless_configured() {
+        use crate::service::content_index::SnapshotFile;
+        let at = |url: &str, dir: Option<&str>| {
+            let mut config = Config::new("127.0.0.1:1".parse().unwrap(), url);
+            config.index_snapshot_dir = dir.map(PathBuf::from);
+            config.index_snapshot()
+        };
+        assert_eq!(
+            at("sqlite:///var/lib/crm.db", None),
+            Some(SnapshotFile::At("/var/lib/crm.db.content-index".into()))
+        );
+        assert_eq!(at("sqlite::memory:", None), None);
+        assert_eq!(at("mysql://app@db/crm", None), None);
+        assert_eq!(
+            at("mysql://app@db/crm", Some("/var/cache/crm")),
+            Some(SnapshotFile::InDirectory("/var/cache/crm".into()))
+        );
+        assert_eq!(at("sqlite:///var/lib/crm.db", Some("off")), None);
     }
 
     #[test]

@@ -11,12 +11,25 @@ use crate::with_conn;
 
 /// The name of the key that seals page tokens holding personal data.
 const PAGE_TOKEN_KEY: &str = "page_token_key/1";
+/// The name of the database's identity.
+const DATABASE_ID: &str = "database_id/1";
 
 /// The 32-byte key that seals page tokens holding personal data (see
 /// `grpc::paging::encode_sealed`); made on first use. A server racing another to make
 /// it loses the primary-key race and reads the winner's.
 pub async fn page_token_key(db: &Db) -> Result<[u8; 32]> {
-    if let Some(key) = read(db, PAGE_TOKEN_KEY).await? {
+    stored_or_new(db, PAGE_TOKEN_KEY).await
+}
+
+/// 32 random bytes made once per database (on first use): what tells this database
+/// from any other, e.g. for a content index snapshot. Not a key.
+pub async fn database_id(db: &Db) -> Result<[u8; 32]> {
+    stored_or_new(db, DATABASE_ID).await
+}
+
+/// The 32-byte secret `name`, made at random on first use.
+async fn stored_or_new(db: &Db, name: &str) -> Result<[u8; 32]> {
+    if let Some(key) = read(db, name).await? {
         return parse(&key);
     }
     let mut fresh = [0u8; 32];
@@ -26,7 +39,7 @@ pub async fn page_token_key(db: &Db) -> Result<[u8; 32]> {
         Ok::<_, Error>(
             diesel::insert_into(server_secrets::table)
                 .values((
-                    server_secrets::name.eq(PAGE_TOKEN_KEY),
+                    server_secrets::name.eq(name),
                     server_secrets::value.eq(&hex),
                 ))
                 .execute(conn)
@@ -35,7 +48,7 @@ pub async fn page_token_key(db: &Db) -> Result<[u8; 32]> {
     });
     match inserted {
         Ok(_) => Ok(fresh),
-        Err(e) if e.is_unique_violation() => match read(db, PAGE_TOKEN_KEY).await? {
+        Err(e) if e.is_unique_violation() => match read(db, name).await? {
             Some(key) => parse(&key),
             None => Err(e),
         },

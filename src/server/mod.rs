@@ -44,6 +44,8 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// HTTP/2 connection-level flow-control window, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Longest wait at shutdown for the content index's last snapshot.
+const SNAPSHOT_WRITE_BOUND: Duration = Duration::from_secs(60);
 /// HTTP/2 stream-level flow-control window, in bytes.
 const STREAM_WINDOW_BYTES: u32 = 256 << 10;
 
@@ -116,10 +118,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let content_index = config
-        .content_index
-        .then(|| ContentIndexHandle::start(db.clone(), shutdown.clone()));
-    serve_with_index(config, db, listener, shutdown, content_index).await
+    let content_index = config.content_index.then(|| {
+        ContentIndexHandle::start_with_snapshot(
+            db.clone(),
+            shutdown.clone(),
+            config.index_snapshot(),
+        )
+    });
+    let served = serve_with_index(config, db, listener, shutdown, content_index.clone()).await;
+    // The index writes its snapshot once shutdown is signalled; wait for it, boundedly.
+    if let Some(index) = content_index {
+        if tokio::time::timeout(SNAPSHOT_WRITE_BOUND, index.stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the content index snapshot is still being written; not waiting");
+        }
+    }
+    served
 }
 
 /// [`serve`] with a content index made by the caller (`None`: content reports scan),

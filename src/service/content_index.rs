@@ -30,12 +30,22 @@
 //! (which starts after they arrived, so it covers every row committed before their
 //! call), and one sync serves all of them, so concurrent reports do not queue one sync
 //! each behind the follow lock.
+//! **Snapshot.** With a [`SnapshotFile`], the index is written to a file (after a full
+//! load, every [`SNAPSHOT_EVERY`] while it changes, and at shutdown; a temporary file
+//! renamed over the old one) with its three watermarks and the database's identity
+//! (`db::secrets::database_id`). At start that file is read instead of the table, and
+//! the normal sync catches up from its watermarks (rows written, deleted and merged
+//! since). A snapshot that is damaged, of another database, of another format, or so
+//! old that tombstones may have been pruned since is ignored with a warning, and every
+//! row is read as without one.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::analytics::activity::{
@@ -59,6 +69,28 @@ pub const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
 const PAGE_ROWS: u32 = 10_000;
 /// Time between two retries of a failed load.
 const RETRY: Duration = Duration::from_secs(5);
+/// Time between two snapshots while the index changes.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(600);
+
+/// Where the index's snapshot lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotFile {
+    /// This file.
+    At(PathBuf),
+    /// A file in this directory named after the database's identity, so that servers of
+    /// several databases may share the directory.
+    InDirectory(PathBuf),
+}
+
+/// What a snapshot says about itself besides the index.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotMeta {
+    /// The database's identity, hex.
+    database: String,
+    rows: NaiveDateTime,
+    deletions: NaiveDateTime,
+    merges: NaiveDateTime,
+}
 
 /// The content index of one server; cheap to clone. See the module header.
 #[derive(Debug, Clone)]
@@ -71,6 +103,11 @@ struct Shared {
     index: RwLock<ContentIndex>,
     /// Each customer's rows by time, filled and followed with `index`.
     activity: RwLock<ActivityIndex>,
+    /// Whether the follower feeds `activity` (false while a private one is being
+    /// filled after a snapshot load, which holds no activity).
+    activity_fed: AtomicBool,
+    /// Whether `activity` holds every row the follower has applied.
+    activity_ready: AtomicBool,
     ready: AtomicBool,
     /// When a content report last used the index: ms since `epoch` (0: never).
     used_at: AtomicU64,
@@ -79,6 +116,14 @@ struct Shared {
     follow: Mutex<Follow>,
     /// What it follows.
     feed: Feed,
+    /// Where its snapshot lives, if anywhere.
+    snapshot: Option<SnapshotFile>,
+    /// `changes()` of the index when the last snapshot was taken.
+    snapshot_changes: AtomicU64,
+    /// Whether the last load came from the snapshot.
+    from_snapshot: AtomicBool,
+    /// Turns true once the background task has ended (after its last snapshot).
+    finished: watch::Sender<bool>,
     /// The shared syncs of reports.
     syncs: std::sync::Mutex<Syncs>,
     /// Woken when a shared sync ends.
@@ -116,15 +161,31 @@ struct Follow {
 impl ContentIndexHandle {
     /// An index that loads and follows `db` in the background until `shutdown`.
     pub fn start(db: Db, shutdown: watch::Receiver<bool>) -> Self {
-        Self::start_on(Feed::new(db), shutdown)
+        Self::start_on(Feed::new(db), shutdown, None)
+    }
+
+    /// An index that loads and follows `db` in the background until `shutdown`, keeping
+    /// a snapshot in `snapshot` (see the module header).
+    pub fn start_with_snapshot(
+        db: Db,
+        shutdown: watch::Receiver<bool>,
+        snapshot: Option<SnapshotFile>,
+    ) -> Self {
+        Self::start_on(Feed::new(db), shutdown, snapshot)
     }
 
     /// An index that loads and follows `feed` in the background until `shutdown`.
-    pub fn start_on(feed: Feed, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn start_on(
+        feed: Feed,
+        shutdown: watch::Receiver<bool>,
+        snapshot: Option<SnapshotFile>,
+    ) -> Self {
         let handle = ContentIndexHandle {
             shared: Arc::new(Shared {
                 index: RwLock::new(ContentIndex::new()),
                 activity: RwLock::new(ActivityIndex::new()),
+                activity_fed: AtomicBool::new(true),
+                activity_ready: AtomicBool::new(false),
                 ready: AtomicBool::new(false),
                 used_at: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -132,10 +193,33 @@ impl ContentIndexHandle {
                 feed: feed.clone(),
                 syncs: std::sync::Mutex::new(Syncs::default()),
                 synced: Notify::new(),
+                snapshot,
+                snapshot_changes: AtomicU64::new(u64::MAX),
+                from_snapshot: AtomicBool::new(false),
+                finished: watch::channel(false).0,
             }),
         };
-        tokio::spawn(handle.clone().run(feed, shutdown));
+        let task = handle.clone();
+        tokio::spawn(async move {
+            task.clone().run(feed, shutdown).await;
+            if task.is_ready() {
+                task.write_snapshot().await;
+            }
+            task.shared.finished.send_replace(true);
+        });
         handle
+    }
+
+    /// Waits until the background task has ended (after `shutdown`, once its last
+    /// snapshot is written).
+    pub async fn stopped(&self) {
+        let mut finished = self.shared.finished.subscribe();
+        let _ = finished.wait_for(|f| *f).await;
+    }
+
+    /// Whether the index was last loaded from its snapshot (not from every row).
+    pub fn loaded_from_snapshot(&self) -> bool {
+        self.shared.from_snapshot.load(Ordering::Acquire)
     }
 
     /// Whether the initial load is done (until then reports read the database).
@@ -153,7 +237,13 @@ impl ContentIndexHandle {
     async fn run(self, db: Feed, mut shutdown: watch::Receiver<bool>) {
         loop {
             let started = Instant::now();
-            match self.load(&db).await {
+            let restored = self.restore(&db).await;
+            let loaded = if restored {
+                Ok(())
+            } else {
+                self.load(&db).await
+            };
+            match loaded {
                 Ok(()) => {
                     let (rows, bytes, terms) = self.size();
                     let (_, activity_bytes) = self.activity_size();
@@ -161,11 +251,23 @@ impl ContentIndexHandle {
                         rows,
                         memory_mb = bytes / 1_000_000,
                         activity_mb = activity_bytes / 1_000_000,
+                        bytes_per_row = bytes.checked_div(rows).unwrap_or(0),
                         terms,
-                        secs = started.elapsed().as_secs(),
+                        secs = started.elapsed().as_secs_f64(),
+                        source = if restored { "snapshot" } else { "database" },
                         "content index ready"
                     );
+                    self.shared.from_snapshot.store(restored, Ordering::Release);
                     self.shared.ready.store(true, Ordering::Release);
+                    if !restored {
+                        self.shared.activity_ready.store(true, Ordering::Release);
+                        self.write_snapshot().await;
+                    } else {
+                        tokio::select! {
+                            () = self.fill_activity(&db) => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "content index load failed; retrying");
@@ -178,6 +280,7 @@ impl ContentIndexHandle {
             // Follow while content reports are asked for, until shutdown or until the
             // index has not synced for so long that tombstones may have been pruned:
             // then load again from scratch.
+            let mut snapshot_at = Instant::now();
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(SYNC_INTERVAL) => {}
@@ -186,6 +289,10 @@ impl ContentIndexHandle {
                 if self.is_stale().await {
                     self.shared.ready.store(false, Ordering::Release);
                     break;
+                }
+                if snapshot_at.elapsed() >= SNAPSHOT_EVERY {
+                    snapshot_at = Instant::now();
+                    self.write_snapshot().await;
                 }
                 if !self.recently_used() {
                     continue;
@@ -232,6 +339,156 @@ impl ContentIndexHandle {
         (activity.len(), activity.heap_bytes())
     }
 
+    /// The snapshot's path and the database's identity (hex); `None` without a snapshot
+    /// or when the identity cannot be read.
+    async fn snapshot_path(&self) -> Option<(PathBuf, String)> {
+        let place = self.shared.snapshot.as_ref()?;
+        let id = match crate::db::secrets::database_id(self.shared.feed.db()).await {
+            Ok(id) => id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the database identity; no content index snapshot");
+                return None;
+            }
+        };
+        let path = match place {
+            SnapshotFile::At(path) => path.clone(),
+            SnapshotFile::InDirectory(dir) => {
+                dir.join(format!("content-index-{}.snapshot", &id[..16]))
+            }
+        };
+        Some((path, id))
+    }
+
+    /// Reads the snapshot and catches up from its watermarks; `false` (and nothing
+    /// changed) when there is none or it cannot be used (with a warning saying why).
+    async fn restore(&self, feed: &Feed) -> bool {
+        let Some((path, id)) = self.snapshot_path().await else {
+            return false;
+        };
+        let file = path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let f = match std::fs::File::open(&file) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let len = f.metadata().map_err(|e| e.to_string())?.len();
+            ContentIndex::read_snapshot(std::io::BufReader::with_capacity(1 << 20, f), len)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let ignored = |why: &str| {
+            tracing::warn!(path = %path.display(), why, "content index snapshot ignored; reading every row");
+            false
+        };
+        let (index, meta) = match read {
+            Ok(Ok(Some(read))) => read,
+            Ok(Ok(None)) => return false,
+            Ok(Err(e)) => return ignored(&e),
+            Err(e) => return ignored(&e.to_string()),
+        };
+        let Ok(meta) = serde_json::from_slice::<SnapshotMeta>(&meta) else {
+            return ignored("its header is not readable");
+        };
+        if meta.database != id {
+            return ignored("it is a snapshot of another database");
+        }
+        let oldest = settled_now() - TOMBSTONE_KEEP / 2;
+        if meta.deletions.min(meta.merges).min(meta.rows) < oldest {
+            return ignored("it is older than the deleted rows' retention");
+        }
+        {
+            let mut follow = self.shared.follow.lock().await;
+            *follow = Follow {
+                rows: Some(meta.rows),
+                deletions: Some(meta.deletions),
+                merges: Some(meta.merges),
+                synced: None,
+            };
+            *self.write() = index;
+            self.shared.snapshot_changes.store(0, Ordering::Relaxed);
+            // The snapshot holds no activity: `fill_activity` builds it after this.
+            self.shared.activity_fed.store(false, Ordering::Release);
+            self.shared.activity_ready.store(false, Ordering::Release);
+            *self.activity_write() = ActivityIndex::new();
+        }
+        match self.sync(feed).await {
+            Ok(()) => true,
+            Err(e) => {
+                *self.write() = ContentIndex::new();
+                ignored(&format!("catching up from it failed: {e}"))
+            }
+        }
+    }
+
+    /// Writes the snapshot when the index changed since the last one: a copy taken under
+    /// the locks (cheap: compressed texts are shared), written without them to a
+    /// temporary file then renamed over the old one. Failures are logged.
+    async fn write_snapshot(&self) {
+        let Some((path, id)) = self.snapshot_path().await else {
+            return;
+        };
+        let (snapshot, meta, changes, rows) = {
+            let follow = self.shared.follow.lock().await;
+            let (Some(rows), Some(deletions), Some(merges)) =
+                (follow.rows, follow.deletions, follow.merges)
+            else {
+                return;
+            };
+            let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+            if index.changes() == self.shared.snapshot_changes.load(Ordering::Relaxed) {
+                return;
+            }
+            let meta = SnapshotMeta {
+                database: id,
+                rows,
+                deletions,
+                merges,
+            };
+            (index.snapshot(), meta, index.changes(), index.len())
+        };
+        let Ok(meta) = serde_json::to_vec(&meta) else {
+            return;
+        };
+        let started = Instant::now();
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut tmp = target.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            let file = std::fs::File::create(&tmp)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            snapshot.write(&meta, &mut w)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            let bytes = file.metadata()?.len();
+            std::fs::rename(&tmp, &target)?;
+            Ok(bytes)
+        })
+        .await;
+        match written {
+            Ok(Ok(bytes)) => {
+                self.shared
+                    .snapshot_changes
+                    .store(changes, Ordering::Relaxed);
+                tracing::info!(
+                    path = %path.display(),
+                    rows,
+                    bytes,
+                    secs = started.elapsed().as_secs_f64(),
+                    "content index snapshot written"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the content index snapshot")
+            }
+        }
+    }
+
     /// Loads every row from scratch, then syncs once.
     async fn load(&self, feed: &Feed) -> Result<()> {
         {
@@ -246,6 +503,11 @@ impl ContentIndexHandle {
             };
             *self.write() = ContentIndex::new();
             *self.activity_write() = ActivityIndex::new();
+            self.shared.activity_fed.store(true, Ordering::Release);
+            self.shared.activity_ready.store(false, Ordering::Release);
+            self.shared
+                .snapshot_changes
+                .store(u64::MAX, Ordering::Relaxed);
             let mut logged = Instant::now();
             let mut last_id = 0;
             loop {
@@ -341,23 +603,87 @@ impl ContentIndexHandle {
             let mut index = shared.index.write().unwrap_or_else(|e| e.into_inner());
             index.insert_all(&batch, threads());
             drop(index);
-            let batch: Vec<ActivityRow<'_>> = rows
-                .iter()
-                .map(|row| ActivityRow {
-                    id: row.id,
-                    customer_id: row.customer_id,
-                    channel: row.channel,
-                    direction: row.direction,
-                    occur_micros: row.occur_time.and_utc().timestamp_micros(),
-                    call_duration_us: row.call_duration_us,
-                    content: &row.content,
-                })
-                .collect();
+            if !shared.activity_fed.load(Ordering::Acquire) {
+                return;
+            }
+            let batch = activity_rows(&rows);
             let mut activity = shared.activity.write().unwrap_or_else(|e| e.into_inner());
             activity.insert_all(&batch, threads());
         })
         .await
         .map_err(|e| Error::Internal(format!("content index insert failed: {e}")))
+    }
+
+    /// Builds the per-customer activity after the content index came from its snapshot
+    /// (which holds none), retrying a failed read: until it is done one-customer
+    /// reports read the database.
+    async fn fill_activity(&self, feed: &Feed) {
+        let started = Instant::now();
+        loop {
+            match self.load_activity(feed).await {
+                Ok(()) => {
+                    let (rows, bytes) = self.activity_size();
+                    tracing::info!(
+                        rows,
+                        activity_mb = bytes / 1_000_000,
+                        secs = started.elapsed().as_secs_f64(),
+                        "activity index ready"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "activity index load failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Every row read by id into a private activity index while the follower goes on
+    /// with the content index; then, under the follow lock, what was recorded, deleted
+    /// and merged since the read began is applied to it (in the sync's order: rows,
+    /// tombstones, merges) and it replaces the shared one, which the follower feeds
+    /// from then on. Rows it holds that the follower reads again are skipped; a
+    /// tombstone or merge applied twice changes nothing.
+    async fn load_activity(&self, feed: &Feed) -> Result<()> {
+        let start = settled_now();
+        let mut activity = ActivityIndex::new();
+        let mut last_id = 0;
+        loop {
+            let causal = feed.causal().await;
+            let page = content_feed::page_after(feed.db(), causal, last_id, PAGE_ROWS).await?;
+            let done = page.len() < PAGE_ROWS as usize;
+            last_id = page.last().map_or(last_id, |r| r.id);
+            activity = insert_activity(activity, page).await?;
+            if done {
+                break;
+            }
+        }
+        let _follow = self.shared.follow.lock().await;
+        let mut after = Some((start, i64::MAX));
+        loop {
+            let page = feed.communications_after(after, PAGE_ROWS).await?;
+            let done = page.len() < PAGE_ROWS as usize;
+            after = page.last().map(|r| (r.create_time, r.id)).or(after);
+            activity = insert_activity(activity, page).await?;
+            if done {
+                break;
+            }
+        }
+        let deleted: Vec<i64> = feed
+            .deletions_after(Some(start))
+            .await?
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        activity.remove_all(&deleted);
+        for (_, survivor, merged) in &feed.merges_after(Some(start)).await? {
+            activity.reassign_customers(merged, *survivor);
+        }
+        *self.activity_write() = activity;
+        self.shared.activity_fed.store(true, Ordering::Release);
+        self.shared.activity_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, ContentIndex> {
@@ -440,7 +766,7 @@ impl ContentIndexHandle {
         ask: FrequencyAsk,
         deadline: Deadline,
     ) -> Result<Option<FrequencyFigures>> {
-        if !self.usable().await {
+        if !self.shared.activity_ready.load(Ordering::Acquire) || !self.usable().await {
             return Ok(None);
         }
         self.synced_since_call().await?;
@@ -463,7 +789,7 @@ impl ContentIndexHandle {
         top_terms: usize,
         deadline: Deadline,
     ) -> Result<Option<InsightFigures>> {
-        if !self.usable().await {
+        if !self.shared.activity_ready.load(Ordering::Acquire) || !self.usable().await {
             return Ok(None);
         }
         self.synced_since_call().await?;
@@ -498,6 +824,34 @@ impl ContentIndexHandle {
             None => deadline.check("the content index scan").map(|()| None),
         }
     }
+}
+
+/// `rows` added to `activity` (tokenizing them) on the blocking pool.
+async fn insert_activity(mut activity: ActivityIndex, rows: Vec<FeedRow>) -> Result<ActivityIndex> {
+    if rows.is_empty() {
+        return Ok(activity);
+    }
+    tokio::task::spawn_blocking(move || {
+        activity.insert_all(&activity_rows(&rows), threads());
+        activity
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("activity index insert failed: {e}")))
+}
+
+/// What the activity index takes of each row.
+fn activity_rows(rows: &[FeedRow]) -> Vec<ActivityRow<'_>> {
+    rows.iter()
+        .map(|row| ActivityRow {
+            id: row.id,
+            customer_id: row.customer_id,
+            channel: row.channel,
+            direction: row.direction,
+            occur_micros: row.occur_time.and_utc().timestamp_micros(),
+            call_duration_us: row.call_duration_us,
+            content: &row.content,
+        })
+        .collect()
 }
 
 /// Threads for folding, tokenizing and scanning: the machine's cores.

@@ -7,7 +7,7 @@
 //! database that has no index, whole responses.
 
 use crm_comms::pb::{self, analytics_service_client::AnalyticsServiceClient};
-use crm_comms::service::content_index::ContentIndexHandle;
+use crm_comms::service::content_index::{ContentIndexHandle, SnapshotFile};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -307,5 +307,101 @@ backend_tests! {
         let req = requests(&customers)[0].clone();
         let fast = indexed.get_content_report(req).await.unwrap().into_inner();
         assert_eq!(fast.scanned_count, 52);
+    }
+
+    async fn a_restarted_index_reads_its_snapshot_and_catches_up_exactly(app: &TestApp) {
+        let customers = customers(app, 10).await;
+        let mut rng = Rng(0x00c0_77e7_5eed_0005);
+        import(app, (0..2500).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let place = Some(SnapshotFile::InDirectory(dir.path().to_owned()));
+        let start = |place: Option<SnapshotFile>| async move {
+            let (stop, rx) = watch::channel(false);
+            let index = ContentIndexHandle::start_with_snapshot(app.db.clone(), rx, place);
+            tokio::time::timeout(std::time::Duration::from_secs(60), index.wait_ready())
+                .await
+                .expect("the content index loads");
+            (index, stop)
+        };
+        let stop = |index: ContentIndexHandle, stop: watch::Sender<bool>| async move {
+            stop.send(true).expect("index running");
+            tokio::time::timeout(std::time::Duration::from_secs(60), index.stopped())
+                .await
+                .expect("the content index stops after its last snapshot");
+        };
+        let snapshots = || -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir.path())
+                .expect("snapshot dir")
+                .map(|e| e.expect("entry").path())
+                .collect()
+        };
+
+        // First life: every row read; the snapshot written after the load and at stop.
+        let (index, stopper) = start(place.clone()).await;
+        assert!(!index.loaded_from_snapshot());
+        stop(index, stopper).await;
+        let files = snapshots();
+        assert_eq!(files.len(), 1, "one snapshot, no temporary file left: {files:?}");
+        assert!(files[0].file_name().unwrap().to_string_lossy().starts_with("content-index-"));
+
+        // While no index runs: rows written, deleted and merged.
+        let logged = log_each(app, (0..40).map(|_| generated(&mut rng, &customers)).collect::<Vec<_>>()).await;
+        import(app, (0..300).map(|_| generated(&mut rng, &customers)).collect()).await;
+        delete_then_purge(app, &logged[..20], customers[0]).await;
+        app.customers()
+            .merge_customers(pb::MergeCustomersRequest {
+                surviving_customer_id: customers[9],
+                merged_customer_ids: vec![customers[8]],
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+
+        // Second life: from the snapshot, caught up, equal to a scanning server.
+        let (index, stopper) = start(place.clone()).await;
+        assert!(index.loaded_from_snapshot());
+        let (indexed, _stop_a) = app.another_server(|_| {}, Some(index.clone())).await;
+        let (scanned, _stop_b) = app.another_server(|_| {}, None).await;
+        let (mut indexed, mut scanned) = (
+            AnalyticsServiceClient::new(indexed),
+            AnalyticsServiceClient::new(scanned),
+        );
+        assert_same(&mut indexed, &mut scanned, &customers).await;
+        let req = requests(&customers)[0].clone();
+        let fast = indexed.get_content_report(req).await.unwrap().into_inner();
+        assert_eq!(
+            fast.scanned_count,
+            app.scalar("SELECT COUNT(*) FROM communications WHERE occur_time >= '2024-01-01' AND occur_time < '2025-01-01'").await
+        );
+        stop(index, stopper).await;
+
+        // A damaged snapshot (one byte changed) is ignored: every row read, still exact.
+        let file = &snapshots()[0];
+        let mut bytes = std::fs::read(file).expect("snapshot");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5A;
+        std::fs::write(file, &bytes).expect("damage the snapshot");
+        let (index, _stopper) = start(place.clone()).await;
+        assert!(!index.loaded_from_snapshot());
+        let (indexed, _stop_c) = app.another_server(|_| {}, Some(index.clone())).await;
+        assert_same(&mut AnalyticsServiceClient::new(indexed), &mut scanned, &customers).await;
+
+        // A snapshot of another database is ignored too.
+        let other_url = app.empty_database_url("other").await;
+        let other = crm_comms::db::Db::connect(&other_url, &Default::default()).await.expect("other database");
+        let (stop_other, rx) = watch::channel(false);
+        let foreign = ContentIndexHandle::start_with_snapshot(
+            other,
+            rx,
+            Some(SnapshotFile::At(file.clone())),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(60), foreign.wait_ready())
+            .await
+            .expect("the other index loads");
+        assert!(!foreign.loaded_from_snapshot());
+        assert_eq!(foreign.size().0, 0);
+        stop_other.send(true).unwrap();
+        foreign.stopped().await;
+        app.drop_database(&other_url).await;
     }
 }

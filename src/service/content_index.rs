@@ -222,6 +222,12 @@ impl ContentIndexHandle {
         self.shared.from_snapshot.load(Ordering::Acquire)
     }
 
+    /// Whether the per-customer activity holds every applied row (until then
+    /// one-customer reports read the database).
+    pub fn activity_ready(&self) -> bool {
+        self.shared.activity_ready.load(Ordering::Acquire)
+    }
+
     /// Whether the initial load is done (until then reports read the database).
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)

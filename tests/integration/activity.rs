@@ -10,7 +10,7 @@
 use crm_comms::pb::{
     self, analytics_service_client::AnalyticsServiceClient, communication::Details,
 };
-use crm_comms::service::content_index::ContentIndexHandle;
+use crm_comms::service::content_index::{ContentIndexHandle, SnapshotFile};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -333,5 +333,60 @@ backend_tests! {
         writer.await.unwrap();
         let mut indexed = indexed;
         assert_same(&mut indexed, &mut read, &customers).await;
+    }
+
+    async fn after_a_start_from_the_snapshot_the_activity_is_built_and_answers_alike(app: &TestApp) {
+        let customers = new_customers(app, "activity snapshot", 4).await;
+        let mut rng = Rng(0x0ac7_1f17_0000_0003);
+        import(app, (0..800).map(|_| generated(&mut rng, &customers)).collect()).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let place = Some(SnapshotFile::InDirectory(dir.path().to_owned()));
+        let start = |place: Option<SnapshotFile>| async move {
+            let (stop, rx) = watch::channel(false);
+            let index = ContentIndexHandle::start_with_snapshot(app.db.clone(), rx, place);
+            tokio::time::timeout(std::time::Duration::from_secs(60), index.wait_ready())
+                .await
+                .expect("the content index loads");
+            (index, stop)
+        };
+        // First life writes the snapshot; rows are written while no index runs.
+        let (index, stop) = start(place.clone()).await;
+        assert!(index.activity_ready());
+        stop.send(true).unwrap();
+        index.stopped().await;
+        import(app, (0..150).map(|_| generated(&mut rng, &customers)).collect()).await;
+
+        // Second life: the content index from the snapshot, the activity built after it.
+        let (index, _stop_index) = start(place).await;
+        assert!(index.loaded_from_snapshot());
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while !index.activity_ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the activity is built after a start from the snapshot");
+        let rows = app.scalar("SELECT COUNT(*) FROM communications").await;
+        assert_eq!(index.activity_size().0 as i64, rows);
+        let (indexed, _stop_a) = app.another_server(|_| {}, Some(index.clone())).await;
+        let (read, _stop_b) = app.another_server(|_| {}, None).await;
+        let (mut indexed, mut read) = (
+            AnalyticsServiceClient::new(indexed),
+            AnalyticsServiceClient::new(read),
+        );
+        assert!(assert_same(&mut indexed, &mut read, &customers).await > 950);
+
+        // The activity answers (not the database): rows moved behind every server's
+        // back move in the database's answer only.
+        app.execute(&format!(
+            "UPDATE communications SET occur_time = '2030-01-15 00:00:00' WHERE customer_id = {}",
+            customers[2]
+        ))
+        .await;
+        let req = frequency_requests(customers[2]).pop().unwrap();
+        let fast = indexed.get_frequency_report(req.clone()).await.unwrap().into_inner();
+        let slow = read.get_frequency_report(req).await.unwrap().into_inner();
+        assert_eq!(fast.total_count, 0);
+        assert!(slow.total_count > 0);
     }
 }

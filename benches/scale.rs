@@ -1453,10 +1453,7 @@ fn cpu_per_call(before: Cpu, after: Cpu, calls: f64) -> (f64, Option<f64>, f64) 
     let ms = |a: f64, b: f64| (b - a) * 1000.0 / calls;
     (
         ms(before.server, after.server),
-        before
-            .database
-            .zip(after.database)
-            .map(|(a, b)| ms(a, b)),
+        before.database.zip(after.database).map(|(a, b)| ms(a, b)),
         ms(before.clients, after.clients),
     )
 }
@@ -1562,9 +1559,7 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
         }
         svc_rates.push(total_log / started.elapsed().as_secs_f64());
         svc_cpu.push(cpu_per_call(cpu, cpu_now(server_pid, db_pid), total_log));
-        if let (Some((q0, c0)), Some((q1, c1))) =
-            (counters, db_counters(&t.scratch_driver).await)
-        {
+        if let (Some((q0, c0)), Some((q1, c1))) = (counters, db_counters(&t.scratch_driver).await) {
             // Server-wide counters: other clients of the database count too.
             say!(
                 "  LogCommunication: {:.2} statements per call, {:.1} calls per COMMIT",

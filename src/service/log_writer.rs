@@ -7,12 +7,13 @@
 //! same six statements per call. A lone call is a batch of one, so its latency is what
 //! it was; under concurrency the statements per call fall with the batch size.
 //!
-//! Under load, a batch also waits a little to fill: a writer that finds calls queued
-//! while another writer is storing its batch keeps collecting until that batch ends (or
-//! [`LINGER`] passes), since the calls answered then come back as the next calls. The
-//! writers then take turns, one storing while another collects, and a batch holds a
-//! share of all waiting calls instead of whatever arrived in the last instant: the
-//! statements, round trips and commits per call fall with it. A lone call never waits.
+//! Under load, a batch also waits a little to fill: a writer that finds half the
+//! writers (at least one) storing batches keeps collecting calls until one of those
+//! batches ends (or [`LINGER`] passes), since the calls answered then come back as the
+//! next calls. A batch then holds a share of all waiting calls instead of whatever
+//! arrived in the last instant, so the statements, round trips and commits per call
+//! fall, while the other half of the writers still overlap their round trips and
+//! commits. A lone call never waits.
 //!
 //! Every call still gets exactly its own answer: its row, the first row of a replayed
 //! `request_id` (REQUEST_ID_REUSED when the key was used for a different
@@ -42,11 +43,12 @@ const QUEUE: usize = 1024;
 /// header); a bound for a batch that is slow to commit, not the usual wait.
 pub const LINGER: Duration = Duration::from_millis(5);
 
-/// What the writers share besides the queue: how many are storing a batch now, and a
-/// signal each time one ends.
+/// What the writers share besides the queue: how many are storing a batch now, from
+/// how many a new batch waits to fill, and a signal each time one ends.
 #[derive(Debug, Default)]
 struct Turns {
     storing: AtomicUsize,
+    busy_from: usize,
     ended: Notify,
 }
 
@@ -78,7 +80,10 @@ impl LogWriter {
         let (queue, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let consecutive = Arc::new(OnceCell::new());
-        let turns = Arc::new(Turns::default());
+        let turns = Arc::new(Turns {
+            busy_from: (writers / 2).max(1),
+            ..Turns::default()
+        });
         for _ in 0..writers.max(1) {
             tokio::spawn(write_loop(
                 db.clone(),
@@ -147,8 +152,8 @@ async fn write_loop(
     }
 }
 
-/// The batch that starts with `first`: the calls queued behind it, and while another
-/// writer is storing a batch, the calls that arrive until that batch ends (at most
+/// The batch that starts with `first`: the calls queued behind it, and while half the
+/// writers are storing batches, the calls that arrive until one of those ends (at most
 /// [`LINGER`]), up to [`MAX_BATCH_ROWS`] rows or [`MAX_BATCH_BYTES`].
 async fn collect(
     queue: &mut mpsc::Receiver<Pending>,
@@ -174,7 +179,7 @@ async fn collect(
     let ended = turns.ended.notified();
     tokio::pin!(ended);
     ended.as_mut().enable();
-    while !full(&batch, bytes) && turns.storing.load(Ordering::SeqCst) > 0 {
+    while !full(&batch, bytes) && turns.storing.load(Ordering::SeqCst) >= turns.busy_from {
         tokio::select! {
             next = queue.recv() => match next {
                 Some(p) => {

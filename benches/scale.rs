@@ -16,6 +16,10 @@
 //! - StreamTimeline runs on a second reused database with one customer owning the first
 //!   `--timeline-events` communications of the dataset, copied with `INSERT ... SELECT`.
 //! - The server is the release `crm-comms serve` process; clients are the tonic clients.
+//!   `CRM_BENCH_SERVER` names another build of it for the write figures (two builds
+//!   compared in one sitting). The write figures also give the CPU time per row of each
+//!   side (server, MariaDB when it runs on this machine, this process as the clients),
+//!   read from `/proc`, and MariaDB's statements per call and calls per COMMIT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -1434,14 +1438,117 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
     Ok(())
 }
 
+/// The server binary of the write figures: `CRM_BENCH_SERVER` (another build of
+/// `crm-comms`, to compare two builds in one sitting), else the one cargo built.
+fn write_server() -> String {
+    std::env::var("CRM_BENCH_SERVER").unwrap_or_else(|_| SERVER.to_owned())
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user + system) process `pid` has used so far (`self` for this one), or
+/// none where `/proc` cannot say (not Linux, a database on another machine).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(14)? + ticks(15)?) / USER_HZ)
+}
+
+/// The CPU seconds of the three sides of a write figure so far: the server under test,
+/// the database server (when it runs here) and this process (the clients).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    database: Option<f64>,
+    clients: f64,
+}
+
+/// Samples [`Cpu`] for the server `server_pid` and the database server `db_pid`.
+fn cpu_now(server_pid: Option<u32>, db_pid: Option<u32>) -> Cpu {
+    let of = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(&p.to_string()));
+    Cpu {
+        server: of(server_pid).unwrap_or(0.0),
+        database: of(db_pid),
+        clients: cpu_seconds("self").unwrap_or(0.0),
+    }
+}
+
+/// CPU milliseconds per call of each side between `before` and `after` over `calls`.
+fn cpu_per_call(before: Cpu, after: Cpu, calls: f64) -> (f64, Option<f64>, f64) {
+    let ms = |a: f64, b: f64| (b - a) * 1000.0 / calls;
+    (
+        ms(before.server, after.server),
+        before.database.zip(after.database).map(|(a, b)| ms(a, b)),
+        ms(before.clients, after.clients),
+    )
+}
+
+/// `cpu_per_call`'s figures as text: `server 0.21 + database 0.30 + clients 0.15 ms`.
+fn cpu_text((server, database, clients): (f64, Option<f64>, f64)) -> String {
+    let db = database.map_or_else(|| "?".to_owned(), |d| format!("{d:.3}"));
+    format!("server {server:.3} + database {db} + clients {clients:.3} CPU ms per row")
+}
+
+/// The median of each side of `cpu_per_call` figures.
+fn median_cpu(v: Vec<(f64, Option<f64>, f64)>) -> (f64, Option<f64>, f64) {
+    let db: Vec<f64> = v.iter().filter_map(|c| c.1).collect();
+    (
+        median_f64(v.iter().map(|c| c.0).collect()),
+        (!db.is_empty()).then(|| median_f64(db)),
+        median_f64(v.iter().map(|c| c.2).collect()),
+    )
+}
+
+/// The MariaDB server's counters of the whole server (any client's statements count):
+/// `Questions` (statements) and `Com_commit` (explicit COMMITs: one per service batch).
+async fn db_counters(driver: &Driver) -> Option<(f64, f64)> {
+    let Driver::Mysql(url) = driver else {
+        return None;
+    };
+    let mut c = mysql_async::Conn::from_url(url.as_str()).await.ok()?;
+    let rows: Vec<(String, String)> = c
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')")
+        .await
+        .ok()?;
+    let _ = c.disconnect().await;
+    let get = |n: &str| {
+        rows.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    };
+    Some((get("Questions")?, get("Com_commit")?))
+}
+
+/// The process id of the MariaDB server behind `driver`, when it runs on this machine
+/// (its pid file is readable and names a live `mariadbd`/`mysqld`).
+async fn db_pid(driver: &Driver) -> Option<u32> {
+    let Driver::Mysql(url) = driver else {
+        return None;
+    };
+    let mut c = mysql_async::Conn::from_url(url.as_str()).await.ok()?;
+    let file: Option<String> = c.query_first("SELECT @@pid_file").await.ok()?;
+    let _ = c.disconnect().await;
+    let pid: u32 = std::fs::read_to_string(file?).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.contains("mariadbd") || comm.contains("mysqld")).then_some(pid)
+}
+
 /// LogCommunication and ImportCommunications against the driver's inserts, on the
 /// scratch database.
 async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let ids = t.scratch_driver.customer_ids().await?;
-    let server = Server::start(SERVER, &t.scratch_url, STARTUP).await?;
+    let server = Server::start(&write_server(), &t.scratch_url, STARTUP).await?;
+    let (server_pid, db_pid) = (Some(server.pid()), db_pid(&t.scratch_driver).await);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let clients = args.log_clients;
     let total_log = (clients * args.log_rows) as f64;
+    let mut svc_cpu = Vec::new();
+    let mut drv_cpu = Vec::new();
 
     let mut svc_rates = Vec::new();
     let mut drv_rates = Vec::new();
@@ -1461,6 +1568,8 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
                     .collect()
             })
             .collect();
+        let counters = db_counters(&t.scratch_driver).await;
+        let cpu = cpu_now(server_pid, db_pid);
         let started = Instant::now();
         for (ch, rows) in chans.into_iter().zip(per_client) {
             tasks.push(tokio::spawn(async move {
@@ -1479,6 +1588,15 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
             task.await??;
         }
         svc_rates.push(total_log / started.elapsed().as_secs_f64());
+        svc_cpu.push(cpu_per_call(cpu, cpu_now(server_pid, db_pid), total_log));
+        if let (Some((q0, c0)), Some((q1, c1))) = (counters, db_counters(&t.scratch_driver).await) {
+            // Server-wide counters: other clients of the database count too.
+            say!(
+                "  LogCommunication: {:.2} statements per call, {:.1} calls per COMMIT",
+                (q1 - q0) / total_log,
+                total_log / (c1 - c0).max(1.0)
+            );
+        }
 
         let per_client: Vec<Vec<NewComm>> = (0..clients)
             .map(|_| {
@@ -1487,8 +1605,15 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
                     .collect()
             })
             .collect();
+        let cpu = cpu_now(server_pid, db_pid);
         let d = t.scratch_driver.single_inserts(per_client).await?;
         drv_rates.push(total_log / d.as_secs_f64());
+        drv_cpu.push(cpu_per_call(cpu, cpu_now(server_pid, db_pid), total_log));
+        say!(
+            "  LogCommunication {}; driver single {}",
+            cpu_text(*svc_cpu.last().unwrap_or(&(0.0, None, 0.0))),
+            cpu_text(*drv_cpu.last().unwrap_or(&(0.0, None, 0.0)))
+        );
 
         // One import stream vs multi-row INSERTs.
         let items: Vec<pb::ImportCommunicationsRequest> = (0..args.import_rows)
@@ -1545,8 +1670,10 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
             Some(0.8),
         )
         .note(format!(
-            "{} rows each side per run, scratch database",
-            clients * args.log_rows
+            "{} rows each side per run, scratch database; service {}; driver {}",
+            clients * args.log_rows,
+            cpu_text(median_cpu(svc_cpu)),
+            cpu_text(median_cpu(drv_cpu))
         )),
     );
     out.push(

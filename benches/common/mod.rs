@@ -248,6 +248,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The server process's id (for its CPU time in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a log line contains `needle`, at most `limit`; the line.
     pub async fn wait_log(&self, needle: &str, limit: Duration) -> Result<String> {
         let started = Instant::now();

@@ -7,6 +7,14 @@
 //! same six statements per call. A lone call is a batch of one, so its latency is what
 //! it was; under concurrency the statements per call fall with the batch size.
 //!
+//! Under load, a batch also waits a little to fill: a writer that finds half the
+//! writers (at least one) storing batches keeps collecting calls until one of those
+//! batches ends (or [`LINGER`] passes), since the calls answered then come back as the
+//! next calls. A batch then holds a share of all waiting calls instead of whatever
+//! arrived in the last instant, so the statements, round trips and commits per call
+//! fall, while the other half of the writers still overlap their round trips and
+//! commits. A lone call never waits.
+//!
 //! Every call still gets exactly its own answer: its row, the first row of a replayed
 //! `request_id` (REQUEST_ID_REUSED when the key was used for a different
 //! communication), or NOT_FOUND for an unknown customer. A batch that fails as a whole
@@ -14,9 +22,11 @@
 //! (`communications::insert`); any other failure (the database away, possibly
 //! mid-COMMIT) answers every call with the error rather than risk storing a row twice.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Mutex, OnceCell};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify, OnceCell};
 
 use crate::db::communications::{self, CommunicationInsertForm, CommunicationRow, Logged};
 use crate::db::Db;
@@ -29,6 +39,18 @@ pub const MAX_BATCH_ROWS: usize = 128;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Calls queued before new ones wait for room.
 const QUEUE: usize = 1024;
+/// Longest a batch waits to fill while another writer is storing (see the module
+/// header); a bound for a batch that is slow to commit, not the usual wait.
+pub const LINGER: Duration = Duration::from_millis(5);
+
+/// What the writers share besides the queue: how many are storing a batch now, from
+/// how many a new batch waits to fill, and a signal each time one ends.
+#[derive(Debug, Default)]
+struct Turns {
+    storing: AtomicUsize,
+    busy_from: usize,
+    ended: Notify,
+}
 
 /// One queued call.
 struct Pending {
@@ -58,8 +80,17 @@ impl LogWriter {
         let (queue, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let consecutive = Arc::new(OnceCell::new());
+        let turns = Arc::new(Turns {
+            busy_from: (writers / 2).max(1),
+            ..Turns::default()
+        });
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(db.clone(), rx.clone(), consecutive.clone()));
+            tokio::spawn(write_loop(
+                db.clone(),
+                rx.clone(),
+                consecutive.clone(),
+                turns.clone(),
+            ));
         }
         LogWriter { queue }
     }
@@ -90,6 +121,7 @@ async fn write_loop(
     db: Db,
     queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
     consecutive: Arc<OnceCell<bool>>,
+    turns: Arc<Turns>,
 ) {
     loop {
         let batch = {
@@ -97,18 +129,7 @@ async fn write_loop(
             let Some(first) = queue.recv().await else {
                 return;
             };
-            let mut bytes = first.form.content.len();
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_ROWS && bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(p) => {
-                        bytes += p.form.content.len();
-                        batch.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-            batch
+            collect(&mut queue, first, &turns).await
         };
         let consecutive = match consecutive
             .get_or_try_init(|| communications::consecutive_ids(&db))
@@ -117,8 +138,61 @@ async fn write_loop(
             Ok(&c) => c,
             Err(_) => false,
         };
+        let started = Instant::now();
+        let rows = batch.len();
+        turns.storing.fetch_add(1, Ordering::SeqCst);
         write(&db, batch, consecutive).await;
+        turns.storing.fetch_sub(1, Ordering::SeqCst);
+        turns.ended.notify_waiters();
+        tracing::debug!(
+            rows,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "log batch stored"
+        );
     }
+}
+
+/// The batch that starts with `first`: the calls queued behind it, and while half the
+/// writers are storing batches, the calls that arrive until one of those ends (at most
+/// [`LINGER`]), up to [`MAX_BATCH_ROWS`] rows or [`MAX_BATCH_BYTES`].
+async fn collect(
+    queue: &mut mpsc::Receiver<Pending>,
+    first: Pending,
+    turns: &Turns,
+) -> Vec<Pending> {
+    let mut bytes = first.form.content.len();
+    let mut batch = vec![first];
+    let full = |batch: &Vec<Pending>, bytes: usize| {
+        batch.len() >= MAX_BATCH_ROWS || bytes >= MAX_BATCH_BYTES
+    };
+    while !full(&batch, bytes) {
+        match queue.try_recv() {
+            Ok(p) => {
+                bytes += p.form.content.len();
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    // Registered before `storing` is read, so an end between the two is not missed.
+    let ended = turns.ended.notified();
+    tokio::pin!(ended);
+    ended.as_mut().enable();
+    while !full(&batch, bytes) && turns.storing.load(Ordering::SeqCst) >= turns.busy_from {
+        tokio::select! {
+            next = queue.recv() => match next {
+                Some(p) => {
+                    bytes += p.form.content.len();
+                    batch.push(p);
+                }
+                None => break,
+            },
+            () = &mut ended => break,
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    batch
 }
 
 /// Stores one batch and answers each of its calls.

@@ -267,6 +267,13 @@ impl ContentIndexHandle {
                     self.shared.ready.store(true, Ordering::Release);
                     if !restored {
                         self.shared.activity_ready.store(true, Ordering::Release);
+                        let (rows, bytes) = self.activity_size();
+                        tracing::info!(
+                            rows,
+                            activity_mb = bytes / 1_000_000,
+                            secs = started.elapsed().as_secs_f64(),
+                            "activity index ready"
+                        );
                         self.write_snapshot().await;
                     } else {
                         tokio::select! {

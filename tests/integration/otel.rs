@@ -294,7 +294,8 @@ async fn statements_per_call(url: &str, args: &[&str], c: i64, index: bool) -> [
     let binary = Binary::start_with_env(url, &all, &[]);
     let channel = binary.channel().await;
     if index {
-        binary.line("content index ready").await;
+        // Read from every row or built after a start from the snapshot.
+        binary.line("activity index ready").await;
     }
     let (trace_id, parent_id) = caller_ids(7);
     let traceparent = format!("00-{trace_id}-{parent_id}-01");

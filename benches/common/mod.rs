@@ -244,6 +244,10 @@ impl Server {
             server
                 .wait_log("content index ready", Duration::from_secs(3600))
                 .await?;
+            // After a start from the snapshot the per-customer activity comes later.
+            server
+                .wait_log("activity index ready", Duration::from_secs(3600))
+                .await?;
         }
         Ok(server)
     }

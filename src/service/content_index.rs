@@ -779,18 +779,8 @@ impl ContentIndexHandle {
         ask: FrequencyAsk,
         deadline: Deadline,
     ) -> Result<Option<FrequencyFigures>> {
-        if !self.shared.activity_ready.load(Ordering::Acquire) || !self.usable().await {
-            return Ok(None);
-        }
-        self.synced_since_call().await?;
-        deadline.check("the activity index")?;
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let activity = shared.activity.read().unwrap_or_else(|e| e.into_inner());
-            activity.frequency(&ask)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("activity index query failed: {e}")))
+        self.read_activity(deadline, move |a| a.frequency(&ask))
+            .await
     }
 
     /// One customer's communication figures over `[start, end)` (microseconds) after one
@@ -802,15 +792,27 @@ impl ContentIndexHandle {
         top_terms: usize,
         deadline: Deadline,
     ) -> Result<Option<InsightFigures>> {
-        if !self.shared.activity_ready.load(Ordering::Acquire) || !self.usable().await {
+        self.read_activity(deadline, move |a| {
+            a.insights(customer, start, end, top_terms)
+        })
+        .await
+    }
+
+    /// `read` over the activity index on the blocking pool, after one more (shared)
+    /// sync; `None` while the activity is not ready or the index is not usable.
+    async fn read_activity<T: Send + 'static>(
+        &self,
+        deadline: Deadline,
+        read: impl FnOnce(&ActivityIndex) -> Option<T> + Send + 'static,
+    ) -> Result<Option<T>> {
+        if !self.activity_ready() || !self.usable().await {
             return Ok(None);
         }
         self.synced_since_call().await?;
         deadline.check("the activity index")?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let activity = shared.activity.read().unwrap_or_else(|e| e.into_inner());
-            activity.insights(customer, start, end, top_terms)
+            read(&shared.activity.read().unwrap_or_else(|e| e.into_inner()))
         })
         .await
         .map_err(|e| Error::Internal(format!("activity index query failed: {e}")))

@@ -1,11 +1,11 @@
-//! Everything that differs between the two backends, in one place: SQL fragments (epoch
-//! arithmetic, integer casts and operators), index hints, and the [`Conn`] operations the
-//! drivers implement differently (running a hand-built statement, the last insert id, a
-//! multi-row INSERT).
+//! Everything that differs between the two backends, in one place: index hints, locking
+//! reads, `INSERT IGNORE`, the upsert clause of the run-time-named rollup tiers, and the
+//! [`Conn`] operations the drivers implement differently (running a hand-built statement,
+//! the last insert id, a multi-row INSERT). Per-backend expressions (epoch arithmetic,
+//! integer casts and operators, upserts on schema tables) are typed, in `fns`; hand-built
+//! statements embed them with `Sql::expr_text` / `Sql::around`.
 //!
-//! Hand-built statements elsewhere in `db` take a [`Backend`] and ask it for fragments;
-//! DSL statements use the typed per-backend expressions of `fns` instead. No other
-//! module matches on the backend to choose SQL text.
+//! No other module matches on the backend to choose SQL text.
 
 use std::future::Future;
 
@@ -73,79 +73,21 @@ impl Backend {
         }
     }
 
-    /// Whole seconds since the epoch of the UTC `DATETIME` column `col`.
-    pub fn epoch_secs(self, col: &str) -> String {
-        match self {
-            // Not UNIX_TIMESTAMP: that depends on the session time zone.
-            Backend::Mysql => format!("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {col})"),
-            Backend::Sqlite => format!("CAST(strftime('%s', {col}) AS INTEGER)"),
-        }
-    }
-
-    /// Exact microseconds from `from` to `to`, two stored time expressions.
-    pub fn micros_between(self, from: &str, to: &str) -> String {
-        match self {
-            Backend::Mysql => format!("TIMESTAMPDIFF(MICROSECOND, {from}, {to})"),
-            Backend::Sqlite => format!(
-                "({} - {})",
-                sqlite_epoch_micros(to),
-                sqlite_epoch_micros(from)
-            ),
-        }
-    }
-
-    /// `expr` as a 64-bit integer column (MySQL's SUM and CASE give DECIMAL).
-    pub fn int(self, expr: &str) -> String {
-        match self {
-            Backend::Mysql => format!("CAST({expr} AS SIGNED)"),
-            Backend::Sqlite => expr.to_owned(),
-        }
-    }
-
-    /// Integer division operator (truncating toward zero), with spaces.
-    pub fn div(self) -> &'static str {
-        match self {
-            Backend::Mysql => " DIV ",
-            Backend::Sqlite => " / ",
-        }
-    }
-
-    /// Remainder operator (the sign of the dividend), with spaces.
-    pub fn modulo(self) -> &'static str {
-        match self {
-            Backend::Mysql => " MOD ",
-            Backend::Sqlite => " % ",
-        }
-    }
-
     /// The clause that turns an INSERT into an upsert on the primary key `key`: each of
-    /// `add` is increased by the inserted value, each of `max` keeps the larger value.
-    pub fn upsert(self, key: &str, add: &[&str], max: &[&str]) -> String {
-        let (prefix, new, greatest) = match self {
-            Backend::Mysql => (" ON DUPLICATE KEY UPDATE ".to_owned(), "VALUES", "GREATEST"),
-            Backend::Sqlite => (format!(" ON CONFLICT ({key}) DO UPDATE SET "), "", "MAX"),
-        };
-        let value = |col: &str| match self {
-            Backend::Mysql => format!("{new}({col})"),
-            Backend::Sqlite => format!("excluded.{col}"),
-        };
+    /// `add` is increased by the inserted value. Only for the time-tier rollup tables,
+    /// two tables of one layout named at run time; statements on a table the schema
+    /// names use the typed [`fns::upsert`].
+    pub fn upsert(self, key: &str, add: &[&str]) -> String {
         let sets: Vec<String> = add
             .iter()
-            .map(|c| format!("{c} = {c} + {}", value(c)))
-            .chain(
-                max.iter()
-                    .map(|c| format!("{c} = {greatest}({c}, {})", value(c))),
-            )
+            .map(|c| match self {
+                Backend::Mysql => format!("{c} = {c} + VALUES({c})"),
+                Backend::Sqlite => format!("{c} = {c} + excluded.{c}"),
+            })
             .collect();
-        prefix + &sets.join(", ")
-    }
-
-    /// A stored time as an SQL literal, in the text each driver writes when binding it.
-    /// Only for times the service computed itself (see [`Sql::inline`]).
-    pub fn time_literal(self, t: chrono::NaiveDateTime) -> String {
         match self {
-            Backend::Mysql => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")),
-            Backend::Sqlite => format!("'{}'", t.format("%F %T%.f")),
+            Backend::Mysql => format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")),
+            Backend::Sqlite => format!(" ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", ")),
         }
     }
 
@@ -169,13 +111,28 @@ impl Backend {
     }
 }
 
-/// Exact microseconds since the epoch of a stored time expression (SQLite text
-/// `YYYY-MM-DD HH:MM:SS[.f{1,9}]`; `strftime('%f')` only has milliseconds).
-fn sqlite_epoch_micros(expr: &str) -> String {
-    format!(
-        "(CAST(strftime('%s', {expr}) AS INTEGER) * 1000000 + CASE WHEN length({expr}) > 20 \
-         THEN CAST(substr({expr} || '000000', 21, 6) AS INTEGER) ELSE 0 END)"
-    )
+/// The text of an INSERT of `rows` (values written in, no bound value) as `backend`
+/// runs it: `many` of every row, one multi-row statement, on MySQL; on SQLite, whose
+/// multi-row INSERT diesel renders only through its own executor, `one` of each row, in
+/// one batch (in process, so no round trip per row).
+pub fn rows_text<R, M, S>(
+    backend: Backend,
+    rows: Vec<R>,
+    many: impl FnOnce(Vec<R>) -> M,
+    one: impl Fn(R) -> S,
+) -> String
+where
+    M: QueryFragment<Mysql>,
+    S: QueryFragment<Sqlite>,
+{
+    match backend {
+        Backend::Mysql => Sql::mysql_text(&many(rows)),
+        Backend::Sqlite => rows
+            .into_iter()
+            .map(|row| Sql::sqlite_text(&one(row)))
+            .collect::<Vec<_>>()
+            .join(";\n"),
+    }
 }
 
 /// A borrowed connection of either backend, for storage functions written once: a

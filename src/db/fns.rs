@@ -7,9 +7,14 @@ use diesel::expression::{
 };
 use diesel::mysql::Mysql;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Nullable, Timestamp};
+use std::marker::PhantomData;
+
+use chrono::NaiveDateTime;
+use diesel::expression::TypedExpressionType;
+use diesel::sql_types::{BigInt, Integer, Nullable, SqlType, Timestamp};
 use diesel::sqlite::Sqlite;
 use diesel::QueryResult;
+use diesel::{AsChangeset, Column};
 
 diesel::define_sql_function! {
     /// The first of two times that is not NULL (the same function on both backends).
@@ -174,8 +179,13 @@ impl<E: SelectableExpression<QS>, QS> SelectableExpression<QS> for MonthIndex<E>
 {
 }
 
-impl<E: ValidGrouping<GB>, GB> ValidGrouping<GB> for MonthIndex<E> {
-    type IsAggregate = E::IsAggregate;
+// As for [`TimeUnit`]: a statement selecting a month index groups by the same index.
+impl<E, GB> ValidGrouping<GB> for MonthIndex<E> {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl<E, Col> diesel::expression::IsContainedInGroupBy<Col> for MonthIndex<E> {
+    type Output = diesel::expression::is_contained_in_group_by::No;
 }
 
 impl<E: QueryFragment<Mysql>> QueryFragment<Mysql> for MonthIndex<E> {
@@ -196,6 +206,507 @@ impl<E: QueryFragment<Sqlite>> QueryFragment<Sqlite> for MonthIndex<E> {
         out.push_sql(") AS INTEGER) * 12 + CAST(strftime('%m', ");
         self.0.walk_ast(out.reborrow())?;
         out.push_sql(") AS INTEGER) - 1)");
+        Ok(())
+    }
+}
+
+/// `expr` as a 64-bit integer (`BIGINT`, NULL stays NULL): MySQL's SUM, DIV and CASE
+/// give DECIMAL, so it is cast there; SQLite's integers are 64-bit already.
+pub fn int<E>(expr: E) -> Int<E> {
+    Int(expr)
+}
+
+/// See [`int`].
+#[derive(Debug, Clone, Copy, QueryId)]
+pub struct Int<E>(E);
+
+/// The type of [`int`]`(e)`, as `#[diesel::dsl::auto_type]` names it.
+#[allow(non_camel_case_types)]
+pub type int<E> = Int<E>;
+
+impl<E: Expression> Expression for Int<E> {
+    type SqlType = Nullable<BigInt>;
+}
+
+impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for Int<E> where Int<E>: Expression {}
+impl<E: SelectableExpression<QS>, QS> SelectableExpression<QS> for Int<E> where
+    Int<E>: AppearsOnTable<QS>
+{
+}
+
+impl<E: ValidGrouping<GB>, GB> ValidGrouping<GB> for Int<E> {
+    type IsAggregate = E::IsAggregate;
+}
+
+impl<E: QueryFragment<Mysql>> QueryFragment<Mysql> for Int<E> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql("CAST(");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(" AS SIGNED)");
+        Ok(())
+    }
+}
+
+impl<E: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Int<E> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+}
+
+/// Integer division `a / b` truncating toward zero (`DIV` on MySQL, `/` on SQLite).
+pub fn div<A, B>(a: A, b: B) -> IntOp<A, B> {
+    IntOp {
+        a,
+        b,
+        op: IntOpKind::Div,
+    }
+}
+
+/// The remainder of `a / b`, with the sign of `a` (`MOD` on MySQL, `%` on SQLite).
+pub fn rem<A, B>(a: A, b: B) -> IntOp<A, B> {
+    IntOp {
+        a,
+        b,
+        op: IntOpKind::Rem,
+    }
+}
+
+/// The type of [`div`]`(a, b)`, as `#[diesel::dsl::auto_type]` names it.
+#[allow(non_camel_case_types)]
+pub type div<A, B> = IntOp<A, B>;
+
+/// The type of [`rem`]`(a, b)`, as `#[diesel::dsl::auto_type]` names it.
+#[allow(non_camel_case_types)]
+pub type rem<A, B> = IntOp<A, B>;
+
+/// Which integer operator an [`IntOp`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntOpKind {
+    /// Truncating division.
+    Div,
+    /// Remainder.
+    Rem,
+}
+
+/// See [`div`] and [`rem`].
+#[derive(Debug, Clone, Copy)]
+pub struct IntOp<A, B> {
+    a: A,
+    b: B,
+    op: IntOpKind,
+}
+
+impl<A: Expression, B: Expression> Expression for IntOp<A, B> {
+    type SqlType = A::SqlType;
+}
+
+impl<A: AppearsOnTable<QS>, B: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for IntOp<A, B> where
+    IntOp<A, B>: Expression
+{
+}
+impl<A: SelectableExpression<QS>, B: SelectableExpression<QS>, QS> SelectableExpression<QS>
+    for IntOp<A, B>
+where
+    IntOp<A, B>: AppearsOnTable<QS>,
+{
+}
+
+impl<A: ValidGrouping<GB>, B, GB> ValidGrouping<GB> for IntOp<A, B> {
+    type IsAggregate = A::IsAggregate;
+}
+
+// The operator is a value, not a type: no static id.
+impl<A, B> QueryId for IntOp<A, B> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<A: QueryFragment<Mysql>, B: QueryFragment<Mysql>> QueryFragment<Mysql> for IntOp<A, B> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql("(");
+        self.a.walk_ast(out.reborrow())?;
+        out.push_sql(match self.op {
+            IntOpKind::Div => " DIV ",
+            IntOpKind::Rem => " MOD ",
+        });
+        self.b.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<A: QueryFragment<Sqlite>, B: QueryFragment<Sqlite>> QueryFragment<Sqlite> for IntOp<A, B> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("(");
+        self.a.walk_ast(out.reborrow())?;
+        out.push_sql(match self.op {
+            IntOpKind::Div => " / ",
+            IntOpKind::Rem => " % ",
+        });
+        self.b.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// A constant of the service written into the statement (`BIGINT`), not bound: a
+/// statement that groups by an expression holding it, or that is sent with others in
+/// one round trip, needs the value in its text.
+pub fn lit(v: i64) -> Lit<BigInt> {
+    Lit(v, PhantomData)
+}
+
+/// [`lit`] of an `INTEGER` value.
+pub fn lit_int(v: i32) -> Lit<Integer> {
+    Lit(i64::from(v), PhantomData)
+}
+
+/// See [`lit`].
+#[derive(Debug, Clone, Copy, ValidGrouping)]
+pub struct Lit<ST>(i64, PhantomData<ST>);
+
+impl<ST: SqlType + TypedExpressionType> Expression for Lit<ST> {
+    type SqlType = ST;
+}
+
+impl<ST, QS> AppearsOnTable<QS> for Lit<ST> where Lit<ST>: Expression {}
+impl<ST, QS> SelectableExpression<QS> for Lit<ST> where Lit<ST>: Expression {}
+
+impl<ST> QueryId for Lit<ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST, DB: diesel::backend::Backend> QueryFragment<DB> for Lit<ST> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(&self.0.to_string());
+        Ok(())
+    }
+}
+
+/// A time the service computed, written into the statement (`TIMESTAMP`) in the text
+/// each driver writes when binding it (see [`lit`]).
+pub fn time_lit(t: NaiveDateTime) -> TimeLit {
+    TimeLit(t)
+}
+
+/// See [`time_lit`].
+#[derive(Debug, Clone, Copy, ValidGrouping)]
+pub struct TimeLit(NaiveDateTime);
+
+impl Expression for TimeLit {
+    type SqlType = Timestamp;
+}
+
+impl<QS> AppearsOnTable<QS> for TimeLit {}
+impl<QS> SelectableExpression<QS> for TimeLit {}
+
+impl QueryId for TimeLit {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Mysql> for TimeLit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql(&format!("'{}'", self.0.format("%Y-%m-%d %H:%M:%S%.6f")));
+        Ok(())
+    }
+}
+
+impl QueryFragment<Sqlite> for TimeLit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(&format!("'{}'", self.0.format("%F %T%.f")));
+        Ok(())
+    }
+}
+
+/// In an upsert's changes, the value the INSERT proposed for `column` (`VALUES(c)` on
+/// MySQL, `excluded.c` on SQLite).
+pub fn inserted<C>(column: C) -> Inserted<C> {
+    Inserted(column)
+}
+
+/// See [`inserted`].
+#[derive(Debug, Clone, Copy, QueryId, ValidGrouping)]
+pub struct Inserted<C>(C);
+
+impl<C: Expression> Expression for Inserted<C> {
+    type SqlType = C::SqlType;
+}
+
+impl<C: Column> AppearsOnTable<C::Table> for Inserted<C> where Inserted<C>: Expression {}
+
+impl<C: Column> QueryFragment<Mysql> for Inserted<C> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql("VALUES(");
+        out.push_identifier(C::NAME)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<C: Column> QueryFragment<Sqlite> for Inserted<C> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("excluded.");
+        out.push_identifier(C::NAME)
+    }
+}
+
+/// The larger of two values (`GREATEST` on MySQL, the two-argument `MAX` on SQLite).
+pub fn greatest<A, B>(a: A, b: B) -> Greatest<A, B> {
+    Greatest(a, b)
+}
+
+/// See [`greatest`].
+#[derive(Debug, Clone, Copy, QueryId)]
+pub struct Greatest<A, B>(A, B);
+
+impl<A: Expression, B: Expression> Expression for Greatest<A, B> {
+    type SqlType = A::SqlType;
+}
+
+impl<A: AppearsOnTable<QS>, B: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for Greatest<A, B> where
+    Greatest<A, B>: Expression
+{
+}
+
+impl<A: ValidGrouping<GB>, B, GB> ValidGrouping<GB> for Greatest<A, B> {
+    type IsAggregate = A::IsAggregate;
+}
+
+impl<A: QueryFragment<Mysql>, B: QueryFragment<Mysql>> QueryFragment<Mysql> for Greatest<A, B> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql("GREATEST(");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(", ");
+        self.1.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<A: QueryFragment<Sqlite>, B: QueryFragment<Sqlite>> QueryFragment<Sqlite> for Greatest<A, B> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("MAX(");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(", ");
+        self.1.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// The INSERT `insert` (of rows or of a SELECT with a WHERE clause) as an upsert on the
+/// primary key `key` of its table, applying `changes` to a row whose key exists: `ON
+/// DUPLICATE KEY UPDATE` on MySQL, `ON CONFLICT (key) DO UPDATE SET` on SQLite. diesel's
+/// own `on_conflict` takes a different target per backend, so one statement could not
+/// serve both.
+pub fn upsert<I, K, C>(insert: I, key: K, changes: C) -> Upsert<I, K, C::Changeset>
+where
+    C: AsChangeset,
+{
+    let _ = key;
+    Upsert {
+        insert,
+        key: PhantomData,
+        changes: changes.as_changeset(),
+    }
+}
+
+/// See [`upsert`].
+#[derive(Debug, Clone)]
+pub struct Upsert<I, K, C> {
+    insert: I,
+    key: PhantomData<K>,
+    changes: C,
+}
+
+impl<I, K, C> QueryId for Upsert<I, K, C> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+/// A primary key's columns, as an upsert names them.
+pub trait KeyColumns {
+    /// The column names, in key order.
+    fn names() -> Vec<&'static str>;
+}
+
+impl<A: Column, B: Column> KeyColumns for (A, B) {
+    fn names() -> Vec<&'static str> {
+        vec![A::NAME, B::NAME]
+    }
+}
+
+impl<A: Column, B: Column, C: Column, D: Column> KeyColumns for (A, B, C, D) {
+    fn names() -> Vec<&'static str> {
+        vec![A::NAME, B::NAME, C::NAME, D::NAME]
+    }
+}
+
+impl<I: QueryFragment<Mysql>, K, C: QueryFragment<Mysql>> QueryFragment<Mysql> for Upsert<I, K, C> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        self.insert.walk_ast(out.reborrow())?;
+        out.push_sql(" ON DUPLICATE KEY UPDATE ");
+        self.changes.walk_ast(out.reborrow())
+    }
+}
+
+impl<I: QueryFragment<Sqlite>, K: KeyColumns, C: QueryFragment<Sqlite>> QueryFragment<Sqlite>
+    for Upsert<I, K, C>
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        self.insert.walk_ast(out.reborrow())?;
+        out.push_sql(" ON CONFLICT (");
+        for (i, name) in K::names().into_iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_identifier(name)?;
+        }
+        out.push_sql(") DO UPDATE SET ");
+        self.changes.walk_ast(out.reborrow())
+    }
+}
+
+/// Whole seconds since the epoch of the UTC time `expr` (`BIGINT`).
+pub fn epoch_secs<E>(expr: E) -> EpochSecs<E> {
+    EpochSecs(expr)
+}
+
+/// See [`epoch_secs`].
+#[derive(Debug, Clone, Copy, QueryId)]
+pub struct EpochSecs<E>(E);
+
+impl<E: Expression> Expression for EpochSecs<E> {
+    type SqlType = BigInt;
+}
+
+impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for EpochSecs<E> where EpochSecs<E>: Expression {}
+impl<E: SelectableExpression<QS>, QS> SelectableExpression<QS> for EpochSecs<E> where
+    EpochSecs<E>: AppearsOnTable<QS>
+{
+}
+
+impl<E: ValidGrouping<GB>, GB> ValidGrouping<GB> for EpochSecs<E> {
+    type IsAggregate = E::IsAggregate;
+}
+
+impl<E: QueryFragment<Mysql>> QueryFragment<Mysql> for EpochSecs<E> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        // Not UNIX_TIMESTAMP: that depends on the session time zone.
+        out.push_sql("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', ");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<E: QueryFragment<Sqlite>> QueryFragment<Sqlite> for EpochSecs<E> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("CAST(strftime('%s', ");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(") AS INTEGER)");
+        Ok(())
+    }
+}
+
+/// Exact microseconds from the stored time `from` to the stored time `to` (`BIGINT`).
+pub fn micros_between<F, T>(from: F, to: T) -> MicrosBetween<F, T> {
+    MicrosBetween { from, to }
+}
+
+/// See [`micros_between`].
+#[derive(Debug, Clone, Copy, QueryId)]
+pub struct MicrosBetween<F, T> {
+    from: F,
+    to: T,
+}
+
+impl<F: Expression, T: Expression> Expression for MicrosBetween<F, T> {
+    type SqlType = BigInt;
+}
+
+impl<F: AppearsOnTable<QS>, T: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for MicrosBetween<F, T> where
+    MicrosBetween<F, T>: Expression
+{
+}
+impl<F: SelectableExpression<QS>, T: SelectableExpression<QS>, QS> SelectableExpression<QS>
+    for MicrosBetween<F, T>
+where
+    MicrosBetween<F, T>: AppearsOnTable<QS>,
+{
+}
+
+impl<F: ValidGrouping<GB>, T, GB> ValidGrouping<GB> for MicrosBetween<F, T> {
+    type IsAggregate = F::IsAggregate;
+}
+
+impl<F: QueryFragment<Mysql>, T: QueryFragment<Mysql>> QueryFragment<Mysql>
+    for MicrosBetween<F, T>
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql("TIMESTAMPDIFF(MICROSECOND, ");
+        self.from.walk_ast(out.reborrow())?;
+        out.push_sql(", ");
+        self.to.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<F: QueryFragment<Sqlite>, T: QueryFragment<Sqlite>> QueryFragment<Sqlite>
+    for MicrosBetween<F, T>
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("(");
+        sqlite_epoch_micros(&self.to, out.reborrow())?;
+        out.push_sql(" - ");
+        sqlite_epoch_micros(&self.from, out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// Exact microseconds since the epoch of a stored SQLite time (text `YYYY-MM-DD
+/// HH:MM:SS[.f{1,9}]`; `strftime('%f')` only has milliseconds).
+fn sqlite_epoch_micros<'b, E: QueryFragment<Sqlite>>(
+    e: &'b E,
+    mut out: AstPass<'_, 'b, Sqlite>,
+) -> QueryResult<()> {
+    out.push_sql("(CAST(strftime('%s', ");
+    e.walk_ast(out.reborrow())?;
+    out.push_sql(") AS INTEGER) * 1000000 + CASE WHEN length(");
+    e.walk_ast(out.reborrow())?;
+    out.push_sql(") > 20 THEN CAST(substr(");
+    e.walk_ast(out.reborrow())?;
+    out.push_sql(" || '000000', 21, 6) AS INTEGER) ELSE 0 END)");
+    Ok(())
+}
+
+/// Where a hand-built part goes in a typed expression that [`crate::db::query::Sql::around`]
+/// writes around it (`BIGINT`).
+pub fn hole() -> Hole {
+    Hole
+}
+
+/// See [`hole`].
+#[derive(Debug, Clone, Copy, QueryId, ValidGrouping)]
+pub struct Hole;
+
+/// The text a [`Hole`] renders as: a character no statement of the service contains.
+pub const HOLE: &str = "\u{1}";
+
+impl Expression for Hole {
+    type SqlType = BigInt;
+}
+
+impl<QS> AppearsOnTable<QS> for Hole {}
+impl<QS> SelectableExpression<QS> for Hole {}
+
+impl<DB: diesel::backend::Backend> QueryFragment<DB> for Hole {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(HOLE);
         Ok(())
     }
 }

@@ -11,8 +11,8 @@ use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::BigInt;
 use diesel::{
-    dsl, mysql::Mysql, sqlite::Sqlite, ExpressionMethods, NullableExpressionMethods, QueryDsl,
-    QueryResult, QueryableByName,
+    dsl, mysql::Mysql, sqlite::Sqlite, BoolExpressionMethods, ExpressionMethods,
+    NullableExpressionMethods, QueryDsl, QueryResult, QueryableByName,
 };
 
 use super::dialect::{for_update, Conn};
@@ -82,7 +82,9 @@ impl Sql {
                     match binds.next()? {
                         Bind::I64(v) => out.push_str(&v.to_string()),
                         Bind::I32(v) => out.push_str(&v.to_string()),
-                        Bind::Time(t) => out.push_str(&backend.time_literal(*t)),
+                        Bind::Time(t) => {
+                            out.push_str(&Sql::expr_text(backend, &super::fns::time_lit(*t)))
+                        }
                         Bind::Text(_) => return None,
                     }
                 }
@@ -99,22 +101,60 @@ impl Sql {
     where
         E: QueryFragment<Mysql> + QueryFragment<Sqlite>,
     {
-        use diesel::query_builder::QueryBuilder;
         let text = match backend {
-            super::Backend::Mysql => {
-                let mut out = diesel::mysql::MysqlQueryBuilder::new();
-                QueryFragment::<Mysql>::to_sql(expr, &mut out, &Mysql).map(|()| out.finish())
-            }
-            super::Backend::Sqlite => {
-                let mut out = diesel::sqlite::SqliteQueryBuilder::new();
-                QueryFragment::<Sqlite>::to_sql(expr, &mut out, &Sqlite).map(|()| out.finish())
-            }
+            super::Backend::Mysql => Sql::mysql_text(expr),
+            super::Backend::Sqlite => Sql::sqlite_text(expr),
         };
-        // Rendering columns and literals cannot fail; a bound value would leave a `?`
-        // without its value, which the database refuses.
-        let text = text.unwrap_or_default();
+        // A bound value would leave a `?` without its value, which the database refuses.
         debug_assert!(!text.contains('?'), "a bound value in {text}");
         text
+    }
+
+    /// The text of a typed statement or expression without bound values as MySQL
+    /// spells it (see [`Sql::expr_text`]).
+    pub fn mysql_text<E: QueryFragment<Mysql>>(expr: &E) -> String {
+        use diesel::query_builder::QueryBuilder;
+        let mut out = diesel::mysql::MysqlQueryBuilder::new();
+        // Rendering columns and literals cannot fail.
+        QueryFragment::<Mysql>::to_sql(expr, &mut out, &Mysql)
+            .map(|()| out.finish())
+            .unwrap_or_default()
+    }
+
+    /// The text of a typed statement or expression without bound values as SQLite
+    /// spells it (see [`Sql::expr_text`]).
+    pub fn sqlite_text<E: QueryFragment<Sqlite>>(expr: &E) -> String {
+        use diesel::query_builder::QueryBuilder;
+        let mut out = diesel::sqlite::SqliteQueryBuilder::new();
+        QueryFragment::<Sqlite>::to_sql(expr, &mut out, &Sqlite)
+            .map(|()| out.finish())
+            .unwrap_or_default()
+    }
+
+    /// The typed expression `outer` (see [`super::fns`]) as `backend` spells it, with the
+    /// hand-built `parts` (text and bound values) written where it holds
+    /// [`super::fns::hole`]s, in order: per-backend SQL around parts that carry values,
+    /// for instance `fns::int(fns::div(fns::hole(), fns::hole()))`.
+    pub fn around<E>(backend: super::Backend, outer: &E, parts: &[&Sql]) -> Sql
+    where
+        E: QueryFragment<Mysql> + QueryFragment<Sqlite>,
+    {
+        let text = Sql::expr_text(backend, outer);
+        let mut pieces = text.split(super::fns::HOLE);
+        let mut out = Sql::from(pieces.next().unwrap_or_default());
+        for (part, after) in parts.iter().zip(pieces.by_ref()) {
+            out.append(part).push(after);
+        }
+        debug_assert!(pieces.next().is_none(), "a hole without its part in {text}");
+        debug_assert_eq!(text.matches(super::fns::HOLE).count(), parts.len());
+        out
+    }
+
+    /// Appends another statement part: its text and bound values.
+    pub fn append(&mut self, part: &Sql) -> &mut Self {
+        self.text.push_str(&part.text);
+        self.binds.extend(part.binds.iter().cloned());
+        self
     }
 
     /// Starts the next condition of the WHERE clause: ` WHERE ` the first time, ` AND `
@@ -244,6 +284,77 @@ where
         }
         Ok(())
     }
+}
+
+/// An optional condition for DSL statements: `cond` when present, `1 = 1` when not, so
+/// a statement with optional filters keeps one type (and one text per filter shape).
+pub fn when<E>(cond: Option<E>) -> When<E> {
+    When(cond)
+}
+
+/// See [`when`].
+#[derive(Debug, Clone)]
+pub struct When<E>(Option<E>);
+
+impl<E: Expression<SqlType = diesel::sql_types::Bool>> Expression for When<E> {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for When<E> where When<E>: Expression {}
+
+impl<E: ValidGrouping<()>> ValidGrouping<()> for When<E> {
+    type IsAggregate = E::IsAggregate;
+}
+
+// Present or not changes the text: no static id (see [`Scope`]).
+impl<E> QueryId for When<E> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: diesel::backend::Backend, E: QueryFragment<DB>> QueryFragment<DB> for When<E> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        match &self.0 {
+            Some(cond) => cond.walk_ast(out),
+            None => {
+                out.push_sql("1 = 1");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// "Strictly after `(t, i)`" of a page ordered by `(time, id)` descending:
+/// `time <= t AND (time < t OR (time = t AND id < i))` (see [`Keyset`] for why the
+/// leading range).
+pub type OlderThan<T, I> = dsl::And<
+    dsl::LtEq<T, NaiveDateTime>,
+    dsl::Or<dsl::Lt<T, NaiveDateTime>, dsl::And<dsl::Eq<T, NaiveDateTime>, dsl::Lt<I, i64>>>,
+>;
+
+/// See [`OlderThan`].
+pub fn older_than<T, I>(time: T, id: I, (t, i): (NaiveDateTime, i64)) -> OlderThan<T, I>
+where
+    T: ExpressionMethods + Expression<SqlType = diesel::sql_types::Timestamp> + Copy,
+    I: ExpressionMethods + Expression<SqlType = BigInt>,
+{
+    time.le(t).and(time.lt(t).or(time.eq(t).and(id.lt(i))))
+}
+
+/// "Strictly after `(t, i)`" of a page ordered by `(time, id)` ascending:
+/// `time >= t AND (time > t OR (time = t AND id > i))`.
+pub type NewerThan<T, I> = dsl::And<
+    dsl::GtEq<T, NaiveDateTime>,
+    dsl::Or<dsl::Gt<T, NaiveDateTime>, dsl::And<dsl::Eq<T, NaiveDateTime>, dsl::Gt<I, i64>>>,
+>;
+
+/// See [`NewerThan`].
+pub fn newer_than<T, I>(time: T, id: I, (t, i): (NaiveDateTime, i64)) -> NewerThan<T, I>
+where
+    T: ExpressionMethods + Expression<SqlType = diesel::sql_types::Timestamp> + Copy,
+    I: ExpressionMethods + Expression<SqlType = BigInt>,
+{
+    time.ge(t).and(time.gt(t).or(time.eq(t).and(id.gt(i))))
 }
 
 /// A table as the statement builders see it.

@@ -8,8 +8,8 @@
 //! the figures mean (buckets, gaps, matches, money) is `service::reports`'s business.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::dsl::{count, count_star, max, min};
-use diesel::helper_types::{max, min};
+use diesel::dsl::{count, count_star, max, min, sum};
+use diesel::helper_types::{max, min, sum};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
@@ -20,7 +20,7 @@ use super::dialect::{Backend, Conn, Index};
 use super::query::{self, Bind, IdRow, Keyset, Scope, Sql, Table};
 use super::schema::{communications, service_tickets, transactions};
 use super::transactions::TransactionRow;
-use super::Db;
+use super::{fns, Db};
 use crate::analytics::buckets::BucketPlan;
 use crate::analytics::rollup::Tier;
 use crate::error::{Error, Result};
@@ -136,27 +136,29 @@ fn shift_and_key(
     col: &str,
     end: impl Fn(DateTime<Utc>) -> Bind + Copy,
 ) -> Sql {
-    let mut sql = Sql::from("SELECT ");
     let mut shift = Sql::default();
     shift_case(&mut shift, plan, 0, col, end);
-    sql.push(&backend.int(&shift.text));
-    sql.binds.extend(shift.binds);
-    sql.push(" AS s, ");
+    let mut sql = Sql::from("SELECT ");
+    sql.append(&Sql::around(backend, &fns::int(fns::hole()), &[&shift]))
+        .push(" AS s, ");
     let mut key = Sql::default();
     key.push("(").push(secs).push(" + ");
     shift_case(&mut key, plan, KEY_OFFSET_SECS, col, end);
-    key.push(")")
-        .push(backend.div())
-        .bind(Bind::I64(plan.unit_secs()));
-    sql.push(&backend.int(&key.text));
-    sql.binds.extend(key.binds);
+    key.push(")");
+    let mut unit = Sql::default();
+    unit.bind(Bind::I64(plan.unit_secs()));
+    sql.append(&Sql::around(
+        backend,
+        &fns::int(fns::div(fns::hole(), fns::hole())),
+        &[&key, &unit],
+    ));
     sql.push(" AS k");
     sql
 }
 
 /// The one bucket query: `(shift, key, channel) -> count` over the scope.
 fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) -> Sql {
-    let secs = backend.epoch_secs("occur_time");
+    let secs = Sql::expr_text(backend, &fns::epoch_secs(communications::occur_time));
     // raw SQL: GROUP BY the select aliases s, k (grouping by the expressions repeats each bound value, which ONLY_FULL_GROUP_BY cannot match)
     let mut sql = shift_and_key(backend, plan, &secs, "occur_time", |t| {
         Bind::Time(t.naive_utc())
@@ -202,7 +204,7 @@ fn tier_bucket_sql(
     };
     sql.push(&format!(
         ", channel, {} AS n FROM {}",
-        backend.int("SUM(n)"),
+        Sql::expr_text(backend, &fns::int(sum(diesel::dsl::sql::<BigInt>("n")))),
         tier.table
     ))
     .and()
@@ -511,16 +513,28 @@ struct SpanRow {
 /// The statement of [`span_sums`]. Seconds and microseconds are summed apart so that no
 /// sum overflows 64 bits.
 fn span_sql(backend: Backend, scope: &CommunicationFilter) -> Sql {
-    let span = backend.micros_between("MIN(occur_time)", "MAX(occur_time)");
-    let (div, modulo) = (backend.div(), backend.modulo());
+    let span = Sql::expr_text(
+        backend,
+        &fns::micros_between(
+            min(communications::occur_time),
+            max(communications::occur_time),
+        ),
+    );
+    let million = || fns::lit(1_000_000);
+    let secs = Sql::expr_text(
+        backend,
+        &fns::int(sum(fns::div(diesel::dsl::sql::<BigInt>("span"), million()))),
+    );
+    let micros = Sql::expr_text(
+        backend,
+        &fns::int(sum(fns::rem(diesel::dsl::sql::<BigInt>("span"), million()))),
+    );
+    let gaps = Sql::expr_text(backend, &fns::int(sum(diesel::dsl::sql::<BigInt>("n - 1"))));
     // raw SQL: sums over a derived table (diesel has no subquery in FROM)
     let mut sql = Sql::from(
         format!(
-            "SELECT {} AS secs, {} AS micros, {} AS gaps FROM (SELECT {span} AS span, \
-             COUNT(*) AS n FROM communications",
-            backend.int(&format!("SUM(span{div}1000000)")),
-            backend.int(&format!("SUM(span{modulo}1000000)")),
-            backend.int("SUM(n - 1)"),
+            "SELECT {secs} AS secs, {micros} AS micros, {gaps} AS gaps FROM (SELECT {span} AS \
+             span, COUNT(*) AS n FROM communications"
         )
         .as_str(),
     );
@@ -726,89 +740,83 @@ pub async fn content_page(
 // Customer insights
 
 /// Contacts of one channel.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRow {
     /// The channel.
-    #[diesel(sql_type = Integer)]
     pub channel: i32,
     /// Communications.
-    #[diesel(sql_type = BigInt)]
     pub n: i64,
     /// Summed call duration in microseconds.
-    #[diesel(sql_type = BigInt)]
     pub duration_us: i64,
+}
+
+/// The statement of [`channel_counts`].
+#[diesel::dsl::auto_type]
+fn channel_query(scope: Scope) -> _ {
+    communications::table
+        .filter(scope)
+        .group_by(communications::channel)
+        .select((
+            communications::channel,
+            count_star(),
+            fns::int(sum(communications::call_duration_us)),
+        ))
+        .order(communications::channel)
 }
 
 /// Communications in scope per channel, in channel order, with summed call durations.
 pub async fn channel_counts(db: &Db, scope: &CommunicationFilter) -> Result<Vec<ChannelRow>> {
-    let backend = db.backend();
-    // raw SQL: per-backend CAST of a SUM (SIGNED / INTEGER)
-    let mut sql = Sql::from(
-        format!(
-            "SELECT channel, COUNT(*) AS n, {} AS duration_us FROM communications",
-            backend.int("COALESCE(SUM(call_duration_us), 0)")
-        )
-        .as_str(),
-    );
-    sql.filter(&COMMUNICATIONS, scope)
-        .push(" GROUP BY channel ORDER BY channel");
-    query::load(db, &sql).await
+    let query = channel_query(Scope::of(scope));
+    let rows: Vec<(i32, i64, Option<i64>)> =
+        with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(query).await?))?;
+    Ok(rows
+        .into_iter()
+        .map(|(channel, n, duration)| ChannelRow {
+            channel,
+            n,
+            duration_us: duration.unwrap_or(0),
+        })
+        .collect())
 }
 
 /// Per-currency sums of one customer's amounts. `units` is summed in two halves,
 /// `units = hi * 2^32 + lo` (both truncating toward zero, so `lo` has the sign of
 /// `units`), because a plain `SUM(amount_units)` passes 64 bits with two large amounts
 /// (SQLite fails, MySQL's CAST clamps). Each half-sum fits 64 bits for up to 2^31 rows.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct CurrencyRow {
     /// ISO 4217 code.
-    #[diesel(sql_type = Text)]
     pub currency_code: String,
     /// Transactions.
-    #[diesel(sql_type = BigInt)]
     pub n: i64,
     /// Sum of `amount_units / 2^32` (truncated).
-    #[diesel(sql_type = BigInt)]
     pub units_hi: i64,
     /// Sum of `amount_units % 2^32`.
-    #[diesel(sql_type = BigInt)]
     pub units_lo: i64,
     /// Sum of `amount_nanos`.
-    #[diesel(sql_type = BigInt)]
     pub nanos: i64,
 }
 
 /// The statement of one customer's transactions in `[start, end)` summed per currency.
-fn currency_sql(
-    backend: Backend,
-    customer_id: i64,
-    start: NaiveDateTime,
-    end: NaiveDateTime,
-) -> Sql {
-    // `/` (SQLite) and DIV (MySQL) both truncate toward zero, and `%` takes the sign of
-    // the dividend on both, so hi * 2^32 + lo == amount_units for every sign.
-    // raw SQL: per-backend DIV and CAST in split 64-bit sums
-    let mut sql = Sql::from(
-        format!(
-            "SELECT currency_code, COUNT(*) AS n, {} AS units_hi, {} AS units_lo, {} AS nanos \
-             FROM transactions",
-            backend.int(&format!("SUM(amount_units{}4294967296)", backend.div())),
-            backend.int("SUM(amount_units % 4294967296)"),
-            backend.int("SUM(amount_nanos)"),
-        )
-        .as_str(),
-    );
-    sql.and()
-        .push("customer_id = ")
-        .bind(Bind::I64(customer_id))
-        .and()
-        .push("occur_time >= ")
-        .bind(Bind::Time(start))
-        .and()
-        .push("occur_time < ")
-        .bind(Bind::Time(end))
-        .push(" GROUP BY currency_code ORDER BY currency_code");
-    sql
+/// `/` (SQLite) and DIV (MySQL) both truncate toward zero, and the remainder takes the
+/// sign of the dividend on both, so hi * 2^32 + lo == amount_units for every sign. The
+/// sums of a group are never NULL.
+#[diesel::dsl::auto_type]
+fn currency_query(customer_id: i64, start: NaiveDateTime, end: NaiveDateTime) -> _ {
+    let half: fns::Lit<BigInt> = fns::lit(1 << 32);
+    transactions::table
+        .filter(transactions::customer_id.eq(customer_id))
+        .filter(transactions::occur_time.ge(start))
+        .filter(transactions::occur_time.lt(end))
+        .group_by(transactions::currency_code)
+        .select((
+            transactions::currency_code,
+            count_star(),
+            fns::int(sum(fns::div(transactions::amount_units, half))).assume_not_null(),
+            fns::int(sum(fns::rem(transactions::amount_units, half))).assume_not_null(),
+            fns::int(sum(transactions::amount_nanos)).assume_not_null(),
+        ))
+        .order(transactions::currency_code)
 }
 
 /// Status, open and resolve time of one service ticket.
@@ -829,10 +837,10 @@ pub async fn customer_money_and_tickets(
     Option<TransactionRow>,
     Vec<TicketTimes>,
 )> {
-    let sums = currency_sql(db.backend(), customer_id, start, end);
+    let sums = currency_query(customer_id, start, end);
     with_conn!(db, |conn| {
         let customer = super::customers::get_on(conn, customer_id).await?;
-        let sums: Vec<CurrencyRow> = conn.load_sql(&sums).await?;
+        let sums: Vec<CurrencyRow> = conn.any().load(sums).await?;
         let last_order: Option<TransactionRow> = transactions::table
             .filter(transactions::customer_id.eq(customer_id))
             .filter(transactions::occur_time.ge(start))
@@ -961,10 +969,11 @@ mod tests {
         let span = span_sql(Backend::Mysql, &scope());
         assert_eq!(
             span.text,
-            "SELECT CAST(SUM(span DIV 1000000) AS SIGNED) AS secs, CAST(SUM(span MOD 1000000) \
-             AS SIGNED) AS micros, CAST(SUM(n - 1) AS SIGNED) AS gaps FROM (SELECT \
-             TIMESTAMPDIFF(MICROSECOND, MIN(occur_time), MAX(occur_time)) AS span, COUNT(*) AS \
-             n FROM communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN \
+            "SELECT CAST(sum((span DIV 1000000)) AS SIGNED) AS secs, CAST(sum((span MOD \
+             1000000)) AS SIGNED) AS micros, CAST(sum(n - 1) AS SIGNED) AS gaps FROM (SELECT \
+             TIMESTAMPDIFF(MICROSECOND, min(`communications`.`occur_time`), \
+             max(`communications`.`occur_time`)) AS span, COUNT(*) AS n FROM communications \
+             WHERE occur_time >= ? AND occur_time < ? AND customer_id IN \
              (?, ?) AND channel IN (?, ?) AND direction = ? GROUP BY customer_id) t"
         );
         for sql in [gap, by_id, content, span] {
@@ -1044,16 +1053,16 @@ mod tests {
 
     const PINNED_BUCKET_MYSQL: &str =
         "SELECT CAST(CASE WHEN occur_time < ? THEN ? ELSE ? END AS SIGNED) AS s, \
-     CAST((TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', occur_time) + CASE WHEN \
-     occur_time < ? THEN ? ELSE ? END) DIV ? AS SIGNED) AS k, channel, COUNT(*) AS n FROM \
-     communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) \
-     AND channel IN (?, ?) AND direction = ? GROUP BY s, k, channel";
+     CAST(((TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', `communications`.`occur_time`) + \
+     CASE WHEN occur_time < ? THEN ? ELSE ? END) DIV ?) AS SIGNED) AS k, channel, COUNT(*) \
+     AS n FROM communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN \
+     (?, ?) AND channel IN (?, ?) AND direction = ? GROUP BY s, k, channel";
     const PINNED_BUCKET_SQLITE: &str =
-        "SELECT CASE WHEN occur_time < ? THEN ? ELSE ? END AS s, (CAST(strftime('%s', \
-     occur_time) AS INTEGER) + CASE WHEN occur_time < ? THEN ? ELSE ? END) / ? AS k, \
-     channel, COUNT(*) AS n FROM communications WHERE occur_time >= ? AND occur_time < ? \
-     AND customer_id IN (?, ?) AND channel IN (?, ?) AND direction = ? GROUP BY s, k, \
-     channel";
+        "SELECT CASE WHEN occur_time < ? THEN ? ELSE ? END AS s, ((CAST(strftime('%s', \
+     `communications`.`occur_time`) AS INTEGER) + CASE WHEN occur_time < ? THEN ? ELSE ? \
+     END) / ?) AS k, channel, COUNT(*) AS n FROM communications WHERE occur_time >= ? AND \
+     occur_time < ? AND customer_id IN (?, ?) AND channel IN (?, ?) AND direction = ? GROUP \
+     BY s, k, channel";
     const PINNED_TOTALS_MYSQL: &str = "SELECT COUNT(*), count( DISTINCT \
         `communications`.`customer_id`), min(`communications`.`occur_time`), \
         max(`communications`.`occur_time`) FROM `communications` WHERE \

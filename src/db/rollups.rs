@@ -11,14 +11,20 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
-use diesel::dsl::count_star;
+use diesel::dsl::{count_star, sum};
+use diesel::mysql::Mysql;
 use diesel::prelude::*;
+use diesel::query_builder::{InsertStatement, QueryFragment};
+use diesel::sql_types::BigInt;
+use diesel::sqlite::Sqlite;
+use diesel_async::methods::ExecuteDsl;
+use diesel_async::AsyncMysqlConnection;
 
 use super::communications::CommunicationRow;
-use super::dialect::{Backend, Conn};
+use super::dialect::{self, Backend, Conn};
 use super::query::{Bind, Sql};
 use super::schema::{communications, customer_months, rollup_state};
-use super::{fns, retry_conflicts, Db};
+use super::{fns, retry_conflicts, Db, SqliteConn};
 use crate::analytics::rollup::{month_of, month_start, shard_of, Tier, HOURS, SLOTS};
 use crate::error::{Error, Result};
 use crate::with_conn;
@@ -99,26 +105,26 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     let mut out = Vec::new();
     let months: Vec<_> = deltas.months.iter().collect();
     for chunk in months.chunks(UPSERT_ROWS) {
-        // raw SQL: counter upserts that add sends several to a round trip, values inlined; tier table named at run time
-        let mut sql =
-            Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) VALUES ");
-        for (i, ((month, customer), (n, last))) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.list([
-                Bind::I64(*month),
-                Bind::I64(*customer),
-                Bind::I64(*n),
-                Bind::Time(*last),
-            ]);
-        }
-        sql.push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
-        out.push(sql);
+        let rows = chunk
+            .iter()
+            .map(|&(&(month, customer), &(n, last))| {
+                (
+                    customer_months::month.eq(fns::lit_int(month_key(month))),
+                    customer_months::customer_id.eq(fns::lit(customer)),
+                    customer_months::n.eq(fns::lit(n)),
+                    customer_months::last_time.eq(fns::time_lit(last)),
+                )
+            })
+            .collect();
+        // Values written in (numbers and times the service computed), so that `add` can
+        // send the statements with others in one round trip.
+        let text = dialect::rows_text(backend, rows, month_upsert, month_upsert);
+        out.push(Sql::from(&*text));
     }
     for (tier, units) in TIERS.iter().zip(&deltas.units) {
         let units: Vec<_> = units.iter().collect();
         for chunk in units.chunks(UPSERT_ROWS) {
+            // raw SQL: time-tier counter upserts, two tables of one layout named at run time
             let mut sql = Sql::from(&*format!(
                 "INSERT INTO {} ({}, channel, direction, shard, n) VALUES ",
                 tier.table, tier.column
@@ -135,11 +141,86 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
                     Bind::I64(**n),
                 ]);
             }
-            sql.push(&backend.upsert(&unit_key(*tier), &["n"], &[]));
+            sql.push(&backend.upsert(&unit_key(*tier), &["n"]));
             out.push(sql);
         }
     }
     out
+}
+
+/// The primary key of `customer_months`.
+fn month_key_columns() -> (customer_months::month, customer_months::customer_id) {
+    (customer_months::month, customer_months::customer_id)
+}
+
+/// What an upsert into `customer_months` does to an existing row: counts add up, the
+/// latest time is kept.
+type MonthChanges = (
+    diesel::dsl::Eq<
+        customer_months::n,
+        diesel::dsl::Add<customer_months::n, fns::Inserted<customer_months::n>>,
+    >,
+    diesel::dsl::Eq<
+        customer_months::last_time,
+        fns::Greatest<customer_months::last_time, fns::Inserted<customer_months::last_time>>,
+    >,
+);
+
+/// See [`MonthChanges`].
+fn month_changes() -> MonthChanges {
+    (
+        customer_months::n.eq(customer_months::n + fns::inserted(customer_months::n)),
+        customer_months::last_time.eq(fns::greatest(
+            customer_months::last_time,
+            fns::inserted(customer_months::last_time),
+        )),
+    )
+}
+
+/// An upsert of `values` into `customer_months`.
+type MonthUpsert<V> = fns::Upsert<
+    InsertStatement<customer_months::table, V>,
+    (customer_months::month, customer_months::customer_id),
+    <MonthChanges as AsChangeset>::Changeset,
+>;
+
+/// `values` upserted into `customer_months` (see [`MonthChanges`]).
+fn month_upsert<V: Insertable<customer_months::table>>(values: V) -> MonthUpsert<V::Values> {
+    fns::upsert(
+        diesel::insert_into(customer_months::table).values(values),
+        month_key_columns(),
+        month_changes(),
+    )
+}
+
+/// The base-table rows with ids in `(lo, hi]` added to `customer_months`.
+fn build_months(
+    lo: i64,
+    hi: i64,
+) -> impl ExecuteDsl<AsyncMysqlConnection>
+       + ExecuteDsl<SqliteConn>
+       + QueryFragment<Mysql>
+       + QueryFragment<Sqlite> {
+    let month = fns::month_index(communications::occur_time);
+    let rows = communications::table
+        .filter(communications::id.gt(lo))
+        .filter(communications::id.le(hi))
+        .group_by((month, communications::customer_id))
+        .select((
+            month,
+            communications::customer_id,
+            count_star(),
+            diesel::dsl::max(communications::occur_time).assume_not_null(),
+        ));
+    let insert = diesel::insert_into(customer_months::table)
+        .values(rows)
+        .into_columns((
+            customer_months::month,
+            customer_months::customer_id,
+            customer_months::n,
+            customer_months::last_time,
+        ));
+    fns::upsert(insert, month_key_columns(), month_changes())
 }
 
 /// The primary key of a time tier's table.
@@ -176,7 +257,13 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
         }
     }
     for sql in statements {
-        conn.execute_sql(&sql).await?;
+        if sql.binds.is_empty() {
+            // The customer-month upserts: values written in (on SQLite, one statement
+            // per row).
+            conn.batch_execute(&sql.text).await?;
+        } else {
+            conn.execute_sql(&sql).await?;
+        }
     }
     Ok(())
 }
@@ -273,18 +360,9 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
             .push(" AND id <= ")
             .bind(Bind::I64(hi));
     };
-    // raw SQL: INSERT ... SELECT grouped by its select aliases, with an upsert; tier table named at run time
-    let mut months = Sql::from(&*format!(
-        "INSERT INTO customer_months (month, customer_id, n, last_time) SELECT {} AS m, \
-         customer_id, COUNT(*), MAX(occur_time) FROM communications",
-        Sql::expr_text(backend, &fns::month_index(communications::occur_time))
-    ));
-    range(&mut months);
-    months
-        .push(" GROUP BY m, customer_id")
-        .push(&backend.upsert("month, customer_id", &["n"], &["last_time"]));
-    let mut out = vec![months];
+    let mut out = Vec::new();
     for tier in TIERS {
+        // raw SQL: INSERT ... SELECT grouped by its select aliases, with an upsert; tier table named at run time
         let mut units = Sql::from(&*format!(
             "INSERT INTO {} ({}, channel, direction, shard, n) SELECT {} AS u, channel, \
              direction, 0, COUNT(*) FROM communications",
@@ -295,7 +373,7 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
         range(&mut units);
         units
             .push(" GROUP BY u, channel, direction")
-            .push(&backend.upsert(&unit_key(tier), &["n"], &[]));
+            .push(&backend.upsert(&unit_key(tier), &["n"]));
         out.push(units);
     }
     out
@@ -344,6 +422,7 @@ pub async fn ensure_built(db: &Db, now: NaiveDateTime) -> Result<()> {
                 let mut lo = 0;
                 while lo < last {
                     let hi = lo.saturating_add(BUILD_CHUNK_IDS).min(last);
+                    conn.any().execute(build_months(lo, hi)).await?;
                     for sql in build_sql(backend, lo, hi) {
                         conn.execute_sql(&sql).await?;
                     }
@@ -400,7 +479,7 @@ fn compact_sql(backend: Backend, before: NaiveDateTime) -> Vec<Sql> {
         ));
         fold.bind(Bind::I64(cutoff))
             .push(&format!(" GROUP BY {unit}, channel, direction"))
-            .push(&backend.upsert(&unit_key(tier), &["n"], &[]));
+            .push(&backend.upsert(&unit_key(tier), &["n"]));
         let mut delete = Sql::from(&*format!(
             "DELETE FROM {table} WHERE shard > 0 AND {unit} < "
         ));
@@ -444,28 +523,30 @@ pub async fn merge_customer_months<C: Conn>(
     survivor: i64,
     merged: &[i64],
 ) -> Result<()> {
-    let ids = |sql: &mut Sql| {
-        sql.list(merged.iter().map(|&id| Bind::I64(id)));
-    };
-    // raw SQL: INSERT ... SELECT with an upsert, one statement in the merge's transaction
-    let mut fold =
-        Sql::from("INSERT INTO customer_months (month, customer_id, n, last_time) SELECT month, ");
-    fold.bind(Bind::I64(survivor)).push(&format!(
-        ", {}, MAX(last_time) FROM customer_months",
-        C::BACKEND.int("SUM(n)")
-    ));
-    fold.and().push("customer_id IN ");
-    ids(&mut fold);
-    fold.push(" GROUP BY month").push(&C::BACKEND.upsert(
-        "month, customer_id",
-        &["n"],
-        &["last_time"],
-    ));
-    conn.execute_sql(&fold).await?;
-    let mut delete = Sql::from("DELETE FROM customer_months");
-    delete.and().push("customer_id IN ");
-    ids(&mut delete);
-    conn.execute_sql(&delete).await?;
+    let rows = customer_months::table
+        .filter(customer_months::customer_id.eq_any(merged.to_vec()))
+        .group_by(customer_months::month)
+        .select((
+            customer_months::month,
+            survivor.into_sql::<BigInt>(),
+            fns::int(sum(customer_months::n)).assume_not_null(),
+            diesel::dsl::max(customer_months::last_time).assume_not_null(),
+        ));
+    let fold = diesel::insert_into(customer_months::table)
+        .values(rows)
+        .into_columns((
+            customer_months::month,
+            customer_months::customer_id,
+            customer_months::n,
+            customer_months::last_time,
+        ));
+    conn.any()
+        .execute(fns::upsert(fold, month_key_columns(), month_changes()))
+        .await?;
+    let delete = diesel::delete(
+        customer_months::table.filter(customer_months::customer_id.eq_any(merged.to_vec())),
+    );
+    conn.any().execute(delete).await?;
     Ok(())
 }
 
@@ -483,6 +564,38 @@ mod tests {
             }
             let text: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
             insta::assert_snapshot!(format!("rollup_build_{name}"), text.join(";\n"));
+        }
+        let months = build_months(100, 200);
+        insta::assert_snapshot!(
+            "rollup_build_months_mysql",
+            diesel::debug_query::<diesel::mysql::Mysql, _>(&months).to_string()
+        );
+        insta::assert_snapshot!(
+            "rollup_build_months_sqlite",
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&months).to_string()
+        );
+        let at = |h| {
+            chrono::NaiveDate::from_ymd_opt(2024, 3, 9)
+                .and_then(|d| d.and_hms_micro_opt(h, 0, 0, 250))
+                .expect("a valid time")
+        };
+        let write = Deltas::of(
+            [(7, 1, at(9)), (7, 2, at(10)), (9, 1, at(11))].map(|(customer_id, channel, t)| {
+                Contribution {
+                    customer_id,
+                    channel,
+                    direction: 1,
+                    occur_time: t,
+                }
+            }),
+            1,
+        );
+        for (backend, name) in [(Backend::Mysql, "mysql"), (Backend::Sqlite, "sqlite")] {
+            let text: Vec<String> = add_sql(backend, &write)
+                .iter()
+                .map(|s| s.inline(backend).expect("numbers and times only"))
+                .collect();
+            insta::assert_snapshot!(format!("rollup_add_{name}"), text.join(";\n"));
         }
         let counts = unit_counts_query(42, HOURS.secs);
         insta::assert_snapshot!(

@@ -6,12 +6,11 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
-use super::query::{self, Bind, Sql, Table};
+use super::query::{self, Table};
 use super::schema::service_tickets;
 use super::{retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
-use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
 
 /// The service tickets table for the statement builders (pages by `open_time`).
@@ -268,21 +267,31 @@ pub struct TicketFilter {
 }
 
 /// The statement of one listing page: newest `open_time` first, strictly after `after`.
-fn list_sql(filter: &TicketFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
-    // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
-    let mut sql = TICKETS.select();
-    let customers = CommunicationFilter {
-        customer_ids: filter.customer_id.into_iter().collect(),
-        ..CommunicationFilter::default()
-    };
-    sql.filter(&TICKETS, &customers);
-    if let Some(s) = filter.status {
-        sql.and().push("status = ").bind(Bind::I32(s));
-    }
-    let keyset = TICKETS.keyset(true);
-    keyset.after_row(&mut sql, after);
-    keyset.order_limit(&mut sql, limit);
-    sql
+#[diesel::dsl::auto_type]
+fn list_query(filter: &TicketFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> _ {
+    let customer: query::When<diesel::dsl::Eq<service_tickets::customer_id, i64>> = query::when(
+        filter
+            .customer_id
+            .map(|c| service_tickets::customer_id.eq(c)),
+    );
+    let status: query::When<diesel::dsl::Eq<service_tickets::status, i32>> =
+        query::when(filter.status.map(|s| service_tickets::status.eq(s)));
+    let page: query::When<query::OlderThan<service_tickets::open_time, service_tickets::id>> =
+        query::when(
+            after.map(|a| query::older_than(service_tickets::open_time, service_tickets::id, a)),
+        );
+    let columns: <TicketRow as diesel::Selectable<diesel::mysql::Mysql>>::SelectExpression =
+        super::dialect::columns::<TicketRow>();
+    service_tickets::table
+        .filter(customer)
+        .filter(status)
+        .filter(page)
+        .order((
+            service_tickets::open_time.desc(),
+            service_tickets::id.desc(),
+        ))
+        .limit(limit)
+        .select(columns)
 }
 
 /// One page, newest `open_time` first, strictly after the position `after`. With a
@@ -293,11 +302,11 @@ pub async fn list(
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<TicketRow>> {
-    let sql = list_sql(filter, after, limit);
+    let page = list_query(filter, after, limit);
     with_conn!(db, |conn| {
         if let Some(customer_id) = filter.customer_id {
             query::ensure_customer(conn, customer_id).await?;
         }
-        Ok(conn.load_sql(&sql).await?)
+        Ok(conn.any().load(page).await?)
     })
 }

@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::query::{self, Sql, Table};
+use super::query::{self, Table};
 use super::schema::transactions;
 use super::{Conn as _, Db};
 use crate::error::Result;
@@ -173,14 +173,27 @@ impl From<&TransactionFilter> for CommunicationFilter {
 }
 
 /// The statement of one listing page: newest first, strictly after `after`.
-fn list_sql(filter: &TransactionFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> Sql {
-    // raw SQL: keyset page on the one Keyset/filter builder, its text pinned per backend
-    let mut sql = TRANSACTIONS.select();
-    sql.filter(&TRANSACTIONS, &filter.into());
-    let keyset = TRANSACTIONS.keyset(true);
-    keyset.after_row(&mut sql, after);
-    keyset.order_limit(&mut sql, limit);
-    sql
+#[diesel::dsl::auto_type]
+fn list_query(filter: &TransactionFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> _ {
+    let start: query::When<diesel::dsl::GtEq<transactions::occur_time, NaiveDateTime>> =
+        query::when(filter.start.map(|t| transactions::occur_time.ge(t)));
+    let end: query::When<diesel::dsl::Lt<transactions::occur_time, NaiveDateTime>> =
+        query::when(filter.end.map(|t| transactions::occur_time.lt(t)));
+    let page: query::When<query::OlderThan<transactions::occur_time, transactions::id>> =
+        query::when(
+            after.map(|a| query::older_than(transactions::occur_time, transactions::id, a)),
+        );
+    let customer_id: i64 = filter.customer_id;
+    let columns: <TransactionRow as diesel::Selectable<diesel::mysql::Mysql>>::SelectExpression =
+        super::dialect::columns::<TransactionRow>();
+    transactions::table
+        .filter(start)
+        .filter(end)
+        .filter(transactions::customer_id.eq(customer_id))
+        .filter(page)
+        .order((transactions::occur_time.desc(), transactions::id.desc()))
+        .limit(limit)
+        .select(columns)
 }
 
 /// One page, newest first, strictly after the `(occur_time, id)` position `after`;
@@ -191,9 +204,9 @@ pub async fn list(
     after: Option<(NaiveDateTime, i64)>,
     limit: i64,
 ) -> Result<Vec<TransactionRow>> {
-    let sql = list_sql(filter, after, limit);
+    let page = list_query(filter, after, limit);
     with_conn!(db, |conn| {
         query::ensure_customer(conn, filter.customer_id).await?;
-        Ok(conn.load_sql(&sql).await?)
+        Ok(conn.any().load(page).await?)
     })
 }

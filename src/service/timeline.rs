@@ -333,11 +333,16 @@ fn shutdown_error() -> Error {
 }
 
 async fn send(tx: &Out, event: Event, mark: Mark, sent: &mut u64) -> Result<(), Stop> {
-    match tx
-        .tx
-        .send_timeout(Ok(Streamed { event, mark }), tx.idle)
-        .await
-    {
+    // Room in the channel (the usual case while the client keeps up): no timer to arm.
+    let item = match tx.tx.try_send(Ok(Streamed { event, mark })) {
+        Ok(()) => {
+            *sent += 1;
+            return Ok(());
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Gone),
+        Err(mpsc::error::TrySendError::Full(item)) => item,
+    };
+    match tx.tx.send_timeout(item, tx.idle).await {
         Ok(()) => {}
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
             tx.stalled.store(true, Ordering::Relaxed);

@@ -148,6 +148,21 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     out
 }
 
+/// Every column of `customer_months`, in its order.
+fn month_columns() -> (
+    customer_months::month,
+    customer_months::customer_id,
+    customer_months::n,
+    customer_months::last_time,
+) {
+    (
+        customer_months::month,
+        customer_months::customer_id,
+        customer_months::n,
+        customer_months::last_time,
+    )
+}
+
 /// The primary key of `customer_months`.
 fn month_key_columns() -> (customer_months::month, customer_months::customer_id) {
     (customer_months::month, customer_months::customer_id)
@@ -214,12 +229,7 @@ fn build_months(
         ));
     let insert = diesel::insert_into(customer_months::table)
         .values(rows)
-        .into_columns((
-            customer_months::month,
-            customer_months::customer_id,
-            customer_months::n,
-            customer_months::last_time,
-        ));
+        .into_columns(month_columns());
     fns::upsert(insert, month_key_columns(), month_changes())
 }
 
@@ -534,12 +544,7 @@ pub async fn merge_customer_months<C: Conn>(
         ));
     let fold = diesel::insert_into(customer_months::table)
         .values(rows)
-        .into_columns((
-            customer_months::month,
-            customer_months::customer_id,
-            customer_months::n,
-            customer_months::last_time,
-        ));
+        .into_columns(month_columns());
     conn.any()
         .execute(fns::upsert(fold, month_key_columns(), month_changes()))
         .await?;

@@ -1728,7 +1728,7 @@ async fn keyed_imports(
         .take(IMPORT_CUSTOMERS)
         .collect();
     let before = driver
-        .count("SELECT COALESCE(MAX(id), 0) FROM communications")
+        .count("SELECT COALESCE(MAX(id), 0) AS n FROM communications")
         .await?;
     let server = Server::start(SERVER, url, STARTUP).await?;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);

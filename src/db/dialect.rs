@@ -111,30 +111,6 @@ impl Backend {
     }
 }
 
-/// The text of an INSERT of `rows` (values written in, no bound value) as `backend`
-/// runs it: `many` of every row, one multi-row statement, on MySQL; on SQLite, whose
-/// multi-row INSERT diesel renders only through its own executor, `one` of each row, in
-/// one batch (in process, so no round trip per row).
-pub fn rows_text<R, M, S>(
-    backend: Backend,
-    rows: Vec<R>,
-    many: impl FnOnce(Vec<R>) -> M,
-    one: impl Fn(R) -> S,
-) -> String
-where
-    M: QueryFragment<Mysql>,
-    S: QueryFragment<Sqlite>,
-{
-    match backend {
-        Backend::Mysql => Sql::mysql_text(&many(rows)),
-        Backend::Sqlite => rows
-            .into_iter()
-            .map(|row| Sql::sqlite_text(&one(row)))
-            .collect::<Vec<_>>()
-            .join(";\n"),
-    }
-}
-
 /// A borrowed connection of either backend, for storage functions written once: a
 /// diesel DSL statement's type does not depend on the backend, so each method takes any
 /// statement both connection types can run. The bounds are checked where the statement

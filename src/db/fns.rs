@@ -11,10 +11,12 @@ use std::marker::PhantomData;
 
 use chrono::NaiveDateTime;
 use diesel::expression::TypedExpressionType;
+use diesel::insertable::{CanInsertInSingleQuery, InsertValues};
+use diesel::query_builder::ValuesClause;
 use diesel::sql_types::{BigInt, Integer, Nullable, SqlType, Timestamp};
 use diesel::sqlite::Sqlite;
 use diesel::QueryResult;
-use diesel::{AsChangeset, Column};
+use diesel::{AsChangeset, Column, Insertable};
 
 diesel::define_sql_function! {
     /// The first of two times that is not NULL (the same function on both backends).
@@ -493,6 +495,66 @@ impl<A: QueryFragment<Sqlite>, B: QueryFragment<Sqlite>> QueryFragment<Sqlite> f
         self.1.walk_ast(out.reborrow())?;
         out.push_sql(")");
         Ok(())
+    }
+}
+
+/// Several rows to insert with one multi-row INSERT, on either backend (diesel renders a
+/// `Vec` of rows for SQLite only through its own executor): `insert_into(t).values(rows(v))`.
+pub fn rows<R>(rows: Vec<R>) -> Rows<R> {
+    Rows(rows)
+}
+
+/// See [`rows`].
+#[derive(Debug, Clone)]
+pub struct Rows<R>(Vec<R>);
+
+impl<T, R: Insertable<T>> Insertable<T> for Rows<R> {
+    type Values = RowsClause<R::Values>;
+
+    fn values(self) -> Self::Values {
+        RowsClause(self.0.into_iter().map(Insertable::values).collect())
+    }
+}
+
+/// The VALUES clause of [`Rows`]: `(columns) VALUES (..), (..)`.
+#[derive(Debug, Clone)]
+pub struct RowsClause<V>(Vec<V>);
+
+impl<V> QueryId for RowsClause<V> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<V, T, DB> QueryFragment<DB> for RowsClause<ValuesClause<V, T>>
+where
+    DB: diesel::backend::Backend,
+    T: diesel::Table,
+    V: InsertValues<DB, T>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let Some(first) = self.0.first() else {
+            return Err(diesel::result::Error::QueryBuilderError(
+                "an INSERT of no rows".into(),
+            ));
+        };
+        out.push_sql("(");
+        first.values.column_names(out.reborrow())?;
+        out.push_sql(") VALUES ");
+        for (i, row) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_sql("(");
+            row.values.walk_ast(out.reborrow())?;
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+}
+
+impl<V, DB: diesel::backend::Backend> CanInsertInSingleQuery<DB> for RowsClause<V> {
+    fn rows_to_insert(&self) -> Option<usize> {
+        Some(self.0.len())
     }
 }
 

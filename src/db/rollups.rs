@@ -21,7 +21,7 @@ use diesel_async::methods::ExecuteDsl;
 use diesel_async::AsyncMysqlConnection;
 
 use super::communications::CommunicationRow;
-use super::dialect::{self, Backend, Conn};
+use super::dialect::{Backend, Conn};
 use super::query::{Bind, Sql};
 use super::schema::{communications, customer_months, rollup_state};
 use super::{fns, retry_conflicts, Db, SqliteConn};
@@ -105,7 +105,7 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     let mut out = Vec::new();
     let months: Vec<_> = deltas.months.iter().collect();
     for chunk in months.chunks(UPSERT_ROWS) {
-        let rows = chunk
+        let rows: Vec<_> = chunk
             .iter()
             .map(|&(&(month, customer), &(n, last))| {
                 (
@@ -117,8 +117,8 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
             })
             .collect();
         // Values written in (numbers and times the service computed), so that `add` can
-        // send the statements with others in one round trip.
-        let text = dialect::rows_text(backend, rows, month_upsert, month_upsert);
+        // send the statement with others in one round trip.
+        let text = Sql::expr_text(backend, &month_upsert(fns::rows(rows)));
         out.push(Sql::from(&*text));
     }
     for (tier, units) in TIERS.iter().zip(&deltas.units) {
@@ -268,8 +268,7 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
     }
     for sql in statements {
         if sql.binds.is_empty() {
-            // The customer-month upserts: values written in (on SQLite, one statement
-            // per row).
+            // The customer-month upserts: values written in.
             conn.batch_execute(&sql.text).await?;
         } else {
             conn.execute_sql(&sql).await?;

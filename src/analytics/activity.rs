@@ -13,6 +13,7 @@
 //! row, a call-time sum past 64 bits) answers `None`, and the caller reads the database.
 
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::OnceLock;
 
 use super::gaps::{mean_gap_micros, median_in_place};
 use super::terms::terms;
@@ -75,16 +76,18 @@ struct Customer {
     exotic: bool,
     /// Term counts of every row, kept from [`TERM_TOTALS_FROM`] rows on.
     totals: Option<HashMap<u32, u64>>,
-    /// Per-kind times, sorted gaps and channel totals, kept from [`TERM_TOTALS_FROM`]
-    /// rows on (see [`Big`]).
-    big: Option<Big>,
+    /// Per-kind times, sorted gaps and channel totals of a customer with
+    /// [`TERM_TOTALS_FROM`] rows or more, built by the first report that needs them
+    /// (see [`Big`]).
+    big: OnceLock<Big>,
 }
 
 /// What a customer with many rows keeps beside its rows, so a report over most of them
 /// reads a few binary searches and the rows outside the range instead of every row
 /// inside it. Kept exact: appends in `(time, id)` order update it in place (their gaps
 /// merged in at [`Customer::settle`]); any other change (a back-dated row, a delete, a
-/// merge that interleaves) marks it stale and `settle` rebuilds it from the rows.
+/// merge that interleaves) drops it, and the next report rebuilds it from the rows
+/// (a bulk load or a busy writer costs no rebuild per batch).
 #[derive(Debug, Default)]
 struct Big {
     /// `(channel, direction)` of each kind present, ascending.
@@ -101,8 +104,6 @@ struct Big {
     counts: Vec<i64>,
     /// Summed call duration per channel.
     durations: Vec<i128>,
-    /// `rows` changed other than by appends since the last build.
-    stale: bool,
 }
 
 impl Big {
@@ -258,11 +259,11 @@ impl Customer {
         if self.rows.last().is_some_and(|l| l.key() > e.key()) {
             self.sorted = false;
         }
-        if let Some(big) = &mut self.big {
-            if self.sorted && !big.stale {
+        if let Some(big) = self.big.get_mut() {
+            if self.sorted {
                 big.append(self.rows.last(), &e);
             } else {
-                big.stale = true;
+                self.big.take();
             }
         }
         let (Ok(at), Ok(len)) = (
@@ -314,12 +315,18 @@ impl Customer {
             }
             self.totals = Some(totals);
         }
-        match &mut self.big {
-            Some(big) if !big.stale => big.merge_fresh(),
-            Some(_) => self.big = Some(Big::build(&self.rows)),
-            None if self.rows.len() >= totals_from => self.big = Some(Big::build(&self.rows)),
-            None => {}
+        if let Some(big) = self.big.get_mut() {
+            big.merge_fresh();
         }
+    }
+
+    /// [`Big`] of a customer with `from` rows or more (or that has one), built now if
+    /// a change dropped it. Rows are settled whenever a reader holds the index.
+    fn big(&self, from: usize) -> Option<&Big> {
+        if self.big.get().is_none() && self.rows.len() < from {
+            return None;
+        }
+        Some(self.big.get_or_init(|| Big::build(&self.rows)))
     }
 
     /// Rows with `start <= time < end`, as an index range of the sorted rows.
@@ -465,7 +472,7 @@ impl ActivityIndex {
                 c.rows.capacity() * std::mem::size_of::<Entry>()
                     + c.terms.capacity() * 4
                     + c.totals.as_ref().map_or(0, |t| t.capacity() * 16)
-                    + c.big.as_ref().map_or(0, Big::heap_bytes)
+                    + c.big.get().map_or(0, Big::heap_bytes)
                     + 96
             })
             .sum();
@@ -610,9 +617,7 @@ impl ActivityIndex {
                 }
             }
             customer.dead_terms += dead_terms;
-            if let Some(big) = &mut customer.big {
-                big.stale = true;
-            }
+            customer.big.take();
             removed += before - customer.rows.len();
             if customer.rows.is_empty() && !customer.exotic {
                 self.customers.remove(&owner);
@@ -665,7 +670,7 @@ impl ActivityIndex {
             return None;
         }
         let wanted = kinds(&ask.channels, ask.direction);
-        if let Some(big) = &customer.big {
+        if let Some(big) = customer.big(self.term_totals_from) {
             let range = customer.range(start, end);
             // Walking a few rows per bucket costs less than the binary searches.
             let searches = ask.buckets.len() * big.kinds.len().max(1) * 2;
@@ -712,7 +717,7 @@ impl ActivityIndex {
         let rows = &c.rows[range.clone()];
         let mut counts = [0i64; 256];
         let mut durations = [0i128; 256];
-        match &c.big {
+        match c.big(self.term_totals_from) {
             // Most rows in range: the totals less the rows outside.
             Some(big) if totals || c.rows.len() - rows.len() < rows.len() => {
                 counts.copy_from_slice(&big.counts);
@@ -1319,10 +1324,8 @@ mod tests {
                     let (a, b) = (cut(rng), cut(rng));
                     let lo = times[a.min(times.len() - 1)];
                     let hi = times[times.len() - 1 - b.min(times.len() - 1)];
-                    (
-                        lo + rng.below(2) as i64,
-                        (hi + rng.below(2) as i64).max(lo + 1),
-                    )
+                    let start = lo + rng.below(2) as i64;
+                    (start, (hi + rng.below(2) as i64).max(start + 1))
                 }
                 // A few rows.
                 (2, Some(&f), _) => {
@@ -1370,7 +1373,7 @@ mod tests {
             };
             let wanted = kinds(&ask.channels, ask.direction);
             assert_frequency_equal(&frequency_walk(c, &ask, &wanted), &want);
-            let Some(big) = &c.big else {
+            let Some(big) = c.big(index.term_totals_from) else {
                 continue;
             };
             let whole = big.kinds.iter().all(|&(ch, d)| wanted.admits_kind(ch, d));
@@ -1403,14 +1406,13 @@ mod tests {
         );
     }
 
-    /// Every big customer's [`Big`] equals one built afresh from its rows.
+    /// Every customer's [`Big`], where kept, equals one built afresh from its rows.
     fn assert_big_fresh(index: &ActivityIndex) {
         for (id, c) in &index.customers {
-            let Some(big) = &c.big else {
-                assert!(c.rows.len() < index.term_totals_from, "customer {id}");
+            let Some(big) = c.big.get() else {
                 continue;
             };
-            assert!(!big.stale && big.fresh_gaps.is_empty(), "customer {id}");
+            assert!(big.fresh_gaps.is_empty(), "customer {id}");
             let fresh = Big::build(&c.rows);
             assert_eq!(big.kinds, fresh.kinds, "customer {id}");
             assert_eq!(big.times, fresh.times, "customer {id}");
@@ -1545,12 +1547,18 @@ mod tests {
                 r.micros = at;
             }
             let given: Vec<ActivityRow<'_>> = batch.iter().map(activity).collect();
+            let had = index
+                .customers
+                .get(&1)
+                .is_some_and(|c| c.big.get().is_some());
             index.insert_all(&given, 1);
+            // Appends keep it, updated in place.
+            assert_eq!(index.customers[&1].big.get().is_some(), had);
             live.extend(batch);
             assert_big_fresh(&index);
             check(&index, &live, 1, &mut rng);
         }
-        assert!(index.customers[&1].big.is_some());
+        assert!(index.customers[&1].big.get().is_some());
         // A back-dated row, and one at the very time of another.
         let mut late = rows(&mut rng, next_id, 2, 1);
         next_id += 2;
@@ -1559,6 +1567,8 @@ mod tests {
         let given: Vec<ActivityRow<'_>> = late.iter().map(activity).collect();
         index.insert_all(&given, 1);
         live.extend(late);
+        assert!(index.customers[&1].big.get().is_none(), "rebuilt on use");
+        check(&index, &live, 1, &mut rng);
         assert_big_fresh(&index);
         check(&index, &live, 1, &mut rng);
         // The first and the last row deleted.
@@ -1577,7 +1587,7 @@ mod tests {
             .collect();
         let given: Vec<ActivityRow<'_>> = small.iter().map(activity).collect();
         index.insert_all(&given, 1);
-        assert!(index.customers[&2].big.is_none());
+        assert!(index.customers[&2].big(index.term_totals_from).is_none());
         live.extend(small);
         assert_eq!(index.reassign_customers(&[2], 1), 50);
         for r in &mut live {
@@ -1622,7 +1632,7 @@ mod tests {
             .collect();
         index.insert_all(&given, 1);
         let c = &index.customers[&9];
-        let big = c.big.as_ref().unwrap();
+        let big = c.big(index.term_totals_from).unwrap();
         let ask = |from: i64, to: i64| FrequencyAsk {
             customer: 9,
             buckets: vec![(T0 + from * sec, T0 + to * sec)],

@@ -777,10 +777,19 @@ impl ActivityIndex {
                         *out.entry(t).or_insert(0) += 1;
                     }
                 }
-                let left = all
-                    .iter()
-                    .map(|(&t, &k)| (t, k.saturating_sub(out.get(&t).copied().unwrap_or(0))));
-                return self.best(left, n);
+                // Only the terms of the rows outside go down: the first n + |out| by
+                // total hold the first n of the others, which keep their totals.
+                let mut picked = self.best(all.iter().map(|(&t, &k)| (t, k)), n + out.len());
+                picked.retain(|(t, _)| !out.contains_key(t));
+                picked.extend(
+                    out.iter()
+                        .map(|(&t, &k)| (t, all.get(&t).copied().unwrap_or(0).saturating_sub(k))),
+                );
+                return self
+                    .best(picked.into_iter(), n)
+                    .into_iter()
+                    .map(|(t, k)| (self.name(t).to_string(), k))
+                    .collect();
             }
             _ if inside >= 4096 => {
                 let mut dense = vec![0u64; self.names.len()];
@@ -812,7 +821,7 @@ impl ActivityIndex {
     }
 
     /// The `n` first of `counted` in [`Self::rank`]'s order, keeping only `n` at a time.
-    fn best(&self, counted: impl Iterator<Item = (u32, u64)>, n: usize) -> Vec<(String, u64)> {
+    fn best(&self, counted: impl Iterator<Item = (u32, u64)>, n: usize) -> Vec<(u32, u64)> {
         let mut heap: BinaryHeap<Worse<'_>> = BinaryHeap::with_capacity(n + 1);
         for (id, count) in counted {
             if count == 0 {
@@ -821,8 +830,11 @@ impl ActivityIndex {
             if heap.len() == n && heap.peek().is_some_and(|w| w.count > count) {
                 continue; // the common case, without a name lookup
             }
-            let name = self.names.get(id as usize).map_or("", |s| s);
-            let term = Worse { count, name };
+            let term = Worse {
+                count,
+                name: self.name(id),
+                id,
+            };
             if heap.len() < n {
                 heap.push(term);
             } else if heap.peek().is_some_and(|w| term < *w) {
@@ -832,8 +844,13 @@ impl ActivityIndex {
         }
         heap.into_sorted_vec()
             .into_iter()
-            .map(|w| (w.name.to_string(), w.count))
+            .map(|w| (w.id, w.count))
             .collect()
+    }
+
+    /// Term `t`'s text.
+    fn name(&self, t: u32) -> &str {
+        self.names.get(t as usize).map_or("", |s| s)
     }
 
     /// The `n` first of `counted` by count descending, ties by term ascending
@@ -1040,6 +1057,7 @@ fn frequency_fast(
 struct Worse<'a> {
     count: u64,
     name: &'a str,
+    id: u32,
 }
 
 impl Ord for Worse<'_> {

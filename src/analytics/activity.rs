@@ -11,6 +11,11 @@
 //! [`super::terms::TermCounter::top`] ranks them. A customer with a row the compact
 //! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
 //! row, a call-time sum past 64 bits) answers `None`, and the caller reads the database.
+//!
+//! A customer with [`TERM_TOTALS_FROM`] rows or more (a key account) also keeps its term
+//! totals and a [`Big`]: per channel and direction its sorted times, its sorted gaps and
+//! channel totals, so a report over most of its rows costs binary searches and the rows
+//! outside the range, not a walk over the rows inside.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::OnceLock;

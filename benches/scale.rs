@@ -122,6 +122,10 @@ struct Args {
     /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `import`,
     /// `writes`, `service_levels`, `whale` (every part when empty).
     only: String,
+    /// `--whale-rows` / `CRM_BENCH_WHALE_ROWS` (5% of `communications`): about how many
+    /// communications the key account of `--only whale` holds (every `k`-th row moves to
+    /// it, `k` = communications / whale rows).
+    whale_rows: u64,
 }
 
 /// `--db`'s value.
@@ -151,6 +155,7 @@ impl Args {
             p99_calls: env("P99_CALLS", 2000),
             p99_clients: env("P99_CLIENTS", 16),
             only: std::env::var("CRM_BENCH_ONLY").unwrap_or_default(),
+            whale_rows: env("WHALE_ROWS", 0) as u64,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -180,6 +185,7 @@ impl Args {
                 "--p99-calls" => a.p99_calls = num()?,
                 "--p99-clients" => a.p99_clients = num()?,
                 "--only" => a.only = value.clone(),
+                "--whale-rows" => a.whale_rows = num()? as u64,
                 other => bail!("unknown flag {other}"),
             }
         }
@@ -202,6 +208,9 @@ impl Args {
         }
         if a.communications == 0 || a.customers == 0 {
             bail!("--communications and --customers must be positive");
+        }
+        if a.whale_rows == 0 {
+            a.whale_rows = (a.communications / 20).max(1);
         }
         Ok(a)
     }

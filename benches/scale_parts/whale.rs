@@ -1,7 +1,9 @@
 //! `--only whale` of the scale benchmark: one-customer reports on a key account. A copy
-//! of the dataset in which one customer holds 5% of the communications (every row whose
-//! id is a multiple of 20 moved to the first customer, rollups rebuilt), reused across
-//! runs: `crm_bench_scale_<N>_<C>_whale` (MariaDB) or `scale-<N>-<C>-whale.db` (SQLite).
+//! of the dataset in which one customer holds about `--whale-rows` communications (5% by
+//! default: every row whose id is a multiple of k = communications / whale rows moved to
+//! the first customer, rollups rebuilt), reused across runs:
+//! `crm_bench_scale_<N>_<C>_whale` (MariaDB) or `scale-<N>-<C>-whale.db` (SQLite) for
+//! k = 20, with `_whale<k>` / `-whale<k>` otherwise.
 //!
 //! At `--p99-clients` concurrent clients, each p99 against GetCustomer's p99 measured in
 //! the same run on the same server (random customers): a one-year daily
@@ -26,8 +28,25 @@ use super::{
     Driver, Figure, RatioKind, Target, SERVER, SHANGHAI, STARTUP, YEAR_END, YEAR_START,
 };
 
-/// One row in this many moves to the key account.
-const SHARE: i64 = 20;
+/// One row in `share(args)` moves to the key account.
+fn share(args: &Args) -> Result<i64> {
+    let k = (args.communications / args.whale_rows.max(1)) as i64;
+    anyhow::ensure!(
+        k >= 2,
+        "--whale-rows must be at most half of --communications"
+    );
+    Ok(k)
+}
+
+/// The suffix of the key-account copy's name: `whale`, or `whale<k>` for a share other
+/// than the default one in 20.
+fn suffix(k: i64) -> String {
+    if k == 20 {
+        "whale".into()
+    } else {
+        format!("whale{k}")
+    }
+}
 
 /// The key-account copy of the dataset: its URL, driver and the key account's id.
 struct Whale {
@@ -58,31 +77,30 @@ fn rebuild_rollups(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// The move of 5% of the rows to `customer`.
-fn move_sql(customer: i64) -> String {
-    format!("UPDATE communications SET customer_id = {customer} WHERE id % {SHARE} = 0")
+/// The move of one row in `k` to `customer`.
+fn move_sql(customer: i64, k: i64) -> String {
+    format!("UPDATE communications SET customer_id = {customer} WHERE id % {k} = 0")
 }
 
 /// Creates (or reuses) the key-account copy of `t`'s dataset.
 async fn prepare(t: &Target, args: &Args) -> Result<Whale> {
     let customer = first_customer(&t.driver).await?;
     let n = args.communications as i64;
+    let k = share(args)?;
+    let tag = suffix(k);
     let held = format!("communications WHERE customer_id = {customer}");
     match &t.driver {
         Driver::Mysql(url) => {
             let (base, name) = url.rsplit_once('/').context("dataset url")?;
-            let whale = format!("{name}_whale");
+            let whale = format!("{name}_{tag}");
             let whale_url = format!("{base}/{whale}");
             let driver = Driver::Mysql(whale_url.clone());
             if rows_of(&driver, "communications").await == Some(n)
-                && rows_of(&driver, &held).await >= Some(n / SHARE)
+                && rows_of(&driver, &held).await >= Some(n / k)
             {
                 say!("reusing MariaDB database {whale}");
             } else {
-                say!(
-                    "copying {name} to {whale}, {}% of the rows to customer {customer}",
-                    100 / SHARE
-                );
+                say!("copying {name} to {whale}, one row in {k} to customer {customer}");
                 let mut admin = mysql_async::Conn::from_url(common::admin_url(base)).await?;
                 common::drop_database(&mut admin, &whale).await?;
                 common::create_database(&mut admin, base, &whale).await?;
@@ -107,7 +125,7 @@ async fn prepare(t: &Target, args: &Args) -> Result<Whale> {
                         .await?;
                 }
                 admin.query_drop(format!("USE `{whale}`")).await?;
-                admin.query_drop(move_sql(customer)).await?;
+                admin.query_drop(move_sql(customer, k)).await?;
                 admin.disconnect().await?;
                 let u = whale_url.clone();
                 tokio::task::spawn_blocking(move || rebuild_rollups(&u)).await??;
@@ -124,7 +142,7 @@ async fn prepare(t: &Target, args: &Args) -> Result<Whale> {
         Driver::Sqlite(path) => {
             let whale = data_dir()
                 .join(format!(
-                    "scale-{}-{}-whale.db",
+                    "scale-{}-{}-{tag}.db",
                     args.communications, args.customers
                 ))
                 .display()
@@ -132,14 +150,11 @@ async fn prepare(t: &Target, args: &Args) -> Result<Whale> {
             let driver = Driver::Sqlite(whale.clone());
             if std::path::Path::new(&whale).exists()
                 && rows_of(&driver, "communications").await == Some(n)
-                && rows_of(&driver, &held).await >= Some(n / SHARE)
+                && rows_of(&driver, &held).await >= Some(n / k)
             {
                 say!("reusing SQLite file {whale}");
             } else {
-                say!(
-                    "copying {path} to {whale}, {}% of the rows to customer {customer}",
-                    100 / SHARE
-                );
+                say!("copying {path} to {whale}, one row in {k} to customer {customer}");
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{whale}{suffix}"));
                 }
@@ -147,7 +162,7 @@ async fn prepare(t: &Target, args: &Args) -> Result<Whale> {
                 tokio::task::spawn_blocking(move || {
                     diesel::sql_query(format!("VACUUM INTO '{dst}'"))
                         .execute(&mut sqlite_conn(&src)?)?;
-                    diesel::sql_query(move_sql(customer)).execute(&mut sqlite_conn(&dst)?)?;
+                    diesel::sql_query(move_sql(customer, k)).execute(&mut sqlite_conn(&dst)?)?;
                     anyhow::Ok(())
                 })
                 .await??;

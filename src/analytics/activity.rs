@@ -11,8 +11,14 @@
 //! [`super::terms::TermCounter::top`] ranks them. A customer with a row the compact
 //! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
 //! row, a call-time sum past 64 bits) answers `None`, and the caller reads the database.
+//!
+//! A customer with [`TERM_TOTALS_FROM`] rows or more (a key account) also keeps its term
+//! totals and a [`Big`]: per channel and direction its sorted times, its sorted gaps and
+//! channel totals, so a report over most of its rows costs binary searches and the rows
+//! outside the range, not a walk over the rows inside.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::OnceLock;
 
 use super::gaps::{mean_gap_micros, median_in_place};
 use super::terms::terms;
@@ -75,6 +81,176 @@ struct Customer {
     exotic: bool,
     /// Term counts of every row, kept from [`TERM_TOTALS_FROM`] rows on.
     totals: Option<HashMap<u32, u64>>,
+    /// Per-kind times, sorted gaps and channel totals of a customer with
+    /// [`TERM_TOTALS_FROM`] rows or more, built by the first report that needs them
+    /// (see [`Big`]).
+    big: OnceLock<Big>,
+}
+
+/// What a customer with many rows keeps beside its rows, so a report over most of them
+/// reads a few binary searches and the rows outside the range instead of every row
+/// inside it. Kept exact: appends in `(time, id)` order update it in place (their gaps
+/// merged in at [`Customer::settle`]); any other change (a back-dated row, a delete, a
+/// merge that interleaves) drops it, and the next report rebuilds it from the rows
+/// (a bulk load or a busy writer costs no rebuild per batch).
+#[derive(Debug, Default)]
+struct Big {
+    /// `(channel, direction)` of each kind present, ascending.
+    kinds: Vec<(u8, u8)>,
+    /// Per kind (as `kinds`), the times of its rows, ascending.
+    times: Vec<Vec<i64>>,
+    /// Every gap between consecutive rows in `(time, id)` order, ascending.
+    gaps: Vec<i64>,
+    /// Their sum.
+    gap_sum: i128,
+    /// Gaps of appended rows, not yet merged into `gaps`.
+    fresh_gaps: Vec<i64>,
+    /// Rows per channel.
+    counts: Vec<i64>,
+    /// Summed call duration per channel.
+    durations: Vec<i128>,
+}
+
+impl Big {
+    /// Built from sorted rows.
+    fn build(rows: &[Entry]) -> Big {
+        let mut slot: HashMap<(u8, u8), usize> = HashMap::new();
+        let mut big = Big {
+            counts: vec![0; 256],
+            durations: vec![0; 256],
+            ..Big::default()
+        };
+        let mut times: Vec<Vec<i64>> = Vec::new();
+        let mut kinds: Vec<(u8, u8)> = Vec::new();
+        for e in rows {
+            let k = *slot.entry((e.channel, e.direction)).or_insert_with(|| {
+                kinds.push((e.channel, e.direction));
+                times.push(Vec::new());
+                times.len() - 1
+            });
+            times[k].push(e.time);
+            big.counts[e.channel as usize] += 1;
+            big.durations[e.channel as usize] += i128::from(e.duration);
+        }
+        let mut order: Vec<usize> = (0..kinds.len()).collect();
+        order.sort_unstable_by_key(|&k| kinds[k]);
+        big.kinds = order.iter().map(|&k| kinds[k]).collect();
+        big.times = order
+            .iter()
+            .map(|&k| {
+                let mut t = std::mem::take(&mut times[k]);
+                t.shrink_to_fit();
+                t
+            })
+            .collect();
+        big.gaps = rows.windows(2).map(|w| gap(&w[0], &w[1])).collect();
+        big.gap_sum = big.gaps.iter().map(|&g| i128::from(g)).sum();
+        big.gaps.sort_unstable();
+        big
+    }
+
+    /// Takes `e`, which follows `last` (the customer's last row before it) in
+    /// `(time, id)` order.
+    fn append(&mut self, last: Option<&Entry>, e: &Entry) {
+        let kind = (e.channel, e.direction);
+        match self.kinds.binary_search(&kind) {
+            Ok(k) => self.times[k].push(e.time),
+            Err(k) => {
+                self.kinds.insert(k, kind);
+                self.times.insert(k, vec![e.time]);
+            }
+        }
+        self.counts[e.channel as usize] += 1;
+        self.durations[e.channel as usize] += i128::from(e.duration);
+        if let Some(last) = last {
+            let g = gap(last, e);
+            self.fresh_gaps.push(g);
+            self.gap_sum += i128::from(g);
+        }
+    }
+
+    /// Merges the appended rows' gaps into `gaps`.
+    fn merge_fresh(&mut self) {
+        if self.fresh_gaps.is_empty() {
+            return;
+        }
+        let mut fresh = std::mem::take(&mut self.fresh_gaps);
+        fresh.sort_unstable();
+        let old = std::mem::take(&mut self.gaps);
+        let mut merged = Vec::with_capacity(old.len() + fresh.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() && j < fresh.len() {
+            if old[i] <= fresh[j] {
+                merged.push(old[i]);
+                i += 1;
+            } else {
+                merged.push(fresh[j]);
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&old[i..]);
+        merged.extend_from_slice(&fresh[j..]);
+        self.gaps = merged;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.kinds.capacity() * 2
+            + self.times.capacity() * 24
+            + self.times.iter().map(|t| t.capacity() * 8).sum::<usize>()
+            + (self.gaps.capacity() + self.fresh_gaps.capacity()) * 8
+            + self.counts.capacity() * 8
+            + self.durations.capacity() * 16
+    }
+
+    /// The `k`-th smallest (from 0) of `gaps` less the multiset `out` (sorted, a part
+    /// of `gaps`), or `None` past the end.
+    fn kth_without(&self, out: &[i64], k: usize) -> Option<i64> {
+        // Smallest gap value v with #(gaps <= v) - #(out <= v) > k.
+        let above =
+            |v: i64| self.gaps.partition_point(|&g| g <= v) - out.partition_point(|&g| g <= v) > k;
+        let p = self.gaps.partition_point(|&v| !above(v));
+        self.gaps.get(p).copied()
+    }
+
+    /// Mean and exact median of the gaps between consecutive rows `lo..hi` of `rows`
+    /// (the rows this was built from), by all gaps less those outside (cheap while few
+    /// lie outside); `None` if the gaps disagree with the rows (never: the caller walks).
+    fn gaps_inside(
+        &self,
+        rows: &[Entry],
+        lo: usize,
+        hi: usize,
+    ) -> Option<(Option<i64>, Option<i64>)> {
+        let n = rows.len();
+        if hi <= lo + 1 || n < 2 {
+            return Some((None, None));
+        }
+        // Gap i lies between rows i and i + 1; those inside are lo..hi - 1.
+        let inside = hi - 1 - lo;
+        let mut out: Vec<i64> = (0..lo)
+            .chain(hi - 1..n - 1)
+            .map(|i| gap(&rows[i], &rows[i + 1]))
+            .collect();
+        let out_sum: i128 = out.iter().map(|&g| i128::from(g)).sum();
+        out.sort_unstable();
+        let mean = mean_gap_micros(self.gap_sum - out_sum, inside as i64);
+        let mid = inside / 2;
+        let upper = self.kth_without(&out, mid)?;
+        let median = if inside % 2 == 1 {
+            Some(upper)
+        } else {
+            let lower = self.kth_without(&out, mid - 1)?;
+            i64::try_from((i128::from(lower) + i128::from(upper)) / 2).ok()
+        };
+        Some((mean, median))
+    }
+}
+
+/// The gap from `a` to the next row `b` ([`GapStats`]'s: never negative).
+///
+/// [`GapStats`]: super::gaps::GapStats
+fn gap(a: &Entry, b: &Entry) -> i64 {
+    b.time.saturating_sub(a.time).max(0)
 }
 
 impl Customer {
@@ -87,6 +263,13 @@ impl Customer {
     fn push(&mut self, mut e: Entry, term_ids: &[u32]) {
         if self.rows.last().is_some_and(|l| l.key() > e.key()) {
             self.sorted = false;
+        }
+        if let Some(big) = self.big.get_mut() {
+            if self.sorted {
+                big.append(self.rows.last(), &e);
+            } else {
+                self.big.take();
+            }
         }
         let (Ok(at), Ok(len)) = (
             u32::try_from(self.terms.len()),
@@ -137,6 +320,18 @@ impl Customer {
             }
             self.totals = Some(totals);
         }
+        if let Some(big) = self.big.get_mut() {
+            big.merge_fresh();
+        }
+    }
+
+    /// [`Big`] of a customer with `from` rows or more (or that has one), built now if
+    /// a change dropped it. Rows are settled whenever a reader holds the index.
+    fn big(&self, from: usize) -> Option<&Big> {
+        if self.big.get().is_none() && self.rows.len() < from {
+            return None;
+        }
+        Some(self.big.get_or_init(|| Big::build(&self.rows)))
     }
 
     /// Rows with `start <= time < end`, as an index range of the sorted rows.
@@ -282,6 +477,7 @@ impl ActivityIndex {
                 c.rows.capacity() * std::mem::size_of::<Entry>()
                     + c.terms.capacity() * 4
                     + c.totals.as_ref().map_or(0, |t| t.capacity() * 16)
+                    + c.big.get().map_or(0, Big::heap_bytes)
                     + 96
             })
             .sum();
@@ -426,6 +622,7 @@ impl ActivityIndex {
                 }
             }
             customer.dead_terms += dead_terms;
+            customer.big.take();
             removed += before - customer.rows.len();
             if customer.rows.is_empty() && !customer.exotic {
                 self.customers.remove(&owner);
@@ -468,79 +665,28 @@ impl ActivityIndex {
     /// One customer's frequency figures; `None` when the customer is exotic (see the
     /// module header).
     pub fn frequency(&self, ask: &FrequencyAsk) -> Option<FrequencyFigures> {
-        let mut out = FrequencyFigures {
-            buckets: vec![Vec::new(); ask.buckets.len()],
-            ..FrequencyFigures::default()
-        };
         let (Some(&(start, _)), Some(&(_, end))) = (ask.buckets.first(), ask.buckets.last()) else {
-            return Some(out);
+            return Some(empty_frequency(ask));
         };
         let Some(customer) = self.customers.get(&ask.customer) else {
-            return Some(out);
+            return Some(empty_frequency(ask));
         };
         if customer.exotic {
             return None;
         }
         let wanted = kinds(&ask.channels, ask.direction);
-        let mut per_channel = [0i64; 256];
-        let mut in_bucket = [0i64; 256];
-        let mut touched: Vec<u8> = Vec::new();
-        let mut b = 0usize;
-        let mut gaps: Vec<i64> = Vec::new();
-        let mut sum: i128 = 0;
-        let flush =
-            |in_bucket: &mut [i64; 256], touched: &mut Vec<u8>, into: &mut Vec<(i32, i64)>| {
-                touched.sort_unstable();
-                for &c in touched.iter() {
-                    into.push((i32::from(c), in_bucket[c as usize]));
-                    in_bucket[c as usize] = 0;
+        if let Some(big) = customer.big(self.term_totals_from) {
+            let range = customer.range(start, end);
+            // Walking a few rows per bucket costs less than the binary searches.
+            let searches = ask.buckets.len() * big.kinds.len().max(1) * 2;
+            if range.len() > searches {
+                let limit = range.len() / 4;
+                if let Some(f) = frequency_fast(customer, big, ask, &wanted, limit) {
+                    return Some(f);
                 }
-                touched.clear();
-            };
-        for e in &customer.rows[customer.range(start, end)] {
-            if !wanted.admits(e) {
-                continue;
             }
-            while ask
-                .buckets
-                .get(b)
-                .is_some_and(|&(_, bucket_end)| bucket_end <= e.time)
-            {
-                if let Some(into) = out.buckets.get_mut(b) {
-                    flush(&mut in_bucket, &mut touched, into);
-                }
-                b += 1;
-            }
-            if b >= ask.buckets.len() {
-                break;
-            }
-            if in_bucket[e.channel as usize] == 0 {
-                touched.push(e.channel);
-            }
-            in_bucket[e.channel as usize] += 1;
-            per_channel[e.channel as usize] += 1;
-            out.total += 1;
-            if let (true, Some(last)) = (ask.gaps, out.last) {
-                // Sorted by time: never negative.
-                let gap = e.time.saturating_sub(last).max(0);
-                gaps.push(gap);
-                sum += i128::from(gap);
-            }
-            out.first = out.first.or(Some(e.time));
-            out.last = Some(e.time);
         }
-        if let Some(into) = out.buckets.get_mut(b) {
-            flush(&mut in_bucket, &mut touched, into);
-        }
-        if !gaps.is_empty() {
-            out.mean_gap_us = mean_gap_micros(sum, gaps.len() as i64);
-            out.median_gap_us = median_in_place(&mut gaps);
-        }
-        out.channels = (0..256)
-            .filter(|&c| per_channel[c] > 0)
-            .map(|c| (c as i32, per_channel[c]))
-            .collect();
-        Some(out)
+        Some(frequency_walk(customer, ask, &wanted))
     }
 
     /// One customer's communication figures over `[start, end)` (microseconds) with its
@@ -553,6 +699,19 @@ impl ActivityIndex {
         end: i64,
         top_terms: usize,
     ) -> Option<InsightFigures> {
+        self.insights_by(customer, start, end, top_terms, false)
+    }
+
+    /// [`Self::insights`]; with `totals`, a big customer's figures come from its totals
+    /// less the rows outside the range whatever the range (tests compare both ways).
+    fn insights_by(
+        &self,
+        customer: i64,
+        start: i64,
+        end: i64,
+        top_terms: usize,
+        totals: bool,
+    ) -> Option<InsightFigures> {
         let Some(c) = self.customers.get(&customer) else {
             return Some(InsightFigures::default());
         };
@@ -563,9 +722,22 @@ impl ActivityIndex {
         let rows = &c.rows[range.clone()];
         let mut counts = [0i64; 256];
         let mut durations = [0i128; 256];
-        for e in rows {
-            counts[e.channel as usize] += 1;
-            durations[e.channel as usize] += i128::from(e.duration);
+        match c.big(self.term_totals_from) {
+            // Most rows in range: the totals less the rows outside.
+            Some(big) if totals || c.rows.len() - rows.len() < rows.len() => {
+                counts.copy_from_slice(&big.counts);
+                durations.copy_from_slice(&big.durations);
+                for e in c.rows[..range.start].iter().chain(&c.rows[range.end..]) {
+                    counts[e.channel as usize] -= 1;
+                    durations[e.channel as usize] -= i128::from(e.duration);
+                }
+            }
+            _ => {
+                for e in rows {
+                    counts[e.channel as usize] += 1;
+                    durations[e.channel as usize] += i128::from(e.duration);
+                }
+            }
         }
         let mut channels = Vec::new();
         for ch in 0..256 {
@@ -585,33 +757,44 @@ impl ActivityIndex {
             first,
             last,
             mean_gap_us,
-            top_terms: self.top_terms(c, range, top_terms),
+            top_terms: self.top_terms(c, range, top_terms, totals),
         })
     }
 
-    /// The `n` most frequent terms of the rows `range` of `c`.
+    /// The `n` most frequent terms of the rows `range` of `c` (from the totals less
+    /// the rows outside when most rows are inside, or always with `totals`).
     fn top_terms(
         &self,
         c: &Customer,
         range: std::ops::Range<usize>,
         n: usize,
+        totals: bool,
     ) -> Vec<(String, u64)> {
         if n == 0 || range.is_empty() {
             return Vec::new();
         }
         let inside = range.len();
         let counted: Vec<(u32, u64)> = match &c.totals {
-            // Most rows in range: the totals less the rows outside.
-            Some(totals) if inside * 2 > c.rows.len() => {
-                let mut counts = totals.clone();
+            Some(all) if totals || inside * 2 > c.rows.len() => {
+                let mut out: HashMap<u32, u64> = HashMap::new();
                 for e in c.rows[..range.start].iter().chain(&c.rows[range.end..]) {
-                    for t in c.terms_of(e) {
-                        if let Some(k) = counts.get_mut(t) {
-                            *k -= 1;
-                        }
+                    for &t in c.terms_of(e) {
+                        *out.entry(t).or_insert(0) += 1;
                     }
                 }
-                counts.into_iter().filter(|&(_, k)| k > 0).collect()
+                // Only the terms of the rows outside go down: the first n + |out| by
+                // total hold the first n of the others, which keep their totals.
+                let mut picked = self.best(all.iter().map(|(&t, &k)| (t, k)), n + out.len());
+                picked.retain(|(t, _)| !out.contains_key(t));
+                picked.extend(
+                    out.iter()
+                        .map(|(&t, &k)| (t, all.get(&t).copied().unwrap_or(0).saturating_sub(k))),
+                );
+                return self
+                    .best(picked.into_iter(), n)
+                    .into_iter()
+                    .map(|(t, k)| (self.name(t).to_string(), k))
+                    .collect();
             }
             _ if inside >= 4096 => {
                 let mut dense = vec![0u64; self.names.len()];
@@ -642,6 +825,39 @@ impl ActivityIndex {
         self.rank(counted, n)
     }
 
+    /// The `n` first of `counted` in [`Self::rank`]'s order, keeping only `n` at a time.
+    fn best(&self, counted: impl Iterator<Item = (u32, u64)>, n: usize) -> Vec<(u32, u64)> {
+        let mut heap: BinaryHeap<Worse<'_>> = BinaryHeap::with_capacity(n + 1);
+        for (id, count) in counted {
+            if count == 0 {
+                continue;
+            }
+            if heap.len() == n && heap.peek().is_some_and(|w| w.count > count) {
+                continue; // the common case, without a name lookup
+            }
+            let term = Worse {
+                count,
+                name: self.name(id),
+                id,
+            };
+            if heap.len() < n {
+                heap.push(term);
+            } else if heap.peek().is_some_and(|w| term < *w) {
+                heap.pop();
+                heap.push(term);
+            }
+        }
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|w| (w.id, w.count))
+            .collect()
+    }
+
+    /// Term `t`'s text.
+    fn name(&self, t: u32) -> &str {
+        self.names.get(t as usize).map_or("", |s| s)
+    }
+
     /// The `n` first of `counted` by count descending, ties by term ascending
     /// ([`super::terms::TermCounter::top`]'s order).
     fn rank(&self, mut counted: Vec<(u32, u64)>, n: usize) -> Vec<(String, u64)> {
@@ -657,6 +873,210 @@ impl ActivityIndex {
             .into_iter()
             .map(|(t, k)| (name(t).to_string(), k))
             .collect()
+    }
+}
+
+/// A report with no row.
+fn empty_frequency(ask: &FrequencyAsk) -> FrequencyFigures {
+    FrequencyFigures {
+        buckets: vec![Vec::new(); ask.buckets.len()],
+        ..FrequencyFigures::default()
+    }
+}
+
+/// [`ActivityIndex::frequency`] by walking every row in range.
+fn frequency_walk(customer: &Customer, ask: &FrequencyAsk, wanted: &Kinds) -> FrequencyFigures {
+    let mut out = empty_frequency(ask);
+    let (Some(&(start, _)), Some(&(_, end))) = (ask.buckets.first(), ask.buckets.last()) else {
+        return out;
+    };
+    let mut per_channel = [0i64; 256];
+    let mut in_bucket = [0i64; 256];
+    let mut touched: Vec<u8> = Vec::new();
+    let mut b = 0usize;
+    let mut gaps: Vec<i64> = Vec::new();
+    let mut sum: i128 = 0;
+    let flush = |in_bucket: &mut [i64; 256], touched: &mut Vec<u8>, into: &mut Vec<(i32, i64)>| {
+        touched.sort_unstable();
+        for &c in touched.iter() {
+            into.push((i32::from(c), in_bucket[c as usize]));
+            in_bucket[c as usize] = 0;
+        }
+        touched.clear();
+    };
+    for e in &customer.rows[customer.range(start, end)] {
+        if !wanted.admits(e) {
+            continue;
+        }
+        while ask
+            .buckets
+            .get(b)
+            .is_some_and(|&(_, bucket_end)| bucket_end <= e.time)
+        {
+            if let Some(into) = out.buckets.get_mut(b) {
+                flush(&mut in_bucket, &mut touched, into);
+            }
+            b += 1;
+        }
+        if b >= ask.buckets.len() {
+            break;
+        }
+        if in_bucket[e.channel as usize] == 0 {
+            touched.push(e.channel);
+        }
+        in_bucket[e.channel as usize] += 1;
+        per_channel[e.channel as usize] += 1;
+        out.total += 1;
+        if let (true, Some(last)) = (ask.gaps, out.last) {
+            // Sorted by time: never negative.
+            let gap = e.time.saturating_sub(last).max(0);
+            gaps.push(gap);
+            sum += i128::from(gap);
+        }
+        out.first = out.first.or(Some(e.time));
+        out.last = Some(e.time);
+    }
+    if let Some(into) = out.buckets.get_mut(b) {
+        flush(&mut in_bucket, &mut touched, into);
+    }
+    if !gaps.is_empty() {
+        out.mean_gap_us = mean_gap_micros(sum, gaps.len() as i64);
+        out.median_gap_us = median_in_place(&mut gaps);
+    }
+    out.channels = (0..256)
+        .filter(|&c| per_channel[c] > 0)
+        .map(|c| (c as i32, per_channel[c]))
+        .collect();
+    out
+}
+
+/// [`ActivityIndex::frequency`] from a big customer's per-kind times: two binary
+/// searches per kind and bucket bound, the gaps by [`Big::gaps_inside`] (with at most
+/// `limit` gaps outside the range). `None` when gaps are asked of a filtered report or
+/// of a range with more gaps outside (the walk answers those).
+fn frequency_fast(
+    customer: &Customer,
+    big: &Big,
+    ask: &FrequencyAsk,
+    wanted: &Kinds,
+    limit: usize,
+) -> Option<FrequencyFigures> {
+    let mut out = empty_frequency(ask);
+    let (Some(&(start, _)), Some(&(_, end))) = (ask.buckets.first(), ask.buckets.last()) else {
+        return Some(out);
+    };
+    let chosen: Vec<usize> = (0..big.kinds.len())
+        .filter(|&k| {
+            let (channel, direction) = big.kinds[k];
+            wanted.admits_kind(channel, direction)
+        })
+        .collect();
+    let whole = chosen.len() == big.kinds.len();
+    let gaps = if ask.gaps {
+        if !whole {
+            return None;
+        }
+        let range = customer.range(start, end);
+        let (lo, hi) = (range.start, range.end);
+        let inside = hi.saturating_sub(lo + 1);
+        let outside = customer.rows.len().saturating_sub(1) - inside;
+        if outside > limit {
+            return None;
+        }
+        Some(big.gaps_inside(&customer.rows, lo, hi)?)
+    } else {
+        None
+    };
+    // Bucket b holds the rows in [bounds[b], bounds[b + 1]): the walk's rule (the first
+    // bucket whose end is past the row), clamped to the report's range.
+    let top = end.max(start);
+    let mut bounds = Vec::with_capacity(ask.buckets.len() + 1);
+    bounds.push(start);
+    for &(_, bucket_end) in &ask.buckets {
+        let prev = bounds.last().copied().unwrap_or(start);
+        bounds.push(bucket_end.clamp(prev, top));
+    }
+    // Per chosen kind, the position of each bound in its times.
+    let at: Vec<Vec<usize>> = chosen
+        .iter()
+        .map(|&k| {
+            let times = &big.times[k];
+            let mut from = 0;
+            bounds
+                .iter()
+                .map(|&bound| {
+                    from += times[from..].partition_point(|&t| t < bound);
+                    from
+                })
+                .collect()
+        })
+        .collect();
+    let mut per_channel = [0i64; 256];
+    for (b, into) in out.buckets.iter_mut().enumerate() {
+        // Kinds are in channel order: one channel's kinds are adjacent.
+        let mut current: Option<(u8, i64)> = None;
+        for (i, &k) in chosen.iter().enumerate() {
+            let channel = big.kinds[k].0;
+            let n = (at[i][b + 1] - at[i][b]) as i64;
+            match &mut current {
+                Some((c, sum)) if *c == channel => *sum += n,
+                _ => {
+                    if let Some((c, sum)) = current.take().filter(|&(_, sum)| sum > 0) {
+                        into.push((i32::from(c), sum));
+                    }
+                    current = Some((channel, n));
+                }
+            }
+            per_channel[channel as usize] += n;
+        }
+        if let Some((c, sum)) = current.filter(|&(_, sum)| sum > 0) {
+            into.push((i32::from(c), sum));
+        }
+    }
+    out.channels = (0..256)
+        .filter(|&c| per_channel[c] > 0)
+        .map(|c| (c as i32, per_channel[c]))
+        .collect();
+    out.total = per_channel.iter().sum();
+    let last_bound = ask.buckets.len();
+    for (i, &k) in chosen.iter().enumerate() {
+        let times = &big.times[k];
+        let (lo, hi) = (at[i][0], at[i][last_bound]);
+        if lo < hi {
+            out.first = Some(out.first.map_or(times[lo], |f: i64| f.min(times[lo])));
+            out.last = Some(
+                out.last
+                    .map_or(times[hi - 1], |l: i64| l.max(times[hi - 1])),
+            );
+        }
+    }
+    if let Some((mean, median)) = gaps {
+        out.mean_gap_us = mean;
+        out.median_gap_us = median;
+    }
+    Some(out)
+}
+
+/// A ranked term, ordered worst last: fewer rows, then the later name.
+#[derive(PartialEq, Eq)]
+struct Worse<'a> {
+    count: u64,
+    name: &'a str,
+    id: u32,
+}
+
+impl Ord for Worse<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .count
+            .cmp(&self.count)
+            .then_with(|| self.name.cmp(other.name))
+    }
+}
+
+impl PartialOrd for Worse<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -690,9 +1110,13 @@ fn kinds(channels: &[i32], direction: Option<i32>) -> Kinds {
 
 impl Kinds {
     fn admits(&self, e: &Entry) -> bool {
+        self.admits_kind(e.channel, e.direction)
+    }
+
+    fn admits_kind(&self, channel: u8, direction: u8) -> bool {
         !self.none
-            && self.channels[e.channel as usize]
-            && self.direction.is_none_or(|d| d == e.direction)
+            && self.channels[channel as usize]
+            && self.direction.is_none_or(|d| d == direction)
     }
 }
 
@@ -892,11 +1316,14 @@ mod tests {
         assert_eq!(a.median_gap_us, b.median_gap_us);
     }
 
-    /// Every query shape on `customer` equal to the reference.
+    /// Every query shape on `customer` equal to the reference; a big customer's fast
+    /// paths and walks are each compared too, whatever the heuristics would choose.
     fn check(index: &ActivityIndex, live: &[Row], customer: i64, rng: &mut Rng) {
         let zones = [
             chrono_tz::UTC,
             chrono_tz::Asia::Kathmandu,
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::Pacific::Chatham,
             chrono_tz::America::New_York,
             chrono_tz::Australia::Lord_Howe,
         ];
@@ -906,19 +1333,44 @@ mod tests {
             Granularity::Week,
             Granularity::Month,
         ];
+        let times: Vec<i64> = scope(live, customer, (i64::MIN, i64::MAX), &[], None)
+            .iter()
+            .map(|r| r.micros)
+            .collect();
         for _ in 0..4 {
-            let start =
-                T0 - DAY + rng.below(20 * 86_400) as i64 * 1_000_000 + rng.below(2) as i64 * 777;
-            let end = start + 1 + rng.below(45 * 86_400_000_000) as i64;
+            let (start, end) = match (rng.below(4), times.first(), times.last()) {
+                // All rows.
+                (0, Some(&f), Some(&l)) => (f - rng.below(2) as i64 * 3_600_000_000, l + 1),
+                // Most rows: a few cut at either end (or at a row's very time).
+                (1, Some(_), Some(_)) => {
+                    let cut = |rng: &mut Rng| rng.below(times.len() as u64 / 8 + 1) as usize;
+                    let (a, b) = (cut(rng), cut(rng));
+                    let lo = times[a.min(times.len() - 1)];
+                    let hi = times[times.len() - 1 - b.min(times.len() - 1)];
+                    let start = lo + rng.below(2) as i64;
+                    (start, (hi + rng.below(2) as i64).max(start + 1))
+                }
+                // A few rows.
+                (2, Some(&f), _) => {
+                    let s = f + rng.below(40 * 86_400) as i64 * 1_000_000;
+                    (s, s + 1 + rng.below(6 * 3_600_000_000) as i64)
+                }
+                _ => {
+                    let s = T0 - DAY
+                        + rng.below(20 * 86_400) as i64 * 1_000_000
+                        + rng.below(2) as i64 * 777;
+                    (s, s + 1 + rng.below(45 * 86_400_000_000) as i64)
+                }
+            };
             let tz = zones[rng.below(zones.len() as u64) as usize];
             let grain = grains[rng.below(4) as usize];
             let plan = BucketPlan::new(tz, grain, utc(start), utc(end));
-            let channels = match rng.below(3) {
-                0 => Vec::new(),
+            let channels = match rng.below(4) {
+                0 | 3 => Vec::new(),
                 1 => vec![1 + rng.below(4) as i32],
                 _ => vec![1, 3, 300],
             };
-            let direction = [None, Some(1), Some(2)][rng.below(3) as usize];
+            let direction = [None, None, Some(1), Some(2)][rng.below(4) as usize];
             let ask = FrequencyAsk {
                 customer,
                 channels,
@@ -930,12 +1382,45 @@ mod tests {
                     .collect(),
                 gaps: true,
             };
+            let want = reference_frequency(live, &ask, &plan);
             let got = index.frequency(&ask).unwrap();
-            assert_frequency_equal(&got, &reference_frequency(live, &ask, &plan));
+            assert_frequency_equal(&got, &want);
             let n = rng.below(12) as usize;
+            let want_insights = reference_insights(live, customer, (start, end), n);
             assert_eq!(
                 index.insights(customer, start, end, n).unwrap(),
-                reference_insights(live, customer, (start, end), n)
+                want_insights
+            );
+            let Some(c) = index.customers.get(&customer) else {
+                continue;
+            };
+            let wanted = kinds(&ask.channels, ask.direction);
+            assert_frequency_equal(&frequency_walk(c, &ask, &wanted), &want);
+            let Some(big) = c.big(index.term_totals_from) else {
+                continue;
+            };
+            let whole = big.kinds.iter().all(|&(ch, d)| wanted.admits_kind(ch, d));
+            match frequency_fast(c, big, &ask, &wanted, usize::MAX) {
+                Some(fast) => assert_frequency_equal(&fast, &want),
+                None => assert!(!whole, "the fast path answers every unfiltered report"),
+            }
+            // Without gaps, filtered reports too.
+            let no_gaps = FrequencyAsk {
+                gaps: false,
+                ..ask.clone()
+            };
+            let fast = frequency_fast(c, big, &no_gaps, &wanted, 0).unwrap();
+            assert_frequency_equal(
+                &fast,
+                &FrequencyFigures {
+                    mean_gap_us: None,
+                    median_gap_us: None,
+                    ..want
+                },
+            );
+            assert_eq!(
+                index.insights_by(customer, start, end, n, true).unwrap(),
+                want_insights
             );
         }
         assert_eq!(
@@ -944,10 +1429,30 @@ mod tests {
         );
     }
 
+    /// Every customer's [`Big`], where kept, equals one built afresh from its rows.
+    fn assert_big_fresh(index: &ActivityIndex) {
+        for (id, c) in &index.customers {
+            let Some(big) = c.big.get() else {
+                continue;
+            };
+            assert!(big.fresh_gaps.is_empty(), "customer {id}");
+            let fresh = Big::build(&c.rows);
+            assert_eq!(big.kinds, fresh.kinds, "customer {id}");
+            assert_eq!(big.times, fresh.times, "customer {id}");
+            assert_eq!(big.gaps, fresh.gaps, "customer {id}");
+            assert_eq!(big.gap_sum, fresh.gap_sum, "customer {id}");
+            assert_eq!(big.counts, fresh.counts, "customer {id}");
+            assert_eq!(big.durations, fresh.durations, "customer {id}");
+        }
+    }
+
     /// Inserts (out of order, repeated), deletes and merges, checked after each step.
-    fn run(seed: u64, batches: usize, customers: u64) {
+    fn run(seed: u64, batches: usize, customers: u64, big_from: usize) {
         let mut rng = Rng(seed | 1);
-        let mut index = ActivityIndex::new();
+        let mut index = ActivityIndex {
+            term_totals_from: big_from,
+            ..ActivityIndex::new()
+        };
         let mut live: Vec<Row> = Vec::new();
         let mut next_id = 1;
         for step in 0..batches {
@@ -996,6 +1501,7 @@ mod tests {
                 _ => {}
             }
             assert_eq!(index.len(), live.len());
+            assert_big_fresh(&index);
             for customer in 1..=customers.min(3) {
                 check(&index, &live, customer as i64, &mut rng);
             }
@@ -1010,8 +1516,9 @@ mod tests {
             seed in any::<u64>(),
             batches in 1usize..8,
             customers in 1u64..6,
+            big_from in prop::sample::select(vec![1usize, 40, 300, TERM_TOTALS_FROM]),
         ) {
-            run(seed, batches, customers);
+            run(seed, batches, customers, big_from);
         }
     }
 
@@ -1042,6 +1549,137 @@ mod tests {
         }
         check(&index, &live, 1, &mut rng);
         assert!(index.customers[&1].totals.is_some());
+    }
+
+    #[test]
+    fn a_big_customer_stays_exact_through_appends_back_dated_rows_deletes_and_merges() {
+        let mut rng = Rng(0x5eed_0000_0000_0b16);
+        let mut index = ActivityIndex {
+            term_totals_from: 200,
+            ..ActivityIndex::new()
+        };
+        let mut live: Vec<Row> = Vec::new();
+        let mut next_id = 1;
+        // Appends in time order, in batches: the in-place path.
+        let mut at = T0;
+        for _ in 0..6 {
+            let mut batch = rows(&mut rng, next_id, 120, 1);
+            next_id += batch.len() as i64;
+            for r in &mut batch {
+                at += rng.below(3) as i64 * rng.below(7_200_000_000) as i64;
+                r.micros = at;
+            }
+            let given: Vec<ActivityRow<'_>> = batch.iter().map(activity).collect();
+            let had = index
+                .customers
+                .get(&1)
+                .is_some_and(|c| c.big.get().is_some());
+            index.insert_all(&given, 1);
+            // Appends keep it, updated in place.
+            assert_eq!(index.customers[&1].big.get().is_some(), had);
+            live.extend(batch);
+            assert_big_fresh(&index);
+            check(&index, &live, 1, &mut rng);
+        }
+        assert!(index.customers[&1].big.get().is_some());
+        // A back-dated row, and one at the very time of another.
+        let mut late = rows(&mut rng, next_id, 2, 1);
+        next_id += 2;
+        late[0].micros = T0 + 1;
+        late[1].micros = live[live.len() / 2].micros;
+        let given: Vec<ActivityRow<'_>> = late.iter().map(activity).collect();
+        index.insert_all(&given, 1);
+        live.extend(late);
+        assert!(index.customers[&1].big.get().is_none(), "rebuilt on use");
+        check(&index, &live, 1, &mut rng);
+        assert_big_fresh(&index);
+        check(&index, &live, 1, &mut rng);
+        // The first and the last row deleted.
+        let first = live.iter().min_by_key(|r| (r.micros, r.id)).unwrap().id;
+        let last = live.iter().max_by_key(|r| (r.micros, r.id)).unwrap().id;
+        assert_eq!(index.remove_all(&[first, last]), 2);
+        live.retain(|r| r.id != first && r.id != last);
+        assert_big_fresh(&index);
+        check(&index, &live, 1, &mut rng);
+        // A small customer merged into the big one, then appends again.
+        let small = rows(&mut rng, next_id, 50, 1);
+        next_id += 50;
+        let small: Vec<Row> = small
+            .into_iter()
+            .map(|r| Row { customer: 2, ..r })
+            .collect();
+        let given: Vec<ActivityRow<'_>> = small.iter().map(activity).collect();
+        index.insert_all(&given, 1);
+        assert!(index.customers[&2].big(index.term_totals_from).is_none());
+        live.extend(small);
+        assert_eq!(index.reassign_customers(&[2], 1), 50);
+        for r in &mut live {
+            r.customer = 1;
+        }
+        assert_big_fresh(&index);
+        check(&index, &live, 1, &mut rng);
+        let mut more = rows(&mut rng, next_id, 30, 1);
+        for (i, r) in more.iter_mut().enumerate() {
+            r.micros = at + 1 + i as i64 * 1_000_000;
+        }
+        let given: Vec<ActivityRow<'_>> = more.iter().map(activity).collect();
+        index.insert_all(&given, 1);
+        live.extend(more);
+        assert_big_fresh(&index);
+        for _ in 0..8 {
+            check(&index, &live, 1, &mut rng);
+        }
+    }
+
+    #[test]
+    fn the_median_gap_of_a_big_customer_follows_the_even_and_odd_rule() {
+        let mut index = ActivityIndex {
+            term_totals_from: 1,
+            ..ActivityIndex::new()
+        };
+        let sec = 1_000_000;
+        // Gaps 10 s, 0 (two rows at one time), 25 s + 1 µs, 65 s - 1 µs, 5 s.
+        let times = [0, 10 * sec, 10 * sec, 35 * sec + 1, 100 * sec, 105 * sec];
+        let given: Vec<ActivityRow<'_>> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| ActivityRow {
+                id: i as i64 + 1,
+                customer_id: 9,
+                channel: 1,
+                direction: 1,
+                occur_micros: T0 + t,
+                call_duration_us: None,
+                content: "",
+            })
+            .collect();
+        index.insert_all(&given, 1);
+        let c = &index.customers[&9];
+        let big = c.big(index.term_totals_from).unwrap();
+        let ask = |from: i64, to: i64| FrequencyAsk {
+            customer: 9,
+            buckets: vec![(T0 + from * sec, T0 + to * sec)],
+            gaps: true,
+            ..FrequencyAsk::default()
+        };
+        let every = kinds(&[], None);
+        let figures = |from, to| frequency_fast(c, big, &ask(from, to), &every, usize::MAX);
+        // Five gaps: the third smallest.
+        let all = figures(0, 200).unwrap();
+        assert_eq!(all.median_gap_us, Some(10 * sec));
+        assert_eq!(all.mean_gap_us, Some(21 * sec));
+        // Four gaps without the last: the mean of the middle two, rounded toward zero.
+        let four = figures(0, 101).unwrap();
+        assert_eq!(four.median_gap_us, Some(17_500_000));
+        assert_eq!(four.mean_gap_us, Some(25 * sec));
+        // Three gaps, the first row out: the middle one.
+        assert_eq!(figures(5, 101).unwrap().median_gap_us, Some(25 * sec + 1));
+        // One row, none.
+        assert_eq!(figures(100, 101).unwrap().median_gap_us, None);
+        assert_eq!(
+            index.frequency(&ask(0, 200)).unwrap().median_gap_us,
+            Some(10 * sec)
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! through another server, and under concurrent callers.
 //!
 //! Each test compares a server whose index is loaded with a server on the same
-//! database that has none, whole responses.
+//! database that has none, whole responses; one customer holds enough rows for the
+//! index's big-customer structures (per-kind times, sorted gaps, channel totals).
 
 use crm_comms::pb::{
     self, analytics_service_client::AnalyticsServiceClient, communication::Details,
@@ -388,5 +389,55 @@ backend_tests! {
         let slow = read.get_frequency_report(req).await.unwrap().into_inner();
         assert_eq!(fast.total_count, 0);
         assert!(slow.total_count > 0);
+    }
+
+    async fn a_key_account_past_the_big_customer_threshold_answers_like_the_database(app: &TestApp) {
+        let customers = new_customers(app, "activity key account", 3).await;
+        let mut rng = Rng(0x0ac7_1f17_0000_0004);
+        // About 18,000 rows for customers[0]: past TERM_TOTALS_FROM (16,384).
+        let rows: Vec<pb::Communication> = (0..19_000)
+            .map(|_| {
+                let mut c = generated(&mut rng, &customers);
+                if rng.below(20) != 0 {
+                    c.customer_id = customers[0];
+                }
+                c
+            })
+            .collect();
+        import(app, rows).await;
+        let (mut indexed, mut read, _stop) = pair(app).await;
+        assert!(assert_same(&mut indexed, &mut read, &customers).await > 18_000 * 4);
+
+        // Appends after every row (in time order), then back-dated rows.
+        let appended: Vec<pb::Communication> = (0..12)
+            .map(|i| {
+                let mut c = generated(&mut rng, &customers);
+                c.customer_id = customers[0];
+                c.occur_time = Some(prost_types::Timestamp {
+                    seconds: 1_735_603_200 + i * 3_600,
+                    nanos: 0,
+                });
+                c
+            })
+            .collect();
+        let logged = log_each(app, appended).await;
+        log_each(app, (0..10).map(|_| {
+            let mut c = generated(&mut rng, &customers);
+            c.customer_id = customers[0];
+            c
+        }).collect::<Vec<_>>()).await;
+        assert_same(&mut indexed, &mut read, &customers).await;
+        // The last row deleted, a customer purged, another merged into the key account.
+        delete_then_purge(app, &logged[11..], customers[2]).await;
+        assert_same(&mut indexed, &mut read, &customers[..2]).await;
+        app.customers()
+            .merge_customers(pb::MergeCustomersRequest {
+                surviving_customer_id: customers[0],
+                merged_customer_ids: vec![customers[1]],
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+        assert!(assert_same(&mut indexed, &mut read, &customers[..1]).await > 19_000 * 4);
     }
 }

@@ -85,6 +85,9 @@ struct Customer {
     /// [`TERM_TOTALS_FROM`] rows or more, built by the first report that needs them
     /// (see [`Big`]).
     big: OnceLock<Big>,
+    /// `totals` in rank order (count descending, then term), built by the first report
+    /// that ranks them and dropped whenever `totals` changes.
+    ranked: OnceLock<Vec<(u32, u64)>>,
 }
 
 /// What a customer with many rows keeps beside its rows, so a report over most of them
@@ -285,6 +288,7 @@ impl Customer {
         e.terms_len = len;
         self.terms.extend_from_slice(term_ids);
         if let Some(totals) = &mut self.totals {
+            self.ranked.take();
             for &t in term_ids {
                 *totals.entry(t).or_insert(0) += 1;
             }
@@ -319,6 +323,7 @@ impl Customer {
                 }
             }
             self.totals = Some(totals);
+            self.ranked.take();
         }
         if let Some(big) = self.big.get_mut() {
             big.merge_fresh();
@@ -477,6 +482,7 @@ impl ActivityIndex {
                 c.rows.capacity() * std::mem::size_of::<Entry>()
                     + c.terms.capacity() * 4
                     + c.totals.as_ref().map_or(0, |t| t.capacity() * 16)
+                    + c.ranked.get().map_or(0, |r| r.capacity() * 16)
                     + c.big.get().map_or(0, Big::heap_bytes)
                     + 96
             })
@@ -609,6 +615,7 @@ impl ActivityIndex {
                 keep
             });
             if let Some(totals) = &mut customer.totals {
+                customer.ranked.take();
                 for (at, len) in dead {
                     let at = at as usize;
                     for t in customer.terms.get(at..at + len as usize).unwrap_or(&[]) {
@@ -784,7 +791,16 @@ impl ActivityIndex {
                 }
                 // Only the terms of the rows outside go down: the first n + |out| by
                 // total hold the first n of the others, which keep their totals.
-                let mut picked = self.best(all.iter().map(|(&t, &k)| (t, k)), n + out.len());
+                let ranked = c.ranked.get_or_init(|| {
+                    let mut ranked: Vec<(u32, u64)> = all.iter().map(|(&t, &k)| (t, k)).collect();
+                    ranked.sort_unstable_by(|a, b| {
+                        b.1.cmp(&a.1)
+                            .then_with(|| self.name(a.0).cmp(self.name(b.0)))
+                    });
+                    ranked
+                });
+                let mut picked: Vec<(u32, u64)> =
+                    ranked.iter().take(n + out.len()).copied().collect();
                 picked.retain(|(t, _)| !out.contains_key(t));
                 picked.extend(
                     out.iter()

@@ -408,16 +408,25 @@ impl QueryId for TimeLit {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
+/// A stored time as an SQL literal for `backend`, in the text its driver writes when
+/// binding it (what a [`time_lit`] renders).
+pub fn time_text(backend: super::Backend, t: NaiveDateTime) -> String {
+    match backend {
+        super::Backend::Mysql => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")),
+        super::Backend::Sqlite => format!("'{}'", t.format("%F %T%.f")),
+    }
+}
+
 impl QueryFragment<Mysql> for TimeLit {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
-        out.push_sql(&format!("'{}'", self.0.format("%Y-%m-%d %H:%M:%S%.6f")));
+        out.push_sql(&time_text(super::Backend::Mysql, self.0));
         Ok(())
     }
 }
 
 impl QueryFragment<Sqlite> for TimeLit {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_sql(&format!("'{}'", self.0.format("%F %T%.f")));
+        out.push_sql(&time_text(super::Backend::Sqlite, self.0));
         Ok(())
     }
 }

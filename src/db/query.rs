@@ -82,9 +82,7 @@ impl Sql {
                     match binds.next()? {
                         Bind::I64(v) => out.push_str(&v.to_string()),
                         Bind::I32(v) => out.push_str(&v.to_string()),
-                        Bind::Time(t) => {
-                            out.push_str(&Sql::expr_text(backend, &super::fns::time_lit(*t)))
-                        }
+                        Bind::Time(t) => out.push_str(&super::fns::time_text(backend, *t)),
                         Bind::Text(_) => return None,
                     }
                 }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 /// Most customers `seed-demo` may create.
 pub const MAX_DEMO_CUSTOMERS: u32 = 1_000_000;
 /// Most communications `seed-demo` may write.
-pub const MAX_DEMO_COMMUNICATIONS: u64 = 10_000_000;
+pub const MAX_DEMO_COMMUNICATIONS: u64 = 100_000_000;
 /// Longest time range of `seed-demo`, in days (ten years).
 pub const MAX_DEMO_DAYS: u32 = 3650;
 
@@ -677,7 +677,7 @@ mod tests {
         );
         assert_eq!(args.end.unwrap().to_rfc3339(), "2026-01-01T00:00:00+00:00");
         for bad in [
-            &["--communications", "10000001"][..],
+            &["--communications", "100000001"][..],
             &["--customers", "0"],
             &["--days", "0"],
             &["--end", "2026-01-01"],

@@ -412,7 +412,7 @@ mod tests {
         };
         let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["customers", "communications", "days", "end"]);
-        assert!(v[1].description.contains("at most 10000000"), "{v:?}");
+        assert!(v[1].description.contains("at most 100000000"), "{v:?}");
         let early = DemoSpec {
             end: at(2001, 1, 1, 0),
             days: 400,

@@ -116,6 +116,13 @@ pub struct WaitFigures {
     pub completed_over: i64,
     /// Pending items that have waited longer than the threshold so far.
     pub pending_over: i64,
+    /// The longest wait of a pending item so far.
+    pub longest_pending: Option<i64>,
+    /// Distinct customers with a pending item.
+    pub pending_customers: i64,
+    /// How much longer the pending item nearest to the threshold (and not over it) can
+    /// wait before it is over: the soonest the figures can change with time alone.
+    pub next_over_in: Option<i64>,
 }
 
 /// Collects waits of one group (the whole report, a channel, a bucket).
@@ -123,6 +130,8 @@ pub struct WaitFigures {
 pub struct WaitSet {
     completed: Vec<i64>,
     pending: Vec<i64>,
+    /// The customer of each pending item.
+    waiting: Vec<i64>,
 }
 
 impl WaitSet {
@@ -131,9 +140,10 @@ impl WaitSet {
         self.completed.push(micros.max(0));
     }
 
-    /// A pending item that has waited `micros` so far.
-    pub fn pending(&mut self, micros: i64) {
+    /// A pending item of `customer` that has waited `micros` so far.
+    pub fn pending(&mut self, micros: i64, customer: i64) {
         self.pending.push(micros.max(0));
+        self.waiting.push(customer);
     }
 
     /// The figures; waits longer than `threshold` (when given) are counted as over it.
@@ -155,6 +165,15 @@ impl WaitSet {
         let over = |values: &[i64]| {
             threshold.map_or(0, |t| values.iter().filter(|&&w| w > t).count() as i64)
         };
+        self.waiting.sort_unstable();
+        self.waiting.dedup();
+        let next_over_in = threshold.and_then(|t| {
+            self.pending
+                .iter()
+                .filter(|&&w| w <= t)
+                .map(|&w| t - w + 1)
+                .min()
+        });
         WaitFigures {
             count: (n + self.pending.len()) as i64,
             completed: n as i64,
@@ -164,6 +183,9 @@ impl WaitSet {
             p90,
             completed_over: over(c),
             pending_over: over(&self.pending),
+            longest_pending: self.pending.iter().copied().max(),
+            pending_customers: self.waiting.len() as i64,
+            next_over_in,
         }
     }
 }
@@ -237,23 +259,36 @@ mod tests {
         );
     }
 
+    fn s_without_threshold() -> WaitFigures {
+        let mut s = WaitSet::default();
+        s.pending(5, 1);
+        s.figures(None)
+    }
+
     #[test]
     fn figures_are_exact() {
         let mut s = WaitSet::default();
         for w in [10, 40, 20, 30, 50, 60, 70, 80, 90, 100] {
             s.completed(w);
         }
-        s.pending(5);
-        s.pending(500);
+        s.pending(5, 1);
+        s.pending(500, 2);
+        s.pending(75, 1);
         let f = s.figures(Some(75));
-        assert_eq!(f.count, 12);
+        assert_eq!(f.count, 13);
         assert_eq!(f.completed, 10);
-        assert_eq!(f.pending, 2);
+        assert_eq!(f.pending, 3);
         assert_eq!(f.mean, Some(55));
         assert_eq!(f.median, Some(55));
         assert_eq!(f.p90, Some(90));
         assert_eq!(f.completed_over, 3);
         assert_eq!(f.pending_over, 1);
+        // What waits now: two customers, the longest for 500; the wait of 75 is over
+        // the threshold 1 µs later, before the wait of 5.
+        assert_eq!(f.pending_customers, 2);
+        assert_eq!(f.longest_pending, Some(500));
+        assert_eq!(f.next_over_in, Some(1));
+        assert_eq!(s_without_threshold().next_over_in, None);
 
         let mut one = WaitSet::default();
         one.completed(7);

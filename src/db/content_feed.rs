@@ -92,6 +92,55 @@ pub async fn recorded_after(
     query::load(db, &super::feed::causal(sql, galera)).await
 }
 
+/// A communication as a watched report's change check reads it: what decides which
+/// reports it can change (no content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
+pub struct Touched {
+    /// Id.
+    pub id: i64,
+    /// Owner.
+    pub customer_id: i64,
+    /// Channel.
+    pub channel: i32,
+    /// Direction.
+    pub direction: i32,
+    /// When it happened.
+    pub occur_time: NaiveDateTime,
+    /// When it was recorded.
+    pub create_time: NaiveDateTime,
+}
+
+/// Up to `limit` rows recorded strictly after `since`, in recording order; causal on a
+/// Galera node.
+pub async fn touched_since(
+    db: &Db,
+    galera: bool,
+    since: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<Touched>> {
+    with_conn!(db, |conn| {
+        let query = super::feed::Causal::new(touched_since_query(since, limit), galera);
+        Ok::<_, crate::error::Error>(diesel_async::RunQueryDsl::load(query, conn).await?)
+    })
+}
+
+/// The statement of [`touched_since`] (before the Galera prefix).
+#[diesel::dsl::auto_type]
+fn touched_since_query(since: NaiveDateTime, limit: i64) -> _ {
+    communications::table
+        .filter(communications::create_time.gt(since))
+        .order((communications::create_time.asc(), communications::id.asc()))
+        .limit(limit)
+        .select((
+            communications::id,
+            communications::customer_id,
+            communications::channel,
+            communications::direction,
+            communications::occur_time,
+            communications::create_time,
+        ))
+}
+
 /// The rows with these ids (those that still exist).
 pub async fn rows_by_id(db: &Db, ids: &[i64]) -> Result<Vec<FeedRow>> {
     let mut out = Vec::with_capacity(ids.len());

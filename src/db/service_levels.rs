@@ -154,6 +154,8 @@ fn first_replies_sql(backend: Backend, batch: &[i64], from: NaiveDateTime) -> Sq
 pub struct TicketWaitRow {
     /// Id.
     pub id: i64,
+    /// Owner.
+    pub customer_id: i64,
     /// Opened.
     pub open_time: NaiveDateTime,
     /// Resolved or closed; `None` while open.
@@ -200,6 +202,7 @@ fn ticket_page_query(
         .limit(limit)
         .select((
             service_tickets::id,
+            service_tickets::customer_id,
             service_tickets::open_time,
             service_tickets::resolve_time,
         ))

@@ -21,6 +21,7 @@ use crate::grpc::pb_conv::{customer_to_pb, transaction_to_pb};
 use crate::grpc::report_query::{bucketed_window, customer_ids, finish, required_range};
 use crate::grpc::service_levels::{attention_fingerprint, attention_response};
 use crate::grpc::validate::{self, channels, time_zone};
+use crate::grpc::watch::{self, WatchStream, Watchable};
 use crate::model::deadline::Deadline;
 use crate::model::time::now;
 use crate::pb::{self, analytics_service_server::AnalyticsService};
@@ -30,6 +31,7 @@ use crate::service::reports::{
     InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_TOP_N, MAX_TOP_TERMS,
 };
 use crate::service::service_levels::{self, WaitQuery};
+use crate::service::watch::Watched;
 
 /// Implementation of `crm.v1.AnalyticsService`.
 #[derive(Debug, Clone)]
@@ -41,6 +43,37 @@ impl AnalyticsApi {
     /// A service over the shared state.
     pub fn new(state: AppState) -> Self {
         Self { state }
+    }
+
+    /// Opens a watch of `watched`: one of the server's stream slots (shared with follow
+    /// streams), the report's current state, then its changes.
+    async fn watch<K: Watchable>(
+        &self,
+        watched: Watched,
+        resume_token: String,
+        deadline: Deadline,
+    ) -> Result<Response<WatchStream<K::Out>>, Status> {
+        let permit = self
+            .state
+            .timeline
+            .follow_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::ResourceExhausted {
+                reason: crate::error::Reason::TooManyFollowStreams,
+                message: "too many open follow streams and watches; retry later".to_owned(),
+            })?;
+        let subscription = self
+            .state
+            .watches
+            .subscribe(watched, permit, deadline)
+            .await?;
+        Ok(Response::new(watch::stream::<K>(
+            subscription,
+            resume_token,
+            self.state.stream_idle,
+            self.state.timeline.shutdown.clone(),
+        )))
     }
 }
 
@@ -399,6 +432,36 @@ impl AnalyticsService for AnalyticsApi {
         let report =
             service_levels::response_times(&self.state.db.reader(), query, deadline).await?;
         Ok(Response::new(report.into()))
+    }
+
+    type WatchFrequencyReportStream = WatchStream<pb::WatchFrequencyReportResponse>;
+
+    async fn watch_frequency_report(
+        &self,
+        request: Request<pb::WatchFrequencyReportRequest>,
+    ) -> Result<Response<Self::WatchFrequencyReportStream>, Status> {
+        let deadline = report_deadline(&request)?;
+        let request = request.into_inner();
+        let query = watch::nested(request.query, FrequencyQuery::try_from)?;
+        self.watch::<watch::Frequency>(Watched::Frequency(query), request.resume_token, deadline)
+            .await
+    }
+
+    type WatchResponseTimeReportStream = WatchStream<pb::WatchResponseTimeReportResponse>;
+
+    async fn watch_response_time_report(
+        &self,
+        request: Request<pb::WatchResponseTimeReportRequest>,
+    ) -> Result<Response<Self::WatchResponseTimeReportStream>, Status> {
+        let deadline = report_deadline(&request)?;
+        let request = request.into_inner();
+        let query = watch::nested(request.query, WaitQuery::try_from)?;
+        self.watch::<watch::ResponseTimes>(
+            Watched::ResponseTimes(query),
+            request.resume_token,
+            deadline,
+        )
+        .await
     }
 
     async fn get_resolution_time_report(

@@ -20,6 +20,7 @@ pub mod service_levels;
 pub mod status;
 pub mod timeline;
 pub mod validate;
+pub mod watch;
 
 use crate::db::Db;
 use crate::service::timeline::Timeline;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub stream_idle: std::time::Duration,
     /// Region of phone numbers written without a country code (`--phone-region`).
     pub phone_region: crate::model::phone::PhoneRegion,
+    /// The watched reports (wallboards).
+    pub watches: crate::service::watch::WatchHub,
 }
 
 /// The caller the guard established for `request`. Every guarded call has one; should

@@ -128,6 +128,8 @@ fn wait_stats(f: &WaitFigures) -> pb::WaitStats {
         p90: f.p90.map(duration_from_micros),
         completed_over_sla_count: f.completed_over,
         pending_over_sla_count: f.pending_over,
+        longest_pending_wait: f.longest_pending.map(duration_from_micros),
+        pending_customer_count: f.pending_customers,
     }
 }
 

@@ -626,7 +626,7 @@ mod tests {
                         Role::Writer
                     } else {
                         assert!(
-                            ["Get", "List", "Stream"]
+                            ["Get", "List", "Stream", "Watch"]
                                 .iter()
                                 .any(|p| name.starts_with(p)),
                             "{path}: classify it in `access`"

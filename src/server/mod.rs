@@ -188,6 +188,17 @@ pub async fn serve_with_index(
         shutdown.clone(),
     ));
     let log_db = db.clone();
+    let report_source = if config.report_rollups {
+        ReportSource::Rollups
+    } else {
+        ReportSource::BaseTable
+    };
+    let watches = crate::service::watch::WatchHub::start(
+        db.clone(),
+        content_index.clone(),
+        report_source,
+        shutdown.clone(),
+    );
     let state = AppState {
         timeline: Timeline {
             db: db.clone(),
@@ -199,12 +210,9 @@ pub async fn serve_with_index(
         stream_idle: config.stream_idle(),
         phone_region: config.phone_region,
         db: db.clone(),
-        report_source: if config.report_rollups {
-            ReportSource::Rollups
-        } else {
-            ReportSource::BaseTable
-        },
+        report_source,
         content_index,
+        watches,
         log_writer: LogWriter::start(log_db, usize::from(config.log_writers)),
     };
     // The guard refuses larger messages first, from their frame header, with

@@ -16,3 +16,4 @@ pub mod maintenance;
 pub mod reports;
 pub mod service_levels;
 pub mod timeline;
+pub mod watch;

@@ -127,7 +127,7 @@ pub struct CustomerFrequency {
 }
 
 /// A frequency report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FrequencyReport {
     /// Every bucket of the range with its count.
     pub buckets: Vec<(Bucket, BucketCount)>,

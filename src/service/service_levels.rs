@@ -52,7 +52,7 @@ pub struct WaitQuery {
 }
 
 /// A service-level report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WaitReport {
     /// Every wait.
     pub total: WaitFigures,
@@ -68,8 +68,9 @@ pub struct WaitReport {
     pub as_of: NaiveDateTime,
 }
 
-/// Where a wait is reported besides the total: its channel (0 for tickets) and bucket.
-type Tag = (i32, Option<usize>);
+/// Where a wait is reported besides the total: its channel (0 for tickets) and bucket;
+/// and its customer.
+type Tag = (i32, Option<usize>, i64);
 
 fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
@@ -118,7 +119,7 @@ fn summarize(
     let mut channels: BTreeMap<i32, WaitSet> = BTreeMap::new();
     let mut buckets: Vec<WaitSet> = vec![WaitSet::default(); plan.buckets().len()];
     for w in waits {
-        let (channel, bucket) = w.tag;
+        let (channel, bucket, customer) = w.tag;
         let sets = [
             Some(&mut total),
             (channel != 0).then(|| channels.entry(channel).or_default()),
@@ -131,7 +132,7 @@ fn summarize(
         for set in sets.into_iter().flatten().chain(bucket_set) {
             match duration {
                 Ok(d) => set.completed(d),
-                Err(d) => set.pending(d),
+                Err(d) => set.pending(d, customer),
             }
         }
     }
@@ -178,7 +179,8 @@ pub async fn response_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Result
                 && (q.channels.is_empty() || q.channels.contains(&r.channel))
             {
                 let bucket = plan.bucket_of(utc(r.occur_time));
-                replies.inbound(r.customer_id, r.channel, at, (r.channel, bucket));
+                let tag = (r.channel, bucket, r.customer_id);
+                replies.inbound(r.customer_id, r.channel, at, tag);
             }
         }
         match page.last() {
@@ -229,7 +231,7 @@ pub async fn resolution_times(db: &Db, q: WaitQuery, deadline: Deadline) -> Resu
         deadline.check("the resolution-time scan")?;
         let page = service_levels::ticket_page(db, &scope, after, WAIT_PAGE_ROWS).await?;
         waits.extend(page.iter().map(|t| Wait {
-            tag: (0, plan.bucket_of(utc(t.open_time))),
+            tag: (0, plan.bucket_of(utc(t.open_time)), t.customer_id),
             since: micros(t.open_time),
             until: t.resolve_time.map(micros),
         }));

@@ -51,6 +51,7 @@ mod stale_boundary;
 mod stall;
 mod token_reload;
 mod unicode_keywords;
+mod watch;
 
 use std::process::ExitCode;
 

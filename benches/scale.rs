@@ -120,12 +120,14 @@ struct Args {
     /// `--p99-clients` / `CRM_BENCH_P99_CLIENTS` (16): concurrent clients for the p99s.
     p99_clients: usize,
     /// `--only` / `CRM_BENCH_ONLY`: a comma list of `reports`, `timeline`, `import`,
-    /// `writes`, `service_levels`, `whale` (every part when empty).
+    /// `writes`, `service_levels`, `whale`, `watch` (every part when empty).
     only: String,
     /// `--whale-rows` / `CRM_BENCH_WHALE_ROWS` (5% of `communications`): about how many
     /// communications the key account of `--only whale` holds (every `k`-th row moves to
     /// it, `k` = communications / whale rows).
     whale_rows: u64,
+    /// `--watchers` / `CRM_BENCH_WATCHERS` (500): open watches of `--only watch`.
+    watchers: usize,
 }
 
 /// `--db`'s value.
@@ -156,6 +158,7 @@ impl Args {
             p99_clients: env("P99_CLIENTS", 16),
             only: std::env::var("CRM_BENCH_ONLY").unwrap_or_default(),
             whale_rows: env("WHALE_ROWS", 0) as u64,
+            watchers: env("WATCHERS", 500),
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -186,6 +189,7 @@ impl Args {
                 "--p99-clients" => a.p99_clients = num()?,
                 "--only" => a.only = value.clone(),
                 "--whale-rows" => a.whale_rows = num()? as u64,
+                "--watchers" => a.watchers = num()?,
                 other => bail!("unknown flag {other}"),
             }
         }
@@ -201,10 +205,11 @@ impl Args {
                 "writes",
                 "service_levels",
                 "whale",
+                "watch",
             ]
             .contains(&p.trim())
         }) {
-            bail!("--only: unknown part {bad} (reports, timeline, import, writes, service_levels, whale)");
+            bail!("--only: unknown part {bad} (reports, timeline, import, writes, service_levels, whale, watch)");
         }
         if a.communications == 0 || a.customers == 0 {
             bail!("--communications and --customers must be positive");
@@ -323,6 +328,8 @@ macro_rules! say {
 
 #[path = "scale_parts/service_levels.rs"]
 mod service_levels;
+#[path = "scale_parts/watch.rs"]
+mod watch;
 #[path = "scale_parts/whale.rs"]
 mod whale;
 
@@ -2079,6 +2086,10 @@ async fn measure_all(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<(
     if part("whale") {
         say!("== {}: key account ==", t.db);
         whale::measure(t, args, out).await?;
+    }
+    if part("watch") {
+        say!("== {}: watched reports (scratch database) ==", t.db);
+        watch::measure(t, args, out).await?;
     }
     Ok(())
 }

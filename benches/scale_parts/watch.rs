@@ -40,7 +40,10 @@ const PER_CONNECTION: usize = 10;
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 fn request(zone: &str) -> pb::WatchFrequencyReportRequest {
-    let at = |s: i64| prost_types::Timestamp { seconds: s, nanos: 0 };
+    let at = |s: i64| prost_types::Timestamp {
+        seconds: s,
+        nanos: 0,
+    };
     pb::WatchFrequencyReportRequest {
         query: Some(pb::GetFrequencyReportRequest {
             start_time: Some(at(YEAR_START)),
@@ -56,7 +59,10 @@ fn request(zone: &str) -> pb::WatchFrequencyReportRequest {
 
 fn system_time(t: &prost_types::Timestamp) -> SystemTime {
     SystemTime::UNIX_EPOCH
-        + Duration::new(u64::try_from(t.seconds).unwrap_or(0), u32::try_from(t.nanos).unwrap_or(0))
+        + Duration::new(
+            u64::try_from(t.seconds).unwrap_or(0),
+            u32::try_from(t.nanos).unwrap_or(0),
+        )
 }
 
 /// The states one watcher received: when, and read when.
@@ -92,7 +98,9 @@ async fn log_load(
                     let mut last = last_probe.lock().unwrap_or_else(|e| e.into_inner());
                     if last.elapsed() >= PROBE_EVERY {
                         *last = Instant::now();
-                        p.lock().unwrap_or_else(|e| e.into_inner()).push(SystemTime::now());
+                        p.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(SystemTime::now());
                     }
                 }
             }
@@ -129,7 +137,10 @@ async fn open_watches(
             .await?
             .ok_or_else(|| anyhow::anyhow!("watch ended at once"))?;
         anyhow::ensure!(
-            matches!(first.change, Some(pb::watch_frequency_report_response::Change::Report(_))),
+            matches!(
+                first.change,
+                Some(pb::watch_frequency_report_response::Change::Report(_))
+            ),
             "the first message is the whole report"
         );
         let log: Received = Arc::default();

@@ -4,7 +4,8 @@
 It creates a customer, logs a phone call, imports four more communications over a
 client stream (plus one repeated request_id, which the server counts as a duplicate),
 streams the customer's timeline, stopping after 2 events and resuming on a new
-connection from the second event's cursor, and asks for a frequency report. It prints
+connection from the second event's cursor, asks for a frequency report, then watches it
+while it logs one more note (a wallboard). It prints
 each step and exits non-zero on any error or on any answer that differs from what the
 calls above imply. It touches only the customer it creates, so it runs against any
 server (`--rate-limit 0` or a generous limit; no tokens: loopback).
@@ -178,9 +179,10 @@ def run(addr: str, stubs: Path) -> None:
           f"{len(events)} in all, in order, none twice")
 
     # 5. How often and how was the customer contacted on that day?
-    report = analytics.GetFrequencyReport(analytics_pb2.GetFrequencyReportRequest(
+    query = analytics_pb2.GetFrequencyReportRequest(
         customer_ids=[customer.id], start_time=ts(day), end_time=ts(day + dt.timedelta(days=1)),
-        granularity=analytics_pb2.GRANULARITY_DAY, time_zone="UTC", top_n=1), timeout=TIMEOUT)
+        granularity=analytics_pb2.GRANULARITY_DAY, time_zone="UTC", top_n=1)
+    report = analytics.GetFrequencyReport(query, timeout=TIMEOUT)
     per_channel = {common_pb2.Channel.Name(c.channel): c.count for c in report.channel_counts}
     check(report.total_count == 5 and report.customer_count == 1 and report.span_days == 1,
           f"report totals: {report.total_count} contacts, {report.customer_count} customers, "
@@ -196,6 +198,34 @@ def run(addr: str, stubs: Path) -> None:
     print(f"frequency report for {day:%Y-%m-%d} (UTC): {report.total_count} contacts, "
           f"{report.per_day_average:g} per day, per channel {per_channel}, "
           f"mean gap {report.mean_gap.seconds // 60} min, median gap {report.median_gap.seconds // 60} min")
+
+    # 6. A wallboard: watch the same report, log one more contact, and apply what the
+    #    watch sends (the buckets that changed, every other figure whole).
+    watch = analytics.WatchFrequencyReport(analytics_pb2.WatchFrequencyReportRequest(query=query),
+                                           timeout=TIMEOUT)
+    board = analytics_pb2.GetFrequencyReportResponse()
+    board.CopyFrom(next(watch).report)
+    check(board == report, "the watch starts with the whole report")
+    comms.LogCommunication(communication_pb2.LogCommunicationRequest(
+        communication=communication_pb2.Communication(
+            customer_id=customer.id, channel=common_pb2.CHANNEL_NOTE,
+            direction=common_pb2.DIRECTION_OUTBOUND, occur_time=ts(at[0] + dt.timedelta(minutes=10)),
+            content="Wallboard check: one more note."),
+        request_id=f"py-note-{run_id}"), timeout=TIMEOUT)
+    want = analytics.GetFrequencyReport(query, timeout=TIMEOUT)
+    updates = 0
+    while board != want:
+        update = next(watch).update
+        buckets = list(board.buckets)
+        for changed in update.buckets:
+            buckets[changed.index] = changed.bucket
+        board.CopyFrom(update.summary)
+        board.buckets.extend(buckets)
+        updates += 1
+    watch.cancel()
+    check(board.total_count == 6, f"the board shows {board.total_count} contacts (expected 6)")
+    print(f"wallboard: watched the report, logged a note; {updates} update(s) later it shows "
+          f"{board.total_count} contacts, as GetFrequencyReport does")
     channel.close()
 
 

@@ -481,3 +481,70 @@ def test_response_times_and_attention_pages_from_grpcio(server):
     assert sorted(seen) == seen, "oldest last contact first"
     assert sorted(c for _, c in seen) == sorted(ids), "every customer once"
     assert all(c.days_since_last_contact == 99 for c in page.customers)
+
+
+# -- f. a wallboard watching a report from grpcio ------------------------------------
+
+
+def test_a_watched_report_from_grpcio_matches_the_unary_report(server):
+    """A grpcio client watches a frequency report; from the messages alone (the whole
+    report, then changed buckets and the rest) its copy equals GetFrequencyReport after
+    every write and delete; a cancelled watch leaves the server serving the next one,
+    which resumes from the state token."""
+    t0 = 1_735_689_600  # 2025-01-01T00:00:00Z
+    customer = create_customer(server, "看板 grpcio").id
+    comms = mgrpc.CommunicationServiceStub(server.channel)
+    analytics = agrpc.AnalyticsServiceStub(server.channel)
+    query = apb.GetFrequencyReportRequest(
+        start_time=timestamp(t0),
+        end_time=timestamp(t0 + 31 * DAY),
+        granularity=apb.GRANULARITY_DAY,
+        time_zone="Asia/Shanghai",
+        top_n=3,
+    )
+
+    def logged(day: int) -> int:
+        c = note(customer, f"day {day}")
+        c.occur_time.CopyFrom(timestamp(t0 + day * DAY + 3600))
+        return comms.LogCommunication(mpb.LogCommunicationRequest(communication=c), timeout=30).id
+
+    logged(2)
+    call = analytics.WatchFrequencyReport(apb.WatchFrequencyReportRequest(query=query), timeout=120)
+    board = apb.GetFrequencyReportResponse()
+    token = ""
+
+    def apply(message) -> None:
+        nonlocal token
+        if message.WhichOneof("change") == "report":
+            board.CopyFrom(message.report)
+        else:
+            buckets = list(board.buckets)
+            for changed in message.update.buckets:
+                buckets[changed.index] = changed.bucket
+            board.CopyFrom(message.update.summary)
+            assert len(board.buckets) == 0
+            board.buckets.extend(buckets)
+        token = message.state_token
+
+    apply(next(call))
+    assert board == analytics.GetFrequencyReport(query, timeout=30)
+    ids = []
+    for day in (5, 9, 9, 20):
+        ids.append(logged(day))
+        want = analytics.GetFrequencyReport(query, timeout=30)
+        while board != want:
+            apply(next(call))
+    comms.DeleteCommunication(mpb.DeleteCommunicationRequest(id=ids[1]), timeout=30)
+    want = analytics.GetFrequencyReport(query, timeout=30)
+    while board != want:
+        apply(next(call))
+    assert board.total_count == 4
+    call.cancel()
+
+    resumed = analytics.WatchFrequencyReport(
+        apb.WatchFrequencyReportRequest(query=query, resume_token=token), timeout=60
+    )
+    first = next(resumed)
+    assert first.WhichOneof("change") == "update" and len(first.update.buckets) == 0
+    assert first.state_token == token
+    resumed.cancel()

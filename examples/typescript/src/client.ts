@@ -4,8 +4,9 @@
 // customer, log a phone call, import four more communications over a client stream
 // (plus one repeated request_id, counted as a duplicate), stream the timeline, hanging
 // up after 2 events and resuming on a new connection from the second event's cursor,
-// and get a frequency report. Prints each step; exits non-zero on any error or on any
-// answer that differs from what the calls imply. It touches only the customer it creates.
+// get a frequency report, then watch it while logging one more note. Prints each step;
+// exits non-zero on any error or on any answer that differs from what the calls imply.
+// It touches only the customer it creates.
 //
 //   npx tsx src/client.ts [http://127.0.0.1:50051]
 //
@@ -16,9 +17,9 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { AnalyticsService, Granularity } from "./gen/crm/v1/analytics_pb.js";
+import { AnalyticsService, GetFrequencyReportResponseSchema, Granularity } from "./gen/crm/v1/analytics_pb.js";
 import { Channel, Direction } from "./gen/crm/v1/common_pb.js";
 import {
   CommunicationService,
@@ -213,14 +214,15 @@ async function run(): Promise<void> {
   );
 
   // 5. How often and how was the customer contacted on that day?
-  const report = await conn.analytics.getFrequencyReport({
+  const query = {
     customerIds: [customer.id],
     startTime: timestampFromDate(day),
     endTime: timestampFromDate(new Date(day.getTime() + 86_400_000)),
     granularity: Granularity.DAY,
     timeZone: "UTC",
     topN: 1,
-  });
+  };
+  const report = await conn.analytics.getFrequencyReport(query);
   const perChannel = Object.fromEntries(report.channelCounts.map((c) => [channelName(c.channel), Number(c.count)]));
   check(
     report.totalCount === 5n && report.customerCount === 1n && report.spanDays === 1,
@@ -249,6 +251,47 @@ async function run(): Promise<void> {
     `frequency report for ${day.toISOString().slice(0, 10)} (UTC): ${report.totalCount} contacts, ` +
       `${report.perDayAverage} per day, per channel ${JSON.stringify(perChannel)}, ` +
       `mean gap ${Number(report.meanGap!.seconds) / 60} min, median gap ${Number(report.medianGap!.seconds) / 60} min`,
+  );
+
+  // 6. A wallboard: watch the same report, log one more note, and apply what the watch
+  //    sends (the buckets that changed, every other figure whole). Aborting the signal
+  //    ends the watch, as for the timeline above.
+  const stop = new AbortController();
+  const watchSignal = AbortSignal.any([stop.signal, AbortSignal.timeout(timeoutMs)]);
+  const watch = conn.analytics
+    .watchFrequencyReport({ query }, { signal: watchSignal, timeoutMs: 0 })
+    [Symbol.asyncIterator]();
+  const opening = await watch.next();
+  check(!opening.done && opening.value.change.case === "report", "the watch starts with the whole report");
+  let board = opening.value.change.value;
+  check(equals(GetFrequencyReportResponseSchema, board, report), "the watched report equals the unary one");
+  await conn.comms.logCommunication({
+    communication: {
+      customerId: customer.id,
+      channel: Channel.NOTE,
+      direction: Direction.OUTBOUND,
+      occurTime: timestampFromDate(new Date(at[0].getTime() + 600_000)),
+      content: "Wallboard check: one more note.",
+    },
+    requestId: `ts-note-${runId}`,
+  });
+  const want = await conn.analytics.getFrequencyReport(query);
+  let updates = 0;
+  while (!equals(GetFrequencyReportResponseSchema, board, want)) {
+    const next = await watch.next();
+    check(!next.done && next.value.change.case === "update", "the watch sends updates");
+    const update = next.value.change.value;
+    const buckets = [...board.buckets];
+    for (const changed of update.buckets) buckets[changed.index] = changed.bucket!;
+    board = update.summary!;
+    board.buckets = buckets;
+    updates++;
+  }
+  stop.abort();
+  check(board.totalCount === 6n, `the board shows ${board.totalCount} contacts (expected 6)`);
+  console.log(
+    `wallboard: watched the report, logged a note; ${updates} update(s) later it shows ` +
+      `${board.totalCount} contacts, as GetFrequencyReport does`,
   );
   conn.session.abort();
 }

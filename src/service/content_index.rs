@@ -114,6 +114,9 @@ struct Shared {
     epoch: Instant,
     /// Held while syncing: one sync at a time.
     follow: Mutex<Follow>,
+    /// When the last sync succeeded: ms since `epoch`, plus one (0: not since the last
+    /// load). Beside `follow`, not in it, so a report asks without waiting for a sync.
+    synced_at: AtomicU64,
     /// What it follows.
     feed: Feed,
     /// Where its snapshot lives, if anywhere.
@@ -154,8 +157,6 @@ struct Follow {
     deletions: Option<NaiveDateTime>,
     /// Every merge stamped at or before this time is applied.
     merges: Option<NaiveDateTime>,
-    /// When the last sync succeeded.
-    synced: Option<Instant>,
 }
 
 impl ContentIndexHandle {
@@ -190,6 +191,7 @@ impl ContentIndexHandle {
                 used_at: AtomicU64::new(0),
                 epoch: Instant::now(),
                 follow: Mutex::new(Follow::default()),
+                synced_at: AtomicU64::new(0),
                 feed: feed.clone(),
                 syncs: std::sync::Mutex::new(Syncs::default()),
                 synced: Notify::new(),
@@ -299,7 +301,7 @@ impl ContentIndexHandle {
                     () = tokio::time::sleep(SYNC_INTERVAL) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
-                if self.is_stale().await {
+                if self.is_stale() {
                     self.shared.ready.store(false, Ordering::Release);
                     break;
                 }
@@ -319,14 +321,21 @@ impl ContentIndexHandle {
     }
 
     /// Whether the last sync is so old that tombstones may have been pruned since.
-    async fn is_stale(&self) -> bool {
+    fn is_stale(&self) -> bool {
         let keep = (TOMBSTONE_KEEP / 2).to_std().unwrap_or(Duration::MAX);
-        self.shared
-            .follow
-            .lock()
-            .await
-            .synced
-            .is_none_or(|t| t.elapsed() > keep)
+        match self.shared.synced_at.load(Ordering::Acquire) {
+            0 => true,
+            at => {
+                let now = self.shared.epoch.elapsed().as_millis() as u64;
+                Duration::from_millis(now.saturating_sub(at - 1)) > keep
+            }
+        }
+    }
+
+    /// Notes that a sync succeeded now (`None`: the index was replaced, not synced).
+    fn mark_synced(&self, now: Option<Instant>) {
+        let at = now.map_or(0, |t| t.duration_since(self.shared.epoch).as_millis() as u64 + 1);
+        self.shared.synced_at.store(at, Ordering::Release);
     }
 
     /// Whether a content report used the index within [`ACTIVE_FOR`].
@@ -417,8 +426,8 @@ impl ContentIndexHandle {
                 rows: Some(meta.rows),
                 deletions: Some(meta.deletions),
                 merges: Some(meta.merges),
-                synced: None,
             };
+            self.mark_synced(None);
             *self.write() = index;
             self.shared.snapshot_changes.store(0, Ordering::Relaxed);
             // The snapshot holds no activity: `fill_activity` builds it after this.
@@ -514,6 +523,7 @@ impl ContentIndexHandle {
                 merges: Some(start),
                 ..Follow::default()
             };
+            self.mark_synced(None);
             *self.write() = ContentIndex::new();
             *self.activity_write() = ActivityIndex::new();
             self.shared.activity_fed.store(true, Ordering::Release);
@@ -592,7 +602,7 @@ impl ContentIndexHandle {
             }
         }
         follow.merges = follow.merges.max(Some(upto));
-        follow.synced = Some(Instant::now());
+        self.mark_synced(Some(Instant::now()));
         Ok(())
     }
 
@@ -762,8 +772,8 @@ impl ContentIndexHandle {
     }
 
     /// Whether the index may answer now: loaded and not stale; marks it used.
-    async fn usable(&self) -> bool {
-        if !self.is_ready() || self.is_stale().await {
+    fn usable(&self) -> bool {
+        if !self.is_ready() || self.is_stale() {
             return false;
         }
         let now = self.shared.epoch.elapsed().as_millis() as u64;
@@ -805,7 +815,7 @@ impl ContentIndexHandle {
         deadline: Deadline,
         read: impl FnOnce(&ActivityIndex) -> Option<T> + Send + 'static,
     ) -> Result<Option<T>> {
-        if !self.activity_ready() || !self.usable().await {
+        if !self.activity_ready() || !self.usable() {
             return Ok(None);
         }
         self.synced_since_call().await?;
@@ -821,7 +831,7 @@ impl ContentIndexHandle {
     /// Answers `q` from the index after one more sync; `None` while the index is still
     /// loading (the caller reads the database instead).
     pub async fn answer(&self, q: IndexQuery, deadline: Deadline) -> Result<Option<IndexFigures>> {
-        if !self.usable().await {
+        if !self.usable() {
             return Ok(None);
         }
         self.synced_since_call().await?;

@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prost::Message;
@@ -36,12 +36,14 @@ pub trait Watchable: Send + Sync + 'static {
     /// One bucket of it.
     type Bucket: Message + Clone + PartialEq + Send + Sync + 'static;
     /// A message of the watch.
-    type Out: Send + 'static;
+    type Out: Clone + Send + Sync + 'static;
 
     /// The proto form of `report`; `None` for the other kind (a bug).
     fn render(report: &Report) -> Option<Self::Full>;
     /// The report's buckets.
-    fn buckets(full: &mut Self::Full) -> &mut Vec<Self::Bucket>;
+    fn buckets(full: &Self::Full) -> &[Self::Bucket];
+    /// The report without its buckets (every other figure cloned, the buckets not).
+    fn without_buckets(full: &Self::Full) -> Self::Full;
     /// Clears what changes with every computation whatever the data (`as_of`).
     fn clear_time(full: &mut Self::Full);
     /// The first message: the whole report.
@@ -55,11 +57,34 @@ pub trait Watchable: Send + Sync + 'static {
     ) -> Self::Out;
 }
 
-/// A state as sent to watchers: the report and the token that names it.
-#[derive(Debug)]
-struct Rendered<F> {
-    full: F,
+/// A state as sent to watchers: the report, the token that names it, and the update
+/// from the state before it, made once for every watcher that had that one.
+struct Rendered<K: Watchable> {
+    full: K::Full,
     token: String,
+    version: u64,
+    step: OnceLock<Option<K::Out>>,
+}
+
+impl<K: Watchable> std::fmt::Debug for Rendered<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("token", &self.token)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl<K: Watchable> Rendered<K> {
+    fn new(full: K::Full, version: u64) -> Self {
+        let token = token_of::<K>(&full);
+        Rendered {
+            full,
+            token,
+            version,
+            step: OnceLock::new(),
+        }
+    }
 }
 
 /// The token of a report: a digest of its figures (not of when they were read), so
@@ -72,48 +97,64 @@ fn token_of<K: Watchable>(full: &K::Full) -> String {
 }
 
 /// The rendering of `snapshot`, made by the first watcher that needs it.
-fn rendered<K: Watchable>(snapshot: &Snapshot, report: &Report) -> Option<Arc<Rendered<K::Full>>> {
+fn rendered<K: Watchable>(snapshot: &Snapshot, report: &Report) -> Option<Arc<Rendered<K>>> {
     let any = snapshot.rendered.get_or_init(|| {
-        let made = K::render(report).map(|full| {
-            let token = token_of::<K>(&full);
-            Arc::new(Rendered { full, token })
-        });
+        let made =
+            K::render(report).map(|full| Arc::new(Rendered::<K>::new(full, snapshot.version)));
         Box::new(made)
     });
-    any.downcast_ref::<Option<Arc<Rendered<K::Full>>>>()
+    any.downcast_ref::<Option<Arc<Rendered<K>>>>()
         .cloned()
         .flatten()
 }
 
 /// The message that takes a client from `last` (what it was sent before, if anything)
-/// to `current`; `None` when nothing it shows changed.
+/// to `current`; `None` when nothing it shows changed. A client one state behind gets
+/// the update every such client gets, made once.
 fn message<K: Watchable>(
-    last: Option<&Rendered<K::Full>>,
-    current: &Rendered<K::Full>,
+    last: Option<&Rendered<K>>,
+    current: &Rendered<K>,
     as_of: prost_types::Timestamp,
 ) -> Option<K::Out> {
     let Some(last) = last else {
         return Some(K::whole(current.full.clone(), as_of, current.token.clone()));
     };
-    if last.full == current.full {
+    if last.version + 1 == current.version {
+        return current
+            .step
+            .get_or_init(|| diff(last, current, as_of))
+            .clone();
+    }
+    diff(last, current, as_of)
+}
+
+/// The changed buckets and the rest of `current`; `None` when the figures are the same.
+fn diff<K: Watchable>(
+    last: &Rendered<K>,
+    current: &Rendered<K>,
+    as_of: prost_types::Timestamp,
+) -> Option<K::Out> {
+    if last.token == current.token {
         return None;
     }
-    let mut summary = current.full.clone();
-    let mut before = last.full.clone();
-    let now = std::mem::take(K::buckets(&mut summary));
-    let then = std::mem::take(K::buckets(&mut before));
+    let (now, then) = (K::buckets(&current.full), K::buckets(&last.full));
     if now.len() != then.len() {
         // Not the same report's buckets (cannot happen for one query): start over.
         return Some(K::whole(current.full.clone(), as_of, current.token.clone()));
     }
     let changed = now
-        .into_iter()
+        .iter()
         .zip(then)
         .enumerate()
         .filter(|(_, (a, b))| a != b)
-        .map(|(i, (a, _))| (u32::try_from(i).unwrap_or(u32::MAX), a))
+        .map(|(i, (a, _))| (u32::try_from(i).unwrap_or(u32::MAX), a.clone()))
         .collect();
-    Some(K::update(changed, summary, as_of, current.token.clone()))
+    Some(K::update(
+        changed,
+        K::without_buckets(&current.full),
+        as_of,
+        current.token.clone(),
+    ))
 }
 
 /// Why a watch whose client stopped reading was ended.
@@ -149,7 +190,7 @@ pub fn stream<K: Watchable>(
         // Held to the end: its slot among the server's streams.
         let mut subscription = subscription;
         let states = &mut subscription.states;
-        let mut last: Option<Arc<Rendered<K::Full>>> = None;
+        let mut last: Option<Arc<Rendered<K>>> = None;
         let mut resume = (!resume_token.is_empty()).then_some(resume_token);
         loop {
             let snapshot = states.borrow_and_update().clone();
@@ -170,7 +211,7 @@ pub fn stream<K: Watchable>(
                             // Resumed without a change: the client learns it is live.
                             true => Some(K::update(
                                 Vec::new(),
-                                summary_of::<K>(&current.full),
+                                K::without_buckets(&current.full),
                                 as_of,
                                 current.token.clone(),
                             )),
@@ -219,13 +260,6 @@ pub fn stream<K: Watchable>(
     Box::pin(ReceiverStream::new(rx).chain(tail))
 }
 
-/// The report without its buckets.
-fn summary_of<K: Watchable>(full: &K::Full) -> K::Full {
-    let mut summary = full.clone();
-    K::buckets(&mut summary).clear();
-    summary
-}
-
 /// The `query` of a watch request, its violations named `query.<field>`.
 pub fn nested<Q, T>(query: Option<Q>, convert: impl FnOnce(Q) -> Result<T>) -> Result<T> {
     let Some(query) = query else {
@@ -263,8 +297,26 @@ impl Watchable for Frequency {
         }
     }
 
-    fn buckets(full: &mut Self::Full) -> &mut Vec<Self::Bucket> {
-        &mut full.buckets
+    fn buckets(full: &Self::Full) -> &[Self::Bucket] {
+        &full.buckets
+    }
+
+    fn without_buckets(f: &Self::Full) -> Self::Full {
+        pb::GetFrequencyReportResponse {
+            total_count: f.total_count,
+            span_days: f.span_days,
+            per_day_average: f.per_day_average,
+            channel_counts: f.channel_counts.clone(),
+            buckets: Vec::new(),
+            first_contact_time: f.first_contact_time,
+            last_contact_time: f.last_contact_time,
+            mean_gap: f.mean_gap,
+            median_gap: f.median_gap,
+            customer_count: f.customer_count,
+            top_customers: f.top_customers.clone(),
+            time_zone: f.time_zone.clone(),
+            previous_period: f.previous_period.clone(),
+        }
     }
 
     fn clear_time(_: &mut Self::Full) {}
@@ -317,8 +369,19 @@ impl Watchable for ResponseTimes {
         }
     }
 
-    fn buckets(full: &mut Self::Full) -> &mut Vec<Self::Bucket> {
-        &mut full.buckets
+    fn buckets(full: &Self::Full) -> &[Self::Bucket] {
+        &full.buckets
+    }
+
+    fn without_buckets(f: &Self::Full) -> Self::Full {
+        pb::GetResponseTimeReportResponse {
+            total: f.total,
+            channels: f.channels.clone(),
+            buckets: Vec::new(),
+            time_zone: f.time_zone.clone(),
+            business_hours_id: f.business_hours_id,
+            as_of: f.as_of,
+        }
     }
 
     fn clear_time(full: &mut Self::Full) {
@@ -366,7 +429,11 @@ impl Watchable for ResponseTimes {
 mod tests {
     use super::*;
 
-    fn report(counts: &[i64]) -> Rendered<pb::GetFrequencyReportResponse> {
+    fn report(counts: &[i64]) -> Rendered<Frequency> {
+        report_at(counts, 1)
+    }
+
+    fn report_at(counts: &[i64], version: u64) -> Rendered<Frequency> {
         let full = pb::GetFrequencyReportResponse {
             total_count: counts.iter().sum(),
             buckets: counts
@@ -378,8 +445,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        let token = token_of::<Frequency>(&full);
-        Rendered { full, token }
+        Rendered::new(full, version)
     }
 
     fn apply(state: &mut pb::GetFrequencyReportResponse, out: pb::WatchFrequencyReportResponse) {
@@ -398,7 +464,7 @@ mod tests {
 
     #[test]
     fn an_update_carries_only_the_changed_buckets_and_applies_to_the_new_state() {
-        let (a, b) = (report(&[1, 2, 3, 4]), report(&[1, 5, 3, 6]));
+        let (a, b) = (report_at(&[1, 2, 3, 4], 1), report_at(&[1, 5, 3, 6], 2));
         let first = message::<Frequency>(None, &a, Default::default()).unwrap();
         let mut state = pb::GetFrequencyReportResponse::default();
         apply(&mut state, first);
@@ -415,8 +481,26 @@ mod tests {
         apply(&mut state, next);
         assert_eq!(state, b.full);
         assert!(
-            message::<Frequency>(Some(&b), &report(&[1, 5, 3, 6]), Default::default()).is_none()
+            message::<Frequency>(Some(&b), &report_at(&[1, 5, 3, 6], 3), Default::default())
+                .is_none()
         );
+        // Every watcher one state behind gets the one update made for the step; one
+        // further behind gets its own.
+        let again = message::<Frequency>(Some(&a), &b, Default::default()).unwrap();
+        assert!(b
+            .step
+            .get()
+            .is_some_and(|step| step.as_ref() == Some(&again)));
+        let c = report_at(&[9, 5, 3, 6], 3);
+        let skipped = message::<Frequency>(Some(&a), &c, Default::default()).unwrap();
+        let Some(pb::watch_frequency_report_response::Change::Update(u)) = &skipped.change else {
+            panic!("an update: {skipped:?}")
+        };
+        assert_eq!(
+            u.buckets.iter().map(|b| b.index).collect::<Vec<_>>(),
+            vec![0, 1, 3]
+        );
+        assert!(c.step.get().is_none());
     }
 
     #[test]

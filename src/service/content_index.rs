@@ -334,7 +334,9 @@ impl ContentIndexHandle {
 
     /// Notes that a sync succeeded now (`None`: the index was replaced, not synced).
     fn mark_synced(&self, now: Option<Instant>) {
-        let at = now.map_or(0, |t| t.duration_since(self.shared.epoch).as_millis() as u64 + 1);
+        let at = now.map_or(0, |t| {
+            t.duration_since(self.shared.epoch).as_millis() as u64 + 1
+        });
         self.shared.synced_at.store(at, Ordering::Release);
     }
 

@@ -16,8 +16,7 @@ use crate::service::export::{self, files::Format, ExportSpec};
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// The stream type of `ExportData`.
-pub type ExportStream =
-    Pin<Box<dyn Stream<Item = Result<pb::ExportDataResponse, Status>> + Send>>;
+pub type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportDataResponse, Status>> + Send>>;
 
 /// Implementation of `crm.v1.ExportService`.
 #[derive(Debug, Clone)]

@@ -18,15 +18,13 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::grpc::{
     analytics::AnalyticsApi, audit::AuditApi, business_hours::BusinessHoursApi,
-    export::ExportApi,
-    communication::CommunicationApi, customer::CustomerApi, AppState,
+    communication::CommunicationApi, customer::CustomerApi, export::ExportApi, AppState,
 };
 use crate::pb::{
     analytics_service_server::AnalyticsServiceServer, audit_service_server::AuditServiceServer,
-    export_service_server::ExportServiceServer,
     business_hours_service_server::BusinessHoursServiceServer,
     communication_service_server::CommunicationServiceServer,
-    customer_service_server::CustomerServiceServer,
+    customer_service_server::CustomerServiceServer, export_service_server::ExportServiceServer,
 };
 use crate::security::{guard::GuardLayer, Security};
 use crate::service::content_index::ContentIndexHandle;

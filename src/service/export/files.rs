@@ -324,9 +324,9 @@ impl TableWriter {
         };
         part.rows += 1;
         match &mut part.sink {
-            Sink::Csv(w) => w.write_record(row.iter().map(csv_field)).map_err(|e| {
-                Error::Internal(format!("export: cannot write a CSV file: {e}"))
-            })?,
+            Sink::Csv(w) => w
+                .write_record(row.iter().map(csv_field))
+                .map_err(|e| Error::Internal(format!("export: cannot write a CSV file: {e}")))?,
             Sink::Parquet {
                 writer,
                 buffer,

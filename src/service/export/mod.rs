@@ -21,7 +21,9 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use self::files::{col, month_of, opt, time_text, Column, FileEntry, Format, Kind, TableWriter, Value};
+use self::files::{
+    col, month_of, opt, time_text, Column, FileEntry, Format, Kind, TableWriter, Value,
+};
 use crate::db::export::{self as rows, Window};
 use crate::db::Db;
 use crate::error::{Error, Result, Violations};
@@ -89,7 +91,10 @@ pub fn parse_watermark(v: &mut Violations, field: &str, s: &str) -> Option<Naive
         Ok(t) => {
             let t = crate::model::time::truncate_micros(t.naive_utc());
             if t > crate::service::feed::settled_now() {
-                v.add(field, "is later than anything settled: use a manifest's to_watermark");
+                v.add(
+                    field,
+                    "is later than anything settled: use a manifest's to_watermark",
+                );
                 None
             } else {
                 Some(t)
@@ -98,7 +103,9 @@ pub fn parse_watermark(v: &mut Violations, field: &str, s: &str) -> Option<Naive
         Err(e) => {
             v.add(
                 field,
-                format!("is not a watermark (an RFC 3339 time such as a manifest's to_watermark): {e}"),
+                format!(
+                    "is not a watermark (an RFC 3339 time such as a manifest's to_watermark): {e}"
+                ),
             );
             None
         }
@@ -330,7 +337,15 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
     }
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(out, spec, &run, "transactions", TRANSACTIONS, "append", &["id"])?;
+    let mut t = Table::new(
+        out,
+        spec,
+        &run,
+        "transactions",
+        TRANSACTIONS,
+        "append",
+        &["id"],
+    )?;
     let mut after = None;
     loop {
         let page = rows::transactions(db, galera, exact, after, PAGE_ROWS).await?;
@@ -340,7 +355,8 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
         let page = page
             .into_iter()
             .map(|r| {
-                let amount = i128::from(r.amount_units) * 1_000_000_000 + i128::from(r.amount_nanos);
+                let amount =
+                    i128::from(r.amount_units) * 1_000_000_000 + i128::from(r.amount_nanos);
                 (
                     month_of(r.occur_time),
                     vec![
@@ -363,7 +379,15 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
     }
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(out, spec, &run, "service_tickets", TICKETS, "upsert", &["id"])?;
+    let mut t = Table::new(
+        out,
+        spec,
+        &run,
+        "service_tickets",
+        TICKETS,
+        "upsert",
+        &["id"],
+    )?;
     let mut after = 0;
     loop {
         let page = rows::tickets(db, galera, changed, after, PAGE_ROWS).await?;
@@ -397,7 +421,15 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
     }
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(out, spec, &run, "communications", COMMUNICATIONS, "append", &["id"])?;
+    let mut t = Table::new(
+        out,
+        spec,
+        &run,
+        "communications",
+        COMMUNICATIONS,
+        "append",
+        &["id"],
+    )?;
     let mut after = None;
     loop {
         let page = rows::communications(db, galera, exact, after, PAGE_ROWS).await?;
@@ -447,7 +479,9 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
     let mut after = None;
     loop {
         let page = rows::deleted_communications(db, galera, exact, after, PAGE_ROWS).await?;
-        let Some(&(id, time)) = page.last() else { break };
+        let Some(&(id, time)) = page.last() else {
+            break;
+        };
         after = Some((time, id));
         let full = page.len() as i64 == PAGE_ROWS;
         let page = page
@@ -523,7 +557,11 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
             .into_iter()
             .filter_map(|(id, time, merged_into)| {
                 let time = time?;
-                let kind = if merged_into.is_some() { "merged" } else { "deleted" };
+                let kind = if merged_into.is_some() {
+                    "merged"
+                } else {
+                    "deleted"
+                };
                 Some((
                     month_of(time),
                     vec![
@@ -586,7 +624,8 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
             .into_iter()
             .filter_map(|r| {
                 let (year, month0) = (r.month.div_euclid(12), r.month.rem_euclid(12));
-                let first = chrono::NaiveDate::from_ymd_opt(year, u32::try_from(month0 + 1).ok()?, 1)?;
+                let first =
+                    chrono::NaiveDate::from_ymd_opt(year, u32::try_from(month0 + 1).ok()?, 1)?;
                 Some((
                     format!("{year:04}-{:02}", month0 + 1),
                     vec![

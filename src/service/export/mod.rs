@@ -193,7 +193,7 @@ const DELETED_CUSTOMERS: &[Column] = &[
 ];
 
 const CUSTOMER_MONTHS: &[Column] = &[
-    col("month", Kind::Date),
+    col("month_start", Kind::Date),
     col("customer_id", Kind::Int),
     col("communication_count", Kind::Int),
     col("last_time", Kind::Time),

@@ -4,7 +4,8 @@
 It creates a customer, logs a phone call, imports four more communications over a
 client stream (plus one repeated request_id, which the server counts as a duplicate),
 streams the customer's timeline, stopping after 2 events and resuming on a new
-connection from the second event's cursor, and asks for a frequency report. It prints
+connection from the second event's cursor, asks for a frequency report, and exports
+the data for BI tools as CSV (ExportService, streamed in chunks). It prints
 each step and exits non-zero on any error or on any answer that differs from what the
 calls above imply. It touches only the customer it creates, so it runs against any
 server (`--rate-limit 0` or a generous limit; no tokens: loopback).
@@ -18,11 +19,16 @@ protobuf (the versions pinned in tests/grpcio/requirements.txt).
 """
 
 import argparse
+import csv
 import datetime as dt
+import hashlib
 import importlib.resources
+import io
+import json
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -196,6 +202,27 @@ def run(addr: str, stubs: Path) -> None:
     print(f"frequency report for {day:%Y-%m-%d} (UTC): {report.total_count} contacts, "
           f"{report.per_day_average:g} per day, per channel {per_channel}, "
           f"mean gap {report.mean_gap.seconds // 60} min, median gap {report.median_gap.seconds // 60} min")
+
+    # 6. Export for BI tools (admin role; a server without tokens treats callers as
+    #    admin on loopback): the CSV files stream in chunks, manifest.json last. Rows
+    #    show up once settled (2 s after they were recorded).
+    from crm.v1 import export_pb2, export_pb2_grpc
+    time.sleep(2.5)
+    exporter = export_pb2_grpc.ExportServiceStub(channel)
+    files: dict[str, bytearray] = {}
+    for chunk in exporter.ExportData(export_pb2.ExportDataRequest(
+            format=export_pb2.EXPORT_FORMAT_CSV), timeout=TIMEOUT):
+        files.setdefault(chunk.path, bytearray()).extend(chunk.data)
+    manifest = json.loads(files["manifest.json"])
+    for f in manifest["files"]:
+        check(hashlib.sha256(files[f["path"]]).hexdigest() == f["sha256"], f"sha256 of {f['path']}")
+    ours = [row for f in manifest["files"] if f["table"] == "communications"
+            for row in csv.DictReader(io.StringIO(files[f["path"]].decode("utf-8"), newline=""))
+            if row["customer_id"] == str(customer.id)]
+    check(len(ours) == 5, f"{len(ours)} exported communications of the customer (expected 5)")
+    print(f"exported {sum(t['rows'] for t in manifest['tables'])} rows in {len(manifest['files'])} CSV "
+          f"files up to {manifest['to_watermark']}; the customer's contacts by channel: "
+          f"{sorted(r['channel'] for r in ours)}")
     channel.close()
 
 

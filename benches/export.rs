@@ -150,16 +150,39 @@ async fn main() -> Result<()> {
         let out = root.join(format);
         let _ = std::fs::remove_dir_all(&out);
         let started = Instant::now();
-        run(&[
-            "--database-url",
-            &url,
-            "export",
-            "--format",
-            format,
-            "--out",
-            out.to_str().unwrap_or_default(),
-        ])?;
+        let mut child = Command::new(BINARY)
+            .args([
+                "--database-url",
+                &url,
+                "export",
+                "--format",
+                format,
+                "--out",
+                out.to_str().unwrap_or_default(),
+            ])
+            .env("RUST_LOG", "warn")
+            .spawn()?;
+        // The process's peak resident memory (VmHWM), read until it exits.
+        let mut peak_kb = 0u64;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+                if let Some(kb) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                {
+                    peak_kb = kb;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let secs = started.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("crm-comms export --format {format} failed");
+        }
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("manifest.json"))?)?;
         let rows: u64 = manifest["tables"]
@@ -168,7 +191,8 @@ async fn main() -> Result<()> {
             .unwrap_or(0);
         total_rows = rows;
         println!(
-            "| `crm-comms export --format {format}` (every table, manifest) | {secs:.2} | {:.0} | {:.1} |",
+            "| `crm-comms export --format {format}` (every table, manifest; peak RSS {} MB) | {secs:.2} | {:.0} | {:.1} |",
+            peak_kb / 1024,
             rows as f64 / secs,
             dir_bytes(&out) as f64 / 1e6
         );

@@ -161,6 +161,7 @@ async fn main() -> Result<()> {
                 out.to_str().unwrap_or_default(),
             ])
             .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
             .spawn()?;
         // The process's peak resident memory (VmHWM), read until it exits.
         let mut peak_kb = 0u64;

@@ -241,7 +241,7 @@ backend_tests! {
         }
     }
 
-    async fn bad_export_requests_name_their_field_and_write_nothing(app: &TestApp) {
+    async fn bad_export_requests_are_invalid_argument_naming_their_field(app: &TestApp) {
         let mut client = ExportServiceClient::new(app.channel.clone());
         let e = client.export_data(pb::ExportDataRequest { format: 0, since_watermark: String::new() }).await.unwrap_err();
         assert_invalid(&e, &["format"]);

@@ -274,6 +274,37 @@ impl Table {
     }
 }
 
+/// Copies one table's rows into `table`: pages of `read(after)` (keyset position
+/// `after`, the first page from `first`) until a short page; `next` is the position of
+/// a page's last row, `to_rows` turns a row into `(month, values)` (none, one or more).
+async fn copy<R, P, Fut, I>(
+    mut table: Table,
+    first: P,
+    mut read: impl FnMut(P) -> Fut,
+    next: impl Fn(&R) -> P,
+    to_rows: impl Fn(R) -> I,
+) -> Result<Table>
+where
+    Fut: std::future::Future<Output = Result<Vec<R>>>,
+    I: IntoIterator<Item = (String, Vec<Value>)>,
+{
+    let mut after = first;
+    loop {
+        let page = read(after).await?;
+        let Some(last) = page.last() else {
+            return Ok(table);
+        };
+        after = next(last);
+        let full = page.len() as i64 == PAGE_ROWS;
+        table = table
+            .write(page.into_iter().flat_map(&to_rows).collect())
+            .await?;
+        if !full {
+            return Ok(table);
+        }
+    }
+}
+
 /// Runs an export of `db` into the directory `out` (created if missing): every table's
 /// files and `manifest.json`, which it also returns.
 pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> {
@@ -299,45 +330,39 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
     let mut manifest = Manifest::empty(spec, to, started);
 
     // Customers, then what they own, then what was deleted and merged, then the rollup.
-    let mut t = Table::new(out, spec, &run, "customers", CUSTOMERS, "upsert", &["id"])?;
-    let mut after = 0;
-    loop {
-        let page = rows::customers(db, galera, changed, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.0.id;
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .map(|(c, tags)| {
-                let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
-                (
-                    month_of(c.create_time),
-                    vec![
-                        Value::Int(c.id),
-                        Value::Text(c.name),
-                        Value::Text(gender(c.gender)),
-                        c.birth_date.map_or(Value::Null, Value::Date),
-                        Value::Text(c.address),
-                        Value::Text(c.phone),
-                        Value::Text(c.email),
-                        Value::Text(tags),
-                        Value::Int(c.version),
-                        Value::Time(c.create_time),
-                        Value::Time(c.update_time),
-                        Value::opt_time(c.delete_time),
-                        Value::opt_int(c.merged_into),
-                    ],
-                )
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let t = Table::new(out, spec, &run, "customers", CUSTOMERS, "upsert", &["id"])?;
+    let read = |after| rows::customers(db, galera, changed, after, PAGE_ROWS);
+    let t = copy(
+        t,
+        0,
+        read,
+        |(c, _)| c.id,
+        |(c, tags)| {
+            let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
+            Some((
+                month_of(c.create_time),
+                vec![
+                    Value::Int(c.id),
+                    Value::Text(c.name),
+                    Value::Text(gender(c.gender)),
+                    c.birth_date.map_or(Value::Null, Value::Date),
+                    Value::Text(c.address),
+                    Value::Text(c.phone),
+                    Value::Text(c.email),
+                    Value::Text(tags),
+                    Value::Int(c.version),
+                    Value::Time(c.create_time),
+                    Value::Time(c.update_time),
+                    Value::opt_time(c.delete_time),
+                    Value::opt_int(c.merged_into),
+                ],
+            ))
+        },
+    )
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
+    let t = Table::new(
         out,
         spec,
         &run,
@@ -346,40 +371,28 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
         "append",
         &["id"],
     )?;
-    let mut after = None;
-    loop {
-        let page = rows::transactions(db, galera, exact, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.create_time, last.id));
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .map(|r| {
-                let amount =
-                    i128::from(r.amount_units) * 1_000_000_000 + i128::from(r.amount_nanos);
-                (
-                    month_of(r.occur_time),
-                    vec![
-                        Value::Int(r.id),
-                        Value::Int(r.customer_id),
-                        Value::Text(r.order_number),
-                        Value::Text(r.product),
-                        Value::Text(r.currency_code),
-                        Value::Money(amount),
-                        Value::Time(r.occur_time),
-                        Value::Time(r.create_time),
-                    ],
-                )
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let read = |after| rows::transactions(db, galera, exact, after, PAGE_ROWS);
+    let next = |r: &rows::TransactionExport| Some((r.create_time, r.id));
+    let t = copy(t, None, read, next, |r| {
+        let amount = i128::from(r.amount_units) * 1_000_000_000 + i128::from(r.amount_nanos);
+        Some((
+            month_of(r.occur_time),
+            vec![
+                Value::Int(r.id),
+                Value::Int(r.customer_id),
+                Value::Text(r.order_number),
+                Value::Text(r.product),
+                Value::Text(r.currency_code),
+                Value::Money(amount),
+                Value::Time(r.occur_time),
+                Value::Time(r.create_time),
+            ],
+        ))
+    })
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
+    let t = Table::new(
         out,
         spec,
         &run,
@@ -388,40 +401,34 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
         "upsert",
         &["id"],
     )?;
-    let mut after = 0;
-    loop {
-        let page = rows::tickets(db, galera, changed, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .map(|r| {
-                (
-                    month_of(r.open_time),
-                    vec![
-                        Value::Int(r.id),
-                        Value::Int(r.customer_id),
-                        Value::Text(r.issue),
-                        Value::Text(r.solution),
-                        Value::Text(ticket_status(r.status)),
-                        Value::Time(r.open_time),
-                        Value::opt_time(r.resolve_time),
-                        Value::Time(r.create_time),
-                        Value::Time(r.update_time),
-                        Value::Int(r.version),
-                    ],
-                )
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let read = |after| rows::tickets(db, galera, changed, after, PAGE_ROWS);
+    let t = copy(
+        t,
+        0,
+        read,
+        |r| r.id,
+        |r| {
+            Some((
+                month_of(r.open_time),
+                vec![
+                    Value::Int(r.id),
+                    Value::Int(r.customer_id),
+                    Value::Text(r.issue),
+                    Value::Text(r.solution),
+                    Value::Text(ticket_status(r.status)),
+                    Value::Time(r.open_time),
+                    Value::opt_time(r.resolve_time),
+                    Value::Time(r.create_time),
+                    Value::Time(r.update_time),
+                    Value::Int(r.version),
+                ],
+            ))
+        },
+    )
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
+    let t = Table::new(
         out,
         spec,
         &run,
@@ -430,218 +437,157 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
         "append",
         &["id"],
     )?;
-    let mut after = None;
-    loop {
-        let page = rows::communications(db, galera, exact, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.create_time, last.id));
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .map(|r| {
-                (
-                    month_of(r.occur_time),
-                    vec![
-                        Value::Int(r.id),
-                        Value::Int(r.customer_id),
-                        Value::Text(channel(r.channel)),
-                        Value::Text(direction(r.direction)),
-                        Value::Time(r.occur_time),
-                        Value::Text(r.content),
-                        Value::Text(r.outcome),
-                        Value::opt_text(r.phone_number),
-                        Value::opt_int(r.call_duration_us),
-                        Value::opt_text(r.email_address),
-                        Value::opt_text(r.email_subject),
-                        Value::opt_text(r.chat_platform),
-                        Value::opt_text(r.chat_conversation_id),
-                        Value::Time(r.create_time),
-                    ],
-                )
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let read = |after| rows::communications(db, galera, exact, after, PAGE_ROWS);
+    let next = |r: &rows::CommunicationExport| Some((r.create_time, r.id));
+    let t = copy(t, None, read, next, |r| {
+        Some((
+            month_of(r.occur_time),
+            vec![
+                Value::Int(r.id),
+                Value::Int(r.customer_id),
+                Value::Text(channel(r.channel)),
+                Value::Text(direction(r.direction)),
+                Value::Time(r.occur_time),
+                Value::Text(r.content),
+                Value::Text(r.outcome),
+                Value::opt_text(r.phone_number),
+                Value::opt_int(r.call_duration_us),
+                Value::opt_text(r.email_address),
+                Value::opt_text(r.email_subject),
+                Value::opt_text(r.chat_platform),
+                Value::opt_text(r.chat_conversation_id),
+                Value::Time(r.create_time),
+            ],
+        ))
+    })
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
+    let name = "deleted_communications";
+    let t = Table::new(
         out,
         spec,
         &run,
-        "deleted_communications",
+        name,
         DELETED_COMMUNICATIONS,
         "append",
         &["id"],
     )?;
-    let mut after = None;
-    loop {
-        let page = rows::deleted_communications(db, galera, exact, after, PAGE_ROWS).await?;
-        let Some(&(id, time)) = page.last() else {
-            break;
-        };
-        after = Some((time, id));
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .map(|(id, time)| (month_of(time), vec![Value::Int(id), Value::Time(time)]))
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let read = |after| rows::deleted_communications(db, galera, exact, after, PAGE_ROWS);
+    let next = |&(id, time): &(i64, NaiveDateTime)| Some((time, id));
+    let t = copy(t, None, read, next, |(id, time)| {
+        Some((month_of(time), vec![Value::Int(id), Value::Time(time)]))
+    })
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
-        out,
-        spec,
-        &run,
-        "customer_merges",
-        MERGES,
-        "append",
-        &["merge_id", "merged_id"],
-    )?;
-    let mut after = None;
-    loop {
-        let page = rows::merges(db, galera, exact, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.merge_time, last.id));
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .flat_map(|m| {
-                let merged: Vec<i64> = m
-                    .merged_ids
-                    .split(',')
-                    .filter_map(|s| s.trim().parse().ok())
-                    .collect();
-                merged.into_iter().map(move |id| {
-                    (
-                        month_of(m.merge_time),
-                        vec![
-                            Value::Int(m.id),
-                            Value::Int(m.customer_id),
-                            Value::Int(id),
-                            Value::Time(m.merge_time),
-                        ],
-                    )
-                })
-            })
+    let key = ["merge_id", "merged_id"];
+    let t = Table::new(out, spec, &run, "customer_merges", MERGES, "append", &key)?;
+    let read = |after| rows::merges(db, galera, exact, after, PAGE_ROWS);
+    let next = |m: &rows::MergeExport| Some((m.merge_time, m.id));
+    let t = copy(t, None, read, next, |m| {
+        let merged: Vec<i64> = m
+            .merged_ids
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
             .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+        merged.into_iter().map(move |id| {
+            (
+                month_of(m.merge_time),
+                vec![
+                    Value::Int(m.id),
+                    Value::Int(m.customer_id),
+                    Value::Int(id),
+                    Value::Time(m.merge_time),
+                ],
+            )
+        })
+    })
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
+    let key = ["customer_id"];
+    let t = Table::new(
         out,
         spec,
         &run,
         "deleted_customers",
         DELETED_CUSTOMERS,
         "upsert",
-        &["customer_id"],
+        &key,
     )?;
-    let mut after = 0;
-    loop {
-        let page = rows::deleted_customers(db, galera, changed, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.0;
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .filter_map(|(id, time, merged_into)| {
-                let time = time?;
-                let kind = if merged_into.is_some() {
-                    "merged"
-                } else {
-                    "deleted"
-                };
-                Some((
-                    month_of(time),
-                    vec![
-                        Value::Int(id),
-                        Value::Text(kind.into()),
-                        Value::opt_int(merged_into),
-                        Value::Time(time),
-                    ],
-                ))
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
-    let mut after = 0;
-    loop {
-        let page = rows::purges(db, galera, changed, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = last.0;
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .map(|(_, id, time)| {
-                (
-                    month_of(time),
-                    vec![
-                        Value::Int(id),
-                        Value::Text("purged".into()),
-                        Value::Null,
-                        Value::Time(time),
-                    ],
-                )
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let read = |after| rows::deleted_customers(db, galera, changed, after, PAGE_ROWS);
+    let t = copy(
+        t,
+        0,
+        read,
+        |r| r.0,
+        |(id, time, merged_into)| {
+            let time = time?;
+            let kind = if merged_into.is_some() {
+                "merged"
+            } else {
+                "deleted"
+            };
+            Some((
+                month_of(time),
+                vec![
+                    Value::Int(id),
+                    Value::Text(kind.into()),
+                    Value::opt_int(merged_into),
+                    Value::Time(time),
+                ],
+            ))
+        },
+    )
+    .await?;
+    let read = |after| rows::purges(db, galera, changed, after, PAGE_ROWS);
+    let t = copy(
+        t,
+        0,
+        read,
+        |r| r.0,
+        |(_, id, time)| {
+            Some((
+                month_of(time),
+                vec![
+                    Value::Int(id),
+                    Value::Text("purged".into()),
+                    Value::Null,
+                    Value::Time(time),
+                ],
+            ))
+        },
+    )
+    .await?;
     t.finish(&mut manifest).await?;
 
-    let mut t = Table::new(
+    let key = ["month_start", "customer_id"];
+    let t = Table::new(
         out,
         spec,
         &run,
         "customer_months",
         CUSTOMER_MONTHS,
         "replace",
-        &["month", "customer_id"],
+        &key,
     )?;
-    let mut after = None;
-    loop {
-        let page = rows::customer_months(db, galera, after, PAGE_ROWS).await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.month, last.customer_id));
-        let full = page.len() as i64 == PAGE_ROWS;
-        let page = page
-            .into_iter()
-            .filter_map(|r| {
-                let (year, month0) = (r.month.div_euclid(12), r.month.rem_euclid(12));
-                let first =
-                    chrono::NaiveDate::from_ymd_opt(year, u32::try_from(month0 + 1).ok()?, 1)?;
-                Some((
-                    format!("{year:04}-{:02}", month0 + 1),
-                    vec![
-                        Value::Date(first),
-                        Value::Int(r.customer_id),
-                        Value::Int(r.n),
-                        Value::Time(r.last_time),
-                    ],
-                ))
-            })
-            .collect();
-        t = t.write(page).await?;
-        if !full {
-            break;
-        }
-    }
+    let read = |after| rows::customer_months(db, galera, after, PAGE_ROWS);
+    let next = |r: &rows::CustomerMonthExport| Some((r.month, r.customer_id));
+    let t = copy(t, None, read, next, |r| {
+        let (year, month0) = (r.month.div_euclid(12), r.month.rem_euclid(12));
+        let first = chrono::NaiveDate::from_ymd_opt(year, u32::try_from(month0 + 1).ok()?, 1)?;
+        Some((
+            format!("{year:04}-{:02}", month0 + 1),
+            vec![
+                Value::Date(first),
+                Value::Int(r.customer_id),
+                Value::Int(r.n),
+                Value::Time(r.last_time),
+            ],
+        ))
+    })
+    .await?;
     t.finish(&mut manifest).await?;
 
     let text = serde_json::to_string_pretty(&manifest)

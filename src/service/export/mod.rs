@@ -249,9 +249,9 @@ impl Table {
         })
     }
 
-    /// Writes a page of `(month, row)` on the blocking pool (file writes and Parquet
-    /// encoding are CPU and disk work).
-    async fn write(mut self, page: Vec<(String, Vec<Value>)>) -> Result<Table> {
+    /// Starts writing a page of `(month, row)` on the blocking pool (file writes and
+    /// Parquet encoding are CPU and disk work); the table comes back when it is done.
+    fn start_write(mut self, page: Vec<(String, Vec<Value>)>) -> Writing {
         tokio::task::spawn_blocking(move || {
             for (month, row) in page {
                 self.writer.write(&month, row)?;
@@ -259,8 +259,6 @@ impl Table {
             }
             Ok(self)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("export: writer task failed: {e}")))?
     }
 
     async fn finish(self, manifest: &mut Manifest) -> Result<()> {
@@ -274,11 +272,22 @@ impl Table {
     }
 }
 
+/// A page being written; the table when done.
+type Writing = tokio::task::JoinHandle<Result<Table>>;
+
+/// The table of a write started with [`Table::start_write`], once it is done.
+async fn written(writing: Writing) -> Result<Table> {
+    writing
+        .await
+        .map_err(|e| Error::Internal(format!("export: writer task failed: {e}")))?
+}
+
 /// Copies one table's rows into `table`: pages of `read(after)` (keyset position
 /// `after`, the first page from `first`) until a short page; `next` is the position of
 /// a page's last row, `to_rows` turns a row into `(month, values)` (none, one or more).
+/// The next page is read while the last one is written (at most two pages in memory).
 async fn copy<R, P, Fut, I>(
-    mut table: Table,
+    table: Table,
     first: P,
     mut read: impl FnMut(P) -> Fut,
     next: impl Fn(&R) -> P,
@@ -289,18 +298,19 @@ where
     I: IntoIterator<Item = (String, Vec<Value>)>,
 {
     let mut after = first;
+    let mut writing = table.start_write(Vec::new());
     loop {
-        let page = read(after).await?;
+        let page = read(after).await;
+        let table = written(writing).await?;
+        let page = page?;
         let Some(last) = page.last() else {
             return Ok(table);
         };
         after = next(last);
         let full = page.len() as i64 == PAGE_ROWS;
-        table = table
-            .write(page.into_iter().flat_map(&to_rows).collect())
-            .await?;
+        writing = table.start_write(page.into_iter().flat_map(&to_rows).collect());
         if !full {
-            return Ok(table);
+            return written(writing).await;
         }
     }
 }

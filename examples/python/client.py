@@ -203,9 +203,10 @@ def run(addr: str, stubs: Path) -> None:
           f"{report.per_day_average:g} per day, per channel {per_channel}, "
           f"mean gap {report.mean_gap.seconds // 60} min, median gap {report.median_gap.seconds // 60} min")
 
-    # 6. Export for BI tools (admin role; a server without tokens treats callers as
-    #    admin on loopback): the CSV files stream in chunks, manifest.json last. Rows
-    #    show up once settled (2 s after they were recorded).
+    # 6. Export for BI tools, with every contact of this customer in it (admin role; a
+    #    server without tokens treats callers as admin on loopback): the CSV files
+    #    stream in chunks, manifest.json last. Rows show up once settled (2 s after
+    #    they were recorded).
     from crm.v1 import export_pb2, export_pb2_grpc
     time.sleep(2.5)
     exporter = export_pb2_grpc.ExportServiceStub(channel)
@@ -219,7 +220,11 @@ def run(addr: str, stubs: Path) -> None:
     ours = [row for f in manifest["files"] if f["table"] == "communications"
             for row in csv.DictReader(io.StringIO(files[f["path"]].decode("utf-8"), newline=""))
             if row["customer_id"] == str(customer.id)]
-    check(len(ours) == 5, f"{len(ours)} exported communications of the customer (expected 5)")
+    logged = analytics.GetFrequencyReport(analytics_pb2.GetFrequencyReportRequest(
+        customer_ids=[customer.id], start_time=ts(day), end_time=ts(day + dt.timedelta(days=1))),
+        timeout=TIMEOUT).total_count
+    check(len(ours) == logged, f"{len(ours)} exported communications of the customer "
+          f"(the frequency report counts {logged})")
     print(f"exported {sum(t['rows'] for t in manifest['tables'])} rows in {len(manifest['files'])} CSV "
           f"files up to {manifest['to_watermark']}; the customer's contacts by channel: "
           f"{sorted(r['channel'] for r in ours)}")

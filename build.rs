@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/crm/v1/communication.proto",
         "proto/crm/v1/analytics.proto",
         "proto/crm/v1/audit.proto",
+        "proto/crm/v1/export.proto",
         "proto/crm/v1/schedule.proto",
     ];
     for file in &files {

@@ -53,6 +53,39 @@ pub enum Command {
     /// once, and the line to add to the tokens file (which holds only its hash).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write the data for BI tools: every table as Parquet or CSV files partitioned by
+    /// month, and a manifest.json whose to_watermark the next run passes to --since (or
+    /// pass the manifest itself to --since-manifest) to export only what changed.
+    Export(ExportArgs),
+}
+
+/// File format of `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Apache Parquet (typed: timestamps with zone, decimals, UTF-8 text).
+    Parquet,
+    /// RFC 4180 CSV, UTF-8.
+    Csv,
+}
+
+/// Options of `export`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Export")]
+pub struct ExportArgs {
+    /// File format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Directory to write into (created if missing): `<table>/month=YYYY-MM/part-*.<ext>`
+    /// and `manifest.json`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Export only what was recorded or changed after this watermark (a previous
+    /// manifest's to_watermark, RFC 3339); a full export without it.
+    #[arg(long, value_name = "WATERMARK", conflicts_with = "since_manifest")]
+    pub since: Option<String>,
+    /// Export only what changed since the run that wrote this manifest.json.
+    #[arg(long, value_name = "PATH")]
+    pub since_manifest: Option<PathBuf>,
 }
 
 /// Options of `migrate`.

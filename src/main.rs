@@ -52,6 +52,7 @@ async fn run() -> std::process::ExitCode {
         Command::Migrate(args) => migrate(&cli.config, &args).await,
         Command::SeedDemo(args) => seed_demo(&cli.config, &args).await,
         Command::RebuildRollups => rebuild_rollups(&cli.config).await,
+        Command::Export(args) => export(&cli.config, &args).await,
         Command::Token(crm_comms::config::TokenCommand::New { role, name }) => {
             new_token(role, &name)
         }
@@ -110,6 +111,48 @@ async fn rebuild_rollups(config: &crm_comms::config::Config) -> anyhow::Result<(
     crm_comms::db::rollups::rebuild(&db, crm_comms::model::time::now())
         .await
         .map_err(|e| anyhow::anyhow!("cannot rebuild the rollups: {e}"))?;
+    Ok(())
+}
+
+/// `export`: the files and manifest in `--out`; one summary line on stdout.
+async fn export(
+    config: &crm_comms::config::Config,
+    args: &crm_comms::config::ExportArgs,
+) -> anyhow::Result<()> {
+    use crm_comms::config::ExportFormat;
+    use crm_comms::service::export::{self, files::Format, ExportSpec};
+    let since = match (&args.since, &args.since_manifest) {
+        (Some(since), _) => Some(since.clone()),
+        (None, Some(path)) => Some(
+            export::watermark_of_manifest(path)
+                .with_context(|| format!("cannot read the manifest {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let mut violations = crm_comms::error::Violations::new();
+    let since = since.and_then(|s| export::parse_watermark(&mut violations, "--since", &s));
+    violations.finish(()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = ExportSpec {
+        format: match args.format {
+            ExportFormat::Parquet => Format::Parquet,
+            ExportFormat::Csv => Format::Csv,
+        },
+        since,
+    };
+    let url = &config.database_url;
+    let db = crm_comms::db::Db::connect(url, &config.pool_options())
+        .await
+        .with_context(|| format!("cannot open {}", crm_comms::db::redact(url)))?;
+    let manifest = export::export(&db, &spec, &args.out)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot export: {e}"))?;
+    let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+    println!(
+        "exported {rows} rows in {} files to {}; next run: --since {}",
+        manifest.files.len(),
+        args.out.display(),
+        manifest.to_watermark
+    );
     Ok(())
 }
 

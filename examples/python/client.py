@@ -4,8 +4,9 @@
 It creates a customer, logs a phone call, imports four more communications over a
 client stream (plus one repeated request_id, which the server counts as a duplicate),
 streams the customer's timeline, stopping after 2 events and resuming on a new
-connection from the second event's cursor, asks for a frequency report, then watches it
-while it logs one more note (a wallboard). It prints
+connection from the second event's cursor, asks for a frequency report, watches it
+while it logs one more note (a wallboard), and exports the data for BI tools as CSV
+(ExportService, streamed in chunks). It prints
 each step and exits non-zero on any error or on any answer that differs from what the
 calls above imply. It touches only the customer it creates, so it runs against any
 server (`--rate-limit 0` or a generous limit; no tokens: loopback).
@@ -19,11 +20,16 @@ protobuf (the versions pinned in tests/grpcio/requirements.txt).
 """
 
 import argparse
+import csv
 import datetime as dt
+import hashlib
 import importlib.resources
+import io
+import json
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -226,6 +232,32 @@ def run(addr: str, stubs: Path) -> None:
     check(board.total_count == 6, f"the board shows {board.total_count} contacts (expected 6)")
     print(f"wallboard: watched the report, logged a note; {updates} update(s) later it shows "
           f"{board.total_count} contacts, as GetFrequencyReport does")
+
+    # 7. Export for BI tools, with every contact of this customer in it (admin role; a
+    #    server without tokens treats callers as admin on loopback): the CSV files
+    #    stream in chunks, manifest.json last. Rows show up once settled (2 s after
+    #    they were recorded).
+    from crm.v1 import export_pb2, export_pb2_grpc
+    time.sleep(2.5)
+    exporter = export_pb2_grpc.ExportServiceStub(channel)
+    files: dict[str, bytearray] = {}
+    for chunk in exporter.ExportData(export_pb2.ExportDataRequest(
+            format=export_pb2.EXPORT_FORMAT_CSV), timeout=TIMEOUT):
+        files.setdefault(chunk.path, bytearray()).extend(chunk.data)
+    manifest = json.loads(files["manifest.json"])
+    for f in manifest["files"]:
+        check(hashlib.sha256(files[f["path"]]).hexdigest() == f["sha256"], f"sha256 of {f['path']}")
+    ours = [row for f in manifest["files"] if f["table"] == "communications"
+            for row in csv.DictReader(io.StringIO(files[f["path"]].decode("utf-8"), newline=""))
+            if row["customer_id"] == str(customer.id)]
+    logged = analytics.GetFrequencyReport(analytics_pb2.GetFrequencyReportRequest(
+        customer_ids=[customer.id], start_time=ts(day), end_time=ts(day + dt.timedelta(days=1))),
+        timeout=TIMEOUT).total_count
+    check(len(ours) == logged, f"{len(ours)} exported communications of the customer "
+          f"(the frequency report counts {logged})")
+    print(f"exported {sum(t['rows'] for t in manifest['tables'])} rows in {len(manifest['files'])} CSV "
+          f"files up to {manifest['to_watermark']}; the customer's contacts by channel: "
+          f"{sorted(r['channel'] for r in ours)}")
     channel.close()
 
 

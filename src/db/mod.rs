@@ -20,6 +20,7 @@ pub mod communications;
 pub mod content_feed;
 pub mod customers;
 pub mod dialect;
+pub mod export;
 pub mod exprs;
 pub mod feed;
 pub mod fns;

@@ -11,6 +11,7 @@ pub mod communication;
 pub mod convert;
 pub mod customer;
 pub mod deadline;
+pub mod export;
 #[cfg(test)]
 mod module_graph;
 pub mod paging;

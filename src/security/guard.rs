@@ -52,7 +52,7 @@ pub fn access(path: &str) -> Access {
         "grpc.health.v1.Health"
         | "grpc.reflection.v1.ServerReflection"
         | "grpc.reflection.v1alpha.ServerReflection" => Access::Open,
-        "crm.v1.AuditService" => Access::Role(Role::Admin),
+        "crm.v1.AuditService" | "crm.v1.ExportService" => Access::Role(Role::Admin),
         "crm.v1.CustomerService"
         | "crm.v1.CommunicationService"
         | "crm.v1.BusinessHoursService" => match method {
@@ -617,7 +617,7 @@ mod tests {
                 for method in &service.method {
                     let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                     let name = method.name();
-                    let expected = if service.name() == "AuditService" {
+                    let expected = if ["AuditService", "ExportService"].contains(&service.name()) {
                         Role::Admin
                     } else if ["Create", "Update", "Delete", "Log", "Import", "Merge"]
                         .iter()

@@ -28,7 +28,7 @@ pub(super) async fn watch_database(
     mut probe: crate::db::Probe,
     db: crate::db::Db,
     health: tonic_health::server::HealthReporter,
-    names: [&'static str; 6],
+    names: [&'static str; 7],
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ready = true;

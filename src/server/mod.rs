@@ -18,13 +18,13 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::grpc::{
     analytics::AnalyticsApi, audit::AuditApi, business_hours::BusinessHoursApi,
-    communication::CommunicationApi, customer::CustomerApi, AppState,
+    communication::CommunicationApi, customer::CustomerApi, export::ExportApi, AppState,
 };
 use crate::pb::{
     analytics_service_server::AnalyticsServiceServer, audit_service_server::AuditServiceServer,
     business_hours_service_server::BusinessHoursServiceServer,
     communication_service_server::CommunicationServiceServer,
-    customer_service_server::CustomerServiceServer,
+    customer_service_server::CustomerServiceServer, export_service_server::ExportServiceServer,
 };
 use crate::security::{guard::GuardLayer, Security};
 use crate::service::content_index::ContentIndexHandle;
@@ -238,6 +238,7 @@ pub async fn serve_with_index(
     let business_hours = api!(BusinessHoursServiceServer::new(BusinessHoursApi::new(
         state.clone()
     )));
+    let export = api!(ExportServiceServer::new(ExportApi::new(state.clone())));
     let analytics = api!(AnalyticsServiceServer::new(AnalyticsApi::new(state)));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -248,6 +249,7 @@ pub async fn serve_with_index(
         <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
         <AuditServiceServer<AuditApi> as NamedService>::NAME,
         <BusinessHoursServiceServer<BusinessHoursApi> as NamedService>::NAME,
+        <ExportServiceServer<ExportApi> as NamedService>::NAME,
     ];
     for name in names {
         health
@@ -345,7 +347,8 @@ pub async fn serve_with_index(
         .add_service(communication)
         .add_service(analytics)
         .add_service(audit)
-        .add_service(business_hours);
+        .add_service(business_hours)
+        .add_service(export);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match &security.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(

@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod content_index;
+pub mod export;
 pub mod feed;
 pub mod import;
 pub mod log_writer;

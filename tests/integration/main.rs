@@ -27,6 +27,7 @@ mod content_index;
 mod customers;
 mod demo;
 mod durability;
+mod export;
 mod feed;
 mod follow;
 mod fuzz;

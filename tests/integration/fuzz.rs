@@ -13,8 +13,8 @@
 //! length, an over-long varint, field number 0, an open group). The bytes go through the
 //! real server on a raw-bytes codec: unary calls, client streams of 0..N items
 //! (ImportCommunications), server streams read for a few messages and then dropped
-//! (StreamTimeline; a `follow` stream is dropped after a short idle time), each with a
-//! 10 s deadline.
+//! (StreamTimeline, the watched reports; a `follow` stream or a watch is dropped after a
+//! short idle time), each with a 10 s deadline.
 //!
 //! Every answer must be OK or a status that is not UNKNOWN, INTERNAL or UNIMPLEMENTED
 //! and carries a `google.rpc.ErrorInfo` in domain `crm.v1`; a transport error, a reset
@@ -2408,7 +2408,10 @@ async fn fuzz_every_rpc(app: &TestApp) {
             tally.spoiled += usize::from(spoiled);
 
             let before = footprints.read().await;
-            let outcome = call(app, method, items.clone(), follow).await;
+            // A watch (WatchFrequencyReport, ...) stays open after its first message,
+            // as a `follow` stream does.
+            let open = follow || method.name.starts_with("Watch");
+            let outcome = call(app, method, items.clone(), open).await;
             let after = footprints.read().await;
             let import = (method.name == "ImportCommunications")
                 .then(|| ImportAllowance::of(&items, max_request_bytes));

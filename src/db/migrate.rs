@@ -316,9 +316,20 @@ async fn connect_sqlite(path: &str) -> anyhow::Result<SqliteConn> {
     let mut conn = SqliteConn::establish(path)
         .await
         .with_context(|| format!("cannot open SQLite database {path:?}"))?;
-    // raw SQL: SQLite PRAGMAs
-    conn.batch_execute(SQLITE_PRAGMAS)
-        .await
-        .with_context(|| format!("cannot configure SQLite database {path:?}"))?;
-    Ok(conn)
+    let mut tries = 0;
+    loop {
+        // raw SQL: SQLite PRAGMAs
+        match conn.batch_execute(SQLITE_PRAGMAS).await {
+            // SQLite answers "locked" at once, without waiting out busy_timeout, while
+            // another process turns a new file to WAL: try again shortly.
+            Err(e) if super::sqlite_locked(&e) && tries < super::SQLITE_SETUP_TRIES => {
+                tries += 1;
+                tokio::time::sleep(super::SQLITE_SETUP_PAUSE).await;
+            }
+            done => {
+                done.with_context(|| format!("cannot configure SQLite database {path:?}"))?;
+                return Ok(conn);
+            }
+        }
+    }
 }

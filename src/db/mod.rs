@@ -90,6 +90,19 @@ const SQLITE_MAX_CONNECTIONS: u32 = 8;
 /// Settings of a SQLite connection: a busy timeout for other connections and processes
 /// writing the same file (first: switching a new file to WAL needs its lock), WAL so
 /// readers never block the writer.
+/// How often, and how far apart, a connection's setup is tried again while SQLite says
+/// the file is locked (10 s in all, as `busy_timeout`).
+const SQLITE_SETUP_TRIES: u32 = 100;
+const SQLITE_SETUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether SQLite refused a statement because another connection holds the file: it
+/// says so at once, without waiting out `busy_timeout`, while another process turns a
+/// new file to WAL.
+fn sqlite_locked(e: &diesel::result::Error) -> bool {
+    let text = e.to_string();
+    text.contains("database is locked") || text.contains("database table is locked")
+}
+
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
@@ -754,11 +767,22 @@ impl Db {
                     async move {
                         let mut conn = SqliteConn::establish(&url).await?;
                         instrument::trace_statements(&mut conn, "sqlite");
-                        // raw SQL: SQLite PRAGMAs on every pooled connection
-                        conn.batch_execute(SQLITE_PRAGMAS)
-                            .await
-                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        Ok(conn)
+                        let mut tries = 0;
+                        loop {
+                            // raw SQL: SQLite PRAGMAs on every pooled connection
+                            match conn.batch_execute(SQLITE_PRAGMAS).await {
+                                Err(e) if sqlite_locked(&e) && tries < SQLITE_SETUP_TRIES => {
+                                    tries += 1;
+                                    tokio::time::sleep(SQLITE_SETUP_PAUSE).await;
+                                }
+                                Err(e) => {
+                                    return Err(diesel::ConnectionError::CouldntSetupConfiguration(
+                                        e,
+                                    ))
+                                }
+                                Ok(()) => return Ok(conn),
+                            }
+                        }
                     }
                     .boxed()
                 });

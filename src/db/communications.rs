@@ -51,6 +51,8 @@ pub struct CommunicationRow {
     pub chat_conversation_id: Option<String>,
     /// When it was recorded (UTC).
     pub create_time: NaiveDateTime,
+    /// Sentiment score, -1000..1000 (`analytics::sentiment`); `None` until scored.
+    pub sentiment: Option<i16>,
 }
 
 /// A new communication, validated.
@@ -85,6 +87,8 @@ pub struct CommunicationInsertForm {
     pub create_time: NaiveDateTime,
     /// Idempotency key.
     pub request_id: Option<String>,
+    /// Sentiment score of `content` (`analytics::sentiment::score`).
+    pub sentiment: Option<i16>,
     /// Whether the request set `occur_time` (else it is the record time, which a replay
     /// does not repeat).
     #[diesel(skip_insertion)]
@@ -162,7 +166,7 @@ pub async fn insert(
 pub const COMMUNICATION_COLUMNS: &str =
     "id, customer_id, channel, direction, occur_time, content, \
      outcome, phone_number, call_duration_us, email_address, email_subject, chat_platform, \
-     chat_conversation_id, create_time";
+     chat_conversation_id, create_time, sentiment";
 
 impl From<&CommunicationInsertForm> for Contribution {
     fn from(f: &CommunicationInsertForm) -> Self {
@@ -171,6 +175,7 @@ impl From<&CommunicationInsertForm> for Contribution {
             channel: f.channel,
             direction: f.direction,
             occur_time: f.occur_time,
+            sentiment: f.sentiment,
         }
     }
 }
@@ -192,6 +197,7 @@ impl super::Stored<CommunicationRow> for CommunicationInsertForm {
             chat_platform: self.chat_platform.clone(),
             chat_conversation_id: self.chat_conversation_id.clone(),
             create_time: self.create_time,
+            sentiment: self.sentiment,
         }
     }
 
@@ -702,6 +708,63 @@ pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
     .await
 }
 
+/// Communications scored per transaction by [`score_unscored`].
+pub const SCORE_BATCH: i64 = 500;
+
+/// Scores up to [`SCORE_BATCH`] communications with ids above `after` that are stored
+/// without a sentiment score (recorded before the server scored content, or by an older
+/// server), lowest ids first, and adds their sentiment to the rollups in the same
+/// transaction. Returns how many it scored and the highest id it looked at (`None` when
+/// no row above `after` lacks a score).
+pub async fn score_unscored(db: &Db, after: i64) -> Result<Option<(usize, i64)>> {
+    // A plain read finds the candidates; the transaction then locks exactly those rows
+    // (a locking scan would lock every scored row it passes on MySQL).
+    let find = communications::table
+        .filter(communications::id.gt(after))
+        .filter(communications::sentiment.is_null())
+        .order(communications::id)
+        .limit(SCORE_BATCH)
+        .select(communications::id);
+    let ids: Vec<i64> = with_conn!(db, write, |conn| Ok::<_, Error>(
+        conn.any().load(find).await?
+    ))?;
+    let Some(&last) = ids.last() else {
+        return Ok(None);
+    };
+    let scored = retry_conflicts(|| async {
+        with_conn!(db, write, |conn| {
+            crate::db::tx::transaction(conn, async |conn| {
+                let lock = super::dialect::for_update(
+                    communications::table
+                        .filter(communications::id.eq_any(ids.clone()))
+                        .filter(communications::sentiment.is_null())
+                        .select(super::dialect::columns::<CommunicationRow>()),
+                );
+                let mut rows: Vec<CommunicationRow> = conn.any().load(lock).await?;
+                let mut by_score: HashMap<i16, Vec<i64>> = HashMap::new();
+                for row in &mut rows {
+                    let score = crate::analytics::sentiment::score(&row.content);
+                    row.sentiment = Some(score);
+                    by_score.entry(score).or_default().push(row.id);
+                }
+                for (score, ids) in by_score {
+                    let update = diesel::update(
+                        communications::table.filter(communications::id.eq_any(ids)),
+                    )
+                    .set(communications::sentiment.eq(score));
+                    conn.any().execute(update).await?;
+                }
+                let deltas = Deltas::scored(rows.iter().map(Contribution::from));
+                rollups::add(conn, &deltas).await?;
+                Ok::<_, Error>(rows.len())
+            })
+            .await
+        })
+    })
+    .await?;
+    Ok(Some((scored, last)))
+}
+
 /// The statement of one listing page: newest first, strictly after `after`.
 #[diesel::dsl::auto_type]
 fn list_query(filter: &CommunicationFilter, after: Option<(NaiveDateTime, i64)>, limit: i64) -> _ {
@@ -866,6 +929,7 @@ mod tests {
             chat_conversation_id: None,
             create_time: t,
             request_id: Some(key.to_owned()),
+            sentiment: None,
             occur_time_given: true,
         }
     }

@@ -755,6 +755,71 @@ fn sqlite_epoch_micros<'b, E: QueryFragment<Sqlite>>(
     Ok(())
 }
 
+/// What [`sentiment_tally`] sums over the `sentiment` column of the rows it groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TallyPart {
+    /// Rows whose score is negative (`analytics::sentiment::Label::Negative`).
+    Negative,
+    /// Rows whose score is positive.
+    Positive,
+    /// The sum of the scores (rows not scored yet add 0).
+    Sum,
+}
+
+/// A sentiment aggregate of the grouped `communications` rows as `BIGINT`, 0 over no row:
+/// the counts of negative or positive scores, or their sum (the same bounds as
+/// `analytics::sentiment::Label`).
+pub fn sentiment_tally(part: TallyPart) -> SentimentTally {
+    SentimentTally(part)
+}
+
+/// See [`sentiment_tally`].
+#[derive(Debug, Clone, Copy)]
+pub struct SentimentTally(TallyPart);
+
+impl QueryId for SentimentTally {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Expression for SentimentTally {
+    type SqlType = BigInt;
+}
+
+impl<QS> AppearsOnTable<QS> for SentimentTally {}
+impl<QS> SelectableExpression<QS> for SentimentTally {}
+
+impl<GB> ValidGrouping<GB> for SentimentTally {
+    type IsAggregate = is_aggregate::Yes;
+}
+
+impl SentimentTally {
+    /// `COALESCE(SUM(<term>), 0)`.
+    fn sum_text(self) -> String {
+        let band = crate::analytics::sentiment::NEUTRAL_BAND;
+        let term = match self.0 {
+            TallyPart::Negative => format!("CASE WHEN sentiment < -{band} THEN 1 ELSE 0 END"),
+            TallyPart::Positive => format!("CASE WHEN sentiment > {band} THEN 1 ELSE 0 END"),
+            TallyPart::Sum => "sentiment".to_owned(),
+        };
+        format!("COALESCE(SUM({term}), 0)")
+    }
+}
+
+impl QueryFragment<Mysql> for SentimentTally {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql(&format!("CAST({} AS SIGNED)", self.sum_text()));
+        Ok(())
+    }
+}
+
+impl QueryFragment<Sqlite> for SentimentTally {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(&self.sum_text());
+        Ok(())
+    }
+}
+
 /// Where a hand-built part goes in a typed expression that [`crate::db::query::Sql::around`]
 /// writes around it (`BIGINT`).
 pub fn hole() -> Hole {

@@ -22,10 +22,12 @@ use diesel_async::AsyncMysqlConnection;
 
 use super::communications::CommunicationRow;
 use super::dialect::{Backend, Conn};
+use super::fns::TallyPart;
 use super::query::{Bind, Sql};
 use super::schema::{communications, customer_months, rollup_state};
 use super::{fns, retry_conflicts, Db, SqliteConn};
 use crate::analytics::rollup::{month_of, month_start, shard_of, Tier, HOURS, SLOTS};
+use crate::analytics::sentiment::Label;
 use crate::error::{Error, Result};
 use crate::with_conn;
 
@@ -49,6 +51,8 @@ pub struct Contribution {
     pub direction: i32,
     /// When it happened (UTC).
     pub occur_time: NaiveDateTime,
+    /// Its sentiment score; `None` (not scored yet) counts as neutral.
+    pub sentiment: Option<i16>,
 }
 
 impl From<&CommunicationRow> for Contribution {
@@ -58,24 +62,77 @@ impl From<&CommunicationRow> for Contribution {
             channel: r.channel,
             direction: r.direction,
             occur_time: r.occur_time,
+            sentiment: r.sentiment,
         }
+    }
+}
+
+/// What some communications add to one rollup row: their count, how many of them are
+/// negative and positive (the rest are neutral), and the sum of their scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Communications.
+    pub n: i64,
+    /// Of them negative.
+    pub negative: i64,
+    /// Of them positive.
+    pub positive: i64,
+    /// Sum of their sentiment scores.
+    pub sentiment_sum: i64,
+}
+
+impl Tally {
+    /// The sentiment part of one communication scored `sentiment`, counted `sign` times.
+    fn sentiment(sentiment: Option<i16>, sign: i64) -> Tally {
+        let score = sentiment.unwrap_or(0);
+        let label = Label::of(score);
+        Tally {
+            n: 0,
+            negative: sign * i64::from(label == Label::Negative),
+            positive: sign * i64::from(label == Label::Positive),
+            sentiment_sum: sign * i64::from(score),
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.n += other.n;
+        self.negative += other.negative;
+        self.positive += other.positive;
+        self.sentiment_sum += other.sentiment_sum;
     }
 }
 
 /// Summed contributions, keyed in primary-key order of each table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Deltas {
-    /// Per time tier (slots, then hours): `(unit, channel, direction, shard) -> count`.
-    units: [BTreeMap<(i64, i32, i32, i64), i64>; 2],
-    /// `(month, customer_id) -> (count, latest time)`.
-    months: BTreeMap<(i64, i64), (i64, NaiveDateTime)>,
+    /// Per time tier (slots, then hours): `(unit, channel, direction, shard) -> tally`.
+    units: [BTreeMap<(i64, i32, i32, i64), Tally>; 2],
+    /// `(month, customer_id) -> (tally, latest time)`.
+    months: BTreeMap<(i64, i64), (Tally, NaiveDateTime)>,
 }
 
 impl Deltas {
     /// The sums of `rows`, each counted `sign` (1 to add, -1 to remove).
     pub fn of(rows: impl IntoIterator<Item = Contribution>, sign: i64) -> Self {
+        Self::tallied(rows.into_iter().map(|r| {
+            let mut tally = Tally::sentiment(r.sentiment, sign);
+            tally.n = sign;
+            (r, tally)
+        }))
+    }
+
+    /// What scoring stored rows that were not scored changes: their counts stay, their
+    /// sentiment moves from neutral and 0 to their scores.
+    pub fn scored(rows: impl IntoIterator<Item = Contribution>) -> Self {
+        Self::tallied(
+            rows.into_iter()
+                .map(|r| (r, Tally::sentiment(r.sentiment, 1))),
+        )
+    }
+
+    fn tallied(rows: impl IntoIterator<Item = (Contribution, Tally)>) -> Self {
         let mut d = Deltas::default();
-        for r in rows {
+        for (r, tally) in rows {
             for (tier, units) in TIERS.iter().zip(d.units.iter_mut()) {
                 let key = (
                     tier.unit_of(r.occur_time),
@@ -83,18 +140,24 @@ impl Deltas {
                     r.direction,
                     shard_of(r.customer_id),
                 );
-                *units.entry(key).or_insert(0) += sign;
+                units.entry(key).or_default().add(tally);
             }
             let month = d
                 .months
                 .entry((month_of(r.occur_time), r.customer_id))
-                .or_insert((0, r.occur_time));
-            month.0 += sign;
+                .or_insert((Tally::default(), r.occur_time));
+            month.0.add(tally);
             month.1 = month.1.max(r.occur_time);
         }
         d
     }
 }
+
+/// The counter columns of every rollup table, which upserts add up.
+const TALLY: [&str; 4] = ["n", "negative", "positive", "sentiment_sum"];
+
+/// [`TALLY`] as a column list.
+const TALLY_COLUMNS: &str = "n, negative, positive, sentiment_sum";
 
 /// The time tiers, in the order writers touch them.
 const TIERS: [Tier; 2] = [SLOTS, HOURS];
@@ -107,12 +170,15 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
     for chunk in months.chunks(UPSERT_ROWS) {
         let rows: Vec<_> = chunk
             .iter()
-            .map(|&(&(month, customer), &(n, last))| {
+            .map(|&(&(month, customer), &(t, last))| {
                 (
                     customer_months::month.eq(fns::lit_int(month_key(month))),
                     customer_months::customer_id.eq(fns::lit(customer)),
-                    customer_months::n.eq(fns::lit(n)),
+                    customer_months::n.eq(fns::lit(t.n)),
                     customer_months::last_time.eq(fns::time_lit(last)),
+                    customer_months::negative.eq(fns::lit(t.negative)),
+                    customer_months::positive.eq(fns::lit(t.positive)),
+                    customer_months::sentiment_sum.eq(fns::lit(t.sentiment_sum)),
                 )
             })
             .collect();
@@ -126,10 +192,10 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
         for chunk in units.chunks(UPSERT_ROWS) {
             // raw SQL: time-tier counter upserts, two tables of one layout named at run time
             let mut sql = Sql::from(&*format!(
-                "INSERT INTO {} ({}, channel, direction, shard, n) VALUES ",
+                "INSERT INTO {} ({}, channel, direction, shard, {TALLY_COLUMNS}) VALUES ",
                 tier.table, tier.column
             ));
-            for (i, ((unit, channel, direction, shard), n)) in chunk.iter().enumerate() {
+            for (i, ((unit, channel, direction, shard), t)) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
@@ -138,10 +204,13 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
                     Bind::I32(*channel),
                     Bind::I32(*direction),
                     Bind::I64(*shard),
-                    Bind::I64(**n),
+                    Bind::I64(t.n),
+                    Bind::I64(t.negative),
+                    Bind::I64(t.positive),
+                    Bind::I64(t.sentiment_sum),
                 ]);
             }
-            sql.push(&backend.upsert(&unit_key(*tier), &["n"]));
+            sql.push(&backend.upsert(&unit_key(*tier), &TALLY));
             out.push(sql);
         }
     }
@@ -154,12 +223,18 @@ fn month_columns() -> (
     customer_months::customer_id,
     customer_months::n,
     customer_months::last_time,
+    customer_months::negative,
+    customer_months::positive,
+    customer_months::sentiment_sum,
 ) {
     (
         customer_months::month,
         customer_months::customer_id,
         customer_months::n,
         customer_months::last_time,
+        customer_months::negative,
+        customer_months::positive,
+        customer_months::sentiment_sum,
     )
 }
 
@@ -168,17 +243,20 @@ fn month_key_columns() -> (customer_months::month, customer_months::customer_id)
     (customer_months::month, customer_months::customer_id)
 }
 
+/// `column = column + <inserted value>`.
+type AddUp<C> = diesel::dsl::Eq<C, diesel::dsl::Add<C, fns::Inserted<C>>>;
+
 /// What an upsert into `customer_months` does to an existing row: counts add up, the
 /// latest time is kept.
 type MonthChanges = (
-    diesel::dsl::Eq<
-        customer_months::n,
-        diesel::dsl::Add<customer_months::n, fns::Inserted<customer_months::n>>,
-    >,
+    AddUp<customer_months::n>,
     diesel::dsl::Eq<
         customer_months::last_time,
         fns::Greatest<customer_months::last_time, fns::Inserted<customer_months::last_time>>,
     >,
+    AddUp<customer_months::negative>,
+    AddUp<customer_months::positive>,
+    AddUp<customer_months::sentiment_sum>,
 );
 
 /// See [`MonthChanges`].
@@ -189,6 +267,12 @@ fn month_changes() -> MonthChanges {
             customer_months::last_time,
             fns::inserted(customer_months::last_time),
         )),
+        customer_months::negative
+            .eq(customer_months::negative + fns::inserted(customer_months::negative)),
+        customer_months::positive
+            .eq(customer_months::positive + fns::inserted(customer_months::positive)),
+        customer_months::sentiment_sum
+            .eq(customer_months::sentiment_sum + fns::inserted(customer_months::sentiment_sum)),
     )
 }
 
@@ -226,6 +310,9 @@ fn build_months(
             communications::customer_id,
             count_star(),
             diesel::dsl::max(communications::occur_time).assume_not_null(),
+            fns::sentiment_tally(TallyPart::Negative),
+            fns::sentiment_tally(TallyPart::Positive),
+            fns::sentiment_tally(TallyPart::Sum),
         ));
     let insert = diesel::insert_into(customer_months::table)
         .values(rows)
@@ -315,6 +402,9 @@ pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> 
 fn unit_counts_query(customer_id: i64, secs: i64) -> _ {
     let unit: fns::TimeUnit<communications::occur_time> =
         fns::time_unit(communications::occur_time, secs);
+    let negative: fns::SentimentTally = fns::sentiment_tally(TallyPart::Negative);
+    let positive: fns::SentimentTally = fns::sentiment_tally(TallyPart::Positive);
+    let sentiment_sum: fns::SentimentTally = fns::sentiment_tally(TallyPart::Sum);
     communications::table
         .filter(communications::customer_id.eq(customer_id))
         .group_by((unit, communications::channel, communications::direction))
@@ -323,6 +413,9 @@ fn unit_counts_query(customer_id: i64, secs: i64) -> _ {
             communications::channel,
             communications::direction,
             count_star(),
+            negative,
+            positive,
+            sentiment_sum,
         ))
 }
 
@@ -338,10 +431,20 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
     let mut deltas = Deltas::default();
     for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {
         let counts = unit_counts_query(customer_id, tier.secs);
-        let rows: Vec<(i64, i32, i32, i64)> = conn.any().load(counts).await?;
+        let rows: Vec<(i64, i32, i32, i64, i64, i64, i64)> = conn.any().load(counts).await?;
         *units = rows
             .into_iter()
-            .map(|(unit, channel, direction, n)| ((unit, channel, direction, shard), -n))
+            .map(
+                |(unit, channel, direction, n, negative, positive, sentiment_sum)| {
+                    let tally = Tally {
+                        n: -n,
+                        negative: -negative,
+                        positive: -positive,
+                        sentiment_sum: -sentiment_sum,
+                    };
+                    ((unit, channel, direction, shard), tally)
+                },
+            )
             .collect();
     }
     add(conn, &deltas).await?;
@@ -360,6 +463,14 @@ fn unit_expr(backend: Backend, tier: Tier) -> String {
     )
 }
 
+/// The negative count, positive count and score sum of the grouped base-table rows, as
+/// SQL text for the hand-built statements.
+fn tally_exprs(backend: Backend) -> String {
+    [TallyPart::Negative, TallyPart::Positive, TallyPart::Sum]
+        .map(|part| Sql::expr_text(backend, &fns::sentiment_tally(part)))
+        .join(", ")
+}
+
 /// The statements that aggregate the base-table rows with ids in `(lo, hi]` into every
 /// rollup (time tiers into shard 0, as compaction leaves them).
 fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
@@ -373,16 +484,17 @@ fn build_sql(backend: Backend, lo: i64, hi: i64) -> Vec<Sql> {
     for tier in TIERS {
         // raw SQL: INSERT ... SELECT grouped by its select aliases, with an upsert; tier table named at run time
         let mut units = Sql::from(&*format!(
-            "INSERT INTO {} ({}, channel, direction, shard, n) SELECT {} AS u, channel, \
-             direction, 0, COUNT(*) FROM communications",
+            "INSERT INTO {} ({}, channel, direction, shard, {TALLY_COLUMNS}) SELECT {} AS u, \
+             channel, direction, 0, COUNT(*), {} FROM communications",
             tier.table,
             tier.column,
             unit_expr(backend, tier),
+            tally_exprs(backend),
         ));
         range(&mut units);
         units
             .push(" GROUP BY u, channel, direction")
-            .push(&backend.upsert(&unit_key(tier), &["n"]));
+            .push(&backend.upsert(&unit_key(tier), &TALLY));
         out.push(units);
     }
     out
@@ -482,13 +594,14 @@ fn compact_sql(backend: Backend, before: NaiveDateTime) -> Vec<Sql> {
         let (table, unit) = (tier.table, tier.column);
         let cutoff = tier.unit_of(before);
         // raw SQL: INSERT ... SELECT with an upsert, then DELETE; tier table named at run time
+        let sums = TALLY.map(|c| format!("SUM({c})")).join(", ");
         let mut fold = Sql::from(&*format!(
-            "INSERT INTO {table} ({unit}, channel, direction, shard, n) SELECT {unit}, \
-             channel, direction, 0, SUM(n) FROM {table} WHERE shard > 0 AND {unit} < "
+            "INSERT INTO {table} ({unit}, channel, direction, shard, {TALLY_COLUMNS}) SELECT \
+             {unit}, channel, direction, 0, {sums} FROM {table} WHERE shard > 0 AND {unit} < "
         ));
         fold.bind(Bind::I64(cutoff))
             .push(&format!(" GROUP BY {unit}, channel, direction"))
-            .push(&backend.upsert(&unit_key(tier), &["n"]));
+            .push(&backend.upsert(&unit_key(tier), &TALLY));
         let mut delete = Sql::from(&*format!(
             "DELETE FROM {table} WHERE shard > 0 AND {unit} < "
         ));
@@ -540,6 +653,9 @@ pub async fn merge_customer_months<C: Conn>(
             survivor.into_sql::<BigInt>(),
             fns::int(sum(customer_months::n)).assume_not_null(),
             diesel::dsl::max(customer_months::last_time).assume_not_null(),
+            fns::int(sum(customer_months::negative)).assume_not_null(),
+            fns::int(sum(customer_months::positive)).assume_not_null(),
+            fns::int(sum(customer_months::sentiment_sum)).assume_not_null(),
         ));
     let fold = diesel::insert_into(customer_months::table)
         .values(rows)
@@ -590,6 +706,7 @@ mod tests {
                     channel,
                     direction: 1,
                     occur_time: t,
+                    sentiment: Some(if channel == 1 { 300 } else { -20 }),
                 }
             }),
             1,

@@ -34,6 +34,9 @@ diesel::table! {
         direction -> Integer,
         shard -> Integer,
         n -> BigInt,
+        negative -> BigInt,
+        positive -> BigInt,
+        sentiment_sum -> BigInt,
     }
 }
 
@@ -44,6 +47,9 @@ diesel::table! {
         direction -> Integer,
         shard -> Integer,
         n -> BigInt,
+        negative -> BigInt,
+        positive -> BigInt,
+        sentiment_sum -> BigInt,
     }
 }
 
@@ -64,6 +70,7 @@ diesel::table! {
         chat_conversation_id -> Nullable<Text>,
         create_time -> Timestamp,
         request_id -> Nullable<Text>,
+        sentiment -> Nullable<SmallInt>,
     }
 }
 
@@ -88,6 +95,9 @@ diesel::table! {
         customer_id -> BigInt,
         n -> BigInt,
         last_time -> Timestamp,
+        negative -> BigInt,
+        positive -> BigInt,
+        sentiment_sum -> BigInt,
     }
 }
 

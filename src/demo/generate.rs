@@ -669,6 +669,7 @@ impl Plan {
         let (phone_number, call_duration_us) = phone.unzip();
         let (email_address, email_subject) = email.unzip();
         let (chat_platform, chat_conversation_id) = chat.unzip();
+        let sentiment = Some(crm_comms::analytics::sentiment::score(&content));
         CommunicationInsertForm {
             customer_id: ids[c],
             channel,
@@ -684,6 +685,7 @@ impl Plan {
             chat_conversation_id,
             create_time: occur_time + Duration::seconds(logged_after),
             request_id: None,
+            sentiment,
             occur_time_given: true,
         }
     }

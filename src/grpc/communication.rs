@@ -85,6 +85,7 @@ pub fn communication_form(
         chat_conversation_id: None,
         create_time: now,
         request_id,
+        sentiment: None,
         occur_time_given: c.occur_time.is_some(),
     };
     let channel = pb::Channel::try_from(c.channel).ok();
@@ -151,7 +152,9 @@ pub fn communication_form(
             ));
         }
     }
-    v.finish(form)
+    let mut form = v.finish(form)?;
+    form.sentiment = Some(crate::analytics::sentiment::score(&form.content));
+    Ok(form)
 }
 
 /// Whether a request-stream error is a message that did not decode (the client's

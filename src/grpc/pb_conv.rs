@@ -3,6 +3,8 @@
 
 use chrono::NaiveDate;
 
+use crate::analytics::sentiment::Label;
+
 use crate::db::communications::CommunicationRow;
 use crate::db::customers::Customer;
 use crate::db::tickets::TicketRow;
@@ -101,5 +103,18 @@ pub fn communication_to_pb(r: CommunicationRow) -> pb::Communication {
         outcome: r.outcome,
         details,
         create_time: Some(to_timestamp(r.create_time)),
+        sentiment_score: r.sentiment.map(i32::from),
+        sentiment: r
+            .sentiment
+            .map_or(pb::Sentiment::Unspecified, sentiment_to_pb) as i32,
+    }
+}
+
+/// The proto class of a sentiment score.
+pub fn sentiment_to_pb(score: i16) -> pb::Sentiment {
+    match Label::of(score) {
+        Label::Negative => pb::Sentiment::Negative,
+        Label::Neutral => pb::Sentiment::Neutral,
+        Label::Positive => pb::Sentiment::Positive,
     }
 }

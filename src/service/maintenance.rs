@@ -1,13 +1,15 @@
 //! Background upkeep while the server runs: folding the rollup shards of slots that
 //! writers no longer touch, so reports read one row per slot, channel and direction;
-//! pruning deletion tombstones older than the content index needs.
+//! pruning deletion tombstones older than the content index needs; scoring the sentiment
+//! of communications stored without one (rows recorded before the server scored content,
+//! or by an older server during an upgrade).
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::analytics::rollup::COMPACT_AFTER_SECS;
-use crate::db::{content_feed, rollups, Db};
+use crate::db::{communications, content_feed, rollups, Db};
 use crate::error::Result;
 use crate::model::time::now;
 
@@ -20,11 +22,49 @@ pub async fn compact_now(db: &Db) -> Result<usize> {
     rollups::compact(db, now() - chrono::Duration::seconds(COMPACT_AFTER_SECS)).await
 }
 
+/// Scores every communication above id `after` stored without a sentiment score, batch
+/// by batch, until none is left or `shutdown` turns true; returns how many it scored and
+/// the id to continue after next time.
+pub async fn score_unscored(
+    db: &Db,
+    mut after: i64,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(u64, i64)> {
+    let mut total = 0u64;
+    while !*shutdown.borrow() {
+        match communications::score_unscored(db, after).await? {
+            Some((scored, last)) => {
+                total += scored as u64;
+                after = last;
+            }
+            None => break,
+        }
+    }
+    Ok((total, after))
+}
+
 /// Compacts the time rollups at start and then every [`COMPACT_INTERVAL`] until
-/// `shutdown` turns true. A failed round (the database away) is logged and tried again
-/// next time: reads are exact with or without compaction, only slower.
+/// `shutdown` turns true, and scores communications stored without a sentiment score
+/// (from the lowest id at start, then only newer ones). A failed round (the database
+/// away) is logged and tried again next time: reads are exact with or without
+/// compaction, only slower; rows not scored yet count as neutral.
 pub async fn run_compactor(db: Db, mut shutdown: watch::Receiver<bool>) {
+    let mut scored_after = 0;
     loop {
+        match score_unscored(&db, scored_after, &shutdown).await {
+            Ok((0, after)) => scored_after = after,
+            Ok((rows, after)) => {
+                tracing::info!(
+                    rows,
+                    up_to_id = after,
+                    "scored the sentiment of stored communications"
+                );
+                scored_after = after;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scoring stored communications failed; retrying later")
+            }
+        }
         match compact_now(&db).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "compacted rollup shards"),

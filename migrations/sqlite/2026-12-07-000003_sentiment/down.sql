@@ -1,0 +1,10 @@
+ALTER TABLE customer_months DROP COLUMN sentiment_sum;
+ALTER TABLE customer_months DROP COLUMN positive;
+ALTER TABLE customer_months DROP COLUMN negative;
+ALTER TABLE communication_hours DROP COLUMN sentiment_sum;
+ALTER TABLE communication_hours DROP COLUMN positive;
+ALTER TABLE communication_hours DROP COLUMN negative;
+ALTER TABLE communication_slots DROP COLUMN sentiment_sum;
+ALTER TABLE communication_slots DROP COLUMN positive;
+ALTER TABLE communication_slots DROP COLUMN negative;
+ALTER TABLE communications DROP COLUMN sentiment;

@@ -514,6 +514,68 @@ mod tests {
     use super::*;
     use crate::model::time::march_2024 as at;
 
+    fn answered_row() -> SurveyRow {
+        SurveyRow {
+            id: 1,
+            customer_id: 7,
+            communication_id: Some(3),
+            ticket_id: None,
+            channel: 1,
+            target_time: at(1),
+            sent_time: at(2),
+            score: 4,
+            comment: "kind".into(),
+            answer_time: Some(at(3)),
+            create_time: at(2),
+            update_time: at(3),
+            version: 2,
+            request_id: Some("send".into()),
+            answer_request_id: Some("answer".into()),
+        }
+    }
+
+    fn form(score: i32, comment: &str) -> SurveyForm {
+        SurveyForm {
+            target: Target::Communication(3),
+            sent_time: at(5),
+            sent_time_given: false,
+            score,
+            comment: comment.into(),
+            answer_time: (score > 0).then(|| at(5)),
+            answer_time_given: false,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn a_key_replays_its_own_request_and_a_sending_key_the_survey_as_it_is_now() {
+        let row = answered_row();
+        // The answer's key: the same answer only.
+        assert!(form(4, "kind").replays(&row, "answer"));
+        assert!(!form(5, "kind").replays(&row, "answer"));
+        assert!(!form(4, "").replays(&row, "answer"));
+        // The sending key, after the answer: the survey as it is now, but the same target.
+        assert!(form(0, "").replays(&row, "send"));
+        let other = SurveyForm {
+            target: Target::Ticket(3),
+            ..form(0, "")
+        };
+        assert!(!other.replays(&row, "send"), "another target");
+        let moved = SurveyForm {
+            sent_time_given: true,
+            ..form(0, "")
+        };
+        assert!(!moved.replays(&row, "send"), "another sent time");
+        // As created (version 1), the sending key compares the answer too.
+        let fresh = SurveyRow {
+            version: 1,
+            answer_request_id: None,
+            ..row
+        };
+        assert!(form(4, "kind").replays(&fresh, "send"));
+        assert!(!form(0, "").replays(&fresh, "send"));
+    }
+
     #[test]
     fn satisfaction_statements_snapshot_per_backend() {
         let scope = SurveyScope {

@@ -8,6 +8,7 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/crm/v1/common.proto",
+        "proto/crm/v1/satisfaction.proto",
         "proto/crm/v1/customer.proto",
         "proto/crm/v1/communication.proto",
         "proto/crm/v1/analytics.proto",

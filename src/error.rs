@@ -49,6 +49,10 @@ pub enum Reason {
     RequestIdReused,
     /// A business-hours name is taken.
     BusinessHoursNameTaken,
+    /// The target's satisfaction survey already holds a different answer.
+    SurveyAlreadyAnswered,
+    /// The target's satisfaction survey was recorded as sent at another time.
+    SurveyAlreadySent,
     /// A ticket cannot be resolved or closed without a solution.
     SolutionRequired,
     /// `seed-demo` refuses a database that holds data.
@@ -558,6 +562,8 @@ mod tests {
                 "ETAG_MISMATCH",
                 "REQUEST_ID_REUSED",
                 "BUSINESS_HOURS_NAME_TAKEN",
+                "SURVEY_ALREADY_ANSWERED",
+                "SURVEY_ALREADY_SENT",
                 "SOLUTION_REQUIRED",
                 "DATABASE_NOT_EMPTY",
                 "RATE_LIMITED",

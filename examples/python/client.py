@@ -5,8 +5,9 @@ It creates a customer, logs a phone call, imports four more communications over 
 client stream (plus one repeated request_id, which the server counts as a duplicate),
 streams the customer's timeline, stopping after 2 events and resuming on a new
 connection from the second event's cursor, asks for a frequency report, watches it
-while it logs one more note (a wallboard), and exports the data for BI tools as CSV
-(ExportService, streamed in chunks). It prints
+while it logs one more note (a wallboard), exports the data for BI tools as CSV
+(ExportService, streamed in chunks), and records a satisfaction survey about the call
+and reads the day's satisfaction report. It prints
 each step and exits non-zero on any error or on any answer that differs from what the
 calls above imply. It touches only the customer it creates, so it runs against any
 server (`--rate-limit 0` or a generous limit; no tokens: loopback).
@@ -258,6 +259,23 @@ def run(addr: str, stubs: Path) -> None:
     print(f"exported {sum(t['rows'] for t in manifest['tables'])} rows in {len(manifest['files'])} CSV "
           f"files up to {manifest['to_watermark']}; the customer's contacts by channel: "
           f"{sorted(r['channel'] for r in ours)}")
+
+    # 8. A satisfaction survey about the phone call, answered 5, and the day's CSAT.
+    from crm.v1 import satisfaction_pb2
+    survey = comms.RecordSatisfaction(satisfaction_pb2.RecordSatisfactionRequest(
+        survey=satisfaction_pb2.SatisfactionSurvey(
+            communication_id=call.id, sent_time=ts(at[0] + dt.timedelta(hours=1)), score=5,
+            comment="Clear answer, thanks.", answer_time=ts(at[0] + dt.timedelta(hours=2))),
+        request_id=f"py-csat-{run_id}"), timeout=TIMEOUT)
+    check(survey.customer_id == customer.id and survey.channel == common_pb2.CHANNEL_PHONE,
+          f"survey {survey}")
+    csat = analytics.GetSatisfactionReport(analytics_pb2.GetSatisfactionReportRequest(
+        customer_ids=[customer.id], start_time=ts(day), end_time=ts(day + dt.timedelta(days=1))),
+        timeout=TIMEOUT).total.overall
+    check((csat.sent_count, csat.answered_count, csat.average_score, csat.csat_percent) == (1, 1, 5.0, 100.0),
+          f"satisfaction report {csat}")
+    print(f"satisfaction: survey {survey.id} about call {call.id} scored {survey.score}; the day's "
+          f"CSAT {csat.csat_percent:g}% over {csat.answered_count} answer(s)")
     channel.close()
 
 

@@ -92,6 +92,12 @@ impl BusinessClock {
         self.open_before(b) - self.open_before(a)
     }
 
+    /// Whether the instant `t` (unix microseconds) falls in an open window.
+    pub fn is_open(&self, t: i64) -> bool {
+        let i = self.open.partition_point(|&(_, e)| e <= t);
+        self.open.get(i).is_some_and(|&(s, _)| s <= t)
+    }
+
     /// Number of open intervals (after merging).
     pub fn interval_count(&self) -> usize {
         self.open.len()
@@ -183,6 +189,19 @@ mod tests {
         let (s, t) = (at(tz, 2024, 3, 2, 10, 0), at(tz, 2024, 3, 3, 16, 0));
         assert_eq!(c.between(s, t), 0);
         assert_eq!(c.between(b, a), 0, "reversed");
+    }
+
+    #[test]
+    fn an_instant_is_open_from_a_window_start_up_to_its_end() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let hours = weekdays_9_to_18();
+        let (a, b) = (at(tz, 2024, 3, 1, 0, 0), at(tz, 2024, 3, 4, 23, 0));
+        let c = clock(tz, &hours, a, b);
+        assert!(c.is_open(at(tz, 2024, 3, 1, 9, 0)), "the start is open");
+        assert!(c.is_open(at(tz, 2024, 3, 1, 17, 59)));
+        assert!(!c.is_open(at(tz, 2024, 3, 1, 18, 0)), "the end is closed");
+        assert!(!c.is_open(at(tz, 2024, 3, 2, 12, 0)), "Saturday");
+        assert!(!c.is_open(at(tz, 2024, 3, 1, 8, 59)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Pure-logic analytics helpers (no I/O) used by the CRM analytics RPCs.
 //! Owns calendar bucketing, contact-gap statistics, content matching, top terms and the
 //! content scan that combines them page by page, business time, response and
-//! resolution waits, and the ranking of customers whose contact rate fell.
+//! resolution waits, the ranking of customers whose contact rate fell, and the figures
+//! and ranking of satisfaction surveys.
 
 pub mod activity;
 pub mod attention;
@@ -13,6 +14,7 @@ pub mod fold;
 pub mod gaps;
 pub mod matching;
 pub mod rollup;
+pub mod satisfaction;
 pub mod sentiment;
 pub mod terms;
 pub mod waits;

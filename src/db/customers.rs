@@ -7,7 +7,9 @@ use diesel_async::RunQueryDsl;
 
 use super::audit::{self, Change};
 use super::dialect::columns;
-use super::schema::{communications, customer_tags, customers, service_tickets, transactions};
+use super::schema::{
+    communications, customer_tags, customers, satisfaction_surveys, service_tickets, transactions,
+};
 use super::{query, retry_conflicts, Conn, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
@@ -521,6 +523,12 @@ pub async fn delete(
                         .await?;
                     diesel::delete(
                         service_tickets::table.filter(service_tickets::customer_id.eq(id)),
+                    )
+                    .execute(conn)
+                    .await?;
+                    diesel::delete(
+                        satisfaction_surveys::table
+                            .filter(satisfaction_surveys::customer_id.eq(id)),
                     )
                     .execute(conn)
                     .await?;

@@ -143,9 +143,14 @@ struct TextRow {
     value: String,
 }
 
-/// The per-customer tables whose rows move, each with a unique `(customer_id,
-/// request_id)` key.
-const MOVED_TABLES: [&str; 3] = ["communications", "transactions", "service_tickets"];
+/// The per-customer tables whose rows move, each with its idempotency-key columns (a
+/// unique `(customer_id, key)` each).
+const MOVED_TABLES: [(&str, &[&str]); 4] = [
+    ("communications", &["request_id"]),
+    ("transactions", &["request_id"]),
+    ("service_tickets", &["request_id"]),
+    ("satisfaction_surveys", &["request_id", "answer_request_id"]),
+];
 
 /// Merges `form.merged` into `form.survivor`; see the module header. With a
 /// `request_id` used before for this survivor, returns that merge's outcome and writes
@@ -280,26 +285,30 @@ async fn merge_in<C: Conn>(
     // (or with another merged customer) cannot follow its row: the row moves without
     // it. Other keys move with their rows, so a client that retries with the survivor's
     // id after NOT_FOUND gets its first row back.
-    let mut moved = [0i64; 3];
-    for (table, count) in MOVED_TABLES.iter().zip(moved.iter_mut()) {
-        // raw SQL: table named at run time (each moved table in one loop)
-        let mut clash = Sql::from(&*format!("SELECT request_id AS value FROM {table}"));
-        clash
-            .and()
-            .push("customer_id IN ")
-            .list(all.iter().map(|&id| Bind::I64(id)))
-            .and()
-            .push("request_id IS NOT NULL GROUP BY request_id HAVING COUNT(*) > 1");
-        let clashing: Vec<TextRow> = conn.load_sql(&clash).await?;
-        for keys in clashing.chunks(500) {
-            let mut clear = Sql::from(&*format!("UPDATE {table} SET request_id = NULL"));
-            clear.and().push("customer_id IN ");
-            id_list(&mut clear, merged);
-            clear
+    let mut moved = [0i64; MOVED_TABLES.len()];
+    for ((table, keys), count) in MOVED_TABLES.iter().zip(moved.iter_mut()) {
+        for key in *keys {
+            // raw SQL: table named at run time (each moved table in one loop)
+            let mut clash = Sql::from(&*format!("SELECT {key} AS value FROM {table}"));
+            clash
                 .and()
-                .push("request_id IN ")
-                .list(keys.iter().map(|k| Bind::Text(k.value.clone())));
-            conn.execute_sql(&clear).await?;
+                .push("customer_id IN ")
+                .list(all.iter().map(|&id| Bind::I64(id)))
+                .and()
+                .push(&format!(
+                    "{key} IS NOT NULL GROUP BY {key} HAVING COUNT(*) > 1"
+                ));
+            let clashing: Vec<TextRow> = conn.load_sql(&clash).await?;
+            for values in clashing.chunks(500) {
+                let mut clear = Sql::from(&*format!("UPDATE {table} SET {key} = NULL"));
+                clear.and().push("customer_id IN ");
+                id_list(&mut clear, merged);
+                clear
+                    .and()
+                    .push(&format!("{key} IN "))
+                    .list(values.iter().map(|k| Bind::Text(k.value.clone())));
+                conn.execute_sql(&clear).await?;
+            }
         }
         let mut update = Sql::from(&*format!("UPDATE {table} SET customer_id = "));
         update

@@ -142,6 +142,26 @@ diesel::table! {
 }
 
 diesel::table! {
+    satisfaction_surveys (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        communication_id -> Nullable<BigInt>,
+        ticket_id -> Nullable<BigInt>,
+        channel -> Integer,
+        target_time -> Timestamp,
+        sent_time -> Timestamp,
+        score -> Integer,
+        comment -> Text,
+        answer_time -> Nullable<Timestamp>,
+        create_time -> Timestamp,
+        update_time -> Timestamp,
+        version -> BigInt,
+        request_id -> Nullable<Text>,
+        answer_request_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     server_secrets (name) {
         name -> Text,
         value -> Text,
@@ -191,6 +211,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     customers,
     deleted_communications,
     rollup_state,
+    satisfaction_surveys,
     server_secrets,
     service_tickets,
     transactions,

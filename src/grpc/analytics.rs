@@ -1,6 +1,6 @@
 //! `crm.v1.AnalyticsService`: frequency, content and per-customer reports, response and
-//! resolution times, and the attention list (whose conversions are in
-//! `grpc::service_levels`).
+//! resolution times, the attention list (whose conversions are in
+//! `grpc::service_levels`) and the satisfaction report (`grpc::satisfaction`).
 //!
 //! Transport only: each handler reads the call's deadline, turns the request into a
 //! validated query of `service::reports` (every violation at once), runs the report and
@@ -30,6 +30,7 @@ use crate::service::reports::{
     self, ContentQuery, ContentReport, FrequencyQuery, FrequencyReport, InsightsQuery,
     InsightsReport, MAX_KEYWORDS, MAX_PATTERNS, MAX_SAMPLES, MAX_TOP_N, MAX_TOP_TERMS,
 };
+use crate::service::satisfaction::{self, SatisfactionQuery};
 use crate::service::service_levels::{self, WaitQuery};
 use crate::service::watch::Watched;
 
@@ -491,5 +492,15 @@ impl AnalyticsService for AnalyticsApi {
         )
         .await?;
         Ok(Response::new(attention_response(filters, page)))
+    }
+
+    async fn get_satisfaction_report(
+        &self,
+        request: Request<pb::GetSatisfactionReportRequest>,
+    ) -> Result<Response<pb::GetSatisfactionReportResponse>, Status> {
+        let deadline = report_deadline(&request)?;
+        let query = SatisfactionQuery::try_from(request.into_inner())?;
+        let report = satisfaction::satisfaction(&self.state.db.reader(), query, deadline).await?;
+        Ok(Response::new(report.into()))
     }
 }

@@ -1,4 +1,5 @@
-//! `crm.v1.CommunicationService`: recording communications and streaming timelines.
+//! `crm.v1.CommunicationService`: recording communications and their satisfaction
+//! surveys, and streaming timelines.
 //! The import engine is `crate::service::import`, the timeline use case
 //! `crate::service::timeline` (its transport side is [`super::timeline`]).
 
@@ -9,10 +10,12 @@ use super::customer::{decode_position, occur_time, page_token};
 use super::timeline::{response_stream, timeline_request, TimelineStream};
 use super::{caller, positive_id, read_page, AppState};
 use crate::db::communications::{self, CommunicationFilter, CommunicationInsertForm};
+use crate::db::satisfaction;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::duration_to_micros;
 use crate::grpc::paging;
 use crate::grpc::pb_conv::communication_to_pb;
+use crate::grpc::satisfaction::{survey_form, survey_to_pb};
 use crate::grpc::validate::{self, channels};
 use crate::model::phone::PhoneRegion;
 use crate::model::time::now;
@@ -354,6 +357,16 @@ impl CommunicationService for CommunicationApi {
         // replica could not promise (a resume from such a cursor would skip events).
         let events = self.state.timeline.open(timeline).await?;
         Ok(Response::new(response_stream(events, fingerprint)))
+    }
+
+    async fn record_satisfaction(
+        &self,
+        request: Request<pb::RecordSatisfactionRequest>,
+    ) -> Result<Response<pb::SatisfactionSurvey>, Status> {
+        let caller = caller(&request);
+        let form = survey_form(request.into_inner(), now())?;
+        let row = satisfaction::record(&self.state.db, &form, &caller).await?;
+        Ok(Response::new(survey_to_pb(row)))
     }
 }
 

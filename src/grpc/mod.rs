@@ -17,6 +17,7 @@ mod module_graph;
 pub mod paging;
 pub mod pb_conv;
 pub mod report_query;
+pub mod satisfaction;
 pub mod service_levels;
 pub mod status;
 pub mod timeline;

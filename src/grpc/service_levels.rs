@@ -22,6 +22,8 @@ use crate::service::service_levels::{WaitQuery, WaitReport};
 pub const MAX_STALE_DAYS: i32 = 36_500;
 /// `min_drop_percent` when the request leaves it 0.
 pub const DEFAULT_DROP_PERCENT: u32 = 50;
+/// `max_average_score` when the request leaves it 0.
+pub const DEFAULT_MAX_AVERAGE_SCORE: f64 = 2.5;
 /// Page-token kind of the attention list.
 const ATTENTION_KIND: &str = "attention";
 
@@ -193,7 +195,7 @@ pub fn attention_fingerprint(req: &pb::ListAttentionCustomersRequest) -> u64 {
         time(req.end_time.as_ref()),
         time(req.as_of.as_ref()),
     );
-    Fingerprint::new(ATTENTION_KIND)
+    let fp = Fingerprint::new(ATTENTION_KIND)
         .field("reason", &req.reason)
         .field("stale_days", &req.stale_days)
         .field("as_of", &as_of.map(|(s, n)| vec![s, n]))
@@ -204,8 +206,18 @@ pub fn attention_fingerprint(req: &pb::ListAttentionCustomersRequest) -> u64 {
         .field("start", &start.map(|(s, n)| vec![s, n]))
         .field("end", &end.map(|(s, n)| vec![s, n]))
         .field("min_drop_percent", &req.min_drop_percent)
-        .field("min_previous_count", &req.min_previous_count)
-        .finish()
+        .field("min_previous_count", &req.min_previous_count);
+    // Only this list's own fields, so the tokens of the other lists stay as they were.
+    let fp = if req.reason == pb::AttentionReason::LowSatisfaction as i32 {
+        fp.field(
+            "max_average_score",
+            &i64::from_le_bytes(req.max_average_score.to_bits().to_le_bytes()),
+        )
+        .field("min_answer_count", &req.min_answer_count)
+    } else {
+        fp
+    };
+    fp.finish()
 }
 
 /// A decoded cursor, checked against the list it was issued for.
@@ -225,10 +237,14 @@ fn cursor(
     let c = decoded?;
     let stale = req.reason == pb::AttentionReason::Stale as i32;
     let decline = req.reason == pb::AttentionReason::Decline as i32;
+    let low = req.reason == pb::AttentionReason::LowSatisfaction as i32;
     let fits = match c.after {
         AttentionPosition::Never(id) => stale && id >= 0,
         AttentionPosition::Stale(us, id) => stale && paging::position("page_token", us, id).is_ok(),
         AttentionPosition::Decline(d) => decline && d.previous >= 1 && d.current >= 0,
+        AttentionPosition::LowSatisfaction(a) => {
+            low && a.count >= 1 && (a.count..=a.count.saturating_mul(5)).contains(&a.sum)
+        }
     };
     let as_of = paging::position("page_token", c.as_of, 1)
         .ok()
@@ -296,8 +312,38 @@ impl TryFrom<pb::ListAttentionCustomersRequest> for AttentionQuery {
                     min_previous: req.min_previous_count.max(1),
                 })
             }
+            Ok(pb::AttentionReason::LowSatisfaction) => {
+                let range = required_range(
+                    &mut v,
+                    req.start_time.as_ref(),
+                    req.end_time.as_ref(),
+                    Some(120),
+                );
+                let max = req.max_average_score;
+                let max = if max == 0.0 {
+                    DEFAULT_MAX_AVERAGE_SCORE
+                } else if (1.0..=5.0).contains(&max) {
+                    max
+                } else {
+                    v.add(
+                        "max_average_score",
+                        format!("must be between 1 and 5 (got {max})"),
+                    );
+                    DEFAULT_MAX_AVERAGE_SCORE
+                };
+                if req.min_answer_count < 0 {
+                    v.add("min_answer_count", "must not be negative");
+                }
+                range.map(|(start, end)| AttentionKind::LowSatisfaction {
+                    start,
+                    end,
+                    // In range 1..5, so the rounding cannot overflow.
+                    max_milli: (max * 1000.0).round() as i64,
+                    min_answers: req.min_answer_count.max(1),
+                })
+            }
             Ok(pb::AttentionReason::Unspecified) => {
-                v.add("reason", "is required (STALE or DECLINE)");
+                v.add("reason", "is required (STALE, DECLINE or LOW_SATISFACTION)");
                 None
             }
             Err(_) => {
@@ -322,6 +368,7 @@ impl TryFrom<pb::ListAttentionCustomersRequest> for AttentionQuery {
 
 fn attention_customer(i: AttentionItem) -> pb::AttentionCustomer {
     let d = i.decline;
+    let s = i.satisfaction;
     pb::AttentionCustomer {
         customer_id: i.customer_id,
         name: i.name,
@@ -331,6 +378,8 @@ fn attention_customer(i: AttentionItem) -> pb::AttentionCustomer {
         current_count: d.map_or(0, |d| d.current),
         previous_count: d.map_or(0, |d| d.previous),
         drop_ratio: d.map_or(0.0, |d| d.ratio()),
+        average_score: s.map_or(0.0, |s| s.average()),
+        answer_count: s.map_or(0, |s| s.count),
     }
 }
 

@@ -66,6 +66,7 @@ pub fn access(path: &str) -> Access {
             | "LogCommunication"
             | "ImportCommunications"
             | "DeleteCommunication"
+            | "RecordSatisfaction"
             | "CreateBusinessHours"
             | "UpdateBusinessHours"
             | "DeleteBusinessHours" => Access::Role(Role::Writer),
@@ -619,9 +620,11 @@ mod tests {
                     let name = method.name();
                     let expected = if ["AuditService", "ExportService"].contains(&service.name()) {
                         Role::Admin
-                    } else if ["Create", "Update", "Delete", "Log", "Import", "Merge"]
-                        .iter()
-                        .any(|p| name.starts_with(p))
+                    } else if [
+                        "Create", "Update", "Delete", "Log", "Import", "Merge", "Record",
+                    ]
+                    .iter()
+                    .any(|p| name.starts_with(p))
                     {
                         Role::Writer
                     } else {

@@ -1,5 +1,6 @@
-//! The attention list: customers not contacted for a while, or whose contacts fell
-//! sharply against the preceding period, most urgent first, in keyset pages.
+//! The attention list: customers not contacted for a while, whose contacts fell sharply
+//! against the preceding period, or whose satisfaction surveys scored low, most urgent
+//! first, in keyset pages.
 //!
 //! How it stays fast at 100,000 customers:
 //! - **Stale**: each customer's last contact is the latest time of its latest month in
@@ -10,6 +11,9 @@
 //!   rollup (whole months) plus the base table for the partial months at the edges: a
 //!   grouped read of about one row per customer and month. The drops are ranked in
 //!   memory with exact ratios, and a page is cut after the token's position.
+//! - **Low satisfaction**: answers per customer and score in the range, one grouped
+//!   range read of the covering `(answer_time, customer_id, score)` index (at most five
+//!   rows per customer); averages are ranked in memory exactly, like declines.
 //! - Names and the last contact's channel are read for the page's customers only.
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::reports::{previous_period, ReportSource};
 use crate::analytics::attention::{decline_page, Decline};
 use crate::analytics::rollup::{month_split, Split};
+use crate::analytics::satisfaction::{averages, low_satisfaction_page, MilliScore, ScoreAverage};
 use crate::db::attention::{self as queries, StaleRow};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -35,6 +40,8 @@ pub enum AttentionPosition {
     Stale(i64, i64),
     /// Among the declines, after this one.
     Decline(Decline),
+    /// Among the low averages, after this one.
+    LowSatisfaction(ScoreAverage),
 }
 
 /// Which list, with its parameters.
@@ -57,6 +64,17 @@ pub enum AttentionKind {
         min_percent: u32,
         /// The smallest previous count.
         min_previous: i64,
+    },
+    /// Customers whose survey answers in `[start, end)` average at most `max_milli`.
+    LowSatisfaction {
+        /// Inclusive start of the answer times (UTC).
+        start: NaiveDateTime,
+        /// Exclusive end of the answer times (UTC).
+        end: NaiveDateTime,
+        /// The highest average listed, in thousandths of a point.
+        max_milli: MilliScore,
+        /// The fewest answers.
+        min_answers: i64,
     },
 }
 
@@ -86,6 +104,8 @@ pub struct AttentionItem {
     pub days_since_last_contact: Option<i64>,
     /// Counts of both periods (DECLINE).
     pub decline: Option<Decline>,
+    /// The answers' sum and count (LOW_SATISFACTION).
+    pub satisfaction: Option<ScoreAverage>,
 }
 
 /// A page of the list.
@@ -174,10 +194,17 @@ pub async fn attention(
                     last_contact: None,
                     days_since_last_contact: None,
                     decline: Some(d),
+                    satisfaction: None,
                 })
                 .collect();
             (rows, next)
         }
+        AttentionKind::LowSatisfaction {
+            start,
+            end,
+            max_milli,
+            min_answers,
+        } => low_satisfaction(db, &q, (start, end), max_milli, min_answers, deadline).await?,
     };
     let mut items: Vec<AttentionItem> = rows;
     let ids: Vec<i64> = items.iter().map(|i| i.customer_id).collect();
@@ -249,6 +276,47 @@ async fn stale_page(
             last_contact: None,
             days_since_last_contact: None,
             decline: None,
+            satisfaction: None,
+        })
+        .collect();
+    Ok((items, next))
+}
+
+/// A page of the low-satisfaction list: live customers whose answers in the range
+/// average at most the threshold, lowest average first.
+async fn low_satisfaction(
+    db: &Db,
+    q: &AttentionQuery,
+    (start, end): (NaiveDateTime, NaiveDateTime),
+    max_milli: MilliScore,
+    min_answers: i64,
+    deadline: Deadline,
+) -> Result<(Vec<AttentionItem>, Option<AttentionPosition>)> {
+    deadline.check("the survey answers of the range")?;
+    let rows = crate::db::satisfaction::answers_per_customer(db, start, end).await?;
+    let deleted: HashSet<i64> = queries::deleted_customers(db).await?.into_iter().collect();
+    let all = averages(rows.into_iter().map(|r| (r.customer_id, r.score, r.n)))
+        .into_iter()
+        .filter(|a| !deleted.contains(&a.customer_id));
+    let after = match q.after {
+        Some(AttentionPosition::LowSatisfaction(a)) => Some(a),
+        _ => None,
+    };
+    let (page, more) = low_satisfaction_page(all, max_milli, min_answers, after.as_ref(), q.limit);
+    let next = more
+        .then(|| page.last().map(|a| AttentionPosition::LowSatisfaction(*a)))
+        .flatten();
+    let ids: Vec<i64> = page.iter().map(|a| a.customer_id).collect();
+    let names = queries::names(db, &ids).await?;
+    let items = page
+        .into_iter()
+        .map(|a| AttentionItem {
+            customer_id: a.customer_id,
+            name: names.get(&a.customer_id).cloned().unwrap_or_default(),
+            last_contact: None,
+            days_since_last_contact: None,
+            decline: None,
+            satisfaction: Some(a),
         })
         .collect();
     Ok((items, next))

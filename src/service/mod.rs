@@ -15,6 +15,7 @@ pub mod import;
 pub mod log_writer;
 pub mod maintenance;
 pub mod reports;
+pub mod satisfaction;
 pub mod service_levels;
 pub mod timeline;
 pub mod watch;

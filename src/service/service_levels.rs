@@ -77,11 +77,11 @@ fn utc(t: NaiveDateTime) -> DateTime<Utc> {
 }
 
 /// A schedule's zone and hours, read once per report.
-type Schedule = (Tz, Hours);
+pub(crate) type Schedule = (Tz, Hours);
 
 /// The schedule of `business_hours_id`, read before any scan so a wrong id costs
 /// nothing; `None` for wall-clock time.
-async fn schedule(db: &Db, business_hours_id: Option<i64>) -> Result<Option<Schedule>> {
+pub(crate) async fn schedule(db: &Db, business_hours_id: Option<i64>) -> Result<Option<Schedule>> {
     let Some(id) = business_hours_id else {
         return Ok(None);
     };

@@ -21,6 +21,7 @@ from crm.v1 import communication_pb2 as mpb
 from crm.v1 import communication_pb2_grpc as mgrpc
 from crm.v1 import customer_pb2 as upb
 from crm.v1 import customer_pb2_grpc as ugrpc
+from crm.v1 import satisfaction_pb2 as spb
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -481,6 +482,57 @@ def test_response_times_and_attention_pages_from_grpcio(server):
     assert sorted(seen) == seen, "oldest last contact first"
     assert sorted(c for _, c in seen) == sorted(ids), "every customer once"
     assert all(c.days_since_last_contact == 99 for c in page.customers)
+
+
+def test_a_recorded_survey_shows_in_the_satisfaction_report(server):
+    """A survey sent and then answered from grpcio is one record, and the report counts
+    it: one sent, one answered, score 4, CSAT 100%."""
+    t0 = 1_735_689_600  # 2025-01-01T00:00:00Z
+    customer = create_customer(server, "Surveyed").id
+    comms = mgrpc.CommunicationServiceStub(server.channel)
+    contact = comms.LogCommunication(
+        mpb.LogCommunicationRequest(
+            communication=mpb.Communication(
+                customer_id=customer,
+                channel=cpb.CHANNEL_CHAT,
+                direction=cpb.DIRECTION_INBOUND,
+                occur_time=timestamp(t0),
+                content="thanks for the help",
+            )
+        ),
+        timeout=30,
+    )
+    sent = comms.RecordSatisfaction(
+        spb.RecordSatisfactionRequest(
+            survey=spb.SatisfactionSurvey(communication_id=contact.id, sent_time=timestamp(t0 + 60)),
+            request_id="csat-sent",
+        ),
+        timeout=30,
+    )
+    answered = comms.RecordSatisfaction(
+        spb.RecordSatisfactionRequest(
+            survey=spb.SatisfactionSurvey(communication_id=contact.id, score=4, answer_time=timestamp(t0 + 120)),
+            request_id="csat-answer",
+        ),
+        timeout=30,
+    )
+    assert (answered.id, answered.customer_id, answered.channel) == (sent.id, customer, cpb.CHANNEL_CHAT)
+    assert answered.WhichOneof("target") == "communication_id" and answered.score == 4
+    assert server.scalar(f"SELECT COUNT(*) FROM satisfaction_surveys WHERE customer_id = {int(customer)}") == 1
+
+    analytics = agrpc.AnalyticsServiceStub(server.channel)
+    report = analytics.GetSatisfactionReport(
+        apb.GetSatisfactionReportRequest(
+            customer_ids=[customer], start_time=timestamp(t0), end_time=timestamp(t0 + DAY)
+        ),
+        timeout=30,
+    )
+    total = report.total.overall
+    assert (total.sent_count, total.answered_count, total.response_rate) == (1, 1, 1.0)
+    assert (total.average_score, total.csat_percent) == (4.0, 100.0)
+    assert [c.count for c in total.score_counts] == [0, 0, 0, 1, 0]
+    assert [c.channel for c in report.channels] == [cpb.CHANNEL_CHAT]
+    assert not report.total.HasField("inside_business_hours")
 
 
 # -- f. a wallboard watching a report from grpcio ------------------------------------

@@ -1641,7 +1641,7 @@ fn judge(status: &Status, decode_error_allowed: bool) -> Option<String> {
 /// What the footprint reads, as (column alias, scalar subquery): the rows of every table
 /// a request can write, the soft-deleted customers, and the sums of the versions that
 /// every update bumps. All in one SELECT: one snapshot, on either backend.
-const FOOTPRINT: [(&str, &str); 10] = [
+const FOOTPRINT: [(&str, &str); 12] = [
     ("customers", "SELECT COUNT(*) FROM customers"),
     (
         "deleted_customers",
@@ -1662,6 +1662,11 @@ const FOOTPRINT: [(&str, &str); 10] = [
     (
         "ticket_versions",
         "SELECT COALESCE(SUM(version), 0) FROM service_tickets",
+    ),
+    ("surveys", "SELECT COUNT(*) FROM satisfaction_surveys"),
+    (
+        "survey_versions",
+        "SELECT COALESCE(SUM(version), 0) FROM satisfaction_surveys",
     ),
     ("audit_records", "SELECT COUNT(*) FROM audit_records"),
 ];
@@ -1689,6 +1694,10 @@ struct SqliteFootprint {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     ticket_versions: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
+    surveys: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    survey_versions: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     audit_records: i64,
 }
 
@@ -1704,6 +1713,8 @@ impl SqliteFootprint {
             self.transactions,
             self.service_tickets,
             self.ticket_versions,
+            self.surveys,
+            self.survey_versions,
             self.audit_records,
         ]
     }

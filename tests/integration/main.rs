@@ -44,6 +44,7 @@ mod plans;
 mod replicas;
 mod robustness;
 mod rollups;
+mod satisfaction;
 mod schema;
 mod security;
 mod server;

@@ -146,10 +146,12 @@ enum Rpc {
     GetResponseTimeReport,
     GetResolutionTimeReport,
     ListAttentionCustomers,
+    RecordSatisfaction,
+    GetSatisfactionReport,
     ListAuditRecords,
 }
 
-const EVERY_RPC: [Rpc; 26] = [
+const EVERY_RPC: [Rpc; 28] = [
     Rpc::CreateCustomer,
     Rpc::GetCustomer,
     Rpc::UpdateCustomer,
@@ -175,6 +177,8 @@ const EVERY_RPC: [Rpc; 26] = [
     Rpc::GetResponseTimeReport,
     Rpc::GetResolutionTimeReport,
     Rpc::ListAttentionCustomers,
+    Rpc::RecordSatisfaction,
+    Rpc::GetSatisfactionReport,
     Rpc::ListAuditRecords,
 ];
 
@@ -191,7 +195,8 @@ impl Rpc {
             | Rpc::UpdateServiceTicket
             | Rpc::LogCommunication
             | Rpc::ImportCommunications
-            | Rpc::DeleteCommunication => Role::Writer,
+            | Rpc::DeleteCommunication
+            | Rpc::RecordSatisfaction => Role::Writer,
             Rpc::PurgeCustomer | Rpc::ListAuditRecords => Role::Admin,
             _ => Role::Reader,
         }
@@ -547,6 +552,35 @@ async fn call(
                 ))
                 .await?;
         }
+        Rpc::RecordSatisfaction => {
+            comms
+                .record_satisfaction(authed(
+                    pb::RecordSatisfactionRequest {
+                        survey: Some(pb::SatisfactionSurvey {
+                            target: Some(pb::satisfaction_survey::Target::CommunicationId(
+                                f.communication,
+                            )),
+                            score: 5,
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                    header,
+                ))
+                .await?;
+        }
+        Rpc::GetSatisfactionReport => {
+            analytics
+                .get_satisfaction_report(authed(
+                    pb::GetSatisfactionReportRequest {
+                        start_time: range.0,
+                        end_time: range.1,
+                        ..Default::default()
+                    },
+                    header,
+                ))
+                .await?;
+        }
         Rpc::ListAttentionCustomers => {
             analytics
                 .list_attention_customers(authed(
@@ -579,6 +613,7 @@ async fn footprint(app: &TestApp) -> Vec<i64> {
         "SELECT COUNT(*) FROM transactions",
         "SELECT COUNT(*) FROM service_tickets",
         "SELECT COALESCE(SUM(version), 0) FROM service_tickets",
+        "SELECT COUNT(*) FROM satisfaction_surveys",
         "SELECT COUNT(*) FROM audit_records",
     ] {
         out.push(app.scalar(sql).await);
@@ -696,10 +731,10 @@ backend_tests! {
             EVERYONE.map(Who::name).join(" | "),
             "---|".repeat(EVERYONE.len())
         );
-        assert_eq!((sent, right), (26 * 6, 26 * 6));
-        // Three identities without a valid token, the reader for the 12 writer and admin
+        assert_eq!((sent, right), (28 * 6, 28 * 6));
+        // Three identities without a valid token, the reader for the 13 writer and admin
         // calls, the writer for the 2 admin calls.
-        assert_eq!(refused, 3 * 26 + 12 + 2);
+        assert_eq!(refused, 3 * 28 + 13 + 2);
     }
 
     async fn a_writer_cannot_purge_and_learns_nothing_by_trying(app: &TestApp) {

@@ -135,6 +135,57 @@ impl Label {
     }
 }
 
+/// Sentiment figures of some communications: how many, how many of them negative and
+/// positive (the rest neutral), and the sum of their scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Communications.
+    pub n: i64,
+    /// Of them negative.
+    pub negative: i64,
+    /// Of them positive.
+    pub positive: i64,
+    /// Sum of their scores (one not scored yet adds 0).
+    pub sum: i64,
+}
+
+impl Tally {
+    /// The sentiment part of one communication scored `score` (`None`: not scored yet,
+    /// neutral), counted `sign` times; `n` is left 0.
+    pub fn of_score(score: Option<i16>, sign: i64) -> Tally {
+        let score = score.unwrap_or(0);
+        let label = Label::of(score);
+        Tally {
+            n: 0,
+            negative: sign * i64::from(label == Label::Negative),
+            positive: sign * i64::from(label == Label::Positive),
+            sum: sign * i64::from(score),
+        }
+    }
+
+    /// Adds `other`'s figures.
+    pub fn add(&mut self, other: Tally) {
+        self.n += other.n;
+        self.negative += other.negative;
+        self.positive += other.positive;
+        self.sum += other.sum;
+    }
+
+    /// The neutral ones.
+    pub fn neutral(&self) -> i64 {
+        self.n - self.negative - self.positive
+    }
+
+    /// The mean score; 0 over none.
+    pub fn mean(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.n as f64
+        }
+    }
+}
+
 struct Chinese {
     valence: HashMap<&'static str, f64>,
     degree: HashMap<&'static str, f64>,
@@ -418,6 +469,30 @@ mod tests {
         assert!(s > 990);
         let angry = "垃圾！".repeat(500);
         assert!(score(&angry) < -990);
+    }
+
+    #[test]
+    fn tallies_add_up() {
+        let mut t = Tally::default();
+        for score in [Some(-300), Some(20), None, Some(700)] {
+            let mut one = Tally::of_score(score, 1);
+            one.n = 1;
+            t.add(one);
+        }
+        assert_eq!(
+            t,
+            Tally {
+                n: 4,
+                negative: 1,
+                positive: 1,
+                sum: 420
+            }
+        );
+        assert_eq!(t.neutral(), 2);
+        assert!((t.mean() - 105.0).abs() < 1e-9);
+        assert_eq!(Tally::default().mean(), 0.0);
+        let removed = Tally::of_score(Some(-300), -1);
+        assert_eq!((removed.negative, removed.sum), (-1, 300));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 
-use super::dialect::Conn;
+use diesel::dsl::{sql, sum};
+
+use super::dialect::{Backend, Conn};
+use super::fns::{self, TallyPart};
 use super::query::{self, Bind, Keyset, Sql};
 use super::schema::customers;
 use super::Db;
@@ -128,32 +131,40 @@ pub struct CustomerCount {
     /// Communications.
     #[diesel(sql_type = BigInt)]
     pub n: i64,
+    /// Sum of their sentiment scores.
+    #[diesel(sql_type = BigInt)]
+    pub sentiment_sum: i64,
 }
 
-/// Communications per customer (every customer, every channel and direction) in the
-/// whole months of `split` (from `customer_months`) and its edges (from the base table).
+/// Communications per customer (every customer, every channel and direction) and the sum
+/// of their sentiment scores in the whole months of `split` (from `customer_months`) and
+/// its edges (from the base table).
 /// Customers without any are absent.
 pub async fn counts_per_customer(db: &Db, split: &Split) -> Result<Vec<CustomerCount>> {
-    match counts_sql(split) {
+    match counts_sql(db.backend(), split) {
         Some(sql) => query::load(db, &sql).await,
         None => Ok(Vec::new()),
     }
 }
 
 /// The statement of [`counts_per_customer`]; `None` when `split` covers nothing.
-fn counts_sql(split: &Split) -> Option<Sql> {
+fn counts_sql(backend: Backend, split: &Split) -> Option<Sql> {
     let mut parts: Vec<Sql> = Vec::new();
     if let Some((lo, hi)) = split.units {
         // raw SQL: UNION ALL summed over a derived table (diesel has no subquery in FROM)
-        let mut part = Sql::from("SELECT customer_id, n AS c FROM customer_months WHERE month >= ");
+        let mut part = Sql::from(
+            "SELECT customer_id, n AS c, sentiment_sum AS s FROM customer_months WHERE month >= ",
+        );
         part.bind(Bind::I64(lo))
             .push(" AND month < ")
             .bind(Bind::I64(hi));
         parts.push(part);
     }
     for &(start, end) in &split.edges {
-        let mut part =
-            Sql::from("SELECT customer_id, COUNT(*) AS c FROM communications WHERE occur_time >= ");
+        let mut part = Sql::from(&*format!(
+            "SELECT customer_id, COUNT(*) AS c, {} AS s FROM communications WHERE occur_time >= ",
+            Sql::expr_text(backend, &fns::sentiment_tally(TallyPart::Sum))
+        ));
         part.bind(Bind::Time(start))
             .push(" AND occur_time < ")
             .bind(Bind::Time(end))
@@ -163,7 +174,12 @@ fn counts_sql(split: &Split) -> Option<Sql> {
     if parts.is_empty() {
         return None;
     }
-    let mut sql = Sql::from("SELECT customer_id, SUM(c) AS n FROM (");
+    let total = |column: &str| Sql::expr_text(backend, &fns::int(sum(sql::<BigInt>(column))));
+    let mut sql = Sql::from(&*format!(
+        "SELECT customer_id, {} AS n, {} AS sentiment_sum FROM (",
+        total("c"),
+        total("s")
+    ));
     for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             sql.push(" UNION ALL ");
@@ -251,7 +267,7 @@ fn last_contacts_sql(ids: &[i64]) -> Sql {
 #[cfg(test)]
 mod tests {
     //! The attention list's statements, pinned as insta snapshots (the same text on
-    //! both backends: nothing in them differs per backend).
+    //! both backends but for the casts of the counts' sums).
     use super::*;
     use crate::model::time::march_2024 as at;
 
@@ -276,7 +292,11 @@ mod tests {
             ),
             (
                 "attention_counts_per_customer",
-                counts_sql(&split).expect("a split with months"),
+                counts_sql(Backend::Mysql, &split).expect("a split with months"),
+            ),
+            (
+                "attention_counts_per_customer_sqlite",
+                counts_sql(Backend::Sqlite, &split).expect("a split with months"),
             ),
             ("attention_last_contacts", last_contacts_sql(&[3, 5])),
         ];
@@ -288,6 +308,6 @@ mod tests {
             units: None,
             edges: Vec::new(),
         };
-        assert_eq!(counts_sql(&nothing), None);
+        assert_eq!(counts_sql(Backend::Sqlite, &nothing), None);
     }
 }

@@ -17,12 +17,14 @@ use diesel_async::RunQueryDsl;
 use super::communications::COMMUNICATIONS;
 use super::customers::Customer;
 use super::dialect::{Backend, Conn, Index};
+use super::fns::TallyPart;
 use super::query::{self, Bind, IdRow, Keyset, Scope, Sql, Table};
-use super::schema::{communications, service_tickets, transactions};
+use super::schema::{communications, customer_months, service_tickets, transactions};
 use super::transactions::TransactionRow;
 use super::{fns, Db};
 use crate::analytics::buckets::BucketPlan;
 use crate::analytics::rollup::Tier;
+use crate::analytics::sentiment::Tally;
 use crate::error::{Error, Result};
 use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
@@ -46,6 +48,8 @@ pub struct KeyCount {
     pub channel: i32,
     /// Communications.
     pub count: i64,
+    /// Their sentiment (`n` = `count`).
+    pub sentiment: Tally,
 }
 
 /// Count, distinct customers and time span of the communications in a scope.
@@ -82,6 +86,12 @@ struct KeyRow {
     channel: i32,
     #[diesel(sql_type = BigInt)]
     n: i64,
+    #[diesel(sql_type = BigInt)]
+    negative: i64,
+    #[diesel(sql_type = BigInt)]
+    positive: i64,
+    #[diesel(sql_type = BigInt)]
+    sentiment_sum: i64,
 }
 
 /// A row of [`totals_query`]: count, distinct customers, first and last time.
@@ -156,6 +166,17 @@ fn shift_and_key(
     sql
 }
 
+/// The sentiment aggregates of a grouped base-table read, named as [`KeyRow`] reads them.
+fn tally_columns(backend: Backend) -> String {
+    let part = |p| Sql::expr_text(backend, &fns::sentiment_tally(p));
+    format!(
+        "{} AS negative, {} AS positive, {} AS sentiment_sum",
+        part(TallyPart::Negative),
+        part(TallyPart::Positive),
+        part(TallyPart::Sum)
+    )
+}
+
 /// The one bucket query: `(shift, key, channel) -> count` over the scope.
 fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) -> Sql {
     let secs = Sql::expr_text(backend, &fns::epoch_secs(communications::occur_time));
@@ -163,9 +184,12 @@ fn bucket_sql(backend: Backend, scope: &CommunicationFilter, plan: &BucketPlan) 
     let mut sql = shift_and_key(backend, plan, &secs, "occur_time", |t| {
         Bind::Time(t.naive_utc())
     });
-    sql.push(", channel, COUNT(*) AS n FROM communications")
-        .filter(&COMMUNICATIONS, scope)
-        .push(" GROUP BY s, k, channel");
+    sql.push(&format!(
+        ", channel, COUNT(*) AS n, {} FROM communications",
+        tally_columns(backend)
+    ))
+    .filter(&COMMUNICATIONS, scope)
+    .push(" GROUP BY s, k, channel");
     sql
 }
 
@@ -202,9 +226,14 @@ fn tier_bucket_sql(
         has_channel: true,
         order: &[],
     };
+    let summed =
+        |column: &str| Sql::expr_text(backend, &fns::int(sum(diesel::dsl::sql::<BigInt>(column))));
     sql.push(&format!(
-        ", channel, {} AS n FROM {}",
-        Sql::expr_text(backend, &fns::int(sum(diesel::dsl::sql::<BigInt>("n")))),
+        ", channel, {} AS n, {} AS negative, {} AS positive, {} AS sentiment_sum FROM {}",
+        summed("n"),
+        summed("negative"),
+        summed("positive"),
+        summed("sentiment_sum"),
         tier.table
     ))
     .and()
@@ -277,6 +306,12 @@ fn key_counts(rows: Vec<KeyRow>, plan: &BucketPlan) -> Vec<KeyCount> {
             key: row.k - unit_offset,
             channel: row.channel,
             count: row.n,
+            sentiment: Tally {
+                n: row.n,
+                negative: row.negative,
+                positive: row.positive,
+                sum: row.sentiment_sum,
+            },
         })
         .collect()
 }
@@ -402,6 +437,71 @@ pub async fn customer_count_from_rollup(
 ) -> Result<i64> {
     let rows: Vec<IdRow> = query::load(db, &customer_count_rollup_sql(months, edges)).await?;
     Ok(<[IdRow]>::first(&rows).map_or(0, |r| r.id))
+}
+
+/// One customer's sentiment per UTC calendar month in the whole months `[lo, hi)`, from
+/// the customer-month rollup; months without communications are absent.
+pub async fn customer_month_sentiment(
+    db: &Db,
+    customer_id: i64,
+    (lo, hi): (i64, i64),
+) -> Result<Vec<(i64, Tally)>> {
+    let month = |m: i64| i32::try_from(m).unwrap_or(if m < 0 { i32::MIN } else { i32::MAX });
+    let query = customer_months::table
+        .filter(customer_months::customer_id.eq(customer_id))
+        .filter(customer_months::month.ge(month(lo)))
+        .filter(customer_months::month.lt(month(hi)))
+        .order(customer_months::month)
+        .select((
+            customer_months::month,
+            customer_months::n,
+            customer_months::negative,
+            customer_months::positive,
+            customer_months::sentiment_sum,
+        ));
+    let rows: Vec<(i32, i64, i64, i64, i64)> =
+        with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(query).await?))?;
+    Ok(rows
+        .into_iter()
+        .map(|(month, n, negative, positive, sum)| {
+            let tally = Tally {
+                n,
+                negative,
+                positive,
+                sum,
+            };
+            (i64::from(month), tally)
+        })
+        .collect())
+}
+
+/// One customer's sentiment in `[start, end)`, from its rows (the `(customer_id,
+/// occur_time)` index).
+pub async fn customer_sentiment(
+    db: &Db,
+    customer_id: i64,
+    (start, end): (NaiveDateTime, NaiveDateTime),
+) -> Result<Tally> {
+    let query = communications::table
+        .filter(communications::customer_id.eq(customer_id))
+        .filter(communications::occur_time.ge(start))
+        .filter(communications::occur_time.lt(end))
+        .select((
+            count_star(),
+            fns::sentiment_tally(TallyPart::Negative),
+            fns::sentiment_tally(TallyPart::Positive),
+            fns::sentiment_tally(TallyPart::Sum),
+        ));
+    let (n, negative, positive, sum): (i64, i64, i64, i64) = with_conn!(
+        db,
+        |conn| Ok::<_, Error>(conn.any().get_result(query).await?)
+    )?;
+    Ok(Tally {
+        n,
+        negative,
+        positive,
+        sum,
+    })
 }
 
 /// One time.

@@ -27,7 +27,7 @@ use super::query::{Bind, Sql};
 use super::schema::{communications, customer_months, rollup_state};
 use super::{fns, retry_conflicts, Db, SqliteConn};
 use crate::analytics::rollup::{month_of, month_start, shard_of, Tier, HOURS, SLOTS};
-use crate::analytics::sentiment::Label;
+use crate::analytics::sentiment::Tally;
 use crate::error::{Error, Result};
 use crate::with_conn;
 
@@ -67,41 +67,6 @@ impl From<&CommunicationRow> for Contribution {
     }
 }
 
-/// What some communications add to one rollup row: their count, how many of them are
-/// negative and positive (the rest are neutral), and the sum of their scores.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Communications.
-    pub n: i64,
-    /// Of them negative.
-    pub negative: i64,
-    /// Of them positive.
-    pub positive: i64,
-    /// Sum of their sentiment scores.
-    pub sentiment_sum: i64,
-}
-
-impl Tally {
-    /// The sentiment part of one communication scored `sentiment`, counted `sign` times.
-    fn sentiment(sentiment: Option<i16>, sign: i64) -> Tally {
-        let score = sentiment.unwrap_or(0);
-        let label = Label::of(score);
-        Tally {
-            n: 0,
-            negative: sign * i64::from(label == Label::Negative),
-            positive: sign * i64::from(label == Label::Positive),
-            sentiment_sum: sign * i64::from(score),
-        }
-    }
-
-    fn add(&mut self, other: Tally) {
-        self.n += other.n;
-        self.negative += other.negative;
-        self.positive += other.positive;
-        self.sentiment_sum += other.sentiment_sum;
-    }
-}
-
 /// Summed contributions, keyed in primary-key order of each table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Deltas {
@@ -115,7 +80,7 @@ impl Deltas {
     /// The sums of `rows`, each counted `sign` (1 to add, -1 to remove).
     pub fn of(rows: impl IntoIterator<Item = Contribution>, sign: i64) -> Self {
         Self::tallied(rows.into_iter().map(|r| {
-            let mut tally = Tally::sentiment(r.sentiment, sign);
+            let mut tally = Tally::of_score(r.sentiment, sign);
             tally.n = sign;
             (r, tally)
         }))
@@ -126,7 +91,7 @@ impl Deltas {
     pub fn scored(rows: impl IntoIterator<Item = Contribution>) -> Self {
         Self::tallied(
             rows.into_iter()
-                .map(|r| (r, Tally::sentiment(r.sentiment, 1))),
+                .map(|r| (r, Tally::of_score(r.sentiment, 1))),
         )
     }
 
@@ -178,7 +143,7 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
                     customer_months::last_time.eq(fns::time_lit(last)),
                     customer_months::negative.eq(fns::lit(t.negative)),
                     customer_months::positive.eq(fns::lit(t.positive)),
-                    customer_months::sentiment_sum.eq(fns::lit(t.sentiment_sum)),
+                    customer_months::sentiment_sum.eq(fns::lit(t.sum)),
                 )
             })
             .collect();
@@ -207,7 +172,7 @@ fn add_sql(backend: Backend, deltas: &Deltas) -> Vec<Sql> {
                     Bind::I64(t.n),
                     Bind::I64(t.negative),
                     Bind::I64(t.positive),
-                    Bind::I64(t.sentiment_sum),
+                    Bind::I64(t.sum),
                 ]);
             }
             sql.push(&backend.upsert(&unit_key(*tier), &TALLY));
@@ -440,7 +405,7 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
                         n: -n,
                         negative: -negative,
                         positive: -positive,
-                        sentiment_sum: -sentiment_sum,
+                        sum: -sentiment_sum,
                     };
                     ((unit, channel, direction, shard), tally)
                 },

@@ -17,7 +17,7 @@ use crate::analytics::content::MatchFigures;
 use crate::analytics::matching::Matcher;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, to_timestamp};
-use crate::grpc::pb_conv::{customer_to_pb, transaction_to_pb};
+use crate::grpc::pb_conv::{customer_to_pb, sentiment_counts, transaction_to_pb};
 use crate::grpc::report_query::{bucketed_window, customer_ids, finish, required_range};
 use crate::grpc::service_levels::{attention_fingerprint, attention_response};
 use crate::grpc::validate::{self, channels, time_zone};
@@ -143,6 +143,7 @@ impl TryFrom<pb::GetFrequencyReportRequest> for FrequencyQuery {
             top_n,
             include_gap_stats: req.include_gap_stats,
             compare_previous_period: req.compare_previous_period,
+            include_sentiment: req.include_sentiment,
         })
     }
 }
@@ -156,6 +157,7 @@ fn frequency_buckets(r: &FrequencyReport) -> Vec<pb::FrequencyBucket> {
             end_time: Some(ts(b.end)),
             count: c.count,
             channel_counts: channel_counts(&c.channels),
+            sentiment: r.sentiment.map(|_| sentiment_counts(&c.sentiment)),
         })
         .collect()
 }
@@ -174,6 +176,7 @@ fn previous_period(current: i64, p: &FrequencyReport) -> pb::PreviousPeriod {
         customer_count: p.customer_count,
         total_change: change,
         total_change_ratio: (p.total > 0).then(|| change as f64 / p.total as f64),
+        sentiment: p.sentiment.as_ref().map(sentiment_counts),
     }
 }
 
@@ -186,6 +189,7 @@ impl From<FrequencyReport> for pb::GetFrequencyReportResponse {
             channel_counts: channel_counts(&r.channels),
             buckets: frequency_buckets(&r),
             previous_period: r.previous.as_deref().map(|p| previous_period(r.total, p)),
+            sentiment: r.sentiment.as_ref().map(sentiment_counts),
             first_contact_time: r.first.map(to_timestamp),
             last_contact_time: r.last.map(to_timestamp),
             mean_gap: r.mean_gap_us.map(duration_from_micros),
@@ -351,6 +355,16 @@ impl From<InsightsReport> for pb::GetCustomerInsightsResponse {
             days_since_last_contact: r.days_since_last_contact,
             mean_gap: r.mean_gap_us.map(duration_from_micros),
             top_terms: term_counts(r.top_terms),
+            sentiment: Some(sentiment_counts(&r.sentiment)),
+            sentiment_trend: r
+                .sentiment_trend
+                .iter()
+                .map(|(start, end, t)| pb::SentimentPeriod {
+                    start_time: Some(to_timestamp(*start)),
+                    end_time: Some(to_timestamp(*end)),
+                    sentiment: Some(sentiment_counts(t)),
+                })
+                .collect(),
             transactions: Some(pb::TransactionSummary {
                 count: r.transaction_count,
                 totals: r

@@ -3,7 +3,7 @@
 
 use chrono::NaiveDate;
 
-use crate::analytics::sentiment::Label;
+use crate::analytics::sentiment::{Label, Tally};
 
 use crate::db::communications::CommunicationRow;
 use crate::db::customers::Customer;
@@ -107,6 +107,16 @@ pub fn communication_to_pb(r: CommunicationRow) -> pb::Communication {
         sentiment: r
             .sentiment
             .map_or(pb::Sentiment::Unspecified, sentiment_to_pb) as i32,
+    }
+}
+
+/// The proto form of sentiment figures.
+pub fn sentiment_counts(t: &Tally) -> pb::SentimentCounts {
+    pb::SentimentCounts {
+        negative_count: t.negative,
+        neutral_count: t.neutral(),
+        positive_count: t.positive,
+        mean_score: t.mean(),
     }
 }
 

@@ -24,6 +24,8 @@ pub const MAX_STALE_DAYS: i32 = 36_500;
 pub const DEFAULT_DROP_PERCENT: u32 = 50;
 /// `max_average_score` when the request leaves it 0.
 pub const DEFAULT_MAX_AVERAGE_SCORE: f64 = 2.5;
+/// `min_sentiment_drop` when the request leaves it 0: a tenth of the scale.
+pub const DEFAULT_SENTIMENT_DROP: i64 = 100;
 /// Page-token kind of the attention list.
 const ATTENTION_KIND: &str = "attention";
 
@@ -208,6 +210,11 @@ pub fn attention_fingerprint(req: &pb::ListAttentionCustomersRequest) -> u64 {
         .field("min_drop_percent", &req.min_drop_percent)
         .field("min_previous_count", &req.min_previous_count);
     // Only this list's own fields, so the tokens of the other lists stay as they were.
+    let fp = if req.reason == pb::AttentionReason::SentimentFalling as i32 {
+        fp.field("min_sentiment_drop", &req.min_sentiment_drop)
+    } else {
+        fp
+    };
     let fp = if req.reason == pb::AttentionReason::LowSatisfaction as i32 {
         fp.field(
             "max_average_score",
@@ -238,10 +245,22 @@ fn cursor(
     let stale = req.reason == pb::AttentionReason::Stale as i32;
     let decline = req.reason == pb::AttentionReason::Decline as i32;
     let low = req.reason == pb::AttentionReason::LowSatisfaction as i32;
+    let falling = req.reason == pb::AttentionReason::SentimentFalling as i32;
     let fits = match c.after {
         AttentionPosition::Never(id) => stale && id >= 0,
         AttentionPosition::Stale(us, id) => stale && paging::position("page_token", us, id).is_ok(),
         AttentionPosition::Decline(d) => decline && d.previous >= 1 && d.current >= 0,
+        AttentionPosition::Mood(m) => {
+            let sums_fit = |n: i64, sum: i64| {
+                let bound = n.saturating_mul(i64::from(crate::analytics::sentiment::MAX));
+                (-bound..=bound).contains(&sum)
+            };
+            falling
+                && m.previous >= 1
+                && m.current >= 1
+                && sums_fit(m.previous, m.previous_sum)
+                && sums_fit(m.current, m.current_sum)
+        }
         AttentionPosition::LowSatisfaction(a) => {
             low && a.count >= 1 && (a.count..=a.count.saturating_mul(5)).contains(&a.sum)
         }
@@ -312,6 +331,34 @@ impl TryFrom<pb::ListAttentionCustomersRequest> for AttentionQuery {
                     min_previous: req.min_previous_count.max(1),
                 })
             }
+            Ok(pb::AttentionReason::SentimentFalling) => {
+                let range = required_range(
+                    &mut v,
+                    req.start_time.as_ref(),
+                    req.end_time.as_ref(),
+                    Some(120),
+                );
+                let min_drop = match req.min_sentiment_drop {
+                    0 => DEFAULT_SENTIMENT_DROP,
+                    d @ 1..=2000 => i64::from(d),
+                    d => {
+                        v.add(
+                            "min_sentiment_drop",
+                            format!("must be between 1 and 2000 (got {d})"),
+                        );
+                        DEFAULT_SENTIMENT_DROP
+                    }
+                };
+                if req.min_previous_count < 0 {
+                    v.add("min_previous_count", "must not be negative");
+                }
+                range.map(|(start, end)| AttentionKind::SentimentFalling {
+                    start,
+                    end,
+                    min_drop,
+                    min_previous: req.min_previous_count.max(1),
+                })
+            }
             Ok(pb::AttentionReason::LowSatisfaction) => {
                 let range = required_range(
                     &mut v,
@@ -343,7 +390,10 @@ impl TryFrom<pb::ListAttentionCustomersRequest> for AttentionQuery {
                 })
             }
             Ok(pb::AttentionReason::Unspecified) => {
-                v.add("reason", "is required (STALE, DECLINE or LOW_SATISFACTION)");
+                v.add(
+                    "reason",
+                    "is required (STALE, DECLINE, SENTIMENT_FALLING or LOW_SATISFACTION)",
+                );
                 None
             }
             Err(_) => {
@@ -368,6 +418,7 @@ impl TryFrom<pb::ListAttentionCustomersRequest> for AttentionQuery {
 
 fn attention_customer(i: AttentionItem) -> pb::AttentionCustomer {
     let d = i.decline;
+    let m = i.mood;
     let s = i.satisfaction;
     pb::AttentionCustomer {
         customer_id: i.customer_id,
@@ -375,11 +426,13 @@ fn attention_customer(i: AttentionItem) -> pb::AttentionCustomer {
         last_contact_time: i.last_contact.map(|(t, _)| to_timestamp(t)),
         last_contact_channel: i.last_contact.map_or(0, |(_, c)| c),
         days_since_last_contact: i.days_since_last_contact,
-        current_count: d.map_or(0, |d| d.current),
-        previous_count: d.map_or(0, |d| d.previous),
+        current_count: d.map_or(m.map_or(0, |m| m.current), |d| d.current),
+        previous_count: d.map_or(m.map_or(0, |m| m.previous), |d| d.previous),
         drop_ratio: d.map_or(0.0, |d| d.ratio()),
         average_score: s.map_or(0.0, |s| s.average()),
         answer_count: s.map_or(0, |s| s.count),
+        previous_mean_sentiment: m.map_or(0.0, |m| m.previous_mean()),
+        current_mean_sentiment: m.map_or(0.0, |m| m.current_mean()),
     }
 }
 

@@ -316,6 +316,7 @@ impl Watchable for Frequency {
             top_customers: f.top_customers.clone(),
             time_zone: f.time_zone.clone(),
             previous_period: f.previous_period.clone(),
+            sentiment: f.sentiment,
         }
     }
 

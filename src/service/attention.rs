@@ -1,6 +1,6 @@
-//! The attention list: customers not contacted for a while, whose contacts fell sharply
-//! against the preceding period, or whose satisfaction surveys scored low, most urgent
-//! first, in keyset pages.
+//! The attention list: customers not contacted for a while, whose contacts or mood fell
+//! sharply against the preceding period, or whose satisfaction surveys scored low, most
+//! urgent first, in keyset pages.
 //!
 //! How it stays fast at 100,000 customers:
 //! - **Stale**: each customer's last contact is the latest time of its latest month in
@@ -11,6 +11,9 @@
 //!   rollup (whole months) plus the base table for the partial months at the edges: a
 //!   grouped read of about one row per customer and month. The drops are ranked in
 //!   memory with exact ratios, and a page is cut after the token's position.
+//! - **Sentiment falling**: the same grouped read as declines, with the sums of the
+//!   sentiment scores the rollup keeps beside the counts; falls of the mean are ranked
+//!   exactly (cross-multiplied sums).
 //! - **Low satisfaction**: answers per customer and score in the range, one grouped
 //!   range read of the covering `(answer_time, customer_id, score)` index (at most five
 //!   rows per customer); averages are ranked in memory exactly, like declines.
@@ -22,7 +25,7 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use super::reports::{previous_period, ReportSource};
-use crate::analytics::attention::{decline_page, Decline};
+use crate::analytics::attention::{decline_page, mood_page, Decline, Mood};
 use crate::analytics::rollup::{month_split, Split};
 use crate::analytics::satisfaction::{averages, low_satisfaction_page, MilliScore, ScoreAverage};
 use crate::db::attention::{self as queries, StaleRow};
@@ -40,6 +43,8 @@ pub enum AttentionPosition {
     Stale(i64, i64),
     /// Among the declines, after this one.
     Decline(Decline),
+    /// Among the falling moods, after this one.
+    Mood(Mood),
     /// Among the low averages, after this one.
     LowSatisfaction(ScoreAverage),
 }
@@ -62,6 +67,17 @@ pub enum AttentionKind {
         end: NaiveDateTime,
         /// The smallest drop, percent.
         min_percent: u32,
+        /// The smallest previous count.
+        min_previous: i64,
+    },
+    /// Customers whose mean sentiment in `[start, end)` fell against the period before.
+    SentimentFalling {
+        /// Inclusive start (UTC).
+        start: NaiveDateTime,
+        /// Exclusive end (UTC).
+        end: NaiveDateTime,
+        /// The smallest fall of the mean score, points.
+        min_drop: i64,
         /// The smallest previous count.
         min_previous: i64,
     },
@@ -104,6 +120,8 @@ pub struct AttentionItem {
     pub days_since_last_contact: Option<i64>,
     /// Counts of both periods (DECLINE).
     pub decline: Option<Decline>,
+    /// Counts and score sums of both periods (SENTIMENT_FALLING).
+    pub mood: Option<Mood>,
     /// The answers' sum and count (LOW_SATISFACTION).
     pub satisfaction: Option<ScoreAverage>,
 }
@@ -194,6 +212,72 @@ pub async fn attention(
                     last_contact: None,
                     days_since_last_contact: None,
                     decline: Some(d),
+                    mood: None,
+                    satisfaction: None,
+                })
+                .collect();
+            (rows, next)
+        }
+        AttentionKind::SentimentFalling {
+            start,
+            end,
+            min_drop,
+            min_previous,
+        } => {
+            let (previous_start, _) = previous_period(start, end).ok_or_else(|| {
+                Error::invalid(
+                    "start_time",
+                    "the preceding period would start before 1900-01-01",
+                )
+            })?;
+            let split = |s, e| match source {
+                ReportSource::Rollups => month_split(s, e),
+                ReportSource::BaseTable => Split {
+                    units: None,
+                    edges: vec![(s, e)],
+                },
+            };
+            deadline.check("the sentiment of the range")?;
+            let current = queries::counts_per_customer(db, &split(start, end)).await?;
+            deadline.check("the sentiment of the preceding period")?;
+            let previous = queries::counts_per_customer(db, &split(previous_start, start)).await?;
+            let deleted: HashSet<i64> = queries::deleted_customers(db).await?.into_iter().collect();
+            let current: HashMap<i64, (i64, i64)> = current
+                .into_iter()
+                .map(|c| (c.customer_id, (c.n, c.sentiment_sum)))
+                .collect();
+            let moods = previous
+                .into_iter()
+                .filter(|p| !deleted.contains(&p.customer_id))
+                .map(|p| {
+                    let (n, sum) = current.get(&p.customer_id).copied().unwrap_or((0, 0));
+                    Mood {
+                        customer_id: p.customer_id,
+                        previous: p.n,
+                        previous_sum: p.sentiment_sum,
+                        current: n,
+                        current_sum: sum,
+                    }
+                });
+            let after = match q.after {
+                Some(AttentionPosition::Mood(m)) => Some(m),
+                _ => None,
+            };
+            let (page, more) = mood_page(moods, min_drop, min_previous, after.as_ref(), q.limit);
+            let next = more
+                .then(|| page.last().map(|m| AttentionPosition::Mood(*m)))
+                .flatten();
+            let ids: Vec<i64> = page.iter().map(|m| m.customer_id).collect();
+            let names = queries::names(db, &ids).await?;
+            let rows = page
+                .into_iter()
+                .map(|m| AttentionItem {
+                    customer_id: m.customer_id,
+                    name: names.get(&m.customer_id).cloned().unwrap_or_default(),
+                    last_contact: None,
+                    days_since_last_contact: None,
+                    decline: None,
+                    mood: Some(m),
                     satisfaction: None,
                 })
                 .collect();
@@ -276,6 +360,7 @@ async fn stale_page(
             last_contact: None,
             days_since_last_contact: None,
             decline: None,
+            mood: None,
             satisfaction: None,
         })
         .collect();
@@ -316,6 +401,7 @@ async fn low_satisfaction(
             last_contact: None,
             days_since_last_contact: None,
             decline: None,
+            mood: None,
             satisfaction: Some(a),
         })
         .collect();

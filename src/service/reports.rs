@@ -24,7 +24,8 @@ use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::content_index::{IndexFigures, IndexQuery};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
-use crate::analytics::rollup::{month_split, Tier};
+use crate::analytics::rollup::{month_of, month_split, month_start, Tier};
+use crate::analytics::sentiment::Tally;
 use crate::db::content_feed::{self, FeedRow};
 use crate::db::customers::{self, Customer};
 use crate::db::reports::{self as queries, ContentPosition, ContentRow, KeyCount, TopCustomer};
@@ -96,6 +97,8 @@ pub struct FrequencyQuery {
     pub include_gap_stats: bool,
     /// Whether to add the preceding period of equal length (see [`previous_period`]).
     pub compare_previous_period: bool,
+    /// Whether to split the counts by sentiment.
+    pub include_sentiment: bool,
 }
 
 /// The period of the same length right before `[start, end)`: `[start - (end - start),
@@ -115,6 +118,8 @@ pub struct BucketCount {
     pub count: i64,
     /// Per channel, channels with no contact left out.
     pub channels: BTreeMap<i32, i64>,
+    /// By sentiment (`n` = `count`); all zero unless the query included sentiment.
+    pub sentiment: Tally,
 }
 
 /// A top customer with its per-day average.
@@ -158,6 +163,8 @@ pub struct FrequencyReport {
     /// The preceding period of equal length (its totals, channels and buckets; no top
     /// customers or gaps), when asked for.
     pub previous: Option<Box<FrequencyReport>>,
+    /// The whole range by sentiment, when asked for.
+    pub sentiment: Option<Tally>,
 }
 
 /// Where reports read their counts from.
@@ -264,7 +271,9 @@ async fn frequency_of(
     deadline: Deadline,
 ) -> Result<FrequencyReport> {
     let plan = BucketPlan::new(q.time_zone, q.granularity, utc(q.start), utc(q.end));
-    if let (Some(index), &[customer]) = (index, q.customer_ids.as_slice()) {
+    // The activity index holds no sentiment.
+    let activity = index.filter(|_| !q.include_sentiment);
+    if let (Some(index), &[customer]) = (activity, q.customer_ids.as_slice()) {
         let ask = FrequencyAsk {
             customer,
             channels: q.channels.clone(),
@@ -297,6 +306,7 @@ async fn frequency_of(
     let mut buckets = vec![BucketCount::default(); plan.buckets().len()];
     let mut channels = BTreeMap::new();
     let mut total = 0;
+    let mut sentiment = Tally::default();
 
     let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), tier, deadline).await?;
     for row in rows {
@@ -313,6 +323,8 @@ async fn frequency_of(
             *bucket.channels.entry(row.channel).or_insert(0) += row.count;
             *channels.entry(row.channel).or_insert(0) += row.count;
             total += row.count;
+            bucket.sentiment.add(row.sentiment);
+            sentiment.add(row.sentiment);
         }
     }
 
@@ -385,6 +397,7 @@ async fn frequency_of(
         time_zone: q.time_zone,
         range: (q.start, q.end),
         previous: None,
+        sentiment: q.include_sentiment.then_some(sentiment),
     })
 }
 
@@ -427,6 +440,7 @@ fn frequency_from_activity(
                 BucketCount {
                     count,
                     channels: channels.into_iter().collect(),
+                    sentiment: Tally::default(),
                 },
             )
         })
@@ -446,6 +460,7 @@ fn frequency_from_activity(
         time_zone: q.time_zone,
         range: (q.start, q.end),
         previous: None,
+        sentiment: None,
     }
 }
 
@@ -725,6 +740,44 @@ pub struct InsightsReport {
     pub open_tickets: i64,
     /// Mean open-to-resolution time of resolved or closed tickets, microseconds.
     pub mean_resolution_us: Option<i64>,
+    /// Communications in range by sentiment.
+    pub sentiment: Tally,
+    /// The same per UTC calendar month of the range (`[start, end)` clipped to it).
+    pub sentiment_trend: Vec<(NaiveDateTime, NaiveDateTime, Tally)>,
+}
+
+/// One customer's sentiment per UTC calendar month of `[start, end)`, each month clipped
+/// to the range and zero-filled: whole months from the customer-month rollup, the
+/// partial months at the ends from the customer's rows. Checks `deadline` before each
+/// statement.
+pub async fn sentiment_trend(
+    db: &Db,
+    customer_id: i64,
+    (start, end): (NaiveDateTime, NaiveDateTime),
+    deadline: Deadline,
+) -> Result<Vec<(NaiveDateTime, NaiveDateTime, Tally)>> {
+    if end <= start {
+        return Ok(Vec::new());
+    }
+    let split = month_split(start, end);
+    let mut by_month: BTreeMap<i64, Tally> = BTreeMap::new();
+    if let Some(units) = split.units {
+        deadline.check("the monthly sentiment")?;
+        by_month.extend(queries::customer_month_sentiment(db, customer_id, units).await?);
+    }
+    for &edge in &split.edges {
+        deadline.check("the sentiment of a partial month")?;
+        let tally = queries::customer_sentiment(db, customer_id, edge).await?;
+        by_month.entry(month_of(edge.0)).or_default().add(tally);
+    }
+    let last = month_of(end - chrono::Duration::microseconds(1));
+    Ok((month_of(start)..=last)
+        .map(|m| {
+            let from = month_start(m).max(start);
+            let to = month_start(m + 1).min(end);
+            (from, to, by_month.get(&m).copied().unwrap_or_default())
+        })
+        .collect())
 }
 
 /// Whole units as `hi * 2^32 + lo`, exactly.
@@ -885,6 +938,11 @@ pub async fn insights(
         })
     });
     let days = span_days(q.time_zone, utc(range_start), utc(end.max(range_start)));
+    let sentiment_trend = sentiment_trend(db, q.customer_id, (range_start, end), deadline).await?;
+    let mut sentiment = Tally::default();
+    for (_, _, t) in &sentiment_trend {
+        sentiment.add(*t);
+    }
     Ok(InsightsReport {
         customer,
         channels,
@@ -901,6 +959,8 @@ pub async fn insights(
         ticket_count: tickets.len() as i64,
         open_tickets,
         mean_resolution_us,
+        sentiment,
+        sentiment_trend,
     })
 }
 

@@ -47,6 +47,7 @@ mod rollups;
 mod satisfaction;
 mod schema;
 mod security;
+mod sentiment;
 mod server;
 mod service_levels;
 mod stale_boundary;

@@ -35,6 +35,15 @@ const YEAR_START: i64 = 1_704_067_200;
 /// Seconds of 2024 (a leap year).
 const YEAR_SECS: i64 = 366 * 86_400;
 
+/// Contents of every sentiment class, so the rollups' sentiment sums are compared too.
+const MOODS: [&str; 5] = [
+    "generated",
+    "Thank you, the service was excellent!",
+    "This is terrible, I am very disappointed.",
+    "服务很好，非常满意",
+    "质量太差了，很失望",
+];
+
 /// A communication at a generated time: mostly random seconds, some exactly on a
 /// 15-minute slot boundary, some on DST changes and month boundaries.
 fn generated(rng: &mut Rng, customers: &[i64]) -> pb::Communication {
@@ -57,7 +66,7 @@ fn generated(rng: &mut Rng, customers: &[i64]) -> pb::Communication {
             seconds: secs,
             nanos: (rng.below(1000) as i32) * 1_000_000,
         }),
-        content: "generated".into(),
+        content: MOODS[rng.below(MOODS.len() as u64) as usize].into(),
         ..Default::default()
     }
 }
@@ -81,6 +90,7 @@ fn requests(customers: &[i64]) -> Vec<pb::GetFrequencyReportRequest> {
             granularity: g as i32,
             time_zone: zone.to_owned(),
             top_n: 5,
+            include_sentiment: true,
             ..Default::default()
         };
     let mut out = vec![

@@ -13,5 +13,6 @@ pub mod fold;
 pub mod gaps;
 pub mod matching;
 pub mod rollup;
+pub mod sentiment;
 pub mod terms;
 pub mod waits;

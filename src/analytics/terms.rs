@@ -9,7 +9,7 @@ use jieba_rs::Jieba;
 
 /// The segmenter with jieba's default dictionary, loaded once on first use (slow: do not
 /// build one per request).
-static JIEBA: LazyLock<Jieba> = LazyLock::new(Jieba::new);
+pub(crate) static JIEBA: LazyLock<Jieba> = LazyLock::new(Jieba::new);
 
 static ENGLISH_STOP: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| ENGLISH_STOP_WORDS.iter().copied().collect());
@@ -459,7 +459,7 @@ fn for_each_term<'a>(text: &'a str, mut f: impl FnMut(Cow<'a, str>)) {
 }
 
 /// Whether `c` is a Han ideograph (the ranges jieba segments as Chinese).
-fn is_han(c: char) -> bool {
+pub(crate) fn is_han(c: char) -> bool {
     matches!(
         u32::from(c),
         0x3400..=0x4DBF

@@ -671,6 +671,9 @@ pub struct ContentRow {
     /// What was said.
     #[diesel(sql_type = Text)]
     pub content: String,
+    /// Its sentiment score; `None` until scored.
+    #[diesel(sql_type = Nullable<diesel::sql_types::SmallInt>)]
+    pub sentiment: Option<i16>,
 }
 
 /// Ids of the rows in a wide scope, to decide between scanning by time and by id: the
@@ -709,7 +712,8 @@ fn id_span_query(scope: Scope) -> _ {
 }
 
 /// The content columns of a [`ContentRow`].
-const CONTENT_COLUMNS: &str = "SELECT id, customer_id, occur_time, content FROM communications";
+const CONTENT_COLUMNS: &str =
+    "SELECT id, customer_id, occur_time, content, sentiment FROM communications";
 
 /// The statement of [`content_page_by_id`].
 fn content_by_id_sql(

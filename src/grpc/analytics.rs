@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{positive_id, AppState};
 use crate::analytics::content::MatchFigures;
 use crate::analytics::matching::Matcher;
+use crate::analytics::sentiment::Label;
 use crate::error::{Error, Violations};
 use crate::grpc::convert::{duration_from_micros, to_timestamp};
 use crate::grpc::pb_conv::{customer_to_pb, sentiment_counts, transaction_to_pb};
@@ -254,6 +255,18 @@ impl TryFrom<pb::GetContentReportRequest> for ContentQuery {
         };
         let top_terms = bounded(&mut v, "top_terms", req.top_terms, MAX_TOP_TERMS);
         let sample_limit = bounded(&mut v, "sample_limit", req.sample_limit, MAX_SAMPLES);
+        let mut sentiments = Vec::new();
+        for (i, &s) in req.sentiments.iter().enumerate() {
+            match pb::Sentiment::try_from(s) {
+                Ok(s) => sentiments.push(sentiment_label(s)),
+                Err(_) => v.add(
+                    format!("sentiments[{i}]"),
+                    format!("{s} is not a known value"),
+                ),
+            }
+        }
+        sentiments.sort_unstable();
+        sentiments.dedup();
         let (start, end) = finish(v, range)?;
         Ok(ContentQuery {
             customer_ids: ids,
@@ -265,7 +278,18 @@ impl TryFrom<pb::GetContentReportRequest> for ContentQuery {
             matcher,
             top_terms,
             sample_limit,
+            sentiments,
         })
+    }
+}
+
+/// The class a proto sentiment names (`None`: not scored yet).
+fn sentiment_label(s: pb::Sentiment) -> Option<Label> {
+    match s {
+        pb::Sentiment::Unspecified => None,
+        pb::Sentiment::Negative => Some(Label::Negative),
+        pb::Sentiment::Neutral => Some(Label::Neutral),
+        pb::Sentiment::Positive => Some(Label::Positive),
     }
 }
 

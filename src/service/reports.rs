@@ -25,7 +25,7 @@ use crate::analytics::content_index::{IndexFigures, IndexQuery};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
 use crate::analytics::rollup::{month_of, month_split, month_start, Tier};
-use crate::analytics::sentiment::Tally;
+use crate::analytics::sentiment::{Label, Tally};
 use crate::db::content_feed::{self, FeedRow};
 use crate::db::customers::{self, Customer};
 use crate::db::reports::{self as queries, ContentPosition, ContentRow, KeyCount, TopCustomer};
@@ -522,6 +522,8 @@ pub struct ContentQuery {
     pub top_terms: usize,
     /// How many samples.
     pub sample_limit: usize,
+    /// Only rows of these sentiments (`None`: not scored yet); empty for all.
+    pub sentiments: Vec<Option<Label>>,
 }
 
 /// A content report.
@@ -549,7 +551,8 @@ pub async fn content(
     deadline: Deadline,
 ) -> Result<ContentReport> {
     customers::refuse_merged(db, &q.customer_ids).await?;
-    if let Some(index) = index.filter(|_| q.patterns.is_empty()) {
+    // The index holds no sentiment.
+    if let Some(index) = index.filter(|_| q.patterns.is_empty() && q.sentiments.is_empty()) {
         let asked = IndexQuery {
             start: q.start.and_utc().timestamp_micros(),
             end: q.end.and_utc().timestamp_micros(),
@@ -573,7 +576,8 @@ pub async fn content(
     let scan = ContentScan::new(q.matcher, q.top_terms > 0, q.sample_limit);
     // The scan may read the replica; the index follows the primary, so its answer and
     // the rows its samples are cut from stay there.
-    let f = scan_content(&db.reader(), &scope, scan, deadline)
+    let sentiments = q.sentiments;
+    let f = scan_content(&db.reader(), &scope, scan, &sentiments, deadline)
         .await?
         .finish(q.top_terms);
     let named = |queries: Vec<String>, figures: Vec<MatchFigures>| {
@@ -629,12 +633,14 @@ macro_rules! scanned_row {
 }
 scanned_row!(ContentRow, FeedRow);
 
-/// Feeds the content in scope to `scan` page by page: the scan of one page runs on the
-/// blocking pool while the next page is read. Checks `deadline` before each page.
+/// Feeds the content in scope to `scan` page by page, only rows of `sentiments` when it
+/// names any: the scan of one page runs on the blocking pool while the next page is
+/// read. Checks `deadline` before each page.
 pub async fn scan_content(
     db: &Db,
     scope: &CommunicationFilter,
     mut scan: ContentScan,
+    sentiments: &[Option<Label>],
     deadline: Deadline,
 ) -> Result<ContentScan> {
     deadline.check("the size of the content scan")?;
@@ -643,6 +649,9 @@ pub async fn scan_content(
     let mut page = queries::next_content_page(db, scope, at, CONTENT_PAGE_ROWS).await?;
     loop {
         let next_after = at.after_page(&page, CONTENT_PAGE_ROWS);
+        if !sentiments.is_empty() {
+            page.retain(|r| sentiments.contains(&r.sentiment.map(Label::of)));
+        }
         let work = tokio::task::spawn_blocking(move || {
             scan.feed(&page);
             scan
@@ -833,7 +842,7 @@ async fn communication_figures(
     let mut terms = Vec::new();
     if top_terms > 0 {
         let scan = ContentScan::new(None, true, 0);
-        terms = scan_content(db, scope, scan, deadline)
+        terms = scan_content(db, scope, scan, &[], deadline)
             .await?
             .finish(top_terms)
             .top_terms;

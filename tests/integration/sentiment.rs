@@ -365,4 +365,58 @@ backend_tests! {
             &["start_time", "end_time", "min_sentiment_drop", "min_previous_count"],
         );
     }
+
+    async fn the_content_report_reads_only_the_sentiments_asked_for(app: &TestApp) {
+        let customer = new_customer(app, "Topics").await;
+        let mut comms = app.communications();
+        for content in [
+            "The refund was terrible, I am very disappointed.",
+            "退款太慢了，很失望",
+            "Thanks, the refund arrived, excellent service!",
+            "refund status: processing",
+        ] {
+            comms
+                .log_communication(log(note(customer, content, "2024-05-01T10:00:00Z"), ""))
+                .await
+                .expect("log");
+        }
+        let request = |sentiments: Vec<pb::Sentiment>| pb::GetContentReportRequest {
+            customer_ids: vec![customer],
+            start_time: Some(ts("2024-01-01T00:00:00Z")),
+            end_time: Some(ts("2025-01-01T00:00:00Z")),
+            keywords: vec!["refund".into(), "退款".into()],
+            top_terms: 5,
+            sentiments: sentiments.into_iter().map(|s| s as i32).collect(),
+            ..Default::default()
+        };
+        let mut analytics = app.analytics();
+        let all = analytics
+            .get_content_report(request(Vec::new()))
+            .await
+            .expect("all")
+            .into_inner();
+        assert_eq!(all.scanned_count, 4);
+        assert_eq!(all.keywords[0].message_count, 3);
+        let negative = analytics
+            .get_content_report(request(vec![pb::Sentiment::Negative]))
+            .await
+            .expect("negative")
+            .into_inner();
+        assert_eq!(negative.scanned_count, 2);
+        let found: Vec<i64> = negative.keywords.iter().map(|k| k.message_count).collect();
+        assert_eq!(found, vec![1, 1]);
+        assert!(negative.top_terms.iter().any(|t| t.term == "disappointed"));
+        assert!(!negative.top_terms.iter().any(|t| t.term == "excellent"));
+        let two = analytics
+            .get_content_report(request(vec![pb::Sentiment::Positive, pb::Sentiment::Neutral]))
+            .await
+            .expect("positive and neutral")
+            .into_inner();
+        assert_eq!(two.scanned_count, 2);
+
+        let mut bad = request(vec![pb::Sentiment::Negative]);
+        bad.sentiments.push(9);
+        let status = analytics.get_content_report(bad).await.expect_err("unknown value");
+        assert_invalid(&status, &["sentiments[1]"]);
+    }
 }

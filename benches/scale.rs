@@ -72,11 +72,11 @@ const SCRATCH_CUSTOMERS: u32 = 100;
 /// Every column of `communications`, in `CommunicationRow`'s order.
 const COLUMNS: &str = "id, customer_id, channel, direction, occur_time, content, outcome, \
      phone_number, call_duration_us, email_address, email_subject, chat_platform, \
-     chat_conversation_id, create_time";
+     chat_conversation_id, create_time, sentiment";
 /// The columns a write sets (all but the id and the request id).
 const INSERT_COLUMNS: &str = "customer_id, channel, direction, occur_time, content, outcome, \
      phone_number, call_duration_us, email_address, email_subject, chat_platform, \
-     chat_conversation_id, create_time";
+     chat_conversation_id, create_time, sentiment";
 
 // ---------------------------------------------------------------------------------------
 // Settings
@@ -496,12 +496,13 @@ fn my_params(r: &NewComm) -> Vec<Value> {
         r.chat_platform.clone().into(),
         r.chat_conversation_id.clone().into(),
         my_time(r.create_time),
+        r.sentiment.into(),
     ]
 }
 
 /// A MySQL `INSERT` of `rows` rows, every value a placeholder.
 fn insert_sql(rows: usize) -> String {
-    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
         "INSERT INTO communications ({INSERT_COLUMNS}) VALUES {}",
         vec![one; rows].join(", ")
@@ -538,6 +539,7 @@ fn my_row(mut r: mysql_async::Row) -> Result<CommunicationRow> {
         chat_platform: r.take(11).context("chat_platform")?,
         chat_conversation_id: r.take(12).context("chat_conversation_id")?,
         create_time: from_my_time(r.take(13).context("create_time")?)?,
+        sentiment: r.take(14).context("sentiment")?,
     })
 }
 
@@ -875,7 +877,9 @@ fn gen_comm(rng: &mut Rng, customers: &[i64]) -> NewComm {
         chat_platform: None,
         chat_conversation_id: None,
         create_time: occur_time,
+        sentiment: None,
     };
+    r.sentiment = Some(crm_comms::analytics::sentiment::score(&r.content));
     match channel {
         1 => {
             r.phone_number = Some(format!("+86138{:08}", i % 100_000_000));
@@ -1903,7 +1907,7 @@ fn copy_sql(source: &str, cid: i64, limit: u64) -> String {
     format!(
         "INSERT INTO communications ({INSERT_COLUMNS}) SELECT {cid}, channel, direction, \
          occur_time, content, outcome, phone_number, call_duration_us, email_address, \
-         email_subject, chat_platform, chat_conversation_id, create_time \
+         email_subject, chat_platform, chat_conversation_id, create_time, sentiment \
          FROM {source} ORDER BY id LIMIT {limit}"
     )
 }

@@ -42,7 +42,7 @@ const SLOW: Duration = Duration::from_secs(45);
 const YEAR_US: i64 = 365 * 86_400 * 1_000_000;
 const COLUMNS: &str = "id, customer_id, channel, direction, occur_time, content, outcome, \
      phone_number, call_duration_us, email_address, email_subject, chat_platform, \
-     chat_conversation_id, create_time";
+     chat_conversation_id, create_time, sentiment";
 
 // ---------------------------------------------------------------------------------------
 // Generated data
@@ -123,7 +123,9 @@ fn gen_row(i: usize, n: usize, customer_id: i64) -> NewComm {
         chat_platform: None,
         chat_conversation_id: None,
         create_time: occur_time + chrono::Duration::milliseconds(1500),
+        sentiment: None,
     };
+    row.sentiment = Some(crm_comms::analytics::sentiment::score(&row.content));
     match channel {
         1 => {
             row.phone_number = Some(format!("+86138{:08}", i % 100_000_000));
@@ -657,6 +659,7 @@ fn my_row(mut r: Row) -> Result<CommunicationRow> {
         chat_platform: r.take(11).context("chat_platform")?,
         chat_conversation_id: r.take(12).context("chat_conversation_id")?,
         create_time: from_my_time(r.take(13).context("create_time")?)?,
+        sentiment: r.take(14).context("sentiment")?,
     })
 }
 

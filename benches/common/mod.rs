@@ -37,6 +37,8 @@ pub struct NewComm {
     pub chat_platform: Option<String>,
     pub chat_conversation_id: Option<String>,
     pub create_time: NaiveDateTime,
+    /// Scored as the service scores what it records.
+    pub sentiment: Option<i16>,
 }
 
 /// The MariaDB server used when the bench's URL variable is not set.

@@ -348,9 +348,9 @@ fn classify(lexicon: &Chinese, token: &str) -> Option<Word> {
 /// Longest entry a Han token is split into when jieba's word is in no list.
 const MAX_SPLIT_CHARS: usize = 4;
 
-/// The words of one Han token: itself when a list has it; else its pieces, longest
-/// listed piece first from the left (jieba joins words such as `谢谢你们` that the
-/// lexicon holds apart).
+/// The words of one Han token: itself when a list has it; else its listed pieces of two
+/// to four characters, longest first from the left (jieba joins words such as `谢谢你们`
+/// that the lexicon holds apart).
 fn han_words(lexicon: &Chinese, token: &str, words: &mut Vec<Word>) {
     if let Some(word) = classify(lexicon, token) {
         words.push(word);
@@ -377,8 +377,9 @@ fn han_words(lexicon: &Chinese, token: &str, words: &mut Vec<Word>) {
                 at += n;
             }
             None => {
-                let piece = token.get(bounds[at]..bounds[at + 1]).unwrap_or_default();
-                words.push(classify(lexicon, piece).unwrap_or(Word::Other));
+                // A lone character of an unknown word is no evidence: `顺` of `顺丰`
+                // (a courier's name) is not "smooth".
+                words.push(Word::Other);
                 at += 1;
             }
         }

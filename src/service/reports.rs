@@ -751,7 +751,8 @@ pub struct InsightsReport {
     pub mean_resolution_us: Option<i64>,
     /// Communications in range by sentiment.
     pub sentiment: Tally,
-    /// The same per UTC calendar month of the range (`[start, end)` clipped to it).
+    /// The same per UTC calendar month from the first contact in range to its end (each
+    /// month clipped to that span).
     pub sentiment_trend: Vec<(NaiveDateTime, NaiveDateTime, Tally)>,
 }
 
@@ -947,7 +948,9 @@ pub async fn insights(
         })
     });
     let days = span_days(q.time_zone, utc(range_start), utc(end.max(range_start)));
-    let sentiment_trend = sentiment_trend(db, q.customer_id, (range_start, end), deadline).await?;
+    // The trend runs from the first contact in range (none before it).
+    let trend_range = (first.unwrap_or(end).max(range_start), end);
+    let sentiment_trend = sentiment_trend(db, q.customer_id, trend_range, deadline).await?;
     let mut sentiment = Tally::default();
     for (_, _, t) in &sentiment_trend {
         sentiment.add(*t);

@@ -478,6 +478,7 @@ mod tests {
             top_n: 0,
             include_gap_stats: false,
             compare_previous_period: false,
+            include_sentiment: false,
         })
     }
 

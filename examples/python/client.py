@@ -276,6 +276,25 @@ def run(addr: str, stubs: Path) -> None:
           f"satisfaction report {csat}")
     print(f"satisfaction: survey {survey.id} about call {call.id} scored {survey.score}; the day's "
           f"CSAT {csat.csat_percent:g}% over {csat.answered_count} answer(s)")
+
+    # 9. Sentiment: a complaint in Chinese is scored negative when recorded, and the day's
+    #    frequency report splits its contacts by sentiment.
+    complaint = comms.LogCommunication(communication_pb2.LogCommunicationRequest(
+        communication=communication_pb2.Communication(
+            customer_id=customer.id, channel=common_pb2.CHANNEL_CHAT,
+            direction=common_pb2.DIRECTION_INBOUND, occur_time=ts(at[0] + dt.timedelta(hours=3)),
+            content="快递太慢了，非常失望", chat=communication_pb2.Chat(platform="wechat")),
+        request_id=f"py-complaint-{run_id}"), timeout=TIMEOUT)
+    check(complaint.sentiment == common_pb2.SENTIMENT_NEGATIVE and complaint.sentiment_score < -50,
+          f"complaint scored {complaint.sentiment_score}")
+    split = analytics.GetFrequencyReport(analytics_pb2.GetFrequencyReportRequest(
+        customer_ids=[customer.id], start_time=ts(day), end_time=ts(day + dt.timedelta(days=1)),
+        granularity=analytics_pb2.GRANULARITY_DAY, include_sentiment=True), timeout=TIMEOUT).sentiment
+    check(split.negative_count >= 1
+          and split.negative_count + split.neutral_count + split.positive_count >= 2,
+          f"sentiment split {split}")
+    print(f"sentiment: complaint {complaint.id} scored {complaint.sentiment_score}; the day's contacts: "
+          f"{split.negative_count} negative, {split.neutral_count} neutral, {split.positive_count} positive")
     channel.close()
 
 

@@ -535,6 +535,57 @@ def test_a_recorded_survey_shows_in_the_satisfaction_report(server):
     assert not report.total.HasField("inside_business_hours")
 
 
+def test_sentiment_is_scored_and_reported_from_grpcio(server):
+    """Communications logged from grpcio carry their sentiment; the frequency report splits
+    by it (the same from the rollups, every customer, and from the rows, one customer),
+    and the content report reads only the sentiments asked for."""
+    t0 = 1_735_689_600  # 2025-01-01T00:00:00Z
+    customer = create_customer(server, "Moody").id
+    comms = mgrpc.CommunicationServiceStub(server.channel)
+    texts = ["质量太差了，退款太慢，很失望", "The refund was fast, thank you, excellent!", "refund form attached"]
+    logged = [
+        comms.LogCommunication(
+            mpb.LogCommunicationRequest(
+                communication=mpb.Communication(
+                    customer_id=customer,
+                    channel=cpb.CHANNEL_CHAT,
+                    direction=cpb.DIRECTION_INBOUND,
+                    occur_time=timestamp(t0 + 3600 * i),
+                    content=text,
+                )
+            ),
+            timeout=30,
+        )
+        for i, text in enumerate(texts)
+    ]
+    assert [c.sentiment for c in logged] == [cpb.SENTIMENT_NEGATIVE, cpb.SENTIMENT_POSITIVE, cpb.SENTIMENT_NEUTRAL]
+    assert logged[0].sentiment_score < -50 < 50 < logged[1].sentiment_score
+    assert logged[2].HasField("sentiment_score")
+
+    analytics = agrpc.AnalyticsServiceStub(server.channel)
+    one = analytics.GetFrequencyReport(
+        apb.GetFrequencyReportRequest(
+            customer_ids=[customer], start_time=timestamp(t0), end_time=timestamp(t0 + DAY),
+            granularity=apb.GRANULARITY_DAY, include_sentiment=True,
+        ),
+        timeout=30,
+    )
+    s = one.sentiment
+    assert (s.negative_count, s.neutral_count, s.positive_count) == (1, 1, 1)
+    assert abs(s.mean_score - sum(c.sentiment_score for c in logged) / 3) < 1e-9
+    assert one.buckets[0].sentiment == s
+
+    negative = analytics.GetContentReport(
+        apb.GetContentReportRequest(
+            customer_ids=[customer], start_time=timestamp(t0), end_time=timestamp(t0 + DAY),
+            keywords=["退款", "refund"], sentiments=[cpb.SENTIMENT_NEGATIVE],
+        ),
+        timeout=30,
+    )
+    assert negative.scanned_count == 1
+    assert [k.message_count for k in negative.keywords] == [1, 0]
+
+
 # -- f. a wallboard watching a report from grpcio ------------------------------------
 
 

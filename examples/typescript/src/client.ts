@@ -20,7 +20,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { AnalyticsService, GetFrequencyReportResponseSchema, Granularity } from "./gen/crm/v1/analytics_pb.js";
-import { Channel, Direction } from "./gen/crm/v1/common_pb.js";
+import { Channel, Direction, Sentiment } from "./gen/crm/v1/common_pb.js";
 import {
   CommunicationService,
   type ImportCommunicationsRequestSchema,
@@ -292,6 +292,30 @@ async function run(): Promise<void> {
   console.log(
     `wallboard: watched the report, logged a note; ${updates} update(s) later it shows ` +
       `${board.totalCount} contacts, as GetFrequencyReport does`,
+  );
+
+  // 7. Sentiment: a complaint in Chinese is scored negative when recorded, and the day's
+  //    report split by sentiment counts it.
+  const complaint = await conn.comms.logCommunication({
+    communication: {
+      customerId: customer.id,
+      channel: Channel.CHAT,
+      direction: Direction.INBOUND,
+      occurTime: timestampFromDate(new Date(at[0].getTime() + 3 * 3_600_000)),
+      content: "快递太慢了，非常失望",
+      details: { case: "chat", value: { platform: "wechat" } },
+    },
+    requestId: `ts-complaint-${runId}`,
+  });
+  check(
+    complaint.sentiment === Sentiment.NEGATIVE && (complaint.sentimentScore ?? 0) < -50,
+    `complaint scored ${complaint.sentimentScore}`,
+  );
+  const split = (await conn.analytics.getFrequencyReport({ ...query, includeSentiment: true })).sentiment!;
+  check(split.negativeCount >= 1n, `sentiment split ${split.negativeCount} negative`);
+  console.log(
+    `sentiment: complaint ${complaint.id} scored ${complaint.sentimentScore}; the day's contacts: ` +
+      `${split.negativeCount} negative, ${split.neutralCount} neutral, ${split.positiveCount} positive`,
   );
   conn.session.abort();
 }

@@ -64,6 +64,8 @@ pub struct CommunicationExport {
     pub chat_conversation_id: Option<String>,
     /// When it was recorded.
     pub create_time: NaiveDateTime,
+    /// Sentiment score; `None` until scored.
+    pub sentiment: Option<i16>,
 }
 
 /// One transaction as exported.
@@ -172,6 +174,12 @@ pub struct CustomerMonthExport {
     pub n: i64,
     /// The latest of them.
     pub last_time: NaiveDateTime,
+    /// Of them negative.
+    pub negative: i64,
+    /// Of them positive.
+    pub positive: i64,
+    /// Sum of their sentiment scores.
+    pub sentiment_sum: i64,
 }
 
 /// Communications recorded in `w` strictly after `after`, in recording order.

@@ -65,6 +65,10 @@ def table(out: Path, name: str, fmt: str) -> str:
     return f"read_csv({files!r}, hive_partitioning = true, header = true{types})"
 
 
+# Words of each sentiment, so the exported classes are compared with the report's split.
+MOODS = ["非常满意，谢谢", "太差了，很失望", "see attachment"]
+
+
 def frequency(server, customer_ids=()) -> apb.GetFrequencyReportResponse:
     return agrpc.AnalyticsServiceStub(server.channel).GetFrequencyReport(
         apb.GetFrequencyReportRequest(
@@ -72,6 +76,7 @@ def frequency(server, customer_ids=()) -> apb.GetFrequencyReportResponse:
             start_time=ts("2023-01-01T00:00:00Z"),
             end_time=ts("2025-01-01T00:00:00Z"),
             granularity=apb.GRANULARITY_MONTH,
+            include_sentiment=True,
         ),
         timeout=30,
     )
@@ -108,7 +113,7 @@ def seed(server, customers, rounds: int, tag: str):
                             channel=[cpb.CHANNEL_NOTE, cpb.CHANNEL_CHAT, cpb.CHANNEL_MEETING][i % 3],
                             direction=cpb.DIRECTION_INBOUND,
                             occur_time=ts(f"2024-{month:02d}-{1 + i % 28:02d}T12:{k % 60:02d}:00.25Z"),
-                            content=f"{tag} 第{i}次 \"quoted\", comma\nnew line 😀",
+                            content=f"{tag} 第{i}次 \"quoted\", comma\nnew line 😀 {MOODS[(i + k) % 3]}",
                         )
                     ),
                     timeout=30,
@@ -163,6 +168,15 @@ def check(server, con, out_dirs, fmt, customers, survivor_of=lambda c: c):
     # The rollup of the latest run is whole: its counts are the report's.
     rollup = table(out_dirs[-1], "customer_months", fmt)
     assert con.execute(f"SELECT sum(communication_count) FROM {rollup}").fetchone()[0] == report.total_count
+    # Sentiment: per row, and the rollup's sums, against the report's split.
+    s = report.sentiment
+    by_class = dict(con.execute("SELECT sentiment, count(*) FROM comms GROUP BY ALL").fetchall())
+    assert by_class.get("negative", 0) == s.negative_count
+    assert by_class.get("positive", 0) == s.positive_count
+    assert by_class.get("neutral", 0) == s.neutral_count
+    sums = con.execute(f"SELECT sum(negative_count), sum(positive_count), sum(sentiment_sum) FROM {rollup}").fetchone()
+    assert (sums[0], sums[1]) == (s.negative_count, s.positive_count)
+    assert abs(sums[2] / report.total_count - s.mean_score) < 1e-9
 
     for c in {survivor_of(c) for c in customers}:
         assert con.execute("SELECT count(*) FROM comms WHERE customer_id = ?", [c]).fetchone()[0] == frequency(server, [c]).total_count

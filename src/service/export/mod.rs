@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use self::files::{
     col, month_of, opt, time_text, Column, FileEntry, Format, Kind, TableWriter, Value,
 };
+use crate::analytics::sentiment::Label;
 use crate::db::export::{self as rows, Window};
 use crate::db::Db;
 use crate::error::{Error, Result, Violations};
@@ -174,6 +175,8 @@ const COMMUNICATIONS: &[Column] = &[
     opt("chat_platform", Kind::Text),
     opt("chat_conversation_id", Kind::Text),
     col("create_time", Kind::Time),
+    opt("sentiment_score", Kind::Int),
+    opt("sentiment", Kind::Text),
 ];
 
 const DELETED_COMMUNICATIONS: &[Column] = &[col("id", Kind::Int), col("delete_time", Kind::Time)];
@@ -197,6 +200,9 @@ const CUSTOMER_MONTHS: &[Column] = &[
     col("customer_id", Kind::Int),
     col("communication_count", Kind::Int),
     col("last_time", Kind::Time),
+    col("negative_count", Kind::Int),
+    col("positive_count", Kind::Int),
+    col("sentiment_sum", Kind::Int),
 ];
 
 fn name_of(names: &[&str], value: i32) -> String {
@@ -208,6 +214,15 @@ fn name_of(names: &[&str], value: i32) -> String {
 
 fn channel(v: i32) -> String {
     name_of(&["", "phone", "email", "chat", "meeting", "note"], v)
+}
+
+fn sentiment_name(l: Label) -> String {
+    match l {
+        Label::Negative => "negative",
+        Label::Neutral => "neutral",
+        Label::Positive => "positive",
+    }
+    .to_owned()
 }
 
 fn direction(v: i32) -> String {
@@ -467,6 +482,8 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
                 Value::opt_text(r.chat_platform),
                 Value::opt_text(r.chat_conversation_id),
                 Value::Time(r.create_time),
+                Value::opt_int(r.sentiment.map(i64::from)),
+                Value::opt_text(r.sentiment.map(|s| sentiment_name(Label::of(s)))),
             ],
         ))
     })
@@ -594,6 +611,9 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
                 Value::Int(r.customer_id),
                 Value::Int(r.n),
                 Value::Time(r.last_time),
+                Value::Int(r.negative),
+                Value::Int(r.positive),
+                Value::Int(r.sentiment_sum),
             ],
         ))
     })

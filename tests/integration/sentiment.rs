@@ -8,7 +8,7 @@ use crm_comms::analytics::sentiment::{score, Label};
 use crm_comms::pb;
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, import, log, new_customer, note, ts, TestApp};
+use crate::harness::{assert_invalid, import, log, new_customer, note, ts};
 
 const HAPPY_EN: &str = "Thank you so much, the support was excellent and fast!";
 const ANGRY_EN: &str = "This is terrible. I am very angry and disappointed.";

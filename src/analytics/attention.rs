@@ -49,6 +49,28 @@ impl Decline {
     }
 }
 
+/// One page of an attention list: the `items` in `urgency` order strictly after `after`
+/// (a previous page's last item), at most `limit` of them, and whether more follow.
+/// `urgency` must be a total order (ties broken by id), so pages never skip or repeat.
+pub fn ranked_page<T: Copy>(
+    items: impl IntoIterator<Item = T>,
+    urgency: impl Fn(&T, &T) -> Ordering,
+    after: Option<&T>,
+    limit: usize,
+) -> (Vec<T>, bool) {
+    let mut rest: Vec<T> = items
+        .into_iter()
+        .filter(|x| after.is_none_or(|a| urgency(x, a) == Ordering::Greater))
+        .collect();
+    let more = rest.len() > limit;
+    if more {
+        rest.select_nth_unstable_by(limit, &urgency);
+        rest.truncate(limit);
+    }
+    rest.sort_unstable_by(&urgency);
+    (rest, more)
+}
+
 /// The qualifying declines in urgency order, strictly after `after` (a previous page's
 /// last item), at most `limit` of them, and whether more follow.
 pub fn decline_page(
@@ -58,18 +80,10 @@ pub fn decline_page(
     after: Option<&Decline>,
     limit: usize,
 ) -> (Vec<Decline>, bool) {
-    let mut rest: Vec<Decline> = counts
+    let qualifying = counts
         .into_iter()
-        .filter(|d| d.qualifies(min_percent, min_previous))
-        .filter(|d| after.is_none_or(|a| d.urgency(a) == Ordering::Greater))
-        .collect();
-    let more = rest.len() > limit;
-    if more {
-        rest.select_nth_unstable_by(limit, Decline::urgency);
-        rest.truncate(limit);
-    }
-    rest.sort_unstable_by(Decline::urgency);
-    (rest, more)
+        .filter(|d| d.qualifies(min_percent, min_previous));
+    ranked_page(qualifying, Decline::urgency, after, limit)
 }
 
 /// A customer's communications and the sum of their sentiment scores in the range and in
@@ -145,18 +159,10 @@ pub fn mood_page(
     after: Option<&Mood>,
     limit: usize,
 ) -> (Vec<Mood>, bool) {
-    let mut rest: Vec<Mood> = moods
+    let qualifying = moods
         .into_iter()
-        .filter(|m| m.qualifies(min_drop, min_previous))
-        .filter(|m| after.is_none_or(|a| m.urgency(a) == Ordering::Greater))
-        .collect();
-    let more = rest.len() > limit;
-    if more {
-        rest.select_nth_unstable_by(limit, Mood::urgency);
-        rest.truncate(limit);
-    }
-    rest.sort_unstable_by(Mood::urgency);
-    (rest, more)
+        .filter(|m| m.qualifies(min_drop, min_previous));
+    ranked_page(qualifying, Mood::urgency, after, limit)
 }
 
 #[cfg(test)]

@@ -209,18 +209,10 @@ pub fn low_satisfaction_page(
     after: Option<&ScoreAverage>,
     limit: usize,
 ) -> (Vec<ScoreAverage>, bool) {
-    let mut rest: Vec<ScoreAverage> = averages
+    let qualifying = averages
         .into_iter()
-        .filter(|a| a.qualifies(max_milli, min_count))
-        .filter(|a| after.is_none_or(|p| a.urgency(p) == Ordering::Greater))
-        .collect();
-    let more = rest.len() > limit;
-    if more {
-        rest.select_nth_unstable_by(limit, ScoreAverage::urgency);
-        rest.truncate(limit);
-    }
-    rest.sort_unstable_by(ScoreAverage::urgency);
-    (rest, more)
+        .filter(|a| a.qualifies(max_milli, min_count));
+    super::attention::ranked_page(qualifying, ScoreAverage::urgency, after, limit)
 }
 
 #[cfg(test)]

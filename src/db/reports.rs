@@ -1053,7 +1053,8 @@ mod tests {
         let by_id = content_by_id_sql(Backend::Sqlite, &scope(), 10, 99, 500);
         assert_eq!(
             by_id.text,
-            "SELECT id, customer_id, occur_time, content FROM communications NOT INDEXED WHERE \
+            "SELECT id, customer_id, occur_time, content, sentiment FROM communications NOT \
+             INDEXED WHERE \
              occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) AND channel IN (?, ?) \
              AND direction = ? AND id <= ? AND id > ? ORDER BY id ASC LIMIT ?"
         );
@@ -1064,8 +1065,8 @@ mod tests {
         let content = content_sql(Backend::Mysql, &scope(), Some((t, 3)), 500);
         assert_eq!(
             content.text,
-            "SELECT id, customer_id, occur_time, content FROM communications FORCE INDEX \
-             (ix_communications_time) WHERE occur_time >= ? AND occur_time < ? AND customer_id \
+            "SELECT id, customer_id, occur_time, content, sentiment FROM communications FORCE \
+             INDEX (ix_communications_time) WHERE occur_time >= ? AND occur_time < ? AND customer_id \
              IN (?, ?) AND channel IN (?, ?) AND direction = ? AND occur_time >= ? AND \
              (occur_time > ? OR (occur_time = ? AND id > ?)) ORDER BY occur_time ASC, id ASC \
              LIMIT ?"
@@ -1159,14 +1160,19 @@ mod tests {
         "SELECT CAST(CASE WHEN occur_time < ? THEN ? ELSE ? END AS SIGNED) AS s, \
      CAST(((TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', `communications`.`occur_time`) + \
      CASE WHEN occur_time < ? THEN ? ELSE ? END) DIV ?) AS SIGNED) AS k, channel, COUNT(*) \
-     AS n FROM communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN \
-     (?, ?) AND channel IN (?, ?) AND direction = ? GROUP BY s, k, channel";
+     AS n, CAST(COALESCE(SUM(CASE WHEN sentiment < -50 THEN 1 ELSE 0 END), 0) AS SIGNED) AS \
+     negative, CAST(COALESCE(SUM(CASE WHEN sentiment > 50 THEN 1 ELSE 0 END), 0) AS SIGNED) \
+     AS positive, CAST(COALESCE(SUM(sentiment), 0) AS SIGNED) AS sentiment_sum FROM \
+     communications WHERE occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) AND \
+     channel IN (?, ?) AND direction = ? GROUP BY s, k, channel";
     const PINNED_BUCKET_SQLITE: &str =
         "SELECT CASE WHEN occur_time < ? THEN ? ELSE ? END AS s, ((CAST(strftime('%s', \
      `communications`.`occur_time`) AS INTEGER) + CASE WHEN occur_time < ? THEN ? ELSE ? \
-     END) / ?) AS k, channel, COUNT(*) AS n FROM communications WHERE occur_time >= ? AND \
-     occur_time < ? AND customer_id IN (?, ?) AND channel IN (?, ?) AND direction = ? GROUP \
-     BY s, k, channel";
+     END) / ?) AS k, channel, COUNT(*) AS n, COALESCE(SUM(CASE WHEN sentiment < -50 THEN 1 \
+     ELSE 0 END), 0) AS negative, COALESCE(SUM(CASE WHEN sentiment > 50 THEN 1 ELSE 0 END), \
+     0) AS positive, COALESCE(SUM(sentiment), 0) AS sentiment_sum FROM communications WHERE \
+     occur_time >= ? AND occur_time < ? AND customer_id IN (?, ?) AND channel IN (?, ?) AND \
+     direction = ? GROUP BY s, k, channel";
     const PINNED_TOTALS_MYSQL: &str = "SELECT COUNT(*), count( DISTINCT \
         `communications`.`customer_id`), min(`communications`.`occur_time`), \
         max(`communications`.`occur_time`) FROM `communications` WHERE \

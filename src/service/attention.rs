@@ -28,7 +28,7 @@ use super::reports::{previous_period, ReportSource};
 use crate::analytics::attention::{decline_page, mood_page, Decline, Mood};
 use crate::analytics::rollup::{month_split, Split};
 use crate::analytics::satisfaction::{averages, low_satisfaction_page, MilliScore, ScoreAverage};
-use crate::db::attention::{self as queries, StaleRow};
+use crate::db::attention::{self as queries, CustomerCount, StaleRow};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::model::deadline::Deadline;
@@ -165,24 +165,8 @@ pub async fn attention(
             min_percent,
             min_previous,
         } => {
-            let (previous_start, _) = previous_period(start, end).ok_or_else(|| {
-                Error::invalid(
-                    "start_time",
-                    "the preceding period would start before 1900-01-01",
-                )
-            })?;
-            let split = |s, e| match source {
-                ReportSource::Rollups => month_split(s, e),
-                ReportSource::BaseTable => Split {
-                    units: None,
-                    edges: vec![(s, e)],
-                },
-            };
-            deadline.check("the counts of the range")?;
-            let current = queries::counts_per_customer(db, &split(start, end)).await?;
-            deadline.check("the counts of the preceding period")?;
-            let previous = queries::counts_per_customer(db, &split(previous_start, start)).await?;
-            let deleted: HashSet<i64> = queries::deleted_customers(db).await?.into_iter().collect();
+            let (current, previous, deleted) =
+                both_periods(db, (start, end), source, deadline).await?;
             let current: HashMap<i64, i64> =
                 current.into_iter().map(|c| (c.customer_id, c.n)).collect();
             let declines = previous
@@ -224,24 +208,8 @@ pub async fn attention(
             min_drop,
             min_previous,
         } => {
-            let (previous_start, _) = previous_period(start, end).ok_or_else(|| {
-                Error::invalid(
-                    "start_time",
-                    "the preceding period would start before 1900-01-01",
-                )
-            })?;
-            let split = |s, e| match source {
-                ReportSource::Rollups => month_split(s, e),
-                ReportSource::BaseTable => Split {
-                    units: None,
-                    edges: vec![(s, e)],
-                },
-            };
-            deadline.check("the sentiment of the range")?;
-            let current = queries::counts_per_customer(db, &split(start, end)).await?;
-            deadline.check("the sentiment of the preceding period")?;
-            let previous = queries::counts_per_customer(db, &split(previous_start, start)).await?;
-            let deleted: HashSet<i64> = queries::deleted_customers(db).await?.into_iter().collect();
+            let (current, previous, deleted) =
+                both_periods(db, (start, end), source, deadline).await?;
             let current: HashMap<i64, (i64, i64)> = current
                 .into_iter()
                 .map(|c| (c.customer_id, (c.n, c.sentiment_sum)))
@@ -305,6 +273,35 @@ pub async fn attention(
         next,
         as_of: q.as_of,
     })
+}
+
+/// Per customer, the communications (and their score sums) of `[start, end)` and of the
+/// equal period before it, and the deleted customers to leave out.
+async fn both_periods(
+    db: &Db,
+    (start, end): (NaiveDateTime, NaiveDateTime),
+    source: ReportSource,
+    deadline: Deadline,
+) -> Result<(Vec<CustomerCount>, Vec<CustomerCount>, HashSet<i64>)> {
+    let (previous_start, _) = previous_period(start, end).ok_or_else(|| {
+        Error::invalid(
+            "start_time",
+            "the preceding period would start before 1900-01-01",
+        )
+    })?;
+    let split = |s, e| match source {
+        ReportSource::Rollups => month_split(s, e),
+        ReportSource::BaseTable => Split {
+            units: None,
+            edges: vec![(s, e)],
+        },
+    };
+    deadline.check("the counts of the range")?;
+    let current = queries::counts_per_customer(db, &split(start, end)).await?;
+    deadline.check("the counts of the preceding period")?;
+    let previous = queries::counts_per_customer(db, &split(previous_start, start)).await?;
+    let deleted = queries::deleted_customers(db).await?.into_iter().collect();
+    Ok((current, previous, deleted))
 }
 
 /// A page of the stale list: never-contacted customers first (when asked), then the

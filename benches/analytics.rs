@@ -48,6 +48,8 @@ struct Row {
     direction: u64,
     time: String,
     content: String,
+    /// Scored as the service scores what it records.
+    sentiment: i16,
 }
 
 fn row(rng: &mut Rng) -> Row {
@@ -57,13 +59,15 @@ fn row(rng: &mut Rng) -> Row {
     let a = PHRASES[(rng.next() % 12) as usize];
     let b = PHRASES[(rng.next() % 12) as usize];
     let n = rng.next() % 1_000_000;
+    let content = format!("{a}{n:06}. {b}");
     Row {
+        sentiment: crm_comms::analytics::sentiment::score(&content),
         customer_id: 1 + rng.next() % CUSTOMERS,
         channel: 1 + rng.next() % 5,
         direction: 1 + rng.next() % 2,
         // The text form diesel writes for SQLite (and the service compares against).
         time: t.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
-        content: format!("{a}{n:06}. {b}"),
+        content,
     }
 }
 
@@ -72,7 +76,7 @@ fn row(rng: &mut Rng) -> Row {
 fn insert_sql(rng: &mut Rng, n: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO communications (customer_id, channel, direction, occur_time, content, \
-         outcome, create_time) VALUES ",
+         outcome, create_time, sentiment) VALUES ",
     );
     for i in 0..n {
         let r = row(rng);
@@ -80,11 +84,23 @@ fn insert_sql(rng: &mut Rng, n: usize) -> String {
             sql.push(',');
         }
         sql.push_str(&format!(
-            "({}, {}, {}, '{}', '{}', '', '{}')",
-            r.customer_id, r.channel, r.direction, r.time, r.content, r.time
+            "({}, {}, {}, '{}', '{}', '', '{}', {})",
+            r.customer_id, r.channel, r.direction, r.time, r.content, r.time, r.sentiment
         ));
     }
     sql
+}
+
+/// A satisfaction survey about every tenth communication, sent when it happened; its
+/// score `(id / 10) % 6` (0: not answered).
+fn surveys_sql(div: &str) -> String {
+    format!(
+        "INSERT INTO satisfaction_surveys (customer_id, communication_id, channel, target_time, \
+         sent_time, score, comment, answer_time, create_time, update_time, version) SELECT \
+         customer_id, id, channel, occur_time, occur_time, (id {div} 10) % 6, '', CASE WHEN \
+         (id {div} 10) % 6 = 0 THEN NULL ELSE occur_time END, occur_time, occur_time, 1 FROM \
+         communications WHERE id % 10 = 0"
+    )
 }
 
 async fn seed_mysql(url: &str, rows: usize) {
@@ -96,7 +112,8 @@ async fn seed_mysql(url: &str, rows: usize) {
         conn.query_drop(insert_sql(&mut rng, n)).await.unwrap();
         done += n;
     }
-    conn.query_drop("ANALYZE TABLE communications")
+    conn.query_drop(surveys_sql("DIV")).await.unwrap();
+    conn.query_drop("ANALYZE TABLE communications, satisfaction_surveys")
         .await
         .unwrap();
     conn.disconnect().await.unwrap();
@@ -116,6 +133,9 @@ fn seed_sqlite(path: &str, rows: usize) {
         .unwrap();
         done += n;
     }
+    diesel::sql_query(surveys_sql("/"))
+        .execute(&mut conn)
+        .unwrap();
     diesel::sql_query("ANALYZE").execute(&mut conn).unwrap();
 }
 
@@ -173,6 +193,49 @@ impl Direct {
                     .into_iter()
                     .map(|r| (r.d, r.n))
                     .collect()
+                })
+                .await
+                .unwrap()
+            }
+        }
+    }
+
+    /// `(day, count, negative, positive)` rows of a one-column-per-figure GROUP BY.
+    async fn daily_figures(&self, sql: &str) -> Vec<(String, i64, i64, i64)> {
+        match self {
+            Direct::Mysql(url) => {
+                let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+                let rows: Vec<(String, i64, i64, i64)> = conn.query(sql).await.unwrap();
+                conn.disconnect().await.unwrap();
+                rows
+            }
+            Direct::Sqlite(path) => {
+                #[derive(diesel::QueryableByName)]
+                struct R {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    d: String,
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    a: i64,
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    b: i64,
+                }
+                let (path, sql) = (
+                    path.clone(),
+                    sql.replace("CAST(DATE(", "date((")
+                        .replace(" AS CHAR)", ")")
+                        .replace(" AS SIGNED)", ")")
+                        .replace("CAST(", "("),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+                    diesel::sql_query(sql)
+                        .load::<R>(&mut conn)
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| (r.d, r.n, r.a, r.b))
+                        .collect()
                 })
                 .await
                 .unwrap()
@@ -316,6 +379,97 @@ async fn measure(name: &str, url: &str, direct: Direct, out: &mut Vec<String>) {
             .map(|m| m.message_count)
             .collect::<Vec<_>>(),
         counts
+    );
+    // The frequency report split by sentiment, against the GROUP BY that sums it.
+    let split_req = pb::GetFrequencyReportRequest {
+        include_sentiment: true,
+        ..freq_req.clone()
+    };
+    let (service, report) = time(|| {
+        let mut c = client.clone();
+        let req = split_req.clone();
+        async move { c.get_frequency_report(req).await.unwrap().into_inner() }
+    })
+    .await;
+    let (sql, days) = time(|| {
+        direct.daily_figures(
+            "SELECT CAST(DATE(occur_time) AS CHAR) AS d, COUNT(*) AS n, CAST(SUM(CASE WHEN \
+             sentiment < -50 THEN 1 ELSE 0 END) AS SIGNED) AS a, CAST(SUM(CASE WHEN sentiment > \
+             50 THEN 1 ELSE 0 END) AS SIGNED) AS b FROM communications WHERE occur_time >= \
+             '2024-01-01' AND occur_time < '2025-01-01' GROUP BY 1 ORDER BY 1",
+        )
+    })
+    .await;
+    let sql_figures: Vec<(i64, i64, i64)> = days.iter().map(|d| (d.1, d.2, d.3)).collect();
+    let service_figures: Vec<(i64, i64, i64)> = report
+        .buckets
+        .iter()
+        .map(|b| {
+            let s = b.sentiment.unwrap_or_default();
+            (b.count, s.negative_count, s.positive_count)
+        })
+        .collect();
+    let same = sql_figures == service_figures;
+    out.push(row_line(
+        name,
+        "GetFrequencyReport with include_sentiment",
+        service,
+        sql,
+        same,
+    ));
+
+    // The satisfaction report, against the GROUP BY of sent and answered surveys.
+    let csat_req = pb::GetSatisfactionReportRequest {
+        start_time: Some(common::timestamp(START, 0)),
+        end_time: Some(common::timestamp(END, 0)),
+        granularity: pb::Granularity::Day as i32,
+        time_zone: "UTC".into(),
+        ..Default::default()
+    };
+    let (service, report) = time(|| {
+        let mut c = client.clone();
+        let req = csat_req.clone();
+        async move { c.get_satisfaction_report(req).await.unwrap().into_inner() }
+    })
+    .await;
+    let (sql, days) = time(|| {
+        direct.daily_figures(
+            "SELECT CAST(DATE(sent_time) AS CHAR) AS d, COUNT(*) AS n, CAST(SUM(CASE WHEN score \
+             > 0 THEN 1 ELSE 0 END) AS SIGNED) AS a, CAST(SUM(score) AS SIGNED) AS b FROM \
+             satisfaction_surveys WHERE sent_time >= '2024-01-01' AND sent_time < '2025-01-01' \
+             GROUP BY 1 ORDER BY 1",
+        )
+    })
+    .await;
+    let sql_figures: Vec<(i64, i64)> = days.iter().map(|d| (d.1, d.2)).collect();
+    let service_figures: Vec<(i64, i64)> = report
+        .buckets
+        .iter()
+        .filter_map(|b| b.figures.as_ref())
+        .filter_map(|f| f.overall.as_ref())
+        .map(|o| (o.sent_count, o.answered_count))
+        .collect();
+    let same = sql_figures == service_figures;
+    out.push(row_line(
+        name,
+        "GetSatisfactionReport (1 year, daily)",
+        service,
+        sql,
+        same,
+    ));
+    eprintln!(
+        "{name}: satisfaction sent {:?} answered {:?}; SQL days {}; figures equal: {same}",
+        report
+            .total
+            .as_ref()
+            .and_then(|t| t.overall.as_ref())
+            .map(|o| o.sent_count),
+        report
+            .total
+            .as_ref()
+            .and_then(|t| t.overall.as_ref())
+            .map(|o| o.answered_count),
+        days.len()
     );
     let _ = tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -1560,6 +1560,9 @@ async fn db_pid(driver: &Driver) -> Option<u32> {
 
 /// LogCommunication and ImportCommunications against the driver's inserts, on the
 /// scratch database.
+/// Contents scored to measure what sentiment scoring costs per communication.
+const SCORED_TEXTS: usize = 20_000;
+
 async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let ids = t.scratch_driver.customer_ids().await?;
     let server = Server::start(&write_server(), &t.scratch_url, STARTUP).await?;
@@ -1633,6 +1636,21 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
             "  LogCommunication {}; driver single {}",
             cpu_text(*svc_cpu.last().unwrap_or(&(0.0, None, 0.0))),
             cpu_text(*drv_cpu.last().unwrap_or(&(0.0, None, 0.0)))
+        );
+        // What sentiment scoring takes of that: the same kind of content, scored here.
+        let texts: Vec<String> = (0..SCORED_TEXTS)
+            .map(|_| gen_comm(&mut rng, &ids).content)
+            .collect();
+        let started = Instant::now();
+        for text in &texts {
+            std::hint::black_box(crm_comms::analytics::sentiment::score(text));
+        }
+        let score_ms = started.elapsed().as_secs_f64() * 1000.0 / SCORED_TEXTS as f64;
+        let server_ms = svc_cpu.last().map_or(0.0, |c| c.0);
+        say!(
+            "  sentiment scoring: {score_ms:.4} CPU ms per communication, {:.1}% of the server's \
+             CPU per LogCommunication",
+            100.0 * score_ms / server_ms.max(f64::MIN_POSITIVE)
         );
 
         // One import stream vs multi-row INSERTs.

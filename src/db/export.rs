@@ -13,7 +13,7 @@ use super::feed::Causal;
 use super::query::newer_than;
 use super::schema::{
     audit_records, communications, customer_merges, customer_months, customer_tags, customers,
-    deleted_communications, service_tickets, transactions,
+    deleted_communications, satisfaction_surveys, service_tickets, transactions,
 };
 use super::Db;
 use crate::error::{Error, Result};
@@ -116,6 +116,60 @@ pub struct TicketExport {
     pub update_time: NaiveDateTime,
     /// Version (the etag).
     pub version: i64,
+}
+
+/// One satisfaction survey as exported.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = satisfaction_surveys)]
+pub struct SurveyExport {
+    /// Id.
+    pub id: i64,
+    /// Owner.
+    pub customer_id: i64,
+    /// The surveyed communication.
+    pub communication_id: Option<i64>,
+    /// The surveyed ticket.
+    pub ticket_id: Option<i64>,
+    /// `Channel` value of the communication (0 for a ticket).
+    pub channel: i32,
+    /// When the target happened.
+    pub target_time: NaiveDateTime,
+    /// When the survey was sent.
+    pub sent_time: NaiveDateTime,
+    /// 1..5; 0 while unanswered.
+    pub score: i32,
+    /// The answer's comment.
+    pub comment: String,
+    /// When it was answered.
+    pub answer_time: Option<NaiveDateTime>,
+    /// Last change.
+    pub update_time: NaiveDateTime,
+    /// Version.
+    pub version: i64,
+}
+
+/// Satisfaction surveys changed in `w` with `id > after`, by id.
+pub async fn surveys(
+    db: &Db,
+    galera: bool,
+    w: Window,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<SurveyExport>> {
+    use satisfaction_surveys::dsl as s;
+    with_conn!(db, |conn| {
+        let mut q = s::satisfaction_surveys
+            .filter(s::update_time.le(w.to))
+            .filter(s::id.gt(after))
+            .order(s::id.asc())
+            .limit(limit)
+            .select(columns::<SurveyExport>())
+            .into_boxed();
+        if let Some(from) = w.from {
+            q = q.filter(s::update_time.gt(from));
+        }
+        Ok::<_, Error>(diesel_async::RunQueryDsl::load(Causal::new(q, galera), conn).await?)
+    })
 }
 
 /// One customer as exported (tags read apart).

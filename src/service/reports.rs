@@ -751,19 +751,21 @@ pub struct InsightsReport {
     pub mean_resolution_us: Option<i64>,
     /// Communications in range by sentiment.
     pub sentiment: Tally,
-    /// The same per UTC calendar month from the first contact in range to its end (each
-    /// month clipped to that span).
+    /// The same per UTC calendar month from the first contact in range to its end (the
+    /// first and last months clipped to the request's bounds, when it gave them).
     pub sentiment_trend: Vec<(NaiveDateTime, NaiveDateTime, Tally)>,
 }
 
-/// One customer's sentiment per UTC calendar month of `[start, end)`, each month clipped
-/// to the range and zero-filled: whole months from the customer-month rollup, the
-/// partial months at the ends from the customer's rows. Checks `deadline` before each
-/// statement.
+/// One customer's sentiment in `[start, end)` per UTC calendar month, zero-filled: whole
+/// months from the customer-month rollup, the partial months at the ends from the
+/// customer's rows. Each period is its whole month, the first and last clipped to `clip`
+/// (the bounds the caller gave; none given: whole months, so the answer does not move
+/// with the clock). Checks `deadline` before each statement.
 pub async fn sentiment_trend(
     db: &Db,
     customer_id: i64,
     (start, end): (NaiveDateTime, NaiveDateTime),
+    clip: (Option<NaiveDateTime>, Option<NaiveDateTime>),
     deadline: Deadline,
 ) -> Result<Vec<(NaiveDateTime, NaiveDateTime, Tally)>> {
     if end <= start {
@@ -783,8 +785,10 @@ pub async fn sentiment_trend(
     let last = month_of(end - chrono::Duration::microseconds(1));
     Ok((month_of(start)..=last)
         .map(|m| {
-            let from = month_start(m).max(start);
-            let to = month_start(m + 1).min(end);
+            let from = clip.0.map_or(month_start(m), |c| month_start(m).max(c));
+            let to = clip
+                .1
+                .map_or(month_start(m + 1), |c| month_start(m + 1).min(c));
             (from, to, by_month.get(&m).copied().unwrap_or_default())
         })
         .collect())
@@ -950,7 +954,8 @@ pub async fn insights(
     let days = span_days(q.time_zone, utc(range_start), utc(end.max(range_start)));
     // The trend runs from the first contact in range (none before it).
     let trend_range = (first.unwrap_or(end).max(range_start), end);
-    let sentiment_trend = sentiment_trend(db, q.customer_id, trend_range, deadline).await?;
+    let sentiment_trend =
+        sentiment_trend(db, q.customer_id, trend_range, (q.start, q.end), deadline).await?;
     let mut sentiment = Tally::default();
     for (_, _, t) in &sentiment_trend {
         sentiment.add(*t);

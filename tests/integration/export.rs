@@ -166,6 +166,19 @@ backend_tests! {
             })
             .await
             .unwrap();
+        comms
+            .record_satisfaction(pb::RecordSatisfactionRequest {
+                survey: Some(pb::SatisfactionSurvey {
+                    target: Some(pb::satisfaction_survey::Target::CommunicationId(ids[1])),
+                    score: 2,
+                    comment: "slow, \"but\" polite".into(),
+                    answer_time: Some(ts("2024-03-02T00:00:00Z")),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
         settle().await;
 
         let full = export(app, pb::ExportFormat::Csv, "").await.unwrap();
@@ -178,6 +191,17 @@ backend_tests! {
         assert_eq!(rows_of(&m, "transactions"), 2);
         assert_eq!(rows_of(&m, "service_tickets"), 1);
         assert_eq!(rows_of(&m, "customer_months"), 4);
+        assert_eq!(rows_of(&m, "satisfaction_surveys"), 1);
+        let survey = &csv_rows(&full, &m, "satisfaction_surveys")[0];
+        assert_eq!(
+            (&survey[2], &survey[4], &survey[7], &survey[8]),
+            (ids[1].to_string().as_str(), "note", "2", "slow, \"but\" polite")
+        );
+        // Sentiment travels with each communication: score and class.
+        for row in csv_rows(&full, &m, "communications") {
+            let score: i16 = row[14].parse().expect("a score");
+            assert_eq!(row[15], format!("{:?}", crm_comms::analytics::sentiment::Label::of(score)).to_lowercase());
+        }
         let months: Vec<&str> = m.files.iter().filter(|f| f.table == "communications").map(|f| f.month.as_str()).collect();
         assert_eq!(months, ["2024-01", "2024-02", "2024-03"]);
         // Text survives quoting (commas, quotes, CRLF, emoji), times are UTC with

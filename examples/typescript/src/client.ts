@@ -317,6 +317,34 @@ async function run(): Promise<void> {
     `sentiment: complaint ${complaint.id} scored ${complaint.sentimentScore}; the day's contacts: ` +
       `${split.negativeCount} negative, ${split.neutralCount} neutral, ${split.positiveCount} positive`,
   );
+
+  // 8. A satisfaction survey about the phone call, answered 5, and the day's CSAT.
+  const survey = await conn.comms.recordSatisfaction({
+    survey: {
+      target: { case: "communicationId", value: call.id },
+      sentTime: timestampFromDate(new Date(at[0].getTime() + 3_600_000)),
+      score: 5,
+      comment: "Clear answer, thanks.",
+      answerTime: timestampFromDate(new Date(at[0].getTime() + 7_200_000)),
+    },
+    requestId: `ts-csat-${runId}`,
+  });
+  check(survey.customerId === customer.id && survey.channel === Channel.PHONE, `survey ${survey.id}`);
+  const csat = (
+    await conn.analytics.getSatisfactionReport({
+      customerIds: [customer.id],
+      startTime: query.startTime,
+      endTime: query.endTime,
+    })
+  ).total!.overall!;
+  check(
+    csat.sentCount === 1n && csat.answeredCount === 1n && csat.averageScore === 5 && csat.csatPercent === 100,
+    `satisfaction report: ${csat.sentCount} sent, ${csat.answeredCount} answered, CSAT ${csat.csatPercent}%`,
+  );
+  console.log(
+    `satisfaction: survey ${survey.id} about call ${call.id} scored ${survey.score}; the day's ` +
+      `CSAT ${csat.csatPercent}% over ${csat.answeredCount} answer(s)`,
+  );
   conn.session.abort();
 }
 

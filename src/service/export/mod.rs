@@ -160,6 +160,21 @@ const TICKETS: &[Column] = &[
     col("version", Kind::Int),
 ];
 
+const SURVEYS: &[Column] = &[
+    col("id", Kind::Int),
+    col("customer_id", Kind::Int),
+    opt("communication_id", Kind::Int),
+    opt("ticket_id", Kind::Int),
+    opt("channel", Kind::Text),
+    col("target_time", Kind::Time),
+    col("sent_time", Kind::Time),
+    opt("score", Kind::Int),
+    col("comment", Kind::Text),
+    opt("answer_time", Kind::Time),
+    col("update_time", Kind::Time),
+    col("version", Kind::Int),
+];
+
 const COMMUNICATIONS: &[Column] = &[
     col("id", Kind::Int),
     col("customer_id", Kind::Int),
@@ -444,6 +459,44 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
                     Value::Time(r.open_time),
                     Value::opt_time(r.resolve_time),
                     Value::Time(r.create_time),
+                    Value::Time(r.update_time),
+                    Value::Int(r.version),
+                ],
+            ))
+        },
+    )
+    .await?;
+    t.finish(&mut manifest).await?;
+
+    let t = Table::new(
+        out,
+        spec,
+        &run,
+        "satisfaction_surveys",
+        SURVEYS,
+        "upsert",
+        &["id"],
+    )?;
+    let read = |after| rows::surveys(db, galera, changed, after, PAGE_ROWS);
+    let t = copy(
+        t,
+        0,
+        read,
+        |r| r.id,
+        |r| {
+            Some((
+                month_of(r.sent_time),
+                vec![
+                    Value::Int(r.id),
+                    Value::Int(r.customer_id),
+                    Value::opt_int(r.communication_id),
+                    Value::opt_int(r.ticket_id),
+                    Value::opt_text((r.channel != 0).then(|| channel(r.channel))),
+                    Value::Time(r.target_time),
+                    Value::Time(r.sent_time),
+                    Value::opt_int((r.score != 0).then_some(i64::from(r.score))),
+                    Value::Text(r.comment),
+                    Value::opt_time(r.answer_time),
                     Value::Time(r.update_time),
                     Value::Int(r.version),
                 ],

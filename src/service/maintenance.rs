@@ -16,6 +16,11 @@ use crate::model::time::now;
 /// Time between two compactions.
 pub const COMPACT_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Compaction rounds between two looks for communications stored without a sentiment
+/// score (at start, then every 5 minutes: such rows come only from an older server
+/// during an upgrade, and each look is a statement even when there is nothing).
+const SCORE_EVERY_ROUNDS: u32 = 10;
+
 /// Folds the rollup shards of every unit that ended [`COMPACT_AFTER_SECS`] ago or
 /// earlier; returns the shard rows folded.
 pub async fn compact_now(db: &Db) -> Result<usize> {
@@ -45,24 +50,28 @@ pub async fn score_unscored(
 
 /// Compacts the time rollups at start and then every [`COMPACT_INTERVAL`] until
 /// `shutdown` turns true, and scores communications stored without a sentiment score
-/// (from the lowest id at start, then only newer ones). A failed round (the database
+/// (from the lowest id at start, then only newer ones, every [`SCORE_EVERY_ROUNDS`]
+/// rounds). A failed round (the database
 /// away) is logged and tried again next time: reads are exact with or without
 /// compaction, only slower; rows not scored yet count as neutral.
 pub async fn run_compactor(db: Db, mut shutdown: watch::Receiver<bool>) {
     let mut scored_after = 0;
-    loop {
-        match score_unscored(&db, scored_after, &shutdown).await {
-            Ok((0, after)) => scored_after = after,
-            Ok((rows, after)) => {
-                tracing::info!(
-                    rows,
-                    up_to_id = after,
-                    "scored the sentiment of stored communications"
-                );
-                scored_after = after;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "scoring stored communications failed; retrying later")
+    for round in 0u32.. {
+        if round % SCORE_EVERY_ROUNDS == 0 {
+            match score_unscored(&db, scored_after, &shutdown).await {
+                Ok((0, after)) => scored_after = after,
+                Ok((rows, after)) => {
+                    tracing::info!(
+                        rows,
+                        up_to_id = after,
+                        "scored the sentiment of stored communications"
+                    );
+                    scored_after = after;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "scoring stored communications failed; retrying later"
+                ),
             }
         }
         match compact_now(&db).await {

@@ -771,7 +771,16 @@ pub async fn sentiment_trend(
     if end <= start {
         return Ok(Vec::new());
     }
-    let split = month_split(start, end);
+    let (first, last) = (
+        month_of(start),
+        month_of(end - chrono::Duration::microseconds(1)),
+    );
+    // A side the caller left open is read as whole months from the rollup: nothing lies
+    // before the first contact, and what the last month holds after `end` (rows dated
+    // later, usually none) is taken off with one short read of the customer's index.
+    let lo = clip.0.map_or(month_start(first), |_| start);
+    let hi = clip.1.map_or(month_start(last + 1), |_| end);
+    let split = month_split(lo, hi);
     let mut by_month: BTreeMap<i64, Tally> = BTreeMap::new();
     if let Some(units) = split.units {
         deadline.check("the monthly sentiment")?;
@@ -782,8 +791,17 @@ pub async fn sentiment_trend(
         let tally = queries::customer_sentiment(db, customer_id, edge).await?;
         by_month.entry(month_of(edge.0)).or_default().add(tally);
     }
-    let last = month_of(end - chrono::Duration::microseconds(1));
-    Ok((month_of(start)..=last)
+    if hi > end {
+        deadline.check("the sentiment dated after the range")?;
+        let later = queries::customer_sentiment(db, customer_id, (end, hi)).await?;
+        by_month.entry(last).or_default().add(Tally {
+            n: -later.n,
+            negative: -later.negative,
+            positive: -later.positive,
+            sum: -later.sum,
+        });
+    }
+    Ok((first..=last)
         .map(|m| {
             let from = clip.0.map_or(month_start(m), |c| month_start(m).max(c));
             let to = clip

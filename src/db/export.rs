@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use super::dialect::columns;
 use super::feed::Causal;
 use super::query::newer_than;
+use super::satisfaction::SurveyRow;
 use super::schema::{
     audit_records, communications, customer_merges, customer_months, customer_tags, customers,
     deleted_communications, satisfaction_surveys, service_tickets, transactions,
@@ -118,44 +119,15 @@ pub struct TicketExport {
     pub version: i64,
 }
 
-/// One satisfaction survey as exported.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = satisfaction_surveys)]
-pub struct SurveyExport {
-    /// Id.
-    pub id: i64,
-    /// Owner.
-    pub customer_id: i64,
-    /// The surveyed communication.
-    pub communication_id: Option<i64>,
-    /// The surveyed ticket.
-    pub ticket_id: Option<i64>,
-    /// `Channel` value of the communication (0 for a ticket).
-    pub channel: i32,
-    /// When the target happened.
-    pub target_time: NaiveDateTime,
-    /// When the survey was sent.
-    pub sent_time: NaiveDateTime,
-    /// 1..5; 0 while unanswered.
-    pub score: i32,
-    /// The answer's comment.
-    pub comment: String,
-    /// When it was answered.
-    pub answer_time: Option<NaiveDateTime>,
-    /// Last change.
-    pub update_time: NaiveDateTime,
-    /// Version.
-    pub version: i64,
-}
-
-/// Satisfaction surveys changed in `w` with `id > after`, by id.
+/// Satisfaction surveys changed in `w` with `id > after`, by id (the stored rows: every
+/// column is exported but the idempotency keys).
 pub async fn surveys(
     db: &Db,
     galera: bool,
     w: Window,
     after: i64,
     limit: i64,
-) -> Result<Vec<SurveyExport>> {
+) -> Result<Vec<SurveyRow>> {
     use satisfaction_surveys::dsl as s;
     with_conn!(db, |conn| {
         let mut q = s::satisfaction_surveys
@@ -163,7 +135,7 @@ pub async fn surveys(
             .filter(s::id.gt(after))
             .order(s::id.asc())
             .limit(limit)
-            .select(columns::<SurveyExport>())
+            .select(columns::<SurveyRow>())
             .into_boxed();
         if let Some(from) = w.from {
             q = q.filter(s::update_time.gt(from));

@@ -171,6 +171,16 @@ impl Tally {
         self.sum += other.sum;
     }
 
+    /// The same figures taken away (every field negated).
+    pub fn negated(self) -> Tally {
+        Tally {
+            n: -self.n,
+            negative: -self.negative,
+            positive: -self.positive,
+            sum: -self.sum,
+        }
+    }
+
     /// The neutral ones.
     pub fn neutral(&self) -> i64 {
         self.n - self.negative - self.positive

@@ -708,6 +708,15 @@ pub async fn delete(db: &Db, id: i64, caller: &Caller) -> Result<()> {
     .await
 }
 
+/// The highest communication id stored (0 when there is none).
+pub async fn last_id(db: &Db) -> Result<i64> {
+    let query = communications::table.select(diesel::dsl::max(communications::id));
+    let last: Option<i64> = with_conn!(db, |conn| Ok::<_, Error>(
+        conn.any().get_result(query).await?
+    ))?;
+    Ok(last.unwrap_or(0))
+}
+
 /// Communications scored per transaction by [`score_unscored`].
 pub const SCORE_BATCH: i64 = 500;
 

@@ -8,6 +8,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
+use super::communications::CommunicationRow;
 use super::dialect::columns;
 use super::feed::Causal;
 use super::query::newer_than;
@@ -16,6 +17,8 @@ use super::schema::{
     audit_records, communications, customer_merges, customer_months, customer_tags, customers,
     deleted_communications, satisfaction_surveys, service_tickets, transactions,
 };
+use super::tickets::TicketRow;
+use super::transactions::TransactionRow;
 use super::Db;
 use crate::error::{Error, Result};
 use crate::with_conn;
@@ -32,92 +35,6 @@ pub struct Window {
 
 /// A `(time, id)` keyset position.
 pub type After = Option<(NaiveDateTime, i64)>;
-
-/// One communication as exported.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = communications)]
-pub struct CommunicationExport {
-    /// Id.
-    pub id: i64,
-    /// Owner.
-    pub customer_id: i64,
-    /// `Channel` value.
-    pub channel: i32,
-    /// `Direction` value.
-    pub direction: i32,
-    /// When it happened.
-    pub occur_time: NaiveDateTime,
-    /// What was said.
-    pub content: String,
-    /// Short result.
-    pub outcome: String,
-    /// Phone call: the number.
-    pub phone_number: Option<String>,
-    /// Phone call: duration in microseconds.
-    pub call_duration_us: Option<i64>,
-    /// Email: the address.
-    pub email_address: Option<String>,
-    /// Email: the subject.
-    pub email_subject: Option<String>,
-    /// Chat: the platform.
-    pub chat_platform: Option<String>,
-    /// Chat: the conversation.
-    pub chat_conversation_id: Option<String>,
-    /// When it was recorded.
-    pub create_time: NaiveDateTime,
-    /// Sentiment score; `None` until scored.
-    pub sentiment: Option<i16>,
-}
-
-/// One transaction as exported.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = transactions)]
-pub struct TransactionExport {
-    /// Id.
-    pub id: i64,
-    /// Owner.
-    pub customer_id: i64,
-    /// Order number.
-    pub order_number: String,
-    /// Product.
-    pub product: String,
-    /// ISO 4217 code.
-    pub currency_code: String,
-    /// Whole units of the amount.
-    pub amount_units: i64,
-    /// Nano units of the amount (same sign as the units).
-    pub amount_nanos: i32,
-    /// When the order happened.
-    pub occur_time: NaiveDateTime,
-    /// When it was recorded.
-    pub create_time: NaiveDateTime,
-}
-
-/// One service ticket as exported.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = service_tickets)]
-pub struct TicketExport {
-    /// Id.
-    pub id: i64,
-    /// Owner.
-    pub customer_id: i64,
-    /// The issue.
-    pub issue: String,
-    /// The solution.
-    pub solution: String,
-    /// `TicketStatus` value.
-    pub status: i32,
-    /// Opened.
-    pub open_time: NaiveDateTime,
-    /// Resolved or closed.
-    pub resolve_time: Option<NaiveDateTime>,
-    /// Recorded.
-    pub create_time: NaiveDateTime,
-    /// Last change.
-    pub update_time: NaiveDateTime,
-    /// Version (the etag).
-    pub version: i64,
-}
 
 /// Satisfaction surveys changed in `w` with `id > after`, by id (the stored rows: every
 /// column is exported but the idempotency keys).
@@ -215,14 +132,14 @@ pub async fn communications(
     w: Window,
     after: After,
     limit: i64,
-) -> Result<Vec<CommunicationExport>> {
+) -> Result<Vec<CommunicationRow>> {
     use communications::dsl as c;
     with_conn!(db, |conn| {
         let mut q = c::communications
             .filter(c::create_time.le(w.to))
             .order((c::create_time.asc(), c::id.asc()))
             .limit(limit)
-            .select(columns::<CommunicationExport>())
+            .select(columns::<CommunicationRow>())
             .into_boxed();
         if let Some(from) = w.from {
             q = q.filter(c::create_time.gt(from));
@@ -241,14 +158,14 @@ pub async fn transactions(
     w: Window,
     after: After,
     limit: i64,
-) -> Result<Vec<TransactionExport>> {
+) -> Result<Vec<TransactionRow>> {
     use transactions::dsl as t;
     with_conn!(db, |conn| {
         let mut q = t::transactions
             .filter(t::create_time.le(w.to))
             .order((t::create_time.asc(), t::id.asc()))
             .limit(limit)
-            .select(columns::<TransactionExport>())
+            .select(columns::<TransactionRow>())
             .into_boxed();
         if let Some(from) = w.from {
             q = q.filter(t::create_time.gt(from));
@@ -267,7 +184,7 @@ pub async fn tickets(
     w: Window,
     after: i64,
     limit: i64,
-) -> Result<Vec<TicketExport>> {
+) -> Result<Vec<TicketRow>> {
     use service_tickets::dsl as t;
     with_conn!(db, |conn| {
         let mut q = t::service_tickets
@@ -275,7 +192,7 @@ pub async fn tickets(
             .filter(t::id.gt(after))
             .order(t::id.asc())
             .limit(limit)
-            .select(columns::<TicketExport>())
+            .select(columns::<TicketRow>())
             .into_boxed();
         if let Some(from) = w.from {
             q = q.filter(t::update_time.gt(from));

@@ -402,12 +402,12 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
             .map(
                 |(unit, channel, direction, n, negative, positive, sentiment_sum)| {
                     let tally = Tally {
-                        n: -n,
-                        negative: -negative,
-                        positive: -positive,
-                        sum: -sentiment_sum,
+                        n,
+                        negative,
+                        positive,
+                        sum: sentiment_sum,
                     };
-                    ((unit, channel, direction, shard), tally)
+                    ((unit, channel, direction, shard), tally.negated())
                 },
             )
             .collect();

@@ -29,12 +29,15 @@ pub async fn compact_now(db: &Db) -> Result<usize> {
 
 /// Scores every communication above id `after` stored without a sentiment score, batch
 /// by batch, until none is left or `shutdown` turns true; returns how many it scored and
-/// the id to continue after next time.
+/// the id to continue after next time: past every id stored when it began, so the next
+/// look reads only newer rows instead of the whole table again. (A row an older server
+/// commits late under a lower id waits for the next start, which looks from id 0.)
 pub async fn score_unscored(
     db: &Db,
     mut after: i64,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(u64, i64)> {
+    let stored = communications::last_id(db).await?;
     let mut total = 0u64;
     while !*shutdown.borrow() {
         match communications::score_unscored(db, after).await? {
@@ -42,7 +45,7 @@ pub async fn score_unscored(
                 total += scored as u64;
                 after = last;
             }
-            None => break,
+            None => return Ok((total, after.max(stored))),
         }
     }
     Ok((total, after))

@@ -794,12 +794,7 @@ pub async fn sentiment_trend(
     if hi > end {
         deadline.check("the sentiment dated after the range")?;
         let later = queries::customer_sentiment(db, customer_id, (end, hi)).await?;
-        by_month.entry(last).or_default().add(Tally {
-            n: -later.n,
-            negative: -later.negative,
-            positive: -later.positive,
-            sum: -later.sum,
-        });
+        by_month.entry(last).or_default().add(later.negated());
     }
     Ok((first..=last)
         .map(|m| {

@@ -25,7 +25,9 @@ use self::files::{
     col, month_of, opt, time_text, Column, FileEntry, Format, Kind, TableWriter, Value,
 };
 use crate::analytics::sentiment::Label;
+use crate::db::communications::CommunicationRow;
 use crate::db::export::{self as rows, Window};
+use crate::db::transactions::TransactionRow;
 use crate::db::Db;
 use crate::error::{Error, Result, Violations};
 
@@ -412,7 +414,7 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
         &["id"],
     )?;
     let read = |after| rows::transactions(db, galera, exact, after, PAGE_ROWS);
-    let next = |r: &rows::TransactionExport| Some((r.create_time, r.id));
+    let next = |r: &TransactionRow| Some((r.create_time, r.id));
     let t = copy(t, None, read, next, |r| {
         let amount = i128::from(r.amount_units) * 1_000_000_000 + i128::from(r.amount_nanos);
         Some((
@@ -516,7 +518,7 @@ pub async fn export(db: &Db, spec: &ExportSpec, out: &Path) -> Result<Manifest> 
         &["id"],
     )?;
     let read = |after| rows::communications(db, galera, exact, after, PAGE_ROWS);
-    let next = |r: &rows::CommunicationExport| Some((r.create_time, r.id));
+    let next = |r: &CommunicationRow| Some((r.create_time, r.id));
     let t = copy(t, None, read, next, |r| {
         Some((
             month_of(r.occur_time),

@@ -39,6 +39,7 @@ use crm_comms::pb::{
     communication_service_client::CommunicationServiceClient,
     customer_service_client::CustomerServiceClient,
 };
+use crm_comms::service::import::IMPORT_BATCH_ROWS;
 use diesel::connection::DefaultLoadingMode;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
@@ -1565,7 +1566,17 @@ const SCORED_TEXTS: usize = 20_000;
 
 async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let ids = t.scratch_driver.customer_ids().await?;
-    let server = Server::start(&write_server(), &t.scratch_url, STARTUP).await?;
+    // With each import batch's statement times (DEBUG lines, read below, not echoed).
+    let server = Server::start_with(
+        &write_server(),
+        &t.scratch_url,
+        STARTUP,
+        &[(
+            "RUST_LOG",
+            "warn,crm_comms::service::content_index=info,crm_comms::db::communications=debug",
+        )],
+    )
+    .await?;
     let (server_pid, db_pid) = (Some(server.pid()), db_pid(&t.scratch_driver).await);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let clients = args.log_clients;
@@ -1689,6 +1700,7 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
             batch_rates.last().unwrap_or(&0.0)
         );
     }
+    let stages = batch_stages(&server.log_lines("import batch stored"));
     drop(server);
     let (log, single, import, batch) = (
         median_f64(svc_rates),
@@ -1725,7 +1737,12 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
             RatioKind::Speed,
             Some(0.7),
         )
-        .note("scratch database"),
+        .note(format!(
+            "scratch database; median ms per batch of {}: {stages}; the driver's INSERT of \
+             {INSERT_BATCH} rows {:.1}",
+            IMPORT_BATCH_ROWS,
+            INSERT_BATCH as f64 * 1000.0 / batch
+        )),
     );
     out.push(
         Figure::new(
@@ -1741,6 +1758,34 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
         .note("unary rate is the 32-client figure above"),
     );
     Ok(())
+}
+
+/// The median time of each statement of the service's import batches, from their
+/// `import batch stored` DEBUG lines (`look_ms=.. insert_ms=.. ...`).
+fn batch_stages(lines: &[String]) -> String {
+    const STAGES: [&str; 5] = ["look", "insert", "rollups", "audit", "rest"];
+    let full: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("rows={}", IMPORT_BATCH_ROWS)))
+        .collect();
+    if full.is_empty() {
+        return "no batch timings logged".to_owned();
+    }
+    STAGES
+        .iter()
+        .map(|stage| {
+            let key = format!("{stage}_ms=");
+            let values: Vec<f64> = full
+                .iter()
+                .filter_map(|l| {
+                    let at = l.find(&key)? + key.len();
+                    l[at..].split_whitespace().next()?.parse().ok()
+                })
+                .collect();
+            format!("{stage} {:.1}", median_f64(values))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Customers the keyed import streams spread over (as in production imports).

@@ -216,7 +216,10 @@ impl Server {
                 use std::io::BufRead;
                 for line in std::io::BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    eprintln!("    server: {line}");
+                    // DEBUG lines are figures a benchmark asked for and reads itself.
+                    if !line.contains(" DEBUG ") {
+                        eprintln!("    server: {line}");
+                    }
                     log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 }
             });
@@ -254,6 +257,17 @@ impl Server {
         Ok(server)
     }
 
+    /// The log lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     /// The server process's id (for its CPU time in `/proc`).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -263,13 +277,7 @@ impl Server {
     pub async fn wait_log(&self, needle: &str, limit: Duration) -> Result<String> {
         let started = Instant::now();
         loop {
-            let found = self
-                .log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned();
+            let found = self.log_lines(needle).into_iter().next();
             if let Some(line) = found {
                 return Ok(line);
             }

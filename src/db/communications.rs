@@ -339,6 +339,26 @@ pub async fn insert_batch(
     }
 }
 
+/// Where one import batch's time went, in milliseconds: the customer and key look-up,
+/// the multi-row INSERT, the rollup upserts, the audit row, and the rest (the
+/// connection's checkout, BEGIN, planning the batch, COMMIT). Logged at DEBUG (`crm_comms::db::communications`) for
+/// each batch stored, so a slow import shows which statement grows.
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchTimes {
+    look: f64,
+    insert: f64,
+    rollups: f64,
+    audit: f64,
+}
+
+/// Milliseconds since `*mark`, moving the mark to now.
+fn lap(mark: &mut std::time::Instant) -> f64 {
+    let now = std::time::Instant::now();
+    let ms = (now - *mark).as_secs_f64() * 1000.0;
+    *mark = now;
+    ms
+}
+
 /// One attempt of [`insert_batch`].
 async fn with_batch(
     db: &Db,
@@ -347,10 +367,14 @@ async fn with_batch(
     keys: &[(i64, String)],
     caller: &Caller,
 ) -> Result<Vec<BatchOutcome>> {
-    with_conn!(db, write, |conn| {
+    let started = std::time::Instant::now();
+    let mut times = BatchTimes::default();
+    let outcomes = with_conn!(db, write, |conn| {
         crate::db::tx::transaction(conn, async |conn| {
             let stamp = super::feed::stamp();
+            let mut mark = std::time::Instant::now();
             let (live, used) = batch_lookups(conn, customer_ids, keys).await?;
+            times.look = lap(&mut mark);
             let (outcomes, mut rows) = plan_batch(forms, &live, used);
             for row in &mut rows {
                 row.create_time = stamp;
@@ -358,15 +382,36 @@ async fn with_batch(
             if !rows.is_empty() {
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
                 let change = import_change(&rows);
+                lap(&mut mark);
                 conn.any().insert_all(communications::table, rows).await?;
+                times.insert = lap(&mut mark);
                 rollups::add(conn, &deltas).await?;
+                times.rollups = lap(&mut mark);
                 audit::record(conn, caller, crate::model::time::now(), &[change]).await?;
+                times.audit = lap(&mut mark);
                 super::feed::check_commit_bound(stamp)?;
             }
             Ok::<_, Error>(outcomes)
         })
         .await
-    })
+    })?;
+    let BatchTimes {
+        look,
+        insert,
+        rollups,
+        audit,
+    } = times;
+    let total = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::debug!(
+        rows = forms.len(),
+        look_ms = look,
+        insert_ms = insert,
+        rollups_ms = rollups,
+        audit_ms = audit,
+        rest_ms = total - look - insert - rollups - audit,
+        "import batch stored"
+    );
+    Ok(outcomes)
 }
 /// The audit record of an import batch storing `rows`.
 fn import_change(rows: &[CommunicationInsertForm]) -> Change {

@@ -290,12 +290,17 @@ fn unit_key(tier: Tier) -> String {
     format!("{}, channel, direction, shard", tier.column)
 }
 
-/// Rows up to which [`add`] sends its upserts as one multi-statement round trip.
-const INLINE_ROWS: usize = 64;
+/// Rows up to which [`add`] sends its upserts as one multi-statement round trip: every
+/// import batch's (at most three rows per communication of a 1,000-row batch, about
+/// 40 bytes each). Past it (merges and rebuilds of whole histories) the statements are
+/// bound, so none grows without bound.
+const INLINE_ROWS: usize = 3_000;
 
-/// Adds stored communications to the rollups, in the caller's transaction. A small
-/// write (a single log, a delete) sends its three upserts in one round trip, with the
-/// values (numbers and times the service computed) written in; larger ones bind them.
+/// Adds stored communications to the rollups, in the caller's transaction. A write of
+/// up to [`INLINE_ROWS`] rollup rows (a log batch, an import batch, a delete) sends its
+/// three upserts in one round trip, with the values (numbers and times the service
+/// computed) written in: MariaDB then parses one text statement where a bound one is
+/// prepared, run and closed (three round trips) each time. Larger ones bind them.
 pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
     let statements = add_sql(C::BACKEND, deltas);
     let rows = deltas.months.len() + deltas.units.iter().map(BTreeMap::len).sum::<usize>();

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::model::caller::Caller;
 
 /// Items per import batch (one multi-row INSERT, one transaction).
-const IMPORT_BATCH_ROWS: usize = 1000;
+pub const IMPORT_BATCH_ROWS: usize = 1000;
 /// Content bytes per import batch, so memory stays bounded with large messages.
 const IMPORT_BATCH_BYTES: usize = 4 << 20;
 /// Batches queued for an import's writer before its reader waits. The request stream

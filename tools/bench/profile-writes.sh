@@ -33,11 +33,13 @@ sample() {
     pid=$(pgrep -n -f "crm-comms serve")
     perf record -q -F 499 -e cpu-clock --call-graph dwarf,16384 -p "$pid" \
         -o "$out/$name.data" -- sleep "$secs" >/dev/null 2>&1
-    perf script -i "$out/$name.data" 2>/dev/null >"$out/$name.txt"
 }
 sample "writes (scratch database)" log
 sample "sentiment scoring" import
 wait "$bench"
+for name in log import; do
+    perf script -i "$out/$name.data" 2>/dev/null >"$out/$name.txt"
+done
 grep -E "writes:|CPU ms per row|import batch|ImportCommunications, one" "$out/bench.log" || true
 
 for name in log import; do

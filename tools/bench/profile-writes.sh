@@ -38,7 +38,7 @@ sample "writes (scratch database)" log
 sample "sentiment scoring" import
 wait "$bench"
 for name in log import; do
-    perf script -i "$out/$name.data" 2>/dev/null >"$out/$name.txt"
+    perf script --no-inline -i "$out/$name.data" 2>/dev/null >"$out/$name.txt"
 done
 grep -E "writes:|CPU ms per row|import batch|ImportCommunications, one" "$out/bench.log" || true
 

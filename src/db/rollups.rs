@@ -339,7 +339,11 @@ pub async fn add<C: Conn>(conn: &mut C, deltas: &Deltas) -> Result<()> {
 /// rows, and customer-months left empty are deleted.
 pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> {
     let deltas = Deltas::of(rows.iter().copied(), -1);
-    add(conn, &deltas).await?;
+    // The latest times first, then the counts. Reading the customer's remaining rows
+    // takes locks up to the first index record past them, which can be another
+    // customer's row that a concurrent log has just inserted; that log then goes on to
+    // the slot and hour rows. Had this removal locked those rows already (the counts),
+    // each would wait for the other (a deadlock MariaDB resolves by rolling one back).
     for &(month, customer_id) in deltas.months.keys() {
         let latest = communications::table
             .filter(communications::customer_id.eq(customer_id))
@@ -355,6 +359,7 @@ pub async fn remove<C: Conn>(conn: &mut C, rows: &[Contribution]) -> Result<()> 
         .set(customer_months::last_time.eq(fns::coalesce(latest, customer_months::last_time)));
         conn.any().execute(update).await?;
     }
+    add(conn, &deltas).await?;
     for &(month, customer_id) in deltas.months.keys() {
         let delete = diesel::delete(
             customer_months::table

@@ -1764,10 +1764,8 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
 /// `import batch stored` DEBUG lines (`look_ms=.. insert_ms=.. ...`).
 fn batch_stages(lines: &[String]) -> String {
     const STAGES: [&str; 5] = ["look", "insert", "rollups", "audit", "rest"];
-    let full: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains(&format!("rows={}", IMPORT_BATCH_ROWS)))
-        .collect();
+    let whole = format!("rows={IMPORT_BATCH_ROWS} ");
+    let full: Vec<&String> = lines.iter().filter(|l| l.contains(&whole)).collect();
     if full.is_empty() {
         return "no batch timings logged".to_owned();
     }

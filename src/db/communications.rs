@@ -340,10 +340,10 @@ pub async fn insert_batch(
 }
 
 /// Where one import batch's time went, in milliseconds: the customer and key look-up,
-/// the multi-row INSERT, the rollup upserts, the audit row, and the rest (the
-/// connection's checkout, BEGIN, planning the batch, COMMIT). Logged at DEBUG (`crm_comms::db::communications`) for
-/// each batch stored, so a slow import shows which statement grows.
-#[derive(Debug, Default, Clone, Copy)]
+/// the multi-row INSERT, the rollup upserts and the audit row (the rest, logged beside
+/// them, is the connection's checkout, BEGIN, planning the batch and COMMIT). Logged at
+/// DEBUG for each batch stored, so a slow import shows which statement grows.
+#[derive(Debug, Default)]
 struct BatchTimes {
     look: f64,
     insert: f64,
@@ -395,20 +395,15 @@ async fn with_batch(
         })
         .await
     })?;
-    let BatchTimes {
-        look,
-        insert,
-        rollups,
-        audit,
-    } = times;
+    let t = times;
     let total = started.elapsed().as_secs_f64() * 1000.0;
     tracing::debug!(
         rows = forms.len(),
-        look_ms = look,
-        insert_ms = insert,
-        rollups_ms = rollups,
-        audit_ms = audit,
-        rest_ms = total - look - insert - rollups - audit,
+        look_ms = t.look,
+        insert_ms = t.insert,
+        rollups_ms = t.rollups,
+        audit_ms = t.audit,
+        rest_ms = total - t.look - t.insert - t.rollups - t.audit,
         "import batch stored"
     );
     Ok(outcomes)

@@ -1090,10 +1090,20 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
         .iter()
         .map(|c| (c.customer_id, c.count))
         .collect();
-    let same = got == rows;
+    // The report's distinct customers too (not timed).
+    let customers = t
+        .driver
+        .count(
+            "SELECT COUNT(DISTINCT customer_id) AS n FROM communications \
+             WHERE occur_time >= '2025-01-01 00:00:00' AND occur_time < '2026-01-01 00:00:00'",
+        )
+        .await?;
+    let same = got == rows && report.customer_count == customers;
     say!(
-        "  top-10: service {:.1} ms {got:?}, GROUP BY {:.1} ms {rows:?}, same: {same}",
+        "  top-10: service {:.1} ms {got:?} of {} customers, GROUP BY {:.1} ms {rows:?} of \
+         {customers} (COUNT DISTINCT), same: {same}",
         ms(service),
+        report.customer_count,
         ms(baseline)
     );
     out.push(

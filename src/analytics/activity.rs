@@ -17,6 +17,7 @@
 //! channel totals, so a report over most of its rows costs binary searches and the rows
 //! outside the range, not a walk over the rows inside.
 
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::OnceLock;
 
@@ -432,6 +433,22 @@ pub struct InsightFigures {
     pub top_terms: Vec<(String, u64)>,
 }
 
+/// Every customer's rows over one range, as a report on all customers needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanFigures {
+    /// Customers with a row in range.
+    pub customers: i64,
+    /// Rows in range.
+    pub total: i64,
+    /// Earliest row in range, microseconds.
+    pub first: Option<i64>,
+    /// Latest row in range, microseconds.
+    pub last: Option<i64>,
+    /// The most contacted customers, most rows first, ties by id:
+    /// `(customer, rows in range, latest of them in microseconds)`.
+    pub top: Vec<(i64, i64, i64)>,
+}
+
 /// The index; see the module header.
 #[derive(Debug)]
 pub struct ActivityIndex {
@@ -667,6 +684,48 @@ impl ActivityIndex {
             to.settle(self.term_totals_from);
         }
         moved
+    }
+
+    /// Every customer's rows in `[start, end)` (microseconds), every channel and
+    /// direction: how many customers and rows, the first and last time, and the `top_n`
+    /// customers with the most rows. Two binary searches per customer, whatever its rows
+    /// (a customer with a row the layout cannot hold still has its times right).
+    pub fn span(&self, start: i64, end: i64, top_n: usize) -> SpanFigures {
+        let mut out = SpanFigures::default();
+        // The weakest of the best `top_n` on top: fewest rows, then the highest id.
+        let mut top: BinaryHeap<Reverse<(i64, Reverse<i64>, i64)>> = BinaryHeap::new();
+        for (&id, customer) in &self.customers {
+            let range = customer.range(start, end);
+            let n = range.len() as i64;
+            let (Some(first), Some(last)) = (
+                customer.rows.get(range.start),
+                range.end.checked_sub(1).and_then(|i| customer.rows.get(i)),
+            ) else {
+                continue;
+            };
+            if n == 0 {
+                continue;
+            }
+            out.customers += 1;
+            out.total += n;
+            out.first = Some(out.first.map_or(first.time, |t| t.min(first.time)));
+            out.last = Some(out.last.map_or(last.time, |t| t.max(last.time)));
+            if top_n > 0 {
+                let entry = Reverse((n, Reverse(id), last.time));
+                if top.len() < top_n {
+                    top.push(entry);
+                } else if top.peek().is_some_and(|weakest| entry < *weakest) {
+                    top.pop();
+                    top.push(entry);
+                }
+            }
+        }
+        out.top = top
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((n, Reverse(id), last))| (id, n, last))
+            .collect();
+        out
     }
 
     /// One customer's frequency figures; `None` when the customer is exotic (see the
@@ -1478,6 +1537,42 @@ mod tests {
         }
     }
 
+    /// [`ActivityIndex::span`] against the rows, over every row and a random range.
+    fn check_span(index: &ActivityIndex, live: &[Row], rng: &mut Rng) {
+        let a = T0 + rng.below(40 * 86_400) as i64 * 1_000_000;
+        let b = T0 + rng.below(40 * 86_400) as i64 * 1_000_000;
+        for (start, end) in [
+            (i64::MIN, i64::MAX),
+            (a.min(b), a.max(b)),
+            (T0 + 10 * DAY, T0 + 10 * DAY + 1),
+        ] {
+            let inside: Vec<&Row> = live
+                .iter()
+                .filter(|r| r.micros >= start && r.micros < end)
+                .collect();
+            let mut per: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+            for r in &inside {
+                let e = per.entry(r.customer).or_insert((0, i64::MIN));
+                e.0 += 1;
+                e.1 = e.1.max(r.micros);
+            }
+            let mut ranked: Vec<(i64, i64, i64)> =
+                per.iter().map(|(&c, &(n, last))| (c, n, last)).collect();
+            ranked.sort_by_key(|&(c, n, _)| (Reverse(n), c));
+            for top_n in [0, 1, 2, 10] {
+                let got = index.span(start, end, top_n);
+                let want = SpanFigures {
+                    customers: per.len() as i64,
+                    total: inside.len() as i64,
+                    first: inside.iter().map(|r| r.micros).min(),
+                    last: inside.iter().map(|r| r.micros).max(),
+                    top: ranked.iter().take(top_n).copied().collect(),
+                };
+                assert_eq!(got, want, "[{start}, {end}) top {top_n}");
+            }
+        }
+    }
+
     /// Inserts (out of order, repeated), deletes and merges, checked after each step.
     fn run(seed: u64, batches: usize, customers: u64, big_from: usize) {
         let mut rng = Rng(seed | 1);
@@ -1534,6 +1629,7 @@ mod tests {
             }
             assert_eq!(index.len(), live.len());
             assert_big_fresh(&index);
+            check_span(&index, &live, &mut rng);
             for customer in 1..=customers.min(3) {
                 check(&index, &live, customer as i64, &mut rng);
             }

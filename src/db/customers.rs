@@ -511,13 +511,14 @@ pub async fn delete(
                 if purge {
                     // Tombstones are followed by their time (see `feed`).
                     let stamp = super::feed::stamp();
-                    super::rollups::remove_customer(conn, id).await?;
+                    let deltas = super::rollups::customer_deltas(conn, id).await?;
                     super::content_feed::record_customer_deletions(conn, id, stamp).await?;
                     diesel::delete(
                         communications::table.filter(communications::customer_id.eq(id)),
                     )
                     .execute(conn)
                     .await?;
+                    super::rollups::remove_customer(conn, id, &deltas).await?;
                     diesel::delete(transactions::table.filter(transactions::customer_id.eq(id)))
                         .execute(conn)
                         .await?;

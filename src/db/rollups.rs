@@ -400,8 +400,9 @@ fn month_key(month: i64) -> i32 {
     i32::try_from(month).unwrap_or(if month < 0 { i32::MIN } else { i32::MAX })
 }
 
-/// Removes every communication of one customer (a purge, before it deletes them).
-pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<()> {
+/// What a purge of one customer takes out of the time tiers: its communications' counts,
+/// negated. Read before the purge deletes them; [`remove_customer`] applies them after.
+pub async fn customer_deltas<C: Conn>(conn: &mut C, customer_id: i64) -> Result<Deltas> {
     let shard = shard_of(customer_id);
     let mut deltas = Deltas::default();
     for (tier, units) in TIERS.iter().zip(deltas.units.iter_mut()) {
@@ -422,7 +423,20 @@ pub async fn remove_customer<C: Conn>(conn: &mut C, customer_id: i64) -> Result<
             )
             .collect();
     }
-    add(conn, &deltas).await?;
+    Ok(deltas)
+}
+
+/// Takes a purged customer out of the rollups: `deltas` from [`customer_deltas`], and its
+/// customer-months. Called after the purge has deleted its rows, so the purge locks the
+/// customer's index range before any slot or hour row: a concurrent log that has just
+/// inserted the next index record then waits for nothing this purge holds (taken the
+/// other way round, each would wait for the other).
+pub async fn remove_customer<C: Conn>(
+    conn: &mut C,
+    customer_id: i64,
+    deltas: &Deltas,
+) -> Result<()> {
+    add(conn, deltas).await?;
     let delete =
         diesel::delete(customer_months::table.filter(customer_months::customer_id.eq(customer_id)));
     conn.any().execute(delete).await?;

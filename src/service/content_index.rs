@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::analytics::activity::{
-    ActivityIndex, ActivityRow, FrequencyAsk, FrequencyFigures, InsightFigures,
+    ActivityIndex, ActivityRow, FrequencyAsk, FrequencyFigures, InsightFigures, SpanFigures,
 };
 use crate::analytics::content_index::{ContentIndex, IndexFigures, IndexQuery, IndexRow};
 use crate::db::content_feed::{self, FeedRow};
@@ -792,6 +792,18 @@ impl ContentIndexHandle {
         deadline: Deadline,
     ) -> Result<Option<FrequencyFigures>> {
         self.read_activity(deadline, move |a| a.frequency(&ask))
+            .await
+    }
+
+    /// Every customer's rows over `[start, end)` (microseconds) with the `top_n` most
+    /// contacted, after one more (shared) sync; `None` while the index is loading.
+    pub async fn span(
+        &self,
+        (start, end): (i64, i64),
+        top_n: usize,
+        deadline: Deadline,
+    ) -> Result<Option<SpanFigures>> {
+        self.read_activity(deadline, move |a| Some(a.span(start, end, top_n)))
             .await
     }
 

@@ -185,6 +185,71 @@ fn frequency_requests(customer: i64) -> Vec<pb::GetFrequencyReportRequest> {
     out
 }
 
+/// Frequency reports on every customer: the ones that hold whole UTC months take their
+/// customer count, first and last contact and top customers from the activity index.
+fn all_customer_requests() -> Vec<pb::GetFrequencyReportRequest> {
+    let base = |start: &str, end: &str, g: pb::Granularity, zone: &str, top_n: i32| {
+        pb::GetFrequencyReportRequest {
+            start_time: Some(ts(start)),
+            end_time: Some(ts(end)),
+            granularity: g as i32,
+            time_zone: zone.to_owned(),
+            top_n,
+            ..Default::default()
+        }
+    };
+    let mut previous = base(
+        "2024-07-01T00:00:00Z",
+        "2025-01-01T00:00:00Z",
+        pb::Granularity::Month,
+        "UTC",
+        4,
+    );
+    previous.compare_previous_period = true;
+    let mut filtered = base(
+        "2024-01-01T00:00:00Z",
+        "2025-01-01T00:00:00Z",
+        pb::Granularity::Month,
+        "UTC",
+        2,
+    );
+    filtered.channels = vec![pb::Channel::Phone as i32];
+    vec![
+        base(
+            "2024-01-01T00:00:00Z",
+            "2025-01-01T00:00:00Z",
+            pb::Granularity::Day,
+            "Asia/Shanghai",
+            5,
+        ),
+        // Whole months inside, edges cut at sub-second and hour times.
+        base(
+            "2024-02-15T00:00:00.5Z",
+            "2024-11-20T07:00:00Z",
+            pb::Granularity::Week,
+            "America/New_York",
+            3,
+        ),
+        base(
+            "2023-06-01T00:00:00Z",
+            "2025-06-01T00:00:00Z",
+            pb::Granularity::Month,
+            "Australia/Lord_Howe",
+            10,
+        ),
+        // Shorter than a month, and filtered: the database path on both servers.
+        base(
+            "2024-03-03T00:00:00Z",
+            "2024-03-20T00:00:00Z",
+            pb::Granularity::Hour,
+            "Asia/Kathmandu",
+            2,
+        ),
+        filtered,
+        previous,
+    ]
+}
+
 fn insights_requests(customer: i64) -> Vec<pb::GetCustomerInsightsRequest> {
     vec![
         pb::GetCustomerInsightsRequest {
@@ -246,6 +311,19 @@ async fn assert_same(
             covered += fast.total_count;
         }
     }
+    for req in all_customer_requests() {
+        let fast = indexed
+            .get_frequency_report(req.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let slow = read
+            .get_frequency_report(req.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(fast, slow, "{req:?}");
+    }
     covered
 }
 
@@ -294,6 +372,21 @@ backend_tests! {
         let slow = read.get_frequency_report(req).await.unwrap().into_inner();
         assert_eq!(fast.total_count, 0);
         assert!(slow.total_count > 0);
+        // So do reports on every customer: the base table's edge of this range (10 to
+        // 31 January) holds the moved rows, the index does not.
+        let req = pb::GetFrequencyReportRequest {
+            start_time: Some(ts("2030-01-10T00:00:00Z")),
+            end_time: Some(ts("2030-03-01T00:00:00Z")),
+            granularity: pb::Granularity::Month as i32,
+            time_zone: "UTC".into(),
+            top_n: 3,
+            ..Default::default()
+        };
+        let fast = indexed.get_frequency_report(req.clone()).await.unwrap().into_inner();
+        let slow = read.get_frequency_report(req).await.unwrap().into_inner();
+        assert_eq!((fast.customer_count, fast.top_customers.len()), (0, 0));
+        assert_eq!(slow.customer_count, 1);
+        assert_eq!(slow.top_customers[0].customer_id, customers[3]);
     }
 
     async fn concurrent_one_customer_reports_share_syncs_and_stay_exact(app: &TestApp) {

@@ -250,7 +250,9 @@ backend_tests! {
         assert_same_reports(app, &mut base, &customers[1..]).await;
 
         // The reports do read the rollups: a count changed behind the service's back
-        // shows in the rollup answer and not in the base-table one.
+        // shows in the rollup answer and not in the base-table one. The customer figures
+        // of a range of whole months come from the per-customer activity, which follows
+        // the rows, so they stay exact.
         app.execute("UPDATE communication_slots SET n = n + 1000").await;
         app.execute("UPDATE communication_hours SET n = n + 1000").await;
         app.execute("UPDATE customer_months SET n = n + 1000").await;
@@ -258,7 +260,8 @@ backend_tests! {
         let fast = app.analytics().get_frequency_report(year.clone()).await.unwrap().into_inner();
         let slow = base.get_frequency_report(year).await.unwrap().into_inner();
         assert!(fast.total_count > slow.total_count + 1000, "{} {}", fast.total_count, slow.total_count);
-        assert!(fast.top_customers[0].count > slow.top_customers[0].count + 1000);
+        assert_eq!(fast.top_customers, slow.top_customers);
+        assert_eq!(fast.customer_count, slow.customer_count);
     }
 
     async fn concurrent_writers_of_one_slot_lose_no_count(app: &TestApp) {

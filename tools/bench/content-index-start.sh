@@ -31,6 +31,6 @@ for life in first second; do
   grep -E 'VmHWM' "/proc/$pid/status"
   kill -TERM "$pid"
   wait "$pid" || true
-  grep -E 'snapshot written' "$log" | plain
+  grep -E 'snapshot written' "$log" | plain || true  # none after a start from the snapshot
   rm -f "$log"
 done

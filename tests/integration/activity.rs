@@ -113,17 +113,29 @@ async fn pair(
     )
 }
 
+/// A frequency report over `[start, end)` in `zone`; `customer_ids` empty for every
+/// customer.
+fn frequency_request(
+    customer_ids: &[i64],
+    (start, end): (&str, &str),
+    g: pb::Granularity,
+    zone: &str,
+) -> pb::GetFrequencyReportRequest {
+    pb::GetFrequencyReportRequest {
+        customer_ids: customer_ids.to_vec(),
+        start_time: Some(ts(start)),
+        end_time: Some(ts(end)),
+        granularity: g as i32,
+        time_zone: zone.to_owned(),
+        ..Default::default()
+    }
+}
+
 /// One-customer frequency reports of every shape.
 fn frequency_requests(customer: i64) -> Vec<pb::GetFrequencyReportRequest> {
-    let base =
-        |start: &str, end: &str, g: pb::Granularity, zone: &str| pb::GetFrequencyReportRequest {
-            customer_ids: vec![customer],
-            start_time: Some(ts(start)),
-            end_time: Some(ts(end)),
-            granularity: g as i32,
-            time_zone: zone.to_owned(),
-            ..Default::default()
-        };
+    let base = |start: &str, end: &str, g: pb::Granularity, zone: &str| {
+        frequency_request(&[customer], (start, end), g, zone)
+    };
     let mut out = vec![
         base(
             "2024-01-01T00:00:00Z",
@@ -190,12 +202,8 @@ fn frequency_requests(customer: i64) -> Vec<pb::GetFrequencyReportRequest> {
 fn all_customer_requests() -> Vec<pb::GetFrequencyReportRequest> {
     let base = |start: &str, end: &str, g: pb::Granularity, zone: &str, top_n: i32| {
         pb::GetFrequencyReportRequest {
-            start_time: Some(ts(start)),
-            end_time: Some(ts(end)),
-            granularity: g as i32,
-            time_zone: zone.to_owned(),
             top_n,
-            ..Default::default()
+            ..frequency_request(&[], (start, end), g, zone)
         }
     };
     let mut previous = base(
@@ -283,18 +291,7 @@ async fn assert_same(
     let mut covered = 0;
     for &c in customers {
         for req in frequency_requests(c) {
-            let fast = indexed
-                .get_frequency_report(req.clone())
-                .await
-                .unwrap()
-                .into_inner();
-            let slow = read
-                .get_frequency_report(req.clone())
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(fast, slow, "{req:?}");
-            covered += fast.total_count;
+            covered += same_frequency(indexed, read, req).await.total_count;
         }
         for req in insights_requests(c) {
             let fast = indexed
@@ -312,19 +309,29 @@ async fn assert_same(
         }
     }
     for req in all_customer_requests() {
-        let fast = indexed
-            .get_frequency_report(req.clone())
-            .await
-            .unwrap()
-            .into_inner();
-        let slow = read
-            .get_frequency_report(req.clone())
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(fast, slow, "{req:?}");
+        same_frequency(indexed, read, req).await;
     }
     covered
+}
+
+/// One frequency report answered alike by both servers.
+async fn same_frequency(
+    indexed: &mut AnalyticsServiceClient<Channel>,
+    read: &mut AnalyticsServiceClient<Channel>,
+    req: pb::GetFrequencyReportRequest,
+) -> pb::GetFrequencyReportResponse {
+    let fast = indexed
+        .get_frequency_report(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let slow = read
+        .get_frequency_report(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fast, slow, "{req:?}");
+    fast
 }
 
 backend_tests! {

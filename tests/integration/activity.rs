@@ -197,65 +197,27 @@ fn frequency_requests(customer: i64) -> Vec<pb::GetFrequencyReportRequest> {
     out
 }
 
-/// Frequency reports on every customer: the ones that hold whole UTC months take their
-/// customer count, first and last contact and top customers from the activity index.
+/// Frequency reports on every customer, of the same shapes with their top customers, and
+/// one shorter than a month: the ones that hold whole UTC months take their customer
+/// count, first and last contact and top customers from the activity index.
 fn all_customer_requests() -> Vec<pb::GetFrequencyReportRequest> {
-    let base = |start: &str, end: &str, g: pb::Granularity, zone: &str, top_n: i32| {
-        pb::GetFrequencyReportRequest {
-            top_n,
-            ..frequency_request(&[], (start, end), g, zone)
-        }
-    };
-    let mut previous = base(
-        "2024-07-01T00:00:00Z",
-        "2025-01-01T00:00:00Z",
-        pb::Granularity::Month,
-        "UTC",
-        4,
+    let mut out: Vec<_> = frequency_requests(0)
+        .into_iter()
+        .map(|req| pb::GetFrequencyReportRequest {
+            customer_ids: Vec::new(),
+            top_n: req.top_n.max(3),
+            ..req
+        })
+        .collect();
+    let mut short = frequency_request(
+        &[],
+        ("2024-03-03T00:00:00Z", "2024-03-20T00:00:00Z"),
+        pb::Granularity::Hour,
+        "Asia/Kathmandu",
     );
-    previous.compare_previous_period = true;
-    let mut filtered = base(
-        "2024-01-01T00:00:00Z",
-        "2025-01-01T00:00:00Z",
-        pb::Granularity::Month,
-        "UTC",
-        2,
-    );
-    filtered.channels = vec![pb::Channel::Phone as i32];
-    vec![
-        base(
-            "2024-01-01T00:00:00Z",
-            "2025-01-01T00:00:00Z",
-            pb::Granularity::Day,
-            "Asia/Shanghai",
-            5,
-        ),
-        // Whole months inside, edges cut at sub-second and hour times.
-        base(
-            "2024-02-15T00:00:00.5Z",
-            "2024-11-20T07:00:00Z",
-            pb::Granularity::Week,
-            "America/New_York",
-            3,
-        ),
-        base(
-            "2023-06-01T00:00:00Z",
-            "2025-06-01T00:00:00Z",
-            pb::Granularity::Month,
-            "Australia/Lord_Howe",
-            10,
-        ),
-        // Shorter than a month, and filtered: the database path on both servers.
-        base(
-            "2024-03-03T00:00:00Z",
-            "2024-03-20T00:00:00Z",
-            pb::Granularity::Hour,
-            "Asia/Kathmandu",
-            2,
-        ),
-        filtered,
-        previous,
-    ]
+    short.top_n = 2;
+    out.push(short);
+    out
 }
 
 fn insights_requests(customer: i64) -> Vec<pb::GetCustomerInsightsRequest> {

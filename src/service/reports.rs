@@ -790,7 +790,9 @@ pub struct InsightsReport {
 /// months from the customer-month rollup, the partial months at the ends from the
 /// customer's rows. Each period is its whole month, the first and last clipped to `clip`
 /// (the bounds the caller gave; none given: whole months, so the answer does not move
-/// with the clock). Checks `deadline` before each statement.
+/// with the clock). `start` is the customer's first contact at or after `clip.0` (or
+/// `clip.0` itself): the customer has no rows in `[clip.0, start)`. Checks `deadline`
+/// before each statement.
 pub async fn sentiment_trend(
     db: &Db,
     customer_id: i64,
@@ -808,7 +810,10 @@ pub async fn sentiment_trend(
     // A side the caller left open is read as whole months from the rollup: nothing lies
     // before the first contact, and what the last month holds after `end` (rows dated
     // later, usually none) is taken off with one short read of the customer's index.
-    let lo = clip.0.map_or(month_start(first), |_| start);
+    // Nothing lies between the caller's start and `start` either (the first contact in
+    // range), so a range that starts on a month reads its first month from the rollup
+    // too, not the month's rows (a key account's month is tens of thousands of them).
+    let lo = clip.0.map_or(month_start(first), |c| c.min(start));
     let hi = clip.1.map_or(month_start(last + 1), |_| end);
     let split = month_split(lo, hi);
     let mut by_month: BTreeMap<i64, Tally> = BTreeMap::new();

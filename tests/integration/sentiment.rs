@@ -270,6 +270,28 @@ backend_tests! {
         );
         assert_eq!(counts(&insights.sentiment), (2, 1, 1));
         assert_eq!(insights.total_count, 4);
+
+        // A range that starts on a month before the first contact: that month whole
+        // (from the rollup), the same counts.
+        let from_january = app
+            .analytics()
+            .get_customer_insights(pb::GetCustomerInsightsRequest {
+                customer_id: customer,
+                start_time: Some(ts("2024-01-01T00:00:00Z")),
+                end_time: Some(ts("2024-04-10T00:00:00Z")),
+                ..Default::default()
+            })
+            .await
+            .expect("insights")
+            .into_inner();
+        let first = &from_january.sentiment_trend[0];
+        assert_eq!(
+            (first.start_time.map(|t| t.seconds), first.end_time.map(|t| t.seconds)),
+            (at("2024-01-01T00:00:00Z"), at("2024-02-01T00:00:00Z"))
+        );
+        assert_eq!(counts(&first.sentiment), (0, 0, 2));
+        assert_eq!(from_january.sentiment_trend.len(), 4);
+        assert_eq!(counts(&from_january.sentiment), (2, 1, 2));
     }
 
     async fn attention_lists_customers_whose_mood_fell(app: &TestApp) {

@@ -816,15 +816,40 @@ pub async fn sentiment_trend(
     let lo = clip.0.map_or(month_start(first), |c| c.min(start));
     let hi = clip.1.map_or(month_start(last + 1), |_| end);
     let split = month_split(lo, hi);
+    // Every month the range touches from the rollup, in one read: the whole ones are the
+    // answer, and a partial one that holds most of a busy month is that month less the
+    // rows outside it (a key account's month is tens of thousands of rows).
+    deadline.check("the monthly sentiment")?;
+    let months = (
+        month_of(lo),
+        month_of(hi - chrono::Duration::microseconds(1)) + 1,
+    );
+    let whole: BTreeMap<i64, Tally> = queries::customer_month_sentiment(db, customer_id, months)
+        .await?
+        .into_iter()
+        .collect();
     let mut by_month: BTreeMap<i64, Tally> = BTreeMap::new();
-    if let Some(units) = split.units {
-        deadline.check("the monthly sentiment")?;
-        by_month.extend(queries::customer_month_sentiment(db, customer_id, units).await?);
+    if let Some((a, b)) = split.units {
+        by_month.extend(whole.range(a..b).map(|(&m, &t)| (m, t)));
     }
-    for &edge in &split.edges {
+    for piece in split.edges.iter().flat_map(|&e| month_pieces(e)) {
         deadline.check("the sentiment of a partial month")?;
-        let tally = queries::customer_sentiment(db, customer_id, edge).await?;
-        by_month.entry(month_of(edge.0)).or_default().add(tally);
+        let m = month_of(piece.0);
+        let month = (month_start(m), month_start(m + 1));
+        let all = whole.get(&m).copied().unwrap_or_default();
+        let tally = if all.n >= COMPLEMENT_FROM && (piece.1 - piece.0) * 2 > month.1 - month.0 {
+            let mut t = all;
+            for outside in [(month.0, piece.0), (piece.1, month.1)] {
+                if outside.0 < outside.1 {
+                    let rows = queries::customer_sentiment(db, customer_id, outside).await?;
+                    t.add(rows.negated());
+                }
+            }
+            t
+        } else {
+            queries::customer_sentiment(db, customer_id, piece).await?
+        };
+        by_month.entry(m).or_default().add(tally);
     }
     if hi > end {
         deadline.check("the sentiment dated after the range")?;
@@ -840,6 +865,29 @@ pub async fn sentiment_trend(
             (from, to, by_month.get(&m).copied().unwrap_or_default())
         })
         .collect())
+}
+
+/// A customer-month with at least this many communications has the sentiment of a part
+/// holding most of it read as the month less the rest.
+const COMPLEMENT_FROM: i64 = 2_000;
+
+/// `[start, end)` cut at UTC month starts.
+fn month_pieces(
+    (start, end): (NaiveDateTime, NaiveDateTime),
+) -> Vec<(NaiveDateTime, NaiveDateTime)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let next = month_start(month_of(at) + 1).min(end);
+        if next <= at {
+            // Past the last representable month.
+            out.push((at, end));
+            break;
+        }
+        out.push((at, next));
+        at = next;
+    }
+    out
 }
 
 /// Whole units as `hi * 2^32 + lo`, exactly.
@@ -1032,6 +1080,28 @@ pub async fn insights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_is_cut_at_month_starts() {
+        let t = |m: u32, d: u32, h: u32| {
+            chrono::NaiveDate::from_ymd_opt(2024, m, d)
+                .and_then(|d| d.and_hms_opt(h, 0, 0))
+                .expect("a valid time")
+        };
+        assert_eq!(
+            month_pieces((t(1, 20, 5), t(3, 2, 0))),
+            vec![
+                (t(1, 20, 5), t(2, 1, 0)),
+                (t(2, 1, 0), t(3, 1, 0)),
+                (t(3, 1, 0), t(3, 2, 0))
+            ]
+        );
+        assert_eq!(
+            month_pieces((t(2, 1, 0), t(2, 9, 0))),
+            vec![(t(2, 1, 0), t(2, 9, 0))]
+        );
+        assert!(month_pieces((t(2, 9, 0), t(2, 9, 0))).is_empty());
+    }
 
     #[test]
     fn the_previous_period_has_the_same_length_and_ends_where_the_range_starts() {

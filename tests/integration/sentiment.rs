@@ -294,6 +294,70 @@ backend_tests! {
         assert_eq!(counts(&from_january.sentiment), (2, 1, 2));
     }
 
+    async fn the_trend_of_a_busy_customer_counts_partial_months_exactly(app: &TestApp) {
+        // 2,400 communications in March 2024 (more than a busy month's threshold), one in
+        // three negative, and a few in February and April.
+        let customer = new_customer(app, "Busy").await;
+        let content = |i: usize| if i % 3 == 0 { ANGRY_EN } else { HAPPY_ZH };
+        let mut items: Vec<pb::Communication> = (0..2_400)
+            .map(|i| {
+                let at = format!("2024-03-{:02}T{:02}:{:02}:00Z", 1 + i % 31, (i / 31) % 24, i % 60);
+                note(customer, content(i), &at)
+            })
+            .collect();
+        items.push(note(customer, ANGRY_ZH, "2024-02-20T08:00:00Z"));
+        items.push(note(customer, PLAIN, "2024-04-02T08:00:00Z"));
+        import(app, items.clone()).await;
+        let expected = |start: &str, end: &str| {
+            let (start, end) = (ts(start).seconds, ts(end).seconds);
+            let mut c = (0, 0, 0);
+            for item in &items {
+                let t = item.occur_time.as_ref().expect("time").seconds;
+                if t >= start && t < end {
+                    match score(&item.content) {
+                        s if Label::of(s) == Label::Negative => c.0 += 1,
+                        s if Label::of(s) == Label::Positive => c.2 += 1,
+                        _ => c.1 += 1,
+                    }
+                }
+            }
+            c
+        };
+        // Most of March (read as March less its first two days) and a range whose only
+        // partial part spans two months (20 February to 10 March).
+        for (start, end, months) in [
+            ("2024-03-03T00:00:00Z", "2024-04-01T00:00:00Z", vec![("2024-03-03T00:00:00Z", "2024-04-01T00:00:00Z")]),
+            (
+                "2024-02-20T00:00:00Z",
+                "2024-03-10T00:00:00Z",
+                vec![("2024-02-20T00:00:00Z", "2024-03-01T00:00:00Z"), ("2024-03-01T00:00:00Z", "2024-03-10T00:00:00Z")],
+            ),
+        ] {
+            let insights = app
+                .analytics()
+                .get_customer_insights(pb::GetCustomerInsightsRequest {
+                    customer_id: customer,
+                    start_time: Some(ts(start)),
+                    end_time: Some(ts(end)),
+                    ..Default::default()
+                })
+                .await
+                .expect("insights")
+                .into_inner();
+            let trend: Vec<_> = insights
+                .sentiment_trend
+                .iter()
+                .map(|p| (p.start_time.map(|t| t.seconds), counts(&p.sentiment)))
+                .collect();
+            let want: Vec<_> = months
+                .iter()
+                .map(|(a, b)| (Some(ts(a).seconds), expected(a, b)))
+                .collect();
+            assert_eq!(trend, want, "[{start}, {end})");
+            assert_eq!(counts(&insights.sentiment), expected(start, end));
+        }
+    }
+
     async fn attention_lists_customers_whose_mood_fell(app: &TestApp) {
         let mut comms = app.communications();
         let mut customers = Vec::new();

@@ -8,7 +8,7 @@ use crm_comms::analytics::sentiment::{score, Label};
 use crm_comms::pb;
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, import, log, new_customer, note, ts};
+use crate::harness::{assert_invalid, import, log, new_customer, note, ts, TestApp};
 
 const HAPPY_EN: &str = "Thank you so much, the support was excellent and fast!";
 const ANGRY_EN: &str = "This is terrible. I am very angry and disappointed.";
@@ -27,6 +27,25 @@ fn label_of(content: &str) -> pb::Sentiment {
 fn counts(s: &Option<pb::SentimentCounts>) -> (i64, i64, i64) {
     let s = s.as_ref().expect("sentiment counts");
     (s.negative_count, s.neutral_count, s.positive_count)
+}
+
+/// One customer's insights over `[start, end)`.
+async fn insights_over(
+    app: &TestApp,
+    customer: i64,
+    start: &str,
+    end: &str,
+) -> pb::GetCustomerInsightsResponse {
+    app.analytics()
+        .get_customer_insights(pb::GetCustomerInsightsRequest {
+            customer_id: customer,
+            start_time: Some(ts(start)),
+            end_time: Some(ts(end)),
+            ..Default::default()
+        })
+        .await
+        .expect("insights")
+        .into_inner()
 }
 
 /// A frequency report of every customer over 2024 by month, split by sentiment.
@@ -235,18 +254,8 @@ backend_tests! {
                 .await
                 .expect("log");
         }
-        let insights = app
-            .analytics()
-            .get_customer_insights(pb::GetCustomerInsightsRequest {
-                customer_id: customer,
-                // Partial months at both ends: rows; the months between: the rollup.
-                start_time: Some(ts("2024-01-15T00:00:00Z")),
-                end_time: Some(ts("2024-04-10T00:00:00Z")),
-                ..Default::default()
-            })
-            .await
-            .expect("insights")
-            .into_inner();
+        // Partial months at both ends: rows; the months between: the rollup.
+        let insights = insights_over(app, customer, "2024-01-15T00:00:00Z", "2024-04-10T00:00:00Z").await;
         let trend: Vec<_> = insights
             .sentiment_trend
             .iter()
@@ -273,17 +282,7 @@ backend_tests! {
 
         // A range that starts on a month before the first contact: that month whole
         // (from the rollup), the same counts.
-        let from_january = app
-            .analytics()
-            .get_customer_insights(pb::GetCustomerInsightsRequest {
-                customer_id: customer,
-                start_time: Some(ts("2024-01-01T00:00:00Z")),
-                end_time: Some(ts("2024-04-10T00:00:00Z")),
-                ..Default::default()
-            })
-            .await
-            .expect("insights")
-            .into_inner();
+        let from_january = insights_over(app, customer, "2024-01-01T00:00:00Z", "2024-04-10T00:00:00Z").await;
         let first = &from_january.sentiment_trend[0];
         assert_eq!(
             (first.start_time.map(|t| t.seconds), first.end_time.map(|t| t.seconds)),
@@ -333,17 +332,7 @@ backend_tests! {
                 vec![("2024-02-20T00:00:00Z", "2024-03-01T00:00:00Z"), ("2024-03-01T00:00:00Z", "2024-03-10T00:00:00Z")],
             ),
         ] {
-            let insights = app
-                .analytics()
-                .get_customer_insights(pb::GetCustomerInsightsRequest {
-                    customer_id: customer,
-                    start_time: Some(ts(start)),
-                    end_time: Some(ts(end)),
-                    ..Default::default()
-                })
-                .await
-                .expect("insights")
-                .into_inner();
+            let insights = insights_over(app, customer, start, end).await;
             let trend: Vec<_> = insights
                 .sentiment_trend
                 .iter()

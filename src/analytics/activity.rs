@@ -16,12 +16,17 @@
 //! totals and a [`Big`]: per channel and direction its sorted times, its sorted gaps and
 //! channel totals, so a report over most of its rows costs binary searches and the rows
 //! outside the range, not a walk over the rows inside.
+//!
+//! Over every customer it keeps [`Slots`]: rows per 15-minute slot, channel and direction
+//! (the `communication_slots` rollup's counts, kept in memory), so a report on every
+//! customer counts its buckets in any zone from the slots its range holds.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::OnceLock;
 
 use super::gaps::{mean_gap_micros, median_in_place};
+use super::rollup::SLOT_SECS;
 use super::terms::terms;
 
 /// A customer with at least this many rows keeps its whole-history term counts, so a
@@ -381,6 +386,83 @@ impl Owners {
     }
 }
 
+/// Live rows per 15-minute slot (`floor(unix seconds / SLOT_SECS)`, as the
+/// `communication_slots` rollup keys them), channel and direction, over every customer.
+#[derive(Debug, Default)]
+struct Slots {
+    counts: BTreeMap<i64, Vec<SlotKind>>,
+    /// A row whose channel or direction the layout cannot hold was given: the slots
+    /// answer `None` from then on.
+    odd: bool,
+}
+
+/// One channel and direction of a slot.
+#[derive(Debug, Clone, Copy)]
+struct SlotKind {
+    channel: u8,
+    direction: u8,
+    count: u32,
+}
+
+/// The slot of an instant in microseconds.
+fn slot_of(micros: i64) -> i64 {
+    micros.div_euclid(1_000_000).div_euclid(SLOT_SECS)
+}
+
+impl Slots {
+    fn add(&mut self, time: i64, channel: u8, direction: u8) {
+        let kinds = self.counts.entry(slot_of(time)).or_default();
+        match kinds
+            .iter_mut()
+            .find(|k| (k.channel, k.direction) == (channel, direction))
+        {
+            Some(k) => k.count = k.count.saturating_add(1),
+            None => kinds.push(SlotKind {
+                channel,
+                direction,
+                count: 1,
+            }),
+        }
+    }
+
+    fn remove(&mut self, time: i64, channel: u8, direction: u8) {
+        let slot = slot_of(time);
+        let Some(kinds) = self.counts.get_mut(&slot) else {
+            return;
+        };
+        if let Some(i) = kinds
+            .iter()
+            .position(|k| (k.channel, k.direction) == (channel, direction))
+        {
+            kinds[i].count -= 1;
+            if kinds[i].count == 0 {
+                kinds.swap_remove(i);
+            }
+        }
+        if kinds.is_empty() {
+            self.counts.remove(&slot);
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.counts
+            .values()
+            .map(|k| 64 + k.capacity() * std::mem::size_of::<SlotKind>())
+            .sum()
+    }
+}
+
+/// Rows of one slot and channel (see [`ActivityIndex::slot_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SlotCount {
+    /// The slot: `floor(unix seconds / SLOT_SECS)`.
+    pub slot: i64,
+    /// The channel (proto enum value).
+    pub channel: i32,
+    /// Rows.
+    pub count: i64,
+}
+
 /// What a one-customer frequency report asks.
 #[derive(Debug, Clone, Default)]
 pub struct FrequencyAsk {
@@ -449,6 +531,36 @@ pub struct SpanFigures {
     pub top: Vec<(i64, i64, i64)>,
 }
 
+/// What a report on every customer asks (see [`ActivityIndex::all_customers`]).
+#[derive(Debug, Clone, Default)]
+pub struct AllCustomersAsk {
+    /// For the customer figures: `[start, end)` in microseconds and the top customers
+    /// wanted ([`ActivityIndex::span`]); `None` for none.
+    pub span: Option<((i64, i64), usize)>,
+    /// For the buckets; `None` for none.
+    pub slots: Option<SlotAsk>,
+}
+
+/// Slot counts asked of [`ActivityIndex::slot_counts`].
+#[derive(Debug, Clone, Default)]
+pub struct SlotAsk {
+    /// The slots `[lo, hi)`.
+    pub units: (i64, i64),
+    /// Channels; empty for all.
+    pub channels: Vec<i32>,
+    /// Direction; `None` for both.
+    pub direction: Option<i32>,
+}
+
+/// The answer to an [`AllCustomersAsk`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllCustomersFigures {
+    /// The customer figures, when asked.
+    pub span: Option<SpanFigures>,
+    /// The slot counts, when asked and countable.
+    pub slots: Option<Vec<SlotCount>>,
+}
+
 /// The index; see the module header.
 #[derive(Debug)]
 pub struct ActivityIndex {
@@ -457,6 +569,7 @@ pub struct ActivityIndex {
     vocabulary: HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
     live_rows: usize,
+    slots: Slots,
     /// [`TERM_TOTALS_FROM`], smaller in tests.
     term_totals_from: usize,
 }
@@ -469,6 +582,7 @@ impl Default for ActivityIndex {
             vocabulary: HashMap::new(),
             names: Vec::new(),
             live_rows: 0,
+            slots: Slots::default(),
             term_totals_from: TERM_TOTALS_FROM,
         }
     }
@@ -505,7 +619,7 @@ impl ActivityIndex {
             })
             .sum();
         let words: usize = self.names.iter().map(|n| n.len() * 2 + 40).sum();
-        customers + self.owners.heap_bytes() + words
+        customers + self.owners.heap_bytes() + words + self.slots.heap_bytes()
     }
 
     /// Whether row `id` was given (a removed row stays known: ids are never reused).
@@ -569,9 +683,13 @@ impl ActivityIndex {
                 ..Customer::default()
             });
         let (channel, direction) = match (u8::try_from(row.channel), u8::try_from(row.direction)) {
-            (Ok(c), Ok(d)) => (c, d),
+            (Ok(c), Ok(d)) => {
+                self.slots.add(row.occur_micros, c, d);
+                (c, d)
+            }
             _ => {
                 customer.exotic = true;
+                self.slots.odd = true;
                 (0, 0)
             }
         };
@@ -615,6 +733,7 @@ impl ActivityIndex {
             }
         }
         let mut removed = 0;
+        let slots = &mut self.slots;
         for (owner, mut gone) in by_customer {
             let Some(customer) = self.customers.get_mut(&owner) else {
                 continue;
@@ -628,6 +747,7 @@ impl ActivityIndex {
                 if !keep {
                     dead_terms += e.terms_len as usize;
                     dead.push((e.terms_at, e.terms_len));
+                    slots.remove(e.time, e.channel, e.direction);
                 }
                 keep
             });
@@ -726,6 +846,60 @@ impl ActivityIndex {
             .map(|Reverse((n, Reverse(id), last))| (id, n, last))
             .collect();
         out
+    }
+
+    /// What a report on every customer asks, in one read.
+    pub fn all_customers(&self, ask: &AllCustomersAsk) -> AllCustomersFigures {
+        AllCustomersFigures {
+            span: ask
+                .span
+                .map(|((start, end), top_n)| self.span(start, end, top_n)),
+            slots: ask
+                .slots
+                .as_ref()
+                .and_then(|a| self.slot_counts(a.units, &a.channels, a.direction)),
+        }
+    }
+
+    /// Every customer's rows per slot and channel over the slots `[lo, hi)`, of the
+    /// `channels` (empty for all) and `direction` (`None` for both) asked, in slot then
+    /// channel order, zero counts left out; `None` when a row's channel or direction
+    /// did not fit the layout (the caller reads the rollups).
+    pub fn slot_counts(
+        &self,
+        (lo, hi): (i64, i64),
+        channels: &[i32],
+        direction: Option<i32>,
+    ) -> Option<Vec<SlotCount>> {
+        if self.slots.odd {
+            return None;
+        }
+        let wanted = kinds(channels, direction);
+        let mut out = Vec::new();
+        if lo >= hi {
+            return Some(out);
+        }
+        let mut per_channel = [0i64; 256];
+        for (&slot, slot_kinds) in self.slots.counts.range(lo..hi) {
+            for k in slot_kinds {
+                if wanted.admits_kind(k.channel, k.direction) {
+                    per_channel[k.channel as usize] += i64::from(k.count);
+                }
+            }
+            let from = out.len();
+            for k in slot_kinds {
+                let n = std::mem::take(&mut per_channel[k.channel as usize]);
+                if n > 0 {
+                    out.push(SlotCount {
+                        slot,
+                        channel: i32::from(k.channel),
+                        count: n,
+                    });
+                }
+            }
+            out[from..].sort_unstable();
+        }
+        Some(out)
     }
 
     /// One customer's frequency figures; `None` when the customer is exotic (see the
@@ -1573,6 +1747,49 @@ mod tests {
         }
     }
 
+    /// [`ActivityIndex::slot_counts`] against the rows, over every slot, a random range
+    /// and an empty one, with and without filters.
+    fn check_slots(index: &ActivityIndex, live: &[Row], rng: &mut Rng) {
+        const SLOT_MICROS: i64 = 900_000_000;
+        let a = T0 / SLOT_MICROS + rng.below(40 * 96) as i64;
+        let b = T0 / SLOT_MICROS + rng.below(40 * 96) as i64;
+        let one_channel = 1 + rng.below(4) as i32;
+        let one_direction = 1 + rng.below(2) as i32;
+        for (lo, hi) in [(i64::MIN, i64::MAX), (a.min(b), a.max(b)), (a, a)] {
+            for (channels, direction) in [
+                (vec![], None),
+                (vec![one_channel], None),
+                (vec![], Some(one_direction)),
+                (vec![1, 3], Some(2)),
+            ] {
+                let mut want: BTreeMap<(i64, i32), i64> = BTreeMap::new();
+                for r in live {
+                    let slot = r.micros.div_euclid(SLOT_MICROS);
+                    if slot >= lo
+                        && slot < hi
+                        && (channels.is_empty() || channels.contains(&r.channel))
+                        && direction.is_none_or(|d| d == r.direction)
+                    {
+                        *want.entry((slot, r.channel)).or_default() += 1;
+                    }
+                }
+                let want: Vec<SlotCount> = want
+                    .into_iter()
+                    .map(|((slot, channel), count)| SlotCount {
+                        slot,
+                        channel,
+                        count,
+                    })
+                    .collect();
+                assert_eq!(
+                    index.slot_counts((lo, hi), &channels, direction),
+                    Some(want),
+                    "slots [{lo}, {hi}) channels {channels:?} direction {direction:?}"
+                );
+            }
+        }
+    }
+
     /// Inserts (out of order, repeated), deletes and merges, checked after each step.
     fn run(seed: u64, batches: usize, customers: u64, big_from: usize) {
         let mut rng = Rng(seed | 1);
@@ -1630,6 +1847,7 @@ mod tests {
             assert_eq!(index.len(), live.len());
             assert_big_fresh(&index);
             check_span(&index, &live, &mut rng);
+            check_slots(&index, &live, &mut rng);
             for customer in 1..=customers.min(3) {
                 check(&index, &live, customer as i64, &mut rng);
             }
@@ -1842,8 +2060,19 @@ mod tests {
         };
         index.insert_all(&[row(1, 1), row(2, 1)], 1);
         assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_some());
+        let every_slot = (i64::MIN, i64::MAX);
+        assert_eq!(
+            index.slot_counts(every_slot, &[], None),
+            Some(vec![SlotCount {
+                slot: T0 / 900_000_000,
+                channel: 1,
+                count: 2
+            }])
+        );
         index.insert_all(&[row(3, 4096)], 1);
         assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_none());
+        // Every customer's slots cannot count that row's channel: the rollups answer.
+        assert_eq!(index.slot_counts(every_slot, &[], None), None);
         let ask = FrequencyAsk {
             customer: 7,
             buckets: vec![(T0, T0 + DAY)],

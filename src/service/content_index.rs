@@ -49,7 +49,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::analytics::activity::{
-    ActivityIndex, ActivityRow, FrequencyAsk, FrequencyFigures, InsightFigures, SpanFigures,
+    ActivityIndex, ActivityRow, AllCustomersAsk, AllCustomersFigures, FrequencyAsk,
+    FrequencyFigures, InsightFigures,
 };
 use crate::analytics::content_index::{ContentIndex, IndexFigures, IndexQuery, IndexRow};
 use crate::db::content_feed::{self, FeedRow};
@@ -795,15 +796,14 @@ impl ContentIndexHandle {
             .await
     }
 
-    /// Every customer's rows over `[start, end)` (microseconds) with the `top_n` most
-    /// contacted, after one more (shared) sync; `None` while the index is loading.
-    pub async fn span(
+    /// What a report on every customer asks (its customer figures, its slot counts)
+    /// after one more (shared) sync; `None` while the index is loading.
+    pub async fn all_customers(
         &self,
-        (start, end): (i64, i64),
-        top_n: usize,
+        ask: AllCustomersAsk,
         deadline: Deadline,
-    ) -> Result<Option<SpanFigures>> {
-        self.read_activity(deadline, move |a| Some(a.span(start, end, top_n)))
+    ) -> Result<Option<AllCustomersFigures>> {
+        self.read_activity(deadline, move |a| Some(a.all_customers(&ask)))
             .await
     }
 

@@ -10,7 +10,9 @@
 //! insights) reads that customer's communications from the activity index that follows
 //! the database beside the content index (`service::content_index`) when the server has
 //! one and it is loaded: the same figures from memory, after one shared sync, instead
-//! of a statement per figure over the customer's rows.
+//! of a statement per figure over the customer's rows. A report on every customer
+//! over a range holding a whole UTC month takes its bucket counts (whole 15-minute
+//! slots) and its customer figures from the same activity.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,13 +20,15 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::analytics::activity::{FrequencyAsk, FrequencyFigures, InsightFigures};
+use crate::analytics::activity::{
+    AllCustomersAsk, FrequencyAsk, FrequencyFigures, InsightFigures, SlotAsk, SlotCount,
+};
 use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::content_index::{IndexFigures, IndexQuery};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
-use crate::analytics::rollup::{month_of, month_split, month_start, Tier};
+use crate::analytics::rollup::{month_of, month_split, month_start, Tier, SLOTS, SLOT_SECS};
 use crate::analytics::sentiment::{Label, Tally};
 use crate::db::content_feed::{self, FeedRow};
 use crate::db::customers::{self, Customer};
@@ -178,24 +182,29 @@ pub enum ReportSource {
 }
 
 /// The bucket rows of a frequency report: with a rollup `tier`, its whole units of the
-/// range from the rollup and the edges from the base table; without, all from the base
-/// table.
+/// range from the rollup (or the whole slots from `slots`, the activity's counts of
+/// them) and the edges from the base table; without, all from the base table.
 async fn bucket_rows(
     db: &Db,
     scope: &CommunicationFilter,
     plan: &BucketPlan,
     range: (NaiveDateTime, NaiveDateTime),
-    tier: Option<Tier>,
+    (tier, slots): (Option<Tier>, Option<Vec<SlotCount>>),
     deadline: Deadline,
 ) -> Result<Vec<KeyCount>> {
     deadline.check("the bucket query")?;
     let Some(tier) = tier else {
         return queries::bucket_counts(db, scope, plan).await;
     };
-    let split = tier.split(range.0, range.1);
-    let mut rows = match split.units {
-        Some(units) => queries::tier_bucket_counts(db, tier, scope, plan, units).await?,
-        None => Vec::new(),
+    // Every tier's units are whole slots, so slot counts answer wherever a tier does.
+    let split = match slots {
+        Some(_) => SLOTS.split(range.0, range.1),
+        None => tier.split(range.0, range.1),
+    };
+    let mut rows = match (slots, split.units) {
+        (Some(slots), _) => slot_key_counts(plan, &slots),
+        (None, Some(units)) => queries::tier_bucket_counts(db, tier, scope, plan, units).await?,
+        (None, None) => Vec::new(),
     };
     for (start, end) in split.edges {
         deadline.check("the bucket query of an edge")?;
@@ -262,6 +271,36 @@ pub async fn frequency(
     Ok(report)
 }
 
+/// Slot counts as the rollup statement's bucket rows: keyed as the plan keys an instant
+/// ([`BucketPlan::key_of`]), the slots of one key summed per channel. Every slot lies in
+/// one bucket (the tier that fits the plan has whole slots).
+fn slot_key_counts(plan: &BucketPlan, slots: &[SlotCount]) -> Vec<KeyCount> {
+    let mut out: Vec<KeyCount> = Vec::new();
+    // Where the rows of the current key start in `out`.
+    let mut run = 0;
+    for s in slots {
+        let Some(key) = DateTime::from_timestamp(s.slot.saturating_mul(SLOT_SECS), 0)
+            .and_then(|t| plan.key_of(t))
+        else {
+            continue;
+        };
+        if out.get(run).is_none_or(|r| (r.key, r.shift_secs) != key) {
+            run = out.len();
+        }
+        match out[run..].iter_mut().find(|r| r.channel == s.channel) {
+            Some(r) => r.count += s.count,
+            None => out.push(KeyCount {
+                key: key.0,
+                shift_secs: key.1,
+                channel: s.channel,
+                count: s.count,
+                sentiment: Tally::default(),
+            }),
+        }
+    }
+    out
+}
+
 /// The report of one period (see [`frequency`]).
 async fn frequency_of(
     db: &Db,
@@ -308,7 +347,39 @@ async fn frequency_of(
     let mut total = 0;
     let mut sentiment = Tally::default();
 
-    let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), tier, deadline).await?;
+    let month_split = month_split(q.start, q.end);
+    // Over a whole month or more, every customer's figures and the buckets' whole slots
+    // come from the activity index when it follows the rows: two binary searches per
+    // customer instead of a probe per customer in the database, and slots in memory
+    // instead of rollup rows. The activity holds no sentiment.
+    let ask = AllCustomersAsk {
+        span: months.then(|| {
+            let range = (
+                utc(q.start).timestamp_micros(),
+                utc(q.end).timestamp_micros(),
+            );
+            (range, q.top_n)
+        }),
+        slots: SLOTS
+            .split(q.start, q.end)
+            .units
+            .filter(|_| tier.is_some() && !q.include_sentiment)
+            .map(|units| SlotAsk {
+                units,
+                channels: scope.channels.clone(),
+                direction: scope.direction,
+            }),
+    };
+    let wanted = rollups && month_split.units.is_some();
+    let from_index = match index {
+        Some(index) if wanted && (ask.span.is_some() || ask.slots.is_some()) => {
+            index.all_customers(ask, deadline).await?
+        }
+        _ => None,
+    };
+    let (span, slots) = from_index.map_or((None, None), |f| (f.span, f.slots));
+
+    let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), (tier, slots), deadline).await?;
     for row in rows {
         let Some(i) = plan.bucket_for_key(row.key, row.shift_secs) else {
             tracing::warn!(
@@ -329,19 +400,6 @@ async fn frequency_of(
     }
 
     deadline.check("the totals query")?;
-    let month_split = month_split(q.start, q.end);
-    // Every customer's figures from the activity index when it follows the rows: two
-    // binary searches per customer instead of a probe per customer in the database.
-    let span = match (index, months && month_split.units.is_some()) {
-        (Some(index), true) => {
-            let range = (
-                utc(q.start).timestamp_micros(),
-                utc(q.end).timestamp_micros(),
-            );
-            index.span(range, q.top_n, deadline).await?
-        }
-        _ => None,
-    };
     if let Some(s) = &span {
         if s.total != total {
             // Rows written between the statements; the buckets are authoritative.
@@ -1080,6 +1138,59 @@ pub async fn insights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slot counts keyed and summed land in the buckets their slots' starts lie in, in
+    /// zones at :45 and :30 offsets and across DST changes, for every granularity.
+    #[test]
+    fn slot_counts_land_in_the_bucket_of_their_slot() {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .expect("a valid time")
+        };
+        let (start, end) = (at("2024-02-28T18:15:00Z"), at("2024-11-05T06:00:00Z"));
+        let (lo, hi) = (start.timestamp() / SLOT_SECS, end.timestamp() / SLOT_SECS);
+        // Every slot, a count and a channel that vary with it.
+        let slots: Vec<SlotCount> = (lo..hi)
+            .flat_map(|slot| {
+                (1..=1 + slot % 3).map(move |channel| SlotCount {
+                    slot,
+                    channel: channel as i32,
+                    count: 1 + (slot * 7 + channel) % 5,
+                })
+            })
+            .collect();
+        for zone in [
+            "Asia/Kathmandu",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "UTC",
+        ] {
+            let tz: Tz = zone.parse().expect("a zone");
+            for g in [
+                Granularity::Hour,
+                Granularity::Day,
+                Granularity::Week,
+                Granularity::Month,
+            ] {
+                let plan = BucketPlan::new(tz, g, start, end);
+                let mut want = vec![BTreeMap::<i32, i64>::new(); plan.buckets().len()];
+                for s in &slots {
+                    let t = DateTime::from_timestamp(s.slot * SLOT_SECS, 0).expect("a time");
+                    let i = plan.bucket_of(t).expect("inside the plan");
+                    *want[i].entry(s.channel).or_default() += s.count;
+                }
+                let mut got = vec![BTreeMap::<i32, i64>::new(); plan.buckets().len()];
+                for row in slot_key_counts(&plan, &slots) {
+                    let i = plan
+                        .bucket_for_key(row.key, row.shift_secs)
+                        .expect("a key of the plan");
+                    *got[i].entry(row.channel).or_default() += row.count;
+                }
+                assert_eq!(got, want, "{zone} {g:?}");
+            }
+        }
+    }
 
     #[test]
     fn a_range_is_cut_at_month_starts() {

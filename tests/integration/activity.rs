@@ -329,6 +329,31 @@ backend_tests! {
             assert_status(&err, tonic::Code::NotFound, "CUSTOMER_MERGED");
         }
 
+        // Reports on every customer count their buckets from the index too: rollup
+        // counts raised behind every server's back move the rollup answer, not the
+        // index's, which stays the base table's (the report shorter than a month reads
+        // the rollups on both servers).
+        let (base, _stop_base) = app.another_server(|c| c.report_rollups = false, None).await;
+        let mut base = AnalyticsServiceClient::new(base);
+        for table in ["communication_slots", "communication_hours"] {
+            app.execute(&format!("UPDATE {table} SET n = n + 1000")).await;
+        }
+        let mut requests = all_customer_requests();
+        let short = requests.pop().unwrap();
+        for req in requests {
+            let fast = indexed.get_frequency_report(req.clone()).await.unwrap().into_inner();
+            let truth = base.get_frequency_report(req.clone()).await.unwrap().into_inner();
+            assert_eq!(fast, truth, "{req:?}");
+        }
+        let year = all_customer_requests()[0].clone();
+        let slow = read.get_frequency_report(year.clone()).await.unwrap().into_inner();
+        let truth = base.get_frequency_report(year).await.unwrap().into_inner();
+        assert!(slow.total_count > truth.total_count + 1000, "{} {}", slow.total_count, truth.total_count);
+        same_frequency(&mut indexed, &mut read, short).await;
+        for table in ["communication_slots", "communication_hours"] {
+            app.execute(&format!("UPDATE {table} SET n = n - 1000")).await;
+        }
+
         // The index does answer: rows moved behind every server's back (no write path
         // tells the index) move in the database's answer and not in the index's.
         app.execute(&format!(

@@ -347,9 +347,17 @@ impl Customer {
 
     /// Rows with `start <= time < end`, as an index range of the sorted rows.
     fn range(&self, start: i64, end: i64) -> std::ops::Range<usize> {
-        let lo = self.rows.partition_point(|e| e.time < start);
-        let hi = self.rows.partition_point(|e| e.time < end).max(lo);
-        lo..hi
+        // Most customers of a long report lie wholly inside it: their first and last
+        // rows answer without a search.
+        let lo = match self.rows.first() {
+            Some(e) if e.time < start => self.rows.partition_point(|e| e.time < start),
+            _ => 0,
+        };
+        let hi = match self.rows.last() {
+            Some(e) if e.time >= end => self.rows.partition_point(|e| e.time < end),
+            _ => self.rows.len(),
+        };
+        lo..hi.max(lo)
     }
 }
 

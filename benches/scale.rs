@@ -16,8 +16,8 @@
 //! - StreamTimeline runs on a second reused database with one customer owning the first
 //!   `--timeline-events` communications of the dataset, copied with `INSERT ... SELECT`.
 //! - The server is the release `crm-comms serve` process; clients are the tonic clients.
-//!   `CRM_BENCH_SERVER` names another build of it for the write figures (two builds
-//!   compared in one sitting). The write figures also give the CPU time per row of each
+//!   `CRM_BENCH_SERVER` names another build of it for the report and write figures (two
+//!   builds compared in one sitting). The write figures also give the CPU time per row of each
 //!   side (server, MariaDB when it runs on this machine, this process as the clients),
 //!   read from `/proc`, and MariaDB's statements per call and calls per COMMIT.
 
@@ -989,7 +989,7 @@ fn bucket_keys(r: &pb::GetFrequencyReportResponse, offset: i64, fmt: &str) -> Ve
 /// The report figures, ListCommunications and the p99s, on a server over the dataset.
 async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<()> {
     let runs = args.runs;
-    let server = Server::start(SERVER, &t.url, STARTUP).await?;
+    let server = Server::start(&server_under_test(), &t.url, STARTUP).await?;
     let channel = server.channel().await?;
     let analytics = AnalyticsServiceClient::new(channel.clone())
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
@@ -1176,8 +1176,13 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     })
     .await?;
     let index_mb = server.peak_mb()?;
-    let scanner =
-        Server::start_with(SERVER, &t.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")]).await?;
+    let scanner = Server::start_with(
+        &server_under_test(),
+        &t.url,
+        STARTUP,
+        &[("CRM_CONTENT_INDEX", "false")],
+    )
+    .await?;
     let scanning = AnalyticsServiceClient::new(scanner.channel().await?)
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
     let (baseline, scanned) = timed(1, || {
@@ -1473,9 +1478,9 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
     Ok(())
 }
 
-/// The server binary of the write figures: `CRM_BENCH_SERVER` (another build of
-/// `crm-comms`, to compare two builds in one sitting), else the one cargo built.
-fn write_server() -> String {
+/// The server binary of the report and write figures: `CRM_BENCH_SERVER` (another
+/// build of `crm-comms`, to compare two builds in one sitting), else the one cargo built.
+fn server_under_test() -> String {
     std::env::var("CRM_BENCH_SERVER").unwrap_or_else(|_| SERVER.to_owned())
 }
 
@@ -1582,7 +1587,7 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
     let ids = t.scratch_driver.customer_ids().await?;
     // With each import batch's statement times (DEBUG lines, read below, not echoed).
     let server = Server::start_with(
-        &write_server(),
+        &server_under_test(),
         &t.scratch_url,
         STARTUP,
         &[(

@@ -181,7 +181,7 @@ pub async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Result<(
     let ids = t.scratch_driver.customer_ids().await?;
     let limit = (args.watchers + 16).to_string();
     let server = Server::start_with(
-        &super::write_server(),
+        &super::server_under_test(),
         &t.scratch_url,
         STARTUP,
         &[("CRM_MAX_FOLLOW_STREAMS", &limit)],

@@ -1003,6 +1003,7 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     say!("  {}", index_ready.trim());
 
     // Frequency, daily in Shanghai and hourly in Kathmandu, over the zone's year 2025.
+    let mut all_customers = Vec::new();
     for (zone, offset, gran, fmt, mysql_key, sqlite_key, label) in [
         (
             "Asia/Shanghai",
@@ -1052,6 +1053,7 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
         let (baseline, rows) = timed(runs, || t.driver.key_counts(&mq, &sq)).await?;
         let got = bucket_keys(&report, offset, fmt);
         let same = got == rows;
+        all_customers.push((label, req, ms(service)));
         say!(
             "  {}: service {:.1} ms ({} buckets, total {}), GROUP BY {:.1} ms ({} groups), same: {same}",
             label,
@@ -1237,7 +1239,7 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     for run in 0..runs {
         for kind in [false, true] {
             let (a0, c0) = (analytics.clone(), customers.clone());
-            let lat = load(args, &ids, run as u64, move |id| {
+            let lat = load(args, args.p99_calls, &ids, run as u64, move |id| {
                 let mut a = a0.clone();
                 let mut c = c0.clone();
                 async move {
@@ -1289,6 +1291,44 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
             args.p99_calls
         )),
     );
+
+    // The all-customer reports above under the same load: a quarter of the calls (each
+    // walks every customer), against the same report one call at a time.
+    let calls = (args.p99_calls / 4).max(args.p99_clients);
+    for (label, req, alone) in all_customers {
+        let (mut p99, mut p50) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let (a0, req) = (analytics.clone(), req.clone());
+            let lat = load(args, calls, &ids, run as u64, move |_| {
+                let (mut a, req) = (a0.clone(), req.clone());
+                async move {
+                    a.get_frequency_report(req).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            p99.push(ms(percentile(lat.clone(), 0.99)));
+            p50.push(ms(percentile(lat, 0.5)));
+        }
+        let (p99, p50) = (median_f64(p99), median_f64(p50));
+        say!(
+            "  p99 at {} clients: {label} {p99:.2} ms (p50 {p50:.2})",
+            args.p99_clients
+        );
+        out.push(
+            Figure::new(
+                t.db,
+                format!("{label}: p99 at {} clients", args.p99_clients),
+                "the same report's median, one call at a time",
+                "ms",
+                p99,
+                alone,
+                RatioKind::Cost,
+                None,
+            )
+            .note(format!("{calls} calls; p50 {p50:.2} ms")),
+        );
+    }
 
     // ListCommunications page 1,000 vs page 1.
     let comms = CommunicationServiceClient::new(channel.clone())
@@ -1348,14 +1388,20 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     Ok(())
 }
 
-/// `args.p99_calls` calls of `call` (random customers) from `args.p99_clients`
-/// concurrent clients, after a warm-up; the latency of each call.
-async fn load<F, Fut>(args: &Args, ids: &[i64], seed: u64, call: F) -> Result<Vec<Duration>>
+/// `calls` calls of `call` (random customers) from `args.p99_clients` concurrent
+/// clients, after a warm-up; the latency of each call.
+async fn load<F, Fut>(
+    args: &Args,
+    calls: usize,
+    ids: &[i64],
+    seed: u64,
+    call: F,
+) -> Result<Vec<Duration>>
 where
     F: Fn(i64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
-    let per = args.p99_calls.div_ceil(args.p99_clients);
+    let per = calls.div_ceil(args.p99_clients);
     let mut tasks = Vec::new();
     for k in 0..args.p99_clients {
         let call = call.clone();

@@ -310,7 +310,7 @@ pub(super) async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> R
     for run in 0..args.runs {
         for (k, (call, who)) in loads.iter().enumerate() {
             let (a0, c0, call) = (analytics.clone(), customers.clone(), *call);
-            let lat = load(args, who, run as u64, move |id| {
+            let lat = load(args, args.p99_calls, who, run as u64, move |id| {
                 let (mut a, mut c) = (a0.clone(), c0.clone());
                 async move {
                     match call {

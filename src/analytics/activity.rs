@@ -460,17 +460,6 @@ impl Slots {
     }
 }
 
-/// Rows of one slot and channel (see [`ActivityIndex::slot_counts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SlotCount {
-    /// The slot: `floor(unix seconds / SLOT_SECS)`.
-    pub slot: i64,
-    /// The channel (proto enum value).
-    pub channel: i32,
-    /// Rows.
-    pub count: i64,
-}
-
 /// What a one-customer frequency report asks.
 #[derive(Debug, Clone, Default)]
 pub struct FrequencyAsk {
@@ -549,11 +538,14 @@ pub struct AllCustomersAsk {
     pub slots: Option<SlotAsk>,
 }
 
-/// Slot counts asked of [`ActivityIndex::slot_counts`].
+/// Bucket counts asked of [`ActivityIndex::slot_buckets`].
 #[derive(Debug, Clone, Default)]
 pub struct SlotAsk {
-    /// The slots `[lo, hi)`.
+    /// The whole slots counted, `[lo, hi)`.
     pub units: (i64, i64),
+    /// The buckets' UTC bounds `[start, end)` in microseconds, in order and contiguous;
+    /// no slot of `units` straddles a bound.
+    pub buckets: Vec<(i64, i64)>,
     /// Channels; empty for all.
     pub channels: Vec<i32>,
     /// Direction; `None` for both.
@@ -565,8 +557,9 @@ pub struct SlotAsk {
 pub struct AllCustomersFigures {
     /// The customer figures, when asked.
     pub span: Option<SpanFigures>,
-    /// The slot counts, when asked and countable.
-    pub slots: Option<Vec<SlotCount>>,
+    /// Per bucket, `(channel, count)` of its whole slots in channel order, when asked
+    /// and countable.
+    pub slots: Option<Vec<Vec<(i32, i64)>>>,
 }
 
 /// The index; see the module header.
@@ -862,50 +855,55 @@ impl ActivityIndex {
             span: ask
                 .span
                 .map(|((start, end), top_n)| self.span(start, end, top_n)),
-            slots: ask
-                .slots
-                .as_ref()
-                .and_then(|a| self.slot_counts(a.units, &a.channels, a.direction)),
+            slots: ask.slots.as_ref().and_then(|a| self.slot_buckets(a)),
         }
     }
 
-    /// Every customer's rows per slot and channel over the slots `[lo, hi)`, of the
-    /// `channels` (empty for all) and `direction` (`None` for both) asked, in slot then
-    /// channel order, zero counts left out; `None` when a row's channel or direction
-    /// did not fit the layout (the caller reads the rollups).
-    pub fn slot_counts(
-        &self,
-        (lo, hi): (i64, i64),
-        channels: &[i32],
-        direction: Option<i32>,
-    ) -> Option<Vec<SlotCount>> {
+    /// Every customer's rows of the whole slots asked, per bucket and channel, of the
+    /// channels and direction asked: each slot counts in the bucket its start lies in.
+    /// `None` when a row's channel or direction did not fit the layout (the caller reads
+    /// the rollups).
+    pub fn slot_buckets(&self, ask: &SlotAsk) -> Option<Vec<Vec<(i32, i64)>>> {
         if self.slots.odd {
             return None;
         }
-        let wanted = kinds(channels, direction);
-        let mut out = Vec::new();
+        let wanted = kinds(&ask.channels, ask.direction);
+        let mut out = vec![Vec::new(); ask.buckets.len()];
+        let (lo, hi) = ask.units;
         if lo >= hi {
             return Some(out);
         }
         let mut per_channel = [0i64; 256];
+        let mut seen: Vec<u8> = Vec::new();
+        let mut b = 0;
         for (&slot, slot_kinds) in self.slots.counts.range(lo..hi) {
+            let t = slot.saturating_mul(SLOT_SECS).saturating_mul(1_000_000);
+            if ask.buckets.get(b).is_some_and(|&(_, end)| t >= end) {
+                if let Some(o) = out.get_mut(b) {
+                    *o = drain_channels(&mut per_channel, &mut seen);
+                }
+                while ask.buckets.get(b).is_some_and(|&(_, end)| t >= end) {
+                    b += 1;
+                }
+            }
+            let Some(&(start, _)) = ask.buckets.get(b) else {
+                break;
+            };
+            if t < start {
+                continue;
+            }
             for k in slot_kinds {
                 if wanted.admits_kind(k.channel, k.direction) {
-                    per_channel[k.channel as usize] += i64::from(k.count);
+                    let n = &mut per_channel[k.channel as usize];
+                    if *n == 0 {
+                        seen.push(k.channel);
+                    }
+                    *n += i64::from(k.count);
                 }
             }
-            let from = out.len();
-            for k in slot_kinds {
-                let n = std::mem::take(&mut per_channel[k.channel as usize]);
-                if n > 0 {
-                    out.push(SlotCount {
-                        slot,
-                        channel: i32::from(k.channel),
-                        count: n,
-                    });
-                }
-            }
-            out[from..].sort_unstable();
+        }
+        if let Some(o) = out.get_mut(b) {
+            *o = drain_channels(&mut per_channel, &mut seen);
         }
         Some(out)
     }
@@ -1134,6 +1132,15 @@ impl ActivityIndex {
 }
 
 /// A report with no row.
+/// The channels counted in `per_channel` (those in `seen`), in channel order, leaving
+/// both empty.
+fn drain_channels(per_channel: &mut [i64; 256], seen: &mut Vec<u8>) -> Vec<(i32, i64)> {
+    seen.sort_unstable();
+    seen.drain(..)
+        .map(|c| (i32::from(c), std::mem::take(&mut per_channel[c as usize])))
+        .collect()
+}
+
 fn empty_frequency(ask: &FrequencyAsk) -> FrequencyFigures {
     FrequencyFigures {
         buckets: vec![Vec::new(); ask.buckets.len()],
@@ -1755,22 +1762,35 @@ mod tests {
         }
     }
 
-    /// [`ActivityIndex::slot_counts`] against the rows, over every slot, a random range
-    /// and an empty one, with and without filters.
+    /// [`ActivityIndex::slot_buckets`] against the rows: random slots (all, some, none)
+    /// under buckets of random lengths whose inner bounds are whole slots and whose outer
+    /// ones are not (the edges the base table answers), with and without filters.
     fn check_slots(index: &ActivityIndex, live: &[Row], rng: &mut Rng) {
         const SLOT_MICROS: i64 = 900_000_000;
-        let a = T0 / SLOT_MICROS + rng.below(40 * 96) as i64;
-        let b = T0 / SLOT_MICROS + rng.below(40 * 96) as i64;
+        let first = T0 / SLOT_MICROS - 50;
+        let a = first + rng.below(41 * 96) as i64;
+        let b = first + rng.below(41 * 96) as i64;
         let one_channel = 1 + rng.below(4) as i32;
         let one_direction = 1 + rng.below(2) as i32;
-        for (lo, hi) in [(i64::MIN, i64::MAX), (a.min(b), a.max(b)), (a, a)] {
+        for (lo, hi) in [(first, first + 42 * 96), (a.min(b), a.max(b)), (a, a)] {
+            // Bounds from just before `lo` to just after `hi`.
+            let mut bounds = vec![(lo - 1) * SLOT_MICROS + 123];
+            let mut at = lo;
+            while at < hi {
+                bounds.push(at * SLOT_MICROS);
+                at += 1 + rng.below(300) as i64;
+            }
+            bounds.push(hi * SLOT_MICROS);
+            bounds.push((hi + 1) * SLOT_MICROS - 77);
+            bounds.dedup();
+            let buckets: Vec<(i64, i64)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
             for (channels, direction) in [
                 (vec![], None),
                 (vec![one_channel], None),
                 (vec![], Some(one_direction)),
                 (vec![1, 3], Some(2)),
             ] {
-                let mut want: BTreeMap<(i64, i32), i64> = BTreeMap::new();
+                let mut want = vec![BTreeMap::<i32, i64>::new(); buckets.len()];
                 for r in live {
                     let slot = r.micros.div_euclid(SLOT_MICROS);
                     if slot >= lo
@@ -1778,19 +1798,23 @@ mod tests {
                         && (channels.is_empty() || channels.contains(&r.channel))
                         && direction.is_none_or(|d| d == r.direction)
                     {
-                        *want.entry((slot, r.channel)).or_default() += 1;
+                        let i = buckets
+                            .iter()
+                            .position(|&(s, e)| s <= r.micros && r.micros < e)
+                            .unwrap();
+                        *want[i].entry(r.channel).or_default() += 1;
                     }
                 }
-                let want: Vec<SlotCount> = want
-                    .into_iter()
-                    .map(|((slot, channel), count)| SlotCount {
-                        slot,
-                        channel,
-                        count,
-                    })
-                    .collect();
+                let want: Vec<Vec<(i32, i64)>> =
+                    want.into_iter().map(|m| m.into_iter().collect()).collect();
+                let ask = SlotAsk {
+                    units: (lo, hi),
+                    buckets: buckets.clone(),
+                    channels: channels.clone(),
+                    direction,
+                };
                 assert_eq!(
-                    index.slot_counts((lo, hi), &channels, direction),
+                    index.slot_buckets(&ask),
                     Some(want),
                     "slots [{lo}, {hi}) channels {channels:?} direction {direction:?}"
                 );
@@ -2068,19 +2092,16 @@ mod tests {
         };
         index.insert_all(&[row(1, 1), row(2, 1)], 1);
         assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_some());
-        let every_slot = (i64::MIN, i64::MAX);
-        assert_eq!(
-            index.slot_counts(every_slot, &[], None),
-            Some(vec![SlotCount {
-                slot: T0 / 900_000_000,
-                channel: 1,
-                count: 2
-            }])
-        );
+        let every_slot = SlotAsk {
+            units: (T0 / 900_000_000, T0 / 900_000_000 + 1),
+            buckets: vec![(T0, T0 + DAY)],
+            ..SlotAsk::default()
+        };
+        assert_eq!(index.slot_buckets(&every_slot), Some(vec![vec![(1, 2)]]));
         index.insert_all(&[row(3, 4096)], 1);
         assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_none());
         // Every customer's slots cannot count that row's channel: the rollups answer.
-        assert_eq!(index.slot_counts(every_slot, &[], None), None);
+        assert_eq!(index.slot_buckets(&every_slot), None);
         let ask = FrequencyAsk {
             customer: 7,
             buckets: vec![(T0, T0 + DAY)],

@@ -21,14 +21,14 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::analytics::activity::{
-    AllCustomersAsk, FrequencyAsk, FrequencyFigures, InsightFigures, SlotAsk, SlotCount,
+    AllCustomersAsk, FrequencyAsk, FrequencyFigures, InsightFigures, SlotAsk,
 };
 use crate::analytics::buckets::{span_days, Bucket, BucketPlan, Granularity};
 use crate::analytics::content::{ContentScan, MatchFigures, Sample, ScannedRow};
 use crate::analytics::content_index::{IndexFigures, IndexQuery};
 use crate::analytics::gaps::{mean_gap_micros, GapStats};
 use crate::analytics::matching::Matcher;
-use crate::analytics::rollup::{month_of, month_split, month_start, Tier, SLOTS, SLOT_SECS};
+use crate::analytics::rollup::{month_of, month_split, month_start, Tier, SLOTS};
 use crate::analytics::sentiment::{Label, Tally};
 use crate::db::content_feed::{self, FeedRow};
 use crate::db::customers::{self, Customer};
@@ -182,14 +182,14 @@ pub enum ReportSource {
 }
 
 /// The bucket rows of a frequency report: with a rollup `tier`, its whole units of the
-/// range from the rollup (or the whole slots from `slots`, the activity's counts of
-/// them) and the edges from the base table; without, all from the base table.
+/// range from the rollup (none when `slots`: the activity counted the range's whole
+/// slots) and the edges from the base table; without, all from the base table.
 async fn bucket_rows(
     db: &Db,
     scope: &CommunicationFilter,
     plan: &BucketPlan,
     range: (NaiveDateTime, NaiveDateTime),
-    (tier, slots): (Option<Tier>, Option<Vec<SlotCount>>),
+    (tier, slots): (Option<Tier>, bool),
     deadline: Deadline,
 ) -> Result<Vec<KeyCount>> {
     deadline.check("the bucket query")?;
@@ -198,13 +198,12 @@ async fn bucket_rows(
     };
     // Every tier's units are whole slots, so slot counts answer wherever a tier does.
     let split = match slots {
-        Some(_) => SLOTS.split(range.0, range.1),
-        None => tier.split(range.0, range.1),
+        true => SLOTS.split(range.0, range.1),
+        false => tier.split(range.0, range.1),
     };
     let mut rows = match (slots, split.units) {
-        (Some(slots), _) => slot_key_counts(plan, &slots),
-        (None, Some(units)) => queries::tier_bucket_counts(db, tier, scope, plan, units).await?,
-        (None, None) => Vec::new(),
+        (false, Some(units)) => queries::tier_bucket_counts(db, tier, scope, plan, units).await?,
+        _ => Vec::new(),
     };
     for (start, end) in split.edges {
         deadline.check("the bucket query of an edge")?;
@@ -271,34 +270,12 @@ pub async fn frequency(
     Ok(report)
 }
 
-/// Slot counts as the rollup statement's bucket rows: keyed as the plan keys an instant
-/// ([`BucketPlan::key_of`]), the slots of one key summed per channel. Every slot lies in
-/// one bucket (the tier that fits the plan has whole slots).
-fn slot_key_counts(plan: &BucketPlan, slots: &[SlotCount]) -> Vec<KeyCount> {
-    let mut out: Vec<KeyCount> = Vec::new();
-    // Where the rows of the current key start in `out`.
-    let mut run = 0;
-    for s in slots {
-        let Some(key) = DateTime::from_timestamp(s.slot.saturating_mul(SLOT_SECS), 0)
-            .and_then(|t| plan.key_of(t))
-        else {
-            continue;
-        };
-        if out.get(run).is_none_or(|r| (r.key, r.shift_secs) != key) {
-            run = out.len();
-        }
-        match out[run..].iter_mut().find(|r| r.channel == s.channel) {
-            Some(r) => r.count += s.count,
-            None => out.push(KeyCount {
-                key: key.0,
-                shift_secs: key.1,
-                channel: s.channel,
-                count: s.count,
-                sentiment: Tally::default(),
-            }),
-        }
-    }
-    out
+/// The plan's buckets' UTC bounds in microseconds.
+fn bucket_bounds(plan: &BucketPlan) -> Vec<(i64, i64)> {
+    plan.buckets()
+        .iter()
+        .map(|b| (b.start.timestamp_micros(), b.end.timestamp_micros()))
+        .collect()
 }
 
 /// The report of one period (see [`frequency`]).
@@ -317,11 +294,7 @@ async fn frequency_of(
             customer,
             channels: q.channels.clone(),
             direction: q.direction,
-            buckets: plan
-                .buckets()
-                .iter()
-                .map(|b| (b.start.timestamp_micros(), b.end.timestamp_micros()))
-                .collect(),
+            buckets: bucket_bounds(&plan),
             gaps: true,
         };
         if let Some(f) = index.frequency(ask, deadline).await? {
@@ -366,6 +339,7 @@ async fn frequency_of(
             .filter(|_| tier.is_some() && !q.include_sentiment)
             .map(|units| SlotAsk {
                 units,
+                buckets: bucket_bounds(&plan),
                 channels: scope.channels.clone(),
                 direction: scope.direction,
             }),
@@ -379,23 +353,36 @@ async fn frequency_of(
     };
     let (span, slots) = from_index.map_or((None, None), |f| (f.span, f.slots));
 
-    let rows = bucket_rows(db, &scope, &plan, (q.start, q.end), (tier, slots), deadline).await?;
-    for row in rows {
-        let Some(i) = plan.bucket_for_key(row.key, row.shift_secs) else {
+    let range = (q.start, q.end);
+    let rows = bucket_rows(db, &scope, &plan, range, (tier, slots.is_some()), deadline).await?;
+    let from_slots = slots
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .flat_map(|(i, counted)| {
+            counted
+                .into_iter()
+                .map(move |(channel, count)| (i, channel, count, Tally::default()))
+        });
+    let from_rows = rows.into_iter().filter_map(|row| {
+        let i = plan.bucket_for_key(row.key, row.shift_secs);
+        if i.is_none() {
             tracing::warn!(
                 key = row.key,
                 shift = row.shift_secs,
                 "bucket key outside the plan"
             );
-            continue;
-        };
+        }
+        Some((i?, row.channel, row.count, row.sentiment))
+    });
+    for (i, channel, count, s) in from_slots.chain(from_rows) {
         if let Some(bucket) = buckets.get_mut(i) {
-            bucket.count += row.count;
-            *bucket.channels.entry(row.channel).or_insert(0) += row.count;
-            *channels.entry(row.channel).or_insert(0) += row.count;
-            total += row.count;
-            bucket.sentiment.add(row.sentiment);
-            sentiment.add(row.sentiment);
+            bucket.count += count;
+            *bucket.channels.entry(channel).or_insert(0) += count;
+            *channels.entry(channel).or_insert(0) += count;
+            total += count;
+            bucket.sentiment.add(s);
+            sentiment.add(s);
         }
     }
 
@@ -1138,59 +1125,6 @@ pub async fn insights(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Slot counts keyed and summed land in the buckets their slots' starts lie in, in
-    /// zones at :45 and :30 offsets and across DST changes, for every granularity.
-    #[test]
-    fn slot_counts_land_in_the_bucket_of_their_slot() {
-        let at = |s: &str| {
-            DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .expect("a valid time")
-        };
-        let (start, end) = (at("2024-02-28T18:15:00Z"), at("2024-11-05T06:00:00Z"));
-        let (lo, hi) = (start.timestamp() / SLOT_SECS, end.timestamp() / SLOT_SECS);
-        // Every slot, a count and a channel that vary with it.
-        let slots: Vec<SlotCount> = (lo..hi)
-            .flat_map(|slot| {
-                (1..=1 + slot % 3).map(move |channel| SlotCount {
-                    slot,
-                    channel: channel as i32,
-                    count: 1 + (slot * 7 + channel) % 5,
-                })
-            })
-            .collect();
-        for zone in [
-            "Asia/Kathmandu",
-            "America/New_York",
-            "Australia/Lord_Howe",
-            "UTC",
-        ] {
-            let tz: Tz = zone.parse().expect("a zone");
-            for g in [
-                Granularity::Hour,
-                Granularity::Day,
-                Granularity::Week,
-                Granularity::Month,
-            ] {
-                let plan = BucketPlan::new(tz, g, start, end);
-                let mut want = vec![BTreeMap::<i32, i64>::new(); plan.buckets().len()];
-                for s in &slots {
-                    let t = DateTime::from_timestamp(s.slot * SLOT_SECS, 0).expect("a time");
-                    let i = plan.bucket_of(t).expect("inside the plan");
-                    *want[i].entry(s.channel).or_default() += s.count;
-                }
-                let mut got = vec![BTreeMap::<i32, i64>::new(); plan.buckets().len()];
-                for row in slot_key_counts(&plan, &slots) {
-                    let i = plan
-                        .bucket_for_key(row.key, row.shift_secs)
-                        .expect("a key of the plan");
-                    *got[i].entry(row.channel).or_default() += row.count;
-                }
-                assert_eq!(got, want, "{zone} {g:?}");
-            }
-        }
-    }
 
     #[test]
     fn a_range_is_cut_at_month_starts() {

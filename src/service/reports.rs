@@ -325,8 +325,9 @@ async fn frequency_of(
     // come from the activity index when it follows the rows: two binary searches per
     // customer instead of a probe per customer in the database, and slots in memory
     // instead of rollup rows. The activity holds no sentiment.
+    let wanted = index.is_some() && rollups && month_split.units.is_some();
     let ask = AllCustomersAsk {
-        span: months.then(|| {
+        span: (wanted && months).then(|| {
             let range = (
                 utc(q.start).timestamp_micros(),
                 utc(q.end).timestamp_micros(),
@@ -336,7 +337,7 @@ async fn frequency_of(
         slots: SLOTS
             .split(q.start, q.end)
             .units
-            .filter(|_| tier.is_some() && !q.include_sentiment)
+            .filter(|_| wanted && tier.is_some() && !q.include_sentiment)
             .map(|units| SlotAsk {
                 units,
                 buckets: bucket_bounds(&plan),
@@ -344,9 +345,8 @@ async fn frequency_of(
                 direction: scope.direction,
             }),
     };
-    let wanted = rollups && month_split.units.is_some();
     let from_index = match index {
-        Some(index) if wanted && (ask.span.is_some() || ask.slots.is_some()) => {
+        Some(index) if ask.span.is_some() || ask.slots.is_some() => {
             index.all_customers(ask, deadline).await?
         }
         _ => None,

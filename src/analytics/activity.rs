@@ -1160,14 +1160,6 @@ fn frequency_walk(customer: &Customer, ask: &FrequencyAsk, wanted: &Kinds) -> Fr
     let mut b = 0usize;
     let mut gaps: Vec<i64> = Vec::new();
     let mut sum: i128 = 0;
-    let flush = |in_bucket: &mut [i64; 256], touched: &mut Vec<u8>, into: &mut Vec<(i32, i64)>| {
-        touched.sort_unstable();
-        for &c in touched.iter() {
-            into.push((i32::from(c), in_bucket[c as usize]));
-            in_bucket[c as usize] = 0;
-        }
-        touched.clear();
-    };
     for e in &customer.rows[customer.range(start, end)] {
         if !wanted.admits(e) {
             continue;
@@ -1178,7 +1170,7 @@ fn frequency_walk(customer: &Customer, ask: &FrequencyAsk, wanted: &Kinds) -> Fr
             .is_some_and(|&(_, bucket_end)| bucket_end <= e.time)
         {
             if let Some(into) = out.buckets.get_mut(b) {
-                flush(&mut in_bucket, &mut touched, into);
+                into.extend(drain_channels(&mut in_bucket, &mut touched));
             }
             b += 1;
         }
@@ -1201,7 +1193,7 @@ fn frequency_walk(customer: &Customer, ask: &FrequencyAsk, wanted: &Kinds) -> Fr
         out.last = Some(e.time);
     }
     if let Some(into) = out.buckets.get_mut(b) {
-        flush(&mut in_bucket, &mut touched, into);
+        into.extend(drain_channels(&mut in_bucket, &mut touched));
     }
     if !gaps.is_empty() {
         out.mean_gap_us = mean_gap_micros(sum, gaps.len() as i64);

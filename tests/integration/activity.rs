@@ -341,9 +341,7 @@ backend_tests! {
         let mut requests = all_customer_requests();
         let short = requests.pop().unwrap();
         for req in requests {
-            let fast = indexed.get_frequency_report(req.clone()).await.unwrap().into_inner();
-            let truth = base.get_frequency_report(req.clone()).await.unwrap().into_inner();
-            assert_eq!(fast, truth, "{req:?}");
+            same_frequency(&mut indexed, &mut base, req).await;
         }
         let year = all_customer_requests()[0].clone();
         let slow = read.get_frequency_report(year.clone()).await.unwrap().into_inner();

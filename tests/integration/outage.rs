@@ -75,9 +75,13 @@ impl PrivateMariaDb {
         let dir = loop {
             attempt += 1;
             let dir = tempfile::tempdir().expect("tempdir");
+            // Its bootstrap server gets the private tmpdir too (see `start`).
+            let tmp = dir.path().join("tmp");
+            std::fs::create_dir_all(&tmp).expect("private tmpdir");
             let mut cmd = Command::new(&install_db);
             cmd.arg("--no-defaults")
                 .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg("--auth-root-authentication-method=normal")
                 .arg("--skip-test-db");
             if is_root() {
@@ -140,9 +144,14 @@ impl PrivateMariaDb {
     /// Starts the server on the data directory and waits until it answers.
     pub(crate) async fn start(&mut self) {
         let data = self.dir.path().join("data");
+        // Its own temporary directory: at start mariadbd deletes the `#sql*` files it
+        // finds in its tmpdir, which in /tmp would be the shared server's live ones.
+        let tmp = self.dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("private tmpdir");
         let mut cmd = Command::new(&self.mariadbd);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={}", self.port))
             .arg(format!(
                 "--socket={}",

@@ -49,8 +49,14 @@ pub struct FeedRow {
     pub content: String,
 }
 
-const FEED_COLUMNS: &str = "SELECT id, customer_id, channel, direction, call_duration_us, \
-     occur_time, create_time, content FROM communications";
+/// The columns of [`FeedRow`], in its field order (it is read by position).
+pub(crate) const FEED_SELECT_LIST: &str =
+    "id, customer_id, channel, direction, call_duration_us, occur_time, create_time, content";
+
+/// `SELECT <FeedRow's columns> FROM communications`, for the feed reads to continue.
+fn feed_select() -> Sql {
+    Sql::from(format!("SELECT {FEED_SELECT_LIST} FROM communications").as_str())
+}
 
 /// An id with a time: when a row was recorded, or when it was deleted.
 #[derive(Debug, Clone, Copy, QueryableByName)]
@@ -66,11 +72,11 @@ pub struct Stamped {
 /// Up to `limit` rows with `id > after`, ascending by id; causal on a Galera node.
 pub async fn page_after(db: &Db, galera: bool, after: i64, limit: u32) -> Result<Vec<FeedRow>> {
     // raw SQL: Galera causal read: a SET STATEMENT wsrep_sync_wait prefix and a LIMIT in the text
-    let mut sql = Sql::from(FEED_COLUMNS);
+    let mut sql = feed_select();
     sql.push(" WHERE id > ")
         .bind(Bind::I64(after))
         .push(&format!(" ORDER BY id LIMIT {limit}"));
-    query::load(db, &super::feed::causal(sql, galera)).await
+    query::load_rows(db, &super::feed::causal(sql, galera)).await
 }
 
 /// Up to `limit` rows recorded strictly after the `(create_time, id)` position
@@ -82,14 +88,14 @@ pub async fn recorded_after(
     limit: u32,
 ) -> Result<Vec<FeedRow>> {
     // raw SQL: Galera causal read: a SET STATEMENT wsrep_sync_wait prefix on a keyset page
-    let mut sql = Sql::from(FEED_COLUMNS);
+    let mut sql = feed_select();
     let keyset = query::Keyset {
         columns: &["create_time", "id"],
         descending: false,
     };
     keyset.after_row(&mut sql, after);
     keyset.order_limit(&mut sql, i64::from(limit));
-    query::load(db, &super::feed::causal(sql, galera)).await
+    query::load_rows(db, &super::feed::causal(sql, galera)).await
 }
 
 /// A communication as a watched report's change check reads it: what decides which

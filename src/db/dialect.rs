@@ -214,6 +214,22 @@ impl<'c> AnyConn<'c> {
         }
     }
 
+    /// Runs a hand-built statement whose select list is `R`'s columns in `R`'s field
+    /// order (a [`super::query::Table`]'s `columns`) and loads its rows by position,
+    /// as diesel's DSL does: [`AnyConn::load_sql`] looks every field's column up by
+    /// name, which costs more than decoding the row on long reads.
+    pub fn load_rows<R>(self, sql: &Sql) -> BoxFuture<'c, QueryResult<Vec<R>>>
+    where
+        R: Send + 'static,
+        Positional<Mysql, R>: LoadQuery<'static, AsyncMysqlConnection, R>,
+        Positional<Sqlite, R>: LoadQuery<'static, SqliteConn, R>,
+    {
+        match self {
+            AnyConn::Mysql(c) => Positional::<Mysql, R>::new(sql).load(c).boxed(),
+            AnyConn::Sqlite(c) => Positional::<Sqlite, R>::new(sql).load(c).boxed(),
+        }
+    }
+
     /// Runs a hand-built statement that returns no rows; the number of rows it changed.
     pub fn execute_sql(self, sql: &Sql) -> BoxFuture<'c, QueryResult<usize>> {
         match self {
@@ -294,6 +310,20 @@ pub trait Conn: AsyncConnection + Send {
         self.any().load_sql(sql)
     }
 
+    /// [`AnyConn::load_rows`]: a hand-built statement selecting `R`'s columns, read by
+    /// position.
+    fn load_rows<'a, R>(
+        &'a mut self,
+        sql: &'a Sql,
+    ) -> impl Future<Output = QueryResult<Vec<R>>> + Send
+    where
+        R: Send + 'static,
+        Positional<Mysql, R>: LoadQuery<'static, AsyncMysqlConnection, R>,
+        Positional<Sqlite, R>: LoadQuery<'static, SqliteConn, R>,
+    {
+        self.any().load_rows(sql)
+    }
+
     /// Runs a hand-built statement that returns no rows; the number of rows it changed.
     fn execute_sql<'a>(
         &'a mut self,
@@ -345,6 +375,56 @@ fn live_customer(id: i64) -> LiveCustomer {
         .filter(customers::id.eq(id))
         .filter(customers::delete_time.is_null())
         .select(customers::id)
+}
+
+/// The SQL types of `R`'s selection (its `Selectable` columns, in field order).
+pub type RowSqlType<R> =
+    <<R as diesel::Selectable<Mysql>>::SelectExpression as diesel::Expression>::SqlType;
+
+/// A hand-built statement typed as selecting `R`'s columns, so that diesel reads its
+/// rows by position (`Queryable`) rather than by column name. Built by
+/// [`AnyConn::load_rows`], whose callers name the row type their select list holds.
+pub struct Positional<DB: diesel::backend::Backend, R> {
+    query: BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>,
+    row: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<DB, R> Positional<DB, R>
+where
+    DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<BigInt>,
+    DB: diesel::sql_types::HasSqlType<Integer> + diesel::sql_types::HasSqlType<Timestamp>,
+    DB: diesel::sql_types::HasSqlType<Text>,
+    String: diesel::serialize::ToSql<Text, DB>,
+    i64: diesel::serialize::ToSql<BigInt, DB>,
+    i32: diesel::serialize::ToSql<Integer, DB>,
+    chrono::NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
+{
+    fn new(sql: &Sql) -> Self {
+        Positional {
+            query: boxed(sql),
+            row: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<DB: diesel::backend::Backend, R: diesel::Selectable<Mysql>> diesel::query_builder::Query
+    for Positional<DB, R>
+{
+    type SqlType = RowSqlType<R>;
+}
+
+impl<DB: diesel::backend::Backend, R> diesel::query_builder::QueryId for Positional<DB, R> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: diesel::backend::Backend, R> QueryFragment<DB> for Positional<DB, R>
+where
+    BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.query.walk_ast(out)
+    }
 }
 
 /// `sql` as a diesel query of backend `DB`, every value bound.

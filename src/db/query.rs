@@ -15,7 +15,10 @@ use diesel::{
     NullableExpressionMethods, QueryDsl, QueryResult, QueryableByName,
 };
 
-use super::dialect::{for_update, Conn};
+use super::dialect::{for_update, Conn, Positional};
+use super::SqliteConn;
+use diesel_async::methods::LoadQuery;
+use diesel_async::AsyncMysqlConnection;
 use super::schema::{communications, customers};
 use super::Db;
 use crate::error::{Error, Result};
@@ -465,6 +468,18 @@ where
     with_conn!(db, |conn| Ok(conn.load_sql::<R>(sql).await?))
 }
 
+/// Loads the rows of `sql`, whose select list is the row type `R`'s columns in its
+/// field order (a [`Table`]'s `columns`), by position: the read of long row sets
+/// (timelines, the change feed, the content index's load).
+pub async fn load_rows<R>(db: &Db, sql: &Sql) -> Result<Vec<R>>
+where
+    R: Send + 'static,
+    Positional<Mysql, R>: LoadQuery<'static, AsyncMysqlConnection, R>,
+    Positional<Sqlite, R>: LoadQuery<'static, SqliteConn, R>,
+{
+    with_conn!(db, |conn| Ok(conn.load_rows::<R>(sql).await?))
+}
+
 /// The row of `table` with this id, or NOT_FOUND.
 pub async fn by_id<C, R>(conn: &mut C, table: &Table, id: i64) -> Result<R>
 where
@@ -591,6 +606,37 @@ mod tests {
     //! The builders' text, pinned: every keyset page and filtered read is assembled here.
     use super::*;
     use crate::model::time::march_2024 as at;
+
+    /// The column names `R`'s selection reads, in order, as diesel prints them.
+    fn selected<R: diesel::Selectable<Sqlite>>() -> Vec<String>
+    where
+        R::SelectExpression: QueryFragment<Sqlite>,
+    {
+        let text = diesel::debug_query::<Sqlite, _>(&R::construct_selection()).to_string();
+        let list = text.split(" -- binds").next().unwrap();
+        list.split(", ")
+            .map(|c| c.rsplit('.').next().unwrap().trim_matches('`').to_owned())
+            .collect()
+    }
+
+    fn listed(columns: &str) -> Vec<String> {
+        columns.split(',').map(|c| c.trim().to_owned()).collect()
+    }
+
+    /// Rows read by position (`load_rows`) need each table's select list in its row
+    /// type's field order: a swapped pair of same-typed columns would load silently.
+    #[test]
+    fn table_columns_are_their_row_types_selection_in_order() {
+        use crate::db::communications::{CommunicationRow, COMMUNICATIONS};
+        use crate::db::content_feed::{FeedRow, FEED_SELECT_LIST};
+        use crate::db::tickets::{TicketRow, TICKETS};
+        use crate::db::transactions::{TransactionRow, TRANSACTIONS};
+        assert_eq!(listed(COMMUNICATIONS.columns), selected::<CommunicationRow>());
+        assert_eq!(listed(TRANSACTIONS.columns), selected::<TransactionRow>());
+        assert_eq!(listed(TICKETS.columns), selected::<TicketRow>());
+        assert_eq!(listed(FEED_SELECT_LIST), selected::<FeedRow>());
+        assert_eq!(selected::<FeedRow>()[..3], ["id", "customer_id", "channel"]);
+    }
 
     const T: Table = Table {
         name: "t",

@@ -169,17 +169,17 @@ pub async fn page(
 /// The rows of `sql`, a statement over `source`'s table, as events.
 pub(crate) async fn load_events(db: &Db, source: Source, sql: &Sql) -> Result<Vec<Event>> {
     Ok(match source {
-        Source::Communications => query::load(db, sql)
+        Source::Communications => query::load_rows(db, sql)
             .await?
             .into_iter()
             .map(Event::Communication)
             .collect(),
-        Source::Transactions => query::load(db, sql)
+        Source::Transactions => query::load_rows(db, sql)
             .await?
             .into_iter()
             .map(Event::Transaction)
             .collect(),
-        Source::Tickets => query::load(db, sql)
+        Source::Tickets => query::load_rows(db, sql)
             .await?
             .into_iter()
             .map(Event::Ticket)

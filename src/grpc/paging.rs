@@ -191,6 +191,75 @@ fn envelope_bytes<T: Serialize>(kind: &str, filter: u64, position: &T) -> Vec<u8
     bytes
 }
 
+/// The first byte of a [`encode_ints`] token; an [`encode`] envelope starts with `{`.
+const INTS_FORM: u8 = 1;
+/// Bytes of a [`encode_ints`] token before its fields: form, kind tag, filter.
+const INTS_HEAD: usize = 1 + 4 + 8;
+
+/// The 32-bit tag of `kind` an [`encode_ints`] token carries.
+fn kind_tag(kind: &str) -> [u8; 4] {
+    let [a, b, c, d, ..] = fnv1a(kind.as_bytes()).to_le_bytes();
+    [a, b, c, d]
+}
+
+/// Encodes an integer position like [`encode`], in a compact binary form: the form
+/// byte, a tag of `kind`, the filter fingerprint, each field as a zigzag varint
+/// (protobuf's encoding), then the same checksum. A timeline cursor is about 55
+/// characters this way instead of about 130, and costs no JSON: streams issue one
+/// per event.
+pub fn encode_ints(kind: &str, filter: u64, fields: &[i64]) -> String {
+    let mut bytes = Vec::with_capacity(INTS_HEAD + 10 * fields.len() + 8);
+    bytes.push(INTS_FORM);
+    bytes.extend_from_slice(&kind_tag(kind));
+    bytes.extend_from_slice(&filter.to_le_bytes());
+    for &f in fields {
+        prost::encoding::encode_varint(((f << 1) ^ (f >> 63)) as u64, &mut bytes);
+    }
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a token of [`encode_ints`] issued for one of `kinds` and `filter`: `None`
+/// when `token` is not of that form (it may be an [`encode`] envelope); the kind's
+/// index in `kinds` and the fields otherwise. A token of the form that fails its
+/// checks is INVALID_ARGUMENT on `field`, saying why.
+pub fn decode_ints(
+    field: &str,
+    kinds: &[&str],
+    filter: u64,
+    token: &str,
+) -> Result<Option<(usize, Vec<i64>)>, Error> {
+    let invalid = |why: &str| Error::invalid(field, why);
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(token.as_bytes()) else {
+        return Ok(None);
+    };
+    if bytes.first() != Some(&INTS_FORM) {
+        return Ok(None);
+    }
+    if bytes.len() < INTS_HEAD + 8 {
+        return Err(invalid("is not a token issued by this service"));
+    }
+    let (payload, sum) = bytes.split_at(bytes.len() - 8);
+    if checksum(payload).to_be_bytes() != sum {
+        return Err(invalid("is corrupted or was not issued by this service"));
+    }
+    let Some(kind) = kinds.iter().position(|k| kind_tag(k) == payload[1..5]) else {
+        return Err(invalid("belongs to a different method"));
+    };
+    if payload[5..INTS_HEAD] != filter.to_le_bytes() {
+        return Err(invalid("was issued for different filters"));
+    }
+    let mut rest = &payload[INTS_HEAD..];
+    let mut fields = Vec::with_capacity(4);
+    while !rest.is_empty() {
+        let z = prost::encoding::decode_varint(&mut rest)
+            .map_err(|_| invalid("is not a token issued by this service"))?;
+        fields.push((z >> 1) as i64 ^ -((z & 1) as i64));
+    }
+    Ok(Some((kind, fields)))
+}
+
 /// Encodes a position that holds personal data (a phone, an email, a name), which must
 /// not show in URLs or logs: the envelope of [`encode`] sealed with ChaCha20-Poly1305
 /// under `key`, which every server of a deployment shares (`db::secrets`), behind a

@@ -35,7 +35,7 @@ const SERVER: &str = env!("CARGO_BIN_EXE_crm-comms");
 const INSERT_ROWS: usize = 2000;
 /// Rows per seeding transaction.
 const TX_ROWS: usize = 50_000;
-/// Rows per keyset page: the server's `service::timeline::PAGE_ROWS`.
+/// Rows per keyset page: the server's first page (`service::timeline::PAGE_ROWS`).
 const PAGE: i64 = crm_comms::service::timeline::PAGE_ROWS;
 /// A figure whose first run takes longer than this is not repeated (keeps the run short).
 const SLOW: Duration = Duration::from_secs(45);

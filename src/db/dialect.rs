@@ -222,11 +222,19 @@ impl<'c> AnyConn<'c> {
     where
         R: Send + 'static,
         Positional<Mysql, R>: LoadQuery<'static, AsyncMysqlConnection, R>,
-        Positional<Sqlite, R>: LoadQuery<'static, SqliteConn, R>,
+        Positional<Sqlite, R>: diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, R>,
     {
         match self {
             AnyConn::Mysql(c) => Positional::<Mysql, R>::new(sql).load(c).boxed(),
-            AnyConn::Sqlite(c) => Positional::<Sqlite, R>::new(sql).load(c).boxed(),
+            // Read and decoded in one pass on the connection's blocking thread with
+            // diesel's synchronous API: the async wrapper's load copies every value of
+            // every row out of SQLite before decoding, three times the driver's cost
+            // on long reads (timelines, the content index's load).
+            AnyConn::Sqlite(c) => {
+                let query = Positional::<Sqlite, R>::new(sql);
+                c.spawn_blocking(move |conn| diesel::RunQueryDsl::load::<R>(query, conn))
+                    .boxed()
+            }
         }
     }
 
@@ -319,7 +327,7 @@ pub trait Conn: AsyncConnection + Send {
     where
         R: Send + 'static,
         Positional<Mysql, R>: LoadQuery<'static, AsyncMysqlConnection, R>,
-        Positional<Sqlite, R>: LoadQuery<'static, SqliteConn, R>,
+        Positional<Sqlite, R>: diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, R>,
     {
         self.any().load_rows(sql)
     }
@@ -417,6 +425,8 @@ impl<DB: diesel::backend::Backend, R> diesel::query_builder::QueryId for Positio
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
+
+impl<DB: diesel::backend::Backend, R, C> diesel::RunQueryDsl<C> for Positional<DB, R> {}
 
 impl<DB: diesel::backend::Backend, R> QueryFragment<DB> for Positional<DB, R>
 where

@@ -16,14 +16,13 @@ use diesel::{
 };
 
 use super::dialect::{for_update, Conn, Positional};
-use super::SqliteConn;
-use diesel_async::methods::LoadQuery;
-use diesel_async::AsyncMysqlConnection;
 use super::schema::{communications, customers};
 use super::Db;
 use crate::error::{Error, Result};
 use crate::model::filter::CommunicationFilter;
 use crate::with_conn;
+use diesel_async::methods::LoadQuery;
+use diesel_async::AsyncMysqlConnection;
 
 /// A value bound to a `?` placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -475,7 +474,7 @@ pub async fn load_rows<R>(db: &Db, sql: &Sql) -> Result<Vec<R>>
 where
     R: Send + 'static,
     Positional<Mysql, R>: LoadQuery<'static, AsyncMysqlConnection, R>,
-    Positional<Sqlite, R>: LoadQuery<'static, SqliteConn, R>,
+    Positional<Sqlite, R>: diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, R>,
 {
     with_conn!(db, |conn| Ok(conn.load_rows::<R>(sql).await?))
 }
@@ -631,7 +630,10 @@ mod tests {
         use crate::db::content_feed::{FeedRow, FEED_SELECT_LIST};
         use crate::db::tickets::{TicketRow, TICKETS};
         use crate::db::transactions::{TransactionRow, TRANSACTIONS};
-        assert_eq!(listed(COMMUNICATIONS.columns), selected::<CommunicationRow>());
+        assert_eq!(
+            listed(COMMUNICATIONS.columns),
+            selected::<CommunicationRow>()
+        );
         assert_eq!(listed(TRANSACTIONS.columns), selected::<TransactionRow>());
         assert_eq!(listed(TICKETS.columns), selected::<TicketRow>());
         assert_eq!(listed(FEED_SELECT_LIST), selected::<FeedRow>());

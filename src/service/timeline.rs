@@ -39,10 +39,17 @@ pub use crate::service::feed::{COMMIT_BOUND, SETTLE};
 pub use hub::FollowHub;
 use hub::{end_of, Recorded};
 
-/// Rows per source per page.
+/// Rows of a source's first page: what a stream sends before its second read.
 pub const PAGE_ROWS: i64 = 1000;
+/// Rows of a source's later pages: a long timeline is read in fewer, larger
+/// statements (on MariaDB each is prepared, run and closed: three round trips), while
+/// the first events still go out after one short read.
+pub const LATER_PAGE_ROWS: i64 = 4000;
 /// Events buffered between the reader task and the client.
 const CHANNEL_EVENTS: usize = 512;
+/// History events handed to the client's side at once: one channel operation (and at
+/// most one wake-up of the sending task) per batch instead of per event.
+const BATCH_EVENTS: usize = 64;
 /// How often the follow hub looks for newly settled events: a live event reaches its
 /// streams between [`SETTLE`] and `SETTLE + POLL_INTERVAL` (plus the read) after it
 /// was recorded.
@@ -113,7 +120,7 @@ pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Streamed, Erro
 
 /// Where a stream's reader task puts its events.
 struct Out {
-    tx: mpsc::Sender<Result<Streamed, Error>>,
+    tx: mpsc::Sender<Result<Vec<Streamed>, Error>>,
     /// See [`Timeline::stream_idle`].
     idle: Duration,
     /// Set when the client read nothing for `idle`: the stream then ends with
@@ -179,7 +186,7 @@ fn stream(
     request: TimelineRequest,
     permit: Option<OwnedSemaphorePermit>,
 ) -> EventStream {
-    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
+    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS / BATCH_EVENTS);
     let idle = state.stream_idle;
     let stalled = Arc::new(AtomicBool::new(false));
     let out = Out {
@@ -220,7 +227,14 @@ fn stream(
             .load(Ordering::Relaxed)
             .then(|| Err(stalled_error(idle)))
     });
-    Box::pin(ReceiverStream::new(rx).chain(tail))
+    let events = futures_util::StreamExt::flat_map(ReceiverStream::new(rx), |batch| {
+        let items: Vec<Result<Streamed, Error>> = match batch {
+            Ok(events) => events.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        tokio_stream::iter(items)
+    });
+    Box::pin(events.chain(tail))
 }
 
 /// Why the stream stops early without an error of its own.
@@ -229,15 +243,20 @@ enum Stop {
     Gone,
 }
 
+/// One source's events in timeline order: a task of its own reads its keyset pages
+/// one after another into a channel of [`READ_AHEAD`] pages, so the database works
+/// while the merge sends the buffered events (the next page's position is the last
+/// row of the one before, so pages are read in sequence).
 struct Reader {
-    source: Source,
     buffer: VecDeque<Event>,
-    after: Option<After>,
+    /// Pages, each with whether it is the source's last.
+    pages: mpsc::Receiver<Result<(Vec<Event>, bool), Error>>,
     done: bool,
-    /// The read of the page after `buffer`, started when `buffer` was filled, so the
-    /// database works while the buffered events are sent.
-    next: Option<tokio::task::JoinHandle<Result<Vec<Event>, Error>>>,
+    task: tokio::task::JoinHandle<()>,
 }
+
+/// Pages a source's reader task may hold ready beyond the one being sent.
+const READ_AHEAD: usize = 1;
 
 /// What a history page reads: with `bound`, only rows recorded at or before its time,
 /// causally on a Galera node (the flag).
@@ -248,62 +267,70 @@ struct Pages {
 }
 
 impl Reader {
-    /// Starts reading the page after `after` in the background.
-    fn prefetch(&mut self, state: &Timeline, req: &TimelineRequest, pages: Pages) {
-        let (db, filter, source, after) = (
-            state.db.clone(),
-            req.filter.clone(),
-            self.source,
-            self.after,
-        );
-        let page = async move {
-            timeline::page(
-                &db,
-                source,
-                &filter,
-                after,
-                pages.descending,
-                pages.bound,
-                PAGE_ROWS,
-            )
-            .await
-        };
-        self.next = Some(tokio::spawn(page.in_current_span()));
-    }
-
-    /// The next page: the prefetched one, or read now.
-    async fn next_page(
-        &mut self,
+    /// Starts reading `source`'s pages after `after`.
+    fn start(
         state: &Timeline,
         req: &TimelineRequest,
+        source: Source,
+        mut after: Option<After>,
         pages: Pages,
-    ) -> Result<Vec<Event>, Error> {
-        match self.next.take() {
-            Some(read) => read
-                .await
-                .map_err(|e| Error::Internal(format!("timeline page read failed: {e}")))?,
-            None => {
-                timeline::page(
-                    &state.db,
-                    self.source,
-                    &req.filter,
-                    self.after,
+    ) -> Reader {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (db, filter) = (state.db.clone(), req.filter.clone());
+        let read = async move {
+            let mut limit = PAGE_ROWS;
+            loop {
+                let page = timeline::page(
+                    &db,
+                    source,
+                    &filter,
+                    after,
                     pages.descending,
                     pages.bound,
-                    PAGE_ROWS,
+                    limit,
                 )
-                .await
+                .await;
+                let last = match &page {
+                    Ok(rows) if (rows.len() as i64) == limit => rows.last().map(|e| {
+                        let (time, id, _) = e.key();
+                        After { time, id }
+                    }),
+                    _ => None,
+                };
+                // A short page is the last; the stream ended (or went away) when nobody
+                // takes the page.
+                let page = page.map(|rows| (rows, last.is_none()));
+                if tx.send(page).await.is_err() || last.is_none() {
+                    return;
+                }
+                after = last;
+                limit = LATER_PAGE_ROWS;
             }
+        };
+        Reader {
+            buffer: VecDeque::new(),
+            pages: rx,
+            done: false,
+            task: tokio::spawn(read.in_current_span()),
         }
+    }
+
+    /// The next page; `done` once a page is short.
+    async fn next_page(&mut self) -> Result<Vec<Event>, Error> {
+        let (rows, last) = self
+            .pages
+            .recv()
+            .await
+            .ok_or_else(|| Error::Internal("timeline page reader stopped".into()))??;
+        self.done = last;
+        Ok(rows)
     }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        // A stream that ends early (client gone, error) stops its background read.
-        if let Some(read) = self.next.take() {
-            read.abort();
-        }
+        // A stream that ends early (client gone, error) stops its reads.
+        self.task.abort();
     }
 }
 
@@ -333,10 +360,19 @@ fn shutdown_error() -> Error {
 }
 
 async fn send(tx: &Out, event: Event, mark: Mark, sent: &mut u64) -> Result<(), Stop> {
+    send_batch(tx, vec![Streamed { event, mark }], sent).await
+}
+
+/// Hands `batch` to the client's side (nothing when it is empty).
+async fn send_batch(tx: &Out, batch: Vec<Streamed>, sent: &mut u64) -> Result<(), Stop> {
+    let n = batch.len() as u64;
+    if n == 0 {
+        return Ok(());
+    }
     // Room in the channel (the usual case while the client keeps up): no timer to arm.
-    let item = match tx.tx.try_send(Ok(Streamed { event, mark })) {
+    let item = match tx.tx.try_send(Ok(batch)) {
         Ok(()) => {
-            *sent += 1;
+            *sent += n;
             return Ok(());
         }
         Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Gone),
@@ -350,7 +386,7 @@ async fn send(tx: &Out, event: Event, mark: Mark, sent: &mut u64) -> Result<(), 
         }
         Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(Stop::Gone),
     }
-    *sent += 1;
+    *sent += n;
     Ok(())
 }
 
@@ -393,15 +429,13 @@ async fn run(
     let mut readers: Vec<Reader> = req
         .sources
         .iter()
-        .map(|&source| Reader {
-            source,
-            buffer: VecDeque::new(),
-            after: start_after(history_after, source, req.descending),
-            done: false,
-            next: None,
+        .map(|&source| {
+            let after = start_after(history_after, source, req.descending);
+            Reader::start(state, req, source, after, pages)
         })
         .collect();
 
+    let mut batch = Vec::with_capacity(BATCH_EVENTS);
     loop {
         for r in readers
             .iter_mut()
@@ -413,16 +447,13 @@ async fn run(
             if tx.tx.is_closed() {
                 return Ok(());
             }
-            let rows = r.next_page(state, req, pages).await?;
-            r.done = (rows.len() as i64) < PAGE_ROWS;
-            if let Some(last) = rows.last() {
-                let (time, id, _) = last.key();
-                r.after = Some(After { time, id });
+            // What is ready goes out before waiting for the database.
+            let ready = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
+            if send_batch(tx, ready, sent).await.is_err() {
+                return Ok(());
             }
+            let rows = r.next_page().await?;
             r.buffer.extend(rows);
-            if !r.done {
-                r.prefetch(state, req, pages);
-            }
         }
         let next = readers
             .iter()
@@ -444,9 +475,16 @@ async fn run(
             key: event.key(),
             snapshot,
         };
-        if send(tx, event, mark, sent).await.is_err() {
-            return Ok(());
+        batch.push(Streamed { event, mark });
+        if batch.len() == BATCH_EVENTS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
+            if send_batch(tx, full, sent).await.is_err() {
+                return Ok(());
+            }
         }
+    }
+    if send_batch(tx, batch, sent).await.is_err() {
+        return Ok(());
     }
 
     match live {

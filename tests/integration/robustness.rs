@@ -32,6 +32,19 @@ fn forge(issued: &str, position: &impl Serialize) -> String {
     paging::encode(kind, filter, position)
 }
 
+/// A timeline cursor for the same filters and snapshot as `issued` (a real cursor in
+/// the compact integer form), holding the position `(us, id, rank)` instead.
+fn forge_cursor(issued: &str, (us, id, rank): (i64, i64, i64)) -> String {
+    let bytes = URL_SAFE_NO_PAD.decode(issued).unwrap();
+    // Form byte, kind tag, then the filter fingerprint (little-endian).
+    let filter = u64::from_le_bytes(bytes[5..13].try_into().unwrap());
+    let (kind, fields) = paging::decode_ints("resume_cursor", &["timeline"], filter, issued)
+        .unwrap()
+        .expect("a compact cursor");
+    assert_eq!((kind, fields.len()), (0, 4), "a history cursor: {fields:?}");
+    paging::encode_ints("timeline", filter, &[us, id, rank, fields[3]])
+}
+
 fn money(units: i64, nanos: i32) -> pb::Money {
     pb::Money {
         currency_code: "USD".into(),
@@ -246,7 +259,7 @@ backend_tests! {
             };
             let forged = |(us, id, rank): Position| match method {
                 Paged::Customers => forge(&issued, &id),
-                Paged::Timeline => forge(&issued, &(us, id, rank)),
+                Paged::Timeline => forge_cursor(&issued, (us, id, rank)),
                 _ => forge(&issued, &(us, id)),
             };
             // In-range forgeries are accepted: the rejections below are about range,

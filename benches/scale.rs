@@ -1003,7 +1003,8 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     say!("  {}", index_ready.trim());
 
     // Frequency, daily in Shanghai and hourly in Kathmandu, over the zone's year 2025.
-    let mut all_customers = Vec::new();
+    // Reports on every customer, timed again under load below.
+    let mut under_load: Vec<(String, Report, f64)> = Vec::new();
     for (zone, offset, gran, fmt, mysql_key, sqlite_key, label) in [
         (
             "Asia/Shanghai",
@@ -1053,7 +1054,11 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
         let (baseline, rows) = timed(runs, || t.driver.key_counts(&mq, &sq)).await?;
         let got = bucket_keys(&report, offset, fmt);
         let same = got == rows;
-        all_customers.push((label, req, ms(service)));
+        under_load.push((
+            label.to_owned(),
+            Report::Frequency(req.clone()),
+            ms(service),
+        ));
         say!(
             "  {}: service {:.1} ms ({} buckets, total {}), GROUP BY {:.1} ms ({} groups), same: {same}",
             label,
@@ -1139,6 +1144,11 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
         async move { Ok(c.get_content_report(req).await?.into_inner()) }
     })
     .await?;
+    under_load.push((
+        "GetContentReport 3 keyword counts".to_owned(),
+        Report::Content(req.clone()),
+        ms(service),
+    ));
     let (baseline, counts) = timed(runs, || t.driver.keyword_counts()).await?;
     let got: Vec<i64> = report.keywords.iter().map(|m| m.message_count).collect();
     let same = got == counts;
@@ -1177,6 +1187,11 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
         async move { Ok(c.get_content_report(req).await?.into_inner()) }
     })
     .await?;
+    under_load.push((
+        "GetContentReport top 20 terms".to_owned(),
+        Report::Content(req.clone()),
+        ms(service),
+    ));
     let index_mb = server.peak_mb()?;
     let scanner = Server::start_with(
         &server_under_test(),
@@ -1292,19 +1307,17 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
         )),
     );
 
-    // The all-customer reports above under the same load: a quarter of the calls (each
-    // walks every customer), against the same report one call at a time.
+    // The reports on every customer above (frequency and content) under the same load:
+    // a quarter of the calls (each reads every customer), against the same report one
+    // call at a time.
     let calls = (args.p99_calls / 4).max(args.p99_clients);
-    for (label, req, alone) in all_customers {
+    for (label, report, alone) in under_load {
         let (mut p99, mut p50) = (Vec::new(), Vec::new());
         for run in 0..runs {
-            let (a0, req) = (analytics.clone(), req.clone());
+            let (a0, report) = (analytics.clone(), report.clone());
             let lat = load(args, calls, &ids, run as u64, move |_| {
-                let (mut a, req) = (a0.clone(), req.clone());
-                async move {
-                    a.get_frequency_report(req).await?;
-                    Ok(())
-                }
+                let (a, report) = (a0.clone(), report.clone());
+                async move { report.call(a).await }
             })
             .await?;
             p99.push(ms(percentile(lat.clone(), 0.99)));
@@ -1386,6 +1399,23 @@ async fn measure_reports(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resu
     );
     drop(server);
     Ok(())
+}
+
+/// A report request timed under load.
+#[derive(Clone)]
+enum Report {
+    Frequency(pb::GetFrequencyReportRequest),
+    Content(pb::GetContentReportRequest),
+}
+
+impl Report {
+    async fn call(self, mut a: AnalyticsServiceClient<Channel>) -> Result<()> {
+        match self {
+            Report::Frequency(req) => drop(a.get_frequency_report(req).await?),
+            Report::Content(req) => drop(a.get_content_report(req).await?),
+        }
+        Ok(())
+    }
 }
 
 /// `calls` calls of `call` (random customers) from `args.p99_clients` concurrent

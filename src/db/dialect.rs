@@ -225,13 +225,13 @@ impl<'c> AnyConn<'c> {
         Positional<Sqlite, R>: diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, R>,
     {
         match self {
-            AnyConn::Mysql(c) => Positional::<Mysql, R>::new(sql).load(c).boxed(),
+            AnyConn::Mysql(c) => Positional::<Mysql, R>::new(boxed(sql)).load(c).boxed(),
             // Read and decoded in one pass on the connection's blocking thread with
             // diesel's synchronous API: the async wrapper's load copies every value of
             // every row out of SQLite before decoding, three times the driver's cost
             // on long reads (timelines, the content index's load).
             AnyConn::Sqlite(c) => {
-                let query = Positional::<Sqlite, R>::new(sql);
+                let query = Positional::<Sqlite, R>::new(boxed(sql));
                 c.spawn_blocking(move |conn| diesel::RunQueryDsl::load::<R>(query, conn))
                     .boxed()
             }
@@ -397,19 +397,11 @@ pub struct Positional<DB: diesel::backend::Backend, R> {
     row: std::marker::PhantomData<fn() -> R>,
 }
 
-impl<DB, R> Positional<DB, R>
-where
-    DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<BigInt>,
-    DB: diesel::sql_types::HasSqlType<Integer> + diesel::sql_types::HasSqlType<Timestamp>,
-    DB: diesel::sql_types::HasSqlType<Text>,
-    String: diesel::serialize::ToSql<Text, DB>,
-    i64: diesel::serialize::ToSql<BigInt, DB>,
-    i32: diesel::serialize::ToSql<Integer, DB>,
-    chrono::NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
-{
-    fn new(sql: &Sql) -> Self {
+impl<DB: diesel::backend::Backend, R> Positional<DB, R> {
+    /// `query` (a [`boxed`] statement) typed as selecting `R`'s columns.
+    fn new(query: BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>) -> Self {
         Positional {
-            query: boxed(sql),
+            query,
             row: std::marker::PhantomData,
         }
     }

@@ -42,11 +42,6 @@ pub fn encode_cursor(fingerprint: u64, mark: &Mark) -> String {
     }
 }
 
-/// A cursor of the right form whose fields do not fit its kind.
-fn not_issued() -> Error {
-    Error::invalid("resume_cursor", "is not a token issued by this service")
-}
-
 /// A `(time µs, id, source rank)` position, each part in range.
 fn key_of(us: i64, id: i64, rank: i64) -> Result<Key, Error> {
     let (t, id) = paging::position("resume_cursor", us, id)?;
@@ -64,33 +59,31 @@ fn key_of(us: i64, id: i64, rank: i64) -> Result<Key, Error> {
 pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Resume, Error> {
     let field = "resume_cursor";
     match paging::decode_ints(field, &[HISTORY, RECORDED], fingerprint, cursor)? {
-        Some((0, fields)) => {
-            if let [us, id, rank, snapshot] = fields[..] {
-                let (snapshot, _) = paging::position(field, snapshot, 1)?;
-                return Ok(Resume::History {
-                    key: key_of(us, id, rank)?,
-                    snapshot: Some(snapshot),
-                });
+        Some((0, fields)) => match fields[..] {
+            [us, id, rank, snapshot] => return history(us, id, rank, snapshot),
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    "is not a token issued by this service",
+                ))
             }
-            return Err(not_issued());
-        }
-        Some((_, fields)) => {
-            if let [us, id, rank] = fields[..] {
-                return Ok(Resume::Recorded(key_of(us, id, rank)?));
+        },
+        Some((_, fields)) => match fields[..] {
+            [us, id, rank] => return Ok(Resume::Recorded(key_of(us, id, rank)?)),
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    "is not a token issued by this service",
+                ))
             }
-            return Err(not_issued());
-        }
+        },
         None => {}
     }
     // The JSON form, issued before the compact one.
     if let Ok((us, id, rank, snapshot)) =
         paging::decode::<(i64, i64, i64, i64)>(field, HISTORY, fingerprint, cursor)
     {
-        let (snapshot, _) = paging::position(field, snapshot, 1)?;
-        return Ok(Resume::History {
-            key: key_of(us, id, rank)?,
-            snapshot: Some(snapshot),
-        });
+        return history(us, id, rank, snapshot);
     }
     if let Ok((us, id, rank)) =
         paging::decode::<(i64, i64, i64)>(field, RECORDED, fingerprint, cursor)
@@ -101,6 +94,15 @@ pub fn decode_cursor(fingerprint: u64, cursor: &str) -> Result<Resume, Error> {
     Ok(Resume::History {
         key: key_of(us, id, rank)?,
         snapshot: None,
+    })
+}
+
+/// A history cursor's resume point, each part in range.
+fn history(us: i64, id: i64, rank: i64, snapshot: i64) -> Result<Resume, Error> {
+    let (snapshot, _) = paging::position("resume_cursor", snapshot, 1)?;
+    Ok(Resume::History {
+        key: key_of(us, id, rank)?,
+        snapshot: Some(snapshot),
     })
 }
 

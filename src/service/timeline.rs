@@ -228,11 +228,11 @@ fn stream(
             .then(|| Err(stalled_error(idle)))
     });
     let events = futures_util::StreamExt::flat_map(ReceiverStream::new(rx), |batch| {
-        let items: Vec<Result<Streamed, Error>> = match batch {
-            Ok(events) => events.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
+        let (events, error) = match batch {
+            Ok(events) => (events, None),
+            Err(e) => (Vec::new(), Some(e)),
         };
-        tokio_stream::iter(items)
+        tokio_stream::iter(events.into_iter().map(Ok).chain(error.map(Err)))
     });
     Box::pin(events.chain(tail))
 }
@@ -363,6 +363,15 @@ async fn send(tx: &Out, event: Event, mark: Mark, sent: &mut u64) -> Result<(), 
     send_batch(tx, vec![Streamed { event, mark }], sent).await
 }
 
+/// The events of `batch`, leaving it empty with room for the next batch (none is
+/// allocated while it stays empty).
+fn take_batch(batch: &mut Vec<Streamed>) -> Vec<Streamed> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    std::mem::replace(batch, Vec::with_capacity(BATCH_EVENTS))
+}
+
 /// Hands `batch` to the client's side (nothing when it is empty).
 async fn send_batch(tx: &Out, batch: Vec<Streamed>, sent: &mut u64) -> Result<(), Stop> {
     let n = batch.len() as u64;
@@ -448,8 +457,7 @@ async fn run(
                 return Ok(());
             }
             // What is ready goes out before waiting for the database.
-            let ready = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
-            if send_batch(tx, ready, sent).await.is_err() {
+            if send_batch(tx, take_batch(&mut batch), sent).await.is_err() {
                 return Ok(());
             }
             let rows = r.next_page().await?;
@@ -476,11 +484,10 @@ async fn run(
             snapshot,
         };
         batch.push(Streamed { event, mark });
-        if batch.len() == BATCH_EVENTS {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
-            if send_batch(tx, full, sent).await.is_err() {
-                return Ok(());
-            }
+        if batch.len() == BATCH_EVENTS
+            && send_batch(tx, take_batch(&mut batch), sent).await.is_err()
+        {
+            return Ok(());
         }
     }
     if send_batch(tx, batch, sent).await.is_err() {

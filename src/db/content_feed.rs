@@ -76,7 +76,7 @@ pub async fn page_after(db: &Db, galera: bool, after: i64, limit: u32) -> Result
     sql.push(" WHERE id > ")
         .bind(Bind::I64(after))
         .push(&format!(" ORDER BY id LIMIT {limit}"));
-    query::load_rows(db, &super::feed::causal(sql, galera)).await
+    query::load_rows(db, &super::feed::causal(sql.kept(), galera)).await
 }
 
 /// Up to `limit` rows recorded strictly after the `(create_time, id)` position
@@ -95,7 +95,7 @@ pub async fn recorded_after(
     };
     keyset.after_row(&mut sql, after);
     keyset.order_limit(&mut sql, i64::from(limit));
-    query::load_rows(db, &super::feed::causal(sql, galera)).await
+    query::load_rows(db, &super::feed::causal(sql.kept(), galera)).await
 }
 
 /// A communication as a watched report's change check reads it: what decides which
@@ -174,7 +174,7 @@ pub async fn deleted_after(
     if let Some(after) = after {
         sql.and().push("delete_time > ").bind(Bind::Time(after));
     }
-    query::load(db, &super::feed::causal(sql, galera)).await
+    query::load(db, &super::feed::causal(sql.kept(), galera)).await
 }
 
 /// Records that communication `id` is deleted, in the caller's transaction.

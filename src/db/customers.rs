@@ -309,17 +309,20 @@ pub async fn refuse_merged(db: &Db, ids: &[i64]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
+    // One id (a one-customer report) as `id = ?`: a statement the connection keeps
+    // prepared, where diesel prepares and closes an `IN` list on every call.
+    let (one, many) = match ids {
+        [id] => (Some(*id), None),
+        _ => (None, Some(ids.to_vec())),
+    };
+    let query = customers::table
+        .filter(query::when(one.map(|id| customers::id.eq(id))))
+        .filter(query::when(many.map(|ids| customers::id.eq_any(ids))))
+        .filter(customers::merged_into.is_not_null())
+        .select((customers::id, customers::merged_into))
+        .order(customers::id);
     let merged: Option<(i64, Option<i64>)> = with_conn!(db, |conn| {
-        Ok::<_, Error>(
-            customers::table
-                .filter(customers::id.eq_any(ids))
-                .filter(customers::merged_into.is_not_null())
-                .select((customers::id, customers::merged_into))
-                .order(customers::id)
-                .first(conn)
-                .await
-                .optional()?,
-        )
+        Ok::<_, Error>(conn.any().first(query).await?)
     })?;
     match merged {
         Some((id, Some(merged_into))) => Err(Error::Merged { id, merged_into }),

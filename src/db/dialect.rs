@@ -13,7 +13,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use diesel::{
     mysql::Mysql,
-    query_builder::{AstPass, BoxedSqlQuery, QueryFragment},
+    query_builder::{AstPass, QueryFragment},
     sql_types::{BigInt, Integer, Text, Timestamp},
     sqlite::Sqlite,
     OptionalExtension, QueryResult, QueryableByName,
@@ -209,8 +209,8 @@ impl<'c> AnyConn<'c> {
         R: QueryableByName<Mysql> + QueryableByName<Sqlite> + Send + 'static,
     {
         match self {
-            AnyConn::Mysql(c) => boxed::<Mysql>(sql).load(c).boxed(),
-            AnyConn::Sqlite(c) => boxed::<Sqlite>(sql).load(c).boxed(),
+            AnyConn::Mysql(c) => statement::<Mysql>(sql).load(c).boxed(),
+            AnyConn::Sqlite(c) => statement::<Sqlite>(sql).load(c).boxed(),
         }
     }
 
@@ -225,13 +225,13 @@ impl<'c> AnyConn<'c> {
         Positional<Sqlite, R>: diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, R>,
     {
         match self {
-            AnyConn::Mysql(c) => Positional::<Mysql, R>::new(boxed(sql)).load(c).boxed(),
+            AnyConn::Mysql(c) => Positional::<Mysql, R>::new(statement(sql)).load(c).boxed(),
             // Read and decoded in one pass on the connection's blocking thread with
             // diesel's synchronous API: the async wrapper's load copies every value of
             // every row out of SQLite before decoding, three times the driver's cost
             // on long reads (timelines, the content index's load).
             AnyConn::Sqlite(c) => {
-                let query = Positional::<Sqlite, R>::new(boxed(sql));
+                let query = Positional::<Sqlite, R>::new(statement(sql));
                 c.spawn_blocking(move |conn| diesel::RunQueryDsl::load::<R>(query, conn))
                     .boxed()
             }
@@ -241,8 +241,8 @@ impl<'c> AnyConn<'c> {
     /// Runs a hand-built statement that returns no rows; the number of rows it changed.
     pub fn execute_sql(self, sql: &Sql) -> BoxFuture<'c, QueryResult<usize>> {
         match self {
-            AnyConn::Mysql(c) => boxed::<Mysql>(sql).execute(c).boxed(),
-            AnyConn::Sqlite(c) => boxed::<Sqlite>(sql).execute(c).boxed(),
+            AnyConn::Mysql(c) => statement::<Mysql>(sql).execute(c).boxed(),
+            AnyConn::Sqlite(c) => statement::<Sqlite>(sql).execute(c).boxed(),
         }
     }
 
@@ -393,13 +393,13 @@ pub type RowSqlType<R> =
 /// rows by position (`Queryable`) rather than by column name. Built by
 /// [`AnyConn::load_rows`], whose callers name the row type their select list holds.
 pub struct Positional<DB: diesel::backend::Backend, R> {
-    query: BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>,
+    query: Statement<DB>,
     row: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<DB: diesel::backend::Backend, R> Positional<DB, R> {
-    /// `query` (a [`boxed`] statement) typed as selecting `R`'s columns.
-    fn new(query: BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>) -> Self {
+    /// `query` typed as selecting `R`'s columns.
+    fn new(query: Statement<DB>) -> Self {
         Positional {
             query,
             row: std::marker::PhantomData,
@@ -422,15 +422,34 @@ impl<DB: diesel::backend::Backend, R, C> diesel::RunQueryDsl<C> for Positional<D
 
 impl<DB: diesel::backend::Backend, R> QueryFragment<DB> for Positional<DB, R>
 where
-    BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>: QueryFragment<DB>,
+    Statement<DB>: QueryFragment<DB>,
 {
     fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         self.query.walk_ast(out)
     }
 }
 
-/// `sql` as a diesel query of backend `DB`, every value bound.
-fn boxed<DB>(sql: &Sql) -> BoxedSqlQuery<'static, DB, diesel::query_builder::SqlQuery>
+/// A hand-built statement ([`Sql`]) as a diesel query of backend `DB`, every value
+/// bound to its `?` in order; its rows are read by name (`QueryableByName`).
+///
+/// Like diesel's own `sql_query`, it is prepared and closed on every run, unless the
+/// [`Sql`] is [`Sql::kept`]: then the connection keeps it prepared (diesel's statement
+/// cache, keyed by its text) as it does its DSL statements.
+pub struct Statement<DB> {
+    sql: Sql,
+    backend: std::marker::PhantomData<fn() -> DB>,
+}
+
+/// `sql` as a [`Statement`].
+fn statement<DB>(sql: &Sql) -> Statement<DB> {
+    // raw SQL: the Sql builder's one way into diesel: its text with a bind per placeholder
+    Statement {
+        sql: sql.clone(),
+        backend: std::marker::PhantomData,
+    }
+}
+
+impl<DB> QueryFragment<DB> for Statement<DB>
 where
     DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<BigInt>,
     DB: diesel::sql_types::HasSqlType<Integer> + diesel::sql_types::HasSqlType<Timestamp>,
@@ -440,18 +459,55 @@ where
     i32: diesel::serialize::ToSql<Integer, DB>,
     chrono::NaiveDateTime: diesel::serialize::ToSql<Timestamp, DB>,
 {
-    // raw SQL: the Sql builder's one way into diesel: sql_query with its binds
-    let mut q = diesel::sql_query(sql.text.clone()).into_boxed::<DB>();
-    for b in &sql.binds {
-        q = match b {
-            Bind::I64(v) => q.bind::<BigInt, _>(*v),
-            Bind::I32(v) => q.bind::<Integer, _>(*v),
-            Bind::Time(v) => q.bind::<Timestamp, _>(*v),
-            Bind::Text(v) => q.bind::<Text, _>(v.clone()),
-        };
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        if !self.sql.kept {
+            out.unsafe_to_cache_prepared();
+        }
+        // The text's `?`s are its placeholders (the builder writes no other), each
+        // written again by its bind.
+        let mut pieces = self.sql.text.split('?');
+        out.push_sql(pieces.next().unwrap_or_default());
+        let mut binds = self.sql.binds.iter();
+        for piece in pieces {
+            match binds.next() {
+                Some(Bind::I64(v)) => out.push_bind_param::<BigInt, _>(v)?,
+                Some(Bind::I32(v)) => out.push_bind_param::<Integer, _>(v)?,
+                Some(Bind::Time(v)) => out.push_bind_param::<Timestamp, _>(v)?,
+                Some(Bind::Text(v)) => out.push_bind_param::<Text, _>(v)?,
+                None => return Err(unbound(&self.sql)),
+            }
+            out.push_sql(piece);
+        }
+        match binds.next() {
+            Some(_) => Err(unbound(&self.sql)),
+            None => Ok(()),
+        }
     }
-    q
 }
+
+/// The error of a statement whose `?`s and values do not pair up.
+fn unbound(sql: &Sql) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(
+        format!(
+            "{} values for the placeholders of: {}",
+            sql.binds.len(),
+            sql.text
+        )
+        .into(),
+    )
+}
+
+// No static id: cached by its text when kept.
+impl<DB> diesel::query_builder::QueryId for Statement<DB> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB> diesel::query_builder::Query for Statement<DB> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<DB, C> diesel::RunQueryDsl<C> for Statement<DB> {}
 
 impl Conn for AsyncMysqlConnection {
     const BACKEND: Backend = Backend::Mysql;
@@ -466,5 +522,41 @@ impl Conn for SqliteConn {
 
     fn any(&mut self) -> AnyConn<'_> {
         AnyConn::Sqlite(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::query_builder::QueryBuilder;
+
+    use super::*;
+
+    /// `q`'s text as SQLite is sent it, or the builder's error.
+    fn text(q: &Statement<Sqlite>) -> QueryResult<String> {
+        let mut out = diesel::sqlite::SqliteQueryBuilder::new();
+        q.to_sql(&mut out, &Sqlite)?;
+        Ok(out.finish())
+    }
+
+    #[test]
+    fn hand_built_statements_bind_every_value_and_are_cached_only_when_kept() {
+        let mut sql = Sql::from("SELECT id FROM t WHERE a = ");
+        sql.bind(Bind::I64(1))
+            .push(" AND b = ")
+            .bind(Bind::Text("a value with a ? in it".into()));
+        let plain = statement::<Sqlite>(&sql);
+        assert!(!plain.is_safe_to_cache_prepared(&Sqlite).unwrap());
+        let kept = statement::<Sqlite>(&sql.clone().kept());
+        assert!(kept.is_safe_to_cache_prepared(&Sqlite).unwrap());
+        for q in [&plain, &kept] {
+            assert_eq!(text(q).unwrap(), "SELECT id FROM t WHERE a = ? AND b = ?");
+        }
+        // Placeholders and values that do not pair up are refused, not sent.
+        let mut short = sql.clone();
+        short.binds.pop();
+        assert!(text(&statement(&short)).is_err());
+        let mut long = sql;
+        long.binds.push(Bind::I32(3));
+        assert!(text(&statement(&long)).is_err());
     }
 }

@@ -1,5 +1,8 @@
 //! Trace spans for database statements: diesel's connection instrumentation opens a
 //! child of the caller's current `tracing` span per statement, once traces are exported.
+//! On a pooled MySQL connection the same instrumentation also notes when its last
+//! statement succeeded, so that the pool's check-out ping can be skipped right after one
+//! ([`answered_within`]).
 //!
 //! Off (the default), nothing is registered on a connection and nothing is measured.
 //! On, each statement run inside a span (an RPC's, see `server::otel`) becomes a
@@ -14,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::{sync_connection_wrapper::SpawnBlocking, AsyncConnection};
@@ -37,33 +41,60 @@ pub fn enabled() -> bool {
 /// `sqlite`) when they are on; leaves the connection untouched otherwise.
 pub fn trace_statements<C: AsyncConnection>(conn: &mut C, system: &'static str) {
     if enabled() {
-        conn.set_instrumentation(StatementSpans { system, open: None });
+        conn.set_instrumentation(StatementSpans::new(system, true));
     }
 }
 
-/// [`trace_statements`] on the connection a pool's setup future opened.
+/// The instrumentation of a new pooled connection that the pool's setup future opened:
+/// statement spans when they are on, and the time of its last successful statement
+/// always (see [`answered_within`]).
 pub fn traced<C: AsyncConnection>(
     conn: diesel::ConnectionResult<C>,
     system: &'static str,
 ) -> diesel::ConnectionResult<C> {
     conn.map(|mut conn| {
-        trace_statements(&mut conn, system);
+        conn.set_instrumentation(StatementSpans::new(system, enabled()));
         conn
     })
 }
 
-/// The instrumentation behind [`trace_statements`]: one span per statement, open from
-/// `StartQuery` to `FinishQuery`.
+/// Whether `conn`'s last statement succeeded less than `window` ago (false for a
+/// connection without [`traced`]'s instrumentation).
+pub fn answered_within<C: AsyncConnection>(conn: &mut C, window: Duration) -> bool {
+    conn.instrumentation()
+        .downcast_ref::<StatementSpans>()
+        .and_then(|s| s.answered)
+        .is_some_and(|at| at.elapsed() < window)
+}
+
+/// The instrumentation behind [`trace_statements`] and [`traced`]: one span per
+/// statement, open from `StartQuery` to `FinishQuery`, when `spans` is set; and when
+/// the last statement succeeded.
 struct StatementSpans {
     system: &'static str,
+    spans: bool,
     /// The statement running now (a connection runs one at a time). One whose future
     /// was dropped mid-way ends when the next one starts.
     open: Option<Span>,
+    /// When the last statement finished without an error.
+    answered: Option<Instant>,
+}
+
+impl StatementSpans {
+    fn new(system: &'static str, spans: bool) -> Self {
+        Self {
+            system,
+            spans,
+            open: None,
+            answered: None,
+        }
+    }
 }
 
 impl Instrumentation for StatementSpans {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
+            InstrumentationEvent::StartQuery { .. } if !self.spans => {}
             InstrumentationEvent::StartQuery { query, .. } => {
                 self.open = None;
                 let parent = Span::current();
@@ -84,6 +115,9 @@ impl Instrumentation for StatementSpans {
                 ));
             }
             InstrumentationEvent::FinishQuery { error, .. } => {
+                if error.is_none() {
+                    self.answered = Some(Instant::now());
+                }
                 if let (Some(span), Some(error)) = (self.open.take(), error) {
                     span.record("otel.status_code", "error");
                     span.record("otel.status_description", tracing::field::display(error));

@@ -65,15 +65,19 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, instrument::SpanCa
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// The check-out ping of a pooled MySQL connection (`SELECT 1`), safe to cancel.
+/// The check-out ping of a pooled MySQL connection (`SELECT 1`), safe to cancel; skipped
+/// for a connection whose last statement succeeded less than `bypass` ago.
 ///
 /// bb8 pings a connection when `get()` hands it out; if the caller's future is dropped
 /// during that ping, bb8 puts the connection back as healthy with the answer unread
 /// (the next caller then reads it: "can't parse: buf doesn't have enough data"). The
 /// connection is marked failed for the duration of the ping, so a cut-off ping leaves it
 /// failed and the pool discards it.
-async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection) -> QueryResult<()> {
+async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection, bypass: Duration) -> QueryResult<()> {
     use diesel::IntoSql;
+    if instrument::answered_within(conn, bypass) {
+        return Ok(());
+    }
     use diesel_async::TransactionManager;
     type Tm = <AsyncMysqlConnection as AsyncConnection>::TransactionManager;
     Tm::transaction_manager_status_mut(conn).set_in_error();
@@ -83,6 +87,17 @@ async fn cancel_safe_ping(conn: &mut AsyncMysqlConnection) -> QueryResult<()> {
     *Tm::transaction_manager_status_mut(conn) = Default::default();
     Ok(())
 }
+
+/// How recently a pooled connection to a single MySQL server must have answered a
+/// statement for its check-out ping to be skipped (HikariCP's `aliveBypassWindow`).
+/// Under load every connection is that fresh, and the ping was a round trip per
+/// check-out: a third of a GetCustomer's. A server that went away within the window is
+/// down (one host, nowhere else to go): the call fails on its first statement instead
+/// of the ping, UNAVAILABLE either way, and the connection is discarded. Pools with
+/// somewhere else to go always ping: a primary listing several hosts (the ping moves a
+/// check-out to a live node) and a read replica (a failed ping sends the read to the
+/// primary).
+const PING_BYPASS: Duration = Duration::from_millis(500);
 
 /// The most connections a SQLite pool opens, whatever `--db-max-connections` says: one
 /// file, one writer at a time, and readers need few.
@@ -752,11 +767,18 @@ impl Db {
     ) -> anyhow::Result<Db> {
         let db = match DatabaseUrl::parse(url)? {
             DatabaseUrl::Mysql(url) => Db::Mysql(MysqlPool {
-                pool: mysql_pool(
-                    url,
-                    options.max_for(Backend::Mysql),
-                    options.acquire_timeout,
-                ),
+                pool: {
+                    let bypass = match mysql_hosts(&url).len() {
+                        1 => PING_BYPASS,
+                        _ => Duration::ZERO,
+                    };
+                    mysql_pool(
+                        url,
+                        options.max_for(Backend::Mysql),
+                        options.acquire_timeout,
+                        bypass,
+                    )
+                },
                 health: Arc::default(),
                 replica: None,
                 fallback: None,
@@ -829,7 +851,12 @@ impl Db {
         // A replica that does not hand out a connection soon sends the read to the
         // primary rather than holding it for the whole acquire timeout.
         let wait = options.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT);
-        let pool = mysql_pool(url.clone(), options.max_for(Backend::Mysql), wait);
+        let pool = mysql_pool(
+            url.clone(),
+            options.max_for(Backend::Mysql),
+            wait,
+            Duration::ZERO,
+        );
         let replica = Arc::new(replica::Replica::new(pool, max_lag));
         tokio::spawn(replica::watch(
             Arc::downgrade(&replica),
@@ -926,10 +953,16 @@ const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A MySQL pool over `url` (several hosts: each new connection goes to the first that
 /// answers) whose check-out ping is cancel-safe.
-fn mysql_pool(url: String, max_size: u32, wait: Duration) -> Pool<AsyncMysqlConnection> {
+fn mysql_pool(
+    url: String,
+    max_size: u32,
+    wait: Duration,
+    ping_bypass: Duration,
+) -> Pool<AsyncMysqlConnection> {
     let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
-    config.recycling_method =
-        RecyclingMethod::CustomFunction(Box::new(|conn| cancel_safe_ping(conn).boxed()));
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
+        cancel_safe_ping(conn, ping_bypass).boxed()
+    }));
     config.custom_setup = Box::new(|url| {
         connect_mysql_any(url)
             .map(|c| instrument::traced(c, "mysql"))

@@ -46,6 +46,8 @@ pub struct Sql {
     pub binds: Vec<Bind>,
     /// Whether a WHERE clause was opened by [`Sql::and`].
     has_where: bool,
+    /// Whether connections keep the statement prepared (see [`Sql::kept`]).
+    pub kept: bool,
 }
 
 impl From<&str> for Sql {
@@ -61,6 +63,15 @@ impl Sql {
     /// Appends SQL text.
     pub fn push(&mut self, s: &str) -> &mut Self {
         self.text.push_str(s);
+        self
+    }
+
+    /// The same statement, kept prepared by the connections that run it (diesel's
+    /// statement cache, keyed by the text), as diesel's own statements are. Only for a
+    /// statement with a few fixed texts read again and again (the change feed's pages):
+    /// every text stays prepared on every connection for its life.
+    pub fn kept(mut self) -> Self {
+        self.kept = true;
         self
     }
 
@@ -321,6 +332,49 @@ impl<DB: diesel::backend::Backend, E: QueryFragment<DB>> QueryFragment<DB> for W
                 Ok(())
             }
         }
+    }
+}
+
+/// Any of `conds` for DSL statements: `(c1 OR c2 ...)`, `1 = 0` when there is none.
+pub fn any_of<E>(conds: Vec<E>) -> AnyOf<E> {
+    AnyOf(conds)
+}
+
+/// See [`any_of`].
+#[derive(Debug, Clone)]
+pub struct AnyOf<E>(Vec<E>);
+
+impl<E: Expression<SqlType = diesel::sql_types::Bool>> Expression for AnyOf<E> {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<E: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for AnyOf<E> where AnyOf<E>: Expression {}
+
+impl<E: ValidGrouping<()>> ValidGrouping<()> for AnyOf<E> {
+    type IsAggregate = E::IsAggregate;
+}
+
+// The number of conditions changes the text: no static id (see [`Scope`]).
+impl<E> QueryId for AnyOf<E> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: diesel::backend::Backend, E: QueryFragment<DB>> QueryFragment<DB> for AnyOf<E> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        if self.0.is_empty() {
+            out.push_sql("1 = 0");
+            return Ok(());
+        }
+        out.push_sql("(");
+        for (i, cond) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(" OR ");
+            }
+            cond.walk_ast(out.reborrow())?;
+        }
+        out.push_sql(")");
+        Ok(())
     }
 }
 
@@ -648,6 +702,30 @@ mod tests {
         has_channel: true,
         order: &["occur_time", "id"],
     };
+
+    #[test]
+    fn any_of_joins_its_conditions_with_or_and_holds_none_without_any() {
+        use communications::occur_time as t;
+        let text = |conds: Vec<_>| {
+            let q = communications::table
+                .filter(any_of(conds))
+                .select(communications::id);
+            diesel::debug_query::<Sqlite, _>(&q).to_string()
+        };
+        let range = |a: u32, b: u32| t.ge(at(a)).and(t.lt(at(b)));
+        let two = text(vec![range(1, 2), range(5, 9)]);
+        let (a, b) = (
+            "((`communications`.`occur_time` >= ?) AND (`communications`.`occur_time` < ?))",
+            " -- binds: [2024-03-01T00:00:00, 2024-03-02T00:00:00",
+        );
+        let head = "SELECT `communications`.`id` FROM `communications` WHERE ";
+        assert_eq!(
+            two,
+            format!("{head}({a} OR {a}){b}, 2024-03-05T00:00:00, 2024-03-09T00:00:00]")
+        );
+        assert_eq!(text(vec![range(1, 2)]), format!("{head}({a}){b}]"));
+        assert_eq!(text(Vec::new()), format!("{head}1 = 0 -- binds: []"));
+    }
 
     #[test]
     fn keyset_bounds_nest_per_column_with_a_leading_range() {

@@ -475,6 +475,31 @@ pub async fn customer_month_sentiment(
         .collect())
 }
 
+/// The time and sentiment score of each of one customer's communications dated in any
+/// of `ranges` (`[start, end)` each), in one statement (the `(customer_id, occur_time)`
+/// index, a range per entry).
+pub async fn customer_scores(
+    db: &Db,
+    customer_id: i64,
+    ranges: &[(NaiveDateTime, NaiveDateTime)],
+) -> Result<Vec<(NaiveDateTime, Option<i16>)>> {
+    let within = query::any_of(
+        ranges
+            .iter()
+            .map(|&(start, end)| {
+                communications::occur_time
+                    .ge(start)
+                    .and(communications::occur_time.lt(end))
+            })
+            .collect(),
+    );
+    let query = communications::table
+        .filter(communications::customer_id.eq(customer_id))
+        .filter(within)
+        .select((communications::occur_time, communications::sentiment));
+    with_conn!(db, |conn| Ok::<_, Error>(conn.any().load(query).await?))
+}
+
 /// One customer's sentiment in `[start, end)`, from its rows (the `(customer_id,
 /// occur_time)` index).
 pub async fn customer_sentiment(

@@ -877,29 +877,50 @@ pub async fn sentiment_trend(
     if let Some((a, b)) = split.units {
         by_month.extend(whole.range(a..b).map(|(&m, &t)| (m, t)));
     }
+    // What the rollup leaves to the rows: each range with its month and sign.
+    let mut reads: Vec<RowsRead> = Vec::new();
     for piece in split.edges.iter().flat_map(|&e| month_pieces(e)) {
-        deadline.check("the sentiment of a partial month")?;
         let m = month_of(piece.0);
         let month = (month_start(m), month_start(m + 1));
         let all = whole.get(&m).copied().unwrap_or_default();
-        let tally = if all.n >= COMPLEMENT_FROM && (piece.1 - piece.0) * 2 > month.1 - month.0 {
-            let mut t = all;
+        if all.n >= COMPLEMENT_FROM && (piece.1 - piece.0) * 2 > month.1 - month.0 {
+            by_month.entry(m).or_default().add(all);
             for outside in [(month.0, piece.0), (piece.1, month.1)] {
-                if outside.0 < outside.1 {
-                    let rows = queries::customer_sentiment(db, customer_id, outside).await?;
-                    t.add(rows.negated());
-                }
+                reads.push(RowsRead::new(outside, m, -1, all));
             }
-            t
         } else {
-            queries::customer_sentiment(db, customer_id, piece).await?
-        };
-        by_month.entry(m).or_default().add(tally);
+            reads.push(RowsRead::new(piece, m, 1, all));
+        }
     }
     if hi > end {
-        deadline.check("the sentiment dated after the range")?;
-        let later = queries::customer_sentiment(db, customer_id, (end, hi)).await?;
-        by_month.entry(last).or_default().add(later.negated());
+        let all = whole.get(&last).copied().unwrap_or_default();
+        reads.push(RowsRead::new((end, hi), last, -1, all));
+    }
+    // A month the rollup holds no row of has none to read; the ranges of the months with
+    // fewer than `COMPLEMENT_FROM` rows are read as rows in one statement, the others
+    // each as one sum.
+    reads.retain(|r| r.range.0 < r.range.1 && r.month_rows > 0);
+    let (few, many): (Vec<RowsRead>, Vec<RowsRead>) = reads
+        .into_iter()
+        .partition(|r| r.month_rows < COMPLEMENT_FROM);
+    if !few.is_empty() {
+        deadline.check("the sentiment of partial months")?;
+        let ranges: Vec<_> = few.iter().map(|r| r.range).collect();
+        for (t, score) in queries::customer_scores(db, customer_id, &ranges).await? {
+            for r in few.iter().filter(|r| r.range.0 <= t && t < r.range.1) {
+                let mut one = Tally::of_score(score, r.sign);
+                one.n = r.sign;
+                by_month.entry(r.month).or_default().add(one);
+            }
+        }
+    }
+    for r in many {
+        deadline.check("the sentiment of a partial month")?;
+        let mut tally = queries::customer_sentiment(db, customer_id, r.range).await?;
+        if r.sign < 0 {
+            tally = tally.negated();
+        }
+        by_month.entry(r.month).or_default().add(tally);
     }
     Ok((first..=last)
         .map(|m| {
@@ -913,8 +934,30 @@ pub async fn sentiment_trend(
 }
 
 /// A customer-month with at least this many communications has the sentiment of a part
-/// holding most of it read as the month less the rest.
+/// holding most of it read as the month less the rest, and its parts read as sums;
+/// those of a smaller month are read as rows, all in one statement.
 const COMPLEMENT_FROM: i64 = 2_000;
+
+/// A range of one customer's rows whose sentiment the trend adds (`sign` 1) or takes
+/// away (-1) for `month`, which the rollup says holds `month_rows` rows.
+#[derive(Debug, Clone, Copy)]
+struct RowsRead {
+    range: (NaiveDateTime, NaiveDateTime),
+    month: i64,
+    sign: i64,
+    month_rows: i64,
+}
+
+impl RowsRead {
+    fn new(range: (NaiveDateTime, NaiveDateTime), month: i64, sign: i64, all: Tally) -> Self {
+        Self {
+            range,
+            month,
+            sign,
+            month_rows: all.n,
+        }
+    }
+}
 
 /// `[start, end)` cut at UTC month starts.
 fn month_pieces(

@@ -370,16 +370,20 @@ backend_tests! {
         let read = statements_per_call(&app.database_url, &[], c, false).await;
         let indexed = statements_per_call(&app.database_url, &["--content-index", "true"], c, true).await;
         eprintln!("statements under GetCustomer, frequency, insights: database path {read:?}, index {indexed:?}");
-        // GetCustomer: the pool's check-out ping, the customer and its tags.
-        assert_eq!(read[0], indexed[0]);
+        // GetCustomer: the customer and its tags, after the pool's check-out ping when the
+        // connection had been idle (half a second: one the index's load just used is not
+        // pinged again).
+        for n in [read[0], indexed[0]] {
+            assert!((2..=3).contains(&n), "{read:?} {indexed:?}");
+        }
         // From the index, the frequency report checks the customer is not merged and
-        // insights read the customer, its money and its tickets on one connection, and
+        // insights read the customer, its tags, money and tickets on one connection, and
         // the sentiment trend from the customer-month rollup (the whole months, and the
         // current month's rows dated after now); the feed's catch-up is shared between
         // calls (its own task, outside the call's span). The database path reads the
         // customer's rows per figure, in pages.
         assert!(indexed[1] <= 2, "{indexed:?}");
-        assert!(indexed[2] <= indexed[0] + 5, "{indexed:?}");
+        assert!(indexed[2] <= 8, "{indexed:?}");
         assert!(read[1] >= 4, "{read:?}");
         assert!(read[2] >= indexed[2] + 5, "{read:?} {indexed:?}");
     }

@@ -293,6 +293,55 @@ backend_tests! {
         assert_eq!(counts(&from_january.sentiment), (2, 1, 2));
     }
 
+    async fn a_trend_without_an_end_leaves_out_what_is_dated_after_now(app: &TestApp) {
+        // This month: one angry note already, one happy note dated later this month; one
+        // angry note last month. Without an end the range ends now: the current month
+        // is its rollup row less the rows dated after now.
+        use chrono::{Datelike, TimeZone, Utc};
+        let now = Utc::now();
+        let month = Utc
+            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+            .single()
+            .expect("month start");
+        let next = month + chrono::Months::new(1);
+        let last = month - chrono::Months::new(1);
+        let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let customer = new_customer(app, "Open-ended").await;
+        let mut comms = app.communications();
+        for (content, at) in [
+            (ANGRY_EN, last + chrono::Duration::days(3)),
+            (ANGRY_ZH, month + (now - month) / 2),
+            // Within the day a communication may be dated ahead, and within this month.
+            (HAPPY_EN, now + ((next - now) / 2).min(chrono::Duration::hours(12))),
+        ] {
+            comms
+                .log_communication(log(note(customer, content, &rfc(at)), ""))
+                .await
+                .expect("log");
+        }
+        let insights = app
+            .analytics()
+            .get_customer_insights(pb::GetCustomerInsightsRequest {
+                customer_id: customer,
+                start_time: Some(ts(&rfc(last))),
+                ..Default::default()
+            })
+            .await
+            .expect("insights")
+            .into_inner();
+        let trend: Vec<_> = insights
+            .sentiment_trend
+            .iter()
+            .map(|p| (p.start_time.map(|t| t.seconds), counts(&p.sentiment)))
+            .collect();
+        assert_eq!(
+            trend,
+            vec![(Some(last.timestamp()), (1, 0, 0)), (Some(month.timestamp()), (1, 0, 0))]
+        );
+        assert_eq!(counts(&insights.sentiment), (2, 0, 0));
+        assert_eq!(insights.total_count, 2);
+    }
+
     async fn the_trend_of_a_busy_customer_counts_partial_months_exactly(app: &TestApp) {
         // 2,400 communications in March 2024 (more than a busy month's threshold), one in
         // three negative, and a few in February and April.

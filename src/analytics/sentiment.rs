@@ -163,6 +163,15 @@ impl Tally {
         }
     }
 
+    /// One communication scored `score` (`None`: not scored yet), counted `sign` times,
+    /// `n` included.
+    pub fn of_row(score: Option<i16>, sign: i64) -> Tally {
+        Tally {
+            n: sign,
+            ..Tally::of_score(score, sign)
+        }
+    }
+
     /// Adds `other`'s figures.
     pub fn add(&mut self, other: Tally) {
         self.n += other.n;

@@ -4,7 +4,8 @@
 //! statement succeeded, so that the pool's check-out ping can be skipped right after one
 //! ([`answered_within`]).
 //!
-//! Off (the default), nothing is registered on a connection and nothing is measured.
+//! Off (the default), no span is opened and nothing is measured; a pooled MySQL
+//! connection only notes the time of each successful statement.
 //! On, each statement run inside a span (an RPC's, see `server::otel`) becomes a
 //! `db.statement` span with `db.system`, the SQL text without its bind values, and the
 //! error if the statement failed. Statements run outside any span (background work

@@ -79,11 +79,10 @@ pub struct Deltas {
 impl Deltas {
     /// The sums of `rows`, each counted `sign` (1 to add, -1 to remove).
     pub fn of(rows: impl IntoIterator<Item = Contribution>, sign: i64) -> Self {
-        Self::tallied(rows.into_iter().map(|r| {
-            let mut tally = Tally::of_score(r.sentiment, sign);
-            tally.n = sign;
-            (r, tally)
-        }))
+        Self::tallied(
+            rows.into_iter()
+                .map(|r| (r, Tally::of_row(r.sentiment, sign))),
+        )
     }
 
     /// What scoring stored rows that were not scored changes: their counts stay, their

@@ -908,9 +908,10 @@ pub async fn sentiment_trend(
         let ranges: Vec<_> = few.iter().map(|r| r.range).collect();
         for (t, score) in queries::customer_scores(db, customer_id, &ranges).await? {
             for r in few.iter().filter(|r| r.range.0 <= t && t < r.range.1) {
-                let mut one = Tally::of_score(score, r.sign);
-                one.n = r.sign;
-                by_month.entry(r.month).or_default().add(one);
+                by_month
+                    .entry(r.month)
+                    .or_default()
+                    .add(Tally::of_row(score, r.sign));
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The per-customer activity index: each customer's communications sorted by time, with
-//! their channel, direction, call duration and term ids, so one-customer reports
-//! (buckets, channel figures, first and last contact, mean and exact median gap, top
-//! terms) read only that customer's rows, in memory, without a statement per figure.
+//! their channel, direction, call duration, sentiment score and term ids, so one-customer
+//! reports (buckets, channel figures, first and last contact, mean and exact median gap,
+//! top terms, the sentiment per month) read only that customer's rows, in memory, without
+//! a statement per figure.
 //!
 //! Pure data structure, no I/O: `service::content_index` fills it beside the content
 //! index and keeps it current (inserts, deletes by id, customer merges). Answers equal
@@ -10,7 +11,10 @@
 //! gaps by [`GapStats`] over `(time, id)` order, terms by [`super::terms::terms`] ranked as
 //! [`super::terms::TermCounter::top`] ranks them. A customer with a row the compact
 //! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
-//! row, a call-time sum past 64 bits) answers `None`, and the caller reads the database.
+//! row, a call longer than [`MAX_DURATION`], a call-time sum past 64 bits) answers
+//! `None`, and the caller reads the database. The sentiment per month is also left to the
+//! database over more than [`TREND_ROWS`] rows or a row not scored yet: the background
+//! scorer may have scored it since, and only the database knows.
 //!
 //! A customer with [`TERM_TOTALS_FROM`] rows or more (a key account) also keeps its term
 //! totals and a [`Big`]: per channel and direction its sorted times, its sorted gaps and
@@ -26,12 +30,16 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::OnceLock;
 
 use super::gaps::{mean_gap_micros, median_in_place};
-use super::rollup::SLOT_SECS;
+use super::rollup::{month_of, month_start, SLOT_SECS};
+use super::sentiment::Tally;
 use super::terms::terms;
 
 /// A customer with at least this many rows keeps its whole-history term counts, so a
 /// range covering most of its rows counts only the rows outside it.
 pub const TERM_TOTALS_FROM: usize = 16_384;
+/// Insights over at most this many rows count their sentiment per month from the rows;
+/// over more (a key account's year), the caller reads the customer-month rollup.
+pub const TREND_ROWS: usize = 16_384;
 /// Owner of an id whose row was removed (ids are never reused).
 const REMOVED: i64 = i64::MIN;
 
@@ -52,6 +60,8 @@ pub struct ActivityRow<'a> {
     pub call_duration_us: Option<i64>,
     /// What was said (only its terms are kept).
     pub content: &'a str,
+    /// Its sentiment score; `None`: not scored yet.
+    pub sentiment: Option<i16>,
 }
 
 /// One row of a customer, 32 bytes.
@@ -59,7 +69,9 @@ pub struct ActivityRow<'a> {
 struct Entry {
     time: i64,
     id: i64,
-    duration: i64,
+    /// The call duration in microseconds (below 2^47) above the sentiment score's 16
+    /// bits ([`UNSCORED`] for a row not scored yet).
+    duration_score: u64,
     /// Start of the row's term ids in its customer's `terms`.
     terms_at: u32,
     terms_len: u16,
@@ -67,9 +79,33 @@ struct Entry {
     direction: u8,
 }
 
+/// The score bits of a row not scored yet (scores lie in `-1000..=1000`).
+const UNSCORED: i16 = i16::MIN;
+/// Call durations the layout holds: `0..MAX_DURATION` microseconds (about 4.4 years;
+/// a stored call lasts at most a day).
+const MAX_DURATION: i64 = 1 << 47;
+
 impl Entry {
     fn key(&self) -> (i64, i64) {
         (self.time, self.id)
+    }
+
+    /// The layout of a duration and a score; `None` for a duration it cannot hold.
+    fn pack(duration: i64, score: Option<i16>) -> Option<u64> {
+        let duration = u64::try_from(duration)
+            .ok()
+            .filter(|&d| d < MAX_DURATION as u64)?;
+        let score = score.unwrap_or(UNSCORED);
+        Some(duration << 16 | u64::from(score as u16))
+    }
+
+    fn duration(&self) -> i64 {
+        (self.duration_score >> 16) as i64
+    }
+
+    /// The sentiment score; `None`: not scored yet.
+    fn score(&self) -> Option<i16> {
+        Some(self.duration_score as u16 as i16).filter(|&s| s != UNSCORED)
     }
 }
 
@@ -139,7 +175,7 @@ impl Big {
             });
             times[k].push(e.time);
             big.counts[e.channel as usize] += 1;
-            big.durations[e.channel as usize] += i128::from(e.duration);
+            big.durations[e.channel as usize] += i128::from(e.duration());
         }
         let mut order: Vec<usize> = (0..kinds.len()).collect();
         order.sort_unstable_by_key(|&k| kinds[k]);
@@ -170,7 +206,7 @@ impl Big {
             }
         }
         self.counts[e.channel as usize] += 1;
-        self.durations[e.channel as usize] += i128::from(e.duration);
+        self.durations[e.channel as usize] += i128::from(e.duration());
         if let Some(last) = last {
             let g = gap(last, e);
             self.fresh_gaps.push(g);
@@ -510,6 +546,10 @@ pub struct InsightFigures {
     pub mean_gap_us: Option<i64>,
     /// Top terms: count descending, ties by term.
     pub top_terms: Vec<(String, u64)>,
+    /// Per UTC calendar month (`rollup::month_of`) holding a row in range, ascending,
+    /// the sentiment of those rows; `None` when the range holds more than
+    /// [`TREND_ROWS`] rows or a row not scored yet (the caller reads the database).
+    pub sentiment_months: Option<Vec<(i64, Tally)>>,
 }
 
 /// Every customer's rows over one range, as a report on all customers needs them.
@@ -694,11 +734,16 @@ impl ActivityIndex {
                 (0, 0)
             }
         };
+        let duration_score = Entry::pack(row.call_duration_us.unwrap_or(0), row.sentiment)
+            .unwrap_or_else(|| {
+                customer.exotic = true;
+                0
+            });
         customer.push(
             Entry {
                 time: row.occur_micros,
                 id: row.id,
-                duration: row.call_duration_us.unwrap_or(0),
+                duration_score,
                 terms_at: 0,
                 terms_len: 0,
                 channel,
@@ -959,7 +1004,10 @@ impl ActivityIndex {
         totals: bool,
     ) -> Option<InsightFigures> {
         let Some(c) = self.customers.get(&customer) else {
-            return Some(InsightFigures::default());
+            return Some(InsightFigures {
+                sentiment_months: Some(Vec::new()),
+                ..InsightFigures::default()
+            });
         };
         if c.exotic {
             return None;
@@ -975,13 +1023,13 @@ impl ActivityIndex {
                 durations.copy_from_slice(&big.durations);
                 for e in c.rows[..range.start].iter().chain(&c.rows[range.end..]) {
                     counts[e.channel as usize] -= 1;
-                    durations[e.channel as usize] -= i128::from(e.duration);
+                    durations[e.channel as usize] -= i128::from(e.duration());
                 }
             }
             _ => {
                 for e in rows {
                     counts[e.channel as usize] += 1;
-                    durations[e.channel as usize] += i128::from(e.duration);
+                    durations[e.channel as usize] += i128::from(e.duration());
                 }
             }
         }
@@ -1004,6 +1052,7 @@ impl ActivityIndex {
             last,
             mean_gap_us,
             top_terms: self.top_terms(c, range, top_terms, totals),
+            sentiment_months: sentiment_months(rows),
         })
     }
 
@@ -1329,6 +1378,31 @@ fn frequency_fast(
     Some(out)
 }
 
+/// The sentiment of `rows` (sorted by time) per UTC calendar month holding one, in
+/// month order; `None` past [`TREND_ROWS`] rows or at a row not scored yet.
+fn sentiment_months(rows: &[Entry]) -> Option<Vec<(i64, Tally)>> {
+    if rows.len() > TREND_ROWS {
+        return None;
+    }
+    let mut months: Vec<(i64, Tally)> = Vec::new();
+    // Start of the month after the last one pushed, µs.
+    let mut next = i64::MIN;
+    for e in rows {
+        let score = e.score()?;
+        if months.is_empty() || e.time >= next {
+            let month = month_of(chrono::DateTime::from_timestamp_micros(e.time)?.naive_utc());
+            next = month_start(month + 1).and_utc().timestamp_micros();
+            if next <= e.time {
+                // Past the last month chrono represents: one month to the end.
+                next = i64::MAX;
+            }
+            months.push((month, Tally::default()));
+        }
+        months.last_mut()?.1.add(Tally::of_row(Some(score), 1));
+    }
+    Some(months)
+}
+
 /// A ranked term, ordered worst last: fewer rows, then the later name.
 #[derive(PartialEq, Eq)]
 struct Worse<'a> {
@@ -1414,6 +1488,7 @@ mod tests {
         micros: i64,
         duration: Option<i64>,
         content: String,
+        score: Option<i16>,
     }
 
     const WORDS: &[&str] = &[
@@ -1475,6 +1550,8 @@ mod tests {
                     },
                     duration: (channel == 1).then(|| rng.below(3_600_000_000) as i64),
                     content,
+                    // Now and then a row not scored yet.
+                    score: (rng.below(300) != 0).then(|| rng.below(2001) as i16 - 1000),
                 }
             })
             .collect()
@@ -1489,6 +1566,7 @@ mod tests {
             occur_micros: r.micros,
             call_duration_us: r.duration,
             content: &r.content,
+            sentiment: r.score,
         }
     }
 
@@ -1567,6 +1645,16 @@ mod tests {
             counter.add_text(&r.content);
             gaps.push(r.customer, r.micros);
         }
+        // The trend per month as the rollup's months and the rows read it.
+        let mut months = BTreeMap::<i64, Tally>::new();
+        for r in &rows {
+            let month = month_of(utc(r.micros).naive_utc());
+            months
+                .entry(month)
+                .or_default()
+                .add(Tally::of_row(r.score, 1));
+        }
+        let scored = rows.len() <= TREND_ROWS && rows.iter().all(|r| r.score.is_some());
         InsightFigures {
             channels: channels
                 .into_iter()
@@ -1577,6 +1665,7 @@ mod tests {
             last: rows.last().map(|r| r.micros),
             mean_gap_us: gaps.mean_micros(),
             top_terms: counter.top(n),
+            sentiment_months: scored.then(|| months.into_iter().collect()),
         }
     }
 
@@ -2021,6 +2110,7 @@ mod tests {
                 occur_micros: T0 + t,
                 call_duration_us: None,
                 content: "",
+                sentiment: Some(0),
             })
             .collect();
         index.insert_all(&given, 1);
@@ -2071,6 +2161,116 @@ mod tests {
     }
 
     #[test]
+    fn the_sentiment_per_month_counts_each_row_in_its_utc_month_or_leaves_it_to_the_database() {
+        let mut index = ActivityIndex::new();
+        // 2024-02-01T00:00:00Z.
+        let feb = T0 + 31 * DAY;
+        let row = |id, occur_micros, sentiment| ActivityRow {
+            id,
+            customer_id: 7,
+            channel: 1,
+            direction: 1,
+            occur_micros,
+            call_duration_us: Some(60_000_000),
+            content: "",
+            sentiment,
+        };
+        index.insert_all(
+            &[
+                row(1, feb - 1, Some(-600)),
+                row(2, feb, Some(700)),
+                row(3, T0, Some(0)),
+                row(4, feb + DAY, Some(-10)),
+            ],
+            1,
+        );
+        let months = |index: &ActivityIndex, start, end| {
+            index.insights(7, start, end, 0).unwrap().sentiment_months
+        };
+        let (jan, feb_month) = (2024 * 12, 2024 * 12 + 1);
+        let tally = |n, negative, positive, sum| Tally {
+            n,
+            negative,
+            positive,
+            sum,
+        };
+        assert_eq!(
+            months(&index, i64::MIN, i64::MAX),
+            Some(vec![
+                (jan, tally(2, 1, 0, -600)),
+                (feb_month, tally(2, 0, 1, 690))
+            ])
+        );
+        // The range's own rows only; an empty range has no month.
+        assert_eq!(
+            months(&index, feb, feb + 1),
+            Some(vec![(feb_month, tally(1, 0, 1, 700))])
+        );
+        assert_eq!(months(&index, T0 + 1, feb - 1), Some(Vec::new()));
+        // Call durations are kept beside the scores.
+        let figures = index.insights(7, i64::MIN, i64::MAX, 0).unwrap();
+        assert_eq!(figures.channels, vec![(1, 4, 240_000_000)]);
+        // A row not scored yet in range: the database answers (the scorer may have
+        // scored it since); outside the range it does not matter.
+        index.insert_all(&[row(5, feb + 2 * DAY, None)], 1);
+        assert_eq!(months(&index, i64::MIN, i64::MAX), None);
+        assert_eq!(
+            months(&index, T0, feb),
+            Some(vec![(jan, tally(2, 1, 0, -600))])
+        );
+        // More rows than the walk takes: the rollup answers.
+        let many: Vec<ActivityRow<'_>> = (0..=TREND_ROWS as i64)
+            .map(|i| ActivityRow {
+                customer_id: 8,
+                ..row(100 + i, T0 + i, Some(1))
+            })
+            .collect();
+        index.insert_all(&many, 1);
+        let whole = index.insights(8, i64::MIN, i64::MAX, 0).unwrap();
+        assert_eq!(whole.total, TREND_ROWS as i64 + 1);
+        assert_eq!(whole.sentiment_months, None);
+        let fewer = index.insights(8, T0, T0 + TREND_ROWS as i64, 0).unwrap();
+        assert_eq!(
+            fewer.sentiment_months,
+            Some(vec![(
+                jan,
+                tally(TREND_ROWS as i64, 0, 0, TREND_ROWS as i64)
+            )])
+        );
+    }
+
+    #[test]
+    fn a_call_duration_the_layout_cannot_hold_makes_its_customer_answer_none() {
+        assert_eq!(
+            Entry::pack(86_400_000_000, Some(-1000)).map(|p| p >> 16),
+            Some(86_400_000_000)
+        );
+        let mut index = ActivityIndex::new();
+        let row = |id, customer_id, call_duration_us| ActivityRow {
+            id,
+            customer_id,
+            channel: 1,
+            direction: 1,
+            occur_micros: T0,
+            call_duration_us: Some(call_duration_us),
+            content: "",
+            sentiment: Some(5),
+        };
+        index.insert_all(
+            &[
+                row(1, 7, MAX_DURATION - 1),
+                row(2, 8, MAX_DURATION),
+                row(3, 9, -1),
+            ],
+            1,
+        );
+        let figures = index.insights(7, i64::MIN, i64::MAX, 0).unwrap();
+        assert_eq!(figures.channels, vec![(1, 1, MAX_DURATION - 1)]);
+        assert!(index.insights(8, i64::MIN, i64::MAX, 0).is_none());
+        assert!(index.insights(9, i64::MIN, i64::MAX, 0).is_none());
+    }
+
+    #[test]
     fn a_row_the_layout_cannot_hold_makes_its_customer_answer_none() {
         let mut index = ActivityIndex::new();
         let row = |id, channel| ActivityRow {
@@ -2081,6 +2281,7 @@ mod tests {
             occur_micros: T0,
             call_duration_us: None,
             content: "refund",
+            sentiment: Some(-300),
         };
         index.insert_all(&[row(1, 1), row(2, 1)], 1);
         assert!(index.insights(7, i64::MIN, i64::MAX, 5).is_some());
@@ -2103,7 +2304,10 @@ mod tests {
         // Another customer answers, an unknown one answers zeros.
         assert_eq!(
             index.insights(8, i64::MIN, i64::MAX, 5),
-            Some(InsightFigures::default())
+            Some(InsightFigures {
+                sentiment_months: Some(Vec::new()),
+                ..InsightFigures::default()
+            })
         );
     }
 }

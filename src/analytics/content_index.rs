@@ -1847,12 +1847,23 @@ mod measure {
         let path = std::env::var("DEMO_DB").unwrap();
         let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
         // raw SQL: the content feed's own row type (QueryableByName), read synchronously
-        diesel::sql_query("SELECT id, customer_id, channel, occur_time, create_time, content FROM communications ORDER BY id")
-            .load::<crate::db::content_feed::FeedRow>(&mut conn)
-            .unwrap()
-            .into_iter()
-            .map(|f| (f.id, f.customer_id, f.channel, f.occur_time.and_utc().timestamp_micros(), f.content))
-            .collect()
+        diesel::sql_query(format!(
+            "SELECT {} FROM communications ORDER BY id",
+            crate::db::content_feed::FEED_SELECT_LIST
+        ))
+        .load::<crate::db::content_feed::FeedRow>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            (
+                f.id,
+                f.customer_id,
+                f.channel,
+                f.occur_time.and_utc().timestamp_micros(),
+                f.content,
+            )
+        })
+        .collect()
     }
 
     /// DEMO_DB's rows ten times over (ids moved on), keyword counts and top terms timed.

@@ -9,7 +9,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Integer, Nullable, SmallInt, Text, Timestamp};
 use diesel::QueryableByName;
 
 use super::dialect::{columns, Conn};
@@ -47,11 +47,14 @@ pub struct FeedRow {
     /// What was said.
     #[diesel(sql_type = Text)]
     pub content: String,
+    /// Its sentiment score (for the per-customer activity index); `None`: not scored yet.
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    pub sentiment: Option<i16>,
 }
 
 /// The columns of [`FeedRow`], in its field order (it is read by position).
-pub(crate) const FEED_SELECT_LIST: &str =
-    "id, customer_id, channel, direction, call_duration_us, occur_time, create_time, content";
+pub(crate) const FEED_SELECT_LIST: &str = "id, customer_id, channel, direction, \
+     call_duration_us, occur_time, create_time, content, sentiment";
 
 /// `SELECT <FeedRow's columns> FROM communications`, for the feed reads to continue.
 fn feed_select() -> Sql {

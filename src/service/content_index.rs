@@ -889,6 +889,7 @@ fn activity_rows(rows: &[FeedRow]) -> Vec<ActivityRow<'_>> {
             occur_micros: row.occur_time.and_utc().timestamp_micros(),
             call_duration_us: row.call_duration_us,
             content: &row.content,
+            sentiment: row.sentiment,
         })
         .collect()
 }

@@ -923,7 +923,25 @@ pub async fn sentiment_trend(
         }
         by_month.entry(r.month).or_default().add(tally);
     }
-    Ok((first..=last)
+    Ok(trend_periods((start, end), clip, &by_month))
+}
+
+/// The trend of `[start, end)` (`start` before `end`) from its tallies per month: every
+/// month from `start`'s to the one holding `end`'s last instant, zero-filled, each period
+/// its whole month, the first and last clipped to `clip` (see [`sentiment_trend`]).
+fn trend_periods(
+    (start, end): (NaiveDateTime, NaiveDateTime),
+    clip: (Option<NaiveDateTime>, Option<NaiveDateTime>),
+    by_month: &BTreeMap<i64, Tally>,
+) -> Vec<(NaiveDateTime, NaiveDateTime, Tally)> {
+    if end <= start {
+        return Vec::new();
+    }
+    let (first, last) = (
+        month_of(start),
+        month_of(end - chrono::Duration::microseconds(1)),
+    );
+    (first..=last)
         .map(|m| {
             let from = clip.0.map_or(month_start(m), |c| month_start(m).max(c));
             let to = clip
@@ -931,7 +949,7 @@ pub async fn sentiment_trend(
                 .map_or(month_start(m + 1), |c| month_start(m + 1).min(c));
             (from, to, by_month.get(&m).copied().unwrap_or_default())
         })
-        .collect())
+        .collect()
 }
 
 /// A customer-month with at least this many communications has the sentiment of a part
@@ -1044,6 +1062,7 @@ async fn communication_figures(
         last: last.map(micros),
         mean_gap_us,
         top_terms: terms,
+        sentiment_months: None,
     })
 }
 
@@ -1090,7 +1109,7 @@ pub async fn insights(
         })
         .collect();
     let (first, last) = (f.first.and_then(naive), f.last.and_then(naive));
-    let (mean_gap_us, terms) = (f.mean_gap_us, f.top_terms);
+    let (mean_gap_us, terms, months) = (f.mean_gap_us, f.top_terms, f.sentiment_months);
 
     let mut transaction_count = 0;
     let mut totals = Vec::new();
@@ -1137,10 +1156,14 @@ pub async fn insights(
         })
     });
     let days = span_days(q.time_zone, utc(range_start), utc(end.max(range_start)));
-    // The trend runs from the first contact in range (none before it).
+    // The trend runs from the first contact in range (none before it): the rows of the
+    // communication figures, which the activity index counted per month when it could.
     let trend_range = (first.unwrap_or(end).max(range_start), end);
-    let sentiment_trend =
-        sentiment_trend(db, q.customer_id, trend_range, (q.start, q.end), deadline).await?;
+    let clip = (q.start, q.end);
+    let sentiment_trend = match months {
+        Some(months) => trend_periods(trend_range, clip, &months.into_iter().collect()),
+        None => sentiment_trend(db, q.customer_id, trend_range, clip, deadline).await?,
+    };
     let mut sentiment = Tally::default();
     for (_, _, t) in &sentiment_trend {
         sentiment.add(*t);

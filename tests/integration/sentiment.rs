@@ -342,6 +342,72 @@ backend_tests! {
         assert_eq!(insights.total_count, 2);
     }
 
+    async fn a_trend_over_rows_scored_after_the_index_read_them_comes_from_the_database(app: &TestApp) {
+        // A server with its activity index loaded (its upkeep ran at its start, before
+        // these rows), then rows stored as an older server stored them: no score,
+        // counted neutral. The index reads them at the next report; the upkeep scores
+        // them afterwards, which no index hears of: the trend must show the scores, as
+        // the database does.
+        let (_stop_index, rx) = tokio::sync::watch::channel(false);
+        let index = crm_comms::service::content_index::ContentIndexHandle::start(app.db.clone(), rx);
+        tokio::time::timeout(std::time::Duration::from_secs(60), index.wait_ready())
+            .await
+            .expect("the index loads");
+        let (indexed, _stop) = app.another_server(|_| {}, Some(index)).await;
+        let mut indexed = pb::analytics_service_client::AnalyticsServiceClient::new(indexed);
+        let customer = new_customer(app, "Scored late").await;
+        let mut comms = app.communications();
+        for (content, at) in [
+            (ANGRY_EN, "2024-05-10T08:00:00Z"),
+            (HAPPY_ZH, "2024-06-10T08:00:00Z"),
+            (ANGRY_ZH, "2024-06-11T08:00:00Z"),
+        ] {
+            comms
+                .log_communication(log(note(customer, content, at), ""))
+                .await
+                .expect("log");
+        }
+        app.execute(&format!(
+            "UPDATE communications SET sentiment = NULL WHERE customer_id = {customer}"
+        ))
+        .await;
+        for table in ["communication_slots", "communication_hours", "customer_months"] {
+            app.execute(&format!(
+                "UPDATE {table} SET negative = 0, positive = 0, sentiment_sum = 0"
+            ))
+            .await;
+        }
+        let request = pb::GetCustomerInsightsRequest {
+            customer_id: customer,
+            start_time: Some(ts("2024-05-01T00:00:00Z")),
+            end_time: Some(ts("2024-07-01T00:00:00Z")),
+            ..Default::default()
+        };
+        let trend = |r: &pb::GetCustomerInsightsResponse| -> Vec<(i64, i64, i64)> {
+            r.sentiment_trend.iter().map(|p| counts(&p.sentiment)).collect()
+        };
+        let before = indexed
+            .get_customer_insights(request.clone())
+            .await
+            .expect("insights")
+            .into_inner();
+        assert_eq!(before.total_count, 3, "the index read the rows");
+        assert_eq!(trend(&before), vec![(0, 1, 0), (0, 2, 0)]);
+
+        let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (scored, _) = crm_comms::service::maintenance::score_unscored(&app.db, 0, &shutdown)
+            .await
+            .expect("score");
+        assert_eq!(scored, 3);
+        let after = indexed
+            .get_customer_insights(request)
+            .await
+            .expect("insights")
+            .into_inner();
+        assert_eq!(trend(&after), vec![(1, 0, 0), (1, 0, 1)]);
+        assert_eq!(counts(&after.sentiment), (2, 0, 1));
+    }
+
     async fn the_trend_of_a_busy_customer_counts_partial_months_exactly(app: &TestApp) {
         // 2,400 communications in March 2024 (more than a busy month's threshold), one in
         // three negative, and a few in February and April.

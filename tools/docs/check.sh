@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The docs check: builds the debug binary (the Dockerfile's build command, in debug), then
+# The docs check: builds the debug binary (the Dockerfile's build command, in debug; not
+# when CRM_COMMS_BIN names one), then
 # runs every shell session of README.md and docs/*.md against it (tools/docs/check.py) and
 # exercises the Dockerfile, the systemd unit and the Kubernetes manifests
 # (tools/docs/deploy_check.py). Rules for writing sessions: docs/development.md.
@@ -9,7 +10,10 @@ cd "$(dirname "$0")/../.."
 
 log() { printf '[docs] %s\n' "$*"; }
 
-cargo build --locked --bin crm-comms
+# CRM_COMMS_BIN names a binary built already (.ci/run passes the one `cargo test` built).
+if [ -z "${CRM_COMMS_BIN:-}" ]; then
+  cargo build --locked --bin crm-comms
+fi
 
 # Tools the sessions use: buf (from npm, as .ci/run installs it), the sqlite3 shell, openssl,
 # curl; PyYAML for the manifests.

@@ -246,10 +246,12 @@ pub(super) async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> R
         w.customer
     );
 
+    // The server under test (`CRM_BENCH_SERVER` names another build).
+    let server = super::server_under_test();
     // The database path, once each (the server without the content index).
     let before = {
         let server =
-            common::Server::start_with(SERVER, &w.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")])
+            common::Server::start_with(&server, &w.url, STARTUP, &[("CRM_CONTENT_INDEX", "false")])
                 .await?;
         let mut a = AnalyticsServiceClient::new(server.channel().await?)
             .max_decoding_message_size(common::MAX_MESSAGE_BYTES);
@@ -275,7 +277,7 @@ pub(super) async fn measure(t: &Target, args: &Args, out: &mut Vec<Figure>) -> R
         before
     };
 
-    let server = common::Server::start(SERVER, &w.url, STARTUP).await?;
+    let server = common::Server::start(&server, &w.url, STARTUP).await?;
     let channel = server.channel().await?;
     let analytics = AnalyticsServiceClient::new(channel.clone())
         .max_decoding_message_size(common::MAX_MESSAGE_BYTES);

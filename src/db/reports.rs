@@ -7,6 +7,8 @@
 //! epoch arithmetic differs per backend. Everything returns rows or plain structs: what
 //! the figures mean (buckets, gaps, matches, money) is `service::reports`'s business.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::dsl::{count, count_star, max, min, sum};
 use diesel::helper_types::{max, min, sum};
@@ -926,6 +928,34 @@ pub struct CurrencyRow {
     pub nanos: i64,
 }
 
+/// Customer insights read at most this many transactions in range as rows and sum them
+/// in memory (one statement with the last order); a customer with more has them summed
+/// by [`currency_query`].
+const MONEY_ROWS: i64 = 64;
+
+/// `rows` summed per currency as [`currency_query`] sums them (the same halves: Rust's
+/// `/` and `%` truncate toward zero too), in currency code order.
+fn currency_rows(rows: &[TransactionRow]) -> Vec<CurrencyRow> {
+    const HALF: i64 = 1 << 32;
+    let mut by_code: BTreeMap<&str, CurrencyRow> = BTreeMap::new();
+    for r in rows {
+        let sums = by_code
+            .entry(r.currency_code.as_str())
+            .or_insert_with(|| CurrencyRow {
+                currency_code: r.currency_code.clone(),
+                n: 0,
+                units_hi: 0,
+                units_lo: 0,
+                nanos: 0,
+            });
+        sums.n += 1;
+        sums.units_hi += r.amount_units / HALF;
+        sums.units_lo += r.amount_units % HALF;
+        sums.nanos += i64::from(r.amount_nanos);
+    }
+    by_code.into_values().collect()
+}
+
 /// The statement of one customer's transactions in `[start, end)` summed per currency.
 /// `/` (SQLite) and DIV (MySQL) both truncate toward zero, and the remainder takes the
 /// sign of the dividend on both, so hi * 2^32 + lo == amount_units for every sign. The
@@ -969,16 +999,22 @@ pub async fn customer_money_and_tickets(
     let sums = currency_query(customer_id, start, end);
     with_conn!(db, |conn| {
         let customer = super::customers::get_on(conn, customer_id).await?;
-        let sums: Vec<CurrencyRow> = conn.any().load(sums).await?;
-        let last_order: Option<TransactionRow> = transactions::table
+        // Newest first: the last order, and when they are all, the sums.
+        let newest: Vec<TransactionRow> = transactions::table
             .filter(transactions::customer_id.eq(customer_id))
             .filter(transactions::occur_time.ge(start))
             .filter(transactions::occur_time.lt(end))
             .order((transactions::occur_time.desc(), transactions::id.desc()))
+            .limit(MONEY_ROWS + 1)
             .select(TransactionRow::as_select())
-            .first(conn)
-            .await
-            .optional()?;
+            .load(conn)
+            .await?;
+        let last_order = <[TransactionRow]>::first(&newest).cloned();
+        let sums: Vec<CurrencyRow> = if newest.len() as i64 > MONEY_ROWS {
+            conn.any().load(sums).await?
+        } else {
+            currency_rows(&newest)
+        };
         let tickets: Vec<TicketTimes> = service_tickets::table
             .filter(service_tickets::customer_id.eq(customer_id))
             .filter(service_tickets::open_time.ge(start))
@@ -1030,6 +1066,48 @@ mod tests {
             Utc.with_ymd_and_hms(2024, 3, 9, 5, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(2024, 3, 12, 4, 0, 0).unwrap(),
         )
+    }
+
+    #[test]
+    fn transactions_summed_in_memory_equal_the_halves_the_database_sums() {
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 5, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let row = |id, code: &str, amount_units, amount_nanos| TransactionRow {
+            id,
+            customer_id: 7,
+            order_number: format!("A{id}"),
+            product: "widget".into(),
+            currency_code: code.into(),
+            amount_units,
+            amount_nanos,
+            occur_time: at,
+            create_time: at,
+        };
+        let big = i64::MAX - 5;
+        let rows = [
+            row(1, "USD", big, 999_999_999),
+            row(2, "CNY", -(3 << 32) - 17, -5),
+            row(3, "USD", big, 1),
+            row(4, "CNY", 10, 700_000_000),
+        ];
+        let sums = currency_rows(&rows);
+        let codes: Vec<&str> = sums.iter().map(|s| s.currency_code.as_str()).collect();
+        assert_eq!(codes, ["CNY", "USD"]);
+        let whole = |s: &CurrencyRow| i128::from(s.units_hi) * (1 << 32) + i128::from(s.units_lo);
+        assert_eq!(
+            (sums[0].n, whole(&sums[0]), sums[0].nanos),
+            (2, -(3 << 32) - 7, 699_999_995)
+        );
+        assert_eq!(
+            (sums[1].n, whole(&sums[1]), sums[1].nanos),
+            (2, 2 * i128::from(big), 1_000_000_000)
+        );
+        // Each half as `DIV`/`/` and `%` make it: truncated, the remainder signed as the amount.
+        assert_eq!(sums[0].units_hi, -3);
+        assert_eq!(sums[0].units_lo, -17 + 10);
+        assert!(currency_rows(&[]).is_empty());
     }
 
     #[test]

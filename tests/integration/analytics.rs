@@ -410,6 +410,65 @@ backend_tests! {
         assert_eq!(ok.top_terms[0].count, 3000);
     }
 
+    async fn customer_insights_sum_many_transactions_as_they_sum_a_few(app: &TestApp) {
+        // 70 orders, one a day in May and June 2024, in two currencies: more than
+        // insights sum in memory over the whole range, a few over a week.
+        let c = new_customer(app, "busy buyer").await;
+        let mut customers = app.customers();
+        let day = 86_400;
+        let may = ts("2024-05-01T00:00:00Z").seconds;
+        let mut orders = Vec::new();
+        for i in 0..70i64 {
+            let code = if i % 3 == 0 { "USD" } else { "CNY" };
+            let (units, nanos) = (i * 1_000_003, ((i * 123_456_789) % 1_000_000_000) as i32);
+            let at = prost_types::Timestamp { seconds: may + i * day + 3600, nanos: 0 };
+            customers.create_transaction(pb::CreateTransactionRequest {
+                transaction: Some(pb::Transaction {
+                    customer_id: c,
+                    order_number: format!("B{i}"),
+                    product: "widget".into(),
+                    amount: Some(pb::Money { currency_code: code.into(), units, nanos }),
+                    occur_time: Some(at),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }).await.unwrap();
+            orders.push((at.seconds, code, units, nanos));
+        }
+        let expected = |start: i64, end: i64| {
+            let mut totals: std::collections::BTreeMap<&str, (i128, i128)> = Default::default();
+            let mut count = 0;
+            for &(at, code, units, nanos) in &orders {
+                if at >= start && at < end {
+                    let t = totals.entry(code).or_default();
+                    t.0 += i128::from(units);
+                    t.1 += i128::from(nanos);
+                    count += 1;
+                }
+            }
+            let totals: Vec<pb::Money> = totals
+                .into_iter()
+                .map(|(code, (units, nanos))| pb::Money {
+                    currency_code: code.into(),
+                    units: (units + nanos / 1_000_000_000) as i64,
+                    nanos: (nanos % 1_000_000_000) as i32,
+                })
+                .collect();
+            (count, totals)
+        };
+        for (start, end, last) in [(may, may + 70 * day, "B69"), (may + 10 * day, may + 17 * day, "B16")] {
+            let r = app.analytics().get_customer_insights(pb::GetCustomerInsightsRequest {
+                customer_id: c,
+                start_time: Some(prost_types::Timestamp { seconds: start, nanos: 0 }),
+                end_time: Some(prost_types::Timestamp { seconds: end, nanos: 0 }),
+                ..Default::default()
+            }).await.unwrap().into_inner();
+            let t = r.transactions.unwrap();
+            assert_eq!((t.count, t.totals), expected(start, end), "[{start}, {end})");
+            assert_eq!(t.last_order.unwrap().order_number, last);
+        }
+    }
+
     async fn customer_insights_sum_calls_money_and_tickets(app: &TestApp) {
         let c = new_customer(app, "insight").await;
         let call = |at: &str, secs: i64, nanos: i32| pb::Communication {

@@ -8,7 +8,7 @@ use crm_comms::analytics::sentiment::{score, Label};
 use crm_comms::pb;
 
 use crate::backend_tests;
-use crate::harness::{assert_invalid, import, log, new_customer, note, ts, TestApp};
+use crate::harness::{assert_invalid, import, log, log_each, new_customer, note, ts, TestApp};
 
 const HAPPY_EN: &str = "Thank you so much, the support was excellent and fast!";
 const ANGRY_EN: &str = "This is terrible. I am very angry and disappointed.";
@@ -46,6 +46,25 @@ async fn insights_over(
         .await
         .expect("insights")
         .into_inner()
+}
+
+/// `customer`'s communications as an older server stored them: no score, counted
+/// neutral, in the rows and in every rollup (this test's database holds no other scores).
+async fn unscore(app: &TestApp, customer: i64) {
+    app.execute(&format!(
+        "UPDATE communications SET sentiment = NULL WHERE customer_id = {customer}"
+    ))
+    .await;
+    for table in [
+        "communication_slots",
+        "communication_hours",
+        "customer_months",
+    ] {
+        app.execute(&format!(
+            "UPDATE {table} SET negative = 0, positive = 0, sentiment_sum = 0"
+        ))
+        .await;
+    }
 }
 
 /// A frequency report of every customer over 2024 by month, split by sentiment.
@@ -177,17 +196,7 @@ backend_tests! {
                 .into_inner();
             ids.push(c.id);
         }
-        // As an older server would have stored them: no score, counted neutral.
-        app.execute(&format!(
-            "UPDATE communications SET sentiment = NULL WHERE customer_id = {customer}"
-        ))
-        .await;
-        for table in ["communication_slots", "communication_hours", "customer_months"] {
-            app.execute(&format!(
-                "UPDATE {table} SET negative = 0, positive = 0, sentiment_sum = 0"
-            ))
-            .await;
-        }
+        unscore(app, customer).await;
         let unscored = comms
             .get_communication(pb::GetCommunicationRequest { id: ids[0] })
             .await
@@ -356,27 +365,17 @@ backend_tests! {
         let (indexed, _stop) = app.another_server(|_| {}, Some(index)).await;
         let mut indexed = pb::analytics_service_client::AnalyticsServiceClient::new(indexed);
         let customer = new_customer(app, "Scored late").await;
-        let mut comms = app.communications();
-        for (content, at) in [
-            (ANGRY_EN, "2024-05-10T08:00:00Z"),
-            (HAPPY_ZH, "2024-06-10T08:00:00Z"),
-            (ANGRY_ZH, "2024-06-11T08:00:00Z"),
-        ] {
-            comms
-                .log_communication(log(note(customer, content, at), ""))
-                .await
-                .expect("log");
-        }
-        app.execute(&format!(
-            "UPDATE communications SET sentiment = NULL WHERE customer_id = {customer}"
-        ))
+        log_each(
+            app,
+            [
+                (ANGRY_EN, "2024-05-10T08:00:00Z"),
+                (HAPPY_ZH, "2024-06-10T08:00:00Z"),
+                (ANGRY_ZH, "2024-06-11T08:00:00Z"),
+            ]
+            .map(|(content, at)| note(customer, content, at)),
+        )
         .await;
-        for table in ["communication_slots", "communication_hours", "customer_months"] {
-            app.execute(&format!(
-                "UPDATE {table} SET negative = 0, positive = 0, sentiment_sum = 0"
-            ))
-            .await;
-        }
+        unscore(app, customer).await;
         let request = pb::GetCustomerInsightsRequest {
             customer_id: customer,
             start_time: Some(ts("2024-05-01T00:00:00Z")),

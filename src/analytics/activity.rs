@@ -11,7 +11,7 @@
 //! gaps by [`GapStats`] over `(time, id)` order, terms by [`super::terms::terms`] ranked as
 //! [`super::terms::TermCounter::top`] ranks them. A customer with a row the compact
 //! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
-//! row, a call longer than [`MAX_DURATION`], a call-time sum past 64 bits) answers
+//! row, a call of 2^47 microseconds or more, a call-time sum past 64 bits) answers
 //! `None`, and the caller reads the database. The sentiment per month is also left to the
 //! database over more than [`TREND_ROWS`] rows or a row not scored yet: the background
 //! scorer may have scored it since, and only the database knows.

@@ -13,8 +13,8 @@
 //! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
 //! row, a call of 2^47 microseconds or more, a call-time sum past 64 bits) answers
 //! `None`, and the caller reads the database. The sentiment per month is also left to the
-//! database over more than [`TREND_ROWS`] rows or a row not scored yet: the background
-//! scorer may have scored it since, and only the database knows.
+//! database when a row in range is not scored yet: the background scorer may have scored
+//! it since, and only the database knows.
 //!
 //! A customer with [`TERM_TOTALS_FROM`] rows or more (a key account) also keeps its term
 //! totals and a [`Big`]: per channel and direction its sorted times, its sorted gaps and
@@ -37,9 +37,6 @@ use super::terms::terms;
 /// A customer with at least this many rows keeps its whole-history term counts, so a
 /// range covering most of its rows counts only the rows outside it.
 pub const TERM_TOTALS_FROM: usize = 16_384;
-/// Insights over at most this many rows count their sentiment per month from the rows;
-/// over more (a key account's year), the caller reads the customer-month rollup.
-pub const TREND_ROWS: usize = 16_384;
 /// Owner of an id whose row was removed (ids are never reused).
 const REMOVED: i64 = i64::MIN;
 
@@ -154,6 +151,74 @@ struct Big {
     counts: Vec<i64>,
     /// Summed call duration per channel.
     durations: Vec<i128>,
+    /// Per UTC calendar month holding a row, the sentiment of its rows.
+    months: BTreeMap<i64, MonthSentiment>,
+}
+
+/// The sentiment of some rows: the scored ones' tally and how many are not scored yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MonthSentiment {
+    scored: Tally,
+    unscored: i64,
+}
+
+impl MonthSentiment {
+    fn add(&mut self, e: &Entry) {
+        match e.score() {
+            Some(score) => self.scored.add(Tally::of_row(Some(score), 1)),
+            None => self.unscored += 1,
+        }
+    }
+
+    /// The tally of the rows, when every one is scored.
+    fn tally(&self) -> Option<Tally> {
+        (self.unscored == 0).then_some(self.scored)
+    }
+
+    fn rows(&self) -> i64 {
+        self.scored.n + self.unscored
+    }
+}
+
+/// The UTC month of times met in ascending order, with chrono called only when the
+/// month changes.
+#[derive(Debug, Clone, Copy)]
+struct MonthCursor {
+    month: i64,
+    /// Start of `month` and of the month after it, µs (`start > next` before the first).
+    start: i64,
+    next: i64,
+}
+
+impl Default for MonthCursor {
+    fn default() -> Self {
+        MonthCursor {
+            month: 0,
+            start: i64::MAX,
+            next: i64::MIN,
+        }
+    }
+}
+
+impl MonthCursor {
+    /// The month of `time`; `None` outside chrono's range.
+    fn month(&mut self, time: i64) -> Option<i64> {
+        if time < self.start || time >= self.next {
+            self.month = month_of(chrono::DateTime::from_timestamp_micros(time)?.naive_utc());
+            self.start = month_micros(self.month);
+            self.next = month_micros(self.month + 1);
+            if self.next <= time {
+                // Past the last month chrono represents: one month to the end.
+                self.next = i64::MAX;
+            }
+        }
+        Some(self.month)
+    }
+}
+
+/// Start of a month index, µs since the epoch.
+fn month_micros(month: i64) -> i64 {
+    month_start(month).and_utc().timestamp_micros()
 }
 
 impl Big {
@@ -167,7 +232,11 @@ impl Big {
         };
         let mut times: Vec<Vec<i64>> = Vec::new();
         let mut kinds: Vec<(u8, u8)> = Vec::new();
+        let mut cursor = MonthCursor::default();
         for e in rows {
+            if let Some(m) = cursor.month(e.time) {
+                big.months.entry(m).or_default().add(e);
+            }
             let k = *slot.entry((e.channel, e.direction)).or_insert_with(|| {
                 kinds.push((e.channel, e.direction));
                 times.push(Vec::new());
@@ -207,6 +276,9 @@ impl Big {
         }
         self.counts[e.channel as usize] += 1;
         self.durations[e.channel as usize] += i128::from(e.duration());
+        if let Some(m) = MonthCursor::default().month(e.time) {
+            self.months.entry(m).or_default().add(e);
+        }
         if let Some(last) = last {
             let g = gap(last, e);
             self.fresh_gaps.push(g);
@@ -245,6 +317,7 @@ impl Big {
             + (self.gaps.capacity() + self.fresh_gaps.capacity()) * 8
             + self.counts.capacity() * 8
             + self.durations.capacity() * 16
+            + self.months.len() * 64
     }
 
     /// The `k`-th smallest (from 0) of `gaps` less the multiset `out` (sorted, a part
@@ -547,8 +620,8 @@ pub struct InsightFigures {
     /// Top terms: count descending, ties by term.
     pub top_terms: Vec<(String, u64)>,
     /// Per UTC calendar month (`rollup::month_of`) holding a row in range, ascending,
-    /// the sentiment of those rows; `None` when the range holds more than
-    /// [`TREND_ROWS`] rows or a row not scored yet (the caller reads the database).
+    /// the sentiment of those rows; `None` when a row in range is not scored yet (the
+    /// caller reads the database).
     pub sentiment_months: Option<Vec<(i64, Tally)>>,
 }
 
@@ -1051,8 +1124,13 @@ impl ActivityIndex {
             first,
             last,
             mean_gap_us,
-            top_terms: self.top_terms(c, range, top_terms, totals),
-            sentiment_months: sentiment_months(rows),
+            top_terms: self.top_terms(c, range.clone(), top_terms, totals),
+            sentiment_months: sentiment_months(
+                c,
+                c.big(self.term_totals_from),
+                (start, end),
+                range,
+            ),
         })
     }
 
@@ -1378,29 +1456,81 @@ fn frequency_fast(
     Some(out)
 }
 
-/// The sentiment of `rows` (sorted by time) per UTC calendar month holding one, in
-/// month order; `None` past [`TREND_ROWS`] rows or at a row not scored yet.
-fn sentiment_months(rows: &[Entry]) -> Option<Vec<(i64, Tally)>> {
-    if rows.len() > TREND_ROWS {
-        return None;
+/// The sentiment per UTC calendar month holding one of `c`'s rows `range` (those with
+/// `start <= time < end`), in month order; `None` when one of them is not scored yet.
+/// A customer with a [`Big`] takes its whole months from the Big's monthly tallies, and
+/// each edge month from the fewer of its rows inside the range or outside it; any other
+/// walks its rows.
+fn sentiment_months(
+    c: &Customer,
+    big: Option<&Big>,
+    (start, end): (i64, i64),
+    range: std::ops::Range<usize>,
+) -> Option<Vec<(i64, Tally)>> {
+    let rows = &c.rows[range];
+    let (Some(big), Some(first), Some(last)) = (big, rows.first(), rows.last()) else {
+        return walk_months(rows);
+    };
+    let mut cursor = MonthCursor::default();
+    let (lo, hi) = (cursor.month(first.time)?, cursor.month(last.time)?);
+    let mut months = Vec::new();
+    for (&m, all) in big.months.range(lo..=hi) {
+        let from = month_micros(m);
+        let to = Some(month_micros(m + 1))
+            .filter(|&t| t > from)
+            .unwrap_or(i64::MAX);
+        let tally = if start <= from && to <= end {
+            all.tally()?
+        } else {
+            let inside = c.range(start.max(from), end.min(to));
+            if inside.is_empty() {
+                continue;
+            }
+            if inside.len() as i64 * 2 <= all.rows() {
+                walk_tally(&c.rows[inside])?
+            } else {
+                let mut outside = MonthSentiment::default();
+                let before = c.range(from, start.max(from));
+                let after = c.range(end.min(to), to);
+                for e in c.rows[before].iter().chain(&c.rows[after]) {
+                    outside.add(e);
+                }
+                if outside.unscored != all.unscored {
+                    return None;
+                }
+                let mut tally = all.scored;
+                tally.add(outside.scored.negated());
+                tally
+            }
+        };
+        months.push((m, tally));
     }
+    Some(months)
+}
+
+/// The sentiment of `rows` (sorted by time) per UTC calendar month holding one, in month
+/// order; `None` at a row not scored yet.
+fn walk_months(rows: &[Entry]) -> Option<Vec<(i64, Tally)>> {
     let mut months: Vec<(i64, Tally)> = Vec::new();
-    // Start of the month after the last one pushed, µs.
-    let mut next = i64::MIN;
+    let mut cursor = MonthCursor::default();
     for e in rows {
         let score = e.score()?;
-        if months.is_empty() || e.time >= next {
-            let month = month_of(chrono::DateTime::from_timestamp_micros(e.time)?.naive_utc());
-            next = month_start(month + 1).and_utc().timestamp_micros();
-            if next <= e.time {
-                // Past the last month chrono represents: one month to the end.
-                next = i64::MAX;
-            }
+        let month = cursor.month(e.time)?;
+        if months.last().is_none_or(|&(m, _)| m != month) {
             months.push((month, Tally::default()));
         }
         months.last_mut()?.1.add(Tally::of_row(Some(score), 1));
     }
     Some(months)
+}
+
+/// The sentiment of `rows`; `None` at a row not scored yet.
+fn walk_tally(rows: &[Entry]) -> Option<Tally> {
+    let mut tally = Tally::default();
+    for e in rows {
+        tally.add(Tally::of_row(Some(e.score()?), 1));
+    }
+    Some(tally)
 }
 
 /// A ranked term, ordered worst last: fewer rows, then the later name.
@@ -1654,7 +1784,7 @@ mod tests {
                 .or_default()
                 .add(Tally::of_row(r.score, 1));
         }
-        let scored = rows.len() <= TREND_ROWS && rows.iter().all(|r| r.score.is_some());
+        let scored = rows.iter().all(|r| r.score.is_some());
         InsightFigures {
             channels: channels
                 .into_iter()
@@ -1804,6 +1934,7 @@ mod tests {
             assert_eq!(big.gap_sum, fresh.gap_sum, "customer {id}");
             assert_eq!(big.counts, fresh.counts, "customer {id}");
             assert_eq!(big.durations, fresh.durations, "customer {id}");
+            assert_eq!(big.months, fresh.months, "customer {id}");
         }
     }
 
@@ -2218,24 +2349,69 @@ mod tests {
             months(&index, T0, feb),
             Some(vec![(jan, tally(2, 1, 0, -600))])
         );
-        // More rows than the walk takes: the rollup answers.
-        let many: Vec<ActivityRow<'_>> = (0..=TREND_ROWS as i64)
+        // A key account (a Big): whole months from its monthly tallies, an edge month
+        // from the rows inside the range, or from the month less the rows outside it.
+        let n = TERM_TOTALS_FROM as i64;
+        // One row every 200 s: January and a week of February.
+        const STEP: i64 = 200_000_000;
+        let many: Vec<ActivityRow<'_>> = (0..n)
             .map(|i| ActivityRow {
                 customer_id: 8,
-                ..row(100 + i, T0 + i, Some(1))
+                ..row(
+                    100 + i,
+                    T0 + i * STEP,
+                    Some(if i % 4 == 0 { -100 } else { 1 }),
+                )
             })
             .collect();
         index.insert_all(&many, 1);
-        let whole = index.insights(8, i64::MIN, i64::MAX, 0).unwrap();
-        assert_eq!(whole.total, TREND_ROWS as i64 + 1);
-        assert_eq!(whole.sentiment_months, None);
-        let fewer = index.insights(8, T0, T0 + TREND_ROWS as i64, 0).unwrap();
+        let jan_rows = (feb - T0 + STEP - 1) / STEP;
+        let big_months = |index: &ActivityIndex, start, end| {
+            index.insights(8, start, end, 0).unwrap().sentiment_months
+        };
+        let expect = |ids: std::ops::Range<i64>| {
+            let mut by_month = BTreeMap::<i64, Tally>::new();
+            for i in ids {
+                let month = if i < jan_rows { jan } else { feb_month };
+                let score = if i % 4 == 0 { -100 } else { 1 };
+                by_month
+                    .entry(month)
+                    .or_default()
+                    .add(Tally::of_row(Some(score), 1));
+            }
+            Some(by_month.into_iter().collect::<Vec<_>>())
+        };
+        assert!(index.customers[&8].big(index.term_totals_from).is_some());
+        assert_eq!(big_months(&index, i64::MIN, i64::MAX), expect(0..n));
+        // Most of January (the month less its first ten rows), a little of February.
+        let at = |i: i64| T0 + i * STEP;
         assert_eq!(
-            fewer.sentiment_months,
-            Some(vec![(
-                jan,
-                tally(TREND_ROWS as i64, 0, 0, TREND_ROWS as i64)
-            )])
+            big_months(&index, at(10), at(jan_rows + 3)),
+            expect(10..jan_rows + 3)
+        );
+        // A little of January, most of February.
+        assert_eq!(
+            big_months(&index, at(jan_rows - 2), at(n - 5)),
+            expect(jan_rows - 2..n - 5)
+        );
+        // A row not scored yet: a range holding it is left to the database, one that
+        // does not is not (its month read whole less the rows outside, that row among
+        // them, or from the rows inside).
+        index.insert_all(
+            &[ActivityRow {
+                customer_id: 8,
+                ..row(100 + n, at(n), None)
+            }],
+            1,
+        );
+        assert_eq!(
+            big_months(&index, at(10), at(jan_rows + 3)),
+            expect(10..jan_rows + 3)
+        );
+        assert_eq!(big_months(&index, at(jan_rows - 2), at(n + 1)), None);
+        assert_eq!(
+            big_months(&index, at(jan_rows - 2), at(n - 5)),
+            expect(jan_rows - 2..n - 5)
         );
     }
 

@@ -152,17 +152,17 @@ struct Big {
     /// Summed call duration per channel.
     durations: Vec<i128>,
     /// Per UTC calendar month holding a row, the sentiment of its rows.
-    months: BTreeMap<i64, MonthSentiment>,
+    months: BTreeMap<i64, RowsSentiment>,
 }
 
 /// The sentiment of some rows: the scored ones' tally and how many are not scored yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct MonthSentiment {
+struct RowsSentiment {
     scored: Tally,
     unscored: i64,
 }
 
-impl MonthSentiment {
+impl RowsSentiment {
     fn add(&mut self, e: &Entry) {
         match e.score() {
             Some(score) => self.scored.add(Tally::of_row(Some(score), 1)),
@@ -1489,7 +1489,7 @@ fn sentiment_months(
             if inside.len() as i64 * 2 <= all.rows() {
                 walk_tally(&c.rows[inside])?
             } else {
-                let mut outside = MonthSentiment::default();
+                let mut outside = RowsSentiment::default();
                 let before = c.range(from, start.max(from));
                 let after = c.range(end.min(to), to);
                 for e in c.rows[before].iter().chain(&c.rows[after]) {
@@ -1524,13 +1524,13 @@ fn walk_months(rows: &[Entry]) -> Option<Vec<(i64, Tally)>> {
     Some(months)
 }
 
-/// The sentiment of `rows`; `None` at a row not scored yet.
+/// The sentiment of `rows`; `None` when one is not scored yet.
 fn walk_tally(rows: &[Entry]) -> Option<Tally> {
-    let mut tally = Tally::default();
+    let mut sentiment = RowsSentiment::default();
     for e in rows {
-        tally.add(Tally::of_row(Some(e.score()?), 1));
+        sentiment.add(e);
     }
-    Some(tally)
+    sentiment.tally()
 }
 
 /// A ranked term, ordered worst last: fewer rows, then the later name.

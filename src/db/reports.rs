@@ -996,7 +996,6 @@ pub async fn customer_money_and_tickets(
     Option<TransactionRow>,
     Vec<TicketTimes>,
 )> {
-    let sums = currency_query(customer_id, start, end);
     with_conn!(db, |conn| {
         let customer = super::customers::get_on(conn, customer_id).await?;
         // Newest first: the last order, and when they are all, the sums.
@@ -1011,6 +1010,7 @@ pub async fn customer_money_and_tickets(
             .await?;
         let last_order = <[TransactionRow]>::first(&newest).cloned();
         let sums: Vec<CurrencyRow> = if newest.len() as i64 > MONEY_ROWS {
+            let sums = currency_query(customer_id, start, end);
             conn.any().load(sums).await?
         } else {
             currency_rows(&newest)

@@ -16,7 +16,7 @@
 //! - StreamTimeline runs on a second reused database with one customer owning the first
 //!   `--timeline-events` communications of the dataset, copied with `INSERT ... SELECT`.
 //! - The server is the release `crm-comms serve` process; clients are the tonic clients.
-//!   `CRM_BENCH_SERVER` names another build of it for the report, key-account and write
+//!   `CRM_BENCH_SERVER` names another build of it for the report, timeline, key-account and write
 //!   figures (two builds compared in one sitting). The write figures also give the CPU time
 //!   per row of each side (server, MariaDB when it runs on this machine, this process as the
 //!   clients), read from `/proc`, and MariaDB's statements per call and calls per COMMIT.
@@ -1493,12 +1493,13 @@ async fn measure_timeline(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Res
     // Without the content index: it would hold the timeline dataset in memory, and this
     // figure is the memory of streaming.
     let no_index = [("CRM_CONTENT_INDEX", "false")];
-    let server = Server::start_with(SERVER, &t.timeline_url, STARTUP, &no_index).await?;
+    let binary = server_under_test();
+    let server = Server::start_with(&binary, &t.timeline_url, STARTUP, &no_index).await?;
     let cut_events = stream(client(server.channel().await?), Some(cut_end)).await?;
     let cut_peak = server.peak_mb()?;
     drop(server);
 
-    let server = Server::start_with(SERVER, &t.timeline_url, STARTUP, &no_index).await?;
+    let server = Server::start_with(&binary, &t.timeline_url, STARTUP, &no_index).await?;
     let c = client(server.channel().await?);
     let mut full_peak = 0.0;
     let mut times = Vec::new();

@@ -13,6 +13,7 @@ use super::exprs::{explain, row_in, PlanRow, RowIn, ROW_IN_CHUNK};
 use super::query::{self, Sql, Table};
 use super::rollups::{self, Contribution, Deltas};
 use super::schema::communications;
+use super::stored_time::StoredTime;
 use super::{retry_conflicts, Conn, Db, Stored as _};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
@@ -32,6 +33,7 @@ pub struct CommunicationRow {
     /// `Direction` value.
     pub direction: i32,
     /// When it happened (UTC).
+    #[diesel(deserialize_as = StoredTime)]
     pub occur_time: NaiveDateTime,
     /// What was said.
     pub content: String,
@@ -50,6 +52,7 @@ pub struct CommunicationRow {
     /// Chat: conversation id.
     pub chat_conversation_id: Option<String>,
     /// When it was recorded (UTC).
+    #[diesel(deserialize_as = StoredTime)]
     pub create_time: NaiveDateTime,
     /// Sentiment score, -1000..1000 (`analytics::sentiment`); `None` until scored.
     pub sentiment: Option<i16>,

@@ -15,6 +15,7 @@ use diesel::QueryableByName;
 use super::dialect::{columns, Conn};
 use super::query::{self, Bind, Sql};
 use super::schema::{communications, deleted_communications};
+use super::stored_time::StoredTime;
 use super::Db;
 use crate::error::Result;
 use crate::with_conn;
@@ -39,10 +40,10 @@ pub struct FeedRow {
     #[diesel(sql_type = Nullable<BigInt>)]
     pub call_duration_us: Option<i64>,
     /// When it happened.
-    #[diesel(sql_type = Timestamp)]
+    #[diesel(sql_type = Timestamp, deserialize_as = StoredTime)]
     pub occur_time: NaiveDateTime,
     /// When it was recorded.
-    #[diesel(sql_type = Timestamp)]
+    #[diesel(sql_type = Timestamp, deserialize_as = StoredTime)]
     pub create_time: NaiveDateTime,
     /// What was said.
     #[diesel(sql_type = Text)]

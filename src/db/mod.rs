@@ -40,6 +40,7 @@ pub mod satisfaction;
 pub mod schema;
 pub mod secrets;
 pub mod service_levels;
+pub mod stored_time;
 pub mod tickets;
 pub mod timeline;
 pub mod transactions;

@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 use super::audit::{self, Change};
 use super::query::{self, Table};
 use super::schema::service_tickets;
+use super::stored_time::StoredTime;
 use super::{retry_conflicts, Conn as _, Db};
 use crate::error::{Error, Result};
 use crate::model::caller::Caller;
@@ -49,12 +50,15 @@ pub struct TicketRow {
     /// `TicketStatus` value.
     pub status: i32,
     /// When it was opened (UTC).
+    #[diesel(deserialize_as = StoredTime)]
     pub open_time: NaiveDateTime,
     /// When it was first resolved or closed.
     pub resolve_time: Option<NaiveDateTime>,
     /// When it was recorded.
+    #[diesel(deserialize_as = StoredTime)]
     pub create_time: NaiveDateTime,
     /// Last change.
+    #[diesel(deserialize_as = StoredTime)]
     pub update_time: NaiveDateTime,
     /// Optimistic-concurrency version; the etag.
     pub version: i64,

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 
 use super::query::{self, Table};
 use super::schema::transactions;
+use super::stored_time::StoredTime;
 use super::{Conn as _, Db};
 use crate::error::Result;
 use crate::model::caller::Caller;
@@ -42,8 +43,10 @@ pub struct TransactionRow {
     /// Billionths of a unit.
     pub amount_nanos: i32,
     /// When the order was placed (UTC).
+    #[diesel(deserialize_as = StoredTime)]
     pub occur_time: NaiveDateTime,
     /// When it was recorded (UTC).
+    #[diesel(deserialize_as = StoredTime)]
     pub create_time: NaiveDateTime,
 }
 

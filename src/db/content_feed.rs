@@ -115,8 +115,10 @@ pub struct Touched {
     /// Direction.
     pub direction: i32,
     /// When it happened.
+    #[diesel(deserialize_as = StoredTime)]
     pub occur_time: NaiveDateTime,
     /// When it was recorded.
+    #[diesel(deserialize_as = StoredTime)]
     pub create_time: NaiveDateTime,
 }
 

@@ -22,6 +22,7 @@ use super::dialect::{Backend, Conn, Index};
 use super::fns::TallyPart;
 use super::query::{self, Bind, IdRow, Keyset, Scope, Sql, Table};
 use super::schema::{communications, customer_months, service_tickets, transactions};
+use super::stored_time::StoredTime;
 use super::transactions::TransactionRow;
 use super::{fns, Db};
 use crate::analytics::buckets::BucketPlan;
@@ -574,7 +575,7 @@ pub struct GapRow {
     #[diesel(sql_type = BigInt)]
     pub customer_id: i64,
     /// When it happened.
-    #[diesel(sql_type = Timestamp)]
+    #[diesel(sql_type = Timestamp, deserialize_as = StoredTime)]
     pub occur_time: NaiveDateTime,
     /// Id.
     #[diesel(sql_type = BigInt)]
@@ -693,7 +694,7 @@ pub struct ContentRow {
     #[diesel(sql_type = BigInt)]
     pub customer_id: i64,
     /// When it happened.
-    #[diesel(sql_type = Timestamp)]
+    #[diesel(sql_type = Timestamp, deserialize_as = StoredTime)]
     pub occur_time: NaiveDateTime,
     /// What was said.
     #[diesel(sql_type = Text)]

@@ -1,5 +1,5 @@
-//! [`StoredTime`]: how the long row reads (timelines, the change feed, the content
-//! index's load) decode a `Timestamp` column.
+//! [`StoredTime`]: how the long row reads (timelines, the change feed and the content
+//! index's load, the database path's gap and content pages) decode a `Timestamp` column.
 
 use chrono::NaiveDateTime;
 use diesel::backend::Backend;

@@ -1415,22 +1415,18 @@ fn frequency_fast(
         let prev = bounds.last().copied().unwrap_or(start);
         bounds.push(bucket_end.clamp(prev, top));
     }
-    // Per chosen kind, the position of each bound in its times.
-    let at: Vec<Vec<usize>> = chosen
-        .iter()
-        .map(|&k| {
-            let times = &big.times[k];
-            let (mut from, mut hint) = (0, 1);
-            bounds
-                .iter()
-                .map(|&bound| {
-                    let next = gallop(times, from, bound, hint);
-                    (from, hint) = (next, next - from);
-                    from
-                })
-                .collect()
-        })
-        .collect();
+    // Per chosen kind, the position of each bound in its times, found bound by bound
+    // across the kinds: their searches do not depend on each other, so the cache misses
+    // of a key account's arrays overlap instead of following one another.
+    let mut at: Vec<Vec<usize>> = vec![Vec::with_capacity(bounds.len()); chosen.len()];
+    let mut searches: Vec<(usize, usize)> = vec![(0, 1); chosen.len()];
+    for &bound in &bounds {
+        for ((&k, (from, hint)), positions) in chosen.iter().zip(&mut searches).zip(&mut at) {
+            let next = gallop(&big.times[k], *from, bound, *hint);
+            (*from, *hint) = (next, next - *from);
+            positions.push(next);
+        }
+    }
     let mut per_channel = [0i64; 256];
     for (b, into) in out.buckets.iter_mut().enumerate() {
         // Kinds are in channel order: one channel's kinds are adjacent.

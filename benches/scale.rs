@@ -16,10 +16,11 @@
 //! - StreamTimeline runs on a second reused database with one customer owning the first
 //!   `--timeline-events` communications of the dataset, copied with `INSERT ... SELECT`.
 //! - The server is the release `crm-comms serve` process; clients are the tonic clients.
-//!   `CRM_BENCH_SERVER` names another build of it for the report, timeline, key-account and write
-//!   figures (two builds compared in one sitting). The write figures also give the CPU time
-//!   per row of each side (server, MariaDB when it runs on this machine, this process as the
-//!   clients), read from `/proc`, and MariaDB's statements per call and calls per COMMIT.
+//!   `CRM_BENCH_SERVER` names another build of it for the report, timeline, key-account
+//!   and write figures (two builds compared in one sitting). The write figures also give
+//!   the CPU time per row of each side (server, MariaDB when it runs on this machine, this
+//!   process as the clients), read from `/proc`, and MariaDB's statements per call and
+//!   calls per COMMIT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

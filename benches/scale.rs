@@ -1835,7 +1835,7 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
             Some(0.7),
         )
         .note(format!(
-            "scratch database; median ms per batch of {}: {stages}; the driver's INSERT of \
+            "scratch database; median ms per {} rows: {stages}; the driver's INSERT of \
              {INSERT_BATCH} rows {:.1}",
             IMPORT_BATCH_ROWS,
             INSERT_BATCH as f64 * 1000.0 / batch
@@ -1857,30 +1857,38 @@ async fn measure_writes(t: &Target, args: &Args, out: &mut Vec<Figure>) -> Resul
     Ok(())
 }
 
-/// The median time of each statement of the service's import batches, from their
-/// `import batch stored` DEBUG lines (`look_ms=.. insert_ms=.. ...`).
+/// The median time of each statement of the service's import transactions per
+/// [`IMPORT_BATCH_ROWS`] rows, from their DEBUG lines (a transaction holds one batch, or
+/// the batches queued while the one before it was written), and the median rows per
+/// transaction. The last, partial batch of a stream is left out.
 fn batch_stages(lines: &[String]) -> String {
     const STAGES: [&str; 5] = ["look", "insert", "rollups", "audit", "rest"];
-    let whole = format!("rows={IMPORT_BATCH_ROWS} ");
-    let full: Vec<&String> = lines.iter().filter(|l| l.contains(&whole)).collect();
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let key = format!("{key}=");
+        let at = line.find(&key)? + key.len();
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    let full: Vec<(f64, &String)> = lines
+        .iter()
+        .filter_map(|l| Some((field(l, "rows")?, l)))
+        .filter(|(rows, _)| *rows >= IMPORT_BATCH_ROWS as f64)
+        .collect();
     if full.is_empty() {
         return "no batch timings logged".to_owned();
     }
-    STAGES
+    let per_batch = |(rows, line): &(f64, &String), stage: &str| {
+        Some(field(line, &format!("{stage}_ms"))? * IMPORT_BATCH_ROWS as f64 / rows)
+    };
+    let stages = STAGES
         .iter()
         .map(|stage| {
-            let key = format!("{stage}_ms=");
-            let values: Vec<f64> = full
-                .iter()
-                .filter_map(|l| {
-                    let at = l.find(&key)? + key.len();
-                    l[at..].split_whitespace().next()?.parse().ok()
-                })
-                .collect();
+            let values = full.iter().filter_map(|l| per_batch(l, stage)).collect();
             format!("{stage} {:.1}", median_f64(values))
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    let rows = median_f64(full.iter().map(|(rows, _)| *rows).collect());
+    format!("{stages} ({rows:.0} rows per transaction)")
 }
 
 /// Customers the keyed import streams spread over (as in production imports).

@@ -98,6 +98,39 @@ pub struct CommunicationInsertForm {
     pub occur_time_given: bool,
 }
 
+/// Rows per multi-row INSERT of an import batch (a batch may need several, all in its
+/// one transaction): well under both backends' limits on bound values.
+const INSERT_ROWS: usize = 1000;
+/// Content bytes per multi-row INSERT of an import batch, well under MariaDB's default
+/// `max_allowed_packet` (16 MiB).
+const INSERT_BYTES: usize = 4 << 20;
+
+/// A form of customer `customer_id` with `content` under request id `key`, for tests.
+#[cfg(test)]
+pub(crate) fn sample_form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
+    let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)
+        .map(|t| t.naive_utc())
+        .unwrap_or_default();
+    CommunicationInsertForm {
+        customer_id,
+        channel: 5,
+        direction: 2,
+        occur_time: t,
+        content: content.to_owned(),
+        outcome: String::new(),
+        phone_number: None,
+        call_duration_us: None,
+        email_address: None,
+        email_subject: None,
+        chat_platform: None,
+        chat_conversation_id: None,
+        create_time: t,
+        request_id: Some(key.to_owned()),
+        sentiment: None,
+        occur_time_given: true,
+    }
+}
+
 /// The communications table for the statement builders.
 pub const COMMUNICATIONS: Table = Table {
     name: "communications",
@@ -386,7 +419,9 @@ async fn with_batch(
                 let deltas = Deltas::of(rows.iter().map(Contribution::from), 1);
                 let change = import_change(&rows);
                 lap(&mut mark);
-                conn.any().insert_all(communications::table, rows).await?;
+                for chunk in insert_chunks(rows) {
+                    conn.any().insert_all(communications::table, chunk).await?;
+                }
                 times.insert = lap(&mut mark);
                 rollups::add(conn, &deltas).await?;
                 times.rollups = lap(&mut mark);
@@ -411,6 +446,29 @@ async fn with_batch(
     );
     Ok(outcomes)
 }
+
+/// `rows` in order, cut into multi-row INSERTs of at most [`INSERT_ROWS`] rows and,
+/// past the first row of each, at most [`INSERT_BYTES`] of content.
+fn insert_chunks(rows: Vec<CommunicationInsertForm>) -> Vec<Vec<CommunicationInsertForm>> {
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<CommunicationInsertForm> = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        if !chunk.is_empty()
+            && (chunk.len() == INSERT_ROWS || bytes + row.content.len() > INSERT_BYTES)
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += row.content.len();
+        chunk.push(row);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 /// The audit record of an import batch storing `rows`.
 fn import_change(rows: &[CommunicationInsertForm]) -> Change {
     let customers: HashSet<i64> = rows.iter().map(|r| r.customer_id).collect();
@@ -962,28 +1020,47 @@ mod tests {
         );
     }
 
-    fn form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)
-            .map(|t| t.naive_utc())
-            .unwrap_or_default();
-        CommunicationInsertForm {
-            customer_id,
-            channel: 5,
-            direction: 2,
-            occur_time: t,
-            content: content.to_owned(),
-            outcome: String::new(),
-            phone_number: None,
-            call_duration_us: None,
-            email_address: None,
-            email_subject: None,
-            chat_platform: None,
-            chat_conversation_id: None,
-            create_time: t,
-            request_id: Some(key.to_owned()),
-            sentiment: None,
-            occur_time_given: true,
-        }
+    use super::sample_form as form;
+
+    #[test]
+    fn a_batch_is_inserted_in_order_in_statements_bounded_by_rows_and_bytes() {
+        let keys = |chunks: &[Vec<CommunicationInsertForm>]| -> Vec<Vec<String>> {
+            chunks
+                .iter()
+                .map(|c| {
+                    c.iter()
+                        .map(|f| f.request_id.clone().unwrap_or_default())
+                        .collect()
+                })
+                .collect()
+        };
+        let small: Vec<_> = (0..2_500).map(|i| form(1, "x", &i.to_string())).collect();
+        let chunks = insert_chunks(small);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        let flat: Vec<String> = keys(&chunks).concat();
+        assert_eq!(flat, (0..2_500).map(|i| i.to_string()).collect::<Vec<_>>());
+
+        // Content past the byte bound starts a new statement; one row larger than the
+        // bound is a statement of its own.
+        let mb = "m".repeat(1 << 20);
+        let big = "b".repeat(INSERT_BYTES + 1);
+        let forms = vec![
+            form(1, &mb, "a"),
+            form(1, &mb, "b"),
+            form(1, &mb, "c"),
+            form(1, &mb, "d"),
+            form(1, "x", "e"),
+            form(1, &big, "f"),
+            form(1, "x", "g"),
+        ];
+        assert_eq!(
+            keys(&insert_chunks(forms)),
+            [vec!["a", "b", "c", "d"], vec!["e"], vec!["f"], vec!["g"]]
+        );
+        assert!(insert_chunks(Vec::new()).is_empty());
     }
 
     #[test]

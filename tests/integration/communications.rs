@@ -282,6 +282,65 @@ backend_tests! {
         assert_eq!((again.accepted_count, again.duplicate_count), (0, 1));
     }
 
+    async fn an_import_queued_behind_held_writes_is_stored_exactly_in_batches_grouped_on_sqlite(app: &TestApp) {
+        let customers = crate::harness::new_customers(app, "group", 3).await;
+        // Writes are held while the stream is sent, so its batches queue behind the first.
+        let hold = crate::harness::WriteHold::take(app, customers[0]).await;
+        let n = 9_000;
+        let item = |i: usize, content: &str| {
+            let month = 1 + i % 12;
+            let day = 1 + i % 28;
+            let at = format!("2024-{month:02}-{day:02}T{:02}:{:02}:00Z", i % 24, i % 60);
+            note(customers[i % 3], content, &at)
+        };
+        let mut items: Vec<(pb::Communication, String)> =
+            (0..n).map(|i| (item(i, &format!("第{i}条")), format!("g-{i}"))).collect();
+        // Replays of earlier items, batches apart: one the same, one a different communication.
+        items[4_500] = (item(10, "第10条"), "g-10".into());
+        items[6_000] = (item(20, "另一条"), "g-20".into());
+        let (sent, all_sent) = tokio::sync::oneshot::channel();
+        let mut sent = Some(sent);
+        let requests = items.into_iter().enumerate().map(move |(i, (c, r))| {
+            if i + 1 == n {
+                let _ = sent.take().map(|s| s.send(()));
+            }
+            pb::ImportCommunicationsRequest { communication: Some(c), request_id: r }
+        });
+        let mut client = app.communications();
+        let call = tokio::spawn(async move {
+            client.import_communications(tokio_stream::iter(requests)).await.map(|r| r.into_inner())
+        });
+        all_sent.await.expect("the whole stream was taken");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hold.release().await;
+        let report = call.await.expect("join").expect("the import is stored");
+        let stored = n as i64 - 2;
+        assert_eq!((report.accepted_count, report.duplicate_count, report.rejected_count), (stored, 1, 1), "{report:?}");
+        assert_eq!(report.rejected[0].index, 6_000, "{report:?}");
+        assert_eq!(app.scalar("SELECT COUNT(*) FROM communications").await, stored);
+        for table in ["communication_slots", "communication_hours", "customer_months"] {
+            let sum = format!("SELECT COALESCE(SUM(n), 0) FROM {table}");
+            assert_eq!(app.scalar(&sum).await, stored, "{table}");
+        }
+        // Each transaction is audited once with its rows. On SQLite the batches that
+        // queued were stored in fewer transactions than batches; on MariaDB each batch is
+        // its own.
+        let import = "method LIKE '%ImportCommunications'";
+        let records = app.scalar(&format!("SELECT COUNT(*) FROM audit_records WHERE {import}")).await;
+        let grouped = format!("{import} AND detail LIKE '____ rows%' AND detail NOT LIKE '1000 rows%'");
+        let grouped = app.scalar(&format!("SELECT COUNT(*) FROM audit_records WHERE {grouped}")).await;
+        let batches = (n / 1000) as i64;
+        if app.backend == Backend::Sqlite {
+            assert!(records < batches, "{records} transactions for {n} items");
+            assert!(grouped >= 1, "no transaction stored more than one batch ({records} transactions)");
+        } else {
+            assert!(records >= batches, "{records} transactions for {n} items");
+            assert_eq!(grouped, 0, "a transaction stored more than one batch");
+        }
+        let audited = app.scalar(&format!("SELECT COUNT(*) FROM audit_records WHERE {import} AND detail LIKE '% rows for 3 customers'")).await;
+        assert_eq!(audited, records, "every transaction's record names its rows and customers");
+    }
+
     async fn timeline_returns_every_event_once_in_total_order(app: &TestApp) {
         let c1 = seed_mixed(app, "甲", 3000).await;
         let c2 = seed_mixed(app, "乙", 500).await;

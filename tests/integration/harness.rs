@@ -799,6 +799,72 @@ async fn run_self(test: &str, env: &[(&str, &str)]) -> (bool, String) {
     outcome(&out)
 }
 
+/// Writes held off by another session, until [`WriteHold::release`]: on MariaDB customer
+/// `customer`'s row locked (every write path of that customer waits for it), on SQLite
+/// the database's write lock (every write waits).
+pub struct WriteHold {
+    release: Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>,
+}
+
+impl WriteHold {
+    /// Takes the hold; returns once it is held.
+    pub async fn take(app: &TestApp, customer: i64) -> WriteHold {
+        match app.backend {
+            Backend::Mysql => {
+                let mut conn = mysql_async::Conn::from_url(app.database_url.as_str())
+                    .await
+                    .expect("mysql connect");
+                conn.query_drop("START TRANSACTION").await.expect("begin");
+                conn.query_drop(format!(
+                    "SELECT id FROM customers WHERE id = {customer} FOR UPDATE"
+                ))
+                .await
+                .expect("lock");
+                WriteHold {
+                    release: Box::new(move || {
+                        tokio::spawn(async move {
+                            conn.query_drop("ROLLBACK").await.expect("release");
+                            conn.disconnect().await.expect("mysql disconnect");
+                        })
+                    }),
+                }
+            }
+            Backend::Sqlite => {
+                use diesel::{Connection, RunQueryDsl};
+                let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+                let (held, is_held) = tokio::sync::oneshot::channel();
+                let (go, release) = std::sync::mpsc::channel::<()>();
+                let holder = tokio::task::spawn_blocking(move || {
+                    let mut conn = diesel::SqliteConnection::establish(&path).expect("sqlite");
+                    diesel::sql_query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut conn)
+                        .expect("busy timeout");
+                    diesel::sql_query("BEGIN IMMEDIATE")
+                        .execute(&mut conn)
+                        .expect("write lock");
+                    let _ = held.send(());
+                    let _ = release.recv();
+                    diesel::sql_query("ROLLBACK")
+                        .execute(&mut conn)
+                        .expect("release");
+                });
+                is_held.await.expect("the write lock is held");
+                WriteHold {
+                    release: Box::new(move || {
+                        let _ = go.send(());
+                        holder
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Lets the held writes go on.
+    pub async fn release(self) {
+        (self.release)().await.expect("released");
+    }
+}
+
 /// `n` new customers named `{prefix} {i}`.
 pub async fn new_customers(app: &TestApp, prefix: &str, n: usize) -> Vec<i64> {
     let mut ids = Vec::with_capacity(n);

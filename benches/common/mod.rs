@@ -295,15 +295,57 @@ impl Server {
 
     /// Peak resident set (`VmHWM`) of the server process, in MB.
     pub fn peak_mb(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .context("no VmHWM")?
-            .parse()?;
-        Ok(kb / 1024.0)
+        status_mb(self.child.id(), "VmHWM")
     }
+
+    /// Samples the server's anonymous resident memory (`RssAnon`: its heap and stacks,
+    /// not the pages of files it maps, such as SQLite's database file) every 10 ms until
+    /// the sampler is [`stop`](AnonPeak::stop)ped.
+    pub fn anon_peak(&self) -> AnonPeak {
+        let pid = self.child.id();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mb) = status_mb(pid, "RssAnon") {
+                    peak = peak.max(mb);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        AnonPeak { stop, sampler }
+    }
+}
+
+/// A running sample of a server's anonymous memory ([`Server::anon_peak`]).
+pub struct AnonPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<f64>,
+}
+
+impl AnonPeak {
+    /// The peak seen, in MB.
+    pub fn stop(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap_or(0.0)
+    }
+}
+
+/// Field `field` (in kB) of `/proc/PID/status`, in MB.
+fn status_mb(pid: u32, field: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .with_context(|| format!("no {field}"))?
+        .parse()?;
+    Ok(kb / 1024.0)
 }
 
 impl Drop for Server {

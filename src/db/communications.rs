@@ -105,32 +105,6 @@ const INSERT_ROWS: usize = 1000;
 /// `max_allowed_packet` (16 MiB).
 const INSERT_BYTES: usize = 4 << 20;
 
-/// A form of customer `customer_id` with `content` under request id `key`, for tests.
-#[cfg(test)]
-pub(crate) fn sample_form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
-    let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)
-        .map(|t| t.naive_utc())
-        .unwrap_or_default();
-    CommunicationInsertForm {
-        customer_id,
-        channel: 5,
-        direction: 2,
-        occur_time: t,
-        content: content.to_owned(),
-        outcome: String::new(),
-        phone_number: None,
-        call_duration_us: None,
-        email_address: None,
-        email_subject: None,
-        chat_platform: None,
-        chat_conversation_id: None,
-        create_time: t,
-        request_id: Some(key.to_owned()),
-        sentiment: None,
-        occur_time_given: true,
-    }
-}
-
 /// The communications table for the statement builders.
 pub const COMMUNICATIONS: Table = Table {
     name: "communications",
@@ -908,6 +882,32 @@ pub async fn list(
         }
         Ok(conn.any().load(page).await?)
     })
+}
+
+/// A form of customer `customer_id` with `content` under request id `key`, for tests.
+#[cfg(test)]
+pub(crate) fn sample_form(customer_id: i64, content: &str, key: &str) -> CommunicationInsertForm {
+    let t = chrono::DateTime::from_timestamp(1_700_000_000, 0)
+        .map(|t| t.naive_utc())
+        .unwrap_or_default();
+    CommunicationInsertForm {
+        customer_id,
+        channel: 5,
+        direction: 2,
+        occur_time: t,
+        content: content.to_owned(),
+        outcome: String::new(),
+        phone_number: None,
+        call_duration_us: None,
+        email_address: None,
+        email_subject: None,
+        chat_platform: None,
+        chat_conversation_id: None,
+        create_time: t,
+        request_id: Some(key.to_owned()),
+        sentiment: None,
+        occur_time_given: true,
+    }
 }
 
 #[cfg(test)]

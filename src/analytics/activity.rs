@@ -8,7 +8,7 @@
 //! index and keeps it current (inserts, deletes by id, customer merges). Answers equal
 //! the database path's over the same rows: buckets by the plan's UTC bounds
 //! ([`super::buckets::BucketPlan::bucket_of`]'s rule, walked with a moving boundary),
-//! gaps by [`GapStats`] over `(time, id)` order, terms by [`super::terms::terms`] ranked as
+//! gaps by [`GapStats`](super::gaps::GapStats) over `(time, id)` order, terms by [`super::terms::terms`] ranked as
 //! [`super::terms::TermCounter::top`] ranks them. A customer with a row the compact
 //! layout cannot hold (a channel or direction past 255, more than 65,535 terms in one
 //! row, a call of 2^47 microseconds or more, a call-time sum past 64 bits) answers

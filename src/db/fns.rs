@@ -218,11 +218,11 @@ pub fn int<E>(expr: E) -> Int<E> {
     Int(expr)
 }
 
-/// See [`int`].
+/// See [`int()`].
 #[derive(Debug, Clone, Copy, QueryId)]
 pub struct Int<E>(E);
 
-/// The type of [`int`]`(e)`, as `#[diesel::dsl::auto_type]` names it.
+/// The type of [`int()`]`(e)`, as `#[diesel::dsl::auto_type]` names it.
 #[allow(non_camel_case_types)]
 pub type int<E> = Int<E>;
 
@@ -273,11 +273,11 @@ pub fn rem<A, B>(a: A, b: B) -> IntOp<A, B> {
     }
 }
 
-/// The type of [`div`]`(a, b)`, as `#[diesel::dsl::auto_type]` names it.
+/// The type of [`div()`]`(a, b)`, as `#[diesel::dsl::auto_type]` names it.
 #[allow(non_camel_case_types)]
 pub type div<A, B> = IntOp<A, B>;
 
-/// The type of [`rem`]`(a, b)`, as `#[diesel::dsl::auto_type]` names it.
+/// The type of [`rem()`]`(a, b)`, as `#[diesel::dsl::auto_type]` names it.
 #[allow(non_camel_case_types)]
 pub type rem<A, B> = IntOp<A, B>;
 
@@ -290,7 +290,7 @@ pub enum IntOpKind {
     Rem,
 }
 
-/// See [`div`] and [`rem`].
+/// See [`div()`] and [`rem()`].
 #[derive(Debug, Clone, Copy)]
 pub struct IntOp<A, B> {
     a: A,

@@ -97,7 +97,7 @@ struct KeyRow {
     sentiment_sum: i64,
 }
 
-/// A row of [`totals_query`]: count, distinct customers, first and last time.
+/// A row of [`totals_query()`]: count, distinct customers, first and last time.
 type TotalsRow = (i64, i64, Option<NaiveDateTime>, Option<NaiveDateTime>);
 
 #[derive(QueryableByName)]
@@ -931,10 +931,10 @@ pub struct CurrencyRow {
 
 /// Customer insights read at most this many transactions in range as rows and sum them
 /// in memory (one statement with the last order); a customer with more has them summed
-/// by [`currency_query`].
+/// by [`currency_query()`].
 const MONEY_ROWS: i64 = 64;
 
-/// `rows` summed per currency as [`currency_query`] sums them (the same halves: Rust's
+/// `rows` summed per currency as [`currency_query()`] sums them (the same halves: Rust's
 /// `/` and `%` truncate toward zero too), in currency code order.
 fn currency_rows(rows: &[TransactionRow]) -> Vec<CurrencyRow> {
     const HALF: i64 = 1 << 32;

@@ -15,7 +15,7 @@
 //! taking the server's CPU from its writers.
 //!
 //! Why it misses nothing: a write stamps its rows and commits within
-//! [`COMMIT_BOUND`](crate::service::feed::COMMIT_BOUND) of the stamp (`db::feed`), so a
+//! [`COMMIT_BOUND`] of the stamp (`db::feed`), so a
 //! read of the rows stamped after `t - COMMIT_BOUND - slack` sees every row committed
 //! after the read at `t`. Each poll reads from its predecessor's start minus that
 //! window (rows seen before are skipped by id), so a write is seen by the first poll

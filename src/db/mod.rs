@@ -125,9 +125,10 @@ fn sqlite_locked(e: &diesel::result::Error) -> bool {
 /// reads (timelines, the content index's load, the database path's reports) then read
 /// pages in place instead of copying each one out of the kernel's page cache with a
 /// system call, a third more events per second in a million-event timeline. The mapped
-/// pages are that same page cache, shared by every connection and dropped by the kernel
-/// under pressure; they count in the process's resident set (RSS) as file pages, not in
-/// its own (anonymous) memory.
+/// pages are that same page cache, dropped by the kernel under pressure. They count in
+/// the process's resident set (RSS) as file pages, once per connection that read them
+/// (each connection maps the file on its own), but once in its proportional set (PSS)
+/// and in its cgroup; its own memory is the anonymous part.
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 268435456;";
 

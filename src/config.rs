@@ -236,6 +236,15 @@ pub struct Config {
         global = true
     )]
     pub db_acquire_timeout_secs: u64,
+    /// MiB of an SQLite database file each connection maps and reads in place (SQLite's
+    /// `mmap_size`); 0 reads every page with a system call instead.
+    #[arg(
+        long,
+        env = "CRM_SQLITE_MMAP_MIB",
+        default_value_t = 256,
+        global = true
+    )]
+    pub sqlite_mmap_mib: u64,
     /// Most concurrently open `StreamTimeline` follow streams.
     #[arg(
         long,
@@ -536,6 +545,7 @@ impl std::fmt::Debug for Config {
             .field("read_max_lag_secs", &self.read_max_lag_secs)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_secs", &self.db_acquire_timeout_secs)
+            .field("sqlite_mmap_mib", &self.sqlite_mmap_mib)
             .field("max_follow_streams", &self.max_follow_streams)
             .field("log_writers", &self.log_writers)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
@@ -588,6 +598,7 @@ impl Config {
             read_max_lag_secs: 5,
             db_max_connections: 16,
             db_acquire_timeout_secs: 5,
+            sqlite_mmap_mib: 256,
             max_follow_streams: 256,
             log_writers: 4,
             max_concurrent_streams: 256,
@@ -671,6 +682,7 @@ impl Config {
         crate::db::PoolOptions {
             max_connections: self.db_max_connections.max(1),
             acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs.max(1)),
+            sqlite_mmap_bytes: self.sqlite_mmap_mib.saturating_mul(1 << 20),
         }
     }
 }

@@ -121,7 +121,8 @@ fn sqlite_locked(e: &diesel::result::Error) -> bool {
 /// writing the same file (first: switching a new file to WAL needs its lock), WAL so
 /// readers never block the writer.
 ///
-/// Each connection also maps the first 256 MiB of the database file (`mmap_size`): long
+/// Each pooled connection also maps the first [`SQLITE_MMAP_BYTES`] of the database file
+/// (`mmap_size`, `--sqlite-mmap-mib`): long
 /// reads (timelines, the content index's load, the database path's reports) then read
 /// pages in place instead of copying each one out of the kernel's page cache with a
 /// system call, a third more events per second in a million-event timeline. The mapped
@@ -130,7 +131,10 @@ fn sqlite_locked(e: &diesel::result::Error) -> bool {
 /// (each connection maps the file on its own), but once in its proportional set (PSS)
 /// and in its cgroup; its own memory is the anonymous part.
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 268435456;";
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
+/// What each pooled SQLite connection maps of the file by default: 256 MiB.
+pub const SQLITE_MMAP_BYTES: u64 = 256 << 20;
 
 /// Which database a URL names. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -195,6 +199,9 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a request waits for a connection before UNAVAILABLE.
     pub acquire_timeout: Duration,
+    /// Bytes of an SQLite file each connection maps (`PRAGMA mmap_size`, see
+    /// [`SQLITE_PRAGMAS`]); 0 maps none.
+    pub sqlite_mmap_bytes: u64,
 }
 
 impl PoolOptions {
@@ -213,6 +220,7 @@ impl Default for PoolOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            sqlite_mmap_bytes: SQLITE_MMAP_BYTES,
         }
     }
 }
@@ -795,15 +803,20 @@ impl Db {
             }),
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<SqliteConn>::default();
-                config.custom_setup = Box::new(|url| {
+                let pragmas = format!(
+                    "{SQLITE_PRAGMAS} PRAGMA mmap_size = {};",
+                    options.sqlite_mmap_bytes
+                );
+                config.custom_setup = Box::new(move |url| {
                     let url = url.to_owned();
+                    let pragmas = pragmas.clone();
                     async move {
                         let mut conn = SqliteConn::establish(&url).await?;
                         instrument::trace_statements(&mut conn, "sqlite");
                         let mut tries = 0;
                         loop {
                             // raw SQL: SQLite PRAGMAs on every pooled connection
-                            match conn.batch_execute(SQLITE_PRAGMAS).await {
+                            match conn.batch_execute(&pragmas).await {
                                 Err(e) if sqlite_locked(&e) && tries < SQLITE_SETUP_TRIES => {
                                     tries += 1;
                                     tokio::time::sleep(SQLITE_SETUP_PAUSE).await;
@@ -1126,6 +1139,40 @@ mod tests {
                 "Deadlock found when trying to get lock; try restarting transaction".to_owned(),
             ),
         ))
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_map_as_much_of_the_file_as_the_options_say() {
+        #[derive(diesel::QueryableByName)]
+        struct Mapped {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            mmap_size: i64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (bytes, name) in [(SQLITE_MMAP_BYTES, "default"), (1 << 20, "one"), (0, "off")] {
+            let url = format!(
+                "sqlite://{}",
+                dir.path().join(format!("{name}.db")).display()
+            );
+            let options = PoolOptions {
+                sqlite_mmap_bytes: bytes,
+                ..PoolOptions::default()
+            };
+            let db = Db::connect(&url, &options).await.unwrap();
+            let rows = mapped(&db).await.unwrap();
+            assert_eq!(rows, [bytes as i64], "{name}");
+        }
+        assert_eq!(PoolOptions::default().sqlite_mmap_bytes, 256 << 20);
+
+        async fn mapped(db: &Db) -> crate::error::Result<Vec<i64>> {
+            crate::with_conn!(db, |conn| {
+                let rows: Vec<Mapped> = conn
+                    .any()
+                    .load_sql(&query::Sql::from("PRAGMA mmap_size"))
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.mmap_size).collect())
+            })
+        }
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ backend_tests! {
         // cut off; before the fix it read the abandoned result (or failed).
         let db = Db::connect(
             &app.database_url,
-            &PoolOptions { max_connections: 1, acquire_timeout: Duration::from_secs(10) },
+            &PoolOptions { max_connections: 1, acquire_timeout: Duration::from_secs(10), ..PoolOptions::default() },
         )
         .await
         .unwrap();

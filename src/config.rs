@@ -241,7 +241,7 @@ pub struct Config {
     #[arg(
         long,
         env = "CRM_SQLITE_MMAP_MIB",
-        default_value_t = 256,
+        default_value_t = crate::db::SQLITE_MMAP_BYTES >> 20,
         global = true
     )]
     pub sqlite_mmap_mib: u64,
@@ -598,7 +598,7 @@ impl Config {
             read_max_lag_secs: 5,
             db_max_connections: 16,
             db_acquire_timeout_secs: 5,
-            sqlite_mmap_mib: 256,
+            sqlite_mmap_mib: crate::db::SQLITE_MMAP_BYTES >> 20,
             max_follow_streams: 256,
             log_writers: 4,
             max_concurrent_streams: 256,

@@ -98,12 +98,13 @@ pub struct CommunicationInsertForm {
     pub occur_time_given: bool,
 }
 
-/// Rows per multi-row INSERT of an import batch (a batch may need several, all in its
-/// one transaction): well under both backends' limits on bound values.
-const INSERT_ROWS: usize = 1000;
-/// Content bytes per multi-row INSERT of an import batch, well under MariaDB's default
-/// `max_allowed_packet` (16 MiB).
-const INSERT_BYTES: usize = 4 << 20;
+/// Rows per multi-row INSERT of an import (an import batch's bound too; a transaction
+/// holding several batches runs several): well under both backends' limits on bound
+/// values.
+pub const INSERT_ROWS: usize = 1000;
+/// Content bytes per multi-row INSERT of an import (past its first row; an import
+/// batch's bound too), well under MariaDB's default `max_allowed_packet` (16 MiB).
+pub const INSERT_BYTES: usize = 4 << 20;
 
 /// The communications table for the statement builders.
 pub const COMMUNICATIONS: Table = Table {

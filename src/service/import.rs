@@ -17,10 +17,11 @@ use crate::db::{Backend, Db};
 use crate::error::Error;
 use crate::model::caller::Caller;
 
-/// Items per import batch (one multi-row INSERT, one transaction).
-pub const IMPORT_BATCH_ROWS: usize = 1000;
+/// Items per import batch (one multi-row INSERT; its own transaction unless batches
+/// queue on SQLite, see [`SQLITE_GROUP_BATCHES`]).
+pub const IMPORT_BATCH_ROWS: usize = communications::INSERT_ROWS;
 /// Content bytes per import batch, so memory stays bounded with large messages.
-const IMPORT_BATCH_BYTES: usize = 4 << 20;
+const IMPORT_BATCH_BYTES: usize = communications::INSERT_BYTES;
 /// Batches one transaction of an import's writer stores at most on SQLite: when the
 /// writer falls behind its reader, the batches queued meanwhile are stored together
 /// (one key look-up, one rollup update, one audit record and one COMMIT for them all).
